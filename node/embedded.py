@@ -1,0 +1,205 @@
+"""Run nats-server processes: the node's embedded server, test fixtures, local clusters.
+
+Readiness is an event, not a sleep: we wait for the server's "Server is ready" log line
+and then for its monitoring ``/healthz`` to report JetStream usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INSTALL_HINT = (
+    "nats-server was not found on PATH. Install it with `sudo apt-get install -y nats-server` "
+    "(Debian/Ubuntu) or download it from the NATS project's releases, or configure "
+    "[nats] servers = [...] to use an existing NATS deployment."
+)
+
+
+class NatsServerError(RuntimeError):
+    """The nats-server binary is missing or the server did not come up."""
+
+
+def find_binary() -> str:
+    found = os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server")
+    if not found:
+        for candidate in ("/usr/sbin/nats-server", "/usr/local/bin/nats-server"):
+            if os.access(candidate, os.X_OK):
+                return candidate
+        raise NatsServerError(INSTALL_HINT)
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class NatsServer:
+    """One nats-server process we started and own."""
+
+    store_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    monitor_port: int = 0
+    cluster_name: str | None = None
+    cluster_port: int = 0
+    routes: list[str] = field(default_factory=list)
+    server_name: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def command(self) -> list[str]:
+        args = [
+            find_binary(), "-js", "-a", self.host, "-p", str(self.port),
+            "-m", str(self.monitor_port), "-sd", str(self.store_dir),
+        ]
+        if self.server_name:
+            args += ["-n", self.server_name]
+        if self.cluster_name:
+            args += ["--cluster_name", self.cluster_name,
+                     "--cluster", f"nats://{self.host}:{self.cluster_port}"]
+            if self.routes:
+                args += ["--routes", ",".join(self.routes)]
+        return args + self.extra_args
+
+    def start(self, timeout: float = 15.0, wait_jetstream: bool = True) -> NatsServer:
+        self.port = self.port or free_port(self.host)
+        self.monitor_port = self.monitor_port or free_port(self.host)
+        if self.cluster_name:
+            self.cluster_port = self.cluster_port or free_port(self.host)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._ready.clear()
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump_log, daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise NatsServerError(
+                "nats-server did not become ready:\n" + "\n".join(self._log_tail[-20:])
+            )
+        if wait_jetstream:
+            self.wait_healthy(timeout)
+        return self
+
+    def _pump_log(self) -> None:
+        proc = self.process
+        assert proc is not None and proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self._log_tail.append(line)
+            del self._log_tail[:-200]
+            if "Server is ready" in line:
+                self._ready.set()
+
+    def healthz(self) -> tuple[int, dict[str, object]]:
+        url = f"http://{self.host}:{self.monitor_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, {}
+        except OSError:
+            return 0, {}
+
+    def wait_healthy(self, timeout: float = 15.0) -> None:
+        """Poll the monitoring endpoint until JetStream is usable (bounded, no fixed sleep)."""
+        deadline = time.monotonic() + timeout
+        interval = 0.01
+        while time.monotonic() < deadline:
+            status, body = self.healthz()
+            if status == 200 and body.get("status") == "ok":
+                return
+            if self.process is not None and self.process.poll() is not None:
+                break
+            threading.Event().wait(interval)  # bounded poll of an external process
+            interval = min(interval * 2, 0.2)
+        raise NatsServerError(
+            "nats-server JetStream not healthy in time:\n" + "\n".join(self._log_tail[-20:])
+        )
+
+    def kill(self) -> None:
+        """kill -9: what a crash looks like."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    def restart(self, timeout: float = 15.0) -> NatsServer:
+        """Start again on the same ports and store (after stop or kill)."""
+        self.stop()
+        return self.start(timeout)
+
+
+def start_server(store_dir: Path, port: int = 0, host: str = "127.0.0.1") -> NatsServer:
+    return NatsServer(store_dir=store_dir, host=host, port=port).start()
+
+
+@dataclass
+class NatsCluster:
+    servers: list[NatsServer]
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def start_cluster(base_dir: Path, size: int = 3, name: str = "ba") -> NatsCluster:
+    """Start ``size`` servers routed to each other and wait until JetStream is healthy."""
+    servers = [
+        NatsServer(store_dir=base_dir / f"n{i}", cluster_name=name, server_name=f"{name}-{i}")
+        for i in range(size)
+    ]
+    for server in servers:
+        server.port = free_port()
+        server.monitor_port = free_port()
+        server.cluster_port = free_port()
+    routes = [f"nats://127.0.0.1:{s.cluster_port}" for s in servers]
+    for server in servers:
+        server.routes = [r for r in routes if not r.endswith(f":{server.cluster_port}")]
+    try:
+        for server in servers:
+            server.start(wait_jetstream=False)
+        for server in servers:
+            server.wait_healthy(30.0)
+    except Exception:
+        for server in servers:
+            server.stop()
+        raise
+    return NatsCluster(servers)
