@@ -1,0 +1,77 @@
+"""Error types shared by every layer, and their wire form.
+
+Following h11, a protocol error says whose fault it is: ``LocalProtocolError`` when our
+side broke the protocol (a bug or misuse of an API), ``RemoteProtocolError`` when a peer
+sent garbage. Both carry a stable machine-readable ``code`` that clients match on.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"
+    MALFORMED = "malformed"
+    VALIDATION = "validation_error"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    CONFLICT = "conflict"
+    TIMEOUT = "timeout"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    UNAVAILABLE = "unavailable"
+    NOT_LEADER = "not_leader"
+    HANDLER_ERROR = "handler_error"
+    INTERNAL = "internal"
+    UNKNOWN_PROTOCOL = "unknown_protocol"
+    TOO_FEW_PARTICIPANTS = "too_few_participants"
+    NO_AGENTS = "no_agents"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    CLOSED = "closed"
+
+
+class BrokerError(Exception):
+    """An error that crosses the wire as ``{"error": {"code", "message", "details"}}``."""
+
+    def __init__(
+        self, code: ErrorCode | str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> BrokerError | None:
+        """The error a reply carries, or None when the reply is a result."""
+        if not isinstance(payload, dict) or set(payload) != {"error"}:
+            return None
+        err = payload["error"]
+        if not isinstance(err, dict) or "code" not in err:
+            return None
+        details = err.get("details")
+        return cls(
+            str(err["code"]),
+            str(err.get("message", "")),
+            details if isinstance(details, dict) else {},
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r}, {self.details!r})"
+
+
+class LocalProtocolError(BrokerError):
+    """We broke the protocol: a bug on our side or a misuse of an API."""
+
+
+class RemoteProtocolError(BrokerError):
+    """A peer broke the protocol: garbage, forgery, or a message that cannot be valid."""

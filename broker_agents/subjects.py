@@ -1,0 +1,66 @@
+"""The subject and bucket scheme, in one place, under one configurable prefix.
+
+    <p>.agent.<agent_id>              an agent's inbox
+    <p>.cap.<capability>              any one agent with the capability (queue group)
+    <p>.coord.<protocol>              external coordination requests (request/reply)
+    <p>.raft.<group>.<member>         consensus traffic to one member
+    <p>.auction.<id>.<step>           auction choreography
+    <p>.vote.<id>.<step>              voting choreography
+    <p>.node.<node_id>.<what>         node control and heartbeats
+    <p>.events.<kind>...              events
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def check_token(value: str, what: str) -> str:
+    """Subject tokens may not contain dots, wildcards or whitespace."""
+    if not TOKEN.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid subject token (letters, digits, '_' and '-')"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Subjects:
+    prefix: str = "ba"
+
+    def agent(self, agent_id: str) -> str:
+        return f"{self.prefix}.agent.{agent_id}"
+
+    def cap(self, capability: str) -> str:
+        return f"{self.prefix}.cap.{capability}"
+
+    def cap_queue(self, capability: str) -> str:
+        return f"{self.prefix}-cap-{capability}"
+
+    def coord(self, protocol: str) -> str:
+        return f"{self.prefix}.coord.{protocol}"
+
+    def raft(self, group: str, *parts: str) -> str:
+        return ".".join((self.prefix, "raft", group, *parts))
+
+    def auction(self, auction_id: str, *parts: str) -> str:
+        return ".".join((self.prefix, "auction", auction_id, *parts))
+
+    def vote(self, vote_id: str, *parts: str) -> str:
+        return ".".join((self.prefix, "vote", vote_id, *parts))
+
+    def node(self, node_id: str, *parts: str) -> str:
+        return ".".join((self.prefix, "node", node_id, *parts))
+
+    def events(self, *parts: str) -> str:
+        return ".".join((self.prefix, "events", *parts))
+
+    def registry(self, *parts: str) -> str:
+        return ".".join((self.prefix, "registry", *parts))
+
+    def bucket(self, concern: str) -> str:
+        """KV bucket per concern: agents, nodes, accounts, reputation, auctions, variables."""
+        return f"{self.prefix}_{concern}"
