@@ -1,0 +1,136 @@
+"""What an agent gets to talk to the world: every message crosses NATS, even locally.
+
+The context is the seam where the registry, coordination and auctions plug in: they are
+reached through ``ctx.services`` (filled by the node) rather than by importing the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ValidationError
+
+from broker_agents import codec
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.logging import get_logger
+from broker_agents.messages import envelope
+from broker_agents.metrics import MESSAGES_OUT
+from broker_agents.subjects import Subjects
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """Metadata of the message being handled."""
+
+    subject: str
+    reply: str | None
+    msg_id: str | None
+    type_name: str
+    is_json: bool
+    headers: dict[str, str] | None
+
+
+def reply_or_raise(data: bytes, headers: dict[str, str] | None, reply_model: type[R] | None,
+                   target: str) -> Any:
+    payload = codec.decode(data, headers)
+    err = BrokerError.from_payload(payload)
+    if err is not None:
+        raise err
+    if reply_model is None:
+        return payload
+    try:
+        return reply_model.model_validate(payload)
+    except ValidationError as exc:
+        raise BrokerError(
+            ErrorCode.MALFORMED, f"reply from {target} is not a valid {reply_model.__name__}",
+            {"errors": exc.errors(include_url=False, include_context=False)},
+        ) from exc
+
+
+@dataclass
+class AgentContext:
+    agent_id: str
+    node_id: str
+    nc: NATS
+    subjects: Subjects
+    services: dict[str, Any] = field(default_factory=dict)
+    spawner: Callable[[Coroutine[Any, Any, Any], str | None], asyncio.Task[Any]] | None = None
+    _kv: dict[str, KeyValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.log = get_logger(node_id=self.node_id, agent_id=self.agent_id)
+        self._out = {k: MESSAGES_OUT.labels(self.agent_id, k)
+                     for k in ("send", "request", "publish", "reply")}
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Start a task the agent owns (awaited at stop; its failure crashes the agent)."""
+        if self.spawner is None:
+            raise RuntimeError("this context cannot start tasks")
+        return self.spawner(coro, name)
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.nc.jetstream()
+
+    async def send(self, agent_id: str, msg: BaseModel, *, type_name: str | None = None) -> None:
+        """One-way message to an agent's inbox (at most once, like core NATS)."""
+        await self.nc.publish(self.subjects.agent(agent_id),
+                              codec.encode(envelope(msg, type_name)))
+        self._out["send"].inc()
+
+    async def send_capability(self, capability: str, msg: BaseModel) -> None:
+        await self.nc.publish(self.subjects.cap(capability), codec.encode(envelope(msg)))
+        self._out["send"].inc()
+
+    async def request(self, agent_id: str, msg: BaseModel, *, timeout: float = 5.0,
+                      reply_model: type[R] | None = None, msg_id: str | None = None) -> Any:
+        """Ask an agent and wait for its reply; an error reply is raised as BrokerError."""
+        return await self._request(self.subjects.agent(agent_id), msg, timeout, reply_model,
+                                   msg_id, agent_id)
+
+    async def request_capability(self, capability: str, msg: BaseModel, *,
+                                 timeout: float = 5.0, reply_model: type[R] | None = None,
+                                 msg_id: str | None = None) -> Any:
+        """Ask any one agent that has the capability (NATS queue group picks it)."""
+        return await self._request(self.subjects.cap(capability), msg, timeout, reply_model,
+                                   msg_id, f"capability {capability}")
+
+    async def _request(self, subject: str, msg: BaseModel, timeout: float,
+                       reply_model: type[R] | None, msg_id: str | None, target: str) -> Any:
+        data = codec.encode(envelope(msg, msg_id=msg_id))
+        self._out["request"].inc()
+        try:
+            reply = await self.nc.request(subject, data, timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise BrokerError(ErrorCode.UNAVAILABLE, f"no agent is listening for {target}",
+                              {"subject": subject}) from exc
+        except nats.errors.TimeoutError as exc:
+            raise BrokerError(ErrorCode.TIMEOUT, f"{target} did not answer within {timeout}s",
+                              {"subject": subject, "timeout": timeout}) from exc
+        return reply_or_raise(reply.data, reply.headers, reply_model, target)
+
+    async def publish(self, subject: str, payload: Any) -> None:
+        """Raw publish of any payload (msgpack-encoded) to any subject."""
+        await self.nc.publish(subject, codec.encode(payload))
+        self._out["publish"].inc()
+
+    async def kv(self, bucket: str, *, create: bool = True) -> KeyValue:
+        """A JetStream KV bucket handle, created on first use when allowed."""
+        if bucket not in self._kv:
+            try:
+                self._kv[bucket] = await self.js.key_value(bucket)
+            except BucketNotFoundError:
+                if not create:
+                    raise
+                self._kv[bucket] = await self.js.create_key_value(bucket=bucket)
+        return self._kv[bucket]

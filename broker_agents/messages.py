@@ -1,0 +1,63 @@
+"""Typed agent messages and the envelope they travel in.
+
+On the wire an agent message is ``{"type": <name>, "data": {...}, "id": <message id>}``.
+The reply is the handler's result as is, or ``{"error": {...}}``. The message id lets an
+agent answer a redelivered request from its cache instead of running the handler twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+from pydantic import BaseModel
+
+from broker_agents.core.errors import ErrorCode, RemoteProtocolError
+
+_ids = itertools.count(1)
+_id_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}"
+
+
+def new_message_id() -> str:
+    """Unique per process and cheap (no uuid on the hot path)."""
+    return f"{_id_prefix}-{next(_ids):x}"
+
+
+def message_type(model: type[BaseModel] | BaseModel) -> str:
+    """The wire name of a message type: ``message_type`` class attribute or class name."""
+    cls = model if isinstance(model, type) else type(model)
+    name = getattr(cls, "message_type", None)
+    return name if isinstance(name, str) else cls.__name__
+
+
+def envelope(msg: BaseModel | dict[str, Any], type_name: str | None = None,
+             msg_id: str | None = None) -> dict[str, Any]:
+    if isinstance(msg, BaseModel):
+        return {"type": type_name or message_type(msg), "data": msg.model_dump(mode="json"),
+                "id": msg_id or new_message_id()}
+    if type_name is None:
+        raise ValueError("a plain dict message needs an explicit type name")
+    return {"type": type_name, "data": msg, "id": msg_id or new_message_id()}
+
+
+def open_envelope(payload: Any) -> tuple[str, Any, str | None]:
+    """Split an envelope into (type, data, id) or raise a RemoteProtocolError."""
+    if not isinstance(payload, dict):
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED,
+            "an agent message must be an object {\"type\": ..., \"data\": {...}}",
+            {"got": type(payload).__name__},
+        )
+    type_name = payload.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, "field 'type' is required and must be a non-empty string",
+            {"field": "type"},
+        )
+    msg_id = payload.get("id")
+    if msg_id is not None and not isinstance(msg_id, str):
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, "field 'id' must be a string", {"field": "id"}
+        )
+    return type_name, payload.get("data", {}), msg_id

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the agent runtime and the NATS connection.
+
+Label sets stay small and bounded: agent ids and message type names, never message ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_IN = Counter(
+    "ba_agent_messages_in_total", "Messages received by agents", ["agent", "kind"]
+)
+MESSAGES_OUT = Counter(
+    "ba_agent_messages_out_total", "Messages sent by agents", ["agent", "kind"]
+)
+HANDLER_SECONDS = Histogram(
+    "ba_agent_handler_seconds", "Handler latency", ["agent", "type"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+             0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HANDLER_ERRORS = Counter(
+    "ba_agent_handler_errors_total", "Handlers that raised", ["agent", "type", "code"]
+)
+MALFORMED = Counter(
+    "ba_agent_malformed_messages_total",
+    "Messages rejected before reaching a handler", ["agent", "reason"],
+)
+DUPLICATES = Counter(
+    "ba_agent_duplicate_messages_total", "Redelivered messages answered from cache", ["agent"]
+)
+RESTARTS = Counter("ba_agent_restarts_total", "Agent restarts by a supervisor", ["agent"])
+AGENTS_RUNNING = Gauge("ba_agents_running", "Agents currently running on this node")
+NATS_CONNECTED = Gauge("ba_nats_connected", "1 while the NATS connection is up")
+NATS_RECONNECTS = Counter("ba_nats_reconnects_total", "NATS reconnections")
+NATS_DISCONNECTS = Counter("ba_nats_disconnects_total", "NATS disconnections")
+SLOW_CONSUMER_DROPS = Counter(
+    "ba_nats_slow_consumer_drops_total", "Messages dropped by nats-py for a slow consumer",
+    ["subject_kind"],
+)
+NATS_ERRORS = Counter("ba_nats_errors_total", "Errors reported by the NATS client", ["kind"])
+NODE_HEALTHY = Gauge("ba_node_healthy", "1 while the node's root supervisor is healthy")

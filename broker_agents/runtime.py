@@ -1,0 +1,264 @@
+"""Runs one agent on a NATS connection: subscriptions, dispatch, replies, owned tasks.
+
+Life of an agent: subscribe (inbox + one queue-grouped subject per capability) -> on_start
+-> *ready* (only now may the node advertise it) -> handle messages -> on stop: drain the
+subscriptions (no new work, in-flight handlers finish), wait for owned tasks, on_stop.
+A fatal handler error or a failed owned task crashes the agent to its supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import ValidationError
+
+from broker_agents import codec
+from broker_agents.agent import Agent, HandlerSpec
+from broker_agents.context import AgentContext, Incoming
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.messages import open_envelope
+from broker_agents.metrics import (
+    DUPLICATES,
+    HANDLER_ERRORS,
+    HANDLER_SECONDS,
+    MALFORMED,
+    MESSAGES_IN,
+    MESSAGES_OUT,
+)
+from broker_agents.subjects import Subjects, check_token
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+RECENT_IDS = 1024
+
+
+class AgentRunner:
+    """Owns one agent instance and every task it starts."""
+
+    def __init__(self, agent: Agent, nc: NATS, *, node_id: str, subjects: Subjects,
+                 services: dict[str, Any] | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 pending_msgs_limit: int = 65536) -> None:
+        check_token(agent.agent_id, "agent id")
+        self.agent = agent
+        self.nc = nc
+        self.subjects = subjects
+        self.max_payload = max_payload
+        self.pending_msgs_limit = pending_msgs_limit
+        self.ctx = AgentContext(agent.agent_id, node_id, nc, subjects, services or {},
+                                spawner=self.spawn)
+        agent.bind(self.ctx)
+        self.log = self.ctx.log
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stop = asyncio.Event()
+        self._crash: BaseException | None = None
+        self._semaphore = asyncio.Semaphore(max(1, agent.max_concurrency))
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        aid = agent.agent_id
+        self._reply_count = MESSAGES_OUT.labels(aid, "reply")
+        self._hist = {name: HANDLER_SECONDS.labels(aid, name) for name in agent._handler_specs}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        """Run until stopped (returns) or crashed (raises). Call ``ready`` once live."""
+        try:
+            await self._subscribe()
+            await self.agent.on_start()
+        except BaseException:
+            await self._unsubscribe(drain=False)
+            raise
+        ready()
+        await self._stop.wait()
+        if self._crash is not None:
+            await self._unsubscribe(drain=False)
+            self._cancel_tasks()
+            raise self._crash
+        await self._graceful_stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def crash(self, exc: BaseException) -> None:
+        if self._crash is None:
+            self._crash = exc
+        self._stop.set()
+
+    async def _graceful_stop(self) -> None:
+        await self._unsubscribe(drain=True)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.agent.on_stop()
+
+    def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Start a task the agent owns: awaited at stop, and its failure crashes the agent."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            assert exc is not None
+            self.log.error("agent task failed", error=repr(exc))
+            self.crash(exc)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    async def _subscribe(self) -> None:
+        aid = self.agent.agent_id
+        inbox = MESSAGES_IN.labels(aid, "inbox")
+        self._subs.append(await self.nc.subscribe(
+            self.subjects.agent(aid), cb=self._callback(inbox),
+            pending_msgs_limit=self.pending_msgs_limit))
+        for cap in self.agent.all_capabilities():
+            check_token(cap, "capability")
+            counter = MESSAGES_IN.labels(aid, "capability")
+            self._subs.append(await self.nc.subscribe(
+                self.subjects.cap(cap), queue=self.subjects.cap_queue(cap),
+                cb=self._callback(counter), pending_msgs_limit=self.pending_msgs_limit))
+        # The server has our interest once a round trip after SUB completes.
+        await self.nc.flush()
+
+    async def _unsubscribe(self, drain: bool) -> None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                if drain:
+                    await sub.drain()
+                else:
+                    await sub.unsubscribe()
+            except Exception as exc:  # connection already gone: nothing left to drain
+                self.log.debug("unsubscribe failed", error=repr(exc))
+
+    def _callback(self, counter: Any) -> Callable[[Msg], Coroutine[Any, Any, None]]:
+        async def on_message(msg: Msg) -> None:
+            counter.inc()
+            await self._dispatch(msg)
+
+        return on_message
+
+    # -- dispatch --------------------------------------------------------------------
+
+    async def _dispatch(self, msg: Msg) -> None:
+        data, headers = msg.data, msg.headers
+        as_json = codec.is_json(data, headers)
+        if len(data) > self.max_payload:
+            self._malformed("too_large")
+            await self._reply(msg.reply, BrokerError(
+                ErrorCode.TOO_LARGE, f"payload of {len(data)} bytes exceeds {self.max_payload}",
+                {"size": len(data), "max": self.max_payload}).to_payload(), as_json)
+            return
+        try:
+            type_name, body, msg_id = open_envelope(codec.decode(data, headers))
+        except BrokerError as exc:
+            self._malformed(exc.code)
+            await self._reply(msg.reply, exc.to_payload(), as_json)
+            return
+        if msg_id is not None and msg_id in self._recent:
+            DUPLICATES.labels(self.agent.agent_id).inc()
+            if msg.reply:
+                await self.nc.publish(msg.reply, self._recent[msg_id])
+            return
+        incoming = Incoming(msg.subject, msg.reply, msg_id, type_name, as_json, headers)
+        spec = self.agent._handler_specs.get(type_name)
+        if spec is not None and (spec.concurrent or self.agent.max_concurrency > 1):
+            await self._semaphore.acquire()
+            self.spawn(self._run_concurrent(spec, body, incoming))
+        else:
+            await self._handle(spec, body, incoming)
+
+    async def _run_concurrent(self, spec: HandlerSpec, body: Any, incoming: Incoming) -> None:
+        try:
+            await self._handle(spec, body, incoming)
+        finally:
+            self._semaphore.release()
+
+    async def _handle(self, spec: HandlerSpec | None, body: Any, incoming: Incoming) -> None:
+        started = time.perf_counter()
+        try:
+            result = await self._invoke(spec, body, incoming)
+            payload = result
+        except BrokerError as exc:
+            self._count_error(incoming.type_name, exc.code)
+            payload = exc.to_payload()
+        except Exception as exc:
+            self._count_error(incoming.type_name, ErrorCode.HANDLER_ERROR)
+            self.log.error("handler failed", type=incoming.type_name, msg_id=incoming.msg_id,
+                           error=repr(exc), exc_info=exc)
+            payload = BrokerError(ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}",
+                                  {"type": incoming.type_name}).to_payload()
+            if isinstance(exc, self.agent.fatal_errors):
+                await self._reply(incoming.reply, payload, incoming.is_json)
+                self.crash(exc)
+                return
+        hist = self._hist.get(incoming.type_name)
+        if hist is not None:
+            hist.observe(time.perf_counter() - started)
+        encoded = await self._reply(incoming.reply, payload, incoming.is_json)
+        if incoming.msg_id is not None and encoded is not None:
+            self._remember(incoming.msg_id, encoded)
+
+    async def _invoke(self, spec: HandlerSpec | None, body: Any, incoming: Incoming) -> Any:
+        if spec is None:
+            return await self.agent.handle_unknown(incoming.type_name, body, incoming)
+        arg = body
+        if spec.model is not None:
+            try:
+                arg = spec.model.model_validate(body)
+            except ValidationError as exc:
+                self._malformed("validation")
+                raise BrokerError(ErrorCode.VALIDATION, _describe(exc, spec.type_name), {
+                    "type": spec.type_name,
+                    "errors": exc.errors(include_url=False, include_context=False,
+                                         include_input=False)}) from exc
+        method = getattr(self.agent, spec.method)
+        if spec.wants_incoming:
+            return await method(arg, incoming)
+        return await method(arg)
+
+    async def _reply(self, reply: str | None, payload: Any, as_json: bool) -> bytes | None:
+        if not reply:
+            return None
+        try:
+            data = codec.encode(payload, as_json=as_json)
+        except (TypeError, ValueError) as exc:
+            data = codec.encode(BrokerError(
+                ErrorCode.INTERNAL, f"handler result cannot be encoded: {exc}").to_payload(),
+                as_json=as_json)
+        await self.nc.publish(reply, data)
+        self._reply_count.inc()
+        return data
+
+    def _remember(self, msg_id: str, reply: bytes) -> None:
+        self._recent[msg_id] = reply
+        if len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
+
+    def _malformed(self, reason: str) -> None:
+        MALFORMED.labels(self.agent.agent_id, reason).inc()
+
+    def _count_error(self, type_name: str, code: str) -> None:
+        HANDLER_ERRORS.labels(self.agent.agent_id, type_name, code).inc()
+
+
+def _describe(exc: ValidationError, type_name: str) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+             for e in exc.errors()]
+    return f"invalid {type_name}: " + "; ".join(parts)

@@ -1,0 +1,111 @@
+"""Connecting to NATS the way a long-running node should: reconnect forever, count trouble."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.errors import SlowConsumerError
+
+from broker_agents.logging import get_logger
+from broker_agents.metrics import (
+    NATS_CONNECTED,
+    NATS_DISCONNECTS,
+    NATS_ERRORS,
+    NATS_RECONNECTS,
+    SLOW_CONSUMER_DROPS,
+)
+
+
+@dataclass
+class ConnectOptions:
+    servers: list[str]
+    name: str = "broker-agents"
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_verify: bool = True
+    connect_timeout: float = 2.0
+    reconnect_wait: float = 0.25
+    max_reconnect_wait: float = 5.0
+    on_reconnect: list[Any] = field(default_factory=list)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not (self.tls_ca_file or self.tls_cert_file):
+            return None
+        ctx = ssl.create_default_context(
+            cafile=str(self.tls_ca_file) if self.tls_ca_file else None)
+        if self.tls_cert_file:
+            ctx.load_cert_chain(str(self.tls_cert_file),
+                                str(self.tls_key_file) if self.tls_key_file else None)
+        if not self.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def _subject_kind(subject: str) -> str:
+    parts = subject.split(".")
+    return parts[1] if len(parts) > 1 else subject
+
+
+async def connect(opts: ConnectOptions) -> NATS:
+    """Connect with reconnect-forever; connection state and errors go to metrics and logs."""
+    log = get_logger(component="nats")
+    attempt = {"n": 0}
+
+    async def error_cb(exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            SLOW_CONSUMER_DROPS.labels(_subject_kind(exc.subject)).inc()
+            log.warning("slow consumer: message dropped", subject=exc.subject, sid=exc.sid)
+            return
+        NATS_ERRORS.labels(type(exc).__name__).inc()
+        log.warning("nats error", error=repr(exc))
+
+    async def disconnected_cb() -> None:
+        NATS_CONNECTED.set(0)
+        NATS_DISCONNECTS.inc()
+        log.warning("nats disconnected")
+
+    async def reconnected_cb() -> None:
+        NATS_CONNECTED.set(1)
+        NATS_RECONNECTS.inc()
+        attempt["n"] = 0
+        log.info("nats reconnected", server=str(nc.connected_url.netloc)
+                 if nc.connected_url else None)
+        for hook in list(opts.on_reconnect):
+            await hook()
+
+    async def closed_cb() -> None:
+        NATS_CONNECTED.set(0)
+
+    def reconnect_delay(_: Any = None) -> float:
+        attempt["n"] += 1
+        return float(min(opts.max_reconnect_wait, opts.reconnect_wait * 2 ** (attempt["n"] - 1)))
+
+    kwargs: dict[str, Any] = dict(
+        servers=opts.servers, name=opts.name, connect_timeout=opts.connect_timeout,
+        max_reconnect_attempts=-1, reconnect_time_wait=opts.reconnect_wait,
+        allow_reconnect=True, error_cb=error_cb, disconnected_cb=disconnected_cb,
+        reconnected_cb=reconnected_cb, closed_cb=closed_cb,
+    )
+    if opts.user:
+        kwargs.update(user=opts.user, password=opts.password)
+    if opts.token:
+        kwargs["token"] = opts.token
+    if opts.creds_file:
+        kwargs["user_credentials"] = str(opts.creds_file)
+    tls = opts.tls_context()
+    if tls is not None:
+        kwargs["tls"] = tls
+    nc = await nats.connect(**kwargs)
+    NATS_CONNECTED.set(1)
+    return nc

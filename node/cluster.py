@@ -1,0 +1,173 @@
+"""A local cluster of node daemons, each its own OS process, sharing NATS.
+
+Used by ``broker-agents up``, the demo, the benchmarks and the tests. Nodes are configured
+through ``BA_*`` environment variables (on top of an optional base TOML file), and we wait
+for each node's ``<p>.events.node.ready`` event rather than polling it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from broker_agents import codec
+from broker_agents.subjects import Subjects
+from node.embedded import NatsCluster, NatsServer, free_port, start_cluster
+
+
+@dataclass
+class NodeProcess:
+    node_id: str
+    env: dict[str, str]
+    log_path: Path
+    http_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def spawn(self, config: Path | None) -> None:
+        cmd = [sys.executable, "-m", "node.cli", "node", "run"]
+        if config is not None:
+            cmd += ["--config", str(config)]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log,
+                                        start_new_session=True)
+        log.close()
+
+    def signal(self, signum: int) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+@dataclass
+class LocalCluster:
+    """N node daemons; one embedded nats-server, or a 3-server NATS cluster."""
+
+    base_dir: Path
+    nodes: int = 3
+    nats_cluster: bool = False
+    agents: list[list[dict[str, Any]]] | None = None
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: Path | None = None
+    prefix: str = "ba"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    ready_timeout: float = 30.0
+    nats: NatsServer | NatsCluster | None = None
+    procs: list[NodeProcess] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        if isinstance(self.nats, NatsCluster):
+            return self.nats.urls
+        assert self.nats is not None
+        return [self.nats.url]
+
+    async def start(self) -> LocalCluster:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        if self.nats_cluster:
+            self.nats = await asyncio.to_thread(start_cluster, self.base_dir / "nats", 3)
+        else:
+            self.nats = await asyncio.to_thread(
+                NatsServer(store_dir=self.base_dir / "nats").start)
+        for i in range(1, self.nodes + 1):
+            self.procs.append(self._node(i))
+        await self._spawn_and_wait(self.procs)
+        return self
+
+    def _node(self, index: int) -> NodeProcess:
+        node_id = f"node-{index}"
+        agents = self.agents[index - 1] if self.agents else []
+        urls = self.urls
+        servers = [urls[(index - 1 + k) % len(urls)] for k in range(len(urls))]
+        env = dict(os.environ)
+        env.update({
+            "BA_NODE__ID": node_id,
+            "BA_NODE__DATA_DIR": str(self.base_dir / node_id),
+            "BA_NODE__SUBJECT_PREFIX": self.prefix,
+            "BA_NODE__LOG_FORMAT": "json",
+            "BA_NATS__SERVERS": json.dumps(servers),
+            "BA_HTTP__PORT": str(free_port()),
+            "BA_AGENTS": json.dumps(agents),
+            "BA_SERVICES": json.dumps(self.services),
+        })
+        env.update(self.extra_env)
+        return NodeProcess(node_id, env, self.base_dir / f"{node_id}.log",
+                           int(env["BA_HTTP__PORT"]))
+
+    async def _spawn_and_wait(self, procs: list[NodeProcess]) -> None:
+        nc = await nats.connect(self.urls[0])
+        try:
+            waiting = {p.node_id for p in procs}
+            all_ready = asyncio.get_running_loop().create_future()
+
+            async def on_ready(msg: Any) -> None:
+                waiting.discard(codec.decode(msg.data).get("node_id"))
+                if not waiting and not all_ready.done():
+                    all_ready.set_result(True)
+
+            sub = await nc.subscribe(Subjects(self.prefix).events("node", "ready"), cb=on_ready)
+            await nc.flush()
+            for proc in procs:
+                proc.spawn(self.config)
+            await self._await_ready(all_ready, procs, waiting)
+            await sub.unsubscribe()
+        finally:
+            await nc.close()
+
+    async def _await_ready(self, all_ready: asyncio.Future[bool], procs: list[NodeProcess],
+                           waiting: set[str]) -> None:
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout
+        while not all_ready.done():
+            dead = [p for p in procs if p.process and p.process.poll() is not None
+                    and p.node_id in waiting]
+            if dead:
+                raise RuntimeError(f"{dead[0].node_id} exited during start; see "
+                                   f"{dead[0].log_path}:\n{dead[0].log_path.read_text()[-2000:]}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"nodes not ready in {self.ready_timeout}s: {sorted(waiting)}")
+            await asyncio.wait([all_ready], timeout=0.2)
+
+    def kill(self, index: int) -> None:
+        """kill -9 node ``index`` (0-based)."""
+        proc = self.procs[index]
+        proc.signal(signal.SIGKILL)
+        proc.wait(10)
+
+    async def restart(self, index: int) -> None:
+        await self._spawn_and_wait([self.procs[index]])
+
+    async def client(self) -> NATS:
+        return await nats.connect(self.urls[0])
+
+    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every node (graceful), then stop NATS; returns exit codes by node id."""
+        for proc in self.procs:
+            proc.signal(signal.SIGTERM)
+        codes = {proc.node_id: proc.wait(timeout) for proc in self.procs}
+        for proc in self.procs:
+            if proc.process and proc.process.poll() is None:
+                proc.process.kill()
+                proc.process.wait(5)
+        if self.nats is not None:
+            self.nats.stop()
+        return codes

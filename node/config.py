@@ -1,0 +1,175 @@
+"""The node's typed configuration: a TOML file, overridable by ``BA_`` environment variables.
+
+Nested fields use ``__`` in the environment: ``BA_NATS__SERVERS='["nats://a:4222"]'``,
+``BA_HTTP__PORT=9000``, ``BA_NODE__ID=node-7``.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from broker_agents.core.supervision import RestartType, Strategy
+from broker_agents.subjects import TOKEN
+
+
+class Strict(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class NodeSection(Strict):
+    id: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
+    data_dir: Path = Path("./data")
+    subject_prefix: str = "ba"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout: float = Field(10.0, gt=0, description="graceful shutdown deadline (s)")
+    max_payload: int = Field(1024 * 1024, gt=0, description="largest agent message (bytes)")
+
+    @field_validator("id", "subject_prefix")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not TOKEN.match(value):
+            raise ValueError("must contain only letters, digits, '_' and '-'")
+        return value
+
+
+class TlsSection(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify: bool = True
+
+
+class EmbeddedSection(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(4222, ge=0, le=65535, description="0 picks a free port")
+
+
+class NatsSection(Strict):
+    servers: list[str] = Field(default_factory=list,
+                               description="empty: start an embedded nats-server")
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: Path | None = None
+    tls: TlsSection | None = None
+    connect_timeout: float = Field(2.0, gt=0)
+    reconnect_wait: float = Field(0.25, gt=0, description="first reconnect backoff (s)")
+    max_reconnect_wait: float = Field(5.0, gt=0)
+    pending_msgs_limit: int = Field(65536, gt=0, description="per-subscription buffer")
+    embedded: EmbeddedSection = Field(default_factory=EmbeddedSection)
+
+    @field_validator("servers")
+    @classmethod
+    def _urls(cls, servers: list[str]) -> list[str]:
+        for url in servers:
+            if "://" not in url:
+                raise ValueError(f"{url!r} is not a URL like nats://host:4222")
+        return servers
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> NatsSection:
+        if self.token and (self.user or self.password):
+            raise ValueError("use either token or user/password, not both")
+        if bool(self.user) != bool(self.password):
+            raise ValueError("user and password go together")
+        return self
+
+
+class HttpSection(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+
+
+class SupervisorSection(Strict):
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    max_restarts: int = Field(5, ge=0)
+    period: float = Field(10.0, gt=0, description="seconds over which restarts are counted")
+    backoff_initial: float = Field(0.05, ge=0)
+    backoff_max: float = Field(2.0, ge=0)
+
+
+class AgentSection(Strict):
+    cls: str = Field(alias="class", description="module.path:ClassName")
+    id: str | None = Field(None, description="agent id; with count > 1 a -N suffix is added")
+    count: int = Field(1, ge=1, le=10000)
+    restart: RestartType = RestartType.PERMANENT
+    capabilities: list[str] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = {"extra": "forbid", "populate_by_name": True}
+
+    @field_validator("cls")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        module, _, name = value.partition(":")
+        if not module or not name:
+            raise ValueError(f"{value!r} must look like 'package.module:ClassName'")
+        return value
+
+
+class NodeConfig(BaseSettings):
+    node: NodeSection = Field(default_factory=NodeSection)
+    nats: NatsSection = Field(default_factory=NatsSection)
+    http: HttpSection = Field(default_factory=HttpSection)
+    supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
+    agents: list[AgentSection] = Field(default_factory=list)
+    services: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="optional capabilities hosted by the node")
+
+    model_config = SettingsConfigDict(env_prefix="BA_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names each field and problem."""
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> NodeConfig:
+    """Read TOML (if given), apply BA_* environment overrides, validate."""
+    cls: type[NodeConfig] = NodeConfig
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        cls = type("NodeConfigFromFile", (NodeConfig,), {
+            "model_config": SettingsConfigDict(**{**NodeConfig.model_config,
+                                                  "toml_file": path})})
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, str(path or "config"))) from exc
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s):"]
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  - {field}: {err['msg']}")
+    return "\n".join(lines)

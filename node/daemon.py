@@ -1,0 +1,246 @@
+"""The node daemon: NATS (embedded or external), HTTP, services, supervised agents.
+
+Shutdown has two stages under one deadline: stop agents (their subscriptions drain, so no
+new work is taken and in-flight handlers finish; reverse start order), stop services, then
+drain and close NATS. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from broker_agents import codec
+from broker_agents.agent import Agent
+from broker_agents.core.supervision import Backoff
+from broker_agents.logging import get_logger
+from broker_agents.metrics import AGENTS_RUNNING, NODE_HEALTHY, RESTARTS
+from broker_agents.subjects import Subjects
+from broker_agents.transport import ConnectOptions, connect
+from node.config import NodeConfig
+from node.embedded import NatsServer
+from node.hosting import AgentChild, build_specs
+from node.http import HttpServer
+from node.services import NodeService, build_services
+from node.supervisor import Child, Supervisor, SupervisorGaveUp, SupervisorHooks
+
+EXIT_OK = 0
+EXIT_GAVE_UP = 1
+EXIT_CONFIG = 2
+EXIT_FORCED = 130
+
+
+class _NodeHooks(SupervisorHooks):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def started(self, child_id: str, child: Child, restarts: int) -> None:
+        AGENTS_RUNNING.inc()
+        if restarts:
+            RESTARTS.labels(child_id).inc()
+        agent = child.agent if isinstance(child, AgentChild) else None
+        if agent is not None:
+            self.node.agents[child_id] = agent
+            for service in self.node.services:
+                await service.agent_started(agent, restarts)
+
+    async def exited(self, child_id: str, error: BaseException | None, restarting: bool) -> None:
+        AGENTS_RUNNING.dec()
+        self.node.agents.pop(child_id, None)
+        for service in self.node.services:
+            await service.agent_exited(child_id, error, restarting)
+
+    async def stopping(self, child_id: str) -> None:
+        AGENTS_RUNNING.dec()
+        self.node.agents.pop(child_id, None)
+        for service in self.node.services:
+            await service.agent_stopping(child_id)
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.id = config.node.id
+        self.subjects = Subjects(config.node.subject_prefix)
+        self.log = get_logger(node_id=self.id)
+        self.nc: NATS | None = None
+        self.embedded: NatsServer | None = None
+        self.http: HttpServer | None = None
+        self.services: list[NodeService] = build_services(config.services)
+        self.service_map: dict[str, Any] = {}
+        self.agents: dict[str, Agent] = {}
+        self.supervisor: Supervisor | None = None
+        self._supervisor_task: asyncio.Task[None] | None = None
+        self._agents_ready = asyncio.Event()
+        self._stopping = False
+        self.healthy = True
+
+    @property
+    def nats_url(self) -> str:
+        if self.embedded is not None:
+            return self.embedded.url
+        return self.config.nats.servers[0]
+
+    # -- start -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        servers = cfg.nats.servers
+        if not servers:
+            self.embedded = NatsServer(store_dir=cfg.node.data_dir / "nats",
+                                       host=cfg.nats.embedded.host, port=cfg.nats.embedded.port)
+            await asyncio.to_thread(self.embedded.start)
+            servers = [self.embedded.url]
+            self.log.info("embedded nats-server started", url=self.embedded.url)
+        self.nc = await connect(ConnectOptions(
+            servers=servers, name=f"ba-node-{self.id}", user=cfg.nats.user,
+            password=cfg.nats.password, token=cfg.nats.token, creds_file=cfg.nats.creds_file,
+            tls_ca_file=cfg.nats.tls.ca_file if cfg.nats.tls else None,
+            tls_cert_file=cfg.nats.tls.cert_file if cfg.nats.tls else None,
+            tls_key_file=cfg.nats.tls.key_file if cfg.nats.tls else None,
+            tls_verify=cfg.nats.tls.verify if cfg.nats.tls else True,
+            connect_timeout=cfg.nats.connect_timeout, reconnect_wait=cfg.nats.reconnect_wait,
+            max_reconnect_wait=cfg.nats.max_reconnect_wait))
+        self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, lambda: self.healthy)
+        port = await self.http.start()
+        self.log.info("http listening", host=cfg.http.host, port=port)
+        for service in self.services:
+            await service.start(self)
+            self.service_map[service.name] = service
+        sup = cfg.supervisor
+        self.supervisor = Supervisor(
+            f"node-{self.id}", build_specs(cfg, self.nc, self.service_map), sup.strategy,
+            sup.max_restarts, sup.period, Backoff(sup.backoff_initial, sup.backoff_max),
+            _NodeHooks(self))
+        self._supervisor_task = asyncio.create_task(
+            self.supervisor.run(self._agents_ready.set), name=f"node-{self.id}-supervisor")
+        ready_wait = asyncio.ensure_future(self._agents_ready.wait())
+        await asyncio.wait([ready_wait, self._supervisor_task],
+                           return_when=asyncio.FIRST_COMPLETED)
+        ready_wait.cancel()
+        if not self._agents_ready.is_set():
+            await self._supervisor_task  # raises why the agents could not start
+        NODE_HEALTHY.set(1)
+        self.log.info("node ready", agents=len(self.agents), http_port=port)
+        await self.publish_event("ready")
+
+    async def publish_event(self, kind: str) -> None:
+        """``<p>.events.node.<kind>``: lets tools wait for a node instead of polling it."""
+        if self.nc is None or not self.nc.is_connected:
+            return
+        payload = {"node_id": self.id, "pid": os.getpid(), "agents": sorted(self.agents),
+                   "http_port": self.http.port if self.http else None,
+                   "nats_url": self.nats_url}
+        await self.nc.publish(self.subjects.events("node", kind), codec.encode(payload))
+        await self.nc.flush()
+
+    def readiness(self) -> dict[str, Any]:
+        connected = bool(self.nc and self.nc.is_connected)
+        expected = len(self.supervisor.specs) if self.supervisor else 0
+        running = len(self.agents)
+        ready = (connected and self._agents_ready.is_set() and running == expected
+                 and not self._stopping and self.healthy)
+        return {"ready": ready, "nats_connected": connected, "agents_running": running,
+                "agents_expected": expected, "stopping": self._stopping}
+
+    # -- run and stop ----------------------------------------------------------------
+
+    async def wait(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set or the root supervisor gives up; return the exit code."""
+        assert self._supervisor_task is not None
+        stop_wait = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stop_wait, self._supervisor_task],
+                           return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        code = EXIT_OK
+        if self._supervisor_task.done() and not stop.is_set():
+            exc = self._supervisor_task.exception()
+            self.healthy = False
+            NODE_HEALTHY.set(0)
+            self.log.error("root supervisor gave up; node is unhealthy", error=repr(exc))
+            code = EXIT_GAVE_UP
+        await self.shutdown()
+        return code
+
+    async def shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        deadline = self.config.node.shutdown_timeout
+        self.log.info("shutting down", deadline_s=deadline)
+        try:
+            await asyncio.wait_for(self._stop_agents_and_services(), timeout=deadline)
+        except TimeoutError:
+            self.log.warning("graceful shutdown deadline passed; cancelling the rest")
+            if self._supervisor_task is not None:
+                self._supervisor_task.cancel()
+                await asyncio.gather(self._supervisor_task, return_exceptions=True)
+        if self.nc is not None and not self.nc.is_closed:
+            await self.publish_event("stopped")
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=max(1.0, deadline / 2))
+            except Exception as exc:
+                self.log.warning("nats drain failed", error=repr(exc))
+                await self.nc.close()
+        if self.http is not None:
+            await self.http.stop()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        self.log.info("node stopped")
+
+    async def _stop_agents_and_services(self) -> None:
+        if self.supervisor is not None and self._supervisor_task is not None:
+            self.supervisor.stop()
+            results = await asyncio.gather(self._supervisor_task, return_exceptions=True)
+            if isinstance(results[0], SupervisorGaveUp):
+                self.healthy = False
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception as exc:
+                self.log.warning("service failed to stop", service=service.name,
+                                 error=repr(exc))
+
+
+async def serve(config: NodeConfig) -> int:
+    """Start a node, run until SIGINT/SIGTERM (twice forces), return the exit code."""
+    node = Node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = {"count": 0}
+
+    def on_signal(signum: int) -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            node.log.warning("second signal: forcing exit", signal=signum)
+            os._exit(EXIT_FORCED)
+        node.log.info("signal received: graceful shutdown", signal=signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await node.start()
+    except SupervisorGaveUp as exc:
+        node.log.error("agents could not start", error=str(exc))
+        node.healthy = False
+        await node.shutdown()
+        return EXIT_GAVE_UP
+    except BaseException:
+        await node.shutdown()
+        raise
+    return await node.wait(stop)
+
+
+def run(config: NodeConfig) -> int:
+    """Entry point used by the CLI: uvloop when available, then ``serve``."""
+    try:
+        import uvloop
+
+        return uvloop.run(serve(config))
+    except ImportError:
+        return asyncio.run(serve(config))

@@ -1,0 +1,95 @@
+"""``broker-agents demo``: a 3-node local cluster, sample agents, real traffic, a table."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from broker_agents import codec
+from broker_agents.core.errors import BrokerError
+from broker_agents.messages import envelope
+from broker_agents.samples import Calculate, Echo, Relay
+from broker_agents.subjects import Subjects
+from node.cluster import LocalCluster
+
+DEMO_AGENTS: list[list[dict[str, Any]]] = [
+    [{"class": "broker_agents.samples:EchoAgent", "id": "echo-a"},
+     {"class": "broker_agents.samples:RelayAgent", "id": "relay"}],
+    [{"class": "broker_agents.samples:EchoAgent", "id": "echo-b"},
+     {"class": "broker_agents.samples:CalculatorAgent", "id": "calc"}],
+    [{"class": "broker_agents.samples:EchoAgent", "id": "echo-c"}],
+]
+
+
+@dataclass
+class Step:
+    what: str
+    subject: str
+    outcome: str
+    ok: bool
+
+
+async def _ask(nc: NATS, subject: str, payload: Any, raw: bytes | None = None) -> Any:
+    reply = await nc.request(subject, raw if raw is not None else codec.encode(payload),
+                             timeout=5)
+    return codec.decode(reply.data, reply.headers)
+
+
+async def exercise(nc: NATS, subjects: Subjects) -> list[Step]:
+    """Talk to the agents the way any client would: over NATS subjects."""
+    steps: list[Step] = []
+    for agent in ("echo-a", "echo-b", "echo-c"):
+        got = await _ask(nc, subjects.agent(agent), envelope(Echo(text=f"hi {agent}")))
+        steps.append(Step(f"request/reply to {agent}", subjects.agent(agent),
+                          f"answered by {got['agent_id']} on {got['node_id']}",
+                          got.get("agent_id") == agent))
+    answered: Counter[str] = Counter()
+    for i in range(30):
+        got = await _ask(nc, subjects.cap("echo"), envelope(Echo(text=str(i))))
+        answered[got["agent_id"]] += 1
+    spread = ", ".join(f"{a}={n}" for a, n in sorted(answered.items()))
+    steps.append(Step("30 requests to capability 'echo'", subjects.cap("echo"),
+                      f"load-balanced: {spread}", len(answered) >= 2))
+    got = await _ask(nc, subjects.agent("relay"), envelope(Relay(target="echo-c", text="hop")))
+    steps.append(Step("agent-to-agent across nodes", subjects.agent("relay"),
+                      f"{got['via']}@{got['via_node']} -> {got['reply']['agent_id']}"
+                      f"@{got['reply']['node_id']}", got["reply"]["agent_id"] == "echo-c"))
+    got = await _ask(nc, subjects.cap("math"), envelope(Calculate(op="mul", a=6, b=7)))
+    steps.append(Step("capability 'math': 6 x 7", subjects.cap("math"),
+                      f"{got['value']:g} from {got['agent_id']}", got["value"] == 42))
+    got = await _ask(nc, subjects.agent("calc"), None,
+                     raw=b'{"type":"calculate","data":{"op":"div","a":1,"b":0}}')
+    err = BrokerError.from_payload(got)
+    steps.append(Step("JSON request dividing by zero", subjects.agent("calc"),
+                      f"error {err.code}: {err.message}" if err else str(got),
+                      err is not None and err.code == "handler_error"))
+    got = await _ask(nc, subjects.agent("echo-a"), None, raw=b"\xc1 not msgpack")
+    err = BrokerError.from_payload(got)
+    steps.append(Step("garbage bytes to an inbox", subjects.agent("echo-a"),
+                      f"error {err.code}" if err else str(got),
+                      err is not None and err.code == "malformed"))
+    got = await _ask(nc, subjects.agent("echo-a"), envelope(Echo(text="still here")))
+    steps.append(Step("agent still serving after garbage", subjects.agent("echo-a"),
+                      got.get("text", "?"), got.get("text") == "still here"))
+    return steps
+
+
+async def run_demo(base_dir: Path | None = None) -> tuple[list[Step], dict[str, int | None]]:
+    with tempfile.TemporaryDirectory(prefix="ba-demo-") as tmp:
+        cluster = LocalCluster(base_dir or Path(tmp), nodes=3, agents=DEMO_AGENTS)
+        await cluster.start()
+        try:
+            nc = await cluster.client()
+            try:
+                steps = await exercise(nc, Subjects(cluster.prefix))
+            finally:
+                await nc.close()
+        finally:
+            codes = await asyncio.to_thread(cluster.stop)
+    return steps, codes

@@ -1,0 +1,90 @@
+"""Turning the ``[[agents]]`` config into supervised children that run agents on NATS."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from broker_agents.agent import Agent
+from broker_agents.runtime import AgentRunner
+from broker_agents.subjects import Subjects, check_token
+from node.config import AgentSection, ConfigError, NodeConfig
+from node.supervisor import ChildSpec
+
+
+def import_agent_class(path: str) -> type[Agent]:
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"agents: cannot import module {module_name!r}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise ConfigError(f"agents: {path!r} is not an Agent subclass")
+    return cls
+
+
+@dataclass
+class AgentChild:
+    """One (re)start of an agent: a fresh instance and runner each time, as in OTP."""
+
+    agent: Agent
+    nc: NATS
+    node_id: str
+    subjects: Subjects
+    services: dict[str, Any]
+    max_payload: int
+    pending_msgs_limit: int
+    runner: AgentRunner | None = field(default=None, init=False)
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        self.runner = AgentRunner(
+            self.agent, self.nc, node_id=self.node_id, subjects=self.subjects,
+            services=self.services, max_payload=self.max_payload,
+            pending_msgs_limit=self.pending_msgs_limit)
+        await self.runner.run(ready)
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+
+
+def agent_ids(section: AgentSection, cls: type[Agent]) -> list[str]:
+    base = section.id or cls.__name__.lower()
+    if section.count == 1:
+        return [base]
+    return [f"{base}-{i}" for i in range(1, section.count + 1)]
+
+
+def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[ChildSpec]:
+    """Child specs in start order; validates classes and ids before anything starts."""
+    specs: list[ChildSpec] = []
+    seen: set[str] = set()
+    subjects = Subjects(config.node.subject_prefix)
+    for index, section in enumerate(config.agents):
+        cls = import_agent_class(section.cls)
+        for agent_id in agent_ids(section, cls):
+            try:
+                check_token(agent_id, "agent id")
+            except ValueError as exc:
+                raise ConfigError(f"agents.{index}.id: {exc}") from exc
+            if agent_id in seen:
+                raise ConfigError(f"agents.{index}.id: duplicate agent id {agent_id!r}")
+            seen.add(agent_id)
+            kwargs = dict(section.kwargs)
+            if section.capabilities:
+                kwargs["capabilities"] = section.capabilities
+
+            def factory(cls: type[Agent] = cls, agent_id: str = agent_id,
+                        kwargs: dict[str, Any] = kwargs) -> AgentChild:
+                return AgentChild(cls(agent_id, **kwargs), nc, config.node.id, subjects,
+                                  services, config.node.max_payload,
+                                  config.nats.pending_msgs_limit)
+
+            specs.append(ChildSpec(agent_id, factory, section.restart,
+                                   shutdown_timeout=config.node.shutdown_timeout))
+    return specs

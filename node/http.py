@@ -1,0 +1,51 @@
+"""The node's HTTP face: Prometheus metrics, liveness and readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+class HttpServer:
+    def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]],
+                 liveness: Callable[[], bool]) -> None:
+        self.host = host
+        self.port = port
+        self._readiness = readiness
+        self._liveness = liveness
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            self.port = server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        alive = self._liveness()
+        return web.json_response({"status": "ok" if alive else "unhealthy"},
+                                 status=200 if alive else 503)
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        state = self._readiness()
+        return web.json_response(state, status=200 if state.get("ready") else 503)
