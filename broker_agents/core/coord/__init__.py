@@ -1,0 +1,1 @@
+"""Coordination protocol cores: voting, hierarchical, barrier, ensemble, selector."""
