@@ -28,7 +28,8 @@ def test_higher_revenue_bundle_wins_when_bundles_overlap() -> None:
 
 
 def test_disjoint_bundles_both_win() -> None:
-    outcome = run([("b1", 10.0, ("cpu",)), ("b2", 5.0, ("memory",)), ("b3", 12.0, ("cpu", "memory"))])
+    outcome = run([("b1", 10.0, ("cpu",)), ("b2", 5.0, ("memory",)),
+                   ("b3", 12.0, ("cpu", "memory"))])
     assert set(outcome.winners) == {"b1", "b2"} and outcome.price == 15.0
     assert outcome.winner is None
 

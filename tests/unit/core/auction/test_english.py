@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -93,7 +95,7 @@ def test_accepted_bids_strictly_rise_by_the_increment_and_top_one_wins(
     for i, (who, amount) in enumerate(script):
         state, _ = A.submit(state, bid(f"b{who}", amount, f"m{i}"), 0)
     prices = [b.amount for b in state.bids]
-    assert all(b >= a + increment and b > a for a, b in zip(prices, prices[1:], strict=False))
+    assert all(b >= a + increment and b > a for a, b in pairwise(prices))
     state, effects = A.close(state, 1)
     [outcome] = closed(effects)
     assert outcome.price == (prices[-1] if prices else 0.0)
