@@ -1,0 +1,142 @@
+"""Reaper decisions: which agents of silent nodes to mark unhealthy, and later remove.
+
+Silence is measured on the reaper's own clock (a monotonic number passed in): a node is
+silent when its heartbeat record's revision has not changed for longer than the window,
+as observed by this reaper. That is immune to clock skew between machines, and a reaper
+that has just started waits a full window before judging anyone.
+
+Every action carries the revision it was decided on; the IO layer performs it with
+compare-and-set, so of two reapers acting on one record only one succeeds, and a node
+that came back (and rewrote its record) is never clobbered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from broker_agents.core.registry.record import AgentRecord, Health, ReapMark
+
+
+@dataclass(frozen=True)
+class MarkUnhealthy:
+    """CAS-write ``record`` (health unhealthy, reap mark set) over ``revision``."""
+
+    agent_id: str
+    revision: int
+    record: AgentRecord
+
+
+@dataclass(frozen=True)
+class RemoveAgent:
+    """CAS-delete the agent at ``revision``."""
+
+    agent_id: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class RemoveNode:
+    """CAS-delete the node's heartbeat record at ``revision`` (its agents are all gone)."""
+
+    node_id: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class Restore:
+    """The owner is back: CAS-write ``record`` (prior health, mark cleared)."""
+
+    agent_id: str
+    revision: int
+    record: AgentRecord
+
+
+ReapAction = MarkUnhealthy | RemoveAgent | RemoveNode
+
+
+@dataclass
+class _Seen:
+    revision: int | None
+    since: float
+
+
+class ReaperCore:
+    """Tracks when each node's heartbeat last changed and decides what to reap."""
+
+    def __init__(self, reaper_id: str, window: float, grace: float,
+                 own_node: str | None = None) -> None:
+        if window <= 0 or grace < 0:
+            raise ValueError("window must be > 0 and grace >= 0")
+        self.reaper_id = reaper_id
+        self.window = window
+        self.grace = grace
+        self.own_node = own_node
+        self._seen: dict[str, _Seen] = {}
+
+    def observe(self, node_id: str, revision: int | None, now: float) -> None:
+        """Record the node's heartbeat revision (None: no record) as seen at ``now``."""
+        seen = self._seen.get(node_id)
+        if seen is None or seen.revision != revision:
+            self._seen[node_id] = _Seen(revision, now)
+
+    def changed_at(self, node_id: str) -> float | None:
+        """When (reaper clock) the node's heartbeat was last seen to change."""
+        seen = self._seen.get(node_id)
+        return None if seen is None else seen.since
+
+    def scan(
+        self,
+        nodes: Mapping[str, int],
+        agents: Iterable[tuple[AgentRecord, int]],
+        now: float,
+        wall: float,
+    ) -> list[ReapAction]:
+        """Decide actions from node heartbeat revisions and agents with their revisions.
+
+        ``now`` is this reaper's monotonic clock; ``wall`` (epoch seconds) only stamps the
+        reap mark for humans.
+        """
+        agent_list = list(agents)
+        relevant = set(nodes) | {rec.node_id for rec, _ in agent_list}
+        for node_id in relevant:
+            self.observe(node_id, nodes.get(node_id), now)
+        for node_id in set(self._seen) - relevant:
+            del self._seen[node_id]
+        actions: list[ReapAction] = []
+        populated: set[str] = set()
+        for record, revision in agent_list:
+            populated.add(record.node_id)
+            silence = self._silence(record.node_id, now)
+            if silence <= self.window:
+                continue
+            if record.reaped is None:
+                mark = ReapMark(by=self.reaper_id, at=wall, prior_health=record.health)
+                marked = record.model_copy(update={"health": Health.UNHEALTHY, "reaped": mark})
+                actions.append(MarkUnhealthy(record.agent_id, revision, marked))
+            elif silence > self.window + self.grace:
+                actions.append(RemoveAgent(record.agent_id, revision))
+        for node_id, revision in nodes.items():
+            if node_id in populated:
+                continue
+            if self._silence(node_id, now) > self.window + self.grace:
+                actions.append(RemoveNode(node_id, revision))
+        return actions
+
+    def _silence(self, node_id: str, now: float) -> float:
+        if node_id == self.own_node:
+            return 0.0
+        seen = self._seen.get(node_id)
+        return 0.0 if seen is None else now - seen.since
+
+
+def restorations(node_id: str, agents: Iterable[tuple[AgentRecord, int]]) -> list[Restore]:
+    """For a node that is alive: undo reaper marks on its own agents."""
+    out: list[Restore] = []
+    for record, revision in agents:
+        if record.node_id == node_id and record.reaped is not None:
+            restored = record.model_copy(
+                update={"health": record.reaped.prior_health, "reaped": None}
+            )
+            out.append(Restore(record.agent_id, revision, restored))
+    return out
