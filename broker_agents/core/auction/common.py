@@ -41,8 +41,11 @@ def fresh_state(config: AuctionConfig, now: int) -> AuctionState:
 
 
 def reject(state: AuctionState, bid: Bid, reason: RejectReason, message: str) -> Step:
-    """Record the message id (so a redelivery is a no-op) and reply with the reason."""
-    skip = _full(state) or bid.msg_id in state.seen
+    """Record the message id (so a redelivery is a no-op) and reply with the reason.
+
+    Ids of bids for other auctions are not recorded: they are not this auction's to keep.
+    """
+    skip = _full(state) or bid.msg_id in state.seen or reason is RejectReason.WRONG_AUCTION
     seen = state.seen if skip else (*state.seen, bid.msg_id)
     effect = BidRejected(
         auction_id=state.config.auction_id, msg_id=bid.msg_id, bidder=bid.bidder,
