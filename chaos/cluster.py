@@ -1,0 +1,207 @@
+"""A local 3-server JetStream cluster whose every link runs through Toxiproxy.
+
+Routes: server i reaches server j only through proxy ``route_i_j`` (one per ordered pair,
+so a cut can be symmetric or one-way). Servers advertise no direct addresses: client URLs
+are not gossiped (``no_advertise``) and the route address they gossip is a dead port, so
+an implicit route cannot bypass a cut. Clients reach server i through ``<client>_to_i``
+proxies; each client gets its own set so one client can be isolated alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaos.process import ManagedProcess
+from chaos.toxiproxy.client import ToxiproxyClient
+from node.embedded import find_binary, free_port
+
+HOST = "127.0.0.1"
+DEAD_ADDR = "127.0.0.1:1"  # gossiped route address nobody listens on
+
+
+def route_proxy(prefix: str, src: int, dst: int) -> str:
+    return f"{prefix}route_{src}_{dst}"
+
+
+def client_proxy(prefix: str, client: str, server: int) -> str:
+    return f"{prefix}{client}_to_{server}"
+
+
+def http_json(url: str, timeout: float = 1.0) -> tuple[int, dict[str, Any]]:
+    """GET a monitoring endpoint; (0, {}) if unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+@dataclass
+class NatsNode:
+    """One nats-server: its ports, config file, store and managed process."""
+
+    index: int
+    name: str
+    base_dir: Path
+    port: int = field(default_factory=free_port)
+    cluster_port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    proc: ManagedProcess | None = None
+
+    @property
+    def store_dir(self) -> Path:
+        return self.base_dir / "store"
+
+    @property
+    def config_path(self) -> Path:
+        return self.base_dir / "nats.conf"
+
+    @property
+    def direct_url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    def monitor(self, endpoint: str) -> tuple[int, dict[str, Any]]:
+        return http_json(f"http://{HOST}:{self.monitor_port}/{endpoint}")
+
+    def healthy(self) -> bool:
+        status, body = self.monitor("healthz")
+        return status == 200 and body.get("status") == "ok"
+
+    def write_config(self, cluster_name: str, routes: list[str]) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        route_list = ", ".join(json.dumps(f"nats-route://{r}") for r in routes)
+        self.config_path.write_text(
+            f"server_name: {json.dumps(self.name)}\n"
+            f"listen: \"{HOST}:{self.port}\"\n"
+            f"http: \"{HOST}:{self.monitor_port}\"\n"
+            f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}\n"
+            "cluster {\n"
+            f"  name: {json.dumps(cluster_name)}\n"
+            f"  listen: \"{HOST}:{self.cluster_port}\"\n"
+            f"  advertise: \"{DEAD_ADDR}\"\n"
+            "  no_advertise: true\n"
+            f"  routes: [{route_list}]\n"
+            "}\n"
+        )
+
+    def process(self) -> ManagedProcess:
+        if self.proc is None:
+            self.proc = ManagedProcess(
+                name=self.name, argv=[find_binary(), "-c", str(self.config_path)],
+                ready_line="Server is ready", log_path=self.base_dir / "nats.log",
+            )
+        return self.proc
+
+
+@dataclass
+class ProxiedNatsCluster:
+    """Three (or ``size``) nats-servers, all routes and client links through proxies."""
+
+    base_dir: Path
+    toxi: ToxiproxyClient
+    size: int = 3
+    cluster_name: str = "chaos"
+    prefix: str = "ba_"
+    upstream_host: str = HOST
+    nodes: list[NatsNode] = field(default_factory=list)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    clients: dict[str, list[str]] = field(default_factory=dict)
+
+    def start(self, timeout: float = 30.0) -> ProxiedNatsCluster:
+        self.nodes = [NatsNode(i, f"{self.cluster_name}-{i}", self.base_dir / f"n{i}")
+                      for i in range(self.size)]
+        for src in self.nodes:
+            routes = []
+            for dst in self.nodes:
+                if dst is src:
+                    continue
+                created = self.toxi.create(
+                    route_proxy(self.prefix, src.index, dst.index),
+                    f"{self.upstream_host}:{dst.cluster_port}")
+                routes.append(created["listen"])
+            src.write_config(self.cluster_name, routes)
+        try:
+            for node in self.nodes:
+                node.process().start(timeout)
+            self.wait_healthy(timeout)
+        except Exception:
+            self.stop()
+            raise
+        self.client_urls("client")
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0, nodes: list[int] | None = None) -> None:
+        """Until each (running) server reports JetStream healthy."""
+        for index in nodes if nodes is not None else range(self.size):
+            node = self.nodes[index]
+            proc = node.process()
+            proc.probe = node.healthy
+            try:
+                proc.wait_ready(timeout)
+            finally:
+                proc.probe = None
+
+    def client_urls(self, client: str = "client") -> list[str]:
+        """Proxied URLs (one per server) for ``client``; creates its proxies once."""
+        if client not in self.clients:
+            urls = []
+            for node in self.nodes:
+                created = self.toxi.create(client_proxy(self.prefix, client, node.index),
+                                           f"{self.upstream_host}:{node.port}")
+                urls.append(f"nats://{created['listen']}")
+            self.clients[client] = urls
+        return list(self.clients[client])
+
+    @property
+    def direct_urls(self) -> list[str]:
+        return [n.direct_url for n in self.nodes]
+
+    def route_proxies(self, a: int, b: int) -> list[str]:
+        """Both directed route proxies between servers ``a`` and ``b``."""
+        return [route_proxy(self.prefix, a, b), route_proxy(self.prefix, b, a)]
+
+    def client_proxies(self, client: str = "client") -> list[str]:
+        self.client_urls(client)
+        return [client_proxy(self.prefix, client, n.index) for n in self.nodes]
+
+    def kill(self, index: int) -> None:
+        """kill -9 one nats-server (ports and store are kept for restart)."""
+        self.nodes[index].process().kill()
+
+    def restart(self, index: int, timeout: float = 30.0) -> None:
+        node = self.nodes[index]
+        node.process().start(timeout)
+
+    def routes_of(self, index: int) -> int:
+        """How many routes server ``index`` currently has (from /routez)."""
+        status, body = self.nodes[index].monitor("routez")
+        return int(body.get("num_routes", 0)) if status == 200 else -1
+
+    def add_process(self, name: str, argv: list[str], **kwargs: Any) -> ManagedProcess:
+        """Register a node daemon (or any helper) the harness owns and stops with the rest."""
+        proc = ManagedProcess(name=name, argv=argv, **kwargs)
+        self.processes[name] = proc
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            proc.stop()
+        for node in self.nodes:
+            node.process().stop()
+        names = [route_proxy(self.prefix, a.index, b.index)
+                 for a in self.nodes for b in self.nodes if a is not b]
+        for client in self.clients:
+            names += self.client_proxies(client)
+        for name in names:
+            with contextlib.suppress(Exception):  # best effort: the server may be gone
+                self.toxi.delete(name)
+        self.clients.clear()
