@@ -1,0 +1,292 @@
+"""The adaptation engine: feedback in, proposed values and an explanation out.
+
+Pure and single-threaded; its clock is the number of feedback records seen. One
+*iteration* runs the current centre perturbed both ways (two trials, see ``gradient.py``)
+with the choice variables fixed to what their bandits picked for the iteration; when both
+trials have ``samples_per_trial`` scores the engine takes one momentum step for the numeric
+variables, credits the bandits with the iteration's mean score, and proposes the first
+trial of the next iteration. A space without numeric variables runs one trial per
+iteration. Trial points that would break a cross-variable constraint are redrawn (bounded);
+a centre update that would break one is refused (momentum zeroed) and logged as
+``bounds[name] = "rejected"``.
+
+Frozen variables never change: they are left out of every proposal (``Proposal.values``) and
+their committed value is used in every configuration the engine validates. The driver feeds
+freezes and operator changes in with ``sync``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.variables.adaptation.bandit import Bandit
+from broker_agents.core.variables.adaptation.feedback import Feedback
+from broker_agents.core.variables.adaptation.gradient import GradientStep, SpsaOptimizer
+from broker_agents.core.variables.adaptation.records import (
+    Action,
+    EngineConfig,
+    EngineOutput,
+    Explanation,
+    Phase,
+    Proposal,
+)
+from broker_agents.core.variables.errors import invalid
+from broker_agents.core.variables.functions import DEFAULT_REGISTRY, FunctionRegistry, Scalar
+from broker_agents.core.variables.space import Config, VariableSpace
+from broker_agents.core.variables.types import (
+    ChoiceVariable,
+    FloatVariable,
+    IntegerVariable,
+)
+
+Numeric = FloatVariable | IntegerVariable
+
+
+class AdaptationEngine:
+    def __init__(
+        self, space: VariableSpace, current: Mapping[str, Scalar], rng: random.Random,
+        config: EngineConfig | None = None, *, registry: FunctionRegistry = DEFAULT_REGISTRY,
+        frozen: Iterable[str] = (),
+    ) -> None:
+        self.space = space
+        self.config = config or EngineConfig()
+        self.registry = registry
+        self.rng = rng
+        free = {v.name: v for v in space.free_variables}
+        self.values: Config = space.validate_config(
+            {n: v for n, v in current.items() if n in free}, registry
+        )
+        names = self.config.variables if self.config.variables is not None else list(free)
+        for n in names:
+            if n not in free:
+                raise invalid(n, None, "adaptable",
+                              f"{n}: not a free variable of space {space.name!r}")
+        self._numeric: dict[str, Numeric] = {
+            n: v for n in names if isinstance(v := free[n], FloatVariable | IntegerVariable)
+            and v.max > v.min
+        }
+        self._choices: dict[str, ChoiceVariable] = {
+            n: v for n in names if isinstance(v := free[n], ChoiceVariable) and len(v.options) > 1
+        }
+        self._bandits = {
+            n: Bandit(len(v.options), self.config.bandit, exploration=self.config.exploration)
+            for n, v in self._choices.items()
+        }
+        self.frozen: set[str] = set(frozen)
+        self.step = 0
+        self.iteration = 0
+        self.trial = 0
+        self._opt = self._optimizer({})
+        self._phase: Phase = "single"
+        self._arms: dict[str, int] = {}
+        self._probes: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        self._samples: list[float] = []
+        self._scores: dict[str, float] = {}
+        self._proposal: Proposal | None = None
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def proposal(self) -> Proposal | None:
+        """The trial currently being measured."""
+        return self._proposal
+
+    def start(self) -> EngineOutput:
+        """Begin adapting: the first trial to run."""
+        return self._next_iteration("start", "first trial", {}, None)
+
+    def observe(self, feedback: Feedback) -> EngineOutput:
+        """Take one feedback record; maybe move on to a new trial."""
+        self.step += 1
+        if feedback.space != self.space.name:
+            return self._ignore(f"feedback for space {feedback.space!r}")
+        if self._proposal is None:
+            return self._ignore("engine not started")
+        if feedback.trial is not None and feedback.trial != self.trial:
+            return self._ignore(f"stale: trial {feedback.trial}, current {self.trial}")
+        try:
+            score = self.config.objective.score(feedback)
+        except BrokerError as exc:
+            return self._ignore(exc.message)
+        self._samples.append(score)
+        if len(self._samples) < self.config.samples_per_trial:
+            n, k = len(self._samples), self.config.samples_per_trial
+            return EngineOutput(proposal=None, explanation=self._explain(
+                "collected", f"{n} of {k} samples", score=score))
+        y = sum(self._samples) / len(self._samples)
+        self._samples = []
+        self._scores[self._phase] = y
+        if self._phase == "plus":
+            self._phase = "minus"
+            return EngineOutput(proposal=self._propose(self._probes[1]), explanation=self._explain(
+                "probe", "plus trial measured; running minus trial", score=score))
+        step = self._update()
+        return self._next_iteration("update", "iteration complete", self._scores, step, score)
+
+    def sync(
+        self, values: Mapping[str, Scalar], frozen: Iterable[str], *, reset: bool = False
+    ) -> EngineOutput | None:
+        """Take in committed changes the engine did not make.
+
+        Values of variables the engine does not currently adapt are always taken; with
+        ``reset`` (an operator override) the adapted ones are too and momentum is forgotten.
+        A change of the frozen set or a reset restarts the iteration with a new trial.
+        """
+        frozen = set(frozen)
+        adapted = self._active_numeric() | self._active_choices()
+        for var in self.space.free_variables:
+            n = var.name
+            if n in values and (reset or n not in adapted or n in frozen):
+                self.values[n] = values[n]
+        self.values = self.space.validate_config(
+            {v.name: self.values[v.name] for v in self.space.free_variables}, self.registry
+        )
+        if frozen == self.frozen and not reset:
+            return None
+        self.frozen = frozen
+        carry = {} if reset else dict(self._opt.centre)
+        self._opt = self._optimizer(carry, keep=None if reset else self._opt)
+        return self._next_iteration("restart", "frozen set or values changed", {}, None)
+
+    def centre(self) -> Config:
+        """The engine's current best configuration: the centre and each bandit's best arm."""
+        return self._config(self._opt.centre, {n: b.best() for n, b in self._bandits.items()
+                                               if n not in self.frozen}, check=False)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _active_numeric(self) -> set[str]:
+        return {n for n in self._numeric if n not in self.frozen}
+
+    def _active_choices(self) -> set[str]:
+        return {n for n in self._choices if n not in self.frozen}
+
+    def _optimizer(
+        self, carry: Mapping[str, float], keep: SpsaOptimizer | None = None
+    ) -> SpsaOptimizer:
+        def snapper(var: Numeric) -> Any:
+            return lambda u: var.to_unit(var.from_unit(u))
+
+        active = {n: self._numeric[n] for n in sorted(self._active_numeric())}
+        centre = {n: carry.get(n, v.to_unit(self.values[n])) for n, v in active.items()}
+        cfg = self.config
+        opt = SpsaOptimizer(
+            centre, learning_rate=cfg.learning_rate, momentum=cfg.momentum,
+            perturbation=cfg.perturbation, bounds=cfg.bounds,
+            snap={n: snapper(v) for n, v in active.items()},
+            min_perturbation={n: v.unit_step() for n, v in active.items()},
+        )
+        if keep is not None:
+            for n in centre:
+                opt.g[n] = keep.g.get(n, 0.0)
+                opt.v[n] = keep.v.get(n, 0.0)
+        return opt
+
+    def _config(
+        self, units: Mapping[str, float], arms: Mapping[str, int], *, check: bool = True
+    ) -> Config:
+        values: dict[str, Scalar] = {v.name: self.values[v.name] for v in self.space.free_variables}
+        for n, u in units.items():
+            values[n] = self._numeric[n].from_unit(u)
+        for n, i in arms.items():
+            values[n] = self._choices[n].options[i]
+        if not check:
+            try:
+                return self.space.validate_config(values, self.registry)
+            except BrokerError:
+                return values
+        return self.space.validate_config(values, self.registry)
+
+    def _valid(self, units: Mapping[str, float]) -> bool:
+        try:
+            self._config(units, self._arms)
+        except BrokerError as exc:
+            if exc.code != ErrorCode.VALIDATION:
+                raise
+            return False
+        return True
+
+    def _propose(self, units: Mapping[str, float]) -> Proposal:
+        self.trial += 1
+        config = self._config(units, self._arms)
+        adapted = self._active_numeric() | set(self._arms)
+        self._proposal = Proposal(
+            space=self.space.name, trial=self.trial, iteration=self.iteration,
+            phase=self._phase, values={n: config[n] for n in sorted(adapted)}, config=config,
+        )
+        return self._proposal
+
+    def _pick_probes(self) -> tuple[dict[str, float], dict[str, float]]:
+        centre = {n: self._opt.snap(n, u) for n, u in self._opt.centre.items()}
+        for _ in range(self.config.max_probe_attempts):
+            plus, minus = self._opt.probes(self._opt.draw(self.rng))
+            if self._valid(plus) and self._valid(minus):
+                return plus, minus
+        return centre, centre  # no valid pair: both trials at the centre, gradient 0
+
+    def _next_iteration(
+        self, action: Action, reason: str, scores: Mapping[str, float],
+        step: GradientStep | None, score: float | None = None,
+    ) -> EngineOutput:
+        before = self._explain_centre(step.before if step else None)
+        self.iteration += 1
+        self._samples = []
+        self._scores = {}
+        self._arms = {n: self._bandits[n].select(self.rng) for n in sorted(self._active_choices())}
+        if self._opt.centre:
+            self._probes = self._pick_probes()
+            self._phase = "plus"
+            units = self._probes[0]
+        else:
+            self._phase = "single"
+            units = {}
+        proposal = self._propose(units)
+        explanation = self._explain(action, reason, score=score, scores=dict(scores), step=step)
+        explanation.centre_before = before
+        return EngineOutput(proposal=proposal, explanation=explanation)
+
+    def _update(self) -> GradientStep | None:
+        mean = sum(self._scores.values()) / len(self._scores)
+        for n, arm in self._arms.items():
+            self._bandits[n].update(arm, mean)
+        if not self._opt.centre:
+            return None
+        plus, minus = self._probes
+        grad = self._opt.estimate(plus, minus, self._scores["plus"], self._scores["minus"])
+        step = self._opt.step(grad)
+        if not self._valid(step.after):  # the move breaks a cross-variable constraint
+            self._opt.centre = dict(step.before)
+            self._opt.v = dict.fromkeys(self._opt.v, 0.0)
+            step = step.model_copy(update={
+                "after": dict(step.before), "v": dict(self._opt.v),
+                "bounds": {**step.bounds, **dict.fromkeys(step.before, "rejected")},
+            })
+        return step
+
+    def _explain_centre(self, units: Mapping[str, float] | None) -> dict[str, Scalar]:
+        units = self._opt.centre if units is None else units
+        return {n: self._numeric[n].from_unit(u) for n, u in units.items()}
+
+    def _explain(
+        self, action: Action, reason: str, *, score: float | None = None,
+        scores: dict[str, float] | None = None, step: GradientStep | None = None,
+    ) -> Explanation:
+        return Explanation(
+            space=self.space.name, step=self.step, iteration=self.iteration,
+            trial=self._proposal.trial if self._proposal else None, action=action,
+            reason=reason, objective=self.config.objective.kind, score=score,
+            scores=scores or {}, gradient=step.gradient if step else {},
+            g=dict(self._opt.g), v=dict(self._opt.v),
+            learning_rate=self.config.learning_rate, momentum=self.config.momentum,
+            bounds=step.bounds if step else {},
+            centre_before=self._explain_centre(None), centre_after=self._explain_centre(None),
+            arms={n: self._choices[n].options[i] for n, i in self._arms.items()},
+            bandits={n: b.stats() for n, b in self._bandits.items()},
+            frozen=sorted(self.frozen),
+        )
+
+    def _ignore(self, reason: str) -> EngineOutput:
+        return EngineOutput(proposal=None, explanation=self._explain("ignored", reason))
