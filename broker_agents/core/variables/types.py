@@ -36,6 +36,13 @@ def _fmt(x: float) -> str:
     return repr(x)
 
 
+def _check_default(var: FloatVariable | IntegerVariable | ChoiceVariable, default: Any) -> None:
+    try:
+        var.validate_value(default)
+    except BrokerError as exc:
+        raise ValueError(f"default: {exc.message}") from None
+
+
 class _Base(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -57,7 +64,7 @@ class FloatVariable(_Base):
         if self.min > self.max:
             raise ValueError(f"{self.name}: min {self.min} > max {self.max}")
         if self.default is not None:
-            self.validate_value(self.default)
+            _check_default(self, self.default)
         return self
 
     def _round(self, x: float) -> float:
@@ -115,7 +122,7 @@ class IntegerVariable(_Base):
         if self.min > self.max:
             raise ValueError(f"{self.name}: min {self.min} > max {self.max}")
         if self.default is not None:
-            self.validate_value(self.default)
+            _check_default(self, self.default)
         return self
 
     @property
@@ -151,7 +158,7 @@ class IntegerVariable(_Base):
     def sample(self, rng: random.Random) -> int:
         return self.min + rng.randrange((self.top - self.min) // self.step + 1) * self.step
 
-    def to_unit(self, value: int) -> float:
+    def to_unit(self, value: float) -> float:
         span = self.top - self.min
         return 0.0 if span == 0 else (value - self.min) / span
 
@@ -198,7 +205,7 @@ class ChoiceVariable(_Base):
             ):
                 raise ValueError(f"{self.name}: weights must be >= 0 and not all 0")
         if self.default is not None:
-            self.validate_value(self.default)
+            _check_default(self, self.default)
         return self
 
     def index(self, value: Any) -> int:

@@ -171,7 +171,7 @@ class AdaptationEngine:
             return lambda u: var.to_unit(var.from_unit(u))
 
         active = {n: self._numeric[n] for n in sorted(self._active_numeric())}
-        centre = {n: carry.get(n, v.to_unit(self.values[n])) for n, v in active.items()}
+        centre = {n: carry.get(n, v.to_unit(float(self.values[n]))) for n, v in active.items()}
         cfg = self.config
         opt = SpsaOptimizer(
             centre, learning_rate=cfg.learning_rate, momentum=cfg.momentum,
