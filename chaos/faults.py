@@ -1,0 +1,297 @@
+"""Fault primitives over the Toxiproxy client, each with a heal, and a seeded schedule.
+
+A fault is an object with ``inject()`` and ``heal()`` (blocking: the toxiproxy client is
+synchronous). ``FaultSchedule`` plans inject/heal steps from a seeded ``random.Random``
+(so a seed replays the same plan), runs them, and records what happened when, on the
+monotonic clock. Every fault still active at the end is healed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chaos.cluster import ProxiedNatsCluster
+from chaos.process import ManagedProcess
+from chaos.toxiproxy.client import ToxiproxyClient
+
+
+class Fault(Protocol):
+    kind: str
+    target: str
+
+    def inject(self) -> None: ...
+
+    def heal(self) -> None: ...
+
+
+@dataclass
+class DisableProxies:
+    """Take proxies down: live connections drop, new ones are refused (a clean cut)."""
+
+    toxi: ToxiproxyClient
+    proxies: list[str]
+    kind: str = "disable"
+    target: str = ""
+
+    def inject(self) -> None:
+        for name in self.proxies:
+            self.toxi.set_enabled(name, False)
+
+    def heal(self) -> None:
+        for name in self.proxies:
+            self.toxi.set_enabled(name, True)
+
+
+@dataclass
+class ToxicSpec:
+    proxy: str
+    type: str
+    stream: str
+    attributes: dict[str, int]
+
+
+@dataclass
+class ToxicFault:
+    """Add toxics (named after the fault, so heals remove exactly these) to proxies."""
+
+    toxi: ToxiproxyClient
+    toxics: list[ToxicSpec]
+    kind: str = "toxic"
+    target: str = ""
+    name: str = "chaos"
+
+    def _name(self, spec: ToxicSpec) -> str:
+        return f"{self.name}_{spec.type}_{spec.stream}"
+
+    def inject(self) -> None:
+        for spec in self.toxics:
+            self.toxi.add_toxic(spec.proxy, spec.type, stream=spec.stream,
+                                name=self._name(spec), **spec.attributes)
+
+    def heal(self) -> None:
+        for spec in self.toxics:
+            self.toxi.remove_toxic(spec.proxy, self._name(spec))
+
+
+@dataclass
+class KillProcess:
+    """kill -9 a managed process; heal starts it again with the same command."""
+
+    proc: ManagedProcess
+    kind: str = "kill"
+    target: str = ""
+
+    def inject(self) -> None:
+        self.proc.kill()
+
+    def heal(self) -> None:
+        self.proc.start()
+
+
+@dataclass
+class KillServer:
+    """kill -9 one nats-server; heal restarts it on the same ports and store."""
+
+    cluster: ProxiedNatsCluster
+    index: int
+    kind: str = "kill_server"
+    target: str = ""
+
+    def inject(self) -> None:
+        self.cluster.kill(self.index)
+
+    def heal(self) -> None:
+        self.cluster.restart(self.index)
+
+
+def isolate_client(cluster: ProxiedNatsCluster, client: str = "client") -> DisableProxies:
+    """Cut one client (or node daemon) off from every NATS server."""
+    return DisableProxies(cluster.toxi, cluster.client_proxies(client), kind="isolate_client",
+                          target=client)
+
+
+def cut_server(cluster: ProxiedNatsCluster, index: int) -> DisableProxies:
+    """Cut server ``index``'s routes to the other servers (clients still reach it)."""
+    names = [p for other in range(cluster.size) if other != index
+             for p in cluster.route_proxies(index, other)]
+    return DisableProxies(cluster.toxi, names, kind="cut_server", target=f"server-{index}")
+
+
+def partition(cluster: ProxiedNatsCluster, groups: Sequence[Sequence[int]]) -> DisableProxies:
+    """Cut every route between servers in different groups."""
+    where = {i: g for g, members in enumerate(groups) for i in members}
+    names = [cluster.route_proxies(a, b)[0] for a in range(cluster.size)
+             for b in range(cluster.size) if a != b and where.get(a) != where.get(b)]
+    return DisableProxies(cluster.toxi, names, kind="partition",
+                          target="|".join(",".join(map(str, g)) for g in groups))
+
+
+def asymmetric_cut(cluster: ProxiedNatsCluster, src: int, dst: int,
+                   mode: str = "timeout") -> ToxicFault:
+    """Drop traffic from server ``src`` to ``dst`` only; ``dst`` to ``src`` still flows.
+
+    ``mode`` "timeout" silently drops the bytes and holds the connection open;
+    "limit_data" closes any connection as soon as ``src`` sends a byte towards ``dst``.
+    """
+    attrs = {"timeout": 0} if mode == "timeout" else {"bytes": 0}
+    specs = [
+        # on src->dst's proxy the client is src: its bytes to dst travel upstream
+        ToxicSpec(cluster.route_proxies(src, dst)[0], mode, "upstream", attrs),
+        # on dst->src's proxy the server is src: its bytes to dst travel downstream
+        ToxicSpec(cluster.route_proxies(src, dst)[1], mode, "downstream", attrs),
+    ]
+    return ToxicFault(cluster.toxi, specs, kind="asymmetric_cut", target=f"{src}->{dst}",
+                      name=f"asym_{src}_{dst}")
+
+
+def slow_links(toxi: ToxiproxyClient, proxies: Sequence[str], latency_ms: int,
+               jitter_ms: int = 0) -> ToxicFault:
+    """Latency (and jitter) on both directions of the given proxies."""
+    attrs = {"latency": latency_ms, "jitter": jitter_ms}
+    specs = [ToxicSpec(p, "latency", s, attrs) for p in proxies
+             for s in ("upstream", "downstream")]
+    return ToxicFault(toxi, specs, kind="latency", target=",".join(proxies), name="slow")
+
+
+def bandwidth(toxi: ToxiproxyClient, proxies: Sequence[str], rate_kb: int) -> ToxicFault:
+    specs = [ToxicSpec(p, "bandwidth", s, {"rate": rate_kb}) for p in proxies
+             for s in ("upstream", "downstream")]
+    return ToxicFault(toxi, specs, kind="bandwidth", target=",".join(proxies), name="narrow")
+
+
+def kill_server(cluster: ProxiedNatsCluster, index: int) -> KillServer:
+    return KillServer(cluster, index, target=f"server-{index}")
+
+
+def kill_process(proc: ManagedProcess) -> KillProcess:
+    return KillProcess(proc, target=proc.name)
+
+
+@dataclass
+class FaultEvent:
+    """One inject or heal, when it happened (monotonic) and whether it worked."""
+
+    at: float
+    offset: float
+    action: str
+    kind: str
+    target: str
+    fault_id: int
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Step:
+    offset: float
+    action: str  # "inject" | "heal"
+    fault_id: int
+
+
+@dataclass
+class FaultSchedule:
+    """A seeded plan of inject/heal steps over a set of faults, and its record."""
+
+    rng: random.Random
+    faults: list[Fault] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    events: list[FaultEvent] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
+    active: set[int] = field(default_factory=set)
+    started_at: float | None = None
+
+    def add(self, fault: Fault) -> int:
+        self.faults.append(fault)
+        return len(self.faults) - 1
+
+    def at(self, offset: float, action: str, fault: Fault | int) -> None:
+        fid = fault if isinstance(fault, int) else self._id(fault)
+        self.steps.append(Step(offset, action, fid))
+        self.steps.sort(key=lambda s: s.offset)
+
+    def _id(self, fault: Fault) -> int:
+        for i, known in enumerate(self.faults):
+            if known is fault:
+                return i
+        return self.add(fault)
+
+    def window(self, fault: Fault, start: float, hold: float) -> None:
+        """Inject at ``start``, heal ``hold`` seconds later."""
+        self.at(start, "inject", fault)
+        self.at(start + hold, "heal", fault)
+
+    def flapping(self, fault: Fault, start: float, duration: float,
+                 up: tuple[float, float] = (0.2, 1.0),
+                 down: tuple[float, float] = (0.2, 1.0)) -> None:
+        """Toggle ``fault`` on and off with seeded random intervals."""
+        t = start
+        while t < start + duration:
+            hold = self.rng.uniform(*down)
+            self.window(fault, t, min(hold, start + duration - t))
+            t += hold + self.rng.uniform(*up)
+
+    def random_plan(self, candidates: Sequence[Fault], duration: float,
+                    gap: tuple[float, float] = (0.5, 2.0),
+                    hold: tuple[float, float] = (1.0, 3.0)) -> None:
+        """One fault at a time, chosen and timed by the seeded rng, all healed by the end."""
+        t = self.rng.uniform(*gap)
+        while t < duration:
+            fault = self.rng.choice(list(candidates))
+            held = min(self.rng.uniform(*hold), max(duration - t, 0.1))
+            self.window(fault, t, held)
+            t += held + self.rng.uniform(*gap)
+
+    def plan(self) -> list[dict[str, Any]]:
+        """The plan as data (deterministic for a seed): for reports and replay checks."""
+        return [{"offset": round(s.offset, 6), "action": s.action,
+                 "kind": self.faults[s.fault_id].kind, "target": self.faults[s.fault_id].target}
+                for s in self.steps]
+
+    def apply(self, action: str, fault_id: int) -> FaultEvent:
+        """Inject or heal now and record it (errors are recorded, not raised)."""
+        fault = self.faults[fault_id]
+        now = self.clock()
+        if self.started_at is None:
+            self.started_at = now
+        error = None
+        try:
+            if action == "inject":
+                fault.inject()
+                self.active.add(fault_id)
+            else:
+                fault.heal()
+                self.active.discard(fault_id)
+        except Exception as exc:  # the record must survive a failed fault call
+            error = f"{type(exc).__name__}: {exc}"
+        event = FaultEvent(now, now - self.started_at, action, fault.kind, fault.target,
+                           fault_id, error)
+        self.events.append(event)
+        return event
+
+    async def run(self) -> None:
+        """Execute the plan in real time; heal whatever is still active at the end."""
+        self.started_at = self.clock()
+        try:
+            for step in self.steps:
+                wait = self.started_at + step.offset - self.clock()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # sleep-ok: the plan's fault timing
+                await asyncio.to_thread(self.apply, step.action, step.fault_id)
+        finally:
+            await asyncio.to_thread(self.heal_all)
+
+    def heal_all(self) -> None:
+        for fault_id in sorted(self.active):
+            self.apply("heal", fault_id)
+
+    @property
+    def last_heal(self) -> float | None:
+        heals = [e.at for e in self.events if e.action == "heal"]
+        return max(heals) if heals else None
