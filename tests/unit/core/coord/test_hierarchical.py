@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -129,7 +130,7 @@ def test_every_participant_appears_once_at_level_zero_and_levels_shrink(
     result = run(p, {f"a{i}": "yes" for i in range(n)})
     counts = [sum(len(c.members) for c in lvl.clusters) for lvl in result.levels]
     assert counts[0] == n
-    assert all(b < a for a, b in zip(counts, counts[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(counts))
     assert len(result.levels) <= depth and len(result.levels[-1].clusters) == 1
     for lvl in result.levels[:-1]:
         sizes = [len(c.members) for c in lvl.clusters]
