@@ -105,7 +105,11 @@ class WorkerAgent(Agent):
     async def work(self, msg: Work, incoming: Incoming) -> dict[str, object]:
         if msg.release:
             released = asyncio.Event()
-            sub = await self.ctx.nc.subscribe(msg.release, cb=lambda _m: _set(released))
+
+            async def on_release(_: object) -> None:
+                released.set()
+
+            sub = await self.ctx.nc.subscribe(msg.release, cb=on_release)
             await self.ctx.nc.flush()
             await self.ctx.publish(f"{msg.release}.started", {"agent": self.agent_id})
             await asyncio.wait_for(released.wait(), timeout=30)
@@ -117,7 +121,3 @@ class WorkerAgent(Agent):
     @handler(Crash)
     async def crash(self, msg: Crash) -> None:
         raise FatalAgentError(msg.reason)
-
-
-async def _set(event: asyncio.Event) -> None:
-    event.set()

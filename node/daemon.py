@@ -47,12 +47,15 @@ class _NodeHooks(SupervisorHooks):
             self.node.agents[child_id] = agent
             for service in self.node.services:
                 await service.agent_started(agent, restarts)
+        await self.node.publish_event("started", child_id, restarts=restarts, kind="agent")
 
     async def exited(self, child_id: str, error: BaseException | None, restarting: bool) -> None:
         AGENTS_RUNNING.dec()
         self.node.agents.pop(child_id, None)
         for service in self.node.services:
             await service.agent_exited(child_id, error, restarting)
+        await self.node.publish_event("exited", child_id, kind="agent", restarting=restarting,
+                                      error=repr(error) if error else None)
 
     async def stopping(self, child_id: str) -> None:
         AGENTS_RUNNING.dec()
@@ -128,15 +131,22 @@ class Node:
         self.log.info("node ready", agents=len(self.agents), http_port=port)
         await self.publish_event("ready")
 
-    async def publish_event(self, kind: str) -> None:
-        """``<p>.events.node.<kind>``: lets tools wait for a node instead of polling it."""
+    async def publish_event(self, event: str, agent_id: str | None = None, *,
+                            kind: str = "node", **fields: Any) -> None:
+        """``<p>.events.node.<event>`` / ``<p>.events.agent.<event>``: lets tools wait for a
+        node or an agent instead of polling it."""
         if self.nc is None or not self.nc.is_connected:
             return
-        payload = {"node_id": self.id, "pid": os.getpid(), "agents": sorted(self.agents),
-                   "http_port": self.http.port if self.http else None,
-                   "nats_url": self.nats_url}
-        await self.nc.publish(self.subjects.events("node", kind), codec.encode(payload))
-        await self.nc.flush()
+        payload: dict[str, Any] = {"node_id": self.id, **fields}
+        if kind == "node":
+            payload.update(pid=os.getpid(), agents=sorted(self.agents),
+                           http_port=self.http.port if self.http else None,
+                           nats_url=self.nats_url)
+        else:
+            payload["agent_id"] = agent_id
+        await self.nc.publish(self.subjects.events(kind, event), codec.encode(payload))
+        if kind == "node":
+            await self.nc.flush()
 
     def readiness(self) -> dict[str, Any]:
         connected = bool(self.nc and self.nc.is_connected)

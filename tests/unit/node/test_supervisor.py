@@ -1,0 +1,222 @@
+"""The supervisor against fake children: strategies, restart types, intensity, order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from broker_agents.core.supervision import Backoff, RestartType, Strategy
+from node.supervisor import ChildSpec, Supervisor, SupervisorGaveUp, SupervisorHooks
+
+
+@dataclass
+class Journal:
+    events: list[tuple[str, str]] = field(default_factory=list)
+    live: dict[str, FakeChild] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, kind: str, cid: str) -> None:
+        self.events.append((kind, cid))
+        self.changed.set()
+
+    def count(self, kind: str, cid: str) -> int:
+        return self.events.count((kind, cid))
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+class FakeChild:
+    def __init__(self, cid: str, journal: Journal, fail_start: bool = False) -> None:
+        self.cid = cid
+        self.journal = journal
+        self.fail_start = fail_start
+        self._exit: asyncio.Future[BaseException | None] = (
+            asyncio.get_running_loop().create_future())
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        if self.fail_start:
+            raise RuntimeError("cannot start")
+        self.journal.add("start", self.cid)
+        self.journal.live[self.cid] = self
+        ready()
+        try:
+            exc = await self._exit
+        finally:
+            self.journal.live.pop(self.cid, None)
+            self.journal.add("stop", self.cid)
+        if exc is not None:
+            raise exc
+
+    def stop(self) -> None:
+        if not self._exit.done():
+            self._exit.set_result(None)
+
+    def crash(self) -> None:
+        self._exit.set_result(RuntimeError(f"{self.cid} crashed"))
+
+    def exit_normally(self) -> None:
+        self._exit.set_result(None)
+
+
+class JournalHooks(SupervisorHooks):
+    """What the supervisor itself observed (tests wait on these, not on the children)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    async def started(self, child_id: str, child: object, restarts: int) -> None:
+        self.journal.add("supervised", child_id)
+
+    async def exited(self, child_id: str, error: BaseException | None, restarting: bool) -> None:
+        self.journal.add("exited", child_id)
+
+
+def make(journal: Journal, ids: list[str], restart: RestartType = RestartType.PERMANENT,
+         **kwargs: object) -> Supervisor:
+    specs = [ChildSpec(cid, lambda cid=cid: FakeChild(cid, journal), restart) for cid in ids]
+    kwargs.setdefault("hooks", JournalHooks(journal))
+    return Supervisor("test", specs, backoff=Backoff(initial=0.0), **kwargs)  # type: ignore[arg-type]
+
+
+async def started(sup: Supervisor) -> asyncio.Task[None]:
+    ready = asyncio.Event()
+    task = asyncio.create_task(sup.run(ready.set))
+    async with asyncio.timeout(5):
+        await ready.wait()
+    return task
+
+
+async def test_children_start_in_order_and_stop_in_reverse() -> None:
+    journal = Journal()
+    sup = make(journal, ["a", "b", "c"])
+    task = await started(sup)
+    sup.stop()
+    await task
+    assert [e for e in journal.events if e[0] == "start"] == [("start", c) for c in "abc"]
+    assert [e for e in journal.events if e[0] == "stop"] == [("stop", c) for c in "cba"]
+
+
+async def test_one_for_one_restarts_only_the_crashed_child() -> None:
+    journal = Journal()
+    sup = make(journal, ["a", "b", "c"], strategy=Strategy.ONE_FOR_ONE)
+    task = await started(sup)
+    journal.live["b"].crash()
+    await journal.until(lambda: journal.count("supervised", "b") == 2)
+    assert journal.count("start", "a") == 1 and journal.count("start", "c") == 1
+    assert sup.restarts("b") == 1
+    sup.stop()
+    await task
+
+
+async def test_one_for_all_restarts_every_child() -> None:
+    journal = Journal()
+    sup = make(journal, ["a", "b", "c"], strategy=Strategy.ONE_FOR_ALL)
+    task = await started(sup)
+    journal.live["b"].crash()
+    await journal.until(lambda: all(journal.count("supervised", c) == 2 for c in "abc"))
+    sup.stop()
+    await task
+
+
+async def test_rest_for_one_restarts_the_child_and_those_after_it() -> None:
+    journal = Journal()
+    sup = make(journal, ["a", "b", "c"], strategy=Strategy.REST_FOR_ONE)
+    task = await started(sup)
+    journal.live["b"].crash()
+    await journal.until(lambda: journal.count("supervised", "c") == 2)
+    assert journal.count("start", "a") == 1 and journal.count("start", "b") == 2
+    sup.stop()
+    await task
+
+
+async def test_transient_child_is_restarted_after_crash_but_not_after_normal_exit() -> None:
+    journal = Journal()
+    sup = make(journal, ["t"], restart=RestartType.TRANSIENT)
+    task = await started(sup)
+    journal.live["t"].crash()
+    await journal.until(lambda: journal.count("supervised", "t") == 2)
+    journal.live["t"].exit_normally()
+    await journal.until(lambda: journal.count("exited", "t") == 2)
+    assert sup.running() == []
+    sup.stop()
+    await task
+    assert journal.count("start", "t") == 2
+
+
+async def test_temporary_child_is_never_restarted() -> None:
+    journal = Journal()
+    sup = make(journal, ["tmp", "keep"], restart=RestartType.TEMPORARY)
+    task = await started(sup)
+    journal.live["tmp"].crash()
+    await journal.until(lambda: journal.count("exited", "tmp") == 1)
+    assert sup.running() == ["keep"]
+    sup.stop()
+    await task
+    assert journal.count("start", "tmp") == 1
+
+
+async def test_permanent_child_is_restarted_even_after_a_normal_exit() -> None:
+    journal = Journal()
+    sup = make(journal, ["p"])
+    task = await started(sup)
+    journal.live["p"].exit_normally()
+    await journal.until(lambda: journal.count("supervised", "p") == 2)
+    sup.stop()
+    await task
+
+
+async def test_exceeding_restart_intensity_stops_children_and_escalates() -> None:
+    journal = Journal()
+    exits: list[tuple[str, bool]] = []
+
+    class Hooks(JournalHooks):
+        async def exited(self, child_id: str, error: BaseException | None,
+                         restarting: bool) -> None:
+            exits.append((child_id, restarting))
+
+    sup = make(journal, ["a", "b"], max_restarts=2, period=60.0, hooks=Hooks(journal))
+    task = await started(sup)
+    for n in (1, 2):
+        journal.live["b"].crash()
+        await journal.until(lambda n=n: journal.count("supervised", "b") == n + 1)
+    journal.live["b"].crash()
+    with pytest.raises(SupervisorGaveUp, match="more than 2 restarts"):
+        async with asyncio.timeout(5):
+            await task
+    assert journal.live == {}
+    assert len(exits) == 3
+
+
+async def test_a_child_that_never_starts_exhausts_intensity_at_startup() -> None:
+    journal = Journal()
+    spec = ChildSpec("bad", lambda: FakeChild("bad", journal, fail_start=True))
+    sup = Supervisor("test", [spec], max_restarts=3, period=60.0, backoff=Backoff(0.0))
+    with pytest.raises(SupervisorGaveUp):
+        async with asyncio.timeout(5):
+            await sup.run(lambda: None)
+
+
+async def test_nested_supervisor_escalation_is_a_crash_of_the_parent_child() -> None:
+    journal = Journal()
+    inner_sups: list[Supervisor] = []
+
+    def inner() -> Supervisor:
+        sup = make(journal, ["leaf"], max_restarts=0, period=60.0)
+        inner_sups.append(sup)
+        return sup
+
+    parent = Supervisor("parent", [ChildSpec("inner", inner)], max_restarts=5, period=60.0,
+                        backoff=Backoff(0.0), hooks=JournalHooks(journal))
+    task = await started(parent)
+    journal.live["leaf"].crash()
+    await journal.until(lambda: journal.count("supervised", "inner") == 2)
+    assert len(inner_sups) == 2 and parent.restarts("inner") == 1
+    parent.stop()
+    await task
