@@ -1,0 +1,172 @@
+"""Budget ledger: pure operations on one account record, applied by the IO layer with CAS.
+
+An account lives under one key of the accounts bucket. Every operation is a pure function
+``account -> new account`` or raises ``BrokerError``; the driver reads the record with its
+KV revision, calls the function, and writes the result with ``update(key, value, last=rev)``
+(retrying from a fresh read when the CAS fails). Because each write is computed from the
+exact record it replaces, the checks made here hold under any interleaving of auctioneers:
+a balance never goes negative and escrow never exceeds the balance.
+
+Escrow is a ``hold`` per auction id (``reserved`` is their sum). Settlement touches two
+keys, so it is two idempotent steps the driver applies in order and may retry after a
+crash: ``debit`` the winner (consuming its hold; one payment per payer and auction — a
+combinatorial winner pays its total) then ``credit`` the seller. Each account
+remembers the operation ids it applied (the newest ``APPLIED_LIMIT``), so a repeated step
+returns the record unchanged — the same object, so the driver can skip the write. The
+auction record in the auctions bucket is the long-term guard; the per-account window only
+has to outlast the driver's retries. A settlement ``(auction_id, payer)`` must always be
+replayed with the payee and amount of the stored outcome; the two halves cannot check
+each other because they live under different keys.
+
+Money is a float; the checks rely on IEEE rounding being monotone (``b >= a`` implies
+``b - a >= 0``), so balances stay non-negative exactly, while totals are conserved up to
+float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from broker_agents.core.errors import BrokerError, ErrorCode
+
+APPLIED_LIMIT = 1000
+"""How many applied operation ids an account remembers (oldest forgotten first)."""
+
+Money = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class Account(BaseModel):
+    """One agent's money. ``reserved`` (sum of holds) is derived and sent for readers."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    owner: str = Field(min_length=1)
+    balance: Money = 0.0
+    holds: dict[str, float] = Field(default_factory=dict)
+    max_per_task: Money | None = None
+    applied: tuple[str, ...] = ()
+    version: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reserved(self) -> float:
+        return math.fsum(self.holds.values())
+
+    @property
+    def available(self) -> float:
+        """What the owner can still commit: balance minus escrow."""
+        return self.balance - self.reserved
+
+
+def open_account(owner: str, balance: float = 0.0, max_per_task: float | None = None) -> Account:
+    return Account(owner=owner, balance=_amount(balance), max_per_task=max_per_task)
+
+
+def _amount(value: float, what: str = "amount") -> float:
+    if not math.isfinite(value) or value < 0:
+        raise BrokerError(ErrorCode.VALIDATION, f"{what} must be a finite number >= 0",
+                          {"field": what, "value": repr(value)})
+    return value
+
+
+def _changed(account: Account, op_id: str | None = None, **update: object) -> Account:
+    applied = account.applied
+    if op_id is not None:
+        applied = (*applied, op_id)[-APPLIED_LIMIT:]
+    return account.model_copy(update={**update, "applied": applied,
+                                      "version": account.version + 1})
+
+
+def check_cost(account: Account, amount: float) -> None:
+    """Raise unless the owner may commit ``amount`` now (per-task cap, then funds)."""
+    _amount(amount)
+    cap = account.max_per_task
+    if cap is not None and amount > cap:
+        raise BrokerError(
+            ErrorCode.BUDGET_EXCEEDED,
+            f"cost {amount} exceeds the maximum per-task budget {cap}",
+            {"owner": account.owner, "cost": amount, "max_per_task": cap},
+        )
+    if amount > account.available:
+        raise BrokerError(
+            ErrorCode.INSUFFICIENT_FUNDS,
+            f"{account.owner} can afford {account.available}, not {amount}",
+            {"owner": account.owner, "available": account.available, "cost": amount},
+        )
+
+
+def deposit(account: Account, op_id: str, amount: float) -> Account:
+    """Add money from outside the ledger (funding); idempotent on ``op_id``."""
+    key = f"deposit:{op_id}"
+    if key in account.applied:
+        return account
+    return _changed(account, key, balance=account.balance + _amount(amount))
+
+
+def reserve(account: Account, auction_id: str, amount: float) -> Account:
+    """Escrow ``amount`` for a winning bid; idempotent for the same auction and amount."""
+    held = account.holds.get(auction_id)
+    if held is not None:
+        if held == amount:
+            return account
+        raise BrokerError(ErrorCode.CONFLICT,
+                          f"auction {auction_id} already holds {held}, not {amount}",
+                          {"auction_id": auction_id, "held": held})
+    if f"debit:{auction_id}" in account.applied:
+        return account  # settled already: a late reserve must not lock funds again
+    check_cost(account, amount)
+    return _changed(account, holds={**account.holds, auction_id: amount})
+
+
+def release(account: Account, auction_id: str) -> Account:
+    """Drop the hold of an aborted auction (no-op when there is none)."""
+    if auction_id not in account.holds:
+        return account
+    holds = {k: v for k, v in account.holds.items() if k != auction_id}
+    return _changed(account, holds=holds)
+
+
+def debit(account: Account, auction_id: str, amount: float) -> Account:
+    """Settlement, payer side: pay ``amount`` and drop the auction's hold, exactly once.
+
+    The price may be below the hold (Vickrey, VCG); above it, the difference must be
+    available outside other holds.
+    """
+    key = f"debit:{auction_id}"
+    if key in account.applied:
+        return account
+    _amount(amount)
+    holds = {k: v for k, v in account.holds.items() if k != auction_id}
+    free = account.balance - math.fsum(holds.values())
+    if amount > account.balance or amount > free:
+        raise BrokerError(
+            ErrorCode.INSUFFICIENT_FUNDS,
+            f"{account.owner} cannot pay {amount} for auction {auction_id}",
+            {"owner": account.owner, "balance": account.balance, "cost": amount},
+        )
+    return _changed(account, key, balance=account.balance - amount, holds=holds)
+
+
+def credit(account: Account, auction_id: str, payer: str, amount: float) -> Account:
+    """Settlement, payee side: receive ``payer``'s ``amount`` for the auction, exactly once.
+
+    Keyed by auction *and* payer: a combinatorial auction has several winners paying one
+    seller.
+    """
+    key = f"credit:{auction_id}:{payer}"
+    if key in account.applied:
+        return account
+    return _changed(account, key, balance=account.balance + _amount(amount))
+
+
+def settle(
+    payer: Account, payee: Account, auction_id: str, amount: float
+) -> tuple[Account, Account]:
+    """Both settlement steps at once (for callers holding both records, e.g. tests)."""
+    if payer.owner == payee.owner:
+        raise BrokerError(ErrorCode.VALIDATION, "payer and payee must differ",
+                          {"owner": payer.owner})
+    return debit(payer, auction_id, amount), credit(payee, auction_id, payer.owner, amount)

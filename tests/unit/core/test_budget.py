@@ -1,0 +1,233 @@
+"""Budget ledger: escrow, exactly-once settlement, caps, and invariants under interleaving."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from broker_agents import codec
+from broker_agents.core import budget as B
+from broker_agents.core.errors import BrokerError
+
+
+def test_reserve_then_settle_moves_money_once() -> None:
+    buyer, seller = B.open_account("buyer", 100.0), B.open_account("seller", 0.0)
+    buyer = B.reserve(buyer, "a1", 30.0)
+    assert (buyer.reserved, buyer.available) == (30.0, 70.0)
+    buyer, seller = B.settle(buyer, seller, "a1", 25.0)
+    assert (buyer.balance, buyer.reserved, seller.balance) == (75.0, 0.0, 25.0)
+    again = B.settle(buyer, seller, "a1", 25.0)
+    assert again[0] is buyer and again[1] is seller
+
+
+def test_bid_above_available_funds_is_insufficient_funds() -> None:
+    buyer = B.reserve(B.open_account("buyer", 50.0), "a1", 40.0)
+    with pytest.raises(BrokerError) as info:
+        B.reserve(buyer, "a2", 20.0)
+    assert info.value.code == "insufficient_funds"
+
+
+def test_cost_over_per_task_cap_says_it_exceeds_the_maximum() -> None:
+    account = B.open_account("buyer", 1000.0, max_per_task=10.0)
+    with pytest.raises(BrokerError) as info:
+        B.check_cost(account, 12.5)
+    assert info.value.code == "budget_exceeded"
+    assert info.value.message == "cost 12.5 exceeds the maximum per-task budget 10.0"
+
+
+def test_release_on_abort_frees_the_hold_and_is_idempotent() -> None:
+    account = B.reserve(B.open_account("b", 10.0), "a1", 10.0)
+    released = B.release(account, "a1")
+    assert released.available == 10.0 and released.version == account.version + 1
+    assert B.release(released, "a1") is released
+
+
+def test_reserve_is_idempotent_but_conflicting_amount_is_an_error() -> None:
+    account = B.reserve(B.open_account("b", 10.0), "a1", 4.0)
+    assert B.reserve(account, "a1", 4.0) is account
+    with pytest.raises(BrokerError) as info:
+        B.reserve(account, "a1", 5.0)
+    assert info.value.code == "conflict"
+
+
+def test_reserve_after_settlement_does_not_lock_funds_again() -> None:
+    account = B.debit(B.reserve(B.open_account("b", 10.0), "a1", 4.0), "a1", 4.0)
+    assert B.reserve(account, "a1", 4.0) is account
+
+
+def test_debit_above_balance_is_refused() -> None:
+    with pytest.raises(BrokerError) as info:
+        B.debit(B.open_account("b", 3.0), "a1", 5.0)
+    assert info.value.code == "insufficient_funds"
+
+
+def test_debit_cannot_spend_money_held_for_another_auction() -> None:
+    account = B.reserve(B.open_account("b", 10.0), "other", 8.0)
+    with pytest.raises(BrokerError):
+        B.debit(account, "a1", 5.0)
+
+
+def test_invalid_amounts_are_validation_errors() -> None:
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(BrokerError) as info:
+            B.deposit(B.open_account("b"), "d", bad)
+        assert info.value.code == "validation_error"
+
+
+def test_applied_ids_are_bounded() -> None:
+    account = B.open_account("b")
+    for i in range(B.APPLIED_LIMIT + 50):
+        account = B.deposit(account, f"d{i}", 1.0)
+    assert len(account.applied) == B.APPLIED_LIMIT
+    assert account.applied[-1] == f"deposit:d{B.APPLIED_LIMIT + 49}"
+    assert "deposit:d0" not in account.applied
+
+
+def test_account_round_trips_through_the_wire_with_reserved_visible() -> None:
+    account = B.reserve(B.open_account("b", 10.0, max_per_task=5.0), "a1", 2.5)
+    for as_json in (False, True):
+        wire = codec.decode(codec.encode(account, as_json=as_json))
+        assert wire["reserved"] == 2.5
+        assert B.Account.model_validate(wire) == account
+
+
+# ---- random operation sequences ----
+
+OWNERS = ["a", "b", "c"]
+Op = tuple[str, str, str, str, float]  # kind, who, other, auction id, amount
+
+ops = st.lists(st.tuples(
+    st.sampled_from(["reserve", "release", "settle", "deposit", "check"]),
+    st.sampled_from(OWNERS), st.sampled_from(OWNERS),
+    st.sampled_from([f"x{i}" for i in range(6)]),
+    st.floats(0.0, 60.0, allow_nan=False),
+), max_size=60)
+
+
+def _apply(accounts: dict[str, B.Account], op: Op,
+           prices: dict[tuple[str, str], float]) -> float:
+    """Apply one operation; returns money added from outside (deposits).
+
+    As in the real system, an auction's outcome fixes the payee (its seller) and each
+    payer's price, so a settlement is always replayed with the same parameters.
+    """
+    kind, who, _, auction_id, amount = op
+    other = OWNERS[int(auction_id[1:]) % len(OWNERS)]
+    if kind == "settle":
+        amount = prices.setdefault((auction_id, who), amount)
+    try:
+        if kind == "reserve":
+            accounts[who] = B.reserve(accounts[who], auction_id, amount)
+        elif kind == "release":
+            accounts[who] = B.release(accounts[who], auction_id)
+        elif kind == "settle" and who != other:
+            accounts[who], accounts[other] = B.settle(accounts[who], accounts[other],
+                                                      auction_id, amount)
+        elif kind == "deposit":
+            before = accounts[who]
+            accounts[who] = B.deposit(before, auction_id, amount)
+            return accounts[who].balance - before.balance
+        elif kind == "check":
+            B.check_cost(accounts[who], amount)
+    except BrokerError:
+        pass
+    return 0.0
+
+
+def _check(accounts: dict[str, B.Account], total: float) -> None:
+    for acc in accounts.values():
+        assert acc.balance >= 0.0
+        assert acc.reserved >= 0.0
+        assert acc.reserved <= acc.balance + 1e-9
+    assert math.isclose(sum(a.balance for a in accounts.values()), total, abs_tol=1e-6)
+
+
+@settings(max_examples=400)
+@given(ops)
+def test_balances_never_negative_and_money_conserved(script: list[Op]) -> None:
+    accounts = {o: B.open_account(o, 50.0, max_per_task=40.0) for o in OWNERS}
+    total = 150.0
+    prices: dict[tuple[str, str], float] = {}
+    for op in script:
+        total += _apply(accounts, op, prices)
+        _check(accounts, total)
+
+
+@settings(max_examples=200)
+@given(ops)
+def test_replaying_every_operation_twice_changes_nothing_more(script: list[Op]) -> None:
+    once = {o: B.open_account(o, 50.0) for o in OWNERS}
+    twice = dict(once)
+    prices: dict[tuple[str, str], float] = {}
+    for op in script:
+        _apply(once, op, prices)
+        _apply(twice, op, prices)
+        if op[0] != "check":
+            _apply(twice, op, prices)  # a redelivered command, e.g. a duplicate settlement
+    assert {o: a.balance for o, a in once.items()} == {o: a.balance for o, a in twice.items()}
+
+
+class CasStore:
+    """A KV bucket in miniature: get returns (value, revision); update is CAS."""
+
+    def __init__(self, accounts: dict[str, B.Account]) -> None:
+        self.data = {k: (v, 1) for k, v in accounts.items()}
+
+    def get(self, key: str) -> tuple[B.Account, int]:
+        return self.data[key]
+
+    def update(self, key: str, value: B.Account, last: int) -> bool:
+        if self.data[key][1] != last:
+            return False
+        self.data[key] = (value, last + 1)
+        return True
+
+
+def test_concurrent_drivers_with_cas_keep_balances_non_negative(sim_seeds: list[int]) -> None:
+    """Several drivers read, compute and CAS-write in random interleavings and retry."""
+    conflicts = 0
+    for seed in sim_seeds[:300]:
+        rng = random.Random(seed)
+        store = CasStore({o: B.open_account(o, 20.0) for o in OWNERS})
+        pending: list[tuple[str, Callable[[B.Account], B.Account]]] = []
+        for i in range(12):
+            who = rng.choice(OWNERS)
+            auction_id = f"x{rng.randint(0, 3)}"
+            amount = float(rng.randint(1, 25))
+            pending.append((who, rng.choice([
+                lambda a, x=auction_id, m=amount: B.reserve(a, x, m),
+                lambda a, x=auction_id, m=amount: B.debit(a, x, m),
+                lambda a, x=auction_id: B.release(a, x),
+            ])))
+            del i
+        reads: dict[int, tuple[B.Account, int]] = {}
+        debited = 0.0
+        while pending:
+            k = rng.randrange(len(pending))
+            who, fn = pending[k]
+            if k not in reads or rng.random() < 0.5:
+                reads[k] = store.get(who)  # a (possibly stale) read
+                continue
+            account, rev = reads.pop(k)
+            try:
+                new = fn(account)
+            except BrokerError:
+                pending.pop(k)
+                reads = {j - (j > k): r for j, r in reads.items() if j != k}
+                continue
+            if store.update(who, new, rev):
+                debited += account.balance - new.balance
+                pending.pop(k)
+                reads = {j - (j > k): r for j, r in reads.items() if j != k}
+            else:
+                conflicts += 1  # CAS failed: the driver re-reads and retries
+        final = [store.get(o)[0] for o in OWNERS]
+        assert all(a.balance >= 0 and a.reserved <= a.balance for a in final), f"seed {seed}"
+        assert math.isclose(sum(a.balance for a in final) + debited, 60.0), (
+            f"seed {seed}: replay with pytest {__file__} --seed {seed}")
+    assert conflicts > 0 or len(sim_seeds) < 20, "the interleavings never raced"
