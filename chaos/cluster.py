@@ -171,7 +171,7 @@ class ProxiedNatsCluster:
 
     def client_proxies(self, client: str = "client") -> list[str]:
         self.client_urls(client)
-        return [client_proxy(self.prefix, client, n.index) for n in self.nodes]
+        return [client_proxy(self.prefix, client, i) for i in range(self.size)]
 
     def kill(self, index: int) -> None:
         """kill -9 one nats-server (ports and store are kept for restart)."""

@@ -32,6 +32,8 @@ def freeze(value: Any) -> Hashable:
         return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return frozenset(freeze(v) for v in value)
     return value  # type: ignore[no-any-return]
 
 

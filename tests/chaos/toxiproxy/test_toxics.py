@@ -22,7 +22,7 @@ def roundtrip(sock: socket.socket, payload: bytes = b"x") -> float:
 
 @pytest.fixture
 def echo(toxi: ToxiproxyClient, echo_addr: str) -> str:
-    return toxi.create("echo", echo_addr)["listen"]
+    return str(toxi.create("echo", echo_addr)["listen"])
 
 
 @pytest.fixture
