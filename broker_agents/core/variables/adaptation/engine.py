@@ -104,7 +104,7 @@ class AdaptationEngine:
         if feedback.space != self.space.name:
             return self._ignore(f"feedback for space {feedback.space!r}")
         if self._proposal is None:
-            return self._ignore("engine not started")
+            return self._ignore("no trial running (not started, or nothing to adapt)")
         if feedback.trial is not None and feedback.trial != self.trial:
             return self._ignore(f"stale: trial {feedback.trial}, current {self.trial}")
         try:
@@ -231,7 +231,9 @@ class AdaptationEngine:
         self, action: Action, reason: str, scores: Mapping[str, float],
         step: GradientStep | None, score: float | None = None,
     ) -> EngineOutput:
-        before = self._explain_centre(step.before if step else None)
+        # explain the iteration that just ended (the proposal names the one that starts)
+        explanation = self._explain(action, reason, score=score, scores=dict(scores), step=step)
+        explanation.centre_before = self._explain_centre(step.before if step else None)
         self.iteration += 1
         self._samples = []
         self._scores = {}
@@ -243,9 +245,11 @@ class AdaptationEngine:
         else:
             self._phase = "single"
             units = {}
-        proposal = self._propose(units)
-        explanation = self._explain(action, reason, score=score, scores=dict(scores), step=step)
-        explanation.centre_before = before
+        if units or self._arms:
+            proposal: Proposal | None = self._propose(units)
+        else:  # everything frozen or fixed: nothing to try until ``sync`` changes that
+            proposal = self._proposal = None
+            explanation.reason = f"{reason}; nothing to adapt"
         return EngineOutput(proposal=proposal, explanation=explanation)
 
     def _update(self) -> GradientStep | None:
