@@ -2,8 +2,8 @@
 
 The cores compute these response models directly, so what the driver replies is what the
 core decided. Every field has a description and constraints; a validation error names
-the field (see ``parse_request``). Barrier, ensemble, PBFT and selector models live in
-``models_more.py`` and are re-exported here so this is the one import for the API layer.
+the field (see ``parse_request``). Barrier, ensemble, PBFT and ``auto`` selector models
+live in ``models_more.py``.
 """
 
 from __future__ import annotations
