@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from broker_agents.core import auction as A
 from tests.unit.core.auction.helpers import accepted, bid, closed, config, rejections
 
@@ -80,3 +83,26 @@ def test_combinatorial_config_needs_unique_items() -> None:
         config("combinatorial")
     with pytest.raises(ValidationError, match="unique"):
         config("combinatorial", items=("cpu", "cpu"))
+
+
+bundle_scripts = st.lists(
+    st.tuples(st.integers(0, 3), st.sets(st.sampled_from(ITEMS), min_size=1),
+              st.integers(1, 40).map(float)),
+    max_size=10,
+)
+
+
+@settings(max_examples=150)
+@given(bundle_scripts, st.sampled_from(list(A.PaymentRule)))
+def test_outcome_never_allocates_an_item_twice_and_prices_stay_within_bids(
+    script: list[tuple[int, set[str], float]], payment: A.PaymentRule
+) -> None:
+    state, _ = A.start(config("combinatorial", items=ITEMS, payment=payment), 0)
+    for i, (who, items, amount) in enumerate(script):
+        state, _ = A.submit(state, bid(f"b{who}", amount, f"m{i}", *sorted(items)), 1)
+    state, effects = A.close(state, 2)
+    [outcome] = closed(effects)
+    allocated = [item for award in outcome.awards for item in award.items]
+    assert len(allocated) == len(set(allocated))
+    assert all(0.0 <= a.price <= a.bid + 1e-9 for a in outcome.awards)
+    assert outcome.num_bids == len(script)
