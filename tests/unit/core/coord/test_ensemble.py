@@ -27,7 +27,7 @@ def test_majority_of_labels_with_agreement_and_dissenters_as_outliers() -> None:
 
 
 def test_label_tie_has_no_result() -> None:
-    preds = {"a": Prediction(participant="a", label="x"), "b": Prediction(participant="b", label="y")}
+    preds = {p: Prediction(participant=p, label=lbl) for p, lbl in [("a", "x"), ("b", "y")]}
     r = aggregate(req(), ["a", "b"], preds)
     assert r.result is None and "tie" in (r.reason or "")
 
