@@ -1,0 +1,81 @@
+"""The scenario registry: named async runs that return a ScenarioReport.
+
+A scenario receives a ScenarioContext (seed, duration, a work dir, the Toxiproxy client,
+a seeded rng and a progress callback). Workload scenarios register themselves with
+``@scenario("name", "what it proves")``; ``run_scenario`` sets up Toxiproxy (real one via
+``TOXIPROXY_URL`` or the in-process server) and turns a crash into an "error" report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chaos.report import ScenarioReport
+from chaos.toxiproxy.client import ToxiproxyClient, toxiproxy_client
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ScenarioContext:
+    seed: int
+    duration: float
+    workdir: Path
+    toxi: ToxiproxyClient
+    rng: random.Random = field(init=False)
+    progress: Progress = print
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+
+Runner = Callable[[ScenarioContext], Awaitable[ScenarioReport]]
+
+
+@dataclass
+class ScenarioSpec:
+    name: str
+    description: str
+    run: Runner
+
+
+REGISTRY: dict[str, ScenarioSpec] = {}
+
+
+def scenario(name: str, description: str) -> Callable[[Runner], Runner]:
+    def register(run: Runner) -> Runner:
+        REGISTRY[name] = ScenarioSpec(name, description, run)
+        return run
+    return register
+
+
+def load_builtin() -> None:
+    """Import the built-in scenarios so they register (kept lazy: they import nats)."""
+    from chaos.scenarios import kv_register  # noqa: F401
+
+
+def names() -> list[str]:
+    load_builtin()
+    return sorted(REGISTRY)
+
+
+def run_scenario(name: str, seed: int, duration: float, workdir: Path | None = None,
+                 progress: Progress = print) -> ScenarioReport:
+    """Run one scenario to completion (blocking); never raises for a scenario failure."""
+    load_builtin()
+    spec = REGISTRY[name]
+    base = workdir or Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        with toxiproxy_client() as toxi:
+            ctx = ScenarioContext(seed, duration, base, toxi, progress=progress)
+            return asyncio.run(spec.run(ctx))
+    except Exception as exc:
+        return ScenarioReport(scenario=name, seed=seed, duration_s=duration,
+                              error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
