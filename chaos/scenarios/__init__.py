@@ -12,9 +12,10 @@ import asyncio
 import random
 import tempfile
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chaos.report import ScenarioReport
 from chaos.toxiproxy.client import ToxiproxyClient, toxiproxy_client
@@ -35,7 +36,7 @@ class ScenarioContext:
         self.rng = random.Random(self.seed)
 
 
-Runner = Callable[[ScenarioContext], Awaitable[ScenarioReport]]
+Runner = Callable[[ScenarioContext], Coroutine[Any, Any, ScenarioReport]]
 
 
 @dataclass

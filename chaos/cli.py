@@ -1,0 +1,65 @@
+"""``broker-agents chaos ...``: the Typer sub-app the node CLI mounts as ``chaos``.
+
+``run`` shows progress while scenarios run, ends with a table and a JSON report, and
+exits non-zero if any scenario found a violation, could not decide, or crashed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from chaos import scenarios
+from chaos.report import ChaosReport
+
+DEFAULT_REPORT = Path("chaos-report.json")
+
+app = typer.Typer(help="Fault-injection scenarios with history checking.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_scenarios() -> None:
+    """Show the registered scenarios."""
+    console = Console()
+    for name in scenarios.names():
+        console.print(f"[bold]{name}[/bold]  {scenarios.REGISTRY[name].description}")
+
+
+@app.command("run")
+def run(
+    scenario: str = typer.Option("all", "--scenario", help="scenario name, or 'all'"),
+    seed: int | None = typer.Option(None, "--seed", help="seed (default: time-based, printed)"),
+    duration: float = typer.Option(20.0, "--duration", help="fault phase length in seconds"),
+    report: Annotated[Path, typer.Option("--report", help="JSON report path")] = DEFAULT_REPORT,
+    workdir: Annotated[Path | None, typer.Option("--workdir", help="keep cluster data here")]
+    = None,
+) -> None:
+    """Run scenarios under a seeded fault schedule and check their histories."""
+    console = Console()
+    names = scenarios.names() if scenario == "all" else [scenario]
+    unknown = [n for n in names if n not in scenarios.REGISTRY]
+    if unknown:
+        console.print(f"[red]unknown scenario(s): {unknown}; known: {scenarios.names()}[/red]")
+        raise typer.Exit(2)
+    chosen_seed = seed if seed is not None else int(time.time()) % 1_000_000
+    result = ChaosReport()
+    for name in names:
+        console.print(f"[bold]{name}[/bold] seed={chosen_seed} duration={duration:g}s "
+                      f"(replay: --scenario {name} --seed {chosen_seed})")
+        with console.status(f"{name}: starting") as status:
+            def progress(msg: str, name: str = name, status: object = status) -> None:
+                console.log(f"{name}: {msg}")
+                status.update(f"{name}: {msg}")  # type: ignore[attr-defined]
+
+            result.scenarios.append(scenarios.run_scenario(
+                name, chosen_seed, duration,
+                workdir / name if workdir else None, progress=progress))
+    result.write(report)
+    result.render(console)
+    console.print(f"report: {report}")
+    if result.failed:
+        raise typer.Exit(1)
