@@ -300,13 +300,13 @@ def run_seeds(seeds: list[int], n: int, kind: str, check: Callable[[World], None
         check(world)
 
 
-@pytest.mark.parametrize("sim_seeds", [40], indirect=True)
+@pytest.mark.parametrize("sim_seeds", [80], indirect=True)
 @pytest.mark.parametrize("kind", KINDS)
 def test_pbft_n4_safe_and_live_with_one_byzantine_replica(sim_seeds: list[int], kind: str) -> None:
     run_seeds(sim_seeds, 4, kind, lambda w: None)
 
 
-@pytest.mark.parametrize("sim_seeds", [12], indirect=True)
+@pytest.mark.parametrize("sim_seeds", [25], indirect=True)
 @pytest.mark.parametrize("kind", KINDS)
 def test_pbft_n7_safe_and_live_with_two_byzantine_replicas(sim_seeds: list[int], kind: str) -> None:
     run_seeds(sim_seeds, 7, kind, lambda w: None)

@@ -3,7 +3,7 @@
 Level 0 partitions all participants into ``ceil(n / cluster_size)`` balanced clusters
 (sizes differ by at most one). The driver asks each cluster's real agents and records
 their answers; each cluster decides by the request's rule and a delegate (a member who
-voted for the cluster's decision, chosen with the injected ``random.Random``) carries the
+voted for the cluster's decision, chosen with the injected ``Random``) carries the
 decision up. At level >= 1 each delegate's answer is its cluster's decision (an
 abstention if the cluster decided nothing); the driver may feed ``carried_answers`` or
 ask the delegates to confirm. Under the weighted rule a delegate weighs what its whole
@@ -18,9 +18,9 @@ cluster count stays ``ceil(n / cluster_size)``.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from broker_agents.core.coord.answers import Answer
 from broker_agents.core.coord.models import (
@@ -34,6 +34,9 @@ from broker_agents.core.coord.models import (
 )
 from broker_agents.core.coord.voting import participant_weights, tally_votes
 from broker_agents.core.errors import ErrorCode, LocalProtocolError
+
+if TYPE_CHECKING:
+    from random import Random
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def balanced_chunks(items: Sequence[str], k: int) -> list[tuple[str, ...]]:
 
 
 def partition(
-    members: Sequence[Member], cluster_size: int, how: Partition, rng: random.Random,
+    members: Sequence[Member], cluster_size: int, how: Partition, rng: Random,
     *, single: bool = False,
 ) -> list[tuple[str, ...]]:
     """Clusters of member ids: one cluster if ``single``, else ``ceil(n / cluster_size)``."""
@@ -77,7 +80,7 @@ class HierarchicalPlanner:
     """Plans each level; the driver runs the clusters and records their answers."""
 
     def __init__(
-        self, spec: HierarchicalRequest, members: Sequence[Member], rng: random.Random,
+        self, spec: HierarchicalRequest, members: Sequence[Member], rng: Random,
         *, scores: Mapping[str, float] | None = None,
     ) -> None:
         ids = [m.id for m in members]

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import random
 from collections.abc import Mapping
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import nacl.exceptions
 import nacl.signing
@@ -20,6 +19,9 @@ import nkeys
 from pydantic import BaseModel
 
 from broker_agents.core.pbft.messages import signable
+
+if TYPE_CHECKING:
+    from random import Random
 
 
 class Signer(Protocol):
@@ -44,7 +46,7 @@ def new_user_seed(entropy: bytes) -> bytes:
     return bytes(nkeys.encode_seed(entropy, nkeys.PREFIX_BYTE_USER))
 
 
-def seed_from_rng(rng: random.Random) -> bytes:
+def seed_from_rng(rng: Random) -> bytes:
     """A deterministic user seed for tests and simulations."""
     return new_user_seed(rng.randbytes(32))
 
