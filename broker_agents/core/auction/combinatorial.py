@@ -5,7 +5,7 @@ sealed-bid auction. Bidding language: OR — every bid is independent and a bidd
 several disjoint bundles. A bid naming an item not on offer (or an empty or repeating
 bundle, or an amount not above zero / below the reserve) is rejected at bid time; it never
 reaches winner determination. At the deadline ``wdp.solve`` picks the revenue-maximising
-non-overlapping set of bids (exact up to its state limit; see ``wdp``).
+non-overlapping set of bids (exact up to its work limit; see ``wdp``).
 
 Payments: pay-as-bid by default. With ``PaymentRule.VCG`` each winning bidder pays the
 revenue the others would have earned without it, minus what the others earn now; a bidder
@@ -94,7 +94,7 @@ def close(state: AuctionState, now: int, reason: str = "forced") -> Step:
         return Step(state, [])
     if not state.bids:
         return finish(state, now, (), reason="no_bids")
-    limit = state.config.exact_state_limit
+    limit = state.config.exact_work_limit
     inputs = _inputs(state.bids)
     allocation = wdp.solve(inputs, limit)
     by_seq = {b.seq: b for b in state.bids}

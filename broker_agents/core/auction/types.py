@@ -146,7 +146,7 @@ class AuctionConfig(_Frozen):
     payment: PaymentRule = PaymentRule.PAY_AS_BID
     min_reputation: float | None = Field(default=None, ge=0.0, le=1.0)
     max_bids: int = Field(default=10_000, ge=1)
-    exact_state_limit: int = Field(default=200_000, ge=1)
+    exact_work_limit: int = Field(default=2_000_000, ge=0)
 
     @model_validator(mode="after")
     def _per_mechanism(self) -> Self:

@@ -52,7 +52,7 @@ def test_exact_solver_never_double_allocates_and_matches_brute_force(
 def test_greedy_fallback_is_feasible_and_within_sqrt_m_of_optimum(
     bids: list[wdp.BundleBid],
 ) -> None:
-    alloc = wdp.solve(bids, state_limit=1)
+    alloc = wdp.solve(bids, work_limit=0)
     assert_feasible(bids, alloc)
     optimum = brute_force(bids)
     assert alloc.revenue <= optimum
