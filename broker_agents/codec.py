@@ -8,6 +8,7 @@ object/array; otherwise it is msgpack. Replies use the encoding of the request s
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,9 @@ _JSON_START = frozenset(b"{[ \t\r\n")
 
 
 def _plain(obj: Any) -> Any:
+    # Cheap exact-type test first: pydantic's isinstance check is slow on the hot path.
+    if type(obj) in (dict, list, bytes, str):
+        return obj
     if isinstance(obj, BaseModel):
         return obj.model_dump(mode="json")
     return obj
@@ -46,17 +50,29 @@ def is_json(data: bytes, headers: Mapping[str, str] | None = None) -> bool:
     return bool(data) and data[0] in _JSON_START
 
 
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """One reusable Packer per thread: building one per message costs more than packing."""
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(default=_default, use_bin_type=True)
+    return packer
+
+
 def encode(obj: Any, *, as_json: bool = False) -> bytes:
     if as_json:
         return json.dumps(_plain(obj), default=_default, separators=(",", ":")).encode()
-    packed: bytes = msgpack.packb(_plain(obj), default=_default, use_bin_type=True)
+    packed: bytes = _packer().pack(_plain(obj))
     return packed
 
 
-def decode(data: bytes, headers: Mapping[str, str] | None = None) -> Any:
+def decode(data: bytes, headers: Mapping[str, str] | None = None,
+           as_json: bool | None = None) -> Any:
     """Decode a payload or raise ``RemoteProtocolError`` (code ``malformed``)."""
     try:
-        if is_json(data, headers):
+        if as_json if as_json is not None else is_json(data, headers):
             return json.loads(data)
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,

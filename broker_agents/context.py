@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -28,9 +28,8 @@ from broker_agents.subjects import Subjects
 R = TypeVar("R", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class Incoming:
-    """Metadata of the message being handled."""
+class Incoming(NamedTuple):
+    """Metadata of the message being handled (a tuple: built once per message)."""
 
     subject: str
     reply: str | None

@@ -24,17 +24,25 @@ def new_message_id() -> str:
     return f"{_id_prefix}-{next(_ids):x}"
 
 
+_type_names: dict[type, str] = {}
+
+
 def message_type(model: type[BaseModel] | BaseModel) -> str:
     """The wire name of a message type: ``message_type`` class attribute or class name."""
     cls = model if isinstance(model, type) else type(model)
-    name = getattr(cls, "message_type", None)
-    return name if isinstance(name, str) else cls.__name__
+    cached = _type_names.get(cls)
+    if cached is None:
+        name = getattr(cls, "message_type", None)
+        cached = _type_names[cls] = name if isinstance(name, str) else cls.__name__
+    return cached
 
 
 def envelope(msg: BaseModel | dict[str, Any], type_name: str | None = None,
              msg_id: str | None = None) -> dict[str, Any]:
-    if isinstance(msg, BaseModel):
-        return {"type": type_name or message_type(msg), "data": msg.model_dump(mode="json"),
+    if type(msg) is not dict:
+        assert isinstance(msg, BaseModel)
+        # Python mode is enough: the codec's default hook turns the rest into wire types.
+        return {"type": type_name or message_type(msg), "data": msg.model_dump(),
                 "id": msg_id or new_message_id()}
     if type_name is None:
         raise ValueError("a plain dict message needs an explicit type name")

@@ -166,7 +166,7 @@ class AgentRunner:
                 {"size": len(data), "max": self.max_payload}).to_payload(), as_json)
             return
         try:
-            type_name, body, msg_id = open_envelope(codec.decode(data, headers))
+            type_name, body, msg_id = open_envelope(codec.decode(data, headers, as_json))
         except BrokerError as exc:
             self._malformed(exc.code)
             await self._reply(msg.reply, exc.to_payload(), as_json)

@@ -80,6 +80,7 @@ class Node:
         self._supervisor_task: asyncio.Task[None] | None = None
         self._agents_ready = asyncio.Event()
         self._stopping = False
+        self.stopping = asyncio.Event()
         self.healthy = True
 
     @property
@@ -180,6 +181,7 @@ class Node:
         if self._stopping:
             return
         self._stopping = True
+        self.stopping.set()
         deadline = self.config.node.shutdown_timeout
         self.log.info("shutting down", deadline_s=deadline)
         try:

@@ -52,14 +52,12 @@ async def test_shutdown_finishes_in_flight_handlers_and_leaves_no_task(tmp_path:
         timeout=15))
     await asyncio.wait_for(started.wait(), 5)
     shutdown = asyncio.ensure_future(node.shutdown())
-    async with asyncio.timeout(5):
-        while not node.readiness()["stopping"]:
-            await asyncio.sleep(0)
+    await asyncio.wait_for(node.stopping.wait(), 5)
     await client.publish("job.release", b"")
     reply = await asyncio.wait_for(pending, 15)
     assert codec.decode(reply.data)["done"] is True
+    await client.close()  # before the embedded server goes away under it
     await asyncio.wait_for(shutdown, 15)
-    await client.close()
     leftover = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
     if leftover:  # closed clients cancel their reader tasks; those must finish at once
         await asyncio.wait(leftover, timeout=2)

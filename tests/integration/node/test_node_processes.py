@@ -96,7 +96,7 @@ async def test_crashed_agent_is_restarted_by_its_node(cluster: LocalCluster) -> 
     reply = await nc.request(S.agent("worker"), codec.encode({"type": "work", "data": {}}),
                              timeout=5)
     assert codec.decode(reply.data)["starts"] == 2
-    status, body = await asyncio.to_thread(http_get, cluster.procs[1].http_port, "/metrics")
+    _, body = await asyncio.to_thread(http_get, cluster.procs[1].http_port, "/metrics")
     assert 'ba_agent_restarts_total{agent="worker"} 1.0' in body
     await nc.close()
 

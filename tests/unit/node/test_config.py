@@ -12,7 +12,7 @@ EXAMPLE = Path(__file__).parents[3] / "config" / "node.example.toml"
 def test_example_config_is_valid() -> None:
     cfg = load_config(EXAMPLE)
     assert cfg.node.id == "node-1"
-    assert [a.cls for a in cfg.agents][0] == "broker_agents.samples:EchoAgent"
+    assert cfg.agents[0].cls == "broker_agents.samples:EchoAgent"
     assert cfg.agents[0].count == 2
 
 
@@ -38,7 +38,7 @@ def test_bad_value_names_the_field(tmp_path: Path) -> None:
 def test_unknown_key_is_rejected_with_its_name(tmp_path: Path) -> None:
     path = tmp_path / "typo.toml"
     path.write_text("[node]\nshutdown_timout = 3\n")
-    with pytest.raises(ConfigError, match="node.shutdown_timout"):
+    with pytest.raises(ConfigError, match=r"node\.shutdown_timout"):
         load_config(path)
 
 
