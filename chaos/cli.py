@@ -40,6 +40,7 @@ def run(
 ) -> None:
     """Run scenarios under a seeded fault schedule and check their histories."""
     console = Console()
+    scenarios.load_builtin()
     names = scenarios.names() if scenario == "all" else [scenario]
     unknown = [n for n in names if n not in scenarios.REGISTRY]
     if unknown:

@@ -23,7 +23,12 @@ from typing import Any
 
 import nats
 from nats.errors import NoRespondersError
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+)
 
 from chaos.checkers import check_no_lost_writes, check_register
 from chaos.cluster import ProxiedNatsCluster
@@ -89,7 +94,8 @@ class RegisterWorker:
     async def _publish(self, op: int, call: Any) -> None:
         try:
             await asyncio.wait_for(call, OP_TIMEOUT)
-        except (KeyWrongLastSequenceError, APIError, NoRespondersError) as exc:
+        except (KeyWrongLastSequenceError, APIError, NoRespondersError,
+                NoStreamResponseError) as exc:
             self.history.fail(op, type(exc).__name__)  # rejected: did not happen
         except Exception as exc:
             self.history.unknown(op, type(exc).__name__)
