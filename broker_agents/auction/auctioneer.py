@@ -1,0 +1,307 @@
+"""The auctioneer agent: serves ``<p>.coord.auction`` and runs auctions to the end.
+
+Any auctioneer may take a request (queue group). It resolves participants, stores the new
+auction record with ``create`` (so one id is one auction), drives it through the core and
+the post-close steps, publishes the result on ``<p>.auction.<id>.result`` and replies.
+
+A sweeper watches the auctions bucket: a record that is not finished and whose owner has
+not renewed its lease for ``lease_ms`` is taken over with a CAS (owner, heartbeat) and
+driven on from its stored stage. Two auctioneers cannot both win that CAS, and the loser's
+next write fails, so it stops before doing anything else.
+
+Config kwargs: ``lease_ms`` (3000), ``sweep_ms`` (lease/2), ``discovery_ms`` (250).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from typing import Any
+
+import nats.js.errors
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from broker_agents import codec
+from broker_agents.agent import Agent
+from broker_agents.auction import metrics, participants, settle
+from broker_agents.auction.driver import AuctionDriver, LeaseLost
+from broker_agents.auction.host import AuctionHost, wall_ms
+from broker_agents.auction.kvstore import KvMirror, is_cas_conflict, open_kv
+from broker_agents.auction.ledger import Ledger, ReputationBook
+from broker_agents.auction.messages import (
+    AuctionRequest,
+    ReportRequest,
+    build_config,
+    parse_request,
+    validation_error,
+)
+from broker_agents.auction.records import AuctionRecord, Stage
+from broker_agents.core import auction as core
+from broker_agents.core import reputation
+from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
+
+_ids = itertools.count(1)
+_prefix = os.urandom(3).hex()
+
+
+def new_auction_id() -> str:
+    return f"a-{wall_ms():x}-{_prefix}-{next(_ids)}"
+
+
+class AuctioneerAgent(Agent):
+    capabilities = ["auctioneer"]
+
+    async def on_start(self) -> None:
+        ctx = self.ctx
+        self.lease_ms = int(self.config.get("lease_ms", 3000))
+        self.sweep_s = float(self.config.get("sweep_ms", self.lease_ms / 2)) / 1000
+        self.discovery_s = float(self.config.get("discovery_ms", 250)) / 1000
+        js, sub = ctx.js, ctx.subjects
+        auctions = await open_kv(js, sub.bucket("auctions"))
+        accounts = await open_kv(js, sub.bucket("accounts"))
+        rep = await open_kv(js, sub.bucket("reputation"))
+        self.mirrors = [KvMirror(js, accounts, sub.bucket("accounts")),
+                        KvMirror(js, rep, sub.bucket("reputation")),
+                        KvMirror(js, auctions, sub.bucket("auctions"))]
+        for mirror in self.mirrors:
+            await mirror.start()
+        self.host = AuctionHost(
+            nc=ctx.nc, subjects=sub, owner=self.agent_id, auctions=auctions,
+            ledger=Ledger(accounts, self.mirrors[0]),
+            reputation=ReputationBook(rep, self.mirrors[1]),
+            accounts_mirror=self.mirrors[0], reputation_mirror=self.mirrors[1],
+            lease_ms=self.lease_ms, log=ctx.log)
+        self.live: dict[str, AuctionDriver] = {}
+        self._seen_terminal: dict[str, int] = {}
+        queue = f"{sub.prefix}-auctioneers"
+        self._subs = [
+            await ctx.nc.subscribe(sub.coord("auction"), queue=queue, cb=self._on_request),
+            await ctx.nc.subscribe(sub.auction("*", "bid"), queue=f"{queue}-bids",
+                                   cb=self._on_orphan_bid),
+        ]
+        await ctx.nc.flush()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(),
+                                                                name="auction-sweeper")
+
+    async def on_stop(self) -> None:
+        self._sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
+        for s in self._subs:
+            with contextlib.suppress(Exception):
+                await s.unsubscribe()
+        for mirror in self.mirrors:
+            await mirror.stop()
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def _on_request(self, msg: Msg) -> None:
+        self.ctx.spawn(self._serve(msg), name="auction-request")
+
+    async def _serve(self, msg: Msg) -> None:
+        as_json = codec.is_json(msg.data, msg.headers)
+        try:
+            payload = codec.decode(msg.data, msg.headers, as_json)
+            op = payload.get("op", "run") if isinstance(payload, dict) else "run"
+            if op == "report":
+                reply: Any = await self._report(payload)
+            elif op == "run":
+                reply = await self._run(parse_request(payload))
+            else:
+                raise RemoteProtocolError(ErrorCode.VALIDATION,
+                                          f"invalid auction request: op: unknown op {op!r}",
+                                          {"field": "op", "known": ["run", "report"]})
+        except BrokerError as exc:
+            reply = exc.to_payload()
+        except Exception as exc:
+            self.ctx.log.error("auction request failed", error=repr(exc), exc_info=exc)
+            reply = BrokerError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}").to_payload()
+        if msg.reply:
+            await self.ctx.nc.publish(msg.reply, codec.encode(reply, as_json=as_json))
+
+    async def _participants(self, request: AuctionRequest) -> list[str]:
+        if request.participants is not None:
+            ids = list(request.participants)
+        else:
+            assert request.capability is not None
+            registry = self.ctx.services.get("registry")
+            if registry is not None and hasattr(registry, "find_by_capability"):
+                ids = await participants.from_registry(registry, request.capability)
+            else:
+                ids = await participants.by_broadcast(self.ctx.nc, self.ctx.subjects,
+                                                      request.capability, self.discovery_s)
+        ids = [i for i in ids if i != request.seller][: request.max_participants]
+        if request.min_reputation is not None:
+            await self.mirrors[1].sync()
+            book = self.host.reputation
+            scores = {i: await book.score(i, fresh=False) for i in ids}
+            ids = [i for i in ids if reputation.is_eligible(scores[i], request.min_reputation)]
+        return ids
+
+    async def _run(self, request: AuctionRequest) -> Any:
+        aid = request.auction_id or new_auction_id()
+        config = build_config(request, aid)
+        invited = await self._participants(request)
+        record, effects = AuctionDriver.new_record(self.host, request, config, invited,
+                                                   wall_ms())
+        driver = await AuctionDriver.create(self.host, record, effects)
+        self.ctx.log.info("auction started", auction_id=aid, mechanism=str(request.type),
+                          invited=len(invited))
+        return await self._drive(driver)
+
+    async def _drive(self, driver: AuctionDriver) -> Any:
+        """Run to a terminal stage; the result (or why we stopped) as a reply payload."""
+        aid = driver.aid
+        self.live[aid] = driver
+        nc, sub = self.ctx.nc, self.ctx.subjects
+        bids = await nc.subscribe(sub.auction(aid, "bid"), cb=driver.on_bid)
+        beat = asyncio.get_running_loop().create_task(driver.heartbeat())
+        try:
+            try:
+                if driver.record.stage is Stage.OPEN:
+                    await driver.run_open()
+                await settle.finish(driver)
+            except LeaseLost:
+                return BrokerError(ErrorCode.CONFLICT, f"auction {aid} was taken over; its "
+                                   f"result is published on {sub.auction(aid, 'result')}",
+                                   {"auction_id": aid}).to_payload()
+            except Exception as exc:
+                self.ctx.log.error("auction driver failed", auction_id=aid, error=repr(exc),
+                                   exc_info=exc)
+                if not await self._abort(driver, f"{type(exc).__name__}: {exc}"):
+                    return BrokerError(ErrorCode.UNAVAILABLE, f"auction {aid} was interrupted "
+                                       "after acknowledgement; settlement resumes on takeover",
+                                       {"auction_id": aid}).to_payload()
+            result = settle.result_of(driver.record)
+            outcome = "sold" if result.settled else str(driver.record.stage)
+            metrics.AUCTIONS.labels(str(result.mechanism), outcome).inc()
+            metrics.DURATION.labels(str(result.mechanism)).observe(result.duration_ms / 1000)
+            await nc.publish(sub.auction(aid, "result"), codec.encode(result))
+            self.ctx.log.info("auction finished", auction_id=aid, status=result.status,
+                              winner=result.winner, price=result.price)
+            return result
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            with contextlib.suppress(Exception):
+                await bids.unsubscribe()
+            self.live.pop(aid, None)
+
+    async def _abort(self, driver: AuctionDriver, why: str) -> bool:
+        """End a failed auction cleanly (no award, holds released) unless already acked."""
+        try:
+            if driver.record.stage is Stage.OPEN:
+                async with driver._lock:
+                    step = core.abort(driver.record.state, driver.clock(), why)
+                    await driver.write(driver.record.model_copy(
+                        update={"state": step.state, "stage": Stage.CLOSED}))
+            if driver.record.stage in (Stage.CLOSED, Stage.RESERVED):
+                await settle.fail(driver, why)
+                return True
+        except LeaseLost:
+            return False
+        return driver.record.terminal
+
+    # -- reputation reports ------------------------------------------------------------
+
+    async def _report(self, payload: Any) -> Any:
+        try:
+            req = ReportRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise validation_error(exc, "report") from exc
+        record = await self._load(req.auction_id)
+        if record is None:
+            raise BrokerError(ErrorCode.NOT_FOUND, f"no auction {req.auction_id}",
+                              {"field": "auction_id"})
+        if record.stage is not Stage.SETTLED or record.outcome is None:
+            raise BrokerError(ErrorCode.REJECTED, f"auction {req.auction_id} is not settled",
+                              {"stage": str(record.stage)})
+        seller = record.request.seller
+        pairs = [(w, seller) for w in record.outcome.winners]
+        parties = next((p for p in pairs if set(p) == {req.reporter, req.subject}), pairs[0])
+        settled = reputation.SettledAuction(auction_id=record.auction_id,
+                                            task_id=record.auction_id, parties=parties)
+        rep = reputation.Report(reporter=req.reporter, subject=req.subject,
+                                auction_id=req.auction_id, task_id=record.auction_id,
+                                quality=req.quality, satisfaction=req.satisfaction)
+        new = await self.host.reputation.report(rep, settled)
+        return {"agent": new.agent, "score": new.score, "reports": len(new.entries)}
+
+    async def _load(self, aid: str) -> AuctionRecord | None:
+        try:
+            entry = await self.host.auctions.get(aid)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.InvalidKeyError):
+            return None
+        assert entry.value is not None
+        return AuctionRecord.model_validate(codec.decode(entry.value))
+
+    async def _on_orphan_bid(self, msg: Msg) -> None:
+        """A bid for an auction nobody here is driving: answer for finished/unknown ones."""
+        aid = msg.subject.split(".")[-2]
+        if aid in self.live or not msg.reply:
+            return
+        as_json = codec.is_json(msg.data, msg.headers)
+        try:
+            bid = core.parse_bid(codec.decode(msg.data, msg.headers, as_json))
+            record = await self._load(aid)
+            if record is None:
+                raise BrokerError(ErrorCode.NOT_FOUND, f"no auction {aid}", {"auction_id": aid})
+            if not record.terminal:
+                return  # its owner's own subscription answers
+            _, effects = core.submit(record.state, bid, wall_ms())
+            reply = next(e.to_error_payload() for e in effects
+                         if isinstance(e, core.BidRejected))
+        except BrokerError as exc:
+            reply = exc.to_payload()
+        await self.ctx.nc.publish(msg.reply, codec.encode(reply, as_json=as_json))
+
+    # -- takeover ----------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_s)  # sleep-ok: sweep period
+            try:
+                await self.sweep()
+            except Exception as exc:
+                self.ctx.log.warning("auction sweep failed", error=repr(exc))
+
+    async def sweep(self) -> None:
+        now = wall_ms()
+        for key, (data, rev) in list(self.mirrors[2].values.items()):
+            if key in self.live or self._seen_terminal.get(key) == rev:
+                continue
+            record = AuctionRecord.model_validate(codec.decode(data))
+            if record.terminal:
+                self._seen_terminal[key] = rev
+            elif record.lease_expired(now, self.lease_ms):
+                await self.take_over(key)
+
+    async def take_over(self, aid: str) -> bool:
+        try:
+            entry = await self.host.auctions.get(aid)
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        assert entry.value is not None and entry.revision is not None
+        record = AuctionRecord.model_validate(codec.decode(entry.value))
+        now = wall_ms()
+        if aid in self.live or not record.lease_expired(now, self.lease_ms):
+            return False
+        mine = record.model_copy(update={"owner": self.agent_id, "heartbeat_ms": now,
+                                         "takeovers": record.takeovers + 1})
+        try:
+            rev = await self.host.auctions.update(aid, codec.encode(mine), last=entry.revision)
+        except Exception as exc:
+            if is_cas_conflict(exc):
+                return False
+            raise
+        metrics.TAKEOVERS.inc()
+        self.ctx.log.warning("auction taken over", auction_id=aid, previous=record.owner,
+                             stage=str(record.stage))
+        driver = AuctionDriver(self.host, mine, rev)
+        self.live[aid] = driver
+        self.ctx.spawn(self._drive(driver), name=f"auction-takeover-{aid}")
+        return True

@@ -1,0 +1,62 @@
+"""Client helpers for the external auction API (CLI, benchmarks, tests).
+
+``run_auction`` sends a request to ``<p>.coord.auction`` and returns the ``AuctionResult``
+as a dict. It subscribes to the auction's result subject first, so when the auctioneer
+that took the request dies and another one finishes the auction, the result still arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from broker_agents import codec
+from broker_agents.auction.auctioneer import new_auction_id
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.subjects import Subjects
+
+
+async def run_auction(nc: NATS, request: dict[str, Any], *, timeout: float = 30.0,
+                      subjects: Subjects | None = None, as_json: bool = False) -> dict[str, Any]:
+    """Run one auction; the result dict, or ``BrokerError`` from the auctioneer."""
+    subjects = subjects or Subjects()
+    request = dict(request)
+    aid = request.setdefault("auction_id", new_auction_id())
+    published: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def on_result(msg: Any) -> None:
+        if not published.done():
+            published.set_result(codec.decode(msg.data, msg.headers))
+
+    sub = await nc.subscribe(subjects.auction(aid, "result"), cb=on_result)
+    try:
+        try:
+            reply = await nc.request(subjects.coord("auction"),
+                                     codec.encode(request, as_json=as_json), timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise BrokerError(ErrorCode.UNAVAILABLE, "no auctioneer is serving "
+                              f"{subjects.coord('auction')}") from exc
+        except nats.errors.TimeoutError:
+            return await _published(published, timeout)
+        payload = codec.decode(reply.data, reply.headers)
+        err = BrokerError.from_payload(payload)
+        if err is not None:
+            if err.code == ErrorCode.CONFLICT and "taken over" in err.message:
+                return await _published(published, timeout)
+            raise err
+        assert isinstance(payload, dict)
+        return payload
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _published(fut: asyncio.Future[dict[str, Any]], timeout: float) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    except TimeoutError as exc:
+        raise BrokerError(ErrorCode.TIMEOUT, "no auction result within the timeout") from exc

@@ -1,0 +1,33 @@
+"""What an auction driver needs from the auctioneer hosting it (connections and buckets)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
+
+from broker_agents.auction.kvstore import KvMirror
+from broker_agents.auction.ledger import Ledger, ReputationBook
+from broker_agents.subjects import Subjects
+
+
+def wall_ms() -> int:
+    """The shared logical clock of auctioneers: milliseconds since the epoch."""
+    return int(time.time() * 1000)
+
+
+@dataclass
+class AuctionHost:
+    nc: NATS
+    subjects: Subjects
+    owner: str
+    auctions: KeyValue
+    ledger: Ledger
+    reputation: ReputationBook
+    accounts_mirror: KvMirror | None = None
+    reputation_mirror: KvMirror | None = None
+    lease_ms: int = 3000
+    log: Any = None
