@@ -143,8 +143,10 @@ class AuctionDriver:
             if targets:
                 timeout = max(0.001, (end - self.clock(state)) / 1000)
                 bids, all_answered = await self.gather(targets, announce, timeout)
-                if bids:
-                    await self.submit_batch(bids)
+                # A sealed auction everyone answered closes in the same write as the bids.
+                close = all_answered and state.config.mechanism not in ROUNDED
+                if bids or close:
+                    await self.submit_batch(bids, close=close)
             state = self.record.state
             if state.phase is not Phase.OPEN or state.round != round_no:
                 continue
@@ -265,8 +267,9 @@ class AuctionDriver:
             out[b] = Admission(available=avail, max_per_task=cap, reputation=scores.get(b))
         return out
 
-    async def submit_batch(self, bids: list[Bid]) -> None:
-        admission = await self.admissions({b.bidder for b in bids})
+    async def submit_batch(self, bids: list[Bid], close: bool = False) -> None:
+        """Judge bids in arrival order and persist them (and the close) in one write."""
+        admission = await self.admissions({b.bidder for b in bids}) if bids else {}
         async with self._lock:
             state = self.record.state
             effects: list[Effect] = []
@@ -274,6 +277,11 @@ class AuctionDriver:
             for bid in bids:
                 state, more = core.submit(state, bid, now, admission.get(bid.bidder))
                 effects.extend(more)
+            if close:
+                state, more = core.close(state, now, reason="all_answered")
+                effects.extend(more)
+            if state is self.record.state:
+                return
             await self._store(state)
         await self.perform(effects)
 

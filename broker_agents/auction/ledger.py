@@ -34,15 +34,27 @@ class CasBook:
     def __init__(self, kv: KeyValue, mirror: KvMirror | None = None) -> None:
         self.kv = kv
         self.mirror = mirror
+        self._decoded: dict[str, tuple[int, Any]] = {}
 
     def _decode(self, data: bytes) -> Any:
         return self.model.model_validate(codec.decode(data))
+
+    def _cached(self, key: str, data: bytes, rev: int) -> Any:
+        """Decode a mirrored value once per revision (records are frozen: safe to share)."""
+        hit = self._decoded.get(key)
+        if hit is not None and hit[0] == rev:
+            return hit[1]
+        record = self._decode(data)
+        self._decoded[key] = (rev, record)
+        return record
 
     async def read(self, key: str, fresh: bool = True) -> tuple[Any | None, int]:
         """The record and its revision (0 when absent); from the mirror unless ``fresh``."""
         if not fresh and self.mirror is not None:
             cached = self.mirror.get(key)
-            return (None, 0) if cached is None else (self._decode(cached[0]), cached[1])
+            if cached is None:
+                return None, 0
+            return self._cached(key, cached[0], cached[1]), cached[1]
         try:
             entry = await self.kv.get(key)
         except nats.js.errors.KeyNotFoundError:

@@ -1,12 +1,17 @@
 """After the close: escrow, award, acknowledgement, settlement — each step resumable.
 
-    closed --reserve every payer--> reserved --award, all ack--> acked --debit+credit--> settled
+    closed --reserve every payer, award, all ack--> acked --debit+credit--> settled
     closed (nothing sold) --> unsold;  reserve refused / award not acknowledged --> failed
 
 Each step reads payers and prices from the stored outcome and is idempotent (holds, debits
 and credits are keyed by the auction id), so a successor that finds the record in any
 stage simply runs the remaining steps: an award is settled at most once, and once the
 acknowledgement is stored it is settled exactly once. ``failed`` releases every hold.
+
+Escrow is not recorded as a stage of its own (one write less per auction): a successor
+that finds ``closed`` reserves again, which is a no-op for a hold already taken, and
+``failed`` releases holds whatever the stage. Without budgets there is nothing to settle,
+so ``closed`` goes to ``settled`` as soon as every winner acknowledged.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ async def finish(d: AuctionDriver) -> None:
     while not d.record.terminal:
         stage = d.record.stage
         if stage is Stage.CLOSED:
-            await reserve(d)
+            if await reserve(d):
+                await award(d)
         elif stage is Stage.RESERVED:
             await award(d)
         elif stage is Stage.ACKED:
@@ -46,11 +52,12 @@ async def _done(d: AuctionDriver, stage: Stage, **update: object) -> None:
     await d.transition(stage=stage, finished_ms=wall_ms(), **update)
 
 
-async def reserve(d: AuctionDriver) -> None:
+async def reserve(d: AuctionDriver) -> bool:
+    """Escrow every winner's payment; False when the auction ended here instead."""
     outcome = d.record.outcome
     if outcome is None or not outcome.sold:
         await _done(d, Stage.UNSOLD)
-        return
+        return False
     owed = d.record.payments()
     if d.record.request.budgets:
         for payer in sorted(owed):
@@ -58,8 +65,8 @@ async def reserve(d: AuctionDriver) -> None:
                 await d.host.ledger.reserve(payer, d.aid, owed[payer])
             except BrokerError as exc:
                 await fail(d, f"escrow for {payer} refused: {exc.message}")
-                return
-    await d.transition(stage=Stage.RESERVED, reserved=tuple(sorted(owed)))
+                return False
+    return True
 
 
 async def award(d: AuctionDriver) -> None:
@@ -96,7 +103,11 @@ async def award(d: AuctionDriver) -> None:
     if problems:
         await fail(d, "; ".join(problems))
         return
-    await d.transition(stage=Stage.ACKED, acked=tuple(sorted(owed)))
+    if not record.request.budgets:
+        await _done(d, Stage.SETTLED, reserved=tuple(sorted(owed)), acked=tuple(sorted(owed)))
+        return
+    await d.transition(stage=Stage.ACKED, reserved=tuple(sorted(owed)),
+                       acked=tuple(sorted(owed)))
 
 
 async def settle(d: AuctionDriver) -> None:

@@ -1,0 +1,137 @@
+"""``broker-agents bench auction``: a sealed-bid auction over 100 bidder agents on two node
+processes beside a plain nats-py scatter-gather to 100 responders, in one run.
+
+- ``sealed_100_ms_p50``: a whole Vickrey auction as a client sees it (request on
+  ``ba.coord.auction`` -> reply): announce to 100 bidders, their answers, close, escrow,
+  award and acknowledgement, settlement, all state written with KV CAS;
+- ``sealed_100_nobudget_ms_p50``: the same with ``budgets=false`` (no escrow/settlement);
+- ``raw_fanout_ms_p50``: one request published to 100 plain nats-py responders (split over
+  two processes like the bidders) until all 100 replies arrived;
+- ``english_10_ms_p50``: a whole English auction among 10 bidders (``english_10_rounds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from broker_agents.auction.client import run_auction
+from broker_agents.auction.kvstore import open_kv
+from broker_agents.auction.ledger import Ledger
+from broker_agents.bench.stats import percentile
+from broker_agents.subjects import Subjects
+from node.cluster import LocalCluster
+
+AUCTIONEER = "broker_agents.auction.auctioneer:AuctioneerAgent"
+BIDDER = "broker_agents.auction.bidder:BidderAgent"
+BIDDERS = 100
+ENGLISH = 10
+
+
+def _agents() -> list[list[dict[str, Any]]]:
+    nodes: list[list[dict[str, Any]]] = [[{"class": AUCTIONEER, "id": "bench-auctioneer"}], []]
+    for i in range(BIDDERS):
+        nodes[i % 2].append({"class": BIDDER, "id": f"bb-{i}",
+                             "kwargs": {"value": 10.0 + (i * 37 % 101) / 10}})
+    for i in range(ENGLISH):
+        nodes[i % 2].append({"class": BIDDER, "id": f"be-{i}", "capabilities": ["english"],
+                             "kwargs": {"value": 20.0 + 3 * i}})
+    return nodes
+
+
+async def _raw_fanout(nc: NATS, url: str, runs: int) -> list[float]:
+    subject = "bench.raw.fanout"
+    procs = [await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broker_agents.auction.bench_responder", url, subject,
+        str(BIDDERS // 2), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        for _ in range(2)]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            await asyncio.wait_for(p.stdout.readline(), 30)
+        samples = []
+        for _ in range(runs):
+            inbox = nc.new_inbox()
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            got = [0]
+
+            async def on_reply(_: Any, got: list[int] = got,
+                               done: asyncio.Future[None] = done) -> None:
+                got[0] += 1
+                if got[0] == BIDDERS and not done.done():
+                    done.set_result(None)
+
+            sub = await nc.subscribe(inbox, cb=on_reply)
+            started = time.perf_counter()
+            await nc.publish(subject, b"\x81\xa4call\x01", reply=inbox)
+            await asyncio.wait_for(done, 10)
+            samples.append(time.perf_counter() - started)
+            await sub.unsubscribe()
+        return samples
+    finally:
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.close()
+            await asyncio.wait_for(p.wait(), 10)
+
+
+async def _timed(nc: NATS, request: dict[str, Any],
+                 runs: int) -> tuple[list[float], dict[str, Any]]:
+    samples: list[float] = []
+    last: dict[str, Any] = {}
+    for _ in range(runs):
+        started = time.perf_counter()
+        last = await run_auction(nc, request, timeout=30)
+        samples.append(time.perf_counter() - started)
+        assert last["status"] in ("settled", "unsold"), last
+    return samples, last
+
+
+def _ms(samples: list[float], q: float = 50) -> float:
+    return round(percentile(samples, q) * 1000, 2)
+
+
+async def run_auction_bench(sealed_runs: int = 40, english_runs: int = 10,
+                            raw_runs: int = 200) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ba-bench-auction-") as tmp:
+        cluster = LocalCluster(Path(tmp), nodes=2, agents=_agents(),
+                               extra_env={"BA_NODE__LOG_LEVEL": "warning"})
+        await cluster.start()
+        try:
+            nc = await cluster.client()
+            ledger = Ledger(await open_kv(nc.jetstream(), Subjects().bucket("accounts")))
+            everyone = [f"bb-{i}" for i in range(BIDDERS)] + [f"be-{i}" for i in range(ENGLISH)]
+            for who in everyone:
+                await ledger.deposit(who, 1e9, "bench-funding")
+            sealed = {"type": "vickrey", "participants": [f"bb-{i}" for i in range(BIDDERS)],
+                      "reserve": 5.0, "duration_ms": 5000}
+            english = {"type": "english", "participants": [f"be-{i}" for i in range(ENGLISH)],
+                       "start_price": 10.0, "increment": 2.0, "round_ms": 2000}
+            await _timed(nc, sealed, 3)  # warm-up: connections, JIT-free but caches
+            raw = await _raw_fanout(nc, cluster.urls[0], raw_runs)
+            full, last = await _timed(nc, sealed, sealed_runs)
+            bare, _ = await _timed(nc, {**sealed, "budgets": False}, sealed_runs)
+            eng, eng_last = await _timed(nc, english, english_runs)
+            await nc.close()
+        finally:
+            await asyncio.to_thread(cluster.stop)
+    result: dict[str, Any] = {
+        "suite": "auction", "bidders": BIDDERS, "sealed_runs": sealed_runs,
+        "sealed_100_ms_p50": _ms(full), "sealed_100_ms_p99": _ms(full, 99),
+        "sealed_100_nobudget_ms_p50": _ms(bare),
+        "raw_fanout_ms_p50": _ms(raw), "raw_fanout_ms_p99": _ms(raw, 99),
+        "english_10_ms_p50": _ms(eng), "english_10_rounds": eng_last["rounds"],
+        "sealed_100_bids": last["num_bids"],
+    }
+    result["sealed_to_raw_ratio"] = round(result["sealed_100_ms_p50"]
+                                          / result["raw_fanout_ms_p50"], 2)
+    result["sealed_nobudget_to_raw_ratio"] = round(result["sealed_100_nobudget_ms_p50"]
+                                                   / result["raw_fanout_ms_p50"], 2)
+    result["target_sealed_le_2x_raw"] = result["sealed_to_raw_ratio"] <= 2.0
+    return result
