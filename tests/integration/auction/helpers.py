@@ -1,0 +1,52 @@
+"""Shared helpers for auction integration tests: agent specs, accounts, bidder stats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from broker_agents import codec
+from broker_agents.auction.bidder import BidderStats
+from broker_agents.auction.kvstore import open_kv
+from broker_agents.auction.ledger import Ledger
+from broker_agents.core.errors import BrokerError
+from broker_agents.messages import envelope
+from broker_agents.subjects import Subjects
+
+S = Subjects()
+AUCTIONEER = "broker_agents.auction.auctioneer:AuctioneerAgent"
+BIDDER = "broker_agents.auction.bidder:BidderAgent"
+
+
+def auctioneer(agent_id: str, **kwargs: Any) -> dict[str, Any]:
+    return {"class": AUCTIONEER, "id": agent_id, "kwargs": kwargs}
+
+
+def bidder(agent_id: str, caps: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"class": BIDDER, "id": agent_id, "kwargs": kwargs}
+    if caps:
+        spec["capabilities"] = caps
+    return spec
+
+
+async def ledger(nc: NATS) -> Ledger:
+    return Ledger(await open_kv(nc.jetstream(), S.bucket("accounts")))
+
+
+async def stats(nc: NATS, agent_id: str) -> dict[str, Any]:
+    reply = await nc.request(S.agent(agent_id), codec.encode(envelope(BidderStats())),
+                             timeout=5)
+    payload = codec.decode(reply.data)
+    err = BrokerError.from_payload(payload)
+    if err is not None:
+        raise err
+    assert isinstance(payload, dict)
+    return payload
+
+
+async def ask(nc: NATS, subject: str, payload: Any, *, as_json: bool = False,
+              raw: bytes | None = None, timeout: float = 10) -> Any:
+    data = raw if raw is not None else codec.encode(payload, as_json=as_json)
+    reply = await nc.request(subject, data, timeout=timeout)
+    return codec.decode(reply.data, reply.headers)
