@@ -33,15 +33,25 @@ async def run_auction(nc: NATS, request: dict[str, Any], *, timeout: float = 30.
             published.set_result(codec.decode(msg.data, msg.headers))
 
     sub = await nc.subscribe(subjects.auction(aid, "result"), cb=on_result)
+    asking = asyncio.ensure_future(nc.request(
+        subjects.coord("auction"), codec.encode(request, as_json=as_json), timeout=timeout))
     try:
+        # Whichever comes first: our reply, or the result published by a successor.
+        waiting: list[asyncio.Future[Any]] = [asking, published]
+        await asyncio.wait(waiting, timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if published.done():
+            return published.result()
         try:
-            reply = await nc.request(subjects.coord("auction"),
-                                     codec.encode(request, as_json=as_json), timeout=timeout)
+            reply = asking.result() if asking.done() else None
         except nats.errors.NoRespondersError as exc:
             raise BrokerError(ErrorCode.UNAVAILABLE, "no auctioneer is serving "
                               f"{subjects.coord('auction')}") from exc
         except nats.errors.TimeoutError:
-            return await _published(published, timeout)
+            reply = None
+        if reply is None:
+            raise BrokerError(ErrorCode.TIMEOUT, f"no result for auction {aid} within "
+                              f"{timeout}s", {"auction_id": aid})
         payload = codec.decode(reply.data, reply.headers)
         err = BrokerError.from_payload(payload)
         if err is not None:
@@ -51,6 +61,7 @@ async def run_auction(nc: NATS, request: dict[str, Any], *, timeout: float = 30.
         assert isinstance(payload, dict)
         return payload
     finally:
+        asking.cancel()
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
 

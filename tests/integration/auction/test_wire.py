@@ -1,0 +1,114 @@
+"""The auction request subject under garbage, and bid messages that must not count:
+duplicates (same message id), second bids, bids from strangers, bids after the close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+
+from broker_agents import codec
+from broker_agents.auction.client import run_auction
+from node.cluster import LocalCluster
+from tests.integration.auction.helpers import S, ask, auctioneer, bidder
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+    c = LocalCluster(Path(tmp_path_factory.mktemp("auction-wire")), nodes=2, agents=[
+        [auctioneer("auc-1"), bidder("slow", value=10.0, delay_ms=600)],
+        [auctioneer("auc-2"), bidder("quiet", value=0.0), bidder("other", value=8.0)],
+    ])
+    await c.start()
+    yield c
+    await asyncio.to_thread(c.stop)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
+    conn = await cluster.client()
+    yield conn
+    await conn.close()
+
+
+COORD = S.coord("auction")
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({"participants": ["x"]}, "type"),
+    ({"type": "sealed", "participants": ["x"]}, "type"),
+    ({"type": "vickrey"}, "capability"),
+    ({"type": "vickrey", "participants": ["x"], "reserve": -1}, "reserve"),
+    ({"type": "dutch", "participants": ["x"]}, "start_price"),
+    ({"type": "combinatorial", "participants": ["x"]}, "items"),
+    ({"type": "vickrey", "capability": "a.b"}, "capability"),
+    ({"type": "vickrey", "participants": ["x"], "bogus": 1}, "bogus"),
+    ({"op": "launch", "type": "vickrey"}, "op"),
+])
+async def test_invalid_requests_get_a_validation_error_naming_the_field(
+        nc: NATS, payload: dict[str, Any], field: str) -> None:
+    for as_json in (True, False):
+        reply = await ask(nc, COORD, payload, as_json=as_json)
+        assert reply["error"]["code"] == "validation_error", reply
+        assert reply["error"]["details"]["field"] == field, reply
+
+
+async def test_garbage_gets_a_malformed_error_in_kind_and_the_node_keeps_serving(
+        nc: NATS) -> None:
+    for raw in (b"\xc1\xc1\xc1", b"{not json", b"[1, 2]", b"\x93\x01\x02\x03"):
+        reply = await ask(nc, COORD, None, raw=raw)
+        assert reply["error"]["code"] in ("malformed", "validation_error"), reply
+    got = await nc.request(COORD, json.dumps({"type": "vickrey", "participants": ["other"],
+                                              "budgets": False}).encode(), timeout=10)
+    assert got.data.startswith(b"{")  # JSON in, JSON out
+    result = json.loads(got.data)
+    assert (result["winner"], result["price"]) == ("other", 0.0)
+
+
+async def _push(nc: NATS, aid: str, bid: dict[str, Any]) -> Any:
+    """Push a bid, retrying while the auction is not yet taking bids."""
+    for _ in range(50):
+        try:
+            reply = await ask(nc, S.auction(aid, "bid"), bid, timeout=0.3)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            continue
+        if reply.get("error", {}).get("code") != "not_found":
+            return reply
+        await asyncio.sleep(0.05)  # sleep-ok: the auction record is not stored yet
+    raise AssertionError("the auction never took bids")
+
+
+async def test_duplicate_repeated_and_late_bids_do_not_change_the_outcome(nc: NATS) -> None:
+    aid = "wire-dup-1"
+    running = asyncio.ensure_future(run_auction(
+        nc, {"auction_id": aid, "type": "first_price", "participants": ["slow", "quiet"],
+             "budgets": False, "duration_ms": 5000}, timeout=20))
+    first = {"auction_id": aid, "msg_id": "q-1", "bidder": "quiet", "amount": 20.0}
+    accepted = await _push(nc, aid, first)
+    assert accepted["kind"] == "bid_accepted", accepted
+    again = await _push(nc, aid, {**first, "amount": 99.0})
+    assert again["error"]["code"] == "duplicate"
+    second = await _push(nc, aid, {**first, "msg_id": "q-2", "amount": 50.0})
+    assert second["error"]["code"] == "duplicate"  # one sealed bid per bidder
+    stranger = await _push(nc, aid, {**first, "msg_id": "s-1", "bidder": "other"})
+    assert stranger["error"]["code"] == "rejected"
+    junk = await _push(nc, aid, {"auction_id": aid, "amount": "lots"})
+    assert junk["error"]["code"] == "validation_error"
+    result = await running
+    assert (result["winner"], result["price"], result["num_bids"]) == ("quiet", 20.0, 2)
+    late = await _push(nc, aid, {**first, "msg_id": "q-3", "amount": 500.0})
+    assert late["error"]["code"] == "closed", late
+    replayed = await _push(nc, aid, first)
+    assert replayed["error"]["code"] in ("duplicate", "closed")
+    reply = await nc.request(S.coord("auction"), codec.encode(
+        {"type": "vickrey", "participants": ["other"], "budgets": False}), timeout=10)
+    assert codec.decode(reply.data)["winner"] == "other"
