@@ -112,3 +112,38 @@ async def test_duplicate_repeated_and_late_bids_do_not_change_the_outcome(nc: NA
     reply = await nc.request(S.coord("auction"), codec.encode(
         {"type": "vickrey", "participants": ["other"], "budgets": False}), timeout=10)
     assert codec.decode(reply.data)["winner"] == "other"
+
+
+async def _cli(cluster: LocalCluster, *args: str) -> tuple[int, str]:
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from node.commands.auction import app; app()", *args,
+        "--nats", cluster.urls[0], stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode() + err.decode()
+
+
+async def test_cli_runs_an_auction_by_capability_and_prints_json_or_a_table(
+        cluster: LocalCluster) -> None:
+    code, out = await _cli(cluster, "run", "--type", "vickrey", "--item", "gpu-hour",
+                           "--capability", "bidder", "--reserve", "5", "--no-budgets",
+                           "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    assert (result["invited"], result["winner"], result["price"]) == (3, "slow", 8.0)
+    code, out = await _cli(cluster, "run", "--type", "first_price", "-p", "other",
+                           "--no-budgets")
+    assert code == 0 and "other" in out and "settled" in out, out
+
+
+async def test_cli_deposit_and_accounts_and_errors(cluster: LocalCluster) -> None:
+    code, out = await _cli(cluster, "deposit", "cli-agent", "42", "--max-per-task", "10",
+                           "--json")
+    assert code == 0 and json.loads(out)["balance"] == 42.0, out
+    code, out = await _cli(cluster, "accounts", "--json")
+    rows = {r["owner"]: r for r in json.loads(out)}
+    assert rows["cli-agent"]["available"] == 42.0 and rows["cli-agent"]["max_per_task"] == 10
+    code, out = await _cli(cluster, "run", "--type", "dutch", "-p", "other", "--json")
+    assert code == 1 and json.loads(out)["error"]["details"]["field"] == "start_price"
