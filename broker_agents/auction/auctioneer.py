@@ -128,6 +128,8 @@ class AuctioneerAgent(Agent):
         else:
             assert request.capability is not None
             registry = self.ctx.services.get("registry")
+            if registry is not None and not hasattr(registry, "find_by_capability"):
+                registry = getattr(registry, "view", None)  # a service wrapping a LocalView
             if registry is not None and hasattr(registry, "find_by_capability"):
                 ids = await participants.from_registry(registry, request.capability)
             else:
