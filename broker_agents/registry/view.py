@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -212,11 +212,11 @@ class LocalView:
         idx = self.index
         return [(idx.records[k], idx.revisions[k]) for k in idx.records]
 
-    def query(self, criteria: Iterable[Criterion | dict[str, Any]] | None = None,
+    def query(self, criteria: Iterable[Criterion | Mapping[str, Any]] | None = None,
               ) -> list[AgentRecord]:
         return self.index.query(parse_criteria(list(criteria or [])))
 
-    def count(self, criteria: Iterable[Criterion | dict[str, Any]] | None = None) -> int:
+    def count(self, criteria: Iterable[Criterion | Mapping[str, Any]] | None = None) -> int:
         if not criteria:
             return len(self.index.records)
         return self.index.count(parse_criteria(list(criteria)))
