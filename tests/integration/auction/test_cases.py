@@ -175,14 +175,20 @@ async def test_budgets_never_negative_under_concurrent_auctions(nc: NATS) -> Non
     results = await asyncio.gather(*(
         run(nc, type="english", participants=["thrifty"], start_price=10.0, seller="shop4")
         for _ in range(4)))
-    assert all(r["winner"] == "thrifty" and r["price"] == 10.0 for r in results)
-    statuses = sorted(r["status"] for r in results)
-    assert statuses == ["failed", "failed", "settled", "settled"]
+    settled = [r for r in results if r["status"] == "settled"]
+    assert len(settled) == 2
+    assert all((r["winner"], r["price"]) == ("thrifty", 10.0) for r in settled)
+    # The other two stop either at bid time (funds already held elsewhere: unsold) or at
+    # escrow (failed, nothing held); both leave the money alone.
+    for r in results:
+        if r["status"] == "failed":
+            assert "escrow" in r["failure"]
+        elif r["status"] == "unsold":
+            assert r["winner"] is None
     acc = await book.account("thrifty")
     shop = await book.account("shop4")
     assert acc is not None and shop is not None
     assert (acc.balance, acc.reserved, shop.balance) == (5.0, 0.0, 20.0)
-    assert all("escrow" in r["failure"] for r in results if r["status"] == "failed")
 
 
 async def test_reports_come_only_from_counterparties_once_per_task(nc: NATS) -> None:
