@@ -37,4 +37,7 @@ SLOW_CONSUMER_DROPS = Counter(
     ["subject_kind"],
 )
 NATS_ERRORS = Counter("ba_nats_errors_total", "Errors reported by the NATS client", ["kind"])
+CLUSTER_CAS_UNSAFE = Gauge(
+    "ba_nats_cluster_cas_unsafe",
+    "1 when connected to a clustered JetStream older than 2.10 (CAS not serialized)")
 NODE_HEALTHY = Gauge("ba_node_healthy", "1 while the node's root supervisor is healthy")

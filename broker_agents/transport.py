@@ -13,6 +13,7 @@ from nats.errors import SlowConsumerError
 
 from broker_agents.logging import get_logger
 from broker_agents.metrics import (
+    CLUSTER_CAS_UNSAFE,
     NATS_CONNECTED,
     NATS_DISCONNECTS,
     NATS_ERRORS,
@@ -50,6 +51,28 @@ class ConnectOptions:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+
+CLUSTER_CAS_SAFE = (2, 10)
+
+
+def check_server(nc: NATS) -> bool:
+    """Warn when clustered JetStream cannot be trusted with compare-and-set.
+
+    nats-server before 2.10 may accept two KV updates made from the same revision on a
+    replicated stream (nats-io/nats-server#4320; our chaos suite reproduces it on 2.9.10).
+    Registry reapers, budgets and auctions decide with CAS, so say it loudly.
+    """
+    info: dict[str, Any] = getattr(nc, "_server_info", None) or {}
+    parts = [int(p) for p in str(info.get("version", "0.0")).split("-")[0].split(".")[:2]]
+    unsafe = bool(info.get("cluster")) and tuple(parts) < CLUSTER_CAS_SAFE
+    CLUSTER_CAS_UNSAFE.set(1 if unsafe else 0)
+    if unsafe:
+        get_logger(component="nats").error(
+            "clustered JetStream older than 2.10: KV compare-and-set is not serialized "
+            "(nats-server#4320); upgrade the servers before relying on budgets/auctions",
+            server_version=info.get("version"), cluster=info.get("cluster"))
+    return not unsafe
 
 
 def _subject_kind(subject: str) -> str:
@@ -108,4 +131,5 @@ async def connect(opts: ConnectOptions) -> NATS:
         kwargs["tls"] = tls
     nc = await nats.connect(**kwargs)
     NATS_CONNECTED.set(1)
+    check_server(nc)
     return nc

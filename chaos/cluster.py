@@ -19,7 +19,7 @@ from typing import Any
 
 from chaos.process import ManagedProcess
 from chaos.toxiproxy.client import ToxiproxyClient
-from node.embedded import find_binary, free_port
+from node.embedded import CLUSTER_CAS_SAFE, binary_version, find_binary, free_port
 
 HOST = "127.0.0.1"
 DEAD_ADDR = "127.0.0.1:1"  # gossiped route address nobody listens on
@@ -96,10 +96,19 @@ class NatsNode:
     def process(self) -> ManagedProcess:
         if self.proc is None:
             self.proc = ManagedProcess(
-                name=self.name, argv=[find_binary(), "-c", str(self.config_path)],
+                name=self.name, argv=[server_binary(), "-c", str(self.config_path)],
                 ready_line="Server is ready", log_path=self.base_dir / "nats.log",
             )
         return self.proc
+
+
+def server_binary() -> str:
+    """A clustered JetStream whose CAS is serialized when one is installed (see embedded)."""
+    return find_binary(CLUSTER_CAS_SAFE)
+
+
+def server_version() -> str:
+    return ".".join(str(p) for p in binary_version(server_binary()))
 
 
 @dataclass
@@ -182,9 +191,12 @@ class ProxiedNatsCluster:
         node.process().start(timeout)
 
     def routes_of(self, index: int) -> int:
-        """How many routes server ``index`` currently has (from /routez)."""
+        """How many peers server ``index`` has routes to (from /routez). Servers >= 2.10
+        pool several connections per peer, so count distinct remote servers."""
         status, body = self.nodes[index].monitor("routez")
-        return int(body.get("num_routes", 0)) if status == 200 else -1
+        if status != 200:
+            return -1
+        return len({r.get("remote_id") for r in body.get("routes") or []})
 
     def add_process(self, name: str, argv: list[str], **kwargs: Any) -> ManagedProcess:
         """Register a node daemon (or any helper) the harness owns and stops with the rest."""

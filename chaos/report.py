@@ -27,6 +27,7 @@ class ScenarioReport(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     recovery: dict[str, float | None] = Field(default_factory=dict)
     history_path: str | None = None
+    nats_server: str | None = None
     error: str | None = None
 
     @property

@@ -6,17 +6,25 @@ and then for its monitoring ``/healthz`` to report JetStream usable.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Compare-and-set on a clustered (replicated) stream is serialized from 2.10 on; 2.9.x may
+# accept two updates made from the same revision (nats-io/nats-server#4320, which our
+# chaos suite reproduces on Debian's 2.9.10). Single-server CAS is fine on 2.9.
+from broker_agents.transport import CLUSTER_CAS_SAFE as CLUSTER_CAS_SAFE
 
 INSTALL_HINT = (
     "nats-server was not found on PATH. Install it with `sudo apt-get install -y nats-server` "
@@ -29,14 +37,40 @@ class NatsServerError(RuntimeError):
     """The nats-server binary is missing or the server did not come up."""
 
 
-def find_binary() -> str:
-    found = os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server")
-    if not found:
-        for candidate in ("/usr/sbin/nats-server", "/usr/local/bin/nats-server"):
-            if os.access(candidate, os.X_OK):
-                return candidate
+
+
+def _candidates() -> list[str]:
+    found = [os.environ.get("NATS_SERVER_BIN") or "", shutil.which("nats-server") or "",
+             "/usr/sbin/nats-server", "/usr/local/bin/nats-server",
+             str(Path(sys.executable).parent / "nats-server")]
+    seen: list[str] = []
+    for path in found:
+        if path and os.access(path, os.X_OK) and path not in seen:
+            seen.append(path)
+    return seen
+
+
+@functools.cache
+def binary_version(path: str) -> tuple[int, int, int]:
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
+    if not match:
+        return (0, 0, 0)
+    major, minor, patch = (int(g) for g in match.groups())
+    return (major, minor, patch)
+
+
+def find_binary(min_version: tuple[int, int] | None = None) -> str:
+    """NATS_SERVER_BIN, else nats-server on PATH, else a known location; with
+    ``min_version``, the first candidate at least that new (falling back to the default)."""
+    candidates = _candidates()
+    if not candidates:
         raise NatsServerError(INSTALL_HINT)
-    return found
+    if min_version is not None:
+        for path in candidates:
+            if binary_version(path)[:2] >= min_version:
+                return path
+    return candidates[0]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

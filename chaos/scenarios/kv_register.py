@@ -31,7 +31,7 @@ from nats.js.errors import (
 )
 
 from chaos.checkers import check_no_lost_writes, check_register
-from chaos.cluster import ProxiedNatsCluster
+from chaos.cluster import ProxiedNatsCluster, server_version
 from chaos.faults import (
     Fault,
     FaultSchedule,
@@ -174,7 +174,8 @@ async def run(ctx: ScenarioContext, name: str, weights: tuple[int, int, int]) ->
     await asyncio.to_thread(cluster.start)
     conns: list[Any] = []
     history = History()
-    report = ScenarioReport(scenario=name, seed=ctx.seed, duration_s=ctx.duration)
+    report = ScenarioReport(scenario=name, seed=ctx.seed, duration_s=ctx.duration,
+                            nats_server=server_version())
     try:
         admin = await connect(cluster.client_urls("admin"), "admin")
         conns.append(admin)
