@@ -132,19 +132,36 @@ def print_result(suite: str, result: dict[str, object], as_json: bool) -> None:
     console.print(table)
 
 
-def _mount_optional() -> None:
-    """Sub-commands contributed by other packages (registry, chaos, ...)."""
-    import importlib
+@bench_app.command("registry")
+def bench_registry(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Local-view lookups and queries with 10,000 agents, durable writes beside raw KV put."""
+    from broker_agents.registry.bench import run_registry_bench
+    from node.embedded import NatsServer
 
-    for module_name, name in (("node.commands.registry", "registry"),
-                              ("chaos.cli", "chaos")):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        sub = getattr(module, "app", None)
-        if sub is not None:
-            app.add_typer(sub, name=name)
+    async def main() -> dict[str, object]:
+        with tempfile.TemporaryDirectory(prefix="ba-bench-") as tmp:
+            server = await asyncio.to_thread(NatsServer(store_dir=Path(tmp)).start)
+            try:
+                return await run_registry_bench(server.url)
+            finally:
+                server.stop()
+
+    print_result("registry", asyncio.run(main()), as_json)
+
+
+def _mount_optional() -> None:
+    """Sub-commands contributed by the capability packages."""
+    from chaos.cli import app as chaos_app
+    from node.commands.auction import app as auction_app
+    from node.commands.auction import bench_auction
+    from node.commands.registry import app as registry_app
+
+    app.add_typer(registry_app, name="registry")
+    app.add_typer(auction_app, name="auction")
+    app.add_typer(chaos_app, name="chaos")
+    bench_app.command("auction")(bench_auction)
 
 
 _mount_optional()
