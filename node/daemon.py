@@ -100,7 +100,7 @@ class Node:
             await asyncio.to_thread(self.embedded.start)
             servers = [self.embedded.url]
             self.log.info("embedded nats-server started", url=self.embedded.url)
-        self.nc = await connect(ConnectOptions(
+        self._connect_options = ConnectOptions(
             servers=servers, name=f"ba-node-{self.id}", user=cfg.nats.user,
             password=cfg.nats.password, token=cfg.nats.token, creds_file=cfg.nats.creds_file,
             tls_ca_file=cfg.nats.tls.ca_file if cfg.nats.tls else None,
@@ -108,7 +108,8 @@ class Node:
             tls_key_file=cfg.nats.tls.key_file if cfg.nats.tls else None,
             tls_verify=cfg.nats.tls.verify if cfg.nats.tls else True,
             connect_timeout=cfg.nats.connect_timeout, reconnect_wait=cfg.nats.reconnect_wait,
-            max_reconnect_wait=cfg.nats.max_reconnect_wait))
+            max_reconnect_wait=cfg.nats.max_reconnect_wait)
+        self.nc = await connect(self._connect_options)
         self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, lambda: self.healthy)
         port = await self.http.start()
         self.log.info("http listening", host=cfg.http.host, port=port)
@@ -148,6 +149,10 @@ class Node:
         await self.nc.publish(self.subjects.events(kind, event), codec.encode(payload))
         if kind == "node":
             await self.nc.flush()
+
+    def on_reconnect(self, hook: Any) -> None:
+        """Run ``await hook()`` after every reconnect (KV watches may have died)."""
+        self._connect_options.on_reconnect.append(hook)
 
     def readiness(self) -> dict[str, Any]:
         connected = bool(self.nc and self.nc.is_connected)

@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from broker_agents import codec
 from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
+from broker_agents.registry.client import Registry
 from broker_agents.samples import Calculate, Echo, Relay
 from broker_agents.subjects import Subjects
 from node.cluster import LocalCluster
@@ -25,6 +26,8 @@ DEMO_AGENTS: list[list[dict[str, Any]]] = [
      {"class": "broker_agents.samples:CalculatorAgent", "id": "calc"}],
     [{"class": "broker_agents.samples:EchoAgent", "id": "echo-c"}],
 ]
+
+DEMO_IDS = [agent["id"] for node in DEMO_AGENTS for agent in node]
 
 
 @dataclass
@@ -77,6 +80,21 @@ async def exercise(nc: NATS, subjects: Subjects) -> list[Step]:
     got = await _ask(nc, subjects.agent("echo-a"), envelope(Echo(text="still here")))
     steps.append(Step("agent still serving after garbage", subjects.agent("echo-a"),
                       got.get("text", "?"), got.get("text") == "still here"))
+    registry = await Registry.connect(nc, subjects)
+    try:
+        await registry.view.wait_for(lambda: registry.count() == len(DEMO_IDS), timeout=10)
+        found = registry.find_by_capability("echo")
+        steps.append(Step("registry: find capability 'echo'", "local view of ba_agents",
+                          ", ".join(f"{r.agent_id}@{r.node_id}" for r in found),
+                          len(found) == 3))
+    finally:
+        await registry.close()
+    got = await _ask(nc, subjects.registry("query"), {"criteria": [
+        {"field": "capabilities", "op": "eq", "value": "math"},
+        {"field": "health", "op": "eq", "value": "healthy"}]})
+    names = [a["agent_id"] for a in got.get("agents", [])]
+    steps.append(Step("registry query over NATS", subjects.registry("query"),
+                      f"math & healthy -> {names}", names == ["calc"]))
     return steps
 
 

@@ -55,7 +55,11 @@ class BaseService:
 
 
 # name -> "module:factory"; the factory takes the service's config table as kwargs.
-KNOWN_SERVICES: dict[str, str] = {}
+KNOWN_SERVICES: dict[str, str] = {
+    "registry": "node.registry:RegistryNodeService",
+}
+# Started on every node unless their table says ``enabled = false``.
+DEFAULT_SERVICES = ("registry",)
 
 
 def register_service(name: str, factory_path: str) -> None:
@@ -64,6 +68,7 @@ def register_service(name: str, factory_path: str) -> None:
 
 def build_services(tables: dict[str, dict[str, Any]]) -> list[NodeService]:
     services: list[NodeService] = []
+    tables = {**{name: {} for name in DEFAULT_SERVICES}, **tables}
     for name, options in tables.items():
         path = KNOWN_SERVICES.get(name)
         if path is None:

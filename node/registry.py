@@ -1,0 +1,129 @@
+"""The registry as a node service: every hosted agent is registered once it is live.
+
+Health follows the supervisor (a restart marks the agent ``degraded`` until it runs
+again), nodes heartbeat and reap each other's silent agents, and a graceful stop
+deregisters this node's agents at once. Agents reach it as ``ctx.services["registry"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from broker_agents.agent import Agent
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.registry.record import AgentRecord
+from broker_agents.logging import get_logger
+from broker_agents.registry.client import Registry
+from broker_agents.registry.liveness import Heartbeater, Reaper, deregister_node
+from broker_agents.registry.service import RegistryService
+from broker_agents.registry.view import NodeView
+from node.services import BaseService
+
+if TYPE_CHECKING:
+    from node.daemon import Node
+
+
+class RegistryNodeService(BaseService):
+    name = "registry"
+
+    def __init__(self, heartbeat_interval: float = 1.0, window: float = 5.0,
+                 grace: float = 5.0, reap_interval: float = 1.0, replicas: int = 1) -> None:
+        if not 0 < heartbeat_interval < window:
+            raise ValueError("heartbeat_interval must be positive and below window")
+        self.heartbeat_interval = heartbeat_interval
+        self.window = window
+        self.grace = grace
+        self.reap_interval = reap_interval
+        self.replicas = replicas
+        self.registry: Registry | None = None
+        self._parts: list[Any] = []
+
+    async def start(self, node: Node) -> None:
+        assert node.nc is not None
+        self.node_id = node.id
+        self.log = get_logger(node_id=node.id, service="registry")
+        self.registry = registry = await Registry.connect(node.nc, node.subjects, self.replicas)
+        self.nodes = await NodeView.open(node.nc, node.subjects)
+        node.on_reconnect(registry.view.on_reconnected)
+        node.on_reconnect(self._nodes_reconnected)
+        self.service = RegistryService(node.nc, registry.view, node.subjects)
+        await self.service.start()
+        self.heartbeater = Heartbeater(registry.store, node.id, self.heartbeat_interval,
+                                       view=registry.view)
+        await self.heartbeater.beat()
+        self.heartbeater.start()
+        self.reaper = Reaper(registry.store, registry.view, self.nodes, reaper_id=node.id,
+                             window=self.window, grace=self.grace,
+                             interval=self.reap_interval, own_node=node.id)
+        self.reaper.start()
+
+    async def _nodes_reconnected(self) -> None:
+        self.nodes.notify_reconnected()
+
+    # -- what agents use --------------------------------------------------------------
+
+    @property
+    def view(self) -> Any:
+        assert self.registry is not None
+        return self.registry.view
+
+    def find_by_capability(self, capability: str) -> list[AgentRecord]:
+        assert self.registry is not None
+        return self.registry.find_by_capability(capability)
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else of the Registry facade (lookup, query, watch, ...)."""
+        registry = self.__dict__.get("registry")
+        if registry is None:
+            raise AttributeError(name)
+        return getattr(registry, name)
+
+    # -- agent lifecycle --------------------------------------------------------------
+
+    async def agent_started(self, agent: Agent, restarts: int) -> None:
+        assert self.registry is not None
+        record = {
+            "agent_id": agent.agent_id, "name": type(agent).__name__, "node_id": self.node_id,
+            "capabilities": agent.all_capabilities(), "health": "healthy", "state": "running",
+            "resources": dict(agent.config.get("resources", {})),
+            "metadata": dict(agent.config.get("metadata", {})),
+            "public_key": getattr(agent, "public_key", None),
+        }
+        try:
+            await self.registry.register(record)
+        except BrokerError as exc:
+            if exc.code != ErrorCode.ALREADY_EXISTS:
+                raise
+            now = time.time()
+            await self.registry.update(agent.agent_id, {
+                **{k: v for k, v in record.items() if k != "agent_id"},
+                "registered_at": now, "last_heartbeat": now, "reaped": None})
+
+    async def agent_exited(self, agent_id: str, error: BaseException | None,
+                           restarting: bool) -> None:
+        assert self.registry is not None
+        try:
+            if restarting:
+                await self.registry.update(agent_id, {"health": "degraded", "state": "failed"})
+            else:
+                await self.registry.unregister(agent_id)
+        except BrokerError as exc:
+            self.log.warning("registry write failed", agent_id=agent_id, error=exc.message)
+
+    async def agent_stopping(self, agent_id: str) -> None:
+        assert self.registry is not None
+        with contextlib.suppress(BrokerError):
+            await self.registry.unregister(agent_id)
+
+    async def stop(self) -> None:
+        if self.registry is None:
+            return
+        await self.reaper.stop()
+        with contextlib.suppress(Exception):
+            await deregister_node(self.registry.store, self.registry.view, self.node_id)
+        await self.heartbeater.stop(graceful=True)
+        await self.service.stop()
+        await self.nodes.stop()
+        await self.registry.close()
