@@ -1,0 +1,54 @@
+"""Static configuration of one member, and what it recovers from storage at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from broker_agents.core.errors import LocalProtocolError
+from broker_agents.core.raft.messages import Entry, HardState, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Timeouts are in ticks; the driver decides how long a tick is.
+
+    The election timeout is drawn uniformly from [election_ticks, 2 * election_ticks) so
+    that members rarely time out together and split the vote.
+    """
+
+    member_id: str
+    members: tuple[str, ...]
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    forward_proposals: bool = True
+    max_append_entries: int = 512
+    max_inflight: int = 32
+    snapshot_threshold: int = 10_000
+    dedup_capacity: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.member_id not in self.members:
+            raise LocalProtocolError("bad_request", "member_id must be one of members")
+        if len(set(self.members)) != len(self.members):
+            raise LocalProtocolError("bad_request", "members must be distinct")
+        if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
+            raise LocalProtocolError(
+                "bad_request", "need 1 <= heartbeat_ticks < election_ticks"
+            )
+        if self.max_append_entries < 1 or self.max_inflight < 1 or self.snapshot_threshold < 1:
+            raise LocalProtocolError("bad_request", "limits must be positive")
+
+    @property
+    def quorum(self) -> int:
+        return len(self.members) // 2 + 1
+
+
+@dataclass(slots=True)
+class InitialState:
+    """What storage recovered: hard state, latest snapshot, and the entries after it."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)

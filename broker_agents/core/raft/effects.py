@@ -1,0 +1,105 @@
+"""What a core hands back to its driver: a ``Ready`` record.
+
+The driver's contract, in order: (1) apply ``persist`` to stable storage, in order, and make
+it durable (fsync); (2) send ``messages``; (3) deliver ``replies``. Sending before the
+storage is durable could let a member vote twice or acknowledge an entry it then forgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker_agents.core.raft.messages import Entry, HardState, Message, Snapshot
+
+
+@dataclass(slots=True, frozen=True)
+class AppendOp:
+    """Append entries; they directly follow the stable log (after any ``TruncateOp``)."""
+
+    entries: tuple[Entry, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class TruncateOp:
+    """Delete every stable entry with index >= ``from_index`` (a follower's conflict)."""
+
+    from_index: int
+
+
+@dataclass(slots=True, frozen=True)
+class SnapshotOp:
+    """Store the snapshot. ``reset_log``: drop every entry (installed from the leader);
+    otherwise drop only the entries it covers (local compaction)."""
+
+    snapshot: Snapshot
+    reset_log: bool
+
+
+@dataclass(slots=True, frozen=True)
+class HardStateOp:
+    state: HardState
+
+
+PersistOp = AppendOp | TruncateOp | SnapshotOp | HardStateOp
+
+
+@dataclass(slots=True, frozen=True)
+class ProposalResult:
+    """The proposal was committed at ``index`` and applied; ``result`` is what apply returned
+    (or, for a retried request id, what the first application returned)."""
+
+    request_id: str
+    index: int
+    result: Any
+
+
+@dataclass(slots=True, frozen=True)
+class NotLeader:
+    """This member cannot take the request; ``leader`` is the best hint it has (or None)."""
+
+    request_id: str
+    leader: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class ReadResult:
+    """A linearizable read, evaluated on the state machine as of ``index``."""
+
+    request_id: str
+    index: int
+    result: Any
+
+
+@dataclass(slots=True, frozen=True)
+class Failed:
+    """The request failed for a reason other than leadership (e.g. the query raised)."""
+
+    request_id: str
+    code: str
+    message: str
+
+
+Reply = ProposalResult | NotLeader | ReadResult | Failed
+
+
+@dataclass(slots=True, frozen=True)
+class Applied:
+    """An entry this member just applied (for observers and checkers)."""
+
+    index: int
+    term: int
+    request_id: str | None
+    result: Any
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class Ready:
+    persist: list[PersistOp] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    applied: list[Applied] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.persist or self.messages or self.replies or self.applied)
