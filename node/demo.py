@@ -12,6 +12,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
+from broker_agents.auction.client import run_auction
+from broker_agents.auction.ledger import Ledger
 from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.registry.client import Registry
@@ -19,12 +21,17 @@ from broker_agents.samples import Calculate, Echo, Relay
 from broker_agents.subjects import Subjects
 from node.cluster import LocalCluster
 
+BIDDER = "broker_agents.auction.bidder:BidderAgent"
 DEMO_AGENTS: list[list[dict[str, Any]]] = [
     [{"class": "broker_agents.samples:EchoAgent", "id": "echo-a"},
-     {"class": "broker_agents.samples:RelayAgent", "id": "relay"}],
+     {"class": "broker_agents.samples:RelayAgent", "id": "relay"},
+     {"class": "broker_agents.auction.auctioneer:AuctioneerAgent", "id": "auctioneer"}],
     [{"class": "broker_agents.samples:EchoAgent", "id": "echo-b"},
-     {"class": "broker_agents.samples:CalculatorAgent", "id": "calc"}],
-    [{"class": "broker_agents.samples:EchoAgent", "id": "echo-c"}],
+     {"class": "broker_agents.samples:CalculatorAgent", "id": "calc"},
+     {"class": BIDDER, "id": "bidder-1", "kwargs": {"value": 10.0}},
+     {"class": BIDDER, "id": "bidder-2", "kwargs": {"value": 15.0}}],
+    [{"class": "broker_agents.samples:EchoAgent", "id": "echo-c"},
+     {"class": BIDDER, "id": "bidder-3", "kwargs": {"value": 12.0}}],
 ]
 
 DEMO_IDS = [agent["id"] for node in DEMO_AGENTS for agent in node]
@@ -95,7 +102,25 @@ async def exercise(nc: NATS, subjects: Subjects) -> list[Step]:
     names = [a["agent_id"] for a in got.get("agents", [])]
     steps.append(Step("registry query over NATS", subjects.registry("query"),
                       f"math & healthy -> {names}", names == ["calc"]))
+    steps.append(await _auction(nc, subjects))
     return steps
+
+
+async def _auction(nc: NATS, subjects: Subjects) -> Step:
+    """Three bidder agents on two nodes, found by capability, settled against budgets."""
+    ledger = Ledger(await nc.jetstream().key_value(subjects.bucket("accounts")))
+    for bidder in ("bidder-1", "bidder-2", "bidder-3"):
+        await ledger.deposit(bidder, 100.0, op_id=f"demo-fund-{bidder}")
+    result = await run_auction(nc, {"type": "vickrey", "item": "gpu-hour",
+                                    "capability": "bidder", "reserve": 5.0,
+                                    "duration_ms": 300}, subjects=subjects)
+    winner = await ledger.account("bidder-2")
+    outcome = (f"{result['winner']} wins at {result['price']:g} (bids 10/15/12), "
+               f"{result['num_bids']} bids, {result['status']}; bidder-2 balance "
+               f"{winner.balance if winner else '?'}")
+    ok = (result["winner"] == "bidder-2" and result["price"] == 12.0
+          and winner is not None and winner.balance == 88.0)
+    return Step("Vickrey auction, bidders by capability", subjects.coord("auction"), outcome, ok)
 
 
 async def run_demo(base_dir: Path | None = None) -> tuple[list[Step], dict[str, int | None]]:
