@@ -1,0 +1,48 @@
+"""Agents that hold leases: a candidate for a named role, and a lock holder.
+
+``RoleCandidateAgent(role="auctioneer", ttl_ms=1000)`` campaigns for the role for as long
+as it runs and resigns on graceful stop; ``LockHolderAgent(lock="db", ttl_ms=1000)``
+acquires a lock on start, keeps renewing it and releases it on graceful stop. Both answer
+``leader_status`` with whether they believe they hold it and the fencing token. A holder
+killed with ``kill -9`` stops renewing; its lease lapses after ``ttl_ms``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from broker_agents.agent import Agent, handler
+from broker_agents.coord.keeper import LeaseKeeper
+from broker_agents.coord.lease import LeaseStore, leader_key, lock_key, open_leases
+from broker_agents.coord.wire import LeaderStatusAsk
+
+
+class RoleCandidateAgent(Agent):
+    capabilities: ClassVar[list[str]] = ["candidate"]
+
+    def key(self) -> str:
+        return leader_key(str(self.config.get("role", "leader")))
+
+    async def on_start(self) -> None:
+        kv = await open_leases(self.ctx.js, self.ctx.subjects.bucket("leases"))
+        self.keeper = LeaseKeeper(LeaseStore(kv), self.key(), self.agent_id,
+                                  int(self.config.get("ttl_ms", 2000)), self._changed)
+        self.keeper.start()
+
+    def _changed(self, held: bool, token: int) -> None:
+        self.ctx.log.info("lease changed", key=self.keeper.key, held=held, token=token)
+
+    async def on_stop(self) -> None:
+        await self.keeper.stop(release=True)
+
+    @handler(LeaderStatusAsk)
+    async def leader_status(self, msg: LeaderStatusAsk) -> dict[str, Any]:
+        return {"agent_id": self.agent_id, "key": self.keeper.key, "held": self.keeper.held,
+                "token": self.keeper.token, "grants": self.keeper.grants}
+
+
+class LockHolderAgent(RoleCandidateAgent):
+    capabilities: ClassVar[list[str]] = ["lock-holder"]
+
+    def key(self) -> str:
+        return lock_key(str(self.config.get("lock", "lock")))

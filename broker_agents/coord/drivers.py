@@ -1,0 +1,189 @@
+"""Drivers of the answer-collecting protocols: vote, hierarchical, ensemble, auto.
+
+Each driver asks real agents over NATS (in parallel, with the request's deadline), hands
+what they answered to the pure core and returns the core's result model as is. A
+participant that did not answer is reported as a timeout; an error reply is reported as
+an error with its code: nothing is dropped or guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from pydantic import BaseModel
+
+from broker_agents.coord.ask import Outcome, ask_all, parse_answer
+from broker_agents.coord.metrics import PARTICIPANT_ANSWERS
+from broker_agents.coord.models import AutoResult
+from broker_agents.coord.participants import Directory, reputation_scores
+from broker_agents.coord.wire import PredictAnswer, PredictAsk, VoteAnswer, VoteAsk
+from broker_agents.core.coord.answers import Answer
+from broker_agents.core.coord.ensemble import aggregate
+from broker_agents.core.coord.hierarchical import HierarchicalPlanner
+from broker_agents.core.coord.models import (
+    HierarchicalRequest,
+    HierarchicalResult,
+    Member,
+    Partition,
+    VoteRequest,
+    VoteResult,
+    VoteRule,
+    VoteSpec,
+    WeightSource,
+)
+from broker_agents.core.coord.models_more import (
+    Aggregation,
+    AutoRequest,
+    EnsembleRequest,
+    EnsembleResult,
+    PbftRequest,
+    Prediction,
+)
+from broker_agents.core.coord.selector import select_protocol
+from broker_agents.core.coord.voting import tally_votes
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.messages import new_message_id
+from broker_agents.subjects import Subjects
+
+
+@dataclass
+class CoordEnv:
+    """What every driver needs: the connection, subjects, participant directory."""
+
+    nc: NATS
+    subjects: Subjects
+    directory: Directory
+    node_id: str
+    rng: random.Random
+    pbft: Callable[[PbftRequest], Awaitable[BaseModel]] | None = None
+
+
+def _error_text(err: BrokerError) -> str:
+    return f"{err.code}: {err.message}"[:1024]
+
+
+def to_answer(outcome: Outcome) -> Answer:
+    parsed = parse_answer(outcome, VoteAnswer)
+    if isinstance(parsed, BrokerError):
+        answer = Answer.timeout() if parsed.code == ErrorCode.TIMEOUT else Answer.failed(
+            _error_text(parsed))
+    elif parsed.choice is not None and not parsed.abstain:
+        answer = Answer.vote(parsed.choice)
+    else:
+        answer = Answer.abstain()
+    PARTICIPANT_ANSWERS.labels(answer.status.value).inc()
+    return answer
+
+
+def check_quorum(spec: VoteSpec, n: int) -> None:
+    if spec.rule is VoteRule.QUORUM and spec.quorum_count is not None and spec.quorum_count > n:
+        raise BrokerError(
+            ErrorCode.TOO_FEW_PARTICIPANTS,
+            f"quorum_count {spec.quorum_count} needs at least {spec.quorum_count} "
+            f"participants, have {n}", {"needed": spec.quorum_count, "have": n})
+
+
+async def weights_of(env: CoordEnv, spec: VoteSpec | EnsembleRequest,
+                     ids: Sequence[str]) -> dict[str, float] | None:
+    """Reputation scores when the request weighs by reputation, else None (explicit)."""
+    if spec.weight_source is not WeightSource.REPUTATION:
+        return None
+    if isinstance(spec, VoteSpec) and spec.rule is not VoteRule.WEIGHTED:
+        return None
+    if isinstance(spec, EnsembleRequest) and spec.aggregation is not Aggregation.WEIGHTED_MEAN:
+        return None
+    return await reputation_scores(env.nc, env.subjects, ids)
+
+
+async def ask_votes(env: CoordEnv, ids: Sequence[str], ask: VoteAsk,
+                    timeout_ms: int) -> dict[str, Answer]:
+    outcomes = await ask_all(env.nc, env.subjects, ids, ask, timeout_ms / 1000)
+    return {p: to_answer(o) for p, o in outcomes.items()}
+
+
+async def run_vote(env: CoordEnv, req: VoteRequest) -> VoteResult:
+    ids = await env.directory.resolve(req)
+    check_quorum(req, len(ids))
+    scores = await weights_of(env, req, ids)
+    ask = VoteAsk(vote_id=new_message_id(), proposal=req.proposal, options=req.options)
+    answers = await ask_votes(env, ids, ask, req.timeout_ms)
+    return tally_votes(req, ids, answers, options=req.options, scores=scores)
+
+
+async def run_hierarchical(env: CoordEnv, req: HierarchicalRequest) -> HierarchicalResult:
+    """Level 0: every cluster's agents are asked (all clusters at once). Upper levels: each
+    delegate carries its cluster's decision (the planner's ``carried_answers``)."""
+    ids = await env.directory.resolve(req)
+    check_quorum(req, min(len(ids), req.cluster_size))
+    if req.partition is Partition.RANDOM:
+        members = [Member(id=i) for i in ids]
+    else:
+        members = await env.directory.members(ids, req.timeout_ms / 1000)
+    scores = await weights_of(env, req, ids)
+    planner = HierarchicalPlanner(req, members, env.rng, scores=scores)
+    vote_id = new_message_id()
+    clusters = planner.pending()
+    asked = await asyncio.gather(*(
+        ask_all(env.nc, env.subjects, c.members,
+                VoteAsk(vote_id=vote_id, proposal=req.proposal, options=req.options,
+                        level=0, cluster=c.cluster_id), req.timeout_ms / 1000)
+        for c in clusters))
+    for c, outcomes in zip(clusters, asked, strict=True):
+        planner.record(c.cluster_id, {m: to_answer(o) for m, o in outcomes.items()})
+    while True:
+        step = planner.advance()
+        if isinstance(step, HierarchicalResult):
+            return step
+        for c in step:
+            planner.record(c.cluster_id, planner.carried_answers(c.cluster_id))
+
+
+def to_prediction(participant: str, outcome: Outcome) -> Prediction:
+    parsed = parse_answer(outcome, PredictAnswer)
+    if isinstance(parsed, BrokerError):
+        status = "timeout" if parsed.code == ErrorCode.TIMEOUT else "error"
+        pred = Prediction(participant=participant, status=status,
+                          error=None if status == "timeout" else _error_text(parsed))
+    elif parsed.abstain or (parsed.label is None and parsed.value is None):
+        pred = Prediction(participant=participant, status="abstain")
+    else:
+        pred = Prediction(participant=participant, label=parsed.label, value=parsed.value)
+    PARTICIPANT_ANSWERS.labels(pred.status).inc()
+    return pred
+
+
+async def run_ensemble(env: CoordEnv, req: EnsembleRequest) -> EnsembleResult:
+    ids = await env.directory.resolve(req)
+    scores = await weights_of(env, req, ids)
+    ask = PredictAsk(ensemble_id=new_message_id(), question=req.question)
+    outcomes = await ask_all(env.nc, env.subjects, ids, ask, req.timeout_ms / 1000)
+    preds = {p: to_prediction(p, o) for p, o in outcomes.items()}
+    return aggregate(req, ids, preds, scores=scores)
+
+
+async def run_auto(env: CoordEnv, req: AutoRequest) -> AutoResult:
+    """Resolve the group, let the selector pick (it says why), run what it picked."""
+    ids = await env.directory.resolve(req)
+    sized = req.model_copy(update={"group_size": len(ids)})
+    selection = select_protocol(sized)
+    common: dict[str, Any] = {"participants": ids, "timeout_ms": req.timeout_ms}
+    result: BaseModel
+    if selection.protocol == "pbft":
+        if env.pbft is None:
+            raise BrokerError(ErrorCode.UNAVAILABLE, "pbft is not available here")
+        result = await env.pbft(PbftRequest(**common, operation=req.proposal,
+                                            f=int(str(selection.params["f"]))))
+    elif selection.protocol == "hierarchical":
+        p = selection.params
+        result = await run_hierarchical(env, HierarchicalRequest(
+            **common, proposal=req.proposal, options=req.options, rule=req.rule,
+            cluster_size=int(str(p["cluster_size"])), max_depth=int(str(p["max_depth"]))))
+    else:
+        result = await run_vote(env, VoteRequest(**common, proposal=req.proposal,
+                                                 options=req.options, rule=req.rule))
+    return AutoResult(selection=selection, result=result.model_dump(mode="json"))

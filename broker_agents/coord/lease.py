@@ -1,0 +1,149 @@
+"""Leases on JetStream KV: distributed locks and leader election with fencing tokens.
+
+One key per lock (``lock.<name>``) or role (``leader.<role>``) in the ``<p>_leases``
+bucket holds ``{holder, token, expires_at_ms}``. Every change is a compare-and-set on the
+revision read, so two writers cannot both win. The fencing token is kept in the record
+and only ever grows: a grant to a new holder (or after a lapse) is ``token + 1``;
+release keeps the token, so the next grant is still larger. Resources that honour the
+token (reject writes with a smaller one than they have seen) are safe even when an old
+holder is paused past its lease.
+
+Time is epoch milliseconds from the caller's clock; nodes must have roughly synchronised
+clocks (a lease is only as good as the skew is smaller than the TTL).
+
+NOTE nats-server 2.9.10 bug (nats-io/nats-server#4320): compare-and-set on a clustered
+stream (replicas > 1) is not serialized under concurrent writers, so two writers can both
+"win". On a single server (and the R1 bucket created here) it is correct. Use a fixed
+server (2.10+) before giving the leases bucket replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import nats.js.errors as jse
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from broker_agents import codec
+from broker_agents.core.errors import BrokerError, ErrorCode
+
+MAX_ATTEMPTS = 16
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class LeaseRecord(BaseModel):
+    holder: str | None = None
+    token: int = 0
+    expires_at_ms: int | None = None
+
+    def live(self, now_ms: int) -> bool:
+        return self.holder is not None and (self.expires_at_ms or 0) > now_ms
+
+
+class Grant(BaseModel):
+    granted: bool
+    record: LeaseRecord
+    reason: str | None = None
+
+
+def _conflict(exc: BaseException) -> bool:
+    return isinstance(exc, jse.KeyWrongLastSequenceError) or (
+        isinstance(exc, jse.APIError) and exc.err_code in (10071, 10164))
+
+
+async def open_leases(js: object, bucket: str) -> KeyValue:
+    try:
+        kv: KeyValue = await js.key_value(bucket)  # type: ignore[attr-defined]
+    except jse.BucketNotFoundError:
+        try:
+            kv = await js.create_key_value(  # type: ignore[attr-defined]
+                KeyValueConfig(bucket=bucket, history=1))
+        except jse.APIError:
+            kv = await js.key_value(bucket)  # type: ignore[attr-defined]
+    return kv
+
+
+class LeaseStore:
+    def __init__(self, kv: KeyValue, clock: Callable[[], int] = wall_ms) -> None:
+        self.kv = kv
+        self.clock = clock
+
+    async def read(self, key: str) -> tuple[LeaseRecord | None, int]:
+        try:
+            entry = await self.kv.get(key)
+        except (jse.KeyNotFoundError, jse.KeyDeletedError):
+            return None, 0
+        if entry.value is None:
+            return None, entry.revision or 0
+        return LeaseRecord.model_validate(codec.decode(entry.value)), entry.revision or 0
+
+    async def _write(self, key: str, record: LeaseRecord, revision: int) -> bool:
+        data = codec.encode(record)
+        try:
+            if revision == 0:
+                await self.kv.create(key, data)
+            else:
+                await self.kv.update(key, data, last=revision)
+        except Exception as exc:
+            if _conflict(exc):
+                return False
+            raise
+        return True
+
+    async def acquire(self, key: str, holder: str, ttl_ms: int) -> Grant:
+        """Grant the lease if free or lapsed (new token), or renew it for its holder."""
+        for _ in range(MAX_ATTEMPTS):
+            rec, rev = await self.read(key)
+            now = self.clock()
+            if rec is not None and rec.live(now) and rec.holder != holder:
+                return Grant(granted=False, record=rec,
+                             reason=f"held by {rec.holder} until {rec.expires_at_ms}")
+            if rec is not None and rec.live(now):
+                new = rec.model_copy(update={"expires_at_ms": now + ttl_ms})
+            else:
+                token = rec.token + 1 if rec is not None else 1
+                new = LeaseRecord(holder=holder, token=token, expires_at_ms=now + ttl_ms)
+            if await self._write(key, new, rev):
+                return Grant(granted=True, record=new)
+        raise BrokerError(ErrorCode.CONFLICT, f"{key}: too much contention, try again")
+
+    async def renew(self, key: str, holder: str, token: int | None, ttl_ms: int) -> Grant:
+        """Extend a live lease of ``holder`` (and ``token`` if given); a lapsed one is lost."""
+        for _ in range(MAX_ATTEMPTS):
+            rec, rev = await self.read(key)
+            now = self.clock()
+            if rec is None or not rec.live(now) or rec.holder != holder or (
+                    token is not None and rec.token != token):
+                return Grant(granted=False, record=rec or LeaseRecord(),
+                             reason="not the live holder (lease lapsed or taken)")
+            new = rec.model_copy(update={"expires_at_ms": now + ttl_ms})
+            if await self._write(key, new, rev):
+                return Grant(granted=True, record=new)
+        raise BrokerError(ErrorCode.CONFLICT, f"{key}: too much contention, try again")
+
+    async def release(self, key: str, holder: str, token: int | None = None) -> Grant:
+        """Free the lease if ``holder`` has it (the token is kept for the next grant)."""
+        for _ in range(MAX_ATTEMPTS):
+            rec, rev = await self.read(key)
+            if rec is None or rec.holder != holder or (
+                    token is not None and rec.token != token):
+                return Grant(granted=False, record=rec or LeaseRecord(),
+                             reason="not the holder")
+            new = LeaseRecord(holder=None, token=rec.token, expires_at_ms=None)
+            if await self._write(key, new, rev):
+                return Grant(granted=False, record=new, reason="released")
+        raise BrokerError(ErrorCode.CONFLICT, f"{key}: too much contention, try again")
+
+
+def lock_key(name: str) -> str:
+    return f"lock.{name}"
+
+
+def leader_key(role: str) -> str:
+    return f"leader.{role}"

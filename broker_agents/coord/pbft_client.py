@@ -1,0 +1,163 @@
+"""The PBFT client side of ``ba.coord.pbft``: form a group, submit, wait for f+1 replies.
+
+Keys are exchanged at group set-up: the coordinator asks each replica ``pbft_hello`` for
+its nkeys public key once (cached; a replica whose key changed answers the next set-up
+with ``key_mismatch`` and the cache is refreshed), then sends every replica the member
+list, every member's key and the client's signed request in ``pbft_setup``. The result
+is certain once f+1 replicas sent matching signed replies (at least one is honest); if
+that does not happen by the deadline the reply is ``deadline_exceeded`` with what came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from broker_agents import codec
+from broker_agents.coord.ask import ask_all, parse_answer
+from broker_agents.coord.participants import Directory
+from broker_agents.coord.wire import ParticipantInfo, PbftHello, PbftSetup
+from broker_agents.core.coord.models_more import PbftReplicaResult, PbftRequest, PbftResult
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.pbft.client import Outcome, PbftClient
+from broker_agents.core.pbft.config import PbftConfig, check_group_size
+from broker_agents.core.pbft.messages import Reply, parse_message
+from broker_agents.core.pbft.signing import NkeysSigner, NkeysVerifier, new_user_seed
+from broker_agents.subjects import Subjects
+
+RESEND_S = 0.1
+
+
+class PbftDriver:
+    def __init__(self, nc: NATS, subjects: Subjects, directory: Directory, client_id: str,
+                 *, tick_ms: float = 10.0, view_timeout_ticks: int = 20) -> None:
+        self.nc = nc
+        self.subjects = subjects
+        self.directory = directory
+        self.signer = NkeysSigner(client_id, new_user_seed(os.urandom(32)))
+        self.client_id = client_id
+        self.tick_ms = tick_ms
+        self.view_timeout_ticks = view_timeout_ticks
+        self.keys: dict[str, str] = {}
+
+    async def _fetch_keys(self, ids: list[str], timeout: float) -> None:
+        for r in ids:  # keys the registry published, if participants came from it
+            info = self.directory.known.get(r)
+            if r not in self.keys and info is not None and info.public_key:
+                self.keys[r] = info.public_key
+        missing = [r for r in ids if r not in self.keys]
+        if not missing:
+            return
+        for replica, outcome in (await ask_all(self.nc, self.subjects, missing, PbftHello(),
+                                               timeout)).items():
+            info = parse_answer(outcome, ParticipantInfo)
+            if isinstance(info, ParticipantInfo) and info.public_key:
+                self.keys[replica] = info.public_key
+
+    async def run(self, req: PbftRequest) -> PbftResult:
+        ids = await self.directory.resolve(req)
+        if self.client_id in ids:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"{self.client_id} cannot be a replica")
+        f = check_group_size(len(ids), req.f)
+        timeout = req.timeout_ms / 1000
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._fetch_keys(ids, timeout)
+        keyed = [r for r in ids if r in self.keys]
+        if len(keyed) < len(ids) - f:
+            raise BrokerError(
+                ErrorCode.UNAVAILABLE,
+                f"only {len(keyed)} of {len(ids)} replicas answered with a key; PBFT with "
+                f"f={f} needs {len(ids) - f} live replicas",
+                {"answered": keyed, "silent": [r for r in ids if r not in keyed]})
+        gid = "g" + os.urandom(6).hex()
+        public_keys = {r: self.keys[r] for r in keyed}
+        public_keys[self.client_id] = self.signer.public_key
+        cfg = PbftConfig(replica_id=ids[0], replicas=tuple(ids), f=f)
+        client = PbftClient(cfg, self.signer, NkeysVerifier(public_keys))
+        request = client.request(gid, req.operation)
+        done: asyncio.Future[Outcome] = loop.create_future()
+        views: dict[str, Reply] = {}
+
+        async def on_reply(msg: Msg) -> None:
+            try:
+                parsed = parse_message(codec.decode(msg.data))
+            except (BrokerError, ValidationError, TypeError, ValueError):
+                return
+            if not isinstance(parsed, Reply):
+                return
+            outcome = client.on_reply(parsed)
+            if parsed.sender in client.replies.get(gid, {}):
+                views[parsed.sender] = parsed
+            if outcome is not None and not done.done():
+                done.set_result(outcome)
+
+        sub = await self.nc.subscribe(self.subjects.vote("pbft", gid, self.client_id), cb=on_reply)
+        setup = PbftSetup(group_id=gid, replicas=ids, f=f, public_keys=public_keys,
+                          client=self.client_id, request=request.model_dump(mode="json"),
+                          tick_ms=self.tick_ms, view_timeout_ticks=self.view_timeout_ticks,
+                          ttl_ms=req.timeout_ms + 1000)
+        setup_task = asyncio.ensure_future(ask_all(self.nc, self.subjects, keyed, setup,
+                                                   timeout))
+        try:
+            outcome = await self._wait(done, client, gid, request, deadline)
+        finally:
+            await sub.unsubscribe()
+            acks = await _settle(setup_task)
+        setup_errors = self._learn(acks)
+        if outcome is None:
+            raise BrokerError(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"PBFT did not decide within {req.timeout_ms} ms "
+                f"({len(views)} of {f + 1} matching replies needed)",
+                {"replied": sorted(views), "setup_errors": setup_errors, "f": f,
+                 "n": len(ids)})
+        return PbftResult(
+            decided=True, seq=outcome.seq, operation=outcome.operation, f=f, n=len(ids),
+            view=max((r.view for r in views.values()), default=0),
+            replicas=[PbftReplicaResult(
+                replica=r, decided=r in views, seq=views[r].seq if r in views else None,
+                operation=views[r].operation if r in views else None) for r in ids])
+
+    async def _wait(self, done: asyncio.Future[Outcome], client: PbftClient, gid: str,
+                    request: Any, deadline: float) -> Outcome | None:
+        loop = asyncio.get_running_loop()
+        data = codec.encode(request.model_dump(mode="json"))
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            try:
+                return await asyncio.wait_for(asyncio.shield(done), min(left, RESEND_S))
+            except TimeoutError:
+                for replica in client.missing(gid):  # the network may have dropped it
+                    await self.nc.publish(self.subjects.vote("pbft", gid, replica), data)
+
+    def _learn(self, acks: dict[str, Any]) -> dict[str, str]:
+        """Refresh keys a replica says are stale; report set-up errors per replica."""
+        errors = {}
+        for replica, outcome in acks.items():
+            if isinstance(outcome, BrokerError):
+                errors[replica] = f"{outcome.code}: {outcome.message}"
+                key = outcome.details.get("public_key")
+                if isinstance(key, str):
+                    self.keys[replica] = key
+                elif outcome.code != ErrorCode.TIMEOUT:
+                    self.keys.pop(replica, None)
+        return errors
+
+
+async def _settle(task: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+    """Set-up acks that already came; a replica still silent is not waited for."""
+    if task.done():
+        return task.result() if not task.cancelled() else {}
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return {}

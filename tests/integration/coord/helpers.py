@@ -1,0 +1,50 @@
+"""Shared helpers for coordination integration tests: agent specs and request helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from broker_agents import codec
+from broker_agents.core.errors import BrokerError
+from broker_agents.messages import envelope
+from broker_agents.subjects import Subjects
+
+S = Subjects()
+COORDINATOR = "broker_agents.coord.coordinator:CoordinatorAgent"
+VOTER = "broker_agents.coord.voter:VoterAgent"
+PREDICTOR = "broker_agents.coord.voter:PredictorAgent"
+REPLICA = "broker_agents.coord.pbft_replica:PbftReplicaAgent"
+CANDIDATE = "broker_agents.coord.candidates:RoleCandidateAgent"
+LOCK_HOLDER = "broker_agents.coord.candidates:LockHolderAgent"
+
+
+def spec(cls: str, agent_id: str, caps: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"class": cls, "id": agent_id, "kwargs": kwargs}
+    if caps:
+        out["capabilities"] = caps
+    return out
+
+
+async def coord(nc: NATS, protocol: str, request: Any, *, as_json: bool = False,
+                timeout: float = 15) -> Any:
+    """Send one coordination request; returns the decoded reply (result or error)."""
+    reply = await nc.request(S.coord(protocol), codec.encode(request, as_json=as_json),
+                             timeout=timeout)
+    return codec.decode(reply.data, reply.headers)
+
+
+def error_of(reply: Any) -> BrokerError:
+    err = BrokerError.from_payload(reply)
+    assert err is not None, f"expected an error reply, got {reply!r}"
+    return err
+
+
+async def agent_call(nc: NATS, agent_id: str, msg: Any, timeout: float = 5) -> Any:
+    reply = await nc.request(S.agent(agent_id), codec.encode(envelope(msg)), timeout=timeout)
+    payload = codec.decode(reply.data)
+    err = BrokerError.from_payload(payload)
+    if err is not None:
+        raise err
+    return payload
