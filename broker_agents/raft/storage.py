@@ -1,0 +1,164 @@
+"""Durable Raft storage: one append-only file per member, fsynced once per Ready.
+
+Each record is ``[u32 length][u32 crc32][msgpack payload]``; payloads are
+``[1, term, vote, commit]`` (hard state), ``[2, [entry...]]`` (append),
+``[3, from_index]`` (truncate) and ``[4, index, term, data, reset]`` (snapshot). Opening
+replays the records; a torn or corrupt tail (a crash mid-write) is cut off -- it was never
+acknowledged, because ``save`` returns only after fsync. After a snapshot the file is
+rewritten (snapshot + remaining entries + hard state) to a temp file that atomically
+replaces the old one, so the log does not grow without bound.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from broker_agents.core.raft import (
+    AppendOp,
+    Entry,
+    EntryKind,
+    HardState,
+    HardStateOp,
+    InitialState,
+    PersistOp,
+    Snapshot,
+    SnapshotOp,
+    TruncateOp,
+)
+from broker_agents.raft.memstore import MemoryStorage, Storage
+
+__all__ = ["FileStorage", "MemoryStorage", "Storage"]
+
+_HEADER = struct.Struct("<II")
+LOG_NAME = "raft.log"
+
+
+def _encode_op(op: PersistOp) -> list[Any]:
+    if isinstance(op, AppendOp):
+        return [2, [[e.term, e.index, int(e.kind), e.request_id, e.command] for e in op.entries]]
+    if isinstance(op, HardStateOp):
+        s = op.state
+        return [1, s.term, s.vote, s.commit]
+    if isinstance(op, TruncateOp):
+        return [3, op.from_index]
+    snap = op.snapshot
+    return [4, snap.index, snap.term, snap.data, op.reset_log]
+
+
+def _decode_op(rec: list[Any]) -> PersistOp:
+    kind = rec[0]
+    if kind == 2:
+        return AppendOp(tuple(Entry(t, i, c, r, EntryKind(k)) for t, i, k, r, c in rec[1]))
+    if kind == 1:
+        return HardStateOp(HardState(rec[1], rec[2], rec[3]))
+    if kind == 3:
+        return TruncateOp(rec[1])
+    if kind == 4:
+        return SnapshotOp(Snapshot(rec[1], rec[2], rec[3]), bool(rec[4]))
+    raise ValueError(f"unknown record type {kind}")
+
+
+def _frame(payload: list[Any]) -> bytes:
+    body: bytes = msgpack.packb(payload, use_bin_type=True)
+    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+class FileStorage:
+    """``save`` is durable on return; ``load`` returns what survived."""
+
+    def __init__(self, data_dir: str | Path, *, fsync: bool = True,
+                 rewrite_min_bytes: int = 1 << 20) -> None:
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / LOG_NAME
+        self.fsync = fsync
+        self.rewrite_min_bytes = rewrite_min_bytes
+        self.mem = MemoryStorage()
+        self.torn_bytes = 0
+        self.rewrites = 0
+        self._recover()
+        self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the member's life
+        self._size = self._fh.tell()
+
+    def _recover(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        pos = 0
+        while pos + _HEADER.size <= len(data):
+            length, crc = _HEADER.unpack_from(data, pos)
+            start, end = pos + _HEADER.size, pos + _HEADER.size + length
+            if end > len(data) or zlib.crc32(data[start:end]) != crc:
+                break
+            try:
+                op = _decode_op(msgpack.unpackb(data[start:end], raw=False,
+                                                strict_map_key=False))
+            except (ValueError, TypeError, IndexError, msgpack.ExtraData):
+                break
+            self.mem.apply(op)
+            pos = end
+        if pos < len(data):  # torn tail: cut it off so new records follow good ones
+            self.torn_bytes = len(data) - pos
+            with open(self.path, "r+b") as fh:
+                fh.truncate(pos)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def load(self) -> InitialState:
+        return self.mem.load()
+
+    def save(self, ops: Sequence[PersistOp]) -> None:
+        if not ops:
+            return
+        buf = b"".join(_frame(_encode_op(op)) for op in ops)
+        self._fh.write(buf)
+        self._fh.flush()
+        if self.fsync:
+            os.fsync(self._fh.fileno())
+        self._size += len(buf)
+        snapshotted = False
+        for op in ops:
+            self.mem.apply(op)
+            snapshotted = snapshotted or isinstance(op, SnapshotOp)
+        if snapshotted and self._size >= self.rewrite_min_bytes:
+            self.rewrite()
+
+    def rewrite(self) -> None:
+        """Compaction: replace the file by the current state, atomically."""
+        tmp = self.path.with_suffix(".tmp")
+        records: list[list[Any]] = []
+        if self.mem.snapshot is not None:
+            records.append(_encode_op(SnapshotOp(self.mem.snapshot, True)))
+        if self.mem.entries:
+            records.append(_encode_op(AppendOp(tuple(self.mem.entries))))
+        records.append(_encode_op(HardStateOp(self.mem.hard_state)))
+        with open(tmp, "wb") as fh:
+            for rec in records:
+                fh.write(_frame(rec))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._fh.close()
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._fh = open(self.path, "ab")  # noqa: SIM115
+        self._size = self._fh.tell()
+        self.rewrites += 1
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
