@@ -3,8 +3,9 @@
 ``RoleCandidateAgent(role="auctioneer", ttl_ms=1000)`` campaigns for the role for as long
 as it runs and resigns on graceful stop; ``LockHolderAgent(lock="db", ttl_ms=1000)``
 acquires a lock on start, keeps renewing it and releases it on graceful stop. Both answer
-``leader_status`` with whether they believe they hold it and the fencing token. A holder
-killed with ``kill -9`` stops renewing; its lease lapses after ``ttl_ms``.
+``leader_status`` (whether they believe they hold it, and the fencing token) and announce
+every change on ``<p>.events.coord.lease.<leader|lock>``.
+A holder killed with ``kill -9`` stops renewing; its lease lapses after ``ttl_ms``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ class RoleCandidateAgent(Agent):
                                   int(self.config.get("ttl_ms", 2000)), self._changed)
         self.keeper.start()
 
-    def _changed(self, held: bool, token: int) -> None:
+    async def _changed(self, held: bool, token: int) -> None:
+        """Log and announce on ``<p>.events.coord.lease.<key kind>`` (watchers, tests)."""
         self.ctx.log.info("lease changed", key=self.keeper.key, held=held, token=token)
+        kind = self.keeper.key.split(".", 1)[0]
+        await self.ctx.publish(self.ctx.subjects.events("coord", "lease", kind), {
+            "agent_id": self.agent_id, "key": self.keeper.key, "held": held, "token": token,
+            "node_id": self.ctx.node_id})
 
     async def on_stop(self) -> None:
         await self.keeper.stop(release=True)

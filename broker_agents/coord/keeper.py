@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 
 from broker_agents.coord.lease import LeaseStore
 from broker_agents.logging import get_logger
@@ -19,7 +20,7 @@ from broker_agents.logging import get_logger
 
 class LeaseKeeper:
     def __init__(self, store: LeaseStore, key: str, holder: str, ttl_ms: int,
-                 on_change: Callable[[bool, int], None] | None = None) -> None:
+                 on_change: Callable[[bool, int], Awaitable[None] | None] | None = None) -> None:
         self.store = store
         self.key = key
         self.holder = holder
@@ -74,7 +75,9 @@ class LeaseKeeper:
                 self.token = None
                 self.valid_until = 0.0
             if was != self.held and self.on_change is not None:
-                self.on_change(self.held, self.token or 0)
+                notified = self.on_change(self.held, self.token or 0)
+                if inspect.isawaitable(notified):
+                    await notified
             wait = ttl / 3 if self.held else ttl / 4
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)

@@ -1,0 +1,151 @@
+"""Locks and leader election on KV leases, across node processes, with kill -9 and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+
+from broker_agents import codec
+from node.cluster import LocalCluster
+from tests.integration.coord.helpers import (
+    CANDIDATE,
+    COORDINATOR,
+    LOCK_HOLDER,
+    S,
+    coord,
+    error_of,
+    spec,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+TTL = 600
+
+
+def _agents() -> list[list[dict[str, Any]]]:
+    return [
+        [spec(COORDINATOR, "coord-1"), spec(CANDIDATE, "cand-1", role="scheduler", ttl_ms=TTL)],
+        [spec(COORDINATOR, "coord-2"), spec(CANDIDATE, "cand-2", role="scheduler", ttl_ms=TTL)],
+        [spec(COORDINATOR, "coord-3"),
+         spec(LOCK_HOLDER, "holder", lock="db", ttl_ms=30_000)],
+    ]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+    c = LocalCluster(Path(tmp_path_factory.mktemp("coord-leases")), nodes=3, agents=_agents(),
+                     extra_env={"BA_NODE__LOG_LEVEL": "warning"})
+    await c.start()
+    try:
+        yield c
+    finally:
+        await asyncio.to_thread(c.stop)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
+    conn = await cluster.client()
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_lock_grants_one_holder_and_tokens_grow(nc: NATS) -> None:
+    a = await coord(nc, "lock", {"name": "l1", "holder": "alice", "ttl_ms": 5000})
+    assert a["granted"] is True and a["holder"] == "alice"
+    b = await coord(nc, "lock", {"name": "l1", "holder": "bob", "ttl_ms": 5000})
+    assert b["granted"] is False and "held by alice" in b["reason"]
+    again = await coord(nc, "lock", {"name": "l1", "holder": "alice", "ttl_ms": 5000})
+    assert again["granted"] is True and again["token"] == a["token"]
+    rel = await coord(nc, "lock", {"action": "release", "name": "l1", "holder": "alice",
+                                   "token": a["token"]})
+    assert rel["holder"] is None
+    b = await coord(nc, "lock", {"name": "l1", "holder": "bob", "ttl_ms": 5000})
+    assert b["granted"] is True and b["token"] == a["token"] + 1
+
+
+async def test_concurrent_acquires_grant_exactly_one(nc: NATS) -> None:
+    replies = await asyncio.gather(*(
+        coord(nc, "lock", {"name": "race", "holder": f"h{i}", "ttl_ms": 5000})
+        for i in range(8)))
+    assert sum(r["granted"] for r in replies) == 1
+
+
+async def test_expired_lease_goes_to_a_waiter_with_a_larger_token(nc: NATS) -> None:
+    a = await coord(nc, "lock", {"name": "l2", "holder": "alice", "ttl_ms": 200})
+    b = await coord(nc, "lock", {"name": "l2", "holder": "bob", "ttl_ms": 5000,
+                                 "wait_ms": 3000})
+    assert b["granted"] is True and b["token"] == a["token"] + 1
+    renew = await coord(nc, "lock", {"action": "renew", "name": "l2", "holder": "alice",
+                                     "token": a["token"]})
+    assert renew["granted"] is False and renew["holder"] == "bob"
+
+
+async def test_lock_requests_name_missing_fields(nc: NATS) -> None:
+    err = error_of(await coord(nc, "lock", {"name": "l3"}))
+    assert err.code == "validation_error" and err.details["fields"][0]["field"] == "holder"
+    err = error_of(await coord(nc, "lock", {"name": "a.b", "holder": "x"}))
+    assert err.details["fields"][0]["field"] == "name"
+
+
+async def test_coordinator_leader_campaign_and_query(nc: NATS) -> None:
+    a = await coord(nc, "leader", {"action": "campaign", "role": "r1", "candidate": "x",
+                                   "ttl_ms": 5000})
+    b = await coord(nc, "leader", {"action": "campaign", "role": "r1", "candidate": "y"})
+    q = await coord(nc, "leader", {"role": "r1"})
+    assert a["is_leader"] and not b["is_leader"] and q["leader"] == "x"
+    await coord(nc, "leader", {"action": "resign", "role": "r1", "candidate": "x"})
+    b = await coord(nc, "leader", {"action": "campaign", "role": "r1", "candidate": "y"})
+    assert b["is_leader"] and b["token"] == a["token"] + 1
+
+
+async def _next_lease_event(nc: NATS, kind: str, match: Any, timeout: float) -> dict[str, Any]:
+    got: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def on_event(msg: Any) -> None:
+        event = codec.decode(msg.data)
+        if match(event) and not got.done():
+            got.set_result(event)
+
+    sub = await nc.subscribe(S.events("coord", "lease", kind), cb=on_event)
+    try:
+        return await asyncio.wait_for(got, timeout)
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_graceful_stop_releases_the_lock_at_once(cluster: LocalCluster, nc: NATS) -> None:
+    held = await coord(nc, "lock", {"action": "query", "name": "db"})
+    assert held["holder"] == "holder"
+    proc = cluster.procs[2]
+    proc.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    free = await coord(nc, "lock", {"action": "query", "name": "db"})
+    assert free["holder"] is None and free["token"] == held["token"]  # 30 s TTL not waited
+
+
+async def test_leader_killed_is_replaced_within_the_bound(cluster: LocalCluster,
+                                                          nc: NATS) -> None:
+    q = await coord(nc, "leader", {"role": "scheduler"})
+    leader = q["leader"]
+    assert leader in ("cand-1", "cand-2")
+    other = "cand-2" if leader == "cand-1" else "cand-1"
+    waiting = asyncio.ensure_future(_next_lease_event(
+        nc, "leader", lambda e: e["agent_id"] == other and e["held"], 10))
+    await nc.flush()
+    loop = asyncio.get_running_loop()
+    killed_at = loop.time()
+    cluster.kill(0 if leader == "cand-1" else 1)
+    event = await waiting
+    failover = loop.time() - killed_at
+    assert event["token"] > q["token"]
+    assert failover <= (TTL * 1.25 + 500) / 1000  # ttl + retry period + slack
+    q2 = await coord(nc, "leader", {"role": "scheduler"})
+    assert q2["leader"] == other and q2["token"] == event["token"]
