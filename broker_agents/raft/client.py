@@ -1,0 +1,74 @@
+"""RaftClient: propose to / read from a group over NATS, riding out leader changes.
+
+Proposals keep ONE request id across every retry (timeouts, not_leader, no responders),
+so the group's replicated dedup table makes a retried write apply at most once. The
+client remembers the leader from replies and talks to it directly; without a hint it
+uses the group subject, which any member serves (followers forward to the leader).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from broker_agents.codec import decode, encode
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.subjects import Subjects
+
+
+class RaftClient:
+    def __init__(self, nc: Any, group: str, subjects: Subjects = Subjects(),  # noqa: B008
+                 *, attempt_timeout: float = 0.5) -> None:
+        self.nc, self.group, self.subjects = nc, group, subjects
+        self.attempt_timeout = attempt_timeout
+        self.leader: str | None = None
+        self.retries = 0
+
+    def _subject(self, kind: str) -> str:
+        if self.leader is not None:
+            return self.subjects.raft(self.group, self.leader, kind)
+        return self.subjects.raft(self.group, kind)
+
+    async def propose(self, command: Any, request_id: str | None = None,
+                      timeout: float = 10.0) -> Any:
+        rid = request_id or uuid.uuid4().hex
+        body = {"command": command, "request_id": rid}
+        return await self._call("propose", body, timeout)
+
+    async def read(self, query: Any, timeout: float = 10.0) -> Any:
+        return await self._call("read", {"query": query}, timeout)
+
+    async def _call(self, kind: str, body: dict[str, Any], timeout: float) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        payload = encode(body)
+        backoff = 0.01
+        last: BrokerError | None = None
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise last or BrokerError(ErrorCode.TIMEOUT, f"raft {kind} timed out")
+            try:
+                msg = await self.nc.request(self._subject(kind), payload,
+                                            timeout=min(self.attempt_timeout, left))
+                reply = decode(msg.data, msg.headers)
+            except (NatsTimeout, NoRespondersError, TimeoutError) as exc:
+                last = BrokerError(ErrorCode.TIMEOUT, f"raft {kind}: {type(exc).__name__}")
+                self.leader = None  # the member we used may be gone
+            else:
+                err = BrokerError.from_payload(reply)
+                if err is None:
+                    self.leader = reply.get("leader") or self.leader
+                    return reply["result"]
+                if err.code != ErrorCode.NOT_LEADER:
+                    raise err
+                last = err
+                self.leader = err.details.get("leader")
+            self.retries += 1
+            pause = min(backoff, max(0.0, deadline - loop.time()))
+            await asyncio.sleep(pause)  # sleep-ok: retry backoff
+            backoff = min(backoff * 2, 0.2)

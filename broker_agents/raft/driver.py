@@ -1,0 +1,412 @@
+"""RaftMember: runs a RaftCore over NATS (asyncio + nats-py).
+
+One owner task (the pump) turns the core's Ready into IO, strictly in the order persist
+(fsync) -> send -> reply; one ticker task drives logical time. NATS callbacks only step
+the core and wake the pump, so everything that arrives in one event-loop turn is batched
+into one Ready: one fsync and one publish per peer carry many entries.
+
+Subjects (``s = Subjects(prefix)``):
+    s.raft(group, member)             peer traffic (a msgpack list of wire messages)
+    s.raft(group, "propose" | "read") client requests, any member (queue group)
+    s.raft(group, member, "propose" | "read")   client requests to one member
+A client request is ``{"command": ..., "request_id": "..."}`` or ``{"query": ...}`` (JSON or
+msgpack); the reply is ``{"result", "index", "leader"}`` or the standard error payload. A
+member that is not the leader forwards a proposal to the leader's subject with the
+original reply subject, so the leader answers the client directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from broker_agents.codec import decode, encode, is_json
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.raft import (
+    NotLeader,
+    ProposalResult,
+    RaftConfig,
+    RaftCore,
+    ReadResult,
+    Ready,
+    Reply,
+    Role,
+    StateMachine,
+)
+from broker_agents.core.raft.wire import decode_message, encode_message
+from broker_agents.raft.memstore import MemoryStorage, Storage
+from broker_agents.raft.metrics import MemberMetrics
+from broker_agents.subjects import Subjects, check_token
+
+HOPS = "ba-raft-hops"
+RESERVED = frozenset({"propose", "read"})
+_log = structlog.get_logger()
+
+
+class _Remote:
+    """A NATS client waiting for a reply."""
+
+    __slots__ = ("as_json", "created", "subject")
+
+    def __init__(self, subject: str, as_json: bool) -> None:
+        self.subject = subject
+        self.as_json = as_json
+        self.created = time.monotonic()
+
+
+Waiter = asyncio.Future[Reply] | _Remote
+
+
+def reply_payload(reply: Reply, leader: str | None) -> dict[str, Any]:
+    if isinstance(reply, ProposalResult | ReadResult):
+        err = BrokerError.from_payload(reply.result)
+        if err is not None:
+            return err.to_payload()
+        return {"result": reply.result, "index": reply.index, "leader": leader}
+    if isinstance(reply, NotLeader):
+        return BrokerError(ErrorCode.NOT_LEADER, "not the leader",
+                           {"leader": reply.leader}).to_payload()
+    return BrokerError(reply.code, reply.message).to_payload()
+
+
+class RaftMember:
+    def __init__(
+        self,
+        nc: Any,
+        group: str,
+        member_id: str,
+        peers: Sequence[str],
+        storage: Storage,
+        state_machine: StateMachine,
+        subjects: Subjects = Subjects(),  # noqa: B008 - immutable dataclass
+        *,
+        tick_ms: float = 20.0,
+        election_ticks: int = 10,
+        heartbeat_ticks: int = 2,
+        snapshot_threshold: int = 10_000,
+        max_append_entries: int = 512,
+        max_inflight: int = 32,
+        request_ttl: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        check_token(group, "group")
+        for m in (member_id, *peers):
+            check_token(m, "member")
+            if m in RESERVED:
+                raise ValueError(f"member id {m!r} is reserved")
+        members = tuple(dict.fromkeys([*peers, member_id]))
+        self.nc, self.group, self.id, self.subjects = nc, group, member_id, subjects
+        self.storage = storage
+        self.sm = state_machine
+        self.tick_s = tick_ms / 1000.0
+        self.request_ttl = request_ttl
+        self.config = RaftConfig(
+            member_id=member_id, members=members, election_ticks=election_ticks,
+            heartbeat_ticks=heartbeat_ticks, snapshot_threshold=snapshot_threshold,
+            max_append_entries=max_append_entries, max_inflight=max_inflight,
+        )
+        self.rng = rng or random.Random()
+        self.core: RaftCore | None = None
+        self.metrics = MemberMetrics.bind(group, member_id)
+        self.log = _log.bind(group=group, member=member_id)
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Any] = []
+        self._running = False
+        self._seen: tuple[Role, int, str | None] = (Role.FOLLOWER, 0, None)
+        self._elections = 0
+        self._inline_persist = isinstance(storage, MemoryStorage)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.core = RaftCore(self.config, self.rng, self.sm, self.storage.load())
+        s, g, me = self.subjects, self.group, self.id
+        queue = f"raft-{g}"
+        self._subs = [
+            await self.nc.subscribe(s.raft(g, me), cb=self._on_peer),
+            await self.nc.subscribe(s.raft(g, me, "propose"), cb=self._on_propose),
+            await self.nc.subscribe(s.raft(g, me, "read"), cb=self._on_read),
+            await self.nc.subscribe(s.raft(g, "propose"), queue=queue, cb=self._on_propose),
+            await self.nc.subscribe(s.raft(g, "read"), queue=queue, cb=self._on_read),
+        ]
+        await self.nc.flush()
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._pump(), name=f"raft-pump-{g}-{me}"),
+            asyncio.create_task(self._ticker(), name=f"raft-tick-{g}-{me}"),
+        ]
+        self._wake.set()
+        self.log.info("raft.started", members=list(self.config.members),
+                      term=self.core.term, commit=self.core.commit)
+
+    async def stop(self) -> None:
+        """Stop at once (like a crash, minus the lost fsyncs): no leadership hand-over."""
+        if not self._running:
+            return
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = []
+        for waiters in self._waiters.values():
+            for w in waiters:
+                if isinstance(w, asyncio.Future) and not w.done():
+                    w.set_exception(BrokerError(ErrorCode.UNAVAILABLE, "member stopped"))
+        self._waiters.clear()
+        self.storage.close()
+        self.metrics.is_leader.set(0)
+        self.log.info("raft.stopped")
+
+    # -- properties ----------------------------------------------------------------------
+
+    def _core(self) -> RaftCore:
+        if self.core is None:
+            raise BrokerError(ErrorCode.UNAVAILABLE, "member not started")
+        return self.core
+
+    @property
+    def leader(self) -> str | None:
+        return self._core().leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._core().role == Role.LEADER
+
+    @property
+    def term(self) -> int:
+        return self._core().term
+
+    @property
+    def commit_index(self) -> int:
+        return self._core().commit
+
+    @property
+    def applied_index(self) -> int:
+        return self._core().applied
+
+    # -- local API -----------------------------------------------------------------------
+
+    async def propose(self, command: Any, request_id: str | None = None,
+                      timeout: float = 5.0) -> Any:
+        """Commit ``command`` and return what the state machine's apply returned."""
+        rid = request_id or uuid.uuid4().hex
+        reply = await self._call(rid, timeout, lambda: self._core().propose(command, rid))
+        return self._result(reply)
+
+    async def read(self, query: Any, timeout: float = 5.0) -> Any:
+        """A linearizable read (read-index): reflects every write acknowledged before it."""
+        rid = uuid.uuid4().hex
+        reply = await self._call(rid, timeout, lambda: self._core().read(query, rid))
+        return self._result(reply)
+
+    async def _call(self, rid: str, timeout: float, submit: Any) -> Reply:
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(rid, []).append(fut)
+        submit()
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self._drop_waiter(rid, fut)
+            raise BrokerError(ErrorCode.TIMEOUT, "no commit before the timeout",
+                              {"request_id": rid, "leader": self.leader}) from None
+
+    def _drop_waiter(self, rid: str, waiter: Waiter) -> None:
+        waiters = self._waiters.get(rid)
+        if waiters and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[rid]
+                if self.core is not None:
+                    self.core.forget(rid)
+
+    @staticmethod
+    def _result(reply: Reply) -> Any:
+        payload = reply_payload(reply, None)
+        err = BrokerError.from_payload(payload)
+        if err is not None:
+            raise err
+        return payload["result"]
+
+    # -- NATS callbacks ------------------------------------------------------------------
+
+    async def _on_peer(self, msg: Any) -> None:
+        core = self.core
+        if core is None:
+            return
+        try:
+            batch = decode(msg.data)
+            if not isinstance(batch, list):
+                raise BrokerError(ErrorCode.MALFORMED, "peer payload must be a list")
+            for item in batch:
+                core.step(decode_message(item))
+        except BrokerError as exc:
+            self.metrics.malformed.inc()
+            self.log.warning("raft.malformed_peer_message", error=exc.message)
+        self._wake.set()
+
+    def _parse(self, msg: Any, field: str) -> tuple[Any, str | None, bool] | None:
+        as_json = is_json(msg.data, msg.headers)
+        try:
+            body = decode(msg.data, msg.headers)
+            if not isinstance(body, dict) or field not in body:
+                raise BrokerError(ErrorCode.BAD_REQUEST, f"request needs a {field!r} field")
+            rid = body.get("request_id")
+            if rid is not None and not isinstance(rid, str):
+                raise BrokerError(ErrorCode.BAD_REQUEST, "request_id must be a string")
+            return body[field], rid, as_json
+        except BrokerError as exc:
+            self.metrics.malformed.inc()
+            if msg.reply:
+                self._spawn_publish(msg.reply, encode(exc.to_payload(), as_json=as_json))
+            return None
+
+    async def _on_propose(self, msg: Any) -> None:
+        core = self.core
+        parsed = self._parse(msg, "command")
+        if core is None or parsed is None:
+            return
+        command, rid, as_json = parsed
+        self.metrics.proposals.inc()
+        if core.role != Role.LEADER:
+            hops = int((msg.headers or {}).get(HOPS, "0"))
+            if core.leader is not None and hops < 2 and msg.reply:
+                subject = self.subjects.raft(self.group, core.leader, "propose")
+                headers = {**(msg.headers or {}), HOPS: str(hops + 1)}
+                await self.nc.publish(subject, msg.data, reply=msg.reply, headers=headers)
+                return
+            if msg.reply:
+                reply = NotLeader(rid or "", core.leader)
+                await self.nc.publish(msg.reply, encode(reply_payload(reply, None),
+                                                        as_json=as_json))
+            return
+        rid = rid or uuid.uuid4().hex
+        if msg.reply:
+            self._waiters.setdefault(rid, []).append(_Remote(msg.reply, as_json))
+        core.propose(command, rid)
+        self._wake.set()
+
+    async def _on_read(self, msg: Any) -> None:
+        core = self.core
+        parsed = self._parse(msg, "query")
+        if core is None or parsed is None:
+            return
+        query, _rid, as_json = parsed
+        rid = uuid.uuid4().hex  # reads are not deduplicated: each one is fresh
+        if msg.reply:
+            self._waiters.setdefault(rid, []).append(_Remote(msg.reply, as_json))
+        core.read(query, rid)
+        self._wake.set()
+
+    def _spawn_publish(self, subject: str, data: bytes) -> None:
+        task = asyncio.ensure_future(self.nc.publish(subject, data))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    # -- the owner tasks -----------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while self._running:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._handle_ready(self._core().ready())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never lose the member to one bad Ready; it is logged
+                self.log.exception("raft.pump_error")
+
+    async def _handle_ready(self, ready: Ready) -> None:
+        if ready.persist:
+            if self._inline_persist:
+                self.storage.save(ready.persist)
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.storage.save, ready.persist)
+        if ready.messages:
+            batches: dict[str, list[Any]] = {}
+            for m in ready.messages:
+                batches.setdefault(m.dst, []).append(encode_message(m))
+            for dst, batch in batches.items():
+                await self.nc.publish(self.subjects.raft(self.group, dst), encode(batch))
+        for reply in ready.replies:
+            await self._deliver(reply)
+        self._observe()
+
+    async def _deliver(self, reply: Reply) -> None:
+        waiters = self._waiters.pop(reply.request_id, None)
+        if not waiters:
+            return
+        leader = self.core.leader if self.core else None
+        for w in waiters:
+            if isinstance(w, asyncio.Future):
+                if not w.done():
+                    w.set_result(reply)
+            else:
+                payload = reply_payload(reply, leader)
+                await self.nc.publish(w.subject, encode(payload, as_json=w.as_json))
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        ticks = 0
+        while self._running:
+            deadline += self.tick_s
+            now = loop.time()
+            if now - deadline > self.tick_s:  # we fell behind: do not burst-tick
+                deadline = now
+            await asyncio.sleep(max(0.0, deadline - now))  # sleep-ok: the tick clock
+            self._core().tick()
+            self._wake.set()
+            ticks += 1
+            if ticks % 10 == 0:
+                self._update_metrics()
+            if ticks % 100 == 0:
+                self._expire_waiters()
+
+    def _expire_waiters(self) -> None:
+        cutoff = time.monotonic() - self.request_ttl
+        for rid, waiters in list(self._waiters.items()):
+            for w in list(waiters):
+                if isinstance(w, _Remote) and w.created < cutoff:
+                    self._drop_waiter(rid, w)
+
+    def _observe(self) -> None:
+        core = self._core()
+        seen = (core.role, core.term, core.leader)
+        if seen == self._seen:
+            return
+        was_role = self._seen[0]
+        self._seen = seen
+        if core.elections > self._elections:
+            self.metrics.elections.inc(core.elections - self._elections)
+            self._elections = core.elections
+        if core.role == Role.LEADER and was_role != Role.LEADER:
+            self.log.info("raft.elected", term=core.term, commit=core.commit)
+        elif was_role == Role.LEADER and core.role != Role.LEADER:
+            self.log.info("raft.stepped_down", term=core.term, leader=core.leader)
+        elif core.role == Role.FOLLOWER:
+            self.log.debug("raft.leader_changed", term=core.term, leader=core.leader)
+        self._update_metrics()
+
+    def _update_metrics(self) -> None:
+        core, m = self._core(), self.metrics
+        m.term.set(core.term)
+        m.is_leader.set(1 if core.role == Role.LEADER else 0)
+        m.commit.set(core.commit)
+        m.applied.set(core.applied)
+        m.log_entries.set(len(core.log.entries))

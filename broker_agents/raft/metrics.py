@@ -1,0 +1,41 @@
+"""Prometheus metrics of Raft groups, labelled by group and member (both bounded sets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+_LABELS = ["group", "member"]
+TERM = Gauge("ba_raft_term", "Current Raft term", _LABELS)
+IS_LEADER = Gauge("ba_raft_is_leader", "1 while this member is the leader", _LABELS)
+COMMIT_INDEX = Gauge("ba_raft_commit_index", "Highest index known committed", _LABELS)
+APPLIED_INDEX = Gauge("ba_raft_applied_index", "Highest index applied", _LABELS)
+LOG_ENTRIES = Gauge("ba_raft_log_entries", "Entries held after the last snapshot", _LABELS)
+ELECTIONS = Counter("ba_raft_elections_total", "Elections this member started", _LABELS)
+PROPOSALS = Counter("ba_raft_proposals_total", "Client proposals received", _LABELS)
+MALFORMED = Counter("ba_raft_malformed_total", "Peer or client payloads rejected", _LABELS)
+
+
+@dataclass
+class MemberMetrics:
+    """Children bound once, so updating them on the hot path is a cheap set()."""
+
+    term: Any
+    is_leader: Any
+    commit: Any
+    applied: Any
+    log_entries: Any
+    elections: Any
+    proposals: Any
+    malformed: Any
+
+    @classmethod
+    def bind(cls, group: str, member: str) -> MemberMetrics:
+        lv = (group, member)
+        return cls(
+            TERM.labels(*lv), IS_LEADER.labels(*lv), COMMIT_INDEX.labels(*lv),
+            APPLIED_INDEX.labels(*lv), LOG_ENTRIES.labels(*lv), ELECTIONS.labels(*lv),
+            PROPOSALS.labels(*lv), MALFORMED.labels(*lv),
+        )

@@ -1,0 +1,46 @@
+"""Shared helpers for Raft integration tests: in-process groups and waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from broker_agents.core.kvsm import KVStateMachine
+from broker_agents.raft.driver import RaftMember
+from broker_agents.raft.storage import FileStorage
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll a cheap in-memory condition on the event loop until it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.005)  # sleep-ok: polling in-memory state of members
+
+
+async def start_group(url: str, group: str, ids: Sequence[str], data: Path,
+                      **kw: Any) -> tuple[list[Any], list[RaftMember]]:
+    conns, members = [], []
+    for i, mid in enumerate(ids):
+        nc = await nats.connect(url)
+        member = RaftMember(nc, group, mid, ids, FileStorage(data / mid), KVStateMachine(),
+                            rng=random.Random(i), **kw)
+        await member.start()
+        conns.append(nc)
+        members.append(member)
+    return conns, members
+
+
+def leader_of(members: Sequence[RaftMember]) -> RaftMember | None:
+    leaders = [m for m in members if m.core is not None and m._running and m.is_leader]
+    return max(leaders, key=lambda m: m.term) if leaders else None
