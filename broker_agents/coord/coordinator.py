@@ -43,35 +43,22 @@ from broker_agents.coord.locks import handle_leader, handle_lock
 from broker_agents.coord.metrics import COORD_DURATION, COORD_TOTAL
 from broker_agents.coord.models import (
     AutoResult,
-    BarrierArrival,
-    LeaderRequest,
-    LockRequest,
     LockResult,
 )
 from broker_agents.coord.participants import Directory
 from broker_agents.coord.pbft_client import PbftDriver
+from broker_agents.coord.schema import PROTOCOLS, REQUEST_MODELS
 from broker_agents.core.coord.models import (
-    HierarchicalRequest,
     HierarchicalResult,
-    VoteRequest,
     VoteResult,
     parse_request,
 )
 from broker_agents.core.coord.models_more import (
-    AutoRequest,
-    EnsembleRequest,
     EnsembleResult,
-    PbftRequest,
 )
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.messages import new_message_id
 
-PROTOCOLS = ("vote", "hierarchical", "pbft", "barrier", "lock", "leader", "ensemble", "auto")
-REQUEST_MODELS: dict[str, type[BaseModel]] = {
-    "vote": VoteRequest, "hierarchical": HierarchicalRequest, "pbft": PbftRequest,
-    "barrier": BarrierArrival, "lock": LockRequest, "leader": LeaderRequest,
-    "ensemble": EnsembleRequest, "auto": AutoRequest,
-}
 MAX_PAYLOAD = 1024 * 1024
 STOP_GRACE_S = 5.0
 
