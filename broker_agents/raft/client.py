@@ -22,7 +22,7 @@ from broker_agents.subjects import Subjects
 
 class RaftClient:
     def __init__(self, nc: Any, group: str, subjects: Subjects = Subjects(),  # noqa: B008
-                 *, attempt_timeout: float = 0.5) -> None:
+                 *, attempt_timeout: float = 0.25) -> None:
         self.nc, self.group, self.subjects = nc, group, subjects
         self.attempt_timeout = attempt_timeout
         self.leader: str | None = None

@@ -70,6 +70,23 @@ def _frame(payload: list[Any]) -> bytes:
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
+def _replay(data: bytes, mem: MemoryStorage) -> int:
+    """Apply every intact record to ``mem``; returns where the intact prefix ends."""
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        length, crc = _HEADER.unpack_from(data, pos)
+        start, end = pos + _HEADER.size, pos + _HEADER.size + length
+        if end > len(data) or zlib.crc32(data[start:end]) != crc:
+            break
+        try:
+            op = _decode_op(msgpack.unpackb(data[start:end], raw=False, strict_map_key=False))
+        except (ValueError, TypeError, IndexError, msgpack.ExtraData):
+            break
+        mem.apply(op)
+        pos = end
+    return pos
+
+
 class FileStorage:
     """``save`` is durable on return; ``load`` returns what survived."""
 
@@ -87,23 +104,20 @@ class FileStorage:
         self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the member's life
         self._size = self._fh.tell()
 
+    @staticmethod
+    def inspect(data_dir: str | Path) -> InitialState:
+        """Read a member's file without modifying it (for tools and tests)."""
+        mem = MemoryStorage()
+        path = Path(data_dir) / LOG_NAME
+        if path.exists():
+            _replay(path.read_bytes(), mem)
+        return mem.load()
+
     def _recover(self) -> None:
         if not self.path.exists():
             return
         data = self.path.read_bytes()
-        pos = 0
-        while pos + _HEADER.size <= len(data):
-            length, crc = _HEADER.unpack_from(data, pos)
-            start, end = pos + _HEADER.size, pos + _HEADER.size + length
-            if end > len(data) or zlib.crc32(data[start:end]) != crc:
-                break
-            try:
-                op = _decode_op(msgpack.unpackb(data[start:end], raw=False,
-                                                strict_map_key=False))
-            except (ValueError, TypeError, IndexError, msgpack.ExtraData):
-                break
-            self.mem.apply(op)
-            pos = end
+        pos = _replay(data, self.mem)
         if pos < len(data):  # torn tail: cut it off so new records follow good ones
             self.torn_bytes = len(data) - pos
             with open(self.path, "r+b") as fh:

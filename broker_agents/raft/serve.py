@@ -1,0 +1,106 @@
+"""Run one Raft member (built-in KV state machine) as its own OS process.
+
+    python -m broker_agents.raft.serve --nats URL --group G --member M --peers a,b,c \
+        --data-dir DIR
+
+SIGTERM/SIGINT stop it cleanly. The node daemon hosts groups by calling ``serve_member``
+(or by building ``RaftMember`` itself); this module only adds the process shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker_agents.core.kvsm import KVStateMachine
+from broker_agents.raft.driver import RaftMember
+from broker_agents.raft.storage import FileStorage
+from broker_agents.subjects import Subjects
+
+
+@dataclass
+class MemberConfig:
+    nats_url: str
+    group: str
+    member: str
+    peers: list[str]
+    data_dir: Path
+    prefix: str = "ba"
+    tick_ms: float = 20.0
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    snapshot_threshold: int = 10_000
+    fsync: bool = True
+    servers: list[str] = field(default_factory=list)
+
+
+async def serve_member(config: MemberConfig, stop: asyncio.Event | None = None) -> None:
+    """Run a member until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
+    import nats
+
+    stop = stop or _signal_event()
+    nc = await nats.connect(
+        servers=config.servers or [config.nats_url], max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2, name=f"raft-{config.group}-{config.member}",
+    )
+    member = RaftMember(
+        nc, config.group, config.member, config.peers,
+        FileStorage(config.data_dir, fsync=config.fsync), KVStateMachine(),
+        Subjects(config.prefix), tick_ms=config.tick_ms,
+        election_ticks=config.election_ticks, heartbeat_ticks=config.heartbeat_ticks,
+        snapshot_threshold=config.snapshot_threshold,
+    )
+    try:
+        await member.start()
+        print(f"raft member {config.member} of {config.group} ready", flush=True)
+        await stop.wait()
+    finally:
+        await member.stop()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+def _signal_event() -> asyncio.Event:
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event.set)
+    return event
+
+
+def parse_args(argv: list[str]) -> MemberConfig:
+    p = argparse.ArgumentParser(prog="python -m broker_agents.raft.serve")
+    p.add_argument("--nats", required=True, help="NATS URL (comma-separated for several)")
+    p.add_argument("--group", required=True)
+    p.add_argument("--member", required=True)
+    p.add_argument("--peers", required=True, help="all members, comma-separated")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--prefix", default="ba")
+    p.add_argument("--tick-ms", type=float, default=20.0)
+    p.add_argument("--election-ticks", type=int, default=10)
+    p.add_argument("--heartbeat-ticks", type=int, default=2)
+    p.add_argument("--snapshot-threshold", type=int, default=10_000)
+    p.add_argument("--no-fsync", action="store_true", help="unsafe: skip fsync (tests)")
+    a = p.parse_args(argv)
+    urls = [u for u in a.nats.split(",") if u]
+    return MemberConfig(
+        nats_url=urls[0], servers=urls, group=a.group, member=a.member,
+        peers=[x for x in a.peers.split(",") if x], data_dir=a.data_dir, prefix=a.prefix,
+        tick_ms=a.tick_ms, election_ticks=a.election_ticks,
+        heartbeat_ticks=a.heartbeat_ticks, snapshot_threshold=a.snapshot_threshold,
+        fsync=not a.no_fsync,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    asyncio.run(serve_member(config))
+
+
+if __name__ == "__main__":
+    main()
