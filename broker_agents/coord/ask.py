@@ -4,16 +4,24 @@ One envelope is encoded once and sent to every inbox (message ids are per-receiv
 shared id is harmless). Each participant yields exactly one outcome: its reply payload, or
 a ``BrokerError`` (``timeout``, ``unavailable`` when nobody listens, or the error the agent
 replied). Nothing is dropped: the caller turns every outcome into a reported answer.
+
+Scatter-gather uses one long-lived wildcard reply subscription per connection and one
+timer per batch (not a request, future and timer per participant): replies land on
+``<inbox>.<batch>-<index>`` and complete the batch when the last one arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from broker_agents import codec
@@ -22,6 +30,7 @@ from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 
 Outcome = dict[str, Any] | BrokerError
+NO_RESPONDERS = "503"
 
 
 async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float) -> Outcome:
@@ -45,13 +54,98 @@ async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float) -> Outcom
     return payload
 
 
+def _outcome_of(msg: Msg) -> Outcome:
+    if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+        return BrokerError(ErrorCode.UNAVAILABLE, "no agent is listening")
+    try:
+        payload = codec.decode(msg.data, msg.headers)
+    except BrokerError as exc:
+        return exc
+    err = BrokerError.from_payload(payload)
+    if err is not None:
+        return err
+    if not isinstance(payload, dict):
+        return BrokerError(ErrorCode.MALFORMED, "answer is not an object")
+    return payload
+
+
+class _Batch:
+    __slots__ = ("done", "ids", "left", "results")
+
+    def __init__(self, ids: Sequence[str], done: asyncio.Future[None]) -> None:
+        self.ids = ids
+        self.results: dict[int, Outcome] = {}
+        self.left = len(ids)
+        self.done = done
+
+
+class Gatherer:
+    """Scatter-gather over one reply subscription (per connection)."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.prefix = ""
+        self.batches: dict[str, _Batch] = {}
+        self.seq = itertools.count(1)
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self.prefix = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(f"{self.prefix}.*", cb=self._on_reply,
+                                            pending_msgs_limit=1_000_000)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        token = msg.subject.rsplit(".", 1)[-1]
+        batch_id, _, index = token.partition("-")
+        batch = self.batches.get(batch_id)
+        if batch is None or not index.isdigit():
+            return
+        i = int(index)
+        if i in batch.results or i >= len(batch.ids):
+            return
+        batch.results[i] = _outcome_of(msg)
+        batch.left -= 1
+        if batch.left == 0 and not batch.done.done():
+            batch.done.set_result(None)
+
+    async def ask(self, subjects: Subjects, agent_ids: Sequence[str], data: bytes,
+                  timeout: float) -> dict[str, Outcome]:
+        batch_id = f"{next(self.seq):x}"
+        batch = _Batch(agent_ids, asyncio.get_running_loop().create_future())
+        if not agent_ids:
+            return {}
+        self.batches[batch_id] = batch
+        try:
+            for i, agent_id in enumerate(agent_ids):
+                await self.nc.publish(subjects.agent(agent_id), data,
+                                      reply=f"{self.prefix}.{batch_id}-{i}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(batch.done, timeout)
+        finally:
+            self.batches.pop(batch_id, None)
+        late = BrokerError(ErrorCode.TIMEOUT, f"no answer within {timeout:g}s")
+        return {a: batch.results.get(i, late) for i, a in enumerate(agent_ids)}
+
+
+_gatherers: weakref.WeakKeyDictionary[NATS, tuple[Gatherer, asyncio.Task[None]]] = (
+    weakref.WeakKeyDictionary())
+
+
+async def gatherer(nc: NATS) -> Gatherer:
+    """The connection's gatherer (concurrent first callers share one start)."""
+    entry = _gatherers.get(nc)
+    if entry is None:
+        g = Gatherer(nc)
+        entry = _gatherers[nc] = (g, asyncio.ensure_future(g.start()))
+    await entry[1]
+    return entry[0]
+
+
 async def ask_all(nc: NATS, subjects: Subjects, agent_ids: Sequence[str], msg: BaseModel,
                   timeout: float) -> dict[str, Outcome]:
     """agent id -> reply payload or error, for every id, within ``timeout`` seconds."""
     data = codec.encode(envelope(msg))
-    outcomes = await asyncio.gather(
-        *(ask_one(nc, subjects.agent(a), data, timeout) for a in agent_ids))
-    return dict(zip(agent_ids, outcomes, strict=True))
+    return await (await gatherer(nc)).ask(subjects, list(agent_ids), data, timeout)
 
 
 def parse_answer(outcome: Outcome, model: type[Any]) -> Any:

@@ -22,7 +22,7 @@ from broker_agents.coord.metrics import PARTICIPANT_ANSWERS
 from broker_agents.coord.models import AutoResult
 from broker_agents.coord.participants import Directory, reputation_scores
 from broker_agents.coord.wire import PredictAnswer, PredictAsk, VoteAnswer, VoteAsk
-from broker_agents.core.coord.answers import Answer
+from broker_agents.core.coord.answers import Answer, AnswerStatus
 from broker_agents.core.coord.ensemble import aggregate
 from broker_agents.core.coord.hierarchical import HierarchicalPlanner
 from broker_agents.core.coord.models import (
@@ -67,16 +67,38 @@ def _error_text(err: BrokerError) -> str:
     return f"{err.code}: {err.message}"[:1024]
 
 
+_ANSWER_COUNTERS = {s.value: PARTICIPANT_ANSWERS.labels(s.value) for s in AnswerStatus}
+_ABSTAIN = Answer.abstain()
+_TIMEOUT = Answer.timeout()
+_VOTES: dict[str, Answer] = {}
+
+
+def _fast_vote(outcome: Outcome) -> Answer | None:
+    """The common answer ``{"choice": "<str>"}`` without a validation round (cached)."""
+    if type(outcome) is dict and len(outcome) == 1:
+        choice = outcome.get("choice")
+        if type(choice) is str and 0 < len(choice) <= 256:
+            answer = _VOTES.get(choice)
+            if answer is None:
+                answer = Answer.vote(choice)
+                if len(_VOTES) < 4096:
+                    _VOTES[choice] = answer
+            return answer
+    return None
+
+
 def to_answer(outcome: Outcome) -> Answer:
-    parsed = parse_answer(outcome, VoteAnswer)
-    if isinstance(parsed, BrokerError):
-        answer = Answer.timeout() if parsed.code == ErrorCode.TIMEOUT else Answer.failed(
-            _error_text(parsed))
-    elif parsed.choice is not None and not parsed.abstain:
-        answer = Answer.vote(parsed.choice)
-    else:
-        answer = Answer.abstain()
-    PARTICIPANT_ANSWERS.labels(answer.status.value).inc()
+    answer = _fast_vote(outcome)
+    if answer is None:
+        parsed = parse_answer(outcome, VoteAnswer)
+        if isinstance(parsed, BrokerError):
+            answer = _TIMEOUT if parsed.code == ErrorCode.TIMEOUT else Answer.failed(
+                _error_text(parsed))
+        elif parsed.choice is not None and not parsed.abstain:
+            answer = Answer.vote(parsed.choice)
+        else:
+            answer = _ABSTAIN
+    _ANSWER_COUNTERS[answer.status.value].inc()
     return answer
 
 

@@ -31,7 +31,6 @@ from broker_agents.coord.wire import (
     ParticipantInfo,
     PredictAnswer,
     PredictAsk,
-    VoteAnswer,
     VoteAsk,
 )
 from broker_agents.core.errors import BrokerError, ErrorCode
@@ -46,9 +45,18 @@ def load_hook(path: str) -> Callable[..., Any]:
 
 
 class ParticipantAgent(Agent):
-    """Base of agents that take part in coordination: discoverable, self-describing."""
+    """Base of agents that take part in coordination: discoverable, self-describing.
 
-    max_concurrency: ClassVar[int] = 64
+    Answers are computed inline (one at a time, no task per message: the fast path);
+    with configured think time (``delay_ms``) up to 64 questions are answered at once.
+    """
+
+    max_concurrency: ClassVar[int] = 1
+
+    def __init__(self, agent_id: str, **config: Any) -> None:
+        super().__init__(agent_id, **config)
+        if float(config.get("delay_ms", 0)) > 0:
+            vars(self)["max_concurrency"] = 64  # per instance: the runner reads it
 
     @property
     def public_key(self) -> str | None:
@@ -126,12 +134,13 @@ class VoterAgent(ParticipantAgent):
         return options[0]
 
     @handler(VoteAsk)
-    async def vote_request(self, msg: VoteAsk) -> VoteAnswer:
+    async def vote_request(self, msg: VoteAsk) -> dict[str, Any]:
+        """A ``VoteAnswer`` on the wire, built as a plain dict (the hot path)."""
         await self.think()
         choice = self.decide(msg.proposal, msg.options)
         if choice is None:
-            return VoteAnswer(abstain=True)
-        return VoteAnswer(choice=choice)
+            return {"abstain": True}
+        return {"choice": choice}
 
 
 class PredictorAgent(ParticipantAgent):
