@@ -1,0 +1,141 @@
+"""Node daemons in the chaos harness: separate OS processes whose NATS links run through
+their own Toxiproxy proxies, so ``isolate_client(cluster, node_id)`` cuts one node off.
+
+Each daemon is ``python -m node.cli node run`` configured by ``BA_*`` variables (as
+``node.cluster.LocalCluster`` does), registered with the cluster via ``add_process`` (so
+the cluster stops it), and ready when its ``/readyz`` answers 200 (a probe, no sleep).
+kill -9 and restart keep the node id, data dir and HTTP port.
+
+Buckets are created up front with replicas 3 (and leader-only reads), because a node
+creates a missing bucket with one replica, which a single killed server would take away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats.js.errors
+from nats.js.api import KeyValueConfig
+
+from chaos.cluster import HOST, ProxiedNatsCluster, http_json
+from chaos.faults import KillProcess, kill_process
+from chaos.process import ManagedProcess
+from node.embedded import free_port
+
+CONCERNS = ("agents", "nodes", "accounts", "auctions", "reputation")
+
+
+@dataclass
+class NodeDaemon:
+    """One node daemon process of the harness."""
+
+    node_id: str
+    http_port: int
+    proc: ManagedProcess
+    agents: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.alive
+
+    def ready(self) -> bool:
+        status, _ = http_json(f"http://{HOST}:{self.http_port}/readyz", timeout=0.5)
+        return status == 200
+
+    def agent_ids(self) -> list[str]:
+        """The agent ids this node hosts (``count`` > 1 expands to ``id-1..id-N``)."""
+        ids: list[str] = []
+        for spec in self.agents:
+            count = int(spec.get("count", 1))
+            base = spec["id"]
+            ids += [base] if count == 1 else [f"{base}-{i}" for i in range(1, count + 1)]
+        return ids
+
+    def metrics_text(self, timeout: float = 1.0) -> str:
+        """The node's Prometheus exposition ('' when unreachable)."""
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.http_port}/metrics",
+                                        timeout=timeout) as resp:
+                return str(resp.read().decode())
+        except (OSError, urllib.error.URLError):
+            return ""
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.proc.start(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def kill_fault(self) -> KillProcess:
+        """kill -9 as a schedulable fault; its heal starts the daemon again."""
+        fault = kill_process(self.proc)
+        fault.kind = "kill_node"
+        return fault
+
+
+def node_env(node_id: str, servers: list[str], http_port: int, data_dir: str,
+             agents: list[dict[str, Any]], services: dict[str, Any],
+             prefix: str = "ba") -> dict[str, str]:
+    """The ``BA_*`` environment of one node daemon (same keys as ``LocalCluster``)."""
+    return {
+        "BA_NODE__ID": node_id,
+        "BA_NODE__DATA_DIR": data_dir,
+        "BA_NODE__SUBJECT_PREFIX": prefix,
+        "BA_NODE__LOG_FORMAT": "json",
+        "BA_NATS__SERVERS": json.dumps(servers),
+        "BA_HTTP__PORT": str(http_port),
+        "BA_AGENTS": json.dumps(agents),
+        "BA_SERVICES": json.dumps(services),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def add_node(cluster: ProxiedNatsCluster, node_id: str, agents: list[dict[str, Any]],
+             services: dict[str, Any] | None = None, prefix: str = "ba") -> NodeDaemon:
+    """Declare (not start) a node daemon whose NATS connection uses its own proxies."""
+    port = free_port()
+    base = cluster.base_dir / node_id
+    base.mkdir(parents=True, exist_ok=True)
+    env = node_env(node_id, cluster.client_urls(node_id), port, str(base / "data"), agents,
+                   services or {}, prefix)
+    argv = [sys.executable, "-m", "node.cli", "node", "run"]
+    proc = cluster.add_process(node_id, argv, env=env, cwd=_repo_root(),
+                               log_path=base / "node.log")
+    daemon = NodeDaemon(node_id, port, proc, list(agents))
+    proc.probe = daemon.ready
+    return daemon
+
+
+async def start_nodes(daemons: list[NodeDaemon], timeout: float = 60.0) -> None:
+    """Start daemons concurrently (each waits for its own /readyz)."""
+    await asyncio.gather(*(asyncio.to_thread(d.start, timeout) for d in daemons))
+
+
+async def create_buckets(js: Any, prefix: str = "ba", replicas: int = 3,
+                         concerns: tuple[str, ...] = CONCERNS) -> None:
+    """Create the node buckets replicated (history 1, reads from the stream leader)."""
+    for concern in concerns:
+        config = KeyValueConfig(bucket=f"{prefix}_{concern}", history=1, replicas=replicas,
+                                direct=False)
+        try:
+            await js.create_key_value(config)
+        except nats.js.errors.BadRequestError:
+            await js.key_value(config.bucket)  # exists already: bind
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def service_env(registry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``BA_SERVICES`` for chaos runs: fast liveness so reaping fits in a short run."""
+    options = {"heartbeat_interval": 0.2, "window": 1.0, "grace": 0.5, "reap_interval": 0.2}
+    options.update(registry or {})
+    return {"registry": options}

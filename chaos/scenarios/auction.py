@@ -1,0 +1,1 @@
+"""Scenario ``auction`` (placeholder, being written)."""

@@ -1,0 +1,279 @@
+"""Scenario ``registry``: node daemons hosting agents, registry clients writing, faults.
+
+Three node daemons (each behind its own proxies) host agents and a view probe; two
+registry clients act as small nodes of their own (heartbeating) and register, update
+and unregister agents while a seeded schedule isolates a node, cuts a server, kills a
+node daemon with kill -9 (held down past the liveness bound, then restarted) and flaps
+a node's link. Checks after the final heal:
+
+- every node's registry view equals the bucket within 5 s (``registry-convergence``);
+- every agent hosted by a running node is registered again within 5 s
+  (``live-agents-registered``);
+- the agents of a killed node were removed within window + grace + 2 scans + 1 s
+  (``dead-node-agents-reaped``);
+- no acknowledged registration or update was lost (``no-lost-writes``; a removal the
+  monitor saw a reaper mark before is a legitimate write of "absent").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import nats.errors
+from nats.js.errors import KeyNotFoundError
+
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.registry.client import Registry
+from broker_agents.registry.liveness import Heartbeater
+from broker_agents.registry.store import decode_agent
+from chaos.checkers import check_convergence, check_no_lost_writes
+from chaos.checkers.registry import Outage, check_live_agents_registered, check_reaped_within
+from chaos.cluster import server_version
+from chaos.faults import FaultSchedule, cut_server, isolate_client
+from chaos.history import History, Operation
+from chaos.nodes import service_env
+from chaos.probe import PROBE_CLASS, fetch_view, probe_spec
+from chaos.report import ScenarioReport
+from chaos.scenarios import ScenarioContext, scenario
+from chaos.scenarios.support import (
+    Harness,
+    RegistryMonitor,
+    cover_plan,
+    flapping,
+    harness,
+    outages,
+    seeded,
+    window,
+)
+
+NODES = 3
+WORKERS = 2
+KEYS_PER_WORKER = 4
+OP_TIMEOUT = 2.0
+LIVENESS = {"heartbeat_interval": 0.2, "window": 1.0, "grace": 0.5, "reap_interval": 0.2}
+REAP_BOUND = LIVENESS["window"] + LIVENESS["grace"] + 2 * LIVENESS["reap_interval"] + 1.0
+CONVERGE_WITHIN = 5.0
+DEFINITE = {ErrorCode.ALREADY_EXISTS, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT,
+            ErrorCode.VALIDATION}
+
+
+def node_agents(i: int) -> list[dict[str, Any]]:
+    node_id = f"node-{i}"
+    return [probe_spec(node_id), {"class": PROBE_CLASS, "id": f"svc{i}", "count": 2}]
+
+
+class RegistryWorker:
+    """A registry client with its own heartbeat; registers/updates/unregisters its keys."""
+
+    def __init__(self, name: str, registry: Registry, history: History,
+                 rng: random.Random) -> None:
+        self.name = name
+        self.node_id = f"client-{name}"
+        self.registry = registry
+        self.history = history
+        self.rng = rng
+        self.keys = [f"{name}-r{k}" for k in range(KEYS_PER_WORKER)]
+        self.present: dict[str, bool | None] = dict.fromkeys(self.keys, False)
+        self.counter = 0
+        self.heartbeater = Heartbeater(registry.store, self.node_id, LIVENESS[
+            "heartbeat_interval"], view=registry.view)
+
+    def _value(self) -> str:
+        self.counter += 1
+        return f"{self.name}-{self.counter}"
+
+    async def _do(self, key: str, value: str | None, call: Any) -> None:
+        op = self.history.invoke(self.name, "write", value, key=key)
+        try:
+            await asyncio.wait_for(call, OP_TIMEOUT)
+        except BrokerError as exc:
+            if exc.code in DEFINITE:
+                self.history.fail(op, exc.code)
+                self.present[key] = exc.code == ErrorCode.ALREADY_EXISTS or (
+                    exc.code == ErrorCode.CONFLICT and self.present[key])
+            else:
+                self.history.unknown(op, exc.code)
+                self.present[key] = None
+        except Exception as exc:  # timeouts, lost connections: may or may not have happened
+            self.history.unknown(op, type(exc).__name__)
+            self.present[key] = None
+        else:
+            self.history.ok(op, value)
+            self.present[key] = value is not None
+
+    async def step(self) -> None:
+        key = self.rng.choice(self.keys)
+        state = self.present[key]
+        if state is None:
+            state = self.rng.random() < 0.5
+        value = self._value()
+        if not state:
+            record = {"agent_id": key, "name": "synthetic", "node_id": self.node_id,
+                      "capabilities": ["chaos-synthetic"], "metadata": {"v": value}}
+            await self._do(key, value, self.registry.register(record))
+        elif self.rng.random() < 0.7:
+            await self._do(key, value, self.registry.update(key, {"metadata": {"v": value}}))
+        else:
+            await self._do(key, None, self.registry.unregister(key))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.step()
+
+
+def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
+    schedule = FaultSchedule(random.Random(ctx.seed))
+    rng = seeded(ctx, "targets")
+    ids = [n.node_id for n in h.nodes]
+    kill_hold = (REAP_BOUND + 0.6, REAP_BOUND + 1.2)
+    kinds = [
+        window(schedule, isolate_client(h.cluster, rng.choice(ids)), (1.0, 2.5)),
+        window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
+        window(schedule, h.node(rng.choice(ids)).kill_fault(), kill_hold),
+        flapping(schedule, isolate_client(h.cluster, rng.choice(ids)), 3.0),
+    ]
+    cover_plan(schedule, kinds, ctx.duration)
+    return schedule
+
+
+async def bucket_snapshot(kv: Any) -> dict[str, int]:
+    """agent id -> revision, read from the stream leader."""
+    try:
+        keys = await kv.keys()
+    except nats.js.errors.NoKeysError:
+        return {}
+    out = {}
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            continue
+        out[key] = int(entry.revision)
+    return out
+
+
+async def final_values(kv: Any, keys: list[str]) -> dict[str, Any]:
+    """key -> metadata version (None when absent), as the no-lost-writes check wants."""
+    final: dict[str, Any] = {}
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            final[key] = None
+            continue
+        final[key] = decode_agent(entry.value).metadata.get("v") if entry.value else None
+    return final
+
+
+async def observe_convergence(h: Harness, kv: Any, healed: float, limit: float = 10.0,
+                              stable: float = 1.0
+                              ) -> tuple[list[tuple[float, str, Any]],
+                                         list[tuple[float, frozenset[str]]], dict[str, int]]:
+    """Sample every node's view and the bucket until all agree and the bucket stayed
+    unchanged for ``stable`` s (or ``limit`` s after the heal)."""
+    views: list[tuple[float, str, Any]] = []
+    buckets: list[tuple[float, frozenset[str]]] = []
+    last: dict[str, int] = {}
+    changed_at = time.monotonic()
+    while True:
+        try:
+            snap = await asyncio.wait_for(bucket_snapshot(kv), 2.0)
+        except Exception:
+            snap = None
+        now = time.monotonic()
+        if snap is not None:
+            if snap != last:
+                last, changed_at = snap, now
+            buckets.append((now, frozenset(snap)))
+        agree = snap is not None
+        for node in h.nodes:
+            try:
+                view = await fetch_view(h.admin, node.node_id)
+            except Exception:
+                agree = False
+                continue
+            views.append((time.monotonic(), node.node_id, view))
+            agree = agree and view == last
+        if (agree and now - changed_at >= stable) or now - healed > limit:
+            return views, buckets, last
+        await asyncio.sleep(0.1)  # sleep-ok: sampling period of the convergence probe
+
+
+def reaper_ops(monitor: RegistryMonitor, keys: list[str], first_id: int) -> list[Operation]:
+    """Each reaper removal the monitor saw (after a mark) as an acknowledged "absent" write."""
+    ops = []
+    for key in keys:
+        marks = sorted(monitor.marked.get(key, ()))
+        for removed in monitor.removed.get(key, ()):
+            before = [m for m in marks if m <= removed]
+            if before:
+                ops.append(Operation(op_id=first_id + len(ops), process="reaper", f="write",
+                                     key=key, args=None, result=None, status="ok",
+                                     invoke_time=before[-1], complete_time=removed))
+    return ops
+
+
+@scenario("registry", "node daemons hosting agents and registry clients under node "
+          "isolation, server cuts, kill -9 of a node and flapping; views converge, dead "
+          "nodes' agents are reaped, no acknowledged registration is lost")
+async def run(ctx: ScenarioContext) -> ScenarioReport:
+    report = ScenarioReport(scenario="registry", seed=ctx.seed, duration_s=ctx.duration,
+                            nats_server=server_version())
+    nodes = {f"node-{i}": node_agents(i) for i in range(1, NODES + 1)}
+    async with harness(ctx, "reg", nodes, service_env(LIVENESS)) as h:
+        kv = await h.admin.jetstream(timeout=5).key_value("ba_agents")
+        monitor = await RegistryMonitor.open(await h.client("monitor"))
+        history = History()
+        workers = []
+        for i in range(WORKERS):
+            name = f"w{i}"
+            registry = await Registry.connect(await h.client(name))
+            worker = RegistryWorker(name, registry, history, seeded(ctx, name))
+            await worker.heartbeater.beat()
+            worker.heartbeater.start()
+            workers.append(worker)
+        schedule = plan_faults(ctx, h)
+        report.fault_plan = schedule.plan()
+        ctx.progress(f"workload for {ctx.duration:.0f}s with {WORKERS} registry clients, "
+                     f"{sum(s['action'] == 'inject' for s in report.fault_plan)} faults planned")
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+        try:
+            await schedule.run()
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        healed = schedule.last_heal or time.monotonic()
+        report.faults = [e.to_json() for e in schedule.events]
+        ctx.progress("final heal: sampling every node's view against the bucket")
+        views, buckets, expected = await observe_convergence(h, kv, healed)
+        keys = [k for w in workers for k in w.keys]
+        final = await final_values(kv, keys)
+        for worker in workers:
+            await worker.heartbeater.stop(graceful=False)
+            await worker.registry.close()
+        await monitor.close()
+        ops = history.operations()
+        ops += reaper_ops(monitor, keys, len(ops) + 1_000_000)
+        hosted = [a for n in h.nodes if n.alive for a in n.agent_ids()]
+        down = [Outage(target, tuple(h.node(target).agent_ids()), start, end)
+                for target, start, end in outages(schedule.events)]
+        report.ops = history.counts()
+        report.checks = [
+            check_convergence(healed, views, expected, CONVERGE_WITHIN),
+            check_live_agents_registered(healed, buckets, hosted, CONVERGE_WITHIN),
+            check_reaped_within(down, monitor.removed, REAP_BOUND),
+            check_no_lost_writes(ops, final),
+        ]
+        report.recovery = {
+            "views_converged_s": report.checks[0].details.get("recovery_s"),
+            "live_agents_s": report.checks[1].details.get("recovery_s"),
+            "dead_node_reaped_s": report.checks[2].details.get("recovery_s"),
+        }
+        path = ctx.workdir / "history.jsonl"
+        history.to_jsonl(path)
+        report.history_path = str(path)
+    return report

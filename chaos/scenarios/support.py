@@ -1,0 +1,164 @@
+"""What the node-daemon scenarios share: a proxied cluster with node daemons, a seeded
+fault plan that covers every fault kind, and a registry monitor that timestamps changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker_agents.core.registry.index import Change, ChangeKind
+from broker_agents.registry.client import Registry
+from chaos.cluster import ProxiedNatsCluster
+from chaos.faults import Fault, FaultEvent, FaultSchedule
+from chaos.nodes import NodeDaemon, add_node, create_buckets, start_nodes
+from chaos.scenarios import ScenarioContext
+from chaos.scenarios.kv_register import connect
+
+
+@dataclass
+class Harness:
+    """A proxied 3-server cluster, its node daemons and an admin connection."""
+
+    cluster: ProxiedNatsCluster
+    nodes: list[NodeDaemon]
+    admin: Any
+    conns: list[Any] = field(default_factory=list)
+
+    def node(self, node_id: str) -> NodeDaemon:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    async def client(self, name: str) -> Any:
+        """A connection through ``name``'s own proxies (closed with the harness)."""
+        nc = await connect(self.cluster.client_urls(name), name)
+        self.conns.append(nc)
+        return nc
+
+
+@asynccontextmanager
+async def harness(ctx: ScenarioContext, tag: str, nodes: dict[str, list[dict[str, Any]]],
+                  services: dict[str, Any]) -> AsyncIterator[Harness]:
+    """Start the cluster, create replicated buckets, start the daemons; stop it all after."""
+    cluster = ProxiedNatsCluster(ctx.workdir / "cluster", ctx.toxi, prefix=f"{tag}{ctx.seed}_")
+    ctx.progress("starting a proxied 3-server JetStream cluster")
+    await asyncio.to_thread(cluster.start)
+    h: Harness | None = None
+    try:
+        admin = await connect(cluster.client_urls("admin"), "admin")
+        h = Harness(cluster, [], admin, [admin])
+        await create_buckets(admin.jetstream(timeout=5))
+        h.nodes = [add_node(cluster, node_id, agents, services)
+                   for node_id, agents in nodes.items()]
+        ctx.progress(f"starting {len(h.nodes)} node daemons through their own proxies")
+        await start_nodes(h.nodes)
+        yield h
+    finally:
+        for nc in (h.conns if h else []):
+            with contextlib.suppress(Exception):
+                await nc.close()
+        await asyncio.to_thread(cluster.stop)
+
+
+def cover_plan(schedule: FaultSchedule, kinds: Sequence[Callable[[float], float]],
+               duration: float, gap: tuple[float, float] = (0.4, 1.2)) -> None:
+    """One fault at a time: every kind once in a seeded order, then seeded picks until
+    ``duration``. Each kind is ``plan(start) -> end``, scheduling its own windows."""
+    rng = schedule.rng
+    order = list(kinds)
+    rng.shuffle(order)
+    t = rng.uniform(*gap)
+    while order or t < duration:
+        kind = order.pop(0) if order else rng.choice(list(kinds))
+        t = kind(t) + rng.uniform(*gap)
+
+
+def window(schedule: FaultSchedule, fault: Fault, hold: tuple[float, float]
+           ) -> Callable[[float], float]:
+    def plan(start: float) -> float:
+        held = schedule.rng.uniform(*hold)
+        schedule.window(fault, start, held)
+        return start + held
+    return plan
+
+
+def flapping(schedule: FaultSchedule, fault: Fault, length: float
+             ) -> Callable[[float], float]:
+    def plan(start: float) -> float:
+        schedule.flapping(fault, start, length, up=(0.2, 0.6), down=(0.2, 0.6))
+        return start + length + 0.6
+    return plan
+
+
+def outages(events: Sequence[FaultEvent], kind: str = "kill_node"
+            ) -> list[tuple[str, float, float]]:
+    """(target, down at, up at) for every inject/heal pair of ``kind``."""
+    down: dict[int, FaultEvent] = {}
+    out = []
+    for ev in events:
+        if ev.kind != kind:
+            continue
+        if ev.action == "inject":
+            down[ev.fault_id] = ev
+        elif ev.fault_id in down:
+            start = down.pop(ev.fault_id)
+            out.append((start.target, start.at, ev.at))
+    return out
+
+
+class RegistryMonitor:
+    """A registry view on a client connection that timestamps every change it applies
+    (monotonic): when each agent was removed, and when a reaper mark was first seen."""
+
+    def __init__(self, registry: Registry, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.removed: dict[str, list[float]] = defaultdict(list)
+        self.marked: dict[str, list[float]] = defaultdict(list)
+        self._unsubscribe = registry.subscribe(self._on_change)
+
+    @classmethod
+    async def open(cls, nc: Any) -> RegistryMonitor:
+        registry = await Registry.connect(nc)
+        return cls(registry)
+
+    def _on_change(self, change: Change) -> None:
+        now = self.clock()
+        if change.kind == ChangeKind.REMOVED:
+            self.removed[change.agent_id].append(now)
+        elif change.record.reaped is not None and (
+                change.previous is None or change.previous.reaped is None):
+            self.marked[change.agent_id].append(now)
+
+    def reaped_between(self, agent_id: str, start: float, end: float) -> list[float]:
+        """Removal times in [start, end] that a reaper mark preceded (within the span)."""
+        marks = [t for t in self.marked.get(agent_id, ()) if t <= end]
+        return [t for t in self.removed.get(agent_id, ())
+                if start <= t <= end and any(m <= t for m in marks)]
+
+    async def close(self) -> None:
+        self._unsubscribe()
+        await self.registry.close()
+
+
+async def until_ok(call: Callable[[], Any], deadline: float, each: float = 1.0) -> Any:
+    """Retry ``call()`` until it succeeds or ``deadline`` (monotonic) passes, then re-raise."""
+    delay = 0.05
+    while True:
+        try:
+            return await asyncio.wait_for(call(), each)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)  # sleep-ok: retry backoff while the cluster recovers
+            delay = min(delay * 2, 0.5)
+
+
+def seeded(ctx: ScenarioContext, label: str) -> random.Random:
+    return random.Random(f"{ctx.seed}-{label}")
