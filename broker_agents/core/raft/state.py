@@ -113,7 +113,13 @@ class RaftState:
     def take_ready(self) -> Ready:
         self.flush_unstable()
         hs = HardState(self.term, self.vote, self.commit)
-        if hs != self.persisted_hs:
+        old = self.persisted_hs
+        # Term and vote must be durable before we send anything. The commit index is only
+        # a restart optimisation (it is re-learned from the leader), so it rides along
+        # with other writes instead of costing an fsync of its own on the commit path.
+        if (hs.term, hs.vote) != (old.term, old.vote) or (
+            hs.commit != old.commit and self.out_persist
+        ):
             self.out_persist.append(HardStateOp(hs))
             self.persisted_hs = hs
         ready = Ready(self.out_persist, self.out_messages, self.out_replies, self.out_applied)

@@ -308,7 +308,10 @@ class Cluster:
             lead = self.leader()
             if lead is None:
                 continue
-            target = self.node(lead).commit
+            core = self.node(lead)
+            target = core.commit
+            if core.log.term_at(target) != core.term:
+                continue  # commit indexes are re-learned; wait for one in this term
             if all(self.node(m).applied == target for m in self.live()):
                 return
         raise AssertionError(f"cluster did not settle (seed {self.seed})")

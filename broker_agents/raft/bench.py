@@ -1,0 +1,167 @@
+"""Consensus benchmark: commit latency and throughput as ratios against raw NATS.
+
+All figures come from one run against one nats-server: raw request/reply RTT, sequential
+commit latency on a 3-member group (FileStorage with fsync), pipelined throughput (many
+proposals in flight; the leader batches them into shared appends and fsyncs), and
+failover time (the leader is stopped abruptly -> the next commit through a client).
+Members run in this process, so they share one CPU core and one event loop with the
+client: a conservative setting for latency and throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from broker_agents.codec import decode, encode
+from broker_agents.core.kvsm import KVStateMachine
+from broker_agents.raft.client import RaftClient
+from broker_agents.raft.driver import RaftMember
+from broker_agents.raft.storage import FileStorage
+from broker_agents.subjects import Subjects
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _raw_rtt(nats_url: str, n: int) -> list[float]:
+    import nats
+
+    server, client = await nats.connect(nats_url), await nats.connect(nats_url)
+    try:
+        async def echo(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        subject = f"ba.bench.echo.{uuid.uuid4().hex}"
+        await server.subscribe(subject, cb=echo)
+        await server.flush()
+        await client.flush()
+        payload = encode({"command": {"op": "put", "key": "k", "value": 1}})
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            await client.request(subject, payload, timeout=2)
+            samples.append(time.perf_counter() - t)
+        return samples
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def _wait_leader(members: list[RaftMember], timeout: float = 10.0) -> RaftMember:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        live = [m for m in members if m.core is not None and m._running and m.is_leader]
+        if live:
+            return live[0]
+        await asyncio.sleep(0.005)  # sleep-ok: polling in-memory member state
+    raise TimeoutError("no leader elected")
+
+
+async def _pipelined(nc: Any, subject: str, n: int, window: int) -> float:
+    """Publish proposals with a shared reply inbox, ``window`` in flight; commits/s."""
+    inbox = f"_INBOX.bench.{uuid.uuid4().hex}"
+    done = asyncio.Event()
+    state = {"replies": 0, "sent": 0, "errors": 0}
+    loop = asyncio.get_running_loop()
+    more = asyncio.Event()
+
+    async def on_reply(msg: Any) -> None:
+        state["replies"] += 1
+        if "error" in decode(msg.data):
+            state["errors"] += 1
+        if state["replies"] >= n:
+            done.set()
+        more.set()
+
+    sub = await nc.subscribe(inbox, cb=on_reply)
+    start = loop.time()
+    while state["sent"] < n:
+        while state["sent"] < n and state["sent"] - state["replies"] < window:
+            i = state["sent"]
+            body = {"command": {"op": "put", "key": f"k{i % 64}", "value": i},
+                    "request_id": f"p{i}"}
+            await nc.publish(subject, encode(body), reply=inbox)
+            state["sent"] += 1
+        more.clear()
+        await asyncio.wait_for(more.wait(), 10)
+    await asyncio.wait_for(done.wait(), 30)
+    elapsed = loop.time() - start
+    await sub.unsubscribe()
+    if state["errors"]:
+        raise RuntimeError(f"{state['errors']} pipelined proposals failed")
+    return n / elapsed
+
+
+async def run_consensus_bench(
+    nats_url: str, *, proposals: int = 2000, tmp_dir: str | Path | None = None,
+    pipelined: int = 20_000, window: int = 512, fsync: bool = True,
+) -> dict[str, Any]:
+    import nats
+
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
+        raw = await _raw_rtt(nats_url, proposals)
+        ids = ["b0", "b1", "b2"]
+        conns = [await nats.connect(nats_url) for _ in ids]
+        members = [
+            RaftMember(nc, "bench", mid, ids, FileStorage(Path(tmp) / mid, fsync=fsync),
+                       KVStateMachine(), rng=random.Random(i))
+            for i, (nc, mid) in enumerate(zip(conns, ids, strict=True))
+        ]
+        client_nc = await nats.connect(nats_url)
+        try:
+            for m in members:
+                await m.start()
+            leader = await _wait_leader(members)
+            client = RaftClient(client_nc, "bench")
+            await client.propose({"op": "put", "key": "warm", "value": 0})
+            commit = []
+            for i in range(proposals):
+                t = time.perf_counter()
+                await client.propose({"op": "put", "key": f"k{i % 64}", "value": i})
+                commit.append(time.perf_counter() - t)
+            subject = Subjects().raft("bench", leader.id, "propose")
+            rate = await _pipelined(client_nc, subject, pipelined, window)
+            # failover: stop the leader abruptly, time the next commit through a client
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await leader.stop()
+            await client.propose({"op": "put", "key": "after", "value": 1}, timeout=10)
+            failover = loop.time() - t0
+        finally:
+            for m in members:
+                await m.stop()
+            for nc in [*conns, client_nc]:
+                await nc.close()
+    rtt_p50 = statistics.median(raw) * 1e6
+    p50 = _pct(commit, 0.5) * 1e6
+    return {
+        "raw_rtt_us_p50": round(rtt_p50, 1),
+        "commit_us_p50": round(p50, 1),
+        "commit_us_p99": round(_pct(commit, 0.99) * 1e6, 1),
+        "commit_to_rtt_ratio": round(p50 / rtt_p50, 2),
+        "commits_per_s": round(rate),
+        "failover_ms": round(failover * 1000, 1),
+        "proposals": proposals,
+        "pipelined": pipelined,
+        "window": window,
+        "members": 3,
+        "in_process": True,
+        "fsync": fsync,
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - manual runs
+    import json
+    import sys
+
+    print(json.dumps(asyncio.run(run_consensus_bench(sys.argv[1])), indent=2))
