@@ -62,6 +62,27 @@ MAX_EARLY_MSGS = 256
 COUNTED = ("forged", "replayed", "equivocations", "stale", "invalid")
 
 
+class CachingVerifier:
+    """Remembers signatures already verified: certificates and nested requests carry the
+    same signed messages again and again, and Ed25519 verification dominates the cost."""
+
+    def __init__(self, inner: NkeysVerifier, size: int = 4096) -> None:
+        self.inner = inner
+        self.size = size
+        self.ok: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
+
+    def verify(self, identity: str, data: bytes, signature: str) -> bool:
+        key = (identity, signature, data)
+        if key in self.ok:
+            return True
+        valid = self.inner.verify(identity, data, signature)
+        if valid:
+            self.ok[key] = None
+            if len(self.ok) > self.size:
+                self.ok.popitem(last=False)
+        return valid
+
+
 @dataclass
 class Group:
     gid: str
@@ -130,7 +151,7 @@ class PbftReplicaAgent(ParticipantAgent):
             try:
                 cfg = PbftConfig(replica_id=self.agent_id, replicas=tuple(msg.replicas),
                                  f=msg.f, view_timeout=msg.view_timeout_ticks)
-                verifier = NkeysVerifier(msg.public_keys)
+                verifier = CachingVerifier(NkeysVerifier(msg.public_keys))
                 request = parse_message(msg.request)
             except (ValueError, ValidationError) as exc:
                 raise BrokerError(ErrorCode.BAD_REQUEST, f"bad pbft setup: {exc}") from None
