@@ -94,7 +94,8 @@ def decode_entry(v: Any) -> Entry:
 
 
 def decode_message(v: Any) -> Message:
-    if not isinstance(v, list) or not v or v[0] not in _ARITY or len(v) != _ARITY[v[0]]:
+    if not isinstance(v, list) or not v or type(v[0]) is not int or v[0] not in _ARITY \
+            or len(v) != _ARITY[v[0]]:
         raise _bad("unknown type or wrong arity")
     kind, term, src, dst = v[0], _int(v[1]), _str(v[2]), _str(v[3])
     if kind == 3:

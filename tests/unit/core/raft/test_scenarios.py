@@ -1,0 +1,268 @@
+"""Scenario tests in the style of the Raft paper's figures, on a lossless simulated network
+(the invariant checker of ``cluster.py`` runs after every step here too)."""
+
+from __future__ import annotations
+
+import random
+
+from broker_agents.core.kvsm import KVStateMachine
+from broker_agents.core.raft import (
+    Entry,
+    HardState,
+    InitialState,
+    NotLeader,
+    ProposalResult,
+    RaftConfig,
+    RaftCore,
+    ReadResult,
+    Role,
+)
+from broker_agents.core.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    InstallSnapshot,
+    VoteRequest,
+    VoteResponse,
+)
+from tests.unit.core.raft.cluster import Cluster
+
+
+def put(key: str, value: int) -> dict[str, object]:
+    return {"op": "put", "key": key, "value": value}
+
+
+def elected(n: int = 3, seed: int = 1, **cfg: object) -> tuple[Cluster, str]:
+    c = Cluster(n, seed, **cfg)
+    c.settle()
+    lead = c.leader()
+    assert lead is not None
+    return c, lead
+
+
+def test_a_leader_is_elected_and_commits_on_every_member() -> None:
+    c, lead = elected()
+    rid = c.write(lead, put("x", 1))
+    c.run(3)
+    assert rid in c.check.acked
+    assert all(c.node(m).applier.sm.get("x") == 1 for m in c.ids)
+
+
+def test_stale_leader_in_minority_partition_cannot_commit() -> None:
+    c, old = elected(5)
+    others = [m for m in c.ids if m != old]
+    c.net.partition({old, others[0]}, set(others[1:]))
+    old_commit = c.node(old).commit
+    stale = c.write(old, put("x", "stale"))
+    c.run(4)
+    assert c.node(old).commit == old_commit  # two of five cannot commit
+    assert stale not in c.check.acked
+    c.run(60)  # the majority side elects a new leader and commits
+    new = c.leader()
+    assert new in others[1:]
+    fresh = c.write(new, put("x", "fresh"))
+    c.run(3)
+    assert fresh in c.check.acked
+    c.net.heal()
+    c.settle()
+    assert c.node(old).role == Role.FOLLOWER
+    assert c.node(old).applier.sm.get("x") == "fresh"
+    assert stale not in c.check.acked  # overwritten, never acknowledged
+
+
+def test_check_quorum_makes_an_isolated_leader_step_down() -> None:
+    c, lead = elected(3)
+    c.net.partition({lead}, set(c.ids) - {lead})
+    c.run(2 * c.cfg_kw["election_ticks"] + 1)
+    assert c.node(lead).role == Role.FOLLOWER
+    assert c.node(lead).leader is None
+
+
+def test_isolated_leader_does_not_serve_a_read_it_cannot_confirm() -> None:
+    c, lead = elected(3)
+    c.net.partition({lead}, set(c.ids) - {lead})
+    rid = c.read(lead, "x")
+    c.run(2 * c.cfg_kw["election_ticks"] + 1)
+    answers = [r for _m, r in c.replies if r.request_id == rid]
+    assert answers and isinstance(answers[0], NotLeader)
+    assert not any(isinstance(r, ReadResult) for r in answers)
+
+
+def test_pre_vote_stops_a_rejoining_member_from_disrupting_the_leader() -> None:
+    c, lead = elected(3)
+    loner = next(m for m in c.ids if m != lead)
+    term = c.node(lead).term
+    c.net.partition({loner}, set(c.ids) - {loner})
+    c.run(100)  # many election timeouts in isolation
+    assert c.node(loner).term == term  # pre-votes failed, so its term never moved
+    c.net.heal()
+    c.run(30)
+    assert c.leader() == lead and c.node(lead).term == term
+
+
+def test_without_pre_vote_a_rejoining_member_does_disrupt() -> None:
+    """The control for the test above: the scenario really is disruptive."""
+    c, lead = elected(3, pre_vote=False, check_quorum=False)
+    loner = next(m for m in c.ids if m != lead)
+    term = c.node(lead).term
+    c.net.partition({loner}, set(c.ids) - {loner})
+    c.run(100)
+    assert c.node(loner).term > term
+    c.net.heal()
+    c.run(30)
+    assert c.node(c.leader() or lead).term > term
+
+
+def make_leader(core: RaftCore) -> None:
+    """Drive one core through pre-vote and vote with hand-made granted responses."""
+    while core.role == Role.FOLLOWER:
+        core.tick()
+    for pre in (True, False):
+        reqs = [m for m in core.ready().messages if isinstance(m, VoteRequest)]
+        assert reqs and all(r.pre_vote is pre for r in reqs)
+        for req in reqs[: core.quorum - 1]:
+            core.step(VoteResponse(req.term, req.dst, core.id, True, pre))
+    assert core.role == Role.LEADER
+
+
+def cfg(me: str, **kw: object) -> RaftConfig:
+    return RaftConfig(member_id=me, members=("s1", "s2", "s3", "s4", "s5"), **kw)  # type: ignore[arg-type]
+
+
+def test_figure8_old_term_entry_is_not_committed_by_counting_replicas() -> None:
+    # s1 leads term 4 with an entry from term 2 that only it and s2 hold.
+    log = [Entry(1, 1, put("a", 1), "r1"), Entry(2, 2, put("a", 2), "r2")]
+    core = RaftCore(cfg("s1"), random.Random(1), KVStateMachine(),
+                    InitialState(HardState(3, None, 1), None, log))
+    make_leader(core)
+    noop = core.log.last_index
+    assert core.log.term_at(noop) == core.term
+    core.ready()
+    # s2 and s3 now hold index 2: a majority with s1, but the entry is from term 2
+    core.step(AppendResponse(core.term, "s2", "s1", True, 2))
+    core.step(AppendResponse(core.term, "s3", "s1", True, 2))
+    assert core.commit == 1
+    # once the term-4 no-op is on a majority, everything before it commits with it
+    core.step(AppendResponse(core.term, "s2", "s1", True, noop))
+    core.step(AppendResponse(core.term, "s3", "s1", True, noop))
+    assert core.commit == noop
+
+
+def test_election_restriction_rejects_a_candidate_with_an_older_log() -> None:
+    log = [Entry(1, 1, None, "r1"), Entry(3, 2, None, "r2")]
+    voter = RaftCore(cfg("s2"), random.Random(2), KVStateMachine(),
+                     InitialState(HardState(3, None, 2), None, log))
+    # longer log but older last term: rejected (paper 5.4.1)
+    voter.step(VoteRequest(4, "s1", "s2", 5, 2, False))
+    # same last term, shorter log: rejected
+    voter.step(VoteRequest(4, "s3", "s2", 1, 3, False))
+    # at least as up to date: granted
+    voter.step(VoteRequest(4, "s4", "s2", 2, 3, False))
+    votes = {m.dst: m.granted for m in voter.ready().messages if isinstance(m, VoteResponse)}
+    assert votes == {"s1": False, "s3": False, "s4": True}
+
+
+def test_fast_backtracking_skips_a_whole_conflicting_term() -> None:
+    # the follower holds 30 entries of a term-2 leader that never committed them
+    stale = [Entry(1, 1, None, "r1")] + [Entry(2, i, None, f"x{i}") for i in range(2, 32)]
+    follower = RaftCore(cfg("s2"), random.Random(3), KVStateMachine(),
+                        InitialState(HardState(2, None, 1), None, stale))
+    good = [Entry(1, 1, None, "r1")] + [Entry(3, i, None, f"y{i}") for i in range(2, 41)]
+    leader = RaftCore(cfg("s1"), random.Random(4), KVStateMachine(),
+                      InitialState(HardState(3, None, 1), None, good))
+    make_leader(leader)
+    leader.ready()
+    leader.ready()
+    rounds = 0
+    msgs = [m for m in leader.ready().messages if m.dst == "s2"]
+    leader.step(AppendResponse(leader.term, "s2", "s1", False, leader.log.last_index - 1, 31, 2))
+    while rounds < 10:
+        msgs = [m for m in leader.ready().messages
+                if m.dst == "s2" and isinstance(m, AppendRequest)]
+        if not msgs:
+            break
+        rounds += 1
+        for m in msgs:
+            follower.step(m)
+        for r in follower.ready().messages:
+            leader.step(r)
+        if follower.log.last_index == leader.log.last_index and follower.log.matches(
+            leader.log.last_index, leader.log.last_term
+        ):
+            break
+    assert follower.log.matches(leader.log.last_index, leader.log.last_term)
+    assert rounds <= 3  # one probe per conflicting term, not one per entry
+
+
+def test_lagging_member_catches_up_through_install_snapshot() -> None:
+    c, lead = elected(3, snapshot_threshold=10)
+    lagger = next(m for m in c.ids if m != lead)
+    c.crash(lagger)
+    for i in range(40):
+        c.write(lead, put(f"k{i % 4}", i))
+        c.run(1)
+    assert c.node(lead).log.base_index > 10
+    sent: list[object] = []
+    original = c.net.send
+
+    def spy(src: str, dst: str, msg: object) -> None:
+        sent.append(msg)
+        original(src, dst, msg)
+
+    c.net.send = spy  # type: ignore[method-assign]
+    c.restart(lagger)
+    c.settle()
+    assert any(isinstance(m, InstallSnapshot) and m.dst == lagger for m in sent)
+    assert c.storage[lagger].snapshot is not None
+    assert c.node(lagger).applier.sm.data == c.node(lead).applier.sm.data
+
+
+def test_retry_with_same_request_id_after_leader_change_applies_once() -> None:
+    c, lead = elected(3)
+    rid = c.write(lead, {"op": "put", "key": "n", "value": 7})
+    c.run(3)
+    first = next(r for _m, r in c.replies if isinstance(r, ProposalResult)
+                 and r.request_id == rid)
+    c.crash(lead)
+    c.run(40)
+    new = c.leader()
+    assert new is not None and new != lead
+    # the client timed out before seeing the answer and retries at the new leader
+    c.write(new, {"op": "put", "key": "n", "value": 7}, rid=rid)
+    c.run(3)
+    again = [r for m, r in c.replies if m == new and r.request_id == rid]
+    assert isinstance(again[-1], ProposalResult)
+    assert again[-1].result == first.result and again[-1].index == first.index
+    assert c.check.first_application[rid] == first.index
+
+
+def test_follower_forwards_proposals_and_reads_to_the_leader() -> None:
+    c, lead = elected(3)
+    follower = next(m for m in c.ids if m != lead)
+    rid = c.write(follower, put("f", 1))
+    c.run(4)
+    assert any(m == follower and isinstance(r, ProposalResult) and r.request_id == rid
+               for m, r in c.replies)
+    read = c.read(follower, "f")
+    c.run(4)
+    got = [r for m, r in c.replies if m == follower and r.request_id == read]
+    assert isinstance(got[0], ReadResult) and got[0].result["value"] == 1
+
+
+def test_member_without_a_leader_answers_not_leader() -> None:
+    core = RaftCore(cfg("s1"), random.Random(5), KVStateMachine())
+    core.propose(put("a", 1), "p1")
+    core.read({"op": "get", "key": "a"}, "q1")
+    replies = core.ready().replies
+    assert replies == [NotLeader("p1", None), NotLeader("q1", None)]
+
+
+def test_single_member_group_commits_and_reads_alone() -> None:
+    core = RaftCore(RaftConfig(member_id="solo", members=("solo",)), random.Random(6),
+                    KVStateMachine())
+    while core.role != Role.LEADER:
+        core.tick()
+    core.propose(put("a", 1), "p1")
+    core.read({"op": "get", "key": "a"}, "q1")
+    replies = core.ready().replies
+    assert isinstance(replies[0], ProposalResult) and replies[0].result["ok"]
+    assert isinstance(replies[1], ReadResult) and replies[1].result["value"] == 1

@@ -1,0 +1,92 @@
+"""Raft wire format: every message round-trips; garbage is a RemoteProtocolError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker_agents.core.errors import RemoteProtocolError
+from broker_agents.core.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    EntryKind,
+    ForwardProposals,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    Snapshot,
+    VoteRequest,
+    VoteResponse,
+)
+from broker_agents.core.raft.wire import decode_message, encode_message
+
+ids = st.sampled_from(["a", "b", "c"])
+n = st.integers(0, 2**40)
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**31), 2**31) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def appends(draw: st.DrawFn) -> AppendRequest:
+    prev = draw(st.integers(0, 1000))
+    k = draw(st.integers(0, 4))
+    entries = tuple(
+        Entry(draw(n), prev + 1 + i, draw(plain), draw(st.none() | st.text(max_size=6)),
+              draw(st.sampled_from(list(EntryKind))))
+        for i in range(k)
+    )
+    return AppendRequest(draw(n), draw(ids), draw(ids), prev, draw(n), entries, draw(n))
+
+
+messages = st.one_of(
+    st.builds(VoteRequest, n, ids, ids, n, n, st.booleans()),
+    st.builds(VoteResponse, n, ids, ids, st.booleans(), st.booleans()),
+    appends(),
+    st.builds(AppendResponse, n, ids, ids, st.booleans(), n, n, n),
+    st.builds(Heartbeat, n, ids, ids, n, n),
+    st.builds(HeartbeatResponse, n, ids, ids, n),
+    st.builds(InstallSnapshot, n, ids, ids, st.builds(Snapshot, n, n, st.binary())),
+    st.builds(ForwardProposals, n, ids, ids,
+              st.lists(st.tuples(plain, st.text(max_size=5)), max_size=3).map(tuple)),
+    st.builds(ReadIndexRequest, n, ids, ids, st.lists(st.text(), max_size=3).map(tuple)),
+    st.builds(ReadIndexResponse, n, ids, ids, st.lists(st.text(), max_size=3).map(tuple), n),
+)
+
+
+@given(messages)
+def test_every_message_round_trips_through_msgpack(msg: Any) -> None:
+    wire = msgpack.unpackb(msgpack.packb(encode_message(msg), use_bin_type=True), raw=False,
+                           strict_map_key=False)
+    assert decode_message(wire) == msg
+
+
+@given(st.one_of(plain, st.lists(plain, min_size=1, max_size=9)))
+def test_garbage_never_decodes_into_a_message_by_accident_or_crashes(junk: Any) -> None:
+    try:
+        decode_message(junk)
+    except RemoteProtocolError as exc:
+        assert exc.code == "malformed"
+
+
+@pytest.mark.parametrize("bad", [
+    [3, 1, "a", "b", 0, 0, 0, [[1, 5, 0, None, None]]],  # entries not following prev
+    [4, -1, "a", "b", True, 1, 0, 0],                    # negative term
+    [5, 1, "a", 7, 0, 0],                                # dst not a string
+    [7, 1, "a", "b", 1, 1, "not-bytes"],
+    [99, 1, "a", "b"],
+    [],
+])
+def test_malformed_messages_are_rejected(bad: Any) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_message(bad)
