@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from broker_agents.logging import configure_logging
 from chaos import scenarios
 from chaos.report import ChaosReport
 
@@ -40,6 +41,8 @@ def run(
 ) -> None:
     """Run scenarios under a seeded fault schedule and check their histories."""
     console = Console()
+    # the scenario's own clients log through structlog; keep the progress view readable
+    configure_logging(level="error")
     scenarios.load_builtin()
     names = scenarios.names() if scenario == "all" else [scenario]
     unknown = [n for n in names if n not in scenarios.REGISTRY]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -25,8 +26,7 @@ import nats.js.errors
 from nats.js.api import KeyValueConfig
 
 from chaos.cluster import HOST, ProxiedNatsCluster, http_json
-from chaos.faults import KillProcess, kill_process
-from chaos.process import ManagedProcess
+from chaos.process import ManagedProcess, ProcessError
 from node.embedded import free_port
 
 CONCERNS = ("agents", "nodes", "accounts", "auctions", "reputation")
@@ -40,6 +40,8 @@ class NodeDaemon:
     http_port: int
     proc: ManagedProcess
     agents: list[dict[str, Any]] = field(default_factory=list)
+    restart_errors: list[str] = field(default_factory=list)
+    _restart: threading.Thread | None = None
 
     @property
     def alive(self) -> bool:
@@ -73,11 +75,48 @@ class NodeDaemon:
     def kill(self) -> None:
         self.proc.kill()
 
-    def kill_fault(self) -> KillProcess:
-        """kill -9 as a schedulable fault; its heal starts the daemon again."""
-        fault = kill_process(self.proc)
-        fault.kind = "kill_node"
-        return fault
+    def restart_in_background(self, timeout: float = 30.0) -> None:
+        """Start again without blocking the caller (a fault schedule must keep its timing);
+        ``settle()`` waits for it and raises if the daemon did not come back."""
+        self.settle(timeout)
+
+        def start() -> None:
+            try:
+                self.proc.start(timeout)
+            except Exception as exc:  # surfaced by settle()
+                self.restart_errors.append(f"{type(exc).__name__}: {exc}")
+
+        self._restart = threading.Thread(target=start, name=f"restart-{self.node_id}",
+                                         daemon=True)
+        self._restart.start()
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait for a background restart; raise ProcessError if it failed."""
+        if self._restart is not None:
+            self._restart.join(timeout)
+            self._restart = None
+        if self.restart_errors:
+            raise ProcessError(f"{self.node_id} did not restart: {self.restart_errors}")
+
+    def kill_fault(self) -> KillNode:
+        """kill -9 as a schedulable fault; its heal restarts the daemon in the background."""
+        return KillNode(self, target=self.node_id)
+
+
+@dataclass
+class KillNode:
+    """kill -9 a node daemon; heal restarts it without blocking the schedule."""
+
+    daemon: NodeDaemon
+    kind: str = "kill_node"
+    target: str = ""
+
+    def inject(self) -> None:
+        self.daemon.settle()
+        self.daemon.kill()
+
+    def heal(self) -> None:
+        self.daemon.restart_in_background()
 
 
 def node_env(node_id: str, servers: list[str], http_port: int, data_dir: str,

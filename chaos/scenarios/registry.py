@@ -204,7 +204,7 @@ async def observe_convergence(h: Harness, kv: Any, healed: float, limit: float =
 
 def reaper_ops(monitor: RegistryMonitor, keys: list[str], first_id: int) -> list[Operation]:
     """Each reaper removal the monitor saw (after a mark) as an acknowledged "absent" write."""
-    ops = []
+    ops: list[Operation] = []
     for key in keys:
         marks = sorted(monitor.marked.get(key, ()))
         for removed in monitor.removed.get(key, ()):
@@ -246,6 +246,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await h.settle()
         healed = schedule.last_heal or time.monotonic()
         report.faults = [e.to_json() for e in schedule.events]
         ctx.progress("final heal: sampling every node's view against the bucket")

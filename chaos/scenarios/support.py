@@ -35,6 +35,10 @@ class Harness:
     def node(self, node_id: str) -> NodeDaemon:
         return next(n for n in self.nodes if n.node_id == node_id)
 
+    async def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every node daemon restarted by a heal is ready again."""
+        await asyncio.gather(*(asyncio.to_thread(n.settle, timeout) for n in self.nodes))
+
     async def client(self, name: str) -> Any:
         """A connection through ``name``'s own proxies (closed with the harness)."""
         nc = await connect(self.cluster.client_urls(name), name)
