@@ -117,7 +117,6 @@ def bench_coordination(
 ) -> None:
     """Vote among 10 agents on two nodes beside raw fan-out; PBFT 4; hierarchical 100."""
     from broker_agents.coord.bench import run_coordination_bench
-
     from node.cli import print_result as print_bench
 
     print_bench("coordination", asyncio.run(run_coordination_bench(runs=runs)), as_json)
