@@ -141,7 +141,7 @@ class AgentRunner:
         for sub in subs:
             try:
                 if drain:
-                    await sub.drain()
+                    await sub.drain()  # type: ignore[no-untyped-call]
                 else:
                     await sub.unsubscribe()
             except Exception as exc:  # connection already gone: nothing left to drain

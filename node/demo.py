@@ -22,6 +22,7 @@ from broker_agents.subjects import Subjects
 from node.cluster import LocalCluster
 
 BIDDER = "broker_agents.auction.bidder:BidderAgent"
+VOTER = "broker_agents.coord.voter:VoterAgent"
 DEMO_AGENTS: list[list[dict[str, Any]]] = [
     [{"class": "broker_agents.samples:EchoAgent", "id": "echo-a"},
      {"class": "broker_agents.samples:RelayAgent", "id": "relay"},
@@ -29,9 +30,13 @@ DEMO_AGENTS: list[list[dict[str, Any]]] = [
     [{"class": "broker_agents.samples:EchoAgent", "id": "echo-b"},
      {"class": "broker_agents.samples:CalculatorAgent", "id": "calc"},
      {"class": BIDDER, "id": "bidder-1", "kwargs": {"value": 10.0}},
-     {"class": BIDDER, "id": "bidder-2", "kwargs": {"value": 15.0}}],
+     {"class": BIDDER, "id": "bidder-2", "kwargs": {"value": 15.0}},
+     {"class": "broker_agents.coord.coordinator:CoordinatorAgent", "id": "coordinator"},
+     {"class": VOTER, "id": "voter-1", "kwargs": {"choice": "ship"}}],
     [{"class": "broker_agents.samples:EchoAgent", "id": "echo-c"},
-     {"class": BIDDER, "id": "bidder-3", "kwargs": {"value": 12.0}}],
+     {"class": BIDDER, "id": "bidder-3", "kwargs": {"value": 12.0}},
+     {"class": VOTER, "id": "voter-2", "kwargs": {"choice": "ship"}},
+     {"class": VOTER, "id": "voter-3", "kwargs": {"choice": "wait"}}],
 ]
 
 DEMO_IDS = [agent["id"] for node in DEMO_AGENTS for agent in node]
@@ -103,6 +108,13 @@ async def exercise(nc: NATS, subjects: Subjects) -> list[Step]:
     steps.append(Step("registry query over NATS", subjects.registry("query"),
                       f"math & healthy -> {names}", names == ["calc"]))
     steps.append(await _auction(nc, subjects))
+    got = await _ask(nc, subjects.coord("vote"), {
+        "rule": "majority", "capability": "voter", "proposal": "release v1?",
+        "options": ["ship", "wait"], "timeout_ms": 2000})
+    tally = ", ".join(f"{k}={v:g}" for k, v in sorted(got.get("tally", {}).items()))
+    steps.append(Step("majority vote among 'voter' agents", subjects.coord("vote"),
+                      f"{got.get('decision')} ({tally}), confidence "
+                      f"{got.get('confidence', 0):.2f}", got.get("decision") == "ship"))
     return steps
 
 
