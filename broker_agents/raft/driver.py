@@ -323,20 +323,34 @@ class RaftMember:
         while self._running:
             await self._wake.wait()
             self._wake.clear()
+            ready = self._core().ready()
             try:
-                await self._handle_ready(self._core().ready())
+                await self._persist(ready)
+            except OSError:
+                # Fail-stop: the core already believes this Ready is durable, so going on
+                # could acknowledge entries that are not on disk. Stop like a crash.
+                self.log.exception("raft.persist_failed")
+                self._running = False
+                for sub in self._subs:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                return
+            try:
+                await self._send_and_reply(ready)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # never lose the member to one bad Ready; it is logged
+            except Exception:  # a send failure is like a lost message; Raft retries
                 self.log.exception("raft.pump_error")
 
-    async def _handle_ready(self, ready: Ready) -> None:
+    async def _persist(self, ready: Ready) -> None:
         if ready.persist:
             if self._inline_persist:
                 self.storage.save(ready.persist)
-            else:
+            else:  # fsync off the event loop; the pump still waits for it before sending
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(None, self.storage.save, ready.persist)
+
+    async def _send_and_reply(self, ready: Ready) -> None:
         if ready.messages:
             batches: dict[str, list[Any]] = {}
             for m in ready.messages:

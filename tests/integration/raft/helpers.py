@@ -29,9 +29,13 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = ""
 
 
 async def start_group(url: str, group: str, ids: Sequence[str], data: Path,
+                      only: Sequence[str] | None = None,
                       **kw: Any) -> tuple[list[Any], list[RaftMember]]:
+    """Start members of a group with members ``ids`` (all of them, or just ``only``)."""
     conns, members = [], []
     for i, mid in enumerate(ids):
+        if only is not None and mid not in only:
+            continue
         nc = await nats.connect(url)
         member = RaftMember(nc, group, mid, ids, FileStorage(data / mid), KVStateMachine(),
                             rng=random.Random(i), **kw)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import nats
 
 from broker_agents.core.errors import BrokerError
+from broker_agents.core.kvsm import KVStateMachine
+from broker_agents.core.raft import PersistOp
 from broker_agents.raft.client import RaftClient
+from broker_agents.raft.driver import RaftMember
+from broker_agents.raft.storage import MemoryStorage
 from tests.integration.raft.helpers import leader_of, start_group, wait_for
 
 
@@ -76,3 +82,36 @@ async def test_json_client_via_nats_request_and_errors(nats_url: str, tmp_path: 
             await m.stop()
         for nc in conns:
             await nc.close()
+
+
+async def test_member_whose_disk_fails_stops_and_group_carries_on(
+    nats_url: str, tmp_path: Path
+) -> None:
+    class BrokenDisk(MemoryStorage):
+        broken = False
+
+        def save(self, ops: Sequence[PersistOp]) -> None:
+            if self.broken and ops:
+                raise OSError("disk full")
+            super().save(ops)
+
+    ids = ["a", "b", "c"]
+    conns, members = await start_group(nats_url, "g4", ids, tmp_path, only=["a", "b"])
+    nc = await nats.connect(nats_url)
+    disk = BrokenDisk()
+    sick = RaftMember(nc, "g4", "c", ids, disk, KVStateMachine(), rng=random.Random(9))
+    await sick.start()
+    members.append(sick)
+    try:
+        await wait_for(lambda: leader_of(members), what="a leader")
+        client = RaftClient(conns[0], "g4")
+        await client.propose({"op": "put", "key": "d", "value": 1})
+        disk.broken = True
+        await client.propose({"op": "put", "key": "d", "value": 2})
+        await wait_for(lambda: not sick._running, what="the sick member to fail-stop")
+        assert (await client.propose({"op": "put", "key": "d", "value": 3}))["ok"]
+    finally:
+        for m in members:
+            await m.stop()
+        for c in [*conns, nc]:
+            await c.close()
