@@ -125,6 +125,14 @@ class RaftCore(Reads):
                 self.maybe_commit()  # only a single-member group commits on its own
                 for peer in self.peers:
                     self.stream_to(peer)
+            if self.commit_notify_due:
+                # One message per follower per Ready carries the new commit index, however
+                # many acknowledgements advanced it (appends already sent carry it too).
+                self.commit_notify_due = False
+                busy = {m.dst for m in self.out_messages}
+                for peer in self.peers:
+                    if peer not in busy:
+                        self.send_append(peer)
             if self.heartbeat_due:
                 self.heartbeat_due = False
                 self.send_heartbeats()

@@ -50,10 +50,6 @@ class Replication(RaftState):
         self.send(InstallSnapshot(self.term, self.id, peer, snap))
         return True
 
-    def broadcast_append(self) -> None:
-        for peer in self.peers:
-            self.send_append(peer)
-
     def stream_to(self, peer: str) -> None:
         """Keep sending while the window allows and there is something new."""
         while self.progress[peer].next <= self.log.last_index and self.send_append(
@@ -97,7 +93,7 @@ class Replication(RaftState):
         ):
             pr.become_replicate()
         if self.maybe_commit():
-            self.broadcast_append()
+            self.commit_notify_due = True  # tell the followers once, at ready() time
         self.stream_to(m.src)
 
     def handle_heartbeat_response(self, m: HeartbeatResponse) -> None:

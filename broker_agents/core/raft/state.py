@@ -85,6 +85,7 @@ class RaftState:
         self.ready_reads: list[ReadyRead] = []
         self.heartbeat_due = False
         self.broadcast_due = False
+        self.commit_notify_due = False
         # output buffers, handed out by ready()
         self.out_persist: list[PersistOp] = []
         self.unstable: list[Entry] = []
