@@ -8,7 +8,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -132,23 +132,42 @@ def print_result(suite: str, result: dict[str, object], as_json: bool) -> None:
     console.print(table)
 
 
+async def _on_fresh_server(bench: Any) -> dict[str, object]:
+    """Run ``await bench(url, tmp_dir)`` against a nats-server of its own."""
+    from node.embedded import NatsServer
+
+    with tempfile.TemporaryDirectory(prefix="ba-bench-") as tmp:
+        server = await asyncio.to_thread(NatsServer(store_dir=Path(tmp) / "nats").start)
+        try:
+            result: dict[str, object] = await bench(server.url, Path(tmp))
+            return result
+        finally:
+            server.stop()
+
+
 @bench_app.command("registry")
 def bench_registry(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Local-view lookups and queries with 10,000 agents, durable writes beside raw KV put."""
     from broker_agents.registry.bench import run_registry_bench
-    from node.embedded import NatsServer
 
-    async def main() -> dict[str, object]:
-        with tempfile.TemporaryDirectory(prefix="ba-bench-") as tmp:
-            server = await asyncio.to_thread(NatsServer(store_dir=Path(tmp)).start)
-            try:
-                return await run_registry_bench(server.url)
-            finally:
-                server.stop()
+    result = asyncio.run(_on_fresh_server(lambda url, _tmp: run_registry_bench(url)))
+    print_result("registry", result, as_json)
 
-    print_result("registry", asyncio.run(main()), as_json)
+
+@bench_app.command("consensus")
+def bench_consensus(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    proposals: Annotated[int, typer.Option(help="sequential proposals")] = 2000,
+    pipelined: Annotated[int, typer.Option(help="pipelined proposals")] = 20000,
+) -> None:
+    """Commit latency of a 3-member group beside raw request/reply; throughput; failover."""
+    from broker_agents.raft.bench import run_consensus_bench
+
+    result = asyncio.run(_on_fresh_server(lambda url, tmp: run_consensus_bench(
+        url, proposals=proposals, pipelined=pipelined, tmp_dir=tmp)))
+    print_result("consensus", result, as_json)
 
 
 def _mount_optional() -> None:

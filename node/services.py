@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic import ValidationError
+
 from node.config import ConfigError
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ class BaseService:
 # name -> "module:factory"; the factory takes the service's config table as kwargs.
 KNOWN_SERVICES: dict[str, str] = {
     "registry": "node.registry:RegistryNodeService",
+    "consensus": "node.consensus:ConsensusNodeService",
 }
 # Started on every node unless their table says ``enabled = false``.
 DEFAULT_SERVICES = ("registry",)
@@ -81,6 +84,6 @@ def build_services(tables: dict[str, dict[str, Any]]) -> list[NodeService]:
             continue
         try:
             services.append(factory(**options))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, ValidationError) as exc:
             raise ConfigError(f"services.{name}: {exc}") from exc
     return services
