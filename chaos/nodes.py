@@ -16,6 +16,7 @@ import asyncio
 import json
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -76,27 +77,37 @@ class NodeDaemon:
         self.proc.kill()
 
     def restart_in_background(self, timeout: float = 30.0) -> None:
-        """Start again without blocking the caller (a fault schedule must keep its timing);
-        ``settle()`` waits for it and raises if the daemon did not come back."""
+        """Start again without blocking the caller (a fault schedule must keep its timing).
+
+        A daemon that exits during start (e.g. NATS timed out under a later fault) is
+        started again, as a process supervisor would, until ``timeout``; each failed
+        attempt is kept in ``restart_errors``. ``settle()`` waits and raises if it never
+        came back.
+        """
         self.settle(timeout)
 
         def start() -> None:
-            try:
-                self.proc.start(timeout)
-            except Exception as exc:  # surfaced by settle()
-                self.restart_errors.append(f"{type(exc).__name__}: {exc}")
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    self.proc.start(max(deadline - time.monotonic(), 1.0))
+                    return
+                except Exception as exc:  # surfaced by settle() if it never comes up
+                    self.restart_errors.append(f"{type(exc).__name__}: {exc}"[:2000])
+                    if time.monotonic() > deadline:
+                        return
 
         self._restart = threading.Thread(target=start, name=f"restart-{self.node_id}",
                                          daemon=True)
         self._restart.start()
 
     def settle(self, timeout: float = 30.0) -> None:
-        """Wait for a background restart; raise ProcessError if it failed."""
+        """Wait for a background restart; raise ProcessError if the daemon is not up."""
         if self._restart is not None:
             self._restart.join(timeout)
             self._restart = None
-        if self.restart_errors:
-            raise ProcessError(f"{self.node_id} did not restart: {self.restart_errors}")
+            if not (self.alive and self.ready()):
+                raise ProcessError(f"{self.node_id} did not restart: {self.restart_errors}")
 
     def kill_fault(self) -> KillNode:
         """kill -9 as a schedulable fault; its heal restarts the daemon in the background."""

@@ -264,6 +264,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             "auction_ok_s": None if ok_at is None else round(ok_at - healed, 3),
             "all_finished_s": round(max(finished_at - healed, 0.0), 3),
         }
+        report.recovery["node_start_failures"] = float(
+            sum(len(n.restart_errors) for n in h.nodes))
         path = ctx.workdir / "history.jsonl"
         history.to_jsonl(path)
         report.history_path = str(path)

@@ -65,6 +65,19 @@ def node_agents(i: int) -> list[dict[str, Any]]:
     return [probe_spec(node_id), {"class": PROBE_CLASS, "id": f"svc{i}", "count": 2}]
 
 
+class RecordingHeartbeater(Heartbeater):
+    """A heartbeater that remembers when its beats failed (a reaper may then act)."""
+
+    failed_at: list[float]
+
+    async def tick(self) -> None:
+        try:
+            await super().tick()
+        except Exception:
+            self.failed_at.append(time.monotonic())
+            raise
+
+
 class RegistryWorker:
     """A registry client with its own heartbeat; registers/updates/unregisters its keys."""
 
@@ -78,8 +91,9 @@ class RegistryWorker:
         self.keys = [f"{name}-r{k}" for k in range(KEYS_PER_WORKER)]
         self.present: dict[str, bool | None] = dict.fromkeys(self.keys, False)
         self.counter = 0
-        self.heartbeater = Heartbeater(registry.store, self.node_id, LIVENESS[
+        self.heartbeater = RecordingHeartbeater(registry.store, self.node_id, LIVENESS[
             "heartbeat_interval"], view=registry.view)
+        self.heartbeater.failed_at = []
 
     def _value(self) -> str:
         self.counter += 1
@@ -171,11 +185,11 @@ async def final_values(kv: Any, keys: list[str]) -> dict[str, Any]:
 async def observe_convergence(h: Harness, kv: Any, healed: float, limit: float = 10.0,
                               stable: float = 1.0
                               ) -> tuple[list[tuple[float, str, Any]],
-                                         list[tuple[float, frozenset[str]]], dict[str, int]]:
+                                         list[tuple[float, dict[str, int]]]]:
     """Sample every node's view and the bucket until all agree and the bucket stayed
     unchanged for ``stable`` s (or ``limit`` s after the heal)."""
     views: list[tuple[float, str, Any]] = []
-    buckets: list[tuple[float, frozenset[str]]] = []
+    buckets: list[tuple[float, dict[str, int]]] = []
     last: dict[str, int] = {}
     changed_at = time.monotonic()
     while True:
@@ -187,7 +201,7 @@ async def observe_convergence(h: Harness, kv: Any, healed: float, limit: float =
         if snap is not None:
             if snap != last:
                 last, changed_at = snap, now
-            buckets.append((now, frozenset(snap)))
+            buckets.append((now, snap))
         agree = snap is not None
         for node in h.nodes:
             try:
@@ -198,22 +212,39 @@ async def observe_convergence(h: Harness, kv: Any, healed: float, limit: float =
             views.append((time.monotonic(), node.node_id, view))
             agree = agree and view == last
         if (agree and now - changed_at >= stable) or now - healed > limit:
-            return views, buckets, last
+            return views, buckets
         await asyncio.sleep(0.1)  # sleep-ok: sampling period of the convergence probe
 
 
-def reaper_ops(monitor: RegistryMonitor, keys: list[str], first_id: int) -> list[Operation]:
-    """Each reaper removal the monitor saw (after a mark) as an acknowledged "absent" write."""
+def reaper_ops(monitor: RegistryMonitor, workers: list[RegistryWorker],
+               first_id: int) -> list[Operation]:
+    """Each removal of a worker's agent that a reaper may have made (a mark was seen before
+    it, or the worker's heartbeats failed within the liveness span before it) as an
+    acknowledged write of "absent"."""
+    span = LIVENESS["window"] + LIVENESS["grace"] + 2.0
     ops: list[Operation] = []
-    for key in keys:
-        marks = sorted(monitor.marked.get(key, ()))
-        for removed in monitor.removed.get(key, ()):
-            before = [m for m in marks if m <= removed]
-            if before:
-                ops.append(Operation(op_id=first_id + len(ops), process="reaper", f="write",
-                                     key=key, args=None, result=None, status="ok",
-                                     invoke_time=before[-1], complete_time=removed))
+    for worker in workers:
+        for key in worker.keys:
+            marks = sorted(monitor.marked.get(key, ()))
+            for removed in monitor.removed.get(key, ()):
+                causes = [m for m in marks if m <= removed] + [
+                    f for f in worker.heartbeater.failed_at if removed - span <= f <= removed]
+                if causes:
+                    ops.append(Operation(
+                        op_id=first_id + len(ops), process="reaper", f="write", key=key,
+                        args=None, result=None, status="ok", invoke_time=min(causes),
+                        complete_time=removed))
     return ops
+
+
+def agreement(views: list[tuple[float, str, Any]], buckets: list[tuple[float, dict[str, int]]]
+              ) -> list[tuple[float, str, bool]]:
+    """Each view sample against the bucket snapshot of the same sampling round."""
+    out = []
+    for at, node, view in views:
+        snap = max((b for b in buckets if b[0] <= at), key=lambda b: b[0], default=None)
+        out.append((at, node, snap is not None and view == snap[1]))
+    return out
 
 
 @scenario("registry", "node daemons hosting agents and registry clients under node "
@@ -250,7 +281,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         healed = schedule.last_heal or time.monotonic()
         report.faults = [e.to_json() for e in schedule.events]
         ctx.progress("final heal: sampling every node's view against the bucket")
-        views, buckets, expected = await observe_convergence(h, kv, healed)
+        views, snapshots = await observe_convergence(h, kv, healed)
         keys = [k for w in workers for k in w.keys]
         final = await final_values(kv, keys)
         for worker in workers:
@@ -258,14 +289,15 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             await worker.registry.close()
         await monitor.close()
         ops = history.operations()
-        ops += reaper_ops(monitor, keys, len(ops) + 1_000_000)
+        ops += reaper_ops(monitor, workers, len(ops) + 1_000_000)
         hosted = [a for n in h.nodes if n.alive for a in n.agent_ids()]
         down = [Outage(target, tuple(h.node(target).agent_ids()), start, end)
                 for target, start, end in outages(schedule.events)]
         report.ops = history.counts()
         report.checks = [
-            check_convergence(healed, views, expected, CONVERGE_WITHIN),
-            check_live_agents_registered(healed, buckets, hosted, CONVERGE_WITHIN),
+            check_convergence(healed, agreement(views, snapshots), True, CONVERGE_WITHIN),
+            check_live_agents_registered(healed, [(t, frozenset(b)) for t, b in snapshots],
+                                         hosted, CONVERGE_WITHIN),
             check_reaped_within(down, monitor.removed, REAP_BOUND),
             check_no_lost_writes(ops, final),
         ]
@@ -274,6 +306,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             "live_agents_s": report.checks[1].details.get("recovery_s"),
             "dead_node_reaped_s": report.checks[2].details.get("recovery_s"),
         }
+        report.recovery["node_start_failures"] = float(
+            sum(len(n.restart_errors) for n in h.nodes))
         path = ctx.workdir / "history.jsonl"
         history.to_jsonl(path)
         report.history_path = str(path)

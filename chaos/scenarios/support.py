@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -50,7 +51,10 @@ class Harness:
 async def harness(ctx: ScenarioContext, tag: str, nodes: dict[str, list[dict[str, Any]]],
                   services: dict[str, Any]) -> AsyncIterator[Harness]:
     """Start the cluster, create replicated buckets, start the daemons; stop it all after."""
-    cluster = ProxiedNatsCluster(ctx.workdir / "cluster", ctx.toxi, prefix=f"{tag}{ctx.seed}_")
+    base = ctx.workdir / "cluster"
+    if base.exists():  # a fresh JetStream store: ids from an earlier run of a seed repeat
+        await asyncio.to_thread(shutil.rmtree, base)
+    cluster = ProxiedNatsCluster(base, ctx.toxi, prefix=f"{tag}{ctx.seed}_")
     ctx.progress("starting a proxied 3-server JetStream cluster")
     await asyncio.to_thread(cluster.start)
     h: Harness | None = None
