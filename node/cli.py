@@ -26,6 +26,16 @@ err_console = Console(stderr=True)
 console = Console()
 
 
+@app.callback()
+def _setup(ctx: typer.Context) -> None:
+    """Tools log warnings to stderr (stdout is for results, e.g. --json); nodes configure
+    their own logging from their config."""
+    if ctx.invoked_subcommand != "node":
+        from broker_agents.logging import configure_logging
+
+        configure_logging("console", "warning")
+
+
 @node_app.command("run")
 def node_run(
     config: Annotated[Path | None, typer.Option("--config", "-c",
