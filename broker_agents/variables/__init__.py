@@ -1,0 +1,8 @@
+"""Cluster-wide adaptive variables over NATS: the IO layer around ``core.variables``.
+
+- ``sm``: the variable state machine as a Raft state machine (``state_machine = "variables"``)
+- ``client.Variables``: define/set/freeze/get/history/feedback through the group
+- ``readmodel.ReadModel``: local cached values, updated by change events within milliseconds
+- ``publisher.ChangePublisher``: members publish applied changes on the events subject
+- ``engine_agent.AdaptationEngineAgent``: turns feedback into committed values on the leader
+"""

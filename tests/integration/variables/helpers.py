@@ -1,0 +1,56 @@
+"""In-process variables groups for integration tests: three members on one nats-server."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+
+from broker_agents.raft.driver import RaftMember
+from broker_agents.raft.memstore import MemoryStorage
+from broker_agents.variables.publisher import ChangePublisher
+from broker_agents.variables.sm import VariablesStateMachine
+
+IDS = ("m1", "m2", "m3")
+TEMPERATURE_SPACE = {"name": "llm", "variables": [
+    {"kind": "float", "name": "temperature", "min": 0.0, "max": 2.0, "default": 0.7},
+    {"kind": "integer", "name": "batch", "min": 1, "max": 64, "default": 8},
+    {"kind": "choice", "name": "model", "options": ["small", "large"]},
+]}
+
+
+@dataclass
+class Group:
+    members: list[RaftMember]
+    publishers: list[ChangePublisher]
+    conns: list[Any] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def variables_group(url: str, group: str = "variables") -> AsyncIterator[Group]:
+    """Three in-memory members with change publishers (like the engine agents attach)."""
+    g = Group([], [])
+    try:
+        for i, mid in enumerate(IDS):
+            nc = await nats.connect(url)
+            sm = VariablesStateMachine()
+            member = RaftMember(nc, group, mid, IDS, MemoryStorage(), sm,
+                                rng=random.Random(i), tick_ms=10)
+            publisher = ChangePublisher(nc, sm, member_id=mid)
+            await publisher.start()
+            await member.start()
+            g.conns.append(nc)
+            g.members.append(member)
+            g.publishers.append(publisher)
+        yield g
+    finally:
+        for p in g.publishers:
+            await p.stop()
+        for m in g.members:
+            await m.stop()
+        for nc in g.conns:
+            await nc.close()
