@@ -1,0 +1,176 @@
+"""AdaptationEngineAgent: adapts spaces where the variables group's leader is.
+
+Deploy one instance on every member node of the group (a standby on each follower). Only
+the instance whose node's member leads acts: it reads the committed values, runs the
+engine, and commits proposals; the others stand by and take over on failover, rebuilding
+the engine from the committed values. Every instance also publishes its member's applied
+changes (``ChangePublisher``), so change events keep flowing whichever member survives.
+
+    [[agents]]
+    class = "broker_agents.variables.engine_agent:AdaptationEngineAgent"
+    id = "var-engine-1"            # unique per node
+    kwargs = { group = "variables", seed = 7,
+               spaces = { llm = { learning_rate = 0.01, samples_per_trial = 2 } } }
+
+Feedback arrives on ``<p>.variables.<space>.feedback`` (a ``FeedbackReport``; request/reply
+gets a ``FeedbackAck`` from the active engine -- standbys stay silent -- or plain publish).
+Everything the agent does to one space happens on one worker task, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from typing import Any
+
+from broker_agents.agent import Agent
+from broker_agents.codec import decode, encode
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.variables.adaptation import EngineConfig
+from broker_agents.raft.driver import RaftMember
+from broker_agents.variables import subjects as subj
+from broker_agents.variables.models import FeedbackReport, VariableChange
+from broker_agents.variables.publisher import ChangePublisher
+from broker_agents.variables.sm import VariablesStateMachine
+from broker_agents.variables.space_engine import SpaceEngine
+from broker_agents.variables.tasks import cancel_all, own
+
+Work = tuple[str, Any, Any]
+
+
+class AdaptationEngineAgent(Agent):
+    capabilities = ["variables-engine"]
+
+    def __init__(self, agent_id: str, **config: Any) -> None:
+        super().__init__(agent_id, **config)
+        self.group_name: str = config.get("group", "variables")
+        spaces = config.get("spaces") or {}
+        if isinstance(spaces, list):
+            spaces = {name: {} for name in spaces}
+        self.engine_configs = {n: EngineConfig.model_validate(c or {})
+                               for n, c in spaces.items()}
+        self.seed: int | None = config.get("seed")
+        self.publish_changes: bool = config.get("publish_changes", True)
+        self.leader_check_s: float = config.get("leader_check_ms", 10.0) / 1000.0
+        self.engines: dict[str, SpaceEngine] = {}
+        self.leading = False
+        self._queue: asyncio.Queue[Work] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Any] = []
+        self.publisher: ChangePublisher | None = None
+        self.member: RaftMember | None = None
+        self.sm: VariablesStateMachine | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        consensus = self.ctx.services.get("consensus")
+        if consensus is None:
+            raise RuntimeError("AdaptationEngineAgent needs the consensus node service")
+        member = consensus.group(self.group_name)
+        if not isinstance(member.sm, VariablesStateMachine):
+            raise RuntimeError(f"group {self.group_name!r} does not run the variables "
+                               f"state machine (state_machine = \"variables\")")
+        self.member = member
+        self.sm = member.sm
+        nc, s = self.ctx.nc, self.ctx.subjects
+        if self.publish_changes:
+            self.publisher = ChangePublisher(nc, member.sm, s, member_id=member.id)
+            await self.publisher.start()
+            self._own(self.publisher.task)
+        rng = random.Random(self.seed)
+        for name, cfg in self.engine_configs.items():
+            self.engines[name] = SpaceEngine(
+                name, cfg, random.Random(rng.random()), nc=nc, subjects=s,
+                actor=f"engine:{self.agent_id}")
+            self._subs.append(await nc.subscribe(subj.feedback(s, name), cb=self._on_feedback))
+        member.sm.add_listener(self._on_change)
+        self._own(asyncio.get_running_loop().create_task(self._work(), name="var-engine-work"))
+        self._own(asyncio.get_running_loop().create_task(self._watch_leader(),
+                                                         name="var-engine-leader"))
+        self.ctx.log.info("variables.engine_agent_started", group=self.group_name,
+                          spaces=sorted(self.engines), member=member.id)
+
+    async def on_stop(self) -> None:
+        if self.sm is not None:
+            self.sm.remove_listener(self._on_change)
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        await cancel_all(self._tasks)
+        if self.publisher is not None:
+            await self.publisher.stop()
+        for engine in self.engines.values():
+            engine.deactivate()
+
+    def _own(self, task: asyncio.Task[None] | None) -> None:
+        own(self.ctx, self._tasks, task)
+
+    # -- inputs (NATS callbacks and the state machine's listener only queue work) ---------
+
+    def _on_change(self, change: VariableChange) -> None:
+        if self.leading and change.space in self.engines:
+            self._queue.put_nowait(("change", change, None))
+
+    async def _on_feedback(self, msg: Any) -> None:
+        if not self.leading:
+            return  # standbys stay silent: the active engine answers
+        try:
+            report = FeedbackReport.model_validate(decode(msg.data, msg.headers))
+        except Exception as exc:
+            if msg.reply:
+                err = BrokerError(ErrorCode.BAD_REQUEST, f"bad feedback: {exc}")
+                await self.ctx.nc.publish(msg.reply, encode(err.to_payload()))
+            return
+        self._queue.put_nowait(("feedback", report, msg.reply))
+
+    async def _watch_leader(self) -> None:
+        assert self.member is not None
+        while True:
+            try:
+                leading = self.member.is_leader
+            except BrokerError:
+                leading = False
+            if leading != self.leading:
+                self.leading = leading
+                self._queue.put_nowait(("leader", leading, self.member.term))
+            await asyncio.sleep(self.leader_check_s)  # sleep-ok: the member has no role callback
+
+    # -- the worker ----------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        assert self.member is not None
+        member = self.member
+        while True:
+            kind, item, extra = await self._queue.get()
+            try:
+                if kind == "leader":
+                    await self._leadership(bool(item), int(extra))
+                elif kind == "change":
+                    await self.engines[item.space].change(member, item)
+                elif kind == "feedback":
+                    await self._feedback(item, extra)
+            except BrokerError as exc:  # lost leadership mid-commit, timeouts: keep going
+                self.ctx.log.warning("variables.engine_step_failed", kind=kind,
+                                     code=exc.code, error=exc.message)
+                if kind == "feedback" and extra:
+                    await self.ctx.nc.publish(extra, encode(exc.to_payload()))
+
+    async def _leadership(self, leading: bool, term: int) -> None:
+        assert self.member is not None
+        for engine in self.engines.values():
+            if leading and self.leading:
+                await engine.activate(self.member, term)
+            else:
+                engine.deactivate()
+        self.ctx.log.info("variables.engine_role", leading=leading, term=term)
+
+    async def _feedback(self, report: FeedbackReport, reply: str | None) -> None:
+        assert self.member is not None
+        engine = self.engines.get(report.space)
+        if engine is None or not self.leading:
+            return
+        ack = await engine.feedback(self.member, report)
+        if reply:
+            await self.ctx.nc.publish(reply, encode(ack))
