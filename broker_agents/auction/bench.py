@@ -13,7 +13,6 @@ processes beside a plain nats-py scatter-gather to 100 responders, in one run.
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from nats.aio.client import Client as NATS
 from broker_agents.auction.client import run_auction
 from broker_agents.auction.kvstore import open_kv
 from broker_agents.auction.ledger import Ledger
+from broker_agents.bench.fanout import raw_fanout
 from broker_agents.bench.stats import percentile
 from broker_agents.subjects import Subjects
 from node.cluster import LocalCluster
@@ -46,39 +46,7 @@ def _agents() -> list[list[dict[str, Any]]]:
 
 
 async def _raw_fanout(nc: NATS, url: str, runs: int) -> list[float]:
-    subject = "bench.raw.fanout"
-    procs = [await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "broker_agents.auction.bench_responder", url, subject,
-        str(BIDDERS // 2), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        for _ in range(2)]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            await asyncio.wait_for(p.stdout.readline(), 30)
-        samples = []
-        for _ in range(runs):
-            inbox = nc.new_inbox()
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            got = [0]
-
-            async def on_reply(_: Any, got: list[int] = got,
-                               done: asyncio.Future[None] = done) -> None:
-                got[0] += 1
-                if got[0] == BIDDERS and not done.done():
-                    done.set_result(None)
-
-            sub = await nc.subscribe(inbox, cb=on_reply)
-            started = time.perf_counter()
-            await nc.publish(subject, b"\x81\xa4call\x01", reply=inbox)
-            await asyncio.wait_for(done, 10)
-            samples.append(time.perf_counter() - started)
-            await sub.unsubscribe()
-        return samples
-    finally:
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.close()
-            await asyncio.wait_for(p.wait(), 10)
+    return await raw_fanout(nc, url, "bench.raw.fanout", BIDDERS, runs, b"\x81\xa4call\x01")
 
 
 async def _timed(nc: NATS, request: dict[str, Any],

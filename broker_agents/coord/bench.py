@@ -16,7 +16,6 @@ Targets: vote <= 2x raw fan-out; PBFT 4 <= 10 ms; hierarchical 100 <= 50 ms.
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
+from broker_agents.bench.fanout import raw_fanout
 from broker_agents.bench.stats import percentile
 from broker_agents.core.errors import BrokerError
 from broker_agents.subjects import Subjects
@@ -33,7 +33,6 @@ from node.cluster import LocalCluster
 COORDINATOR = "broker_agents.coord.coordinator:CoordinatorAgent"
 VOTER = "broker_agents.coord.voter:VoterAgent"
 REPLICA = "broker_agents.coord.pbft_replica:PbftReplicaAgent"
-RESPONDER = "broker_agents.auction.bench_responder"
 FANOUT = 10
 HIERARCHY = 100
 
@@ -50,38 +49,7 @@ def _agents() -> list[list[dict[str, Any]]]:
 
 
 async def _raw_fanout(nc: NATS, url: str, runs: int) -> list[float]:
-    subject = "bench.coord.raw.fanout"
-    procs = [await asyncio.create_subprocess_exec(
-        sys.executable, "-m", RESPONDER, url, subject, str(FANOUT // 2),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE) for _ in range(2)]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            await asyncio.wait_for(p.stdout.readline(), 30)
-        samples = []
-        for _ in range(runs):
-            inbox = nc.new_inbox()
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            got = [0]
-
-            async def on_reply(_: Any, got: list[int] = got,
-                               done: asyncio.Future[None] = done) -> None:
-                got[0] += 1
-                if got[0] == FANOUT and not done.done():
-                    done.set_result(None)
-
-            sub = await nc.subscribe(inbox, cb=on_reply)
-            started = time.perf_counter()
-            await nc.publish(subject, b"\x81\xa4vote\x01", reply=inbox)
-            await asyncio.wait_for(done, 10)
-            samples.append(time.perf_counter() - started)
-            await sub.unsubscribe()
-        return samples
-    finally:
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.close()
-            await asyncio.wait_for(p.wait(), 10)
+    return await raw_fanout(nc, url, "bench.coord.raw.fanout", FANOUT, runs, b"\x81\xa4vote\x01")
 
 
 async def _timed(nc: NATS, protocol: str, request: dict[str, Any], runs: int,

@@ -1,5 +1,5 @@
-"""``python -m broker_agents.auction.bench_responder URL SUBJECT N``: N plain nats-py
-responders on SUBJECT (the raw fan-out baseline of the auction benchmark). Prints "ready"."""
+"""``python -m broker_agents.bench.responder URL SUBJECT N``: N plain nats-py
+responders on SUBJECT (the raw fan-out baseline of the benchmarks). Prints "ready"."""
 
 from __future__ import annotations
 
