@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
+from broker_agents.codec import decode
 from broker_agents.core.errors import BrokerError
+from broker_agents.subjects import Subjects
+from broker_agents.variables import subjects as subj
 from broker_agents.variables.client import Variables
 from tests.integration.variables.helpers import TEMPERATURE_SPACE, variables_group
 
@@ -82,20 +85,22 @@ async def test_read_model_ignores_stale_and_duplicate_events(nats_url: str, nc: 
     async with variables_group(nats_url):
         v = Variables(nc)
         await v.define_space(TEMPERATURE_SPACE)
+        raw: list[int] = []
+        all_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def count(msg: Any) -> None:
+            raw.append(decode(msg.data)["version"])
+            if len(raw) == 12 and not all_in.done():  # 4 sets x 3 publishing members
+                all_in.set_result(None)
+
         async with v.read_model(spaces=["llm"]) as rm:
+            await nc.subscribe(subj.changes(Subjects(), "llm"), cb=count)
             seen: list[int] = []
             rm.listen(lambda c: seen.append(c.version))
-            last = None
             for t in (0.5, 0.6, 0.7, 0.8):
-                last = await v.set("llm", {"temperature": t})
-            assert last is not None
-            await rm.wait_for("llm", min_version=last.space_version)
-            # three members publish each change; only newer versions are applied, in order
-            await asyncio.wait_for(_until(lambda: rm.events_ignored >= 8), 2)
-            assert seen == sorted(set(seen))
+                await v.set("llm", {"temperature": t})
+            await asyncio.wait_for(all_in, 5)
+            await nc.flush()
+            assert len(seen) == 4 and seen == sorted(seen)
+            assert rm.events_ignored >= 8
             assert rm.get("llm", "temperature") == 0.8
-
-
-async def _until(cond: Any) -> None:
-    while not cond():
-        await asyncio.sleep(0.005)  # sleep-ok: polling in-memory counters
