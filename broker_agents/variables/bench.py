@@ -1,0 +1,165 @@
+"""Variables benchmark: committed sets, sustained updates, feedback -> new value visible.
+
+Setup: a ``LocalCluster`` of three node *processes* on one embedded nats-server, hosting the
+``variables`` consensus group (FileStorage, fsync on) and an ``AdaptationEngineAgent`` on
+each node. The benchmark process is the client and holds the local read model -- so "visible
+on another node" means visible in a process other than the leader's.
+
+- ``raw_rtt_us_p50``: plain nats-py request/reply in the same run (the yardstick);
+- ``set_us_p50``: one ``Variables.set`` committed (sequential, the leader known);
+- ``updates_per_s``: sets pipelined to the leader (``window`` in flight, shared reply inbox),
+  each a distinct value, every one committed;
+- ``adapt_ms_p50``: feedback published -> the engine steps, commits a new trial -> the
+  change event reaches the read model in the benchmark process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from broker_agents.bench.stats import percentile
+from broker_agents.codec import decode, encode
+from broker_agents.variables.client import Variables
+
+SET_SPACE = {"name": "bench", "variables": [
+    {"kind": "float", "name": "x", "min": 0.0, "max": 1.0, "default": 0.5}]}
+ADAPT_SPACE = {"name": "bench_adapt", "variables": [
+    {"kind": "float", "name": "x", "min": -2.0, "max": 2.0, "default": -1.0},
+    {"kind": "float", "name": "y", "min": -2.0, "max": 2.0, "default": 1.0}]}
+ENGINE = "broker_agents.variables.engine_agent:AdaptationEngineAgent"
+
+
+async def _raw_rtt(nc: Any, n: int) -> list[float]:
+    subject = f"ba.bench.echo.{uuid.uuid4().hex}"
+
+    async def echo(msg: Any) -> None:
+        await msg.respond(msg.data)
+
+    sub = await nc.subscribe(subject, cb=echo)
+    await nc.flush()
+    payload = encode({"command": {"op": "set", "space": "bench", "values": {"x": 0.5}}})
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await nc.request(subject, payload, timeout=2)
+        samples.append(time.perf_counter() - t)
+    await sub.unsubscribe()
+    return samples
+
+
+async def _pipelined(nc: Any, subject: str, n: int, window: int) -> float:
+    """Sets with distinct values, ``window`` in flight; committed updates per second."""
+    inbox = f"_INBOX.varbench.{uuid.uuid4().hex}"
+    state = {"replies": 0, "errors": 0}
+    done = asyncio.Event()
+    more = asyncio.Event()
+
+    async def on_reply(msg: Any) -> None:
+        state["replies"] += 1
+        if "error" in decode(msg.data):
+            state["errors"] += 1
+        if state["replies"] >= n:
+            done.set()
+        more.set()
+
+    sub = await nc.subscribe(inbox, cb=on_reply)
+    loop = asyncio.get_running_loop()
+    run = uuid.uuid4().hex[:6]
+    start = loop.time()
+    sent = 0
+    while sent < n:
+        while sent < n and sent - state["replies"] < window:
+            body = {"command": {"op": "set", "space": "bench",
+                                "values": {"x": (sent + 1) / (n + 2)}},
+                    "request_id": f"vb-{run}-{sent}"}
+            await nc.publish(subject, encode(body), reply=inbox)
+            sent += 1
+        more.clear()
+        try:
+            await asyncio.wait_for(more.wait(), 10)
+        except TimeoutError:
+            raise RuntimeError(f"pipelined sets stalled: {sent} sent, {state}") from None
+    await asyncio.wait_for(done.wait(), 30)
+    elapsed = loop.time() - start
+    await sub.unsubscribe()
+    if state["errors"]:
+        raise RuntimeError(f"{state['errors']} pipelined sets failed")
+    return n / elapsed
+
+
+async def _adapt(v: Variables, rounds: int) -> list[float]:
+    samples = []
+    async with v.read_model(spaces=["bench_adapt"]) as rm:
+        # warm-up: feedback for whatever trial runs now; the ack names the version committed
+        ack = await v.feedback("bench_adapt", reward=0.0, timeout=10)
+        assert ack is not None and ack.version is not None, ack
+        await rm.wait_for("bench_adapt", min_version=ack.version, timeout=10)
+        for _ in range(rounds):
+            held = rm.snapshot("bench_adapt")
+            reward = -(held.values["x"] - 0.5) ** 2 - (held.values["y"] + 0.5) ** 2
+            t = time.perf_counter()
+            await v.feedback("bench_adapt", version=held.version, reward=reward, wait=False)
+            await rm.wait_for("bench_adapt", min_version=held.version + 1, timeout=5)
+            samples.append(time.perf_counter() - t)
+    return samples
+
+
+async def run_variables_bench(*, sets: int = 1000, pipelined: int = 10_000, window: int = 128,
+                              adapt_rounds: int = 200, raw: int = 1000,
+                              tmp_dir: str | Path | None = None) -> dict[str, Any]:
+    from node.cluster import LocalCluster
+
+    members = ["node-1", "node-2", "node-3"]
+    services = {"consensus": {"groups": [
+        {"name": "variables", "members": members, "state_machine": "variables"}]}}
+    agents = [[{"class": ENGINE, "id": f"var-engine-{i}",
+                "kwargs": {"seed": 1, "spaces": {"bench_adapt": {"learning_rate": 0.01}}}}]
+              for i in range(1, 4)]
+    with tempfile.TemporaryDirectory(prefix="ba-varbench-", dir=tmp_dir) as tmp:
+        cluster = LocalCluster(Path(tmp), nodes=3, agents=agents, services=services)
+        await cluster.start()
+        nc = await cluster.client()
+        try:
+            rtt = await _raw_rtt(nc, raw)
+            v = Variables(nc)
+            await v.define_space(SET_SPACE)
+            await v.define_space(ADAPT_SPACE)
+            set_samples = []
+            for i in range(sets):
+                t = time.perf_counter()
+                await v.set("bench", {"x": (i + 1) / (sets + 2)})
+                set_samples.append(time.perf_counter() - t)
+            assert v.raft.leader is not None
+            leader_subject = v.subjects.raft("variables", v.raft.leader, "propose")
+            rate = await _pipelined(nc, leader_subject, pipelined, window)
+            adapt = await _adapt(v, adapt_rounds)
+            final = await v.values("bench")
+        finally:
+            await nc.close()
+            await asyncio.to_thread(cluster.stop)
+    rtt_p50 = statistics.median(rtt) * 1e6
+    set_p50 = percentile(set_samples, 50) * 1e6
+    return {
+        "raw_rtt_us_p50": round(rtt_p50, 1),
+        "set_us_p50": round(set_p50, 1),
+        "set_us_p99": round(percentile(set_samples, 99) * 1e6, 1),
+        "set_to_rtt_ratio": round(set_p50 / rtt_p50, 2),
+        "updates_per_s": round(rate),
+        "adapt_ms_p50": round(percentile(adapt, 50) * 1e3, 2),
+        "adapt_ms_p99": round(percentile(adapt, 99) * 1e3, 2),
+        "final_version": final.version,
+        "sets": sets, "pipelined": pipelined, "window": window, "adapt_rounds": adapt_rounds,
+        "setup": "LocalCluster: 3 node processes, 1 nats-server, fsync on",
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - manual runs
+    import json
+
+    print(json.dumps(asyncio.run(run_variables_bench()), indent=2))
