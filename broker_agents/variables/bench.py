@@ -102,7 +102,8 @@ async def _adapt(v: Variables, rounds: int) -> list[float]:
         await rm.wait_for("bench_adapt", min_version=ack.version, timeout=10)
         for _ in range(rounds):
             held = rm.snapshot("bench_adapt")
-            reward = -(held.values["x"] - 0.5) ** 2 - (held.values["y"] + 0.5) ** 2
+            x, y = float(held.values["x"]), float(held.values["y"])
+            reward = -(x - 0.5) ** 2 - (y + 0.5) ** 2
             t = time.perf_counter()
             await v.feedback("bench_adapt", version=held.version, reward=reward, wait=False)
             await rm.wait_for("bench_adapt", min_version=held.version + 1, timeout=5)

@@ -16,6 +16,7 @@ the command line are JSON when they parse as JSON, else strings.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -231,10 +232,8 @@ def watch(space: Annotated[str | None, typer.Argument(help="only this space")] =
           nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = "ba",
           as_json: JsonOpt = False) -> None:
     """Print committed changes as they happen (Ctrl-C to stop)."""
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _run(_watch(nats_url, prefix, space, count, as_json))
-    except KeyboardInterrupt:
-        pass
 
 
 def bench_variables(as_json: JsonOpt = False) -> None:
