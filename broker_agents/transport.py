@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.errors import SlowConsumerError
+from nats.errors import NoServersError, SlowConsumerError
 
 from broker_agents.logging import get_logger
 from broker_agents.metrics import (
@@ -37,6 +38,7 @@ class ConnectOptions:
     connect_timeout: float = 2.0
     reconnect_wait: float = 0.25
     max_reconnect_wait: float = 5.0
+    initial_connect_timeout: float = 60.0
     on_reconnect: list[Any] = field(default_factory=list)
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -73,6 +75,24 @@ def check_server(nc: NATS) -> bool:
             "(nats-server#4320); upgrade the servers before relying on budgets/auctions",
             server_version=info.get("version"), cluster=info.get("cluster"))
     return not unsafe
+
+
+async def _first_connect(kwargs: dict[str, Any], timeout: float, log: Any) -> NATS:
+    """nats-py only reconnects after a first success: retry that one too, with backoff,
+    so a node started during a partition waits for NATS instead of exiting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.1
+    while True:
+        try:
+            nc: NATS = await nats.connect(**kwargs)
+            return nc
+        except (NoServersError, OSError, TimeoutError) as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("cannot reach NATS yet; retrying", error=repr(exc), retry_in=delay)
+            await asyncio.sleep(delay)  # connection backoff
+            delay = min(delay * 2, 2.0)
 
 
 def _subject_kind(subject: str) -> str:
@@ -129,7 +149,7 @@ async def connect(opts: ConnectOptions) -> NATS:
     tls = opts.tls_context()
     if tls is not None:
         kwargs["tls"] = tls
-    nc = await nats.connect(**kwargs)
+    nc = await _first_connect(kwargs, opts.initial_connect_timeout, log)
     NATS_CONNECTED.set(1)
     check_server(nc)
     return nc

@@ -8,10 +8,12 @@ drain and close NATS. A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
@@ -108,13 +110,14 @@ class Node:
             tls_key_file=cfg.nats.tls.key_file if cfg.nats.tls else None,
             tls_verify=cfg.nats.tls.verify if cfg.nats.tls else True,
             connect_timeout=cfg.nats.connect_timeout, reconnect_wait=cfg.nats.reconnect_wait,
-            max_reconnect_wait=cfg.nats.max_reconnect_wait)
+            max_reconnect_wait=cfg.nats.max_reconnect_wait,
+            initial_connect_timeout=cfg.nats.initial_connect_timeout)
         self.nc = await connect(self._connect_options)
         self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, lambda: self.healthy)
         port = await self.http.start()
         self.log.info("http listening", host=cfg.http.host, port=port)
         for service in self.services:
-            await service.start(self)
+            await self._start_service(service)
             self.service_map[service.name] = service
         sup = cfg.supervisor
         self.supervisor = Supervisor(
@@ -149,6 +152,26 @@ class Node:
         await self.nc.publish(self.subjects.events(kind, event), codec.encode(payload))
         if kind == "node":
             await self.nc.flush()
+
+    async def _start_service(self, service: NodeService) -> None:
+        """Services open JetStream buckets; during a partition that times out. Retry
+        transient failures (with backoff, up to the initial connect timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.nats.initial_connect_timeout
+        delay = 0.1
+        while True:
+            try:
+                await service.start(self)
+                return
+            except (TimeoutError, nats.errors.Error) as exc:
+                with contextlib.suppress(Exception):
+                    await service.stop()  # undo a partial start before trying again
+                if loop.time() + delay > deadline:
+                    raise
+                self.log.warning("service start failed; retrying", service=service.name,
+                                 error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)  # start-up backoff
+                delay = min(delay * 2, 2.0)
 
     def on_reconnect(self, hook: Any) -> None:
         """Run ``await hook()`` after every reconnect (KV watches may have died)."""

@@ -25,6 +25,33 @@ if TYPE_CHECKING:
     from node.daemon import Node
 
 
+class _NodeHeartbeater(Heartbeater):
+    """A heartbeat that also keeps this node's own agents in the bucket.
+
+    While a node is cut off, other nodes may reap its agents; its heartbeat alone only
+    undoes reaper *marks*, so after every beat we re-register hosted agents the bucket
+    lost. A beat that fails means we may be the one cut off: once beats succeed again the
+    reaper forgets what it saw meanwhile instead of judging others from a stale view.
+    """
+
+    def __init__(self, service: RegistryNodeService, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.service = service
+        self.failing = False
+
+    async def beat(self) -> int:
+        try:
+            revision = await super().beat()
+        except Exception:
+            self.failing = True
+            raise
+        if self.failing:
+            self.failing = False
+            self.service.reaper.core.forget()
+        await self.service.restore_missing()
+        return revision
+
+
 class RegistryNodeService(BaseService):
     name = "registry"
 
@@ -44,23 +71,36 @@ class RegistryNodeService(BaseService):
         assert node.nc is not None
         self.node_id = node.id
         self.log = get_logger(node_id=node.id, service="registry")
-        self.registry = registry = await Registry.connect(node.nc, node.subjects, self.replicas)
+        self.registry = registry = await Registry.connect(
+            node.nc, node.subjects, self.replicas,
+            js_timeout=max(0.5, 2 * self.heartbeat_interval))
         self.nodes = await NodeView.open(node.nc, node.subjects)
         node.on_reconnect(registry.view.on_reconnected)
         node.on_reconnect(self._nodes_reconnected)
         self.service = RegistryService(node.nc, registry.view, node.subjects)
         await self.service.start()
-        self.heartbeater = Heartbeater(registry.store, node.id, self.heartbeat_interval,
-                                       view=registry.view)
-        await self.heartbeater.beat()
-        self.heartbeater.start()
+        self.hosted = node.agents
         self.reaper = Reaper(registry.store, registry.view, self.nodes, reaper_id=node.id,
                              window=self.window, grace=self.grace,
                              interval=self.reap_interval, own_node=node.id)
+        self.heartbeater = _NodeHeartbeater(self, registry.store, node.id,
+                                            self.heartbeat_interval, view=registry.view)
+        await self.heartbeater.beat()
+        self.heartbeater.start()
         self.reaper.start()
 
     async def _nodes_reconnected(self) -> None:
         self.nodes.notify_reconnected()
+        self.reaper.core.forget()
+
+    async def restore_missing(self) -> None:
+        """Re-register hosted agents that the bucket no longer has (reaped while away)."""
+        assert self.registry is not None
+        for agent_id, agent in list(self.hosted.items()):
+            if self.registry.lookup(agent_id) is None and agent_id in self.hosted:
+                self.log.info("registry: re-registering an agent the bucket lost",
+                              agent_id=agent_id)
+                await self.agent_started(agent, restarts=0)
 
     # -- what agents use --------------------------------------------------------------
 
@@ -118,12 +158,21 @@ class RegistryNodeService(BaseService):
             await self.registry.unregister(agent_id)
 
     async def stop(self) -> None:
-        if self.registry is None:
+        """Also undoes a partial start: each part stops only if it was started."""
+        registry, self.registry = self.registry, None
+        if registry is None:
             return
-        await self.reaper.stop()
+        parts = self.__dict__
+        if "reaper" in parts:
+            await self.reaper.stop()
         with contextlib.suppress(Exception):
-            await deregister_node(self.registry.store, self.registry.view, self.node_id)
-        await self.heartbeater.stop(graceful=True)
-        await self.service.stop()
-        await self.nodes.stop()
-        await self.registry.close()
+            await deregister_node(registry.store, registry.view, self.node_id)
+        if "heartbeater" in parts:
+            await self.heartbeater.stop(graceful=True)
+        if "service" in parts:
+            await self.service.stop()
+        if "nodes" in parts:
+            await self.nodes.stop()
+        await registry.close()
+        for name in ("reaper", "heartbeater", "service", "nodes"):
+            parts.pop(name, None)

@@ -35,9 +35,9 @@ class Registry:
 
     @classmethod
     async def connect(cls, nc: Any, subjects: Subjects | None = None, replicas: int = 1,
-                      **view_options: Any) -> Registry:
+                      js_timeout: float = 5.0, **view_options: Any) -> Registry:
         subjects = subjects or Subjects()
-        store = await RegistryStore.open(nc, subjects, replicas)
+        store = await RegistryStore.open(nc, subjects, replicas, js_timeout=js_timeout)
         view = LocalView(store.agents, subjects.bucket("agents"), **view_options)
         await view.start()
         return cls(store, view)

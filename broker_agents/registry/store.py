@@ -64,9 +64,11 @@ class RegistryStore:
 
     @classmethod
     async def open(cls, nc: Any, subjects: Subjects | None = None, replicas: int = 1,
-                   max_attempts: int = 16) -> RegistryStore:
+                   max_attempts: int = 16, js_timeout: float = 5.0) -> RegistryStore:
+        """``js_timeout`` bounds each KV write: a heartbeat stuck behind a partition must
+        give up in time for the next one, not block the loop for nats-py's default 5 s."""
         subjects = subjects or Subjects()
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=js_timeout)
         agents = await open_bucket(js, subjects.bucket("agents"), replicas)
         nodes = await open_bucket(js, subjects.bucket("nodes"), replicas)
         return cls(agents, nodes, max_attempts)

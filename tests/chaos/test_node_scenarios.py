@@ -15,11 +15,6 @@ from chaos.scenarios import run_scenario
 
 pytestmark = pytest.mark.chaos
 
-LIVE_AGENTS_GAP = (
-    "registry gap: agents reaped while their node was cut off (or its heartbeats stalled "
-    "during a stream leader change) are never registered again once it is back")
-
-
 @pytest.fixture
 def seed(sim_seeds: list[int]) -> int:
     return sim_seeds[0] if len(sim_seeds) == 1 else 1
@@ -42,15 +37,9 @@ def test_registry_views_converge_and_no_registration_is_lost(tmp_path: Path, see
     assert all(f["error"] is None for f in report.faults), why
     assert report.ops["ok"] > 200, why
     checks = {c.checker: c for c in report.checks}
-    for name in ("dead-node-agents-reaped", "no-lost-writes"):
-        assert checks[name].ok, why
     assert checks["dead-node-agents-reaped"].details["outages_checked"] >= 1, why
     assert report.recovery["views_converged_s"] is not None, why
-    if not checks["live-agents-registered"].ok:
-        # the reaping of live nodes also churns the bucket after the heal, which can push
-        # view convergence past its limit: both are reported until the registry fix lands
-        pytest.xfail(f"{LIVE_AGENTS_GAP}: {report.violations}")
-    assert checks["registry-convergence"].ok, why
+    assert report.verdict == "ok", why
 
 
 def test_auctions_award_once_and_conserve_money_under_kills_and_partitions(

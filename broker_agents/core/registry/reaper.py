@@ -80,6 +80,11 @@ class ReaperCore:
         if seen is None or seen.revision != revision:
             self._seen[node_id] = _Seen(revision, now)
 
+    def forget(self) -> None:
+        """Drop every observation: each node gets a full window again. Used when this
+        reaper was cut off, since its view of everyone else's heartbeats is stale."""
+        self._seen.clear()
+
     def changed_at(self, node_id: str) -> float | None:
         """When (reaper clock) the node's heartbeat was last seen to change."""
         seen = self._seen.get(node_id)
