@@ -187,14 +187,18 @@ def _mount_optional() -> None:
     from node.commands.auction import bench_auction
     from node.commands.coord import bench_coordination, request_command, schema_command
     from node.commands.registry import app as registry_app
+    from node.commands.variables import app as variables_app
+    from node.commands.variables import bench_variables
 
     app.add_typer(registry_app, name="registry")
     app.add_typer(auction_app, name="auction")
+    app.add_typer(variables_app, name="var")
     app.add_typer(chaos_app, name="chaos")
     app.command("schema")(schema_command)
     app.command("request")(request_command)
     bench_app.command("auction")(bench_auction)
     bench_app.command("coordination")(bench_coordination)
+    bench_app.command("variables")(bench_variables)
 
 
 _mount_optional()
