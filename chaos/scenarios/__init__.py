@@ -58,7 +58,7 @@ def scenario(name: str, description: str) -> Callable[[Runner], Runner]:
 
 def load_builtin() -> None:
     """Import the built-in scenarios so they register (kept lazy: they import nats)."""
-    from chaos.scenarios import auction, kv_register, registry  # noqa: F401
+    from chaos.scenarios import auction, consensus, kv_register, registry  # noqa: F401
 
 
 def names() -> list[str]:

@@ -1,0 +1,379 @@
+"""Scenario ``consensus``: a Raft group's KV register under partitions and kill -9.
+
+Three node daemons host one consensus group (members = the nodes, built-in KV state
+machine). Clients, each on its own proxied connection, read, write and compare-and-set a
+few keys through ``RaftClient`` while a seeded schedule kills the leader's node (found
+from the members' /metrics at the moment of the kill) and restarts it, isolates a node,
+cuts one NATS server from the others, cuts one route direction, slows a member's links
+and flaps a node's link. Checks:
+
+- ``linearizable-register``: the history of reads (read-index), writes and CAS;
+- ``one-leader-per-term``: from /metrics samples of every member during the run and the
+  ``raft.elected`` lines of every node's log (which also catch short-lived leaders);
+- ``no-lost-writes``: final linearizable reads after the heal;
+- ``leader-recovery``: a proposal commits within 2 s of the final heal.
+
+Outcomes. A proposal keeps one request id across all its retries, and the group applies a
+request id at most once, so a timed-out attempt can be retried until the op deadline and
+the op still happened at most once. If every attempt was answered ``not_leader`` or found
+no responders, nothing was appended: ``fail``. If any attempt timed out (or the
+connection broke), it may have been appended and committed later: ``unknown``. A CAS that
+committed with ``ok: false`` changed nothing: ``fail``.
+
+``BA_CHAOS_CONSENSUS_BREAK=stale-reads`` makes clients answer reads from their own cache
+instead of the group (a deliberate bug, to see the checker catch it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.errors import TimeoutError as NatsTimeout
+
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.raft.client import RaftClient
+from chaos.checkers import (
+    check_leader_recovery,
+    check_no_lost_writes,
+    check_one_leader_per_term,
+    check_register,
+)
+from chaos.checkers.leaders import elections_from_log, parse_raft_metrics
+from chaos.cluster import server_version
+from chaos.faults import FaultSchedule, asymmetric_cut, cut_server, isolate_client, slow_links
+from chaos.history import History
+from chaos.nodes import NodeDaemon
+from chaos.report import ScenarioReport
+from chaos.scenarios import ScenarioContext, scenario
+from chaos.scenarios.support import (
+    Harness,
+    cover_plan,
+    flapping,
+    harness,
+    seeded,
+    until_ok,
+    window,
+)
+
+GROUP = "reg"
+NODE_IDS = ("node-1", "node-2", "node-3")
+KEYS = ("k0", "k1", "k2")
+WORKERS = 3
+OP_TIMEOUT = 3.0  # a proposal retries (same request id) this long before it is unknown
+READ_TIMEOUT = 1.0
+SAMPLE_EVERY = 0.1
+RAFT = {"tick_ms": 20.0, "election_ticks": 10, "heartbeat_ticks": 2}
+BREAK_ENV = "BA_CHAOS_CONSENSUS_BREAK"
+
+
+def consensus_services() -> dict[str, Any]:
+    return {"consensus": {"groups": [{"name": GROUP, "members": list(NODE_IDS), **RAFT}]}}
+
+
+class TimeoutCountingNC:
+    """A nats client wrapper counting requests that timed out: such a request may have
+    reached a member and been appended, unlike one answered or without responders."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.timeouts = 0
+
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await self.nc.request(*args, **kwargs)
+        except (NatsTimeout, TimeoutError):
+            self.timeouts += 1
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.nc, name)
+
+
+class RegisterClient:
+    """One client process driving the group's KV register and recording every op."""
+
+    def __init__(self, name: str, nc: Any, history: History, rng: random.Random,
+                 stale_reads: bool = False) -> None:
+        self.name = name
+        self.nc = TimeoutCountingNC(nc)
+        self.raft = RaftClient(self.nc, GROUP)
+        self.history = history
+        self.rng = rng
+        self.stale_reads = stale_reads
+        self.cache: dict[str, Any] = {}
+        self.counter = 0
+
+    async def propose(self, command: dict[str, Any]) -> tuple[str, Any]:
+        """("ok", result) | ("fail", why) | ("unknown", why), retrying one request id."""
+        rid = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OP_TIMEOUT
+        maybe_sent = False
+        while True:
+            before = self.nc.timeouts
+            try:
+                left = max(deadline - loop.time(), 0.05)
+                return "ok", await self.raft.propose(command, request_id=rid, timeout=left)
+            except BrokerError as exc:
+                maybe_sent = maybe_sent or self.nc.timeouts > before
+                if exc.code not in (ErrorCode.TIMEOUT, ErrorCode.NOT_LEADER):
+                    return "fail", exc.code  # rejected: nothing (or a no-op) was applied
+                why = exc.code
+            except Exception as exc:  # connection trouble: the publish may have gone out
+                maybe_sent = True
+                why = type(exc).__name__
+            if loop.time() >= deadline:
+                return ("unknown" if maybe_sent else "fail"), why
+            await asyncio.sleep(0.05)  # sleep-ok: backoff before retrying the same id
+
+    async def read(self, key: str) -> tuple[bool, Any]:
+        op = self.history.invoke(self.name, "read", key=key)
+        if self.stale_reads:
+            self.history.ok(op, self.cache.get(key))  # deliberately wrong: no read-index
+            return True, self.cache.get(key)
+        try:
+            reply = await self.raft.read({"op": "get", "key": key}, timeout=READ_TIMEOUT)
+        except BrokerError as exc:
+            if exc.code == ErrorCode.NOT_LEADER:
+                self.history.fail(op, exc.code)
+            else:
+                self.history.unknown(op, exc.code)
+            return False, None
+        except Exception as exc:
+            self.history.unknown(op, type(exc).__name__)
+            return False, None
+        value = reply.get("value")
+        self.cache[key] = value
+        self.history.ok(op, value)
+        return True, value
+
+    async def write(self, key: str) -> None:
+        value = self._next_value()
+        op = self.history.invoke(self.name, "write", value, key=key)
+        status, out = await self.propose({"op": "put", "key": key, "value": value})
+        self._record(op, status, out)
+        if status == "ok":
+            self.cache[key] = value
+
+    async def cas(self, key: str) -> None:
+        seen, current = await self.read(key)
+        if not seen:
+            return
+        value = self._next_value()
+        op = self.history.invoke(self.name, "cas", [current, value], key=key)
+        status, out = await self.propose(
+            {"op": "cas", "key": key, "value": value, "expected": current})
+        if status == "ok" and not out.get("ok"):
+            self.history.fail(op, "cas-mismatch", out.get("value"))
+            self.cache[key] = out.get("value")
+            return
+        self._record(op, status, out)
+        if status == "ok":
+            self.cache[key] = value
+
+    def _record(self, op: int, status: str, out: Any) -> None:
+        if status == "ok":
+            self.history.ok(op)
+        elif status == "fail":
+            self.history.fail(op, str(out))
+        else:
+            self.history.unknown(op, str(out))
+
+    def _next_value(self) -> str:
+        self.counter += 1
+        return f"{self.name}-{self.counter}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            key = self.rng.choice(KEYS)
+            kind = self.rng.choices(("read", "write", "cas"), weights=(4, 3, 3))[0]
+            if kind == "read":
+                await self.read(key)
+            elif kind == "write":
+                await self.write(key)
+            else:
+                await self.cas(key)
+
+
+@dataclass
+class LeaderWatch:
+    """Samples every member's /metrics: (time, member, term, role) observations."""
+
+    nodes: list[NodeDaemon]
+    samples: list[tuple[float, str, int, str]] = field(default_factory=list)
+
+    def poll_once(self) -> dict[str, tuple[int, str]]:
+        """One synchronous round over the live nodes (also used from fault threads)."""
+        seen: dict[str, tuple[int, str]] = {}
+        for node in self.nodes:
+            if not node.alive:
+                continue
+            for member, (term, role) in parse_raft_metrics(
+                    node.metrics_text(timeout=0.5), GROUP).items():
+                self.samples.append((time.monotonic(), member, term, role))
+                seen[member] = (term, role)
+        return seen
+
+    def leader(self) -> tuple[str, int] | None:
+        leaders = [(term, member) for member, (term, role) in self.poll_once().items()
+                   if role == "leader"]
+        if not leaders:
+            return None
+        term, member = max(leaders)
+        return member, term
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.to_thread(self.poll_once)
+            await asyncio.sleep(SAMPLE_EVERY)  # sleep-ok: the metrics sampling period
+
+
+@dataclass
+class KillLeader:
+    """kill -9 the daemon hosting the group leader at the moment of injection; the heal
+    restarts it in the background. ``target`` says who it was (and if it led)."""
+
+    h: Harness
+    watch: LeaderWatch
+    rng: random.Random
+    kind: str = "kill_leader"
+    target: str = "leader"
+    victim: NodeDaemon | None = None
+    leaders_killed: int = 0
+
+    def inject(self) -> None:
+        found = None
+        deadline = time.monotonic() + 2.0
+        while found is None and time.monotonic() < deadline:
+            found = self.watch.leader()
+        if found is None:
+            live = [n for n in self.h.nodes if n.alive]
+            self.victim = self.rng.choice(live or self.h.nodes)
+            self.target = f"{self.victim.node_id} (no leader seen)"
+        else:
+            member, term = found
+            self.victim = self.h.node(member)
+            self.target = f"{member} (leader, term {term})"
+            self.leaders_killed += 1
+        self.victim.settle()
+        self.victim.kill()
+
+    def heal(self) -> None:
+        if self.victim is not None:
+            self.victim.restart_in_background()
+
+
+def plan_faults(ctx: ScenarioContext, h: Harness, killer: KillLeader) -> FaultSchedule:
+    schedule = FaultSchedule(random.Random(ctx.seed))
+    rng = seeded(ctx, "targets")
+    a, b = rng.sample(range(h.cluster.size), 2)
+    slow = rng.choice(NODE_IDS)
+    kinds = [
+        window(schedule, killer, (1.5, 2.5)),
+        window(schedule, isolate_client(h.cluster, rng.choice(NODE_IDS)), (1.0, 2.0)),
+        window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
+        window(schedule, asymmetric_cut(h.cluster, a, b), (1.0, 2.0)),
+        window(schedule, slow_links(h.cluster.toxi, h.cluster.client_proxies(slow), 40, 30),
+                (1.0, 2.0)),
+        flapping(schedule, isolate_client(h.cluster, rng.choice(NODE_IDS)), 2.5),
+    ]
+    cover_plan(schedule, kinds, ctx.duration, gap=(0.3, 0.8))
+    return schedule
+
+
+async def first_commit(client: RegisterClient, deadline: float) -> float | None:
+    """Propose probe writes until one commits; when it did (None: never)."""
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        try:
+            await client.raft.propose({"op": "put", "key": "probe", "value": n}, timeout=0.5)
+            return time.monotonic()
+        except Exception:
+            await asyncio.sleep(0.02)  # sleep-ok: retry backoff while the group recovers
+    return None
+
+
+def _reader(client: RegisterClient, key: str) -> Any:
+    async def read() -> Any:
+        return await client.raft.read({"op": "get", "key": key}, timeout=1.0)
+    return read
+
+
+def log_elections(h: Harness) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for node in h.nodes:
+        path = h.cluster.base_dir / node.node_id / "node.log"
+        if path.exists():
+            out += elections_from_log(path.read_text(errors="replace").splitlines(), GROUP)
+    return out
+
+
+@scenario("consensus", "a Raft group's KV register (read/write/CAS) on 3 node daemons "
+          "under kill -9 of the leader's node and partitions; linearizable, one leader per "
+          "term, no acknowledged write lost, a leader within 2 s of the heal")
+async def run(ctx: ScenarioContext) -> ScenarioReport:
+    report = ScenarioReport(scenario="consensus", seed=ctx.seed, duration_s=ctx.duration,
+                            nats_server=server_version())
+    broken = os.environ.get(BREAK_ENV) == "stale-reads"
+    nodes: dict[str, list[dict[str, Any]]] = {n: [] for n in NODE_IDS}
+    async with harness(ctx, "raft", nodes, consensus_services()) as h:
+        history = History()
+        clients = [RegisterClient(f"c{i}", await h.client(f"c{i}"), history,
+                                  seeded(ctx, f"c{i}"), stale_reads=broken)
+                   for i in range(WORKERS)]
+        watch = LeaderWatch(h.nodes)
+        killer = KillLeader(h, watch, seeded(ctx, "kill"))
+        schedule = plan_faults(ctx, h, killer)
+        report.fault_plan = schedule.plan()
+        ctx.progress(f"register ops for {ctx.duration:.0f}s from {WORKERS} clients, "
+                     f"{sum(s['action'] == 'inject' for s in report.fault_plan)} faults planned")
+        stop, sampling = asyncio.Event(), asyncio.Event()
+        sampler = asyncio.create_task(watch.run(sampling))
+        tasks = [asyncio.create_task(c.run(stop)) for c in clients]
+        try:
+            await schedule.run()
+            healed = schedule.last_heal or time.monotonic()
+            probe = RegisterClient("probe", await h.client("probe"), History(), seeded(ctx, "p"))
+            committed = await first_commit(probe, time.monotonic() + 15)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        report.faults = [e.to_json() for e in schedule.events]
+        ctx.progress("final heal: waiting for restarted nodes, final reads, checks")
+        await h.settle()
+        final: dict[str, Any] = {}
+        for key in KEYS:
+            reply = await until_ok(_reader(probe, key), time.monotonic() + 15, each=1.5)
+            if reply.get("value") is not None:
+                final[key] = reply["value"]
+        sampling.set()
+        await asyncio.gather(sampler, return_exceptions=True)
+        elected = log_elections(h)
+        recovered = [] if committed is None else [(committed, probe.raft.leader or "?", -1,
+                                                   "leader")]
+        ops = history.operations()
+        report.ops = history.counts()
+        report.checks = [
+            check_register(ops),
+            check_one_leader_per_term([(m, t, r) for _, m, t, r in watch.samples]
+                                      + [(m, t, "leader") for m, t in elected]),
+            check_no_lost_writes(ops, final),
+            check_leader_recovery(healed, recovered, within=2.0),
+        ]
+        report.checks[1].details.update(
+            elections_logged=len(elected), leaders_killed=killer.leaders_killed,
+            max_term=max((t for _, _, t, _ in watch.samples), default=0),
+            client_retries=sum(c.raft.retries for c in clients))
+        report.recovery = {"commit_after_heal_s": None if committed is None
+                           else round(committed - healed, 3)}
+        path = ctx.workdir / "history.jsonl"
+        history.to_jsonl(path)
+        report.history_path = str(path)
+    return report
