@@ -31,6 +31,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,14 @@ from chaos.checkers import (
 )
 from chaos.checkers.leaders import elections_from_log, parse_raft_metrics
 from chaos.cluster import server_version
-from chaos.faults import FaultSchedule, asymmetric_cut, cut_server, isolate_client, slow_links
+from chaos.faults import (
+    Fault,
+    FaultSchedule,
+    asymmetric_cut,
+    cut_server,
+    isolate_client,
+    slow_links,
+)
 from chaos.history import History
 from chaos.nodes import NodeDaemon
 from chaos.report import ScenarioReport
@@ -99,8 +107,9 @@ class RegisterClient:
     """One client process driving the group's KV register and recording every op."""
 
     def __init__(self, name: str, nc: Any, history: History, rng: random.Random,
-                 stale_reads: bool = False) -> None:
+                 stale_reads: bool = False, op_timeout: float = OP_TIMEOUT) -> None:
         self.name = name
+        self.op_timeout = op_timeout
         self.nc = TimeoutCountingNC(nc)
         self.raft = RaftClient(self.nc, GROUP)
         self.history = history
@@ -113,7 +122,7 @@ class RegisterClient:
         """("ok", result) | ("fail", why) | ("unknown", why), retrying one request id."""
         rid = uuid.uuid4().hex
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + OP_TIMEOUT
+        deadline = loop.time() + self.op_timeout
         maybe_sent = False
         while True:
             before = self.nc.timeouts
@@ -228,6 +237,10 @@ class LeaderWatch:
         term, member = max(leaders)
         return member, term
 
+    def term_of(self, member: str | None) -> int:
+        """The last term sampled from ``member`` (-1 if never sampled)."""
+        return next((t for _, m, t, _ in reversed(self.samples) if m == member), -1)
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.to_thread(self.poll_once)
@@ -235,17 +248,20 @@ class LeaderWatch:
 
 
 @dataclass
-class KillLeader:
-    """kill -9 the daemon hosting the group leader at the moment of injection; the heal
-    restarts it in the background. ``target`` says who it was (and if it led)."""
+class AtLeader:
+    """A fault aimed at whichever node hosts the group leader when it is injected (seen on
+    the members' /metrics), so leaders really get killed and cut off. ``make(node_id)``
+    builds the concrete fault; the heal heals exactly that one. ``target`` says who it
+    hit and whether it was the leader; ``hits`` counts leaders hit."""
 
     h: Harness
     watch: LeaderWatch
     rng: random.Random
-    kind: str = "kill_leader"
+    make: Callable[[str], Fault]
+    kind: str
     target: str = "leader"
-    victim: NodeDaemon | None = None
-    leaders_killed: int = 0
+    inner: Fault | None = None
+    hits: int = 0
 
     def inject(self) -> None:
         found = None
@@ -253,35 +269,46 @@ class KillLeader:
         while found is None and time.monotonic() < deadline:
             found = self.watch.leader()
         if found is None:
-            live = [n for n in self.h.nodes if n.alive]
-            self.victim = self.rng.choice(live or self.h.nodes)
-            self.target = f"{self.victim.node_id} (no leader seen)"
+            node = self.rng.choice([n.node_id for n in self.h.nodes if n.alive] or NODE_IDS)
+            self.target = f"{node} (no leader seen)"
         else:
-            member, term = found
-            self.victim = self.h.node(member)
-            self.target = f"{member} (leader, term {term})"
-            self.leaders_killed += 1
-        self.victim.settle()
-        self.victim.kill()
+            node, term = found
+            self.target = f"{node} (leader, term {term})"
+            self.hits += 1
+        self.inner = self.make(node)
+        self.inner.inject()
 
     def heal(self) -> None:
-        if self.victim is not None:
-            self.victim.restart_in_background()
+        if self.inner is not None:
+            self.inner.heal()
+            self.inner = None
 
 
-def plan_faults(ctx: ScenarioContext, h: Harness, killer: KillLeader) -> FaultSchedule:
+def leader_faults(h: Harness, watch: LeaderWatch, rng: random.Random) -> list[AtLeader]:
+    """kill -9 of the leader's node (heal: restart), and cutting the leader off NATS."""
+    return [
+        AtLeader(h, watch, rng, lambda node: h.node(node).kill_fault(), "kill_leader"),
+        AtLeader(h, watch, rng, lambda node: isolate_client(h.cluster, node),
+                 "isolate_leader"),
+    ]
+
+
+def plan_faults(ctx: ScenarioContext, h: Harness, at_leader: list[AtLeader]
+                ) -> FaultSchedule:
     schedule = FaultSchedule(random.Random(ctx.seed))
     rng = seeded(ctx, "targets")
     a, b = rng.sample(range(h.cluster.size), 2)
     slow = rng.choice(NODE_IDS)
+    kill_leader, isolate_leader = at_leader
     kinds = [
-        window(schedule, killer, (1.5, 2.5)),
+        window(schedule, kill_leader, (1.5, 2.5)),
+        window(schedule, isolate_leader, (1.0, 2.0)),
         window(schedule, isolate_client(h.cluster, rng.choice(NODE_IDS)), (1.0, 2.0)),
         window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
         window(schedule, asymmetric_cut(h.cluster, a, b), (1.0, 2.0)),
         window(schedule, slow_links(h.cluster.toxi, h.cluster.client_proxies(slow), 40, 30),
                 (1.0, 2.0)),
-        flapping(schedule, isolate_client(h.cluster, rng.choice(NODE_IDS)), 2.5),
+        flapping(schedule, isolate_leader, 2.5),
     ]
     cover_plan(schedule, kinds, ctx.duration, gap=(0.3, 0.8))
     return schedule
@@ -329,8 +356,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
                                   seeded(ctx, f"c{i}"), stale_reads=broken)
                    for i in range(WORKERS)]
         watch = LeaderWatch(h.nodes)
-        killer = KillLeader(h, watch, seeded(ctx, "kill"))
-        schedule = plan_faults(ctx, h, killer)
+        at_leader = leader_faults(h, watch, seeded(ctx, "leader"))
+        schedule = plan_faults(ctx, h, at_leader)
         report.fault_plan = schedule.plan()
         ctx.progress(f"register ops for {ctx.duration:.0f}s from {WORKERS} clients, "
                      f"{sum(s['action'] == 'inject' for s in report.fault_plan)} faults planned")
@@ -356,8 +383,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         sampling.set()
         await asyncio.gather(sampler, return_exceptions=True)
         elected = log_elections(h)
-        recovered = [] if committed is None else [(committed, probe.raft.leader or "?", -1,
-                                                   "leader")]
+        recovered = [] if committed is None else [
+            (committed, probe.raft.leader or "?", watch.term_of(probe.raft.leader), "leader")]
         ops = history.operations()
         report.ops = history.counts()
         report.checks = [
@@ -368,7 +395,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             check_leader_recovery(healed, recovered, within=2.0),
         ]
         report.checks[1].details.update(
-            elections_logged=len(elected), leaders_killed=killer.leaders_killed,
+            elections_logged=len(elected), leaders_hit={f.kind: f.hits for f in at_leader},
             max_term=max((t for _, _, t, _ in watch.samples), default=0),
             client_retries=sum(c.raft.retries for c in clients))
         report.recovery = {"commit_after_heal_s": None if committed is None
