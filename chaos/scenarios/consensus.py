@@ -32,7 +32,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nats.errors import TimeoutError as NatsTimeout
@@ -45,7 +45,7 @@ from chaos.checkers import (
     check_one_leader_per_term,
     check_register,
 )
-from chaos.checkers.leaders import elections_from_log, parse_raft_metrics
+from chaos.checkers.leaders import LeaderWatch, elections_from_logs
 from chaos.cluster import server_version
 from chaos.faults import (
     Fault,
@@ -56,7 +56,6 @@ from chaos.faults import (
     slow_links,
 )
 from chaos.history import History
-from chaos.nodes import NodeDaemon
 from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext, scenario
 from chaos.scenarios.support import (
@@ -75,7 +74,6 @@ KEYS = ("k0", "k1", "k2")
 WORKERS = 3
 OP_TIMEOUT = 3.0  # a proposal retries (same request id) this long before it is unknown
 READ_TIMEOUT = 1.0
-SAMPLE_EVERY = 0.1
 RAFT = {"tick_ms": 20.0, "election_ticks": 10, "heartbeat_ticks": 2}
 BREAK_ENV = "BA_CHAOS_CONSENSUS_BREAK"
 
@@ -211,43 +209,6 @@ class RegisterClient:
 
 
 @dataclass
-class LeaderWatch:
-    """Samples every member's /metrics: (time, member, term, role) observations."""
-
-    nodes: list[NodeDaemon]
-    samples: list[tuple[float, str, int, str]] = field(default_factory=list)
-
-    def poll_once(self) -> dict[str, tuple[int, str]]:
-        """One synchronous round over the live nodes (also used from fault threads)."""
-        seen: dict[str, tuple[int, str]] = {}
-        for node in self.nodes:
-            if not node.alive:
-                continue
-            for member, (term, role) in parse_raft_metrics(
-                    node.metrics_text(timeout=0.5), GROUP).items():
-                self.samples.append((time.monotonic(), member, term, role))
-                seen[member] = (term, role)
-        return seen
-
-    def leader(self) -> tuple[str, int] | None:
-        leaders = [(term, member) for member, (term, role) in self.poll_once().items()
-                   if role == "leader"]
-        if not leaders:
-            return None
-        term, member = max(leaders)
-        return member, term
-
-    def term_of(self, member: str | None) -> int:
-        """The last term sampled from ``member`` (-1 if never sampled)."""
-        return next((t for _, m, t, _ in reversed(self.samples) if m == member), -1)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await asyncio.to_thread(self.poll_once)
-            await asyncio.sleep(SAMPLE_EVERY)  # sleep-ok: the metrics sampling period
-
-
-@dataclass
 class AtLeader:
     """A fault aimed at whichever node hosts the group leader when it is injected (seen on
     the members' /metrics), so leaders really get killed and cut off. ``make(node_id)``
@@ -334,12 +295,8 @@ def _reader(client: RegisterClient, key: str) -> Any:
 
 
 def log_elections(h: Harness) -> list[tuple[str, int]]:
-    out: list[tuple[str, int]] = []
-    for node in h.nodes:
-        path = h.cluster.base_dir / node.node_id / "node.log"
-        if path.exists():
-            out += elections_from_log(path.read_text(errors="replace").splitlines(), GROUP)
-    return out
+    paths = [h.cluster.base_dir / node.node_id / "node.log" for node in h.nodes]
+    return elections_from_logs(paths, GROUP)
 
 
 @scenario("consensus", "a Raft group's KV register (read/write/CAS) on 3 node daemons "
@@ -355,7 +312,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         clients = [RegisterClient(f"c{i}", await h.client(f"c{i}"), history,
                                   seeded(ctx, f"c{i}"), stale_reads=broken)
                    for i in range(WORKERS)]
-        watch = LeaderWatch(h.nodes)
+        watch = LeaderWatch(GROUP, h.nodes)
         at_leader = leader_faults(h, watch, seeded(ctx, "leader"))
         schedule = plan_faults(ctx, h, at_leader)
         report.fault_plan = schedule.plan()

@@ -7,6 +7,7 @@ Replay a failing run with ``pytest tests/chaos/test_consensus_scenario.py --seed
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -162,7 +163,7 @@ def stale_read(ops: list[Operation]) -> list[Operation] | None:
         by_key.setdefault(op.key, []).append(op)
     for key_ops in by_key.values():
         writes = [o for o in key_ops if o.f == "write" and o.status == "ok"]
-        for old, new in zip(writes, writes[1:], strict=False):
+        for old, new in itertools.pairwise(writes):
             if new.invoke_time <= old.complete_time:
                 continue
             read = next((o for o in key_ops if o.f == "read" and o.status == "ok"
