@@ -2,10 +2,11 @@
 
 Three node daemons host one consensus group (members = the nodes, built-in KV state
 machine). Clients, each on its own proxied connection, read, write and compare-and-set a
-few keys through ``RaftClient`` while a seeded schedule kills the leader's node (found
-from the members' /metrics at the moment of the kill) and restarts it, isolates a node,
-cuts one NATS server from the others, cuts one route direction, slows a member's links
-and flaps a node's link. Checks:
+few keys through ``RaftClient`` while a seeded schedule kills the leader's node with
+kill -9 and restarts it, cuts the leader off NATS (once held, once flapping), isolates a
+seeded node, cuts one NATS server from the others, cuts one route direction and slows a
+member's links. Leader-aimed faults pick the leader from the members' /metrics at the
+moment they strike. Checks:
 
 - ``linearizable-register``: the history of reads (read-index), writes and CAS;
 - ``one-leader-per-term``: from /metrics samples of every member during the run and the
@@ -76,10 +77,18 @@ OP_TIMEOUT = 3.0  # a proposal retries (same request id) this long before it is 
 READ_TIMEOUT = 1.0
 RAFT = {"tick_ms": 20.0, "election_ticks": 10, "heartbeat_ticks": 2}
 BREAK_ENV = "BA_CHAOS_CONSENSUS_BREAK"
+# "limit_data" resets the route as soon as src sends towards dst. The "timeout" toxic
+# drops bytes inside a live TCP stream, which no real network does (TCP retransmits or
+# resets): lost route interest updates then leave a subscription unreachable after the
+# heal (seed 6: a node restarted during a 2->0 cut timed out on JetStream for 30 s).
+ASYM_MODE = "limit_data"
 
 
 def consensus_services() -> dict[str, Any]:
-    return {"consensus": {"groups": [{"name": GROUP, "members": list(NODE_IDS), **RAFT}]}}
+    """The group on every node; the registry service is off, since the group runs on core
+    NATS only and a restarted node should not wait for JetStream to host its member."""
+    return {"consensus": {"groups": [{"name": GROUP, "members": list(NODE_IDS), **RAFT}]},
+            "registry": {"enabled": False}}
 
 
 class TimeoutCountingNC:
@@ -266,7 +275,7 @@ def plan_faults(ctx: ScenarioContext, h: Harness, at_leader: list[AtLeader]
         window(schedule, isolate_leader, (1.0, 2.0)),
         window(schedule, isolate_client(h.cluster, rng.choice(NODE_IDS)), (1.0, 2.0)),
         window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
-        window(schedule, asymmetric_cut(h.cluster, a, b), (1.0, 2.0)),
+        window(schedule, asymmetric_cut(h.cluster, a, b, ASYM_MODE), (1.0, 2.0)),
         window(schedule, slow_links(h.cluster.toxi, h.cluster.client_proxies(slow), 40, 30),
                 (1.0, 2.0)),
         flapping(schedule, isolate_leader, 2.5),
