@@ -18,7 +18,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
 
-from broker_agents import codec
+from broker_agents import codec, transport
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.logging import get_logger
 from broker_agents.messages import envelope
@@ -109,7 +109,7 @@ class AgentContext:
         data = codec.encode(envelope(msg, msg_id=msg_id))
         self._out["request"].inc()
         try:
-            reply = await self.nc.request(subject, data, timeout=timeout)
+            reply = await transport.request(self.nc, subject, data, timeout)
         except nats.errors.NoRespondersError as exc:
             raise BrokerError(ErrorCode.UNAVAILABLE, f"no agent is listening for {target}",
                               {"subject": subject}) from exc

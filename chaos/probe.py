@@ -18,6 +18,7 @@ from broker_agents.agent import Agent, handler
 from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 
 PROBE_CLASS = "chaos.probe:ViewProbeAgent"
 
@@ -50,7 +51,7 @@ async def fetch_view(nc: Any, node_id: str, timeout: float = 0.5,
                      subjects: Subjects | None = None) -> dict[str, int]:
     """The node's view as ``agent_id -> revision`` (raises on timeout or error reply)."""
     subjects = subjects or Subjects()
-    reply = await nc.request(subjects.agent(probe_id(node_id)),
+    reply = await nats_request(nc, subjects.agent(probe_id(node_id)),
                              codec.encode(envelope(ViewDigest())), timeout=timeout)
     payload = codec.decode(reply.data, reply.headers)
     err = BrokerError.from_payload(payload)

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.subjects import Subjects
+from broker_agents.transport import connect_client
 from node.embedded import NatsCluster, NatsServer, free_port, start_cluster
 
 
@@ -157,7 +158,7 @@ class LocalCluster:
         await self._spawn_and_wait([self.procs[index]])
 
     async def client(self) -> NATS:
-        return await nats.connect(self.urls[0])
+        return await connect_client(self.urls[0])
 
     def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
         """SIGTERM every node (graceful), then stop NATS; returns exit codes by node id."""

@@ -19,6 +19,7 @@ from broker_agents.messages import envelope
 from broker_agents.registry.client import Registry
 from broker_agents.samples import Calculate, Echo, Relay
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 from node.cluster import LocalCluster
 
 BIDDER = "broker_agents.auction.bidder:BidderAgent"
@@ -51,7 +52,7 @@ class Step:
 
 
 async def _ask(nc: NATS, subject: str, payload: Any, raw: bytes | None = None) -> Any:
-    reply = await nc.request(subject, raw if raw is not None else codec.encode(payload),
+    reply = await nats_request(nc, subject, raw if raw is not None else codec.encode(payload),
                              timeout=5)
     return codec.decode(reply.data, reply.headers)
 

@@ -63,6 +63,7 @@ async def nc(nats_url: str) -> AsyncIterator[object]:
     import nats
 
     conn = await nats.connect(nats_url)
+    await conn.flush()  # see broker_agents.transport.connect_client
     try:
         yield conn
     finally:

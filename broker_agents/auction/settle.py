@@ -28,6 +28,7 @@ from broker_agents.auction.messages import AuctionResult, AwardAck, AwardNotice,
 from broker_agents.auction.records import AuctionRecord, Stage
 from broker_agents.core.errors import BrokerError, LocalProtocolError
 from broker_agents.messages import envelope
+from broker_agents.transport import request as nats_request
 
 if TYPE_CHECKING:
     from broker_agents.auction.driver import AuctionDriver
@@ -82,7 +83,7 @@ async def award(d: AuctionDriver) -> None:
         notice = AwardNotice(auction_id=d.aid, total=owed[winner], seller=record.request.seller,
                              awards=[a for a in outcome.awards if a.bidder == winner])
         try:
-            msg = await d.host.nc.request(
+            msg = await nats_request(d.host.nc,
                 d.host.subjects.agent(winner),
                 codec.encode(envelope(notice, msg_id=f"award-{d.aid}-{winner}")),
                 timeout=timeout)

@@ -12,6 +12,7 @@ from broker_agents.bench.agents import RunRtt, RunThroughput
 from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 from node.cluster import LocalCluster
 
 BENCH_AGENTS: list[list[dict[str, Any]]] = [
@@ -30,7 +31,7 @@ async def run_messaging_bench(requests: int = 2000, messages: int = 100_000) -> 
             subjects = Subjects(cluster.prefix)
 
             async def ask(msg: Any, timeout: float) -> dict[str, Any]:
-                reply = await nc.request(subjects.agent("bench-driver"),
+                reply = await nats_request(nc, subjects.agent("bench-driver"),
                                          codec.encode(envelope(msg)), timeout=timeout)
                 payload = codec.decode(reply.data)
                 err = BrokerError.from_payload(payload)

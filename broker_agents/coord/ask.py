@@ -28,6 +28,7 @@ from broker_agents import codec
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 
 Outcome = dict[str, Any] | BrokerError
 NO_RESPONDERS = "503"
@@ -35,7 +36,7 @@ NO_RESPONDERS = "503"
 
 async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float) -> Outcome:
     try:
-        reply = await nc.request(subject, data, timeout=timeout)
+        reply = await nats_request(nc, subject, data, timeout=timeout)
     except nats.errors.NoRespondersError:
         return BrokerError(ErrorCode.UNAVAILABLE, "no agent is listening", {"subject": subject})
     except nats.errors.TimeoutError:

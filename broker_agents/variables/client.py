@@ -31,6 +31,7 @@ from broker_agents.core.variables.functions import Scalar
 from broker_agents.core.variables.space import VariableSpace
 from broker_agents.raft.client import RaftClient
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 from broker_agents.variables import subjects as subj
 from broker_agents.variables.models import FeedbackAck, FeedbackReport, SpaceValues
 from broker_agents.variables.readmodel import ReadModel
@@ -114,7 +115,7 @@ class Variables:
             await self.nc.publish(subject, encode(report))
             return None
         try:
-            msg = await self.nc.request(subject, encode(report), timeout=timeout)
+            msg = await nats_request(self.nc, subject, encode(report), timeout=timeout)
         except NoRespondersError as exc:
             raise BrokerError(ErrorCode.UNAVAILABLE, f"no adaptation engine for {space!r}",
                               {"space": space}) from exc

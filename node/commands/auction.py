@@ -23,6 +23,7 @@ from rich.table import Table
 
 from broker_agents.core.auction import Mechanism, PaymentRule
 from broker_agents.core.errors import BrokerError
+from broker_agents.transport import connect_client
 
 app = typer.Typer(no_args_is_help=True, help="Auctions: run one, inspect and fund accounts.")
 console = Console()
@@ -34,10 +35,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 async def _connect(url: str) -> Any:
-    import nats
 
     try:
-        return await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+        return await connect_client(url, connect_timeout=3, max_reconnect_attempts=1)
     except Exception as exc:
         raise BrokerError("unavailable", f"cannot connect to NATS at {url}: {exc}") from exc
 

@@ -23,6 +23,8 @@ import typer
 from rich.console import Console
 
 from broker_agents.core.errors import BrokerError
+from broker_agents.transport import connect_client
+from broker_agents.transport import request as nats_request
 
 app = typer.Typer(no_args_is_help=True, help="Coordination: JSON Schemas and requests.")
 console = Console()
@@ -60,12 +62,12 @@ async def _send(url: str, prefix: str, protocol: str, body: Any, timeout: float)
     from broker_agents.subjects import Subjects
 
     try:
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1,
+        nc = await connect_client(url, connect_timeout=3, max_reconnect_attempts=1,
                                 allow_reconnect=False, error_cb=_quiet)
     except Exception as exc:
         raise BrokerError("unavailable", f"cannot connect to NATS at {url}: {exc}") from exc
     try:
-        reply = await nc.request(Subjects(prefix).coord(protocol),
+        reply = await nats_request(nc, Subjects(prefix).coord(protocol),
                                  codec.encode(body, as_json=True), timeout=timeout)
         return codec.decode(reply.data, reply.headers)
     except nats.errors.NoRespondersError as exc:

@@ -26,6 +26,7 @@ from broker_agents.core.errors import BrokerError
 from broker_agents.core.registry.record import AgentRecord
 from broker_agents.registry.view import LocalView
 from broker_agents.subjects import Subjects
+from broker_agents.transport import connect_client
 
 app = typer.Typer(no_args_is_help=True, help="Agent registry: list, get, find, query.")
 console = Console()
@@ -55,7 +56,7 @@ async def _with_view(url: str, prefix: str, use: Callable[[LocalView], T]) -> T:
     import nats
     import nats.js.errors
 
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    nc = await connect_client(url, connect_timeout=3, max_reconnect_attempts=1)
     try:
         try:
             kv = await nc.jetstream().key_value(Subjects(prefix).bucket("agents"))

@@ -30,6 +30,7 @@ from rich.table import Table
 from broker_agents.codec import decode
 from broker_agents.core.errors import BrokerError
 from broker_agents.subjects import Subjects
+from broker_agents.transport import connect_client
 from broker_agents.variables import subjects as subj
 from broker_agents.variables.client import Variables
 from broker_agents.variables.models import VariableChange
@@ -67,9 +68,8 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 async def _with(url: str, prefix: str, group: str,
                 use: Callable[[Variables], Awaitable[T]]) -> T:
-    import nats
 
-    nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1)
+    nc = await connect_client(url, connect_timeout=3, max_reconnect_attempts=1)
     try:
         return await use(Variables(nc, group, Subjects(prefix)))
     finally:
@@ -191,9 +191,8 @@ def history(space: str, variable: str, nats_url: NatsOpt = DEFAULT_URL,
 
 async def _watch(url: str, prefix: str, space: str | None, count: int | None,
                  as_json: bool) -> None:
-    import nats
 
-    nc = await nats.connect(url, connect_timeout=3)
+    nc = await connect_client(url, connect_timeout=3)
     seen: dict[str, int] = {}
     done = asyncio.Event()
     shown = 0

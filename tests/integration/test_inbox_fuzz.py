@@ -19,6 +19,7 @@ from broker_agents.messages import envelope
 from broker_agents.runtime import AgentRunner
 from broker_agents.samples import Calculate, CalculatorAgent
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 from node.embedded import NatsServer
 
 S = Subjects()
@@ -52,7 +53,7 @@ class LoopThread:
         await asyncio.wait_for(ready.wait(), 5)
 
     async def ask(self, data: bytes) -> Any:
-        reply = await self.client.request(S.agent("calc"), data, timeout=5)
+        reply = await nats_request(self.client, S.agent("calc"), data, timeout=5)
         return codec.decode(reply.data, reply.headers)
 
     async def _stop(self) -> None:

@@ -18,6 +18,7 @@ from broker_agents.messages import envelope
 from broker_agents.runtime import AgentRunner
 from broker_agents.samples import Calculate, CalculatorAgent, Crash, Echo, EchoAgent, WorkerAgent
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 
 S = Subjects()
 
@@ -56,7 +57,7 @@ async def host(nats_url: str) -> AsyncIterator[Hosted]:
 
 async def ask(nc: NATS, subject: str, payload: Any = None, raw: bytes | None = None) -> Any:
     data = raw if raw is not None else codec.encode(payload)
-    reply = await nc.request(subject, data, timeout=5)
+    reply = await nats_request(nc, subject, data, timeout=5)
     return codec.decode(reply.data, reply.headers)
 
 
@@ -68,7 +69,7 @@ async def test_request_reply_with_typed_message(host: Hosted, nc: NATS) -> None:
 
 async def test_json_request_gets_json_reply(host: Hosted, nc: NATS) -> None:
     await host.add(CalculatorAgent("calc"))
-    reply = await nc.request(S.agent("calc"),
+    reply = await nats_request(nc, S.agent("calc"),
                              b'{"type":"calculate","data":{"op":"add","a":2,"b":3}}', timeout=5)
     assert reply.data.startswith(b"{")
     assert codec.decode(reply.data)["value"] == 5
@@ -145,7 +146,7 @@ async def test_graceful_stop_finishes_in_flight_handlers_and_leaves_no_tasks(
             started.set()
 
     sub = await nc.subscribe("test.release.started", cb=on_started)
-    pending = [asyncio.ensure_future(nc.request(
+    pending = [asyncio.ensure_future(nats_request(nc,
         S.agent("w"), codec.encode(envelope_work("test.release")), timeout=10))
         for _ in range(3)]
     async with asyncio.timeout(5):

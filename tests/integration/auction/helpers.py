@@ -13,6 +13,7 @@ from broker_agents.auction.ledger import Ledger
 from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 
 S = Subjects()
 AUCTIONEER = "broker_agents.auction.auctioneer:AuctioneerAgent"
@@ -35,7 +36,7 @@ async def ledger(nc: NATS) -> Ledger:
 
 
 async def stats(nc: NATS, agent_id: str) -> dict[str, Any]:
-    reply = await nc.request(S.agent(agent_id), codec.encode(envelope(BidderStats())),
+    reply = await nats_request(nc, S.agent(agent_id), codec.encode(envelope(BidderStats())),
                              timeout=5)
     payload = codec.decode(reply.data)
     err = BrokerError.from_payload(payload)
@@ -48,5 +49,5 @@ async def stats(nc: NATS, agent_id: str) -> dict[str, Any]:
 async def ask(nc: NATS, subject: str, payload: Any, *, as_json: bool = False,
               raw: bytes | None = None, timeout: float = 10) -> Any:
     data = raw if raw is not None else codec.encode(payload, as_json=as_json)
-    reply = await nc.request(subject, data, timeout=timeout)
+    reply = await nats_request(nc, subject, data, timeout=timeout)
     return codec.decode(reply.data, reply.headers)

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.auction.client import run_auction
+from broker_agents.transport import request as nats_request
 from node.cluster import LocalCluster
 from tests.integration.auction.helpers import S, ask, auctioneer, bidder
 
@@ -67,7 +68,7 @@ async def test_garbage_gets_a_malformed_error_in_kind_and_the_node_keeps_serving
     for raw in (b"\xc1\xc1\xc1", b"{not json", b"[1, 2]", b"\x93\x01\x02\x03"):
         reply = await ask(nc, COORD, None, raw=raw)
         assert reply["error"]["code"] in ("malformed", "validation_error"), reply
-    got = await nc.request(COORD, json.dumps({"type": "vickrey", "participants": ["other"],
+    got = await nats_request(nc, COORD, json.dumps({"type": "vickrey", "participants": ["other"],
                                               "budgets": False}).encode(), timeout=10)
     assert got.data.startswith(b"{")  # JSON in, JSON out
     result = json.loads(got.data)
@@ -109,7 +110,7 @@ async def test_duplicate_repeated_and_late_bids_do_not_change_the_outcome(nc: NA
     assert late["error"]["code"] == "closed", late
     replayed = await _push(nc, aid, first)
     assert replayed["error"]["code"] in ("duplicate", "closed")
-    reply = await nc.request(S.coord("auction"), codec.encode(
+    reply = await nats_request(nc, S.coord("auction"), codec.encode(
         {"type": "vickrey", "participants": ["other"], "budgets": False}), timeout=10)
     assert codec.decode(reply.data)["winner"] == "other"
 

@@ -10,6 +10,7 @@ from broker_agents import codec
 from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 
 S = Subjects()
 COORDINATOR = "broker_agents.coord.coordinator:CoordinatorAgent"
@@ -30,7 +31,7 @@ def spec(cls: str, agent_id: str, caps: list[str] | None = None, **kwargs: Any) 
 async def coord(nc: NATS, protocol: str, request: Any, *, as_json: bool = False,
                 timeout: float = 15) -> Any:
     """Send one coordination request; returns the decoded reply (result or error)."""
-    reply = await nc.request(S.coord(protocol), codec.encode(request, as_json=as_json),
+    reply = await nats_request(nc, S.coord(protocol), codec.encode(request, as_json=as_json),
                              timeout=timeout)
     return codec.decode(reply.data, reply.headers)
 
@@ -42,7 +43,7 @@ def error_of(reply: Any) -> BrokerError:
 
 
 async def agent_call(nc: NATS, agent_id: str, msg: Any, timeout: float = 5) -> Any:
-    reply = await nc.request(S.agent(agent_id), codec.encode(envelope(msg)), timeout=timeout)
+    reply = await nats_request(nc, S.agent(agent_id), codec.encode(envelope(msg)), timeout=timeout)
     payload = codec.decode(reply.data)
     err = BrokerError.from_payload(payload)
     if err is not None:

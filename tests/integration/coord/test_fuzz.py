@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from broker_agents import codec
 from broker_agents.coord.schema import PROTOCOLS
 from broker_agents.core.errors import BrokerError
+from broker_agents.transport import request as nats_request
 from node.cluster import LocalCluster
 from tests.integration.coord.helpers import COORDINATOR, VOTER, S, spec
 
@@ -84,7 +85,7 @@ class ClusterThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     async def _ask(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Any:
-        reply = await self.nc.request(subject, data, timeout=10, headers=headers)
+        reply = await nats_request(self.nc, subject, data, timeout=10, headers=headers)
         return reply.data, codec.decode(reply.data, reply.headers)
 
     def ask(self, subject: str, data: bytes, *, json_header: bool = False) -> tuple[bytes, Any]:

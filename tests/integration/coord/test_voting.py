@@ -12,6 +12,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
+from broker_agents.transport import request as nats_request
 from node.cluster import LocalCluster
 from tests.integration.coord.helpers import (
     COORDINATOR,
@@ -126,7 +127,7 @@ async def test_keyword_rule_decides_from_the_proposal(nc: NATS) -> None:
 
 
 async def test_json_request_gets_json_reply(nc: NATS) -> None:
-    reply = await nc.request(S.coord("vote"), codec.encode(
+    reply = await nats_request(nc, S.coord("vote"), codec.encode(
         {"proposal": "p", "participants": ["v0"]}, as_json=True), timeout=10)
     assert reply.data.startswith(b"{")
     assert codec.decode(reply.data)["decision"] == "yes"

@@ -9,6 +9,7 @@ from typing import Any
 import nats
 
 from broker_agents import codec
+from broker_agents.transport import request as nats_request
 from node.config import load_config
 from node.daemon import Node
 
@@ -47,7 +48,7 @@ async def test_shutdown_finishes_in_flight_handlers_and_leaves_no_task(tmp_path:
 
     await client.subscribe("job.release.started", cb=on_started)
     await client.flush()
-    pending = asyncio.ensure_future(client.request(
+    pending = asyncio.ensure_future(nats_request(client,
         "ba.agent.w", codec.encode({"type": "work", "data": {"release": "job.release"}}),
         timeout=15))
     await asyncio.wait_for(started.wait(), 5)

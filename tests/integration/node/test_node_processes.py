@@ -17,6 +17,7 @@ from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.samples import Crash, Echo, Relay
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 from node.cluster import LocalCluster
 
 S = Subjects()
@@ -47,7 +48,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 async def test_agents_on_two_node_processes_talk_by_request_reply(
         cluster: LocalCluster) -> None:
     nc = await cluster.client()
-    reply = await nc.request(S.agent("relay"),
+    reply = await nats_request(nc, S.agent("relay"),
                              codec.encode(envelope(Relay(target="echo-b", text="ping"))),
                              timeout=5)
     got = codec.decode(reply.data)
@@ -60,7 +61,7 @@ async def test_capability_requests_spread_over_both_nodes(cluster: LocalCluster)
     nc = await cluster.client()
     nodes = set()
     for i in range(40):
-        reply = await nc.request(S.cap("echo"), codec.encode(envelope(Echo(text=str(i)))),
+        reply = await nats_request(nc, S.cap("echo"), codec.encode(envelope(Echo(text=str(i)))),
                                  timeout=5)
         nodes.add(codec.decode(reply.data)["node_id"])
     assert nodes == {"node-1", "node-2"}
@@ -88,12 +89,12 @@ async def test_crashed_agent_is_restarted_by_its_node(cluster: LocalCluster) -> 
 
     await nc.subscribe(S.events("agent", "started"), cb=on_started)
     await nc.flush()
-    got = codec.decode((await nc.request(S.agent("worker"), codec.encode(envelope(Crash())),
+    got = codec.decode((await nats_request(nc, S.agent("worker"), codec.encode(envelope(Crash())),
                                          timeout=5)).data)
     assert BrokerError.from_payload(got) is not None
     event = await asyncio.wait_for(restarted, 10)
     assert event["node_id"] == "node-2"
-    reply = await nc.request(S.agent("worker"), codec.encode({"type": "work", "data": {}}),
+    reply = await nats_request(nc, S.agent("worker"), codec.encode({"type": "work", "data": {}}),
                              timeout=5)
     assert codec.decode(reply.data)["starts"] == 2
     _, body = await asyncio.to_thread(http_get, cluster.procs[1].http_port, "/metrics")
@@ -114,7 +115,7 @@ async def test_node_exits_nonzero_when_root_supervisor_gives_up(tmp_path: Path) 
                      extra_env={"BA_SUPERVISOR__MAX_RESTARTS": "0"})
     await c.start()
     nc = await c.client()
-    await nc.request(S.agent("fragile"), codec.encode(envelope(Crash())), timeout=5)
+    await nats_request(nc, S.agent("fragile"), codec.encode(envelope(Crash())), timeout=5)
     await nc.close()
     code = await asyncio.to_thread(c.procs[0].wait, 20)
     assert code == 1

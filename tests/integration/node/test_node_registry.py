@@ -15,6 +15,7 @@ from broker_agents.messages import envelope
 from broker_agents.registry.client import Registry
 from broker_agents.samples import Crash
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 from node.cluster import LocalCluster
 
 S = Subjects()
@@ -66,7 +67,7 @@ async def test_registry_queries_answer_non_python_clients_over_nats(
         cluster: LocalCluster, registry: Registry) -> None:
     await until(registry, lambda: registry.count() == 4)
     nc = await cluster.client()
-    reply = await nc.request(S.registry("find"), b'{"capability": "math"}', timeout=5)
+    reply = await nats_request(nc, S.registry("find"), b'{"capability": "math"}', timeout=5)
     got = codec.decode(reply.data)
     assert [a["agent_id"] for a in got["agents"]] == ["calc"]
     await nc.close()
@@ -80,7 +81,7 @@ async def test_a_restarted_agent_is_degraded_then_healthy_again(
         lambda change: seen.append(change.record.health)
         if change.kind != "removed" and change.agent_id == "worker" else None)
     nc = await cluster.client()
-    await nc.request(S.agent("worker"), codec.encode(envelope(Crash())), timeout=5)
+    await nats_request(nc, S.agent("worker"), codec.encode(envelope(Crash())), timeout=5)
     await until(registry, lambda: seen[-2:] == ["degraded", "healthy"])
     unsubscribe()
     await nc.close()

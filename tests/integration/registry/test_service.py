@@ -12,6 +12,7 @@ import pytest
 from broker_agents.registry.client import Registry
 from broker_agents.registry.service import RegistryService
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 
 S = Subjects()
 
@@ -35,7 +36,7 @@ async def served(nc: Any) -> AsyncIterator[Registry]:
 
 async def _json(nc: Any, op: str, body: Any) -> Any:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    msg = await nc.request(S.registry(op), raw, timeout=2)
+    msg = await nats_request(nc, S.registry(op), raw, timeout=2)
     return json.loads(msg.data)
 
 
@@ -48,7 +49,7 @@ async def test_query_over_nats_json_in_json_out(nc: Any, served: Registry) -> No
 
 
 async def test_msgpack_request_gets_msgpack_reply(nc: Any, served: Registry) -> None:
-    msg = await nc.request(S.registry("count"), msgpack.packb({}), timeout=2)
+    msg = await nats_request(nc, S.registry("count"), msgpack.packb({}), timeout=2)
     assert msgpack.unpackb(msg.data) == {"count": 3}
 
 
@@ -60,7 +61,7 @@ async def test_get_list_find_and_count(nc: Any, served: Registry) -> None:
     assert [a["agent_id"] for a in found["agents"]] == ["a1", "a3"]
     counted = await _json(nc, "count", {"criteria": [["health", "neq", "healthy"]]})
     assert counted == {"count": 1}
-    empty = await nc.request(S.registry("count"), b"", timeout=2)
+    empty = await nats_request(nc, S.registry("count"), b"", timeout=2)
     assert json.loads(empty.data) == {"count": 3}
 
 
@@ -83,6 +84,6 @@ async def test_bad_requests_get_structured_errors_and_service_survives(
 
 
 async def test_garbage_bytes_are_answered_not_fatal(nc: Any, served: Registry) -> None:
-    msg = await nc.request(S.registry("query"), b"\xc1\xff\x00garbage", timeout=2)
+    msg = await nats_request(nc, S.registry("query"), b"\xc1\xff\x00garbage", timeout=2)
     assert msgpack.unpackb(msg.data)["error"]["code"] == "malformed"
     assert (await _json(nc, "count", {}))["count"] == 3
