@@ -80,12 +80,12 @@ def up(
                                    config=config)
             await cluster.start()
             table = Table(title=f"{nodes} node(s) up")
-            for col in ("node", "pid", "http", "log"):
-                table.add_column(col)
+            for col in ("node", "pid", "http (/metrics /healthz /readyz)"):
+                table.add_column(col, no_wrap=True)
             for proc in cluster.procs:
-                table.add_row(proc.node_id, str(proc.pid),
-                              f"http://127.0.0.1:{proc.http_port}/metrics", str(proc.log_path))
+                table.add_row(proc.node_id, str(proc.pid), f"http://127.0.0.1:{proc.http_port}")
             console.print(table)
+            console.print(f"logs: {tmp}/node-N.log")
             console.print(f"NATS: {', '.join(cluster.urls)}  —  Ctrl-C to stop")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

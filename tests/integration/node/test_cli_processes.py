@@ -1,0 +1,66 @@
+"""The CLI as a user runs it: `up` until Ctrl-C, and a second signal forcing a node out."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import nats
+
+from broker_agents import codec
+from broker_agents.subjects import Subjects
+from node.embedded import free_port
+
+CLI = [sys.executable, "-m", "node.cli"]
+
+
+def test_up_starts_nodes_prints_their_ports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*CLI, "up", "--nodes", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # the table, then the NATS line once every node is ready
+        seen.append(line)
+        if "Ctrl-C to stop" in line:
+            break
+    text = "".join(seen)
+    assert "node-1" in text and "node-2" in text and "http://127.0.0.1:" in text
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, text + rest
+    assert "node-1 exit 0" in rest and "node-2 exit 0" in rest
+
+
+async def test_second_signal_forces_a_node_out_while_work_is_in_flight(tmp_path: Path) -> None:
+    port = free_port()
+    env = dict(os.environ, BA_NODE__ID="solo", BA_NODE__DATA_DIR=str(tmp_path),
+               BA_NATS__EMBEDDED__PORT=str(port), BA_HTTP__PORT="0",
+               BA_NODE__SHUTDOWN_TIMEOUT="30",
+               BA_AGENTS='[{"class": "broker_agents.samples:WorkerAgent", "id": "w"}]')
+    proc = await asyncio.create_subprocess_exec(*CLI, "node", "run", env=env,
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    while b"node ready" not in await asyncio.wait_for(proc.stderr.readline(), 30):
+        pass
+    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+    started = asyncio.Event()
+
+    async def on_started(_: object) -> None:
+        started.set()
+
+    await nc.subscribe("hold.started", cb=on_started)
+    await nc.flush()
+    await nc.publish(Subjects().agent("w"),
+                     codec.encode({"type": "work", "data": {"release": "hold"}}))
+    await asyncio.wait_for(started.wait(), 10)
+    proc.send_signal(signal.SIGTERM)  # graceful: waits for the held handler
+    while b"shutting down" not in await asyncio.wait_for(proc.stderr.readline(), 10):
+        pass
+    proc.send_signal(signal.SIGTERM)  # second signal: out now
+    assert await asyncio.wait_for(proc.wait(), 10) == 130
+    await nc.close()
