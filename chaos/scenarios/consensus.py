@@ -28,6 +28,7 @@ instead of the group (a deliberate bug, to see the checker catch it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -57,6 +58,8 @@ from chaos.faults import (
     slow_links,
 )
 from chaos.history import History
+from chaos.nodes import NodeDaemon
+from chaos.process import ProcessError
 from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext, scenario
 from chaos.scenarios.support import (
@@ -297,6 +300,21 @@ async def first_commit(client: RegisterClient, deadline: float) -> float | None:
     return None
 
 
+def ready(node: NodeDaemon, timeout: float) -> None:
+    """Wait for a background restart, then until /readyz answers (a node whose link was
+    healed a moment ago is still reconnecting); raise ProcessError if it never does."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(ProcessError):  # it may be up but still reconnecting
+        node.settle(timeout)
+    pause = 0.02
+    while not (node.alive and node.ready()):
+        if time.monotonic() > deadline:
+            raise ProcessError(f"{node.node_id} not ready {timeout}s after the final heal: "
+                               f"{node.restart_errors}")
+        time.sleep(pause)  # sleep-ok: polling an external process's readiness probe
+        pause = min(pause * 2, 0.2)
+
+
 def _reader(client: RegisterClient, key: str) -> Any:
     async def read() -> Any:
         return await client.raft.read({"op": "get", "key": key}, timeout=1.0)
@@ -340,7 +358,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             await asyncio.gather(*tasks, return_exceptions=True)
         report.faults = [e.to_json() for e in schedule.events]
         ctx.progress("final heal: waiting for restarted nodes, final reads, checks")
-        await h.settle()
+        await asyncio.gather(*(asyncio.to_thread(ready, n, 30.0) for n in h.nodes))
         final: dict[str, Any] = {}
         for key in KEYS:
             reply = await until_ok(_reader(probe, key), time.monotonic() + 15, each=1.5)
