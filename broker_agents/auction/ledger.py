@@ -7,6 +7,7 @@ Each write is computed from the exact record (and revision) it replaces, so the 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -132,11 +133,18 @@ class Ledger(CasBook):
             return budget.credit(base, auction_id, payer, amount)
         return await self.apply(owner, op)  # type: ignore[no-any-return]
 
-    async def all_accounts(self) -> list[Account]:
-        try:
-            keys = await self.kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
+    async def all_accounts(self, attempts: int = 5) -> list[Account]:
+        """Every account. nats-py says "no keys" whenever its watcher saw none, which also
+        happens while the stream is changing leaders: trust it only when the bucket's
+        status agrees that it holds no values."""
+        for attempt in range(attempts):
+            try:
+                keys = await self.kv.keys()
+                break
+            except nats.js.errors.NoKeysError:
+                if (await self.kv.status()).values == 0 or attempt == attempts - 1:
+                    return []
+                await asyncio.sleep(0.05 * 2 ** attempt)  # retry backoff
         accounts = [await self.account(k) for k in sorted(keys)]
         return [a for a in accounts if a is not None]
 
