@@ -13,6 +13,7 @@ creates a missing bucket with one replica, which a single killed server would ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import threading
@@ -108,6 +109,20 @@ class NodeDaemon:
             self._restart = None
             if not (self.alive and self.ready()):
                 raise ProcessError(f"{self.node_id} did not restart: {self.restart_errors}")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for a background restart, then until /readyz answers: a node whose link
+        was healed a moment ago is still reconnecting. ProcessError if it never does."""
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(ProcessError):  # it may be up but still reconnecting
+            self.settle(timeout)
+        pause = 0.02
+        while not (self.alive and self.ready()):
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{self.node_id} not ready within {timeout}s: "
+                                   f"{self.restart_errors}")
+            time.sleep(pause)  # sleep-ok: polling an external process's readiness probe
+            pause = min(pause * 2, 0.2)
 
     def kill_fault(self) -> KillNode:
         """kill -9 as a schedulable fault; its heal restarts the daemon in the background."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -73,7 +74,33 @@ def find_binary(min_version: tuple[int, int] | None = None) -> str:
     return candidates[0]
 
 
+_ports = random.Random()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on, chosen *below* the kernel's ephemeral range.
+
+    Port 0 would hand out an ephemeral port, and outgoing connections (NATS clients,
+    proxies) take ports from that same range, so a server started a moment later could
+    find its port taken. Below the range only listeners compete.
+    """
+    low, _ = _ephemeral_range()
+    for _ in range(100):
+        port = _ports.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -28,7 +28,6 @@ instead of the group (a deliberate bug, to see the checker catch it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -59,7 +58,6 @@ from chaos.faults import (
 )
 from chaos.history import History
 from chaos.nodes import NodeDaemon
-from chaos.process import ProcessError
 from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext, scenario
 from chaos.scenarios.support import (
@@ -301,18 +299,7 @@ async def first_commit(client: RegisterClient, deadline: float) -> float | None:
 
 
 def ready(node: NodeDaemon, timeout: float) -> None:
-    """Wait for a background restart, then until /readyz answers (a node whose link was
-    healed a moment ago is still reconnecting); raise ProcessError if it never does."""
-    deadline = time.monotonic() + timeout
-    with contextlib.suppress(ProcessError):  # it may be up but still reconnecting
-        node.settle(timeout)
-    pause = 0.02
-    while not (node.alive and node.ready()):
-        if time.monotonic() > deadline:
-            raise ProcessError(f"{node.node_id} not ready {timeout}s after the final heal: "
-                               f"{node.restart_errors}")
-        time.sleep(pause)  # sleep-ok: polling an external process's readiness probe
-        pause = min(pause * 2, 0.2)
+    node.wait_ready(timeout)
 
 
 def _reader(client: RegisterClient, key: str) -> Any:

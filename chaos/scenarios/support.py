@@ -37,8 +37,8 @@ class Harness:
         return next(n for n in self.nodes if n.node_id == node_id)
 
     async def settle(self, timeout: float = 30.0) -> None:
-        """Wait until every node daemon restarted by a heal is ready again."""
-        await asyncio.gather(*(asyncio.to_thread(n.settle, timeout) for n in self.nodes))
+        """Wait until every node daemon (restarted or reconnecting after a heal) is ready."""
+        await asyncio.gather(*(asyncio.to_thread(n.wait_ready, timeout) for n in self.nodes))
 
     async def client(self, name: str) -> Any:
         """A connection through ``name``'s own proxies (closed with the harness)."""
