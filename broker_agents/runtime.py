@@ -193,8 +193,7 @@ class AgentRunner:
     async def _handle(self, spec: HandlerSpec | None, body: Any, incoming: Incoming) -> None:
         started = time.perf_counter()
         try:
-            result = await self._invoke(spec, body, incoming)
-            payload = result
+            payload = await self._call(spec, body, incoming)
         except BrokerError as exc:
             self._count_error(incoming.type_name, exc.code)
             payload = exc.to_payload()
@@ -211,13 +210,18 @@ class AgentRunner:
         hist = self._hist.get(incoming.type_name)
         if hist is not None:
             hist.observe(time.perf_counter() - started)
+        if not incoming.reply:  # one-way message: nothing to answer or remember
+            return
         encoded = await self._reply(incoming.reply, payload, incoming.is_json)
         if incoming.msg_id is not None and encoded is not None:
             self._remember(incoming.msg_id, encoded)
 
-    async def _invoke(self, spec: HandlerSpec | None, body: Any, incoming: Incoming) -> Any:
+    def _call(self, spec: HandlerSpec | None, body: Any,
+              incoming: Incoming) -> Coroutine[Any, Any, Any]:
+        """Validate the body and return the handler's coroutine (awaited by the caller:
+        one coroutine frame less per message than an async wrapper)."""
         if spec is None:
-            return await self.agent.handle_unknown(incoming.type_name, body, incoming)
+            return self.agent.handle_unknown(incoming.type_name, body, incoming)
         arg = body
         if spec.model is not None:
             try:
@@ -230,8 +234,8 @@ class AgentRunner:
                                          include_input=False)}) from exc
         method = getattr(self.agent, spec.method)
         if spec.wants_incoming:
-            return await method(arg, incoming)
-        return await method(arg)
+            return method(arg, incoming)  # type: ignore[no-any-return]
+        return method(arg)  # type: ignore[no-any-return]
 
     async def _reply(self, reply: str | None, payload: Any, as_json: bool) -> bytes | None:
         if not reply:
