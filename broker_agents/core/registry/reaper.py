@@ -5,6 +5,13 @@ silent when its heartbeat record's revision has not changed for longer than the 
 as observed by this reaper. That is immune to clock skew between machines, and a reaper
 that has just started waits a full window before judging anyone.
 
+A reaper also judges only while its own view is demonstrably live: once it has seen its
+own node's heartbeat, that heartbeat must keep changing in the view it is given. When it
+stops (our beats fail, or the nodes watch stalled after a partition), everyone else looks
+silent too, so the reaper acts on nobody and, when its own beats show up again, forgets
+what it saw meanwhile. Without this, a reaper whose nodes view froze during a server cut
+reaped every live node the moment its writes went through again.
+
 Every action carries the revision it was decided on; the IO layer performs it with
 compare-and-set, so of two reapers acting on one record only one succeeds, and a node
 that came back (and rewrote its record) is never clobbered.
@@ -65,14 +72,20 @@ class ReaperCore:
     """Tracks when each node's heartbeat last changed and decides what to reap."""
 
     def __init__(self, reaper_id: str, window: float, grace: float,
-                 own_node: str | None = None) -> None:
+                 own_node: str | None = None, stale_after: float | None = None) -> None:
+        """``stale_after`` (default window / 2): how long our own heartbeat may stand still
+        in the view before the view counts as stale. Keep it below the window by more
+        than a heartbeat interval plus a scan interval."""
         if window <= 0 or grace < 0:
             raise ValueError("window must be > 0 and grace >= 0")
         self.reaper_id = reaper_id
         self.window = window
         self.grace = grace
         self.own_node = own_node
+        self.stale_after = window / 2 if stale_after is None else stale_after
         self._seen: dict[str, _Seen] = {}
+        self._own_seen = False
+        self._stale = False
 
     def observe(self, node_id: str, revision: int | None, now: float) -> None:
         """Record the node's heartbeat revision (None: no record) as seen at ``now``."""
@@ -84,6 +97,13 @@ class ReaperCore:
         """Drop every observation: each node gets a full window again. Used when this
         reaper was cut off, since its view of everyone else's heartbeats is stale."""
         self._seen.clear()
+
+    def view_is_stale(self, now: float) -> bool:
+        """Our own heartbeat (once seen) has not changed for ``stale_after``."""
+        if self.own_node is None or not self._own_seen:
+            return False
+        seen = self._seen.get(self.own_node)
+        return seen is None or now - seen.since > self.stale_after
 
     def changed_at(self, node_id: str) -> float | None:
         """When (reaper clock) the node's heartbeat was last seen to change."""
@@ -104,10 +124,21 @@ class ReaperCore:
         """
         agent_list = list(agents)
         relevant = set(nodes) | {rec.node_id for rec, _ in agent_list}
+        own_last_change = None
+        if self.own_node is not None:
+            relevant.add(self.own_node)
+            self._own_seen = self._own_seen or nodes.get(self.own_node) is not None
+            own_last_change = self.changed_at(self.own_node)
         for node_id in relevant:
             self.observe(node_id, nodes.get(node_id), now)
         for node_id in set(self._seen) - relevant:
             del self._seen[node_id]
+        if self.view_is_stale(now):
+            self._stale = True
+            return []
+        if self._stale:
+            self._stale = False
+            self._discount(own_last_change, now)
         actions: list[ReapAction] = []
         populated: set[str] = set()
         for record, revision in agent_list:
@@ -127,6 +158,15 @@ class ReaperCore:
             if self._silence(node_id, now) > self.window + self.grace:
                 actions.append(RemoveNode(node_id, revision))
         return actions
+
+    def _discount(self, stale_since: float | None, now: float) -> None:
+        """Live again: silence counts only up to when the view went stale (our own
+        heartbeat's last change before the spell), never through the spell itself."""
+        for node_id, seen in self._seen.items():
+            if node_id == self.own_node:
+                continue
+            verified = 0.0 if stale_since is None else max(0.0, stale_since - seen.since)
+            seen.since = now - verified
 
     def _silence(self, node_id: str, now: float) -> float:
         if node_id == self.own_node:

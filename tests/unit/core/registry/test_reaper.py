@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from broker_agents.core.registry.reaper import (
     MarkUnhealthy,
+    ReapAction,
     ReaperCore,
     RemoveAgent,
     RemoveNode,
     restorations,
 )
 from broker_agents.core.registry.record import AgentRecord, Health
+from tests.unit.core.registry.strategies import RELAXED
 
 
 def _agent(agent_id: str, node_id: str = "dead", **kw: object) -> AgentRecord:
@@ -79,3 +84,62 @@ def test_restorations_undo_marks_on_own_agents_only() -> None:
     restored = restorations("back", [(mark.record, 2), (other, 3)])
     assert len(restored) == 1 and restored[0].revision == 2
     assert restored[0].record.health is Health.DEGRADED and restored[0].record.reaped is None
+
+
+def _frozen_view_run(core: ReaperCore, freeze: tuple[float, float], dead_at: float | None,
+                     until: float, beat: float = 0.2, scan: float = 0.2,
+                     ) -> list[tuple[float, ReapAction]]:
+    """Two nodes heartbeat every ``beat`` s (``other`` stops at ``dead_at``); the reaper's
+    view shows nothing new during ``freeze`` (a stalled watch); scans every ``scan`` s."""
+    acted: list[tuple[float, ReapAction]] = []
+    shown = {"me": 0, "other": 0}
+    agent = (_agent("a", node_id="other"), 1)
+    steps = int(until / scan)
+    for step in range(steps + 1):
+        now = step * scan
+        if not freeze[0] <= now < freeze[1]:
+            beats = int(now / beat)
+            other_beats = beats if dead_at is None else min(beats, int(dead_at / beat))
+            shown = {"me": beats, "other": other_beats}
+        acted += [(now, a) for a in core.scan(dict(shown), [agent], now=now, wall=0.0)]
+    return acted
+
+
+def test_a_stalled_nodes_view_reaps_no_live_node_when_it_comes_back() -> None:
+    core = ReaperCore("me", window=1.0, grace=0.5, own_node="me")
+    assert _frozen_view_run(core, freeze=(3.0, 9.0), dead_at=None, until=12.0) == []
+
+
+def test_without_the_own_heartbeat_check_a_stalled_view_would_reap_a_live_node() -> None:
+    # the same schedule through a reaper that has no own heartbeat to check against
+    core = ReaperCore("me", window=1.0, grace=0.5)
+    acted = _frozen_view_run(core, freeze=(3.0, 9.0), dead_at=None, until=12.0)
+    assert any(isinstance(a, MarkUnhealthy) for _, a in acted)
+
+
+def test_silence_verified_before_a_stale_spell_still_counts_after_it() -> None:
+    core = ReaperCore("me", window=1.0, grace=0.5, own_node="me")
+    # other dies at 2.0; the view freezes 2.6..8.0, so 0.6 s of its silence was verified
+    acted = _frozen_view_run(core, freeze=(2.6, 8.0), dead_at=2.0, until=12.0)
+    marks = [t for t, a in acted if isinstance(a, MarkUnhealthy)]
+    assert marks and 8.0 + 1.0 - 0.6 - 0.3 <= marks[0] <= 8.0 + 1.0 - 0.6 + 0.5
+
+
+@RELAXED
+@given(
+    freezes=st.lists(st.tuples(st.floats(0.0, 20.0), st.floats(0.0, 8.0)), max_size=4),
+    beat=st.sampled_from([0.1, 0.2]),
+    scan=st.sampled_from([0.1, 0.2]),
+)
+def test_no_live_node_is_ever_marked_whatever_the_view_stalls(
+        freezes: list[tuple[float, float]], beat: float, scan: float) -> None:
+    """A node that never stops beating is never judged, however often and long the
+    reaper's view of the nodes bucket stands still (heartbeat + scan < window / 2)."""
+    core = ReaperCore("me", window=1.0, grace=0.5, own_node="me")
+    shown = {"me": 0, "other": 0}
+    agent = (_agent("a", node_id="other"), 1)
+    for step in range(int(30.0 / scan)):
+        now = step * scan
+        if not any(start <= now < start + length for start, length in freezes):
+            shown = {"me": int(now / beat), "other": int(now / beat)}
+        assert core.scan(dict(shown), [agent], now=now, wall=0.0) == []
