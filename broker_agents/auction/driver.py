@@ -288,12 +288,8 @@ class AuctionDriver:
         """Judge bids in arrival order and persist them (and the close) in one write."""
         admission = await self.admissions({b.bidder for b in bids}) if bids else {}
         async with self._lock:
-            state = self.record.state
-            effects: list[Effect] = []
-            now = self.clock(state)
-            for bid in bids:
-                state, more = core.submit(state, bid, now, admission.get(bid.bidder))
-                effects.extend(more)
+            now = self.clock()
+            state, effects = core.submit_many(self.record.state, bids, now, admission)
             if close:
                 state, more = core.close(state, now, reason="all_answered")
                 effects.extend(more)
@@ -341,9 +337,10 @@ class AuctionDriver:
 
     async def perform(self, effects: list[Effect], pushed: str | None = None) -> None:
         nc, subjects = self.host.nc, self.host.subjects
+        accepted = 0
         for eff in effects:
             if isinstance(eff, BidAccepted):
-                metrics.BIDS.labels("accepted").inc()
+                accepted += 1
             elif isinstance(eff, BidRejected):
                 metrics.BIDS.labels(str(eff.reason)).inc()
                 if eff.msg_id != pushed:
@@ -354,3 +351,5 @@ class AuctionDriver:
                 await nc.publish(subjects.auction(self.aid, "announce"), codec.encode(eff))
             elif isinstance(eff, AuctionClosed):
                 await nc.publish(subjects.auction(self.aid, "closed"), codec.encode(eff))
+        if accepted:
+            metrics.BIDS.labels("accepted").inc(accepted)

@@ -7,6 +7,7 @@ successor loads the stored state and continues with the same calls::
 
     state, effects = start(config, now)
     state, effects = submit(state, bid, now, admission)   # for every bid message
+    state, effects = submit_many(state, bids, now, admissions)  # or a batch of them
     state, effects = tick(state, now)                     # on a timer
     state, effects = close(state, now) / abort(state, now, why)
 
@@ -17,13 +18,14 @@ effects, so at most one ``AuctionClosed`` is ever produced per auction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
 
 from broker_agents.core.auction import combinatorial, dutch, english, sealed
-from broker_agents.core.auction.common import Step
+from broker_agents.core.auction.common import Step, fold
 from broker_agents.core.auction.types import (
     Admission,
     AuctionClosed,
@@ -48,7 +50,7 @@ __all__ = [
     "Admission", "AuctionClosed", "AuctionConfig", "AuctionState", "Award", "Bid",
     "BidAccepted", "BidRecord", "BidRejected", "Effect", "Mechanism", "Outcome",
     "PaymentRule", "Phase", "PriceAnnounced", "RejectReason", "Step", "abort", "close",
-    "parse_bid", "parse_config", "parse_state", "start", "submit", "tick",
+    "parse_bid", "parse_config", "parse_state", "start", "submit", "submit_many", "tick",
 ]
 
 _MODULES: dict[Mechanism, ModuleType] = {
@@ -78,6 +80,20 @@ def submit(
     """Judge one bid message: exactly one ``BidAccepted``/``BidRejected`` among the effects."""
     step: Step = _module(state).submit(state, bid, now, admission)
     return step
+
+
+def submit_many(
+    state: AuctionState, bids: Iterable[Bid], now: int,
+    admissions: Mapping[str, Admission] | None = None,
+) -> Step:
+    """``submit`` every bid in order (``admissions`` per bidder): the same state and effects
+    as the one-by-one fold, computed in one pass where the mechanism allows (sealed bids)."""
+    module = _module(state)
+    admissions = admissions or {}
+    if hasattr(module, "submit_many"):
+        step: Step = module.submit_many(state, bids, now, admissions)
+        return step
+    return fold(module.submit, state, bids, now, admissions)
 
 
 def tick(state: AuctionState, now: int) -> Step:

@@ -6,7 +6,7 @@ wins); the checks that guarantee "a rejected bid never changes the outcome" live
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import NamedTuple
 
 from broker_agents.core.auction.types import (
@@ -47,11 +47,15 @@ def reject(state: AuctionState, bid: Bid, reason: RejectReason, message: str) ->
     """
     skip = _full(state) or bid.msg_id in state.seen or reason is RejectReason.WRONG_AUCTION
     seen = state.seen if skip else (*state.seen, bid.msg_id)
-    effect = BidRejected(
+    effect = _rejected(state, bid, reason, message)
+    return Step(state.model_copy(update={"seen": seen}), [effect])
+
+
+def _rejected(state: AuctionState, bid: Bid, reason: RejectReason, message: str) -> BidRejected:
+    return BidRejected(
         auction_id=state.config.auction_id, msg_id=bid.msg_id, bidder=bid.bidder,
         reason=reason, message=message,
     )
-    return Step(state.model_copy(update={"seen": seen}), [effect])
 
 
 def _full(state: AuctionState) -> bool:
@@ -62,16 +66,24 @@ def precheck(
     state: AuctionState, bid: Bid, admission: Admission | None
 ) -> tuple[RejectReason, str] | None:
     """Checks independent of the mechanism, in a fixed order; None when the bid may proceed."""
+    return _precheck(state, state.seen, len(state.seen), bid, admission)
+
+
+def _precheck(
+    state: AuctionState, seen: Container[str], n_seen: int, bid: Bid,
+    admission: Admission | None,
+) -> tuple[RejectReason, str] | None:
+    """``precheck`` against ids ``seen`` so far (``n_seen`` of them): a batch passes a set."""
     cfg = state.config
     if bid.auction_id != cfg.auction_id:
         return RejectReason.WRONG_AUCTION, (
             f"bid is for auction {bid.auction_id!r}, not {cfg.auction_id!r}"
         )
-    if bid.msg_id in state.seen:
+    if bid.msg_id in seen:
         return RejectReason.DUPLICATE, f"message {bid.msg_id!r} was already processed"
     if state.phase is not Phase.OPEN:
         return RejectReason.CLOSED, f"auction {cfg.auction_id} is {state.phase}"
-    if _full(state):
+    if n_seen >= cfg.max_bids:
         return RejectReason.TOO_MANY_BIDS, (
             f"auction {cfg.auction_id} takes at most {cfg.max_bids} bid messages"
         )
@@ -104,21 +116,94 @@ def _admission_check(
 
 def accept(state: AuctionState, bid: Bid, now: int, **update: object) -> Step:
     """Append the bid with the next acceptance number; extra fields update the state."""
-    record = BidRecord(
-        msg_id=bid.msg_id, bidder=bid.bidder, amount=bid.amount, items=bid.items,
-        seq=state.next_seq, tick=now,
-    )
+    record, effect = _accepted(state, bid, state.next_seq, now)
     new = state.model_copy(update={
         "bids": (*state.bids, record),
         "seen": (*state.seen, bid.msg_id),
         "next_seq": state.next_seq + 1,
         **update,
     })
+    return Step(new, [effect])
+
+
+def _accepted(
+    state: AuctionState, bid: Bid, seq: int, now: int
+) -> tuple[BidRecord, BidAccepted]:
+    """The stored record and the reply of an accepted bid."""
+    record = BidRecord(
+        msg_id=bid.msg_id, bidder=bid.bidder, amount=bid.amount, items=bid.items,
+        seq=seq, tick=now,
+    )
     effect = BidAccepted(
         auction_id=state.config.auction_id, msg_id=bid.msg_id, bidder=bid.bidder,
-        amount=bid.amount, seq=record.seq,
+        amount=bid.amount, seq=seq,
     )
-    return Step(new, [effect])
+    return record, effect
+
+
+class Batch:
+    """Judges a run of bids against one state and copies the state once, at the end.
+
+    Submitting bids one by one copies the growing ``bids``/``seen`` tuples per bid and scans
+    them for duplicates: O(n^2) for n bids. A batch keeps them as lists plus a set (scratch
+    local to one call) and gives the same state and effects as the one-by-one fold.
+    """
+
+    def __init__(self, state: AuctionState) -> None:
+        self.state = state
+        self.bids = list(state.bids)
+        self.seen = list(state.seen)
+        self.seen_set = set(state.seen)
+        self.effects: list[Effect] = []
+        self.touched = False
+
+    def precheck(self, bid: Bid, admission: Admission | None) -> tuple[RejectReason, str] | None:
+        return _precheck(self.state, self.seen_set, len(self.seen), bid, admission)
+
+    def reject(self, bid: Bid, reason: RejectReason, message: str) -> None:
+        self.touched = True
+        skip = (len(self.seen) >= self.state.config.max_bids or bid.msg_id in self.seen_set
+                or reason is RejectReason.WRONG_AUCTION)
+        if not skip:
+            self._see(bid.msg_id)
+        self.effects.append(_rejected(self.state, bid, reason, message))
+
+    def accept(self, bid: Bid, now: int) -> None:
+        self.touched = True
+        record, effect = _accepted(self.state, bid, self.state.next_seq + self.accepted, now)
+        self.bids.append(record)
+        self._see(bid.msg_id)
+        self.effects.append(effect)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.bids) - len(self.state.bids)
+
+    def _see(self, msg_id: str) -> None:
+        self.seen.append(msg_id)
+        self.seen_set.add(msg_id)
+
+    def step(self) -> Step:
+        if not self.touched:
+            return Step(self.state, [])
+        new = self.state.model_copy(update={
+            "bids": tuple(self.bids), "seen": tuple(self.seen),
+            "next_seq": self.state.next_seq + self.accepted,
+        })
+        return Step(new, self.effects)
+
+
+def fold(
+    submit: Callable[[AuctionState, Bid, int, Admission | None], Step],
+    state: AuctionState, bids: Iterable[Bid], now: int,
+    admissions: Mapping[str, Admission],
+) -> Step:
+    """Submit bids one by one (mechanisms whose bids interact, e.g. English rounds)."""
+    effects: list[Effect] = []
+    for bid in bids:
+        state, more = submit(state, bid, now, admissions.get(bid.bidder))
+        effects.extend(more)
+    return Step(state, effects)
 
 
 def rank_key(record: BidRecord) -> tuple[float, int, str]:
