@@ -38,7 +38,7 @@ from broker_agents.auction.messages import (
     parse_request,
     validation_error,
 )
-from broker_agents.auction.records import AuctionRecord, Stage
+from broker_agents.auction.records import TERMINAL, AuctionRecord, Stage, peek_lease
 from broker_agents.core import auction as core
 from broker_agents.core import reputation
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
@@ -276,10 +276,13 @@ class AuctioneerAgent(Agent):
         for key, (data, rev) in list(self.mirrors[2].values.items()):
             if key in self.live or self._seen_terminal.get(key) == rev:
                 continue
-            record = AuctionRecord.model_validate(codec.decode(data))
-            if record.terminal:
+            lease = peek_lease(data)  # take_over validates the record it acts on
+            if lease is None:
+                continue
+            stage, heartbeat_ms = lease
+            if stage in TERMINAL:
                 self._seen_terminal[key] = rev
-            elif record.lease_expired(now, self.lease_ms):
+            elif now - heartbeat_ms > self.lease_ms:
                 await self.take_over(key)
 
     async def take_over(self, aid: str) -> bool:

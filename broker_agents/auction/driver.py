@@ -28,7 +28,7 @@ from broker_agents.auction import metrics
 from broker_agents.auction.host import AuctionHost, wall_ms
 from broker_agents.auction.kvstore import is_cas_conflict
 from broker_agents.auction.messages import Announce, BidAnswer, BidNotice
-from broker_agents.auction.records import AuctionRecord, Stage
+from broker_agents.auction.records import AuctionRecord, RecordEncoder, Stage
 from broker_agents.core import auction as core
 from broker_agents.core.auction import dutch, english
 from broker_agents.core.auction.types import (
@@ -65,6 +65,7 @@ class AuctionDriver:
         self._answered: set[str] = set()
         self._startup_effects: list[Effect] = []
         self.lost = False
+        self.encoder = RecordEncoder()
 
     # -- creation and persistence ------------------------------------------------------
 
@@ -80,8 +81,9 @@ class AuctionDriver:
     @classmethod
     async def create(cls, host: AuctionHost, record: AuctionRecord,
                      effects: list[Effect]) -> AuctionDriver:
+        encoder = RecordEncoder()
         try:
-            rev = await host.auctions.create(record.auction_id, codec.encode(record))
+            rev = await host.auctions.create(record.auction_id, encoder.encode(record))
         except Exception as exc:
             if is_cas_conflict(exc):
                 raise BrokerError(ErrorCode.ALREADY_EXISTS,
@@ -89,6 +91,7 @@ class AuctionDriver:
                                   {"field": "auction_id"}) from exc
             raise
         driver = cls(host, record, rev)
+        driver.encoder = encoder
         driver._startup_effects = effects
         return driver
 
@@ -98,7 +101,7 @@ class AuctionDriver:
             raise LeaseLost(self.aid)
         record = record.model_copy(update={"heartbeat_ms": wall_ms()})
         try:
-            self.rev = await self.host.auctions.update(self.aid, codec.encode(record),
+            self.rev = await self.host.auctions.update(self.aid, self.encoder.encode(record),
                                                        last=self.rev)
         except Exception as exc:
             if is_cas_conflict(exc):
