@@ -7,8 +7,8 @@ deregisters this node's agents at once. Agents reach it as ``ctx.services["regis
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import time
 from typing import TYPE_CHECKING, Any
 
 from broker_agents.agent import Agent
@@ -95,12 +95,22 @@ class RegistryNodeService(BaseService):
 
     async def restore_missing(self) -> None:
         """Re-register hosted agents that the bucket no longer has (reaped while away)."""
-        assert self.registry is not None
-        for agent_id, agent in list(self.hosted.items()):
-            if self.registry.lookup(agent_id) is None and agent_id in self.hosted:
-                self.log.info("registry: re-registering an agent the bucket lost",
-                              agent_id=agent_id)
-                await self.agent_started(agent, restarts=0)
+        registry = self.registry
+        assert registry is not None
+        missing = [agent for agent_id, agent in list(self.hosted.items())
+                   if registry.lookup(agent_id) is None]
+        for agent in missing:
+            self.log.info("registry: re-registering an agent the bucket lost",
+                          agent_id=agent.agent_id)
+        # together and with few attempts: beats must not stall, and the next one retries
+        await asyncio.gather(*(self._restore(a) for a in missing))
+
+    async def _restore(self, agent: Agent) -> None:
+        await self.agent_started(agent, restarts=0, attempts=2)
+        if agent.agent_id not in self.hosted and self.registry is not None:
+            # it stopped while we wrote: take back what we advertised
+            with contextlib.suppress(Exception):
+                await self.registry.unregister(agent.agent_id)
 
     # -- what agents use --------------------------------------------------------------
 
@@ -122,7 +132,14 @@ class RegistryNodeService(BaseService):
 
     # -- agent lifecycle --------------------------------------------------------------
 
-    async def agent_started(self, agent: Agent, restarts: int) -> None:
+    async def agent_started(self, agent: Agent, restarts: int, attempts: int = 8) -> None:
+        """Advertise a live agent (create, or overwrite a stale or reaper-marked record).
+
+        A registry write that still fails after its retries is logged, not raised: the
+        agent runs, and the heartbeat re-registers hosted agents the bucket lacks. Raising
+        here failed the whole node start whenever a node came up next to a server that had
+        just rejoined the cluster (no responders / a create and a read that disagree).
+        """
         assert self.registry is not None
         record = {
             "agent_id": agent.agent_id, "name": type(agent).__name__, "node_id": self.node_id,
@@ -132,14 +149,12 @@ class RegistryNodeService(BaseService):
             "public_key": getattr(agent, "public_key", None),
         }
         try:
-            await self.registry.register(record)
+            await self.registry.advertise(record, attempts)
         except BrokerError as exc:
-            if exc.code != ErrorCode.ALREADY_EXISTS:
+            if exc.code != ErrorCode.UNAVAILABLE:
                 raise
-            now = time.time()
-            await self.registry.update(agent.agent_id, {
-                **{k: v for k, v in record.items() if k != "agent_id"},
-                "registered_at": now, "last_heartbeat": now, "reaped": None})
+            self.log.warning("registry: agent not advertised yet; the heartbeat retries",
+                             agent_id=agent.agent_id, error=exc.details.get("last_error"))
 
     async def agent_exited(self, agent_id: str, error: BaseException | None,
                            restarting: bool) -> None:

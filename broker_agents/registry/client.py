@@ -49,17 +49,17 @@ class Registry:
 
     async def register(self, record: AgentRecord | Mapping[str, Any]) -> AgentRecord:
         """Validate and create; ``registered_at``/``last_heartbeat`` default to now."""
-        if isinstance(record, AgentRecord):
-            data: dict[str, Any] = record.model_dump()
-        else:
-            data = dict(record)
-        now = time.time()
-        if not data.get("registered_at"):
-            data["registered_at"] = now
-        if not data.get("last_heartbeat"):
-            data["last_heartbeat"] = now
-        validated = validate_agent(data)
+        validated = _stamped(record)
         self._note(await self.store.register(validated))
+        return validated
+
+    async def advertise(self, record: AgentRecord | Mapping[str, Any],
+                        attempts: int = 8) -> AgentRecord:
+        """Register or overwrite (a node advertising an agent it hosts): the bucket ends
+        up holding exactly this record, retrying through transient failures; raises
+        ``unavailable`` when it could not."""
+        validated = _stamped(record)
+        self._note(await self.store.put_record(validated, attempts))
         return validated
 
     async def update(self, agent_id: str,
@@ -115,3 +115,15 @@ class Registry:
     def list(self) -> list[AgentRecord]:
         """Every agent in the local view, sorted by id."""
         return self.view.all_agents()
+
+
+def _stamped(record: AgentRecord | Mapping[str, Any]) -> AgentRecord:
+    """Validated, with ``registered_at``/``last_heartbeat`` defaulting to now."""
+    data: dict[str, Any] = record.model_dump() if isinstance(record, AgentRecord) \
+        else dict(record)
+    now = time.time()
+    if not data.get("registered_at"):
+        data["registered_at"] = now
+    if not data.get("last_heartbeat"):
+        data["last_heartbeat"] = now
+    return validate_agent(data)

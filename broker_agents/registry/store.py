@@ -7,6 +7,7 @@ anyone wrote in between, and we re-read and re-apply the mutation.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -104,6 +105,48 @@ class RegistryStore:
                               {"agent_id": record.agent_id, "attempts": attempts})
         metrics.WRITES.labels("register", "ok").inc()
         return current[1]
+
+    async def put_record(self, record: AgentRecord, attempts: int = 8,
+                         backoff: float = 0.05) -> int:
+        """Make the bucket hold ``record`` whatever it holds now: create it when absent,
+        CAS-overwrite it when present. Returns the revision.
+
+        For a node (re-)advertising an agent it hosts. Right after a partition heals, a
+        create can find the key taken while the read that follows finds it gone (a reaper
+        raced us, or a server that just rejoined answered from its stale state), and
+        JetStream calls fail for a moment (no responders, no stream response, timeouts):
+        each of these goes round again after a growing pause, ``attempts`` times in all.
+        A write that timed out but landed is recognised on the next round by its value.
+        """
+        delay = backoff
+        failure: BaseException | None = None
+        for _ in range(attempts):
+            try:
+                current = await self.get(record.agent_id)
+                if current is not None and current[0] == record:
+                    revision = current[1]
+                elif current is None:
+                    revision = await self.agents.create(record.agent_id, encode(record))
+                else:
+                    revision = await self.agents.update(record.agent_id, encode(record),
+                                                        last=current[1])
+            except jse.KeyWrongLastSequenceError as exc:
+                metrics.CAS_CONFLICTS.labels("put_record").inc()
+                failure = exc
+            except (nats.errors.Error, TimeoutError) as exc:
+                failure = exc
+            else:
+                metrics.WRITES.labels("put_record", "ok").inc()
+                return int(revision)
+            log.debug("registry.put_record.retry", agent_id=record.agent_id,
+                      error=repr(failure))
+            await asyncio.sleep(delay)  # sleep-ok: backoff while the cluster settles
+            delay = min(delay * 2, 0.5)
+        metrics.WRITES.labels("put_record", "unavailable").inc()
+        raise BrokerError(ErrorCode.UNAVAILABLE,
+                          f"could not write {record.agent_id!r} in {attempts} attempts",
+                          {"agent_id": record.agent_id, "attempts": attempts,
+                           "last_error": repr(failure)})
 
     async def get(self, agent_id: str) -> tuple[AgentRecord, int] | None:
         """The record and its revision, read from the bucket (not the local view)."""
