@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from broker_agents import codec
 from broker_agents.auction import metrics
 from broker_agents.auction.host import AuctionHost, wall_ms
-from broker_agents.auction.kvstore import is_cas_conflict
+from broker_agents.auction.kvstore import KvMirror, is_cas_conflict
 from broker_agents.auction.messages import Announce, BidAnswer, BidNotice
 from broker_agents.auction.records import AuctionRecord, RecordEncoder, Stage
 from broker_agents.core import auction as core
@@ -144,11 +144,22 @@ class AuctionDriver:
             all_answered = True
             if targets:
                 timeout = max(0.001, (end - self.clock(state)) / 1000)
-                bids, all_answered = await self.gather(targets, announce, timeout)
+                # Catch the admission mirrors up while the bidders think (not after): admission
+                # then sees every write acknowledged before the call went out; the escrow's
+                # CAS on the account decides in the end anyway.
+                syncing = asyncio.ensure_future(self.sync_mirrors())
+                try:
+                    bids, all_answered = await self.gather(targets, announce, timeout)
+                    direct = await syncing
+                finally:
+                    if not syncing.done():
+                        syncing.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await syncing
                 # A sealed auction everyone answered closes in the same write as the bids.
                 close = all_answered and state.config.mechanism not in ROUNDED
                 if bids or close:
-                    await self.submit_batch(bids, close=close)
+                    await self.submit_batch(bids, close=close, direct=direct)
             state = self.record.state
             if state.phase is not Phase.OPEN or state.round != round_no:
                 continue
@@ -263,33 +274,52 @@ class AuctionDriver:
             else:
                 metrics.BIDS.labels("spoofed").inc()
 
-    async def admissions(self, bidders: set[str]) -> dict[str, Admission]:
-        """Funds, per-task cap and reputation per bidder, from freshly synced mirrors."""
+    async def sync_mirrors(self) -> tuple[bool, bool]:
+        """Catch the accounts and reputation mirrors up with their buckets, concurrently.
+
+        Per mirror: whether admission must read the bucket directly instead (no mirror, or
+        it could not catch up). Mirrors this auction does not need are left alone.
+        """
+        req = self.record.request
+
+        async def direct(mirror: KvMirror | None, wanted: bool) -> bool:
+            return wanted and (mirror is None or not await mirror.sync())
+
+        accounts, scores = await asyncio.gather(
+            direct(self.host.accounts_mirror, req.budgets),
+            direct(self.host.reputation_mirror, req.min_reputation is not None))
+        return accounts, scores
+
+    async def admissions(self, bidders: set[str],
+                         direct: tuple[bool, bool] | None = None) -> dict[str, Admission]:
+        """Funds, per-task cap and reputation per bidder, from freshly synced mirrors
+        (``direct``: what ``sync_mirrors`` said, when the caller already synced them)."""
         req = self.record.request
         if not req.budgets and req.min_reputation is None:
             return {}
         host = self.host
         funds: dict[str, tuple[float, float | None]] = {}
         scores: dict[str, float | None] = {}
+        direct_accounts, direct_scores = direct or await self.sync_mirrors()
         if req.budgets:
-            fresh = host.accounts_mirror is None or not await host.accounts_mirror.sync()
+            fresh = direct_accounts
             for b in bidders:
                 acc = await host.ledger.account(b) if fresh else (
                     await host.ledger.read(b, fresh=False))[0]
                 funds[b] = (0.0, None) if acc is None else (acc.available, acc.max_per_task)
         if req.min_reputation is not None:
-            fresh = host.reputation_mirror is None or not await host.reputation_mirror.sync()
             for b in bidders:
-                scores[b] = await host.reputation.score(b, fresh=fresh)
+                scores[b] = await host.reputation.score(b, fresh=direct_scores)
         out: dict[str, Admission] = {}
         for b in bidders:
             avail, cap = funds.get(b, (None, None))
             out[b] = Admission(available=avail, max_per_task=cap, reputation=scores.get(b))
         return out
 
-    async def submit_batch(self, bids: list[Bid], close: bool = False) -> None:
+    async def submit_batch(self, bids: list[Bid], close: bool = False,
+                           direct: tuple[bool, bool] | None = None) -> None:
         """Judge bids in arrival order and persist them (and the close) in one write."""
-        admission = await self.admissions({b.bidder for b in bids}) if bids else {}
+        admission = await self.admissions({b.bidder for b in bids}, direct) if bids else {}
         async with self._lock:
             now = self.clock()
             state, effects = core.submit_many(self.record.state, bids, now, admission)
