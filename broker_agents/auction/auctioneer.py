@@ -177,7 +177,7 @@ class AuctioneerAgent(Agent):
                     return BrokerError(ErrorCode.UNAVAILABLE, f"auction {aid} was interrupted "
                                        "after acknowledgement; settlement resumes on takeover",
                                        {"auction_id": aid}).to_payload()
-            result = settle.result_of(driver.record)
+            result = settle.result_of(driver.record, driver.bids_ms)
             outcome = "sold" if result.settled else str(driver.record.stage)
             metrics.AUCTIONS.labels(str(result.mechanism), outcome).inc()
             metrics.DURATION.labels(str(result.mechanism)).observe(result.duration_ms / 1000)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -66,6 +67,7 @@ class AuctionDriver:
         self._startup_effects: list[Effect] = []
         self.lost = False
         self.encoder = RecordEncoder()
+        self.bids_ms: float | None = None  # time spent in calls for bids (``gather``)
 
     # -- creation and persistence ------------------------------------------------------
 
@@ -246,12 +248,15 @@ class AuctionDriver:
             self._take_answer(target, msg, arrived, sealed)
 
         sub = await nc.subscribe(f"{inbox}.*", cb=on_reply)
+        started = time.perf_counter()
         try:
             for n, target in enumerate(targets):
                 await nc.publish(subjects.agent(target), data, reply=f"{inbox}.{n}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(everyone, timeout)
         finally:
+            took = (time.perf_counter() - started) * 1000
+            self.bids_ms = (self.bids_ms or 0.0) + took
             await sub.unsubscribe()
         return arrived, not waiting
 

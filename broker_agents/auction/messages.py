@@ -159,6 +159,10 @@ class AuctionResult(BaseModel):
     auctioneer: str
     takeovers: int = 0
     failure: str | None = None
+    bids_ms: float | None = None
+    """Time the calls for bids took, from sending them until every target answered (or the
+    round ended), summed over rounds, as the auctioneer that finished the auction saw it
+    (only the rounds it ran itself). The fan-out part of ``duration_ms``."""
 
 
 def allocation_of(outcome: Outcome) -> tuple[dict[str, list[str]], dict[str, float]]:

@@ -136,7 +136,7 @@ async def fail(d: AuctionDriver, why: str) -> None:
     await _done(d, Stage.FAILED, failure=why)
 
 
-def result_of(record: AuctionRecord) -> AuctionResult:
+def result_of(record: AuctionRecord, bids_ms: float | None = None) -> AuctionResult:
     outcome = record.outcome
     if outcome is None:
         raise LocalProtocolError("internal", f"auction {record.auction_id} has no outcome")
@@ -151,4 +151,5 @@ def result_of(record: AuctionRecord) -> AuctionResult:
         reason=outcome.reason, settled=record.stage is Stage.SETTLED,
         seller=record.request.seller, duration_ms=float(finished - record.started_ms),
         auctioneer=record.owner, takeovers=record.takeovers, failure=record.failure,
+        bids_ms=bids_ms,
     )

@@ -91,6 +91,14 @@ async def test_tie_goes_to_the_earliest_bid_and_says_tie_broken(nc: NATS) -> Non
     assert (r["winner"], r["price"], r["tie_broken"]) == ("tie1", 15.0, True)
 
 
+async def test_result_reports_the_bid_round_within_the_whole_auction(nc: NATS) -> None:
+    # tie2 thinks for 150 ms: the round lasts at least that, and is part of the duration.
+    r = await run(nc, type="vickrey", participants=["tie1", "tie2", "tie3"])
+    assert 150.0 <= r["bids_ms"] <= r["duration_ms"] + 1.0
+    r = await run(nc, type="vickrey", participants=[])
+    assert r["bids_ms"] is None  # nobody to call
+
+
 async def test_no_bids_means_no_winner_and_no_payment(nc: NATS) -> None:
     r = await run(nc, type="vickrey", participants=[])
     assert (r["winner"], r["price"], r["num_participants"], r["sold"]) == (None, 0.0, 0, False)
