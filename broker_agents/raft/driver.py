@@ -1,9 +1,12 @@
 """RaftMember: runs a RaftCore over NATS (asyncio + nats-py).
 
-One owner task (the pump) turns the core's Ready into IO, strictly in the order persist
-(fsync) -> send -> reply; one ticker task drives logical time. NATS callbacks only step
-the core and wake the pump, so everything that arrives in one event-loop turn is batched
-into one Ready: one fsync and one publish per peer carry many entries.
+One owner task (the pump) turns the core's Ready into IO in the order persist (fsync) ->
+send -> reply, except that a leader's own appends (``Ready.early``) are written while its
+appends travel (the core counts the leader only once ``persisted`` says so); one ticker
+task drives logical time. NATS callbacks only step the core and wake the pump, so
+everything that arrives in one event-loop turn is batched into one Ready, and everything
+that arrives during one fsync into the next: one fsync and one publish per peer carry many
+entries. Writes go through ``LogWriter`` (one thread, in order).
 
 Subjects (``s = Subjects(prefix)``):
     s.raft(group, member)             peer traffic (a msgpack list of wire messages)
@@ -41,8 +44,9 @@ from broker_agents.core.raft import (
     StateMachine,
 )
 from broker_agents.core.raft.wire import decode_message, encode_message
-from broker_agents.raft.memstore import MemoryStorage, Storage
+from broker_agents.raft.memstore import Storage
 from broker_agents.raft.metrics import MemberMetrics
+from broker_agents.raft.writer import LogWriter, Mark
 from broker_agents.subjects import Subjects, check_token
 
 HOPS = "ba-raft-hops"
@@ -123,7 +127,7 @@ class RaftMember:
         self._running = False
         self._seen: tuple[Role, int, str | None] = (Role.FOLLOWER, 0, None)
         self._elections = 0
-        self._inline_persist = isinstance(storage, MemoryStorage)
+        self._writer = LogWriter(storage, self._on_durable, self._on_write_failed)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -168,6 +172,7 @@ class RaftMember:
                 if isinstance(w, asyncio.Future) and not w.done():
                     w.set_exception(BrokerError(ErrorCode.UNAVAILABLE, "member stopped"))
         self._waiters.clear()
+        await self._writer.close()
         self.storage.close()
         self.metrics.is_leader.set(0)
         self.log.info("raft.stopped")
@@ -319,12 +324,22 @@ class RaftMember:
 
     # -- the owner tasks -----------------------------------------------------------------
 
+    def _on_durable(self, mark: Mark) -> None:
+        if self.core is not None and self._running:
+            self.core.persisted(*mark)
+            self._wake.set()
+
+    def _on_write_failed(self, exc: BaseException) -> None:
+        self._wake.set()  # the pump sees writer.failed and stops
+
     async def _pump(self) -> None:
         while self._running:
             await self._wake.wait()
             self._wake.clear()
-            ready = self._core().ready()
             try:
+                if self._writer.failed is not None:
+                    raise self._writer.failed
+                ready = self._core().ready()
                 await self._persist(ready)
             except OSError:
                 # Fail-stop: the core already believes this Ready is durable, so going on
@@ -343,12 +358,14 @@ class RaftMember:
                 self.log.exception("raft.pump_error")
 
     async def _persist(self, ready: Ready) -> None:
+        """Queue the write; unless the Ready is early, wait until it (and every earlier
+        write) is durable before anything is sent."""
         if ready.persist:
-            if self._inline_persist:
-                self.storage.save(ready.persist)
-            else:  # fsync off the event loop; the pump still waits for it before sending
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, self.storage.save, ready.persist)
+            durable = self._writer.submit(ready.persist, ready.mark)
+            if not ready.early:
+                await durable
+        elif not ready.early:
+            await self._writer.barrier()
 
     async def _send_and_reply(self, ready: Ready) -> None:
         if ready.messages:

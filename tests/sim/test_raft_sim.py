@@ -31,6 +31,9 @@ def run_seed(n: int, seed: int, rounds: int) -> Cluster:
     net.dup_rate = rng.choice((0.0, 0.05))
     net.max_delay = rng.choice((0, 1, 3))
     cluster.tick_rate = rng.choice((1.0, 0.85))
+    # how quickly a leader's early writes reach the disk: they may trail its messages by
+    # several rounds, so crashes catch some of them in flight (and lose them)
+    write_rate = rng.choice((0.005, 0.05, 0.3, 1.0))
     partitioned = False
     for _ in range(rounds):
         net.advance(1)
@@ -41,6 +44,8 @@ def run_seed(n: int, seed: int, rounds: int) -> Cluster:
             if budget and rng.random() < 0.15:
                 budget -= 1
                 client_request(cluster, rng)
+            if rng.random() < write_rate:
+                cluster.finish_one_write()
             if not cluster.deliver_one():
                 break
         retry_requests(cluster, rng)
@@ -57,7 +62,10 @@ def run_seed(n: int, seed: int, rounds: int) -> Cluster:
             net.heal()
             partitioned = False
         elif roll < 0.10 and len(live) > 1:
-            cluster.crash(rng.choice(live))
+            # half the time aim at a member whose writes are still in flight (a leader
+            # that already sent entries it has not made durable)
+            writing = [m for m in live if cluster.writing[m]]
+            cluster.crash(rng.choice(writing if writing and rng.random() < 0.5 else live))
         elif roll < 0.13 and live:
             cluster.freeze(rng.choice(live), rng.randrange(5, 30))
         elif roll < 0.19:

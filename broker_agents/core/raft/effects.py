@@ -1,8 +1,18 @@
 """What a core hands back to its driver: a ``Ready`` record.
 
 The driver's contract, in order: (1) apply ``persist`` to stable storage, in order, and make
-it durable (fsync); (2) send ``messages``; (3) deliver ``replies``. Sending before the
-storage is durable could let a member vote twice or acknowledge an entry it then forgets.
+it durable (fsync), after every earlier write; (2) send ``messages``; (3) deliver
+``replies``. Sending before the storage is durable could let a member vote twice or
+acknowledge an entry it then forgets.
+
+One exception (Raft thesis 10.2.1): when ``early`` is set, the Ready comes from a leader
+that stayed leader in the same term since its last Ready; ``persist`` then holds only its
+own new entries (plus the advisory commit index or a compaction snapshot), and the driver
+may send ``messages`` and deliver ``replies`` *before* that write is durable, so the
+leader's fsync overlaps replication. The leader counts itself toward the commit majority
+only for what is durable: once the write is on disk the driver calls
+``core.persisted(*ready.mark)``. Writes stay in order: a Ready that is not ``early``
+waits until every earlier write is durable before sending anything.
 """
 
 from __future__ import annotations
@@ -100,6 +110,8 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
+    early: bool = False  # may send/reply before persist (and earlier writes) are durable
+    mark: tuple[int, int] | None = None  # (term, last index) for persisted(); early writes
 
     def __bool__(self) -> bool:
         return bool(self.persist or self.messages or self.replies or self.applied)

@@ -117,22 +117,28 @@ class RaftCore(Reads):
             return
         self.dispatch(m)
 
+    def persisted(self, term: int, index: int) -> None:
+        """The driver made an ``early`` Ready durable (its ``mark``): the leader may now
+        count itself for entries up to ``index``."""
+        if self.role != Role.LEADER or term != self.term:
+            return  # a stale mark: a non-early Ready since then counted everything
+        index = min(index, self.log.last_index)
+        if index > self.self_match:
+            self.self_match = index
+            self.maybe_commit()
+
     def ready(self) -> Ready:
-        """Everything produced since the last call: persist, then send, then reply."""
+        """Everything produced since the last call: persist, then send, then reply (a
+        leader's own appends may trail its messages: see ``Ready.early``)."""
+        early = self.can_send_early()
+        if not early:
+            self.self_match = self.log.last_index  # durable before anything leaves
         if self.role == Role.LEADER:
             if self.broadcast_due:
                 self.broadcast_due = False
                 self.maybe_commit()  # only a single-member group commits on its own
                 for peer in self.peers:
                     self.stream_to(peer)
-            if self.commit_notify_due:
-                # One message per follower per Ready carries the new commit index, however
-                # many acknowledgements advanced it (appends already sent carry it too).
-                self.commit_notify_due = False
-                busy = {m.dst for m in self.out_messages}
-                for peer in self.peers:
-                    if peer not in busy:
-                        self.send_append(peer)
             if self.heartbeat_due:
                 self.heartbeat_due = False
                 self.send_heartbeats()
@@ -144,7 +150,7 @@ class RaftCore(Reads):
             rids = tuple(self.read_index_buf)
             self.send(ReadIndexRequest(self.term, self.id, self.leader, rids))
         self.read_index_buf = []
-        return self.take_ready()
+        return self.take_ready(early)
 
     # -- observers -------------------------------------------------------------------------
 
@@ -250,6 +256,20 @@ class RaftCore(Reads):
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self.send_heartbeats()
+        else:
+            self.notify_commit()
+
+    def notify_commit(self) -> None:
+        """Tell followers that have not heard of the latest commit index (so they apply).
+
+        Deliberately on the tick, not on every commit: the client's reply does not wait
+        for it, the next append carries it anyway when proposals keep coming, and sending
+        it at once cost every sequential commit two extra messages and two responses.
+        """
+        for peer in self.peers:
+            pr = self.progress[peer]
+            if min(pr.match, self.commit) > pr.commit_sent:
+                self.send_append(peer)
 
     # -- dispatch (terms already reconciled) -------------------------------------------
 

@@ -19,7 +19,7 @@ class ProgressState(IntEnum):
 
 class Progress:
     __slots__ = (
-        "inflight", "last_progress", "match", "next", "paused", "pending_snapshot",
+        "commit_sent", "inflight", "last_progress", "match", "next", "paused", "pending_snapshot",
         "read_ack", "recent_active", "snapshot_sent", "state",
     )
 
@@ -34,6 +34,7 @@ class Progress:
         self.recent_active = False
         self.last_progress = now
         self.read_ack = 0
+        self.commit_sent = 0  # the highest commit index we told this follower
 
     def become_probe(self) -> None:
         if self.state == ProgressState.SNAPSHOT:

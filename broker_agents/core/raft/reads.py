@@ -67,7 +67,9 @@ class Reads(Replication):
         ctx = self.reads.seal()
         for peer in self.peers:
             pr = self.progress[peer]
-            self.send(Heartbeat(self.term, self.id, peer, min(pr.match, self.commit), ctx))
+            commit = min(pr.match, self.commit)
+            pr.commit_sent = max(pr.commit_sent, commit)
+            self.send(Heartbeat(self.term, self.id, peer, commit, ctx))
 
     def fail_leader_reads(self) -> None:
         """A deposed leader can no longer confirm anything: fail its unconfirmed reads."""

@@ -36,6 +36,7 @@ class Replication(RaftState):
         if not entries and not allow_empty:
             return False
         self.send(AppendRequest(self.term, self.id, peer, prev, prev_term, entries, self.commit))
+        pr.commit_sent = self.commit
         if entries:
             pr.sent(entries[-1].index)
         elif pr.state == ProgressState.PROBE:
@@ -60,7 +61,7 @@ class Replication(RaftState):
     def maybe_commit(self) -> bool:
         """Advance commit to the highest index a majority holds -- only if it is from this
         term (Raft paper 5.4.2: older-term entries commit indirectly)."""
-        matches = sorted([pr.match for pr in self.progress.values()] + [self.log.last_index])
+        matches = sorted([pr.match for pr in self.progress.values()] + [self.self_match])
         candidate = matches[len(matches) - self.quorum]
         if candidate <= self.commit or self.log.term_at(candidate) != self.term:
             return False
@@ -92,8 +93,7 @@ class Replication(RaftState):
             was == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot
         ):
             pr.become_replicate()
-        if self.maybe_commit():
-            self.commit_notify_due = True  # tell the followers once, at ready() time
+        self.maybe_commit()
         self.stream_to(m.src)
 
     def handle_heartbeat_response(self, m: HeartbeatResponse) -> None:

@@ -85,7 +85,6 @@ class RaftState:
         self.ready_reads: list[ReadyRead] = []
         self.heartbeat_due = False
         self.broadcast_due = False
-        self.commit_notify_due = False
         # output buffers, handed out by ready()
         self.out_persist: list[PersistOp] = []
         self.unstable: list[Entry] = []
@@ -93,6 +92,9 @@ class RaftState:
         self.out_replies: list[Reply] = []
         self.out_applied: list[Applied] = []
         self.persisted_hs = initial.hard_state
+        # The leader's own match index: how far its log is known to be durable. It counts
+        # toward the commit majority only up to here (writes may trail replication).
+        self.self_match = self.log.last_index
 
     # -- output helpers ------------------------------------------------------------------
 
@@ -111,8 +113,16 @@ class RaftState:
             self.out_persist.append(AppendOp(tuple(self.unstable)))
             self.unstable = []
 
-    def take_ready(self) -> Ready:
+    def can_send_early(self) -> bool:
+        """A leader that has been leader in this term since the last Ready: whatever it
+        persists now is its own appends, which may trail the messages (see ``Ready``)."""
+        old = self.persisted_hs
+        return self.role == Role.LEADER and (self.term, self.vote) == (old.term, old.vote)
+
+    def take_ready(self, early: bool) -> Ready:
         self.flush_unstable()
+        if not early:  # durable before anything of this Ready leaves the member
+            self.self_match = self.log.last_index
         hs = HardState(self.term, self.vote, self.commit)
         old = self.persisted_hs
         # Term and vote must be durable before we send anything. The commit index is only
@@ -124,6 +134,9 @@ class RaftState:
             self.out_persist.append(HardStateOp(hs))
             self.persisted_hs = hs
         ready = Ready(self.out_persist, self.out_messages, self.out_replies, self.out_applied)
+        ready.early = early
+        if early and ready.persist:
+            ready.mark = (self.term, self.log.last_index)
         self.out_persist, self.out_messages = [], []
         self.out_replies, self.out_applied = [], []
         return ready

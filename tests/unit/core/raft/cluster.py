@@ -10,6 +10,7 @@ from typing import Any
 from broker_agents.core.kvsm import KVStateMachine
 from broker_agents.core.raft import (
     NotLeader,
+    PersistOp,
     ProposalResult,
     RaftConfig,
     RaftCore,
@@ -197,6 +198,11 @@ class Cluster:
         self.retry_later: list[tuple[PendingOp, str | None]] = []
         self.frozen: dict[str, int] = {}
         self.tick_rate = 1.0  # < 1: members' clocks run at different speeds
+        # A leader's early writes (Ready.early): sent already, not yet durable, in order.
+        self.writing: dict[str, list[tuple[list[PersistOp], tuple[int, int]]]] = {
+            m: [] for m in self.ids
+        }
+        self.write_rate = 0.3  # chance that the next step finishes a write, not a delivery
         for m in self.ids:
             self.start(m)
 
@@ -215,6 +221,7 @@ class Cluster:
 
     def crash(self, member: str) -> None:
         self.nodes[member] = None
+        self.writing[member] = []  # a write that was not durable is lost
         self.net.crash(member)
         for op in list(self.pending.values()):
             if op.member == member:
@@ -246,12 +253,46 @@ class Cluster:
         """Take the member's Ready: persist, check, send, answer -- in that order."""
         core = self.node(member)
         ready = core.ready()
-        self.storage[member].save(ready.persist)
+        if ready.early:
+            if ready.mark is not None:
+                self.writing[member].append((ready.persist, ready.mark))
+        else:
+            self.finish_writes(member)  # writes stay in order: earlier ones land first
+            self.storage[member].save(ready.persist)
         self.check.check_member(core, ready, was_leader)
         for msg in ready.messages:
             self.net.send(member, msg.dst, msg)
         for reply in ready.replies:
             self.on_reply(member, reply)
+
+    def finish_writes(self, member: str) -> None:
+        """Make every early write of ``member`` durable, telling its core (no Ready taken:
+        the caller is about to take one)."""
+        core = self.node(member)
+        while self.writing[member]:
+            ops, mark = self.writing[member].pop(0)
+            self.storage[member].save(ops)
+            core.persisted(*mark)
+
+    def finish_one_write(self) -> bool:
+        """A disk finishes the oldest write of some member; False if none is in flight."""
+        busy = [m for m in self.ids if self.writing[m] and self.nodes[m] is not None]
+        if not busy:
+            return False
+        member = self.rng.choice(busy)
+        core = self.node(member)
+        ops, mark = self.writing[member].pop(0)
+        self.storage[member].save(ops)
+        was = core.role == Role.LEADER
+        core.persisted(*mark)
+        self.process(member, was)
+        return True
+
+    def step_one(self) -> bool:
+        """Finish a write or deliver a message (in random order); False when idle."""
+        if self.rng.random() < self.write_rate and self.finish_one_write():
+            return True
+        return self.deliver_one() or self.finish_one_write()
 
     def tick(self, member: str) -> None:
         core = self.node(member)
@@ -292,7 +333,7 @@ class Cluster:
 
     def deliver_all(self, limit: int = 10_000) -> None:
         for _ in range(limit):
-            if not self.deliver_one():
+            if not self.step_one():
                 return
 
     def run(self, ticks: int) -> None:

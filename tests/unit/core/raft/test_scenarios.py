@@ -136,7 +136,9 @@ def test_figure8_old_term_entry_is_not_committed_by_counting_replicas() -> None:
     make_leader(core)
     noop = core.log.last_index
     assert core.log.term_at(noop) == core.term
-    core.ready()
+    ready = core.ready()
+    assert ready.early and ready.mark is not None
+    core.persisted(*ready.mark)  # the leader's own write of the no-op is durable
     # s2 and s3 now hold index 2: a majority with s1, but the entry is from term 2
     core.step(AppendResponse(core.term, "s2", "s1", True, 2))
     core.step(AppendResponse(core.term, "s3", "s1", True, 2))
@@ -266,3 +268,53 @@ def test_single_member_group_commits_and_reads_alone() -> None:
     replies = core.ready().replies
     assert isinstance(replies[0], ProposalResult) and replies[0].result["ok"]
     assert isinstance(replies[1], ReadResult) and replies[1].result["value"] == 1
+
+
+def test_leader_counts_itself_only_after_its_own_write_is_durable() -> None:
+    core = RaftCore(cfg("s1"), random.Random(5), KVStateMachine())
+    make_leader(core)
+    first = core.ready()  # the no-op: sent before the leader's own write is durable
+    assert first.early and first.mark is not None
+    core.persisted(*first.mark)
+    for peer in ("s2", "s3"):
+        core.step(AppendResponse(core.term, peer, "s1", True, core.log.last_index))
+    core.propose(put("a", 1), "w1")
+    ready = core.ready()
+    assert ready.early and ready.mark is not None
+    assert any(isinstance(m, AppendRequest) and m.entries for m in ready.messages)
+    index = core.log.last_index
+    # two followers hold it; with the leader that would be 3 of 5, but its copy is not
+    # on disk yet, so only 2 of 5 count
+    core.step(AppendResponse(core.term, "s2", "s1", True, index))
+    core.step(AppendResponse(core.term, "s3", "s1", True, index))
+    assert core.commit < index
+    core.persisted(*ready.mark)
+    assert core.commit == index
+    replies = core.ready().replies
+    assert [r.request_id for r in replies] == ["w1"]
+
+
+def test_a_leader_crash_before_its_fsync_loses_no_committed_entry() -> None:
+    """Followers acknowledge an entry the leader never made durable; the leader crashes
+    (losing it); the entry was committed by the followers alone and must survive."""
+    c, lead = elected(3)
+    c.write_rate = 0.0  # the leader's disk stalls: its early writes stay in flight
+    c.deliver_all()
+    core = c.node(lead)
+    before = core.commit
+    rid = c.write(lead, put("k", 7))
+    for _ in range(5):  # let messages flow, but the leader's disk never finishes
+        c.net.advance(1)
+        while c.deliver_one():
+            pass
+    assert c.writing[lead], "the leader's write must still be in flight"
+    assert core.commit > before and rid in c.check.acked  # committed by the followers
+    c.crash(lead)  # the leader's own copy of the entry is lost
+    assert c.storage[lead].last_index < c.check.acked[rid]
+    c.write_rate = 0.3
+    c.run(60)
+    c.restart(lead)
+    c.settle()
+    index = c.check.acked[rid]
+    assert c.check.applied[index][1] == rid
+    assert all(c.node(m).applier.sm.get("k") == 7 for m in c.ids)
