@@ -153,11 +153,10 @@ class AuctionDriver:
                 try:
                     bids, all_answered = await self.gather(targets, announce, timeout)
                     direct = await syncing
-                finally:
-                    if not syncing.done():
-                        syncing.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await syncing
+                finally:  # if gather failed, its error wins; the sync is not left behind
+                    syncing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await syncing
                 # A sealed auction everyone answered closes in the same write as the bids.
                 close = all_answered and state.config.mechanism not in ROUNDED
                 if bids or close:
