@@ -78,6 +78,10 @@ def up(
         with tempfile.TemporaryDirectory(prefix="ba-up-") as tmp:
             cluster = LocalCluster(Path(tmp), nodes=nodes, nats_cluster=nats_cluster,
                                    config=config)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # before we tell anyone to press it
+                loop.add_signal_handler(sig, stop.set)
             await cluster.start()
             table = Table(title=f"{nodes} node(s) up")
             for col in ("node", "pid", "http (/metrics /healthz /readyz)"):
@@ -87,10 +91,6 @@ def up(
             console.print(table)
             console.print(f"logs: {tmp}/node-N.log")
             console.print(f"NATS: {', '.join(cluster.urls)}  —  Ctrl-C to stop")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
             await stop.wait()
             return await asyncio.to_thread(cluster.stop)
 
