@@ -7,7 +7,6 @@ Each write is computed from the exact record (and revision) it replaces, so the 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from broker_agents.core import budget, reputation
 from broker_agents.core.budget import Account
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.reputation import Reputation
+from broker_agents.kvkeys import all_keys
 
 M = TypeVar("M", bound=BaseModel)
 MAX_ATTEMPTS = 16
@@ -133,19 +133,8 @@ class Ledger(CasBook):
             return budget.credit(base, auction_id, payer, amount)
         return await self.apply(owner, op)  # type: ignore[no-any-return]
 
-    async def all_accounts(self, attempts: int = 5) -> list[Account]:
-        """Every account. nats-py says "no keys" whenever its watcher saw none, which also
-        happens while the stream is changing leaders: trust it only when the bucket's
-        status agrees that it holds no values."""
-        for attempt in range(attempts):
-            try:
-                keys = await self.kv.keys()
-                break
-            except nats.js.errors.NoKeysError:
-                if (await self.kv.status()).values == 0 or attempt == attempts - 1:
-                    return []
-                await asyncio.sleep(0.05 * 2 ** attempt)  # retry backoff
-        accounts = [await self.account(k) for k in sorted(keys)]
+    async def all_accounts(self) -> list[Account]:
+        accounts = [await self.account(k) for k in sorted(await all_keys(self.kv))]
         return [a for a in accounts if a is not None]
 
 

@@ -21,14 +21,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from nats.js.errors import NoKeysError
-
 from broker_agents import codec
 from broker_agents.auction.client import run_auction
 from broker_agents.auction.ledger import Ledger
 from broker_agents.auction.records import AuctionRecord
 from broker_agents.core.budget import Account
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.kvkeys import all_keys
 from chaos.checkers import check_awards, check_balances
 from chaos.checkers.escrow import check_no_dangling_holds
 from chaos.cluster import server_version
@@ -158,12 +157,8 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
 
 
 async def all_records(kv: Any) -> dict[str, AuctionRecord]:
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return {}
     out = {}
-    for key in keys:
+    for key in await all_keys(kv):
         entry = await kv.get(key)
         if entry.value:
             out[key] = AuctionRecord.model_validate(codec.decode(entry.value))

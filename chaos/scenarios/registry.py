@@ -22,10 +22,10 @@ import random
 import time
 from typing import Any
 
-import nats.errors
 from nats.js.errors import KeyNotFoundError
 
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.kvkeys import all_keys
 from broker_agents.registry.client import Registry
 from broker_agents.registry.liveness import Heartbeater
 from broker_agents.registry.store import decode_agent
@@ -155,12 +155,8 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
 
 async def bucket_snapshot(kv: Any) -> dict[str, int]:
     """agent id -> revision, read from the stream leader."""
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return {}
     out = {}
-    for key in keys:
+    for key in await all_keys(kv):
         try:
             entry = await kv.get(key)
         except KeyNotFoundError:
