@@ -34,10 +34,8 @@ from broker_agents.codec import decode, encode, is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.raft import (
     NotLeader,
-    ProposalResult,
     RaftConfig,
     RaftCore,
-    ReadResult,
     Ready,
     Reply,
     Role,
@@ -45,39 +43,14 @@ from broker_agents.core.raft import (
 )
 from broker_agents.core.raft.wire import decode_message, encode_message
 from broker_agents.raft.memstore import Storage
-from broker_agents.raft.metrics import MemberMetrics
+from broker_agents.raft.metrics import MemberMetrics, RoleObserver
+from broker_agents.raft.replies import Remote, Waiter, reply_payload, result_or_raise
 from broker_agents.raft.writer import LogWriter, Mark
 from broker_agents.subjects import Subjects, check_token
 
 HOPS = "ba-raft-hops"
 RESERVED = frozenset({"propose", "read"})
 _log = structlog.get_logger()
-
-
-class _Remote:
-    """A NATS client waiting for a reply."""
-
-    __slots__ = ("as_json", "created", "subject")
-
-    def __init__(self, subject: str, as_json: bool) -> None:
-        self.subject = subject
-        self.as_json = as_json
-        self.created = time.monotonic()
-
-
-Waiter = asyncio.Future[Reply] | _Remote
-
-
-def reply_payload(reply: Reply, leader: str | None) -> dict[str, Any]:
-    if isinstance(reply, ProposalResult | ReadResult):
-        err = BrokerError.from_payload(reply.result)
-        if err is not None:
-            return err.to_payload()
-        return {"result": reply.result, "index": reply.index, "leader": leader}
-    if isinstance(reply, NotLeader):
-        return BrokerError(ErrorCode.NOT_LEADER, "not the leader",
-                           {"leader": reply.leader}).to_payload()
-    return BrokerError(reply.code, reply.message).to_payload()
 
 
 class RaftMember:
@@ -125,8 +98,7 @@ class RaftMember:
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[Any] = []
         self._running = False
-        self._seen: tuple[Role, int, str | None] = (Role.FOLLOWER, 0, None)
-        self._elections = 0
+        self._observer = RoleObserver(self.metrics, self.log)
         self._writer = LogWriter(storage, self._on_durable, self._on_write_failed)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -242,11 +214,7 @@ class RaftMember:
 
     @staticmethod
     def _result(reply: Reply) -> Any:
-        payload = reply_payload(reply, None)
-        err = BrokerError.from_payload(payload)
-        if err is not None:
-            raise err
-        return payload["result"]
+        return result_or_raise(reply)
 
     # -- NATS callbacks ------------------------------------------------------------------
 
@@ -302,7 +270,7 @@ class RaftMember:
             return
         rid = rid or uuid.uuid4().hex
         if msg.reply:
-            self._waiters.setdefault(rid, []).append(_Remote(msg.reply, as_json))
+            self._waiters.setdefault(rid, []).append(Remote(msg.reply, as_json))
         core.propose(command, rid)
         self._wake.set()
 
@@ -314,7 +282,7 @@ class RaftMember:
         query, _rid, as_json = parsed
         rid = uuid.uuid4().hex  # reads are not deduplicated: each one is fresh
         if msg.reply:
-            self._waiters.setdefault(rid, []).append(_Remote(msg.reply, as_json))
+            self._waiters.setdefault(rid, []).append(Remote(msg.reply, as_json))
         core.read(query, rid)
         self._wake.set()
 
@@ -376,7 +344,7 @@ class RaftMember:
                 await self.nc.publish(self.subjects.raft(self.group, dst), encode(batch))
         for reply in ready.replies:
             await self._deliver(reply)
-        self._observe()
+        self._observer.observe(self._core())
 
     async def _deliver(self, reply: Reply) -> None:
         waiters = self._waiters.pop(reply.request_id, None)
@@ -405,7 +373,7 @@ class RaftMember:
             self._wake.set()
             ticks += 1
             if ticks % 10 == 0:
-                self._update_metrics()
+                self._observer.update_metrics(self._core())
             if ticks % 100 == 0:
                 self._expire_waiters()
 
@@ -413,31 +381,5 @@ class RaftMember:
         cutoff = time.monotonic() - self.request_ttl
         for rid, waiters in list(self._waiters.items()):
             for w in list(waiters):
-                if isinstance(w, _Remote) and w.created < cutoff:
+                if isinstance(w, Remote) and w.created < cutoff:
                     self._drop_waiter(rid, w)
-
-    def _observe(self) -> None:
-        core = self._core()
-        seen = (core.role, core.term, core.leader)
-        if seen == self._seen:
-            return
-        was_role = self._seen[0]
-        self._seen = seen
-        if core.elections > self._elections:
-            self.metrics.elections.inc(core.elections - self._elections)
-            self._elections = core.elections
-        if core.role == Role.LEADER and was_role != Role.LEADER:
-            self.log.info("raft.elected", term=core.term, commit=core.commit)
-        elif was_role == Role.LEADER and core.role != Role.LEADER:
-            self.log.info("raft.stepped_down", term=core.term, leader=core.leader)
-        elif core.role == Role.FOLLOWER:
-            self.log.debug("raft.leader_changed", term=core.term, leader=core.leader)
-        self._update_metrics()
-
-    def _update_metrics(self) -> None:
-        core, m = self._core(), self.metrics
-        m.term.set(core.term)
-        m.is_leader.set(1 if core.role == Role.LEADER else 0)
-        m.commit.set(core.commit)
-        m.applied.set(core.applied)
-        m.log_entries.set(len(core.log.entries))

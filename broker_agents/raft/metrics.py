@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from broker_agents.core.raft import RaftCore, Role
+
 _LABELS = ["group", "member"]
 TERM = Gauge("ba_raft_term", "Current Raft term", _LABELS)
 IS_LEADER = Gauge("ba_raft_is_leader", "1 while this member is the leader", _LABELS)
@@ -39,3 +41,39 @@ class MemberMetrics:
             APPLIED_INDEX.labels(*lv), LOG_ENTRIES.labels(*lv), ELECTIONS.labels(*lv),
             PROPOSALS.labels(*lv), MALFORMED.labels(*lv),
         )
+
+
+class RoleObserver:
+    """Turns a member's role, term and leader changes into logs and metrics."""
+
+    def __init__(self, metrics: MemberMetrics, log: Any) -> None:
+        self.metrics = metrics
+        self.log = log
+        self._seen: tuple[Role, int, str | None] = (Role.FOLLOWER, 0, None)
+        self._elections = 0
+
+    def observe(self, core: RaftCore) -> None:
+        seen = (core.role, core.term, core.leader)
+        if seen == self._seen:
+            return
+        was_role = self._seen[0]
+        self._seen = seen
+        if core.elections > self._elections:
+            self.metrics.elections.inc(core.elections - self._elections)
+            self._elections = core.elections
+        if core.role == Role.LEADER and was_role != Role.LEADER:
+            self.log.info("raft.elected", term=core.term, commit=core.commit)
+        elif was_role == Role.LEADER and core.role != Role.LEADER:
+            self.log.info("raft.stepped_down", term=core.term, leader=core.leader)
+        elif core.role == Role.FOLLOWER:
+            self.log.debug("raft.leader_changed", term=core.term, leader=core.leader)
+        self.update_metrics(core)
+
+    def update_metrics(self, core: RaftCore) -> None:
+        m = self.metrics
+        m.term.set(core.term)
+        m.is_leader.set(1 if core.role == Role.LEADER else 0)
+        m.commit.set(core.commit)
+        m.applied.set(core.applied)
+        m.log_entries.set(len(core.log.entries))
+
