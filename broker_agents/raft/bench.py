@@ -15,45 +15,18 @@ import random
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from broker_agents.codec import decode, encode
+from broker_agents.bench.proposals import pipelined as bench_pipelined
+from broker_agents.bench.proposals import raw_rtt
+from broker_agents.bench.stats import percentile
+from broker_agents.codec import encode
 from broker_agents.core.kvsm import KVStateMachine
 from broker_agents.raft.client import RaftClient
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
 from broker_agents.subjects import Subjects
-
-
-def _pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def _raw_rtt(nats_url: str, n: int) -> list[float]:
-    import nats
-
-    server, client = await nats.connect(nats_url), await nats.connect(nats_url)
-    try:
-        async def echo(msg: Any) -> None:
-            await msg.respond(msg.data)
-
-        subject = f"ba.bench.echo.{uuid.uuid4().hex}"
-        await server.subscribe(subject, cb=echo)
-        await server.flush()
-        await client.flush()
-        payload = encode({"command": {"op": "put", "key": "k", "value": 1}})
-        samples = []
-        for _ in range(n):
-            t = time.perf_counter()
-            await client.request(subject, payload, timeout=2)
-            samples.append(time.perf_counter() - t)
-        return samples
-    finally:
-        await client.close()
-        await server.close()
 
 
 async def _wait_leader(members: list[RaftMember], timeout: float = 10.0) -> RaftMember:
@@ -67,41 +40,6 @@ async def _wait_leader(members: list[RaftMember], timeout: float = 10.0) -> Raft
     raise TimeoutError("no leader elected")
 
 
-async def _pipelined(nc: Any, subject: str, n: int, window: int) -> float:
-    """Publish proposals with a shared reply inbox, ``window`` in flight; commits/s."""
-    inbox = f"_INBOX.bench.{uuid.uuid4().hex}"
-    done = asyncio.Event()
-    state = {"replies": 0, "sent": 0, "errors": 0}
-    loop = asyncio.get_running_loop()
-    more = asyncio.Event()
-
-    async def on_reply(msg: Any) -> None:
-        state["replies"] += 1
-        if "error" in decode(msg.data):
-            state["errors"] += 1
-        if state["replies"] >= n:
-            done.set()
-        more.set()
-
-    sub = await nc.subscribe(inbox, cb=on_reply)
-    start = loop.time()
-    while state["sent"] < n:
-        while state["sent"] < n and state["sent"] - state["replies"] < window:
-            i = state["sent"]
-            body = {"command": {"op": "put", "key": f"k{i % 64}", "value": i},
-                    "request_id": f"p{i}"}
-            await nc.publish(subject, encode(body), reply=inbox)
-            state["sent"] += 1
-        more.clear()
-        await asyncio.wait_for(more.wait(), 10)
-    await asyncio.wait_for(done.wait(), 30)
-    elapsed = loop.time() - start
-    await sub.unsubscribe()
-    if state["errors"]:
-        raise RuntimeError(f"{state['errors']} pipelined proposals failed")
-    return n / elapsed
-
-
 async def run_consensus_bench(
     nats_url: str, *, proposals: int = 2000, tmp_dir: str | Path | None = None,
     pipelined: int = 20_000, window: int = 512, fsync: bool = True,
@@ -109,7 +47,13 @@ async def run_consensus_bench(
     import nats
 
     with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
-        raw = await _raw_rtt(nats_url, proposals)
+        probe_server, probe_client = await nats.connect(nats_url), await nats.connect(nats_url)
+        try:
+            raw = await raw_rtt(probe_server, probe_client, proposals, encode(
+                {"command": {"op": "put", "key": "k", "value": 1}}))
+        finally:
+            await probe_client.close()
+            await probe_server.close()
         ids = ["b0", "b1", "b2"]
         conns = [await nats.connect(nats_url) for _ in ids]
         members = [
@@ -130,7 +74,9 @@ async def run_consensus_bench(
                 await client.propose({"op": "put", "key": f"k{i % 64}", "value": i})
                 commit.append(time.perf_counter() - t)
             subject = Subjects().raft("bench", leader.id, "propose")
-            rate = await _pipelined(client_nc, subject, pipelined, window)
+            rate = await bench_pipelined(client_nc, subject, pipelined, window, lambda i: {
+                "command": {"op": "put", "key": f"k{i % 64}", "value": i},
+                "request_id": f"p{i}"})
             # failover: stop the leader abruptly, time the next commit through a client
             loop = asyncio.get_running_loop()
             t0 = loop.time()
@@ -143,11 +89,11 @@ async def run_consensus_bench(
             for nc in [*conns, client_nc]:
                 await nc.close()
     rtt_p50 = statistics.median(raw) * 1e6
-    p50 = _pct(commit, 0.5) * 1e6
+    p50 = percentile(commit, 50) * 1e6
     return {
         "raw_rtt_us_p50": round(rtt_p50, 1),
         "commit_us_p50": round(p50, 1),
-        "commit_us_p99": round(_pct(commit, 0.99) * 1e6, 1),
+        "commit_us_p99": round(percentile(commit, 99) * 1e6, 1),
         "commit_to_rtt_ratio": round(p50 / rtt_p50, 2),
         "commits_per_s": round(rate),
         "failover_ms": round(failover * 1000, 1),

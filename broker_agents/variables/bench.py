@@ -23,8 +23,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from broker_agents.bench.proposals import pipelined as bench_pipelined
+from broker_agents.bench.proposals import raw_rtt
 from broker_agents.bench.stats import percentile
-from broker_agents.codec import decode, encode
+from broker_agents.codec import encode
 from broker_agents.variables.client import Variables
 
 SET_SPACE = {"name": "bench", "variables": [
@@ -33,64 +35,6 @@ ADAPT_SPACE = {"name": "bench_adapt", "variables": [
     {"kind": "float", "name": "x", "min": -2.0, "max": 2.0, "default": -1.0},
     {"kind": "float", "name": "y", "min": -2.0, "max": 2.0, "default": 1.0}]}
 ENGINE = "broker_agents.variables.engine_agent:AdaptationEngineAgent"
-
-
-async def _raw_rtt(nc: Any, n: int) -> list[float]:
-    subject = f"ba.bench.echo.{uuid.uuid4().hex}"
-
-    async def echo(msg: Any) -> None:
-        await msg.respond(msg.data)
-
-    sub = await nc.subscribe(subject, cb=echo)
-    await nc.flush()
-    payload = encode({"command": {"op": "set", "space": "bench", "values": {"x": 0.5}}})
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        await nc.request(subject, payload, timeout=2)
-        samples.append(time.perf_counter() - t)
-    await sub.unsubscribe()
-    return samples
-
-
-async def _pipelined(nc: Any, subject: str, n: int, window: int) -> float:
-    """Sets with distinct values, ``window`` in flight; committed updates per second."""
-    inbox = f"_INBOX.varbench.{uuid.uuid4().hex}"
-    state = {"replies": 0, "errors": 0}
-    done = asyncio.Event()
-    more = asyncio.Event()
-
-    async def on_reply(msg: Any) -> None:
-        state["replies"] += 1
-        if "error" in decode(msg.data):
-            state["errors"] += 1
-        if state["replies"] >= n:
-            done.set()
-        more.set()
-
-    sub = await nc.subscribe(inbox, cb=on_reply)
-    loop = asyncio.get_running_loop()
-    run = uuid.uuid4().hex[:6]
-    start = loop.time()
-    sent = 0
-    while sent < n:
-        while sent < n and sent - state["replies"] < window:
-            body = {"command": {"op": "set", "space": "bench",
-                                "values": {"x": (sent + 1) / (n + 2)}},
-                    "request_id": f"vb-{run}-{sent}"}
-            await nc.publish(subject, encode(body), reply=inbox)
-            sent += 1
-        more.clear()
-        try:
-            await asyncio.wait_for(more.wait(), 10)
-        except TimeoutError:
-            raise RuntimeError(f"pipelined sets stalled: {sent} sent, {state}") from None
-    await asyncio.wait_for(done.wait(), 30)
-    elapsed = loop.time() - start
-    await sub.unsubscribe()
-    if state["errors"]:
-        raise RuntimeError(f"{state['errors']} pipelined sets failed")
-    return n / elapsed
 
 
 async def _adapt(v: Variables, rounds: int) -> list[float]:
@@ -127,7 +71,8 @@ async def run_variables_bench(*, sets: int = 1000, pipelined: int = 10_000, wind
         await cluster.start()
         nc = await cluster.client()
         try:
-            rtt = await _raw_rtt(nc, raw)
+            rtt = await raw_rtt(nc, nc, raw, encode(
+                {"command": {"op": "set", "space": "bench", "values": {"x": 0.5}}}))
             v = Variables(nc)
             await v.define_space(SET_SPACE)
             await v.define_space(ADAPT_SPACE)
@@ -138,7 +83,11 @@ async def run_variables_bench(*, sets: int = 1000, pipelined: int = 10_000, wind
                 set_samples.append(time.perf_counter() - t)
             assert v.raft.leader is not None
             leader_subject = v.subjects.raft("variables", v.raft.leader, "propose")
-            rate = await _pipelined(nc, leader_subject, pipelined, window)
+            run = uuid.uuid4().hex[:6]
+            rate = await bench_pipelined(nc, leader_subject, pipelined, window, lambda i: {
+                "command": {"op": "set", "space": "bench",
+                            "values": {"x": (i + 1) / (pipelined + 2)}},
+                "request_id": f"vb-{run}-{i}"})
             adapt = await _adapt(v, adapt_rounds)
             final = await v.values("bench")
         finally:
