@@ -36,7 +36,15 @@ from chaos.history import History
 from chaos.nodes import service_env
 from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext, scenario
-from chaos.scenarios.support import Harness, cover_plan, flapping, harness, seeded, window
+from chaos.scenarios.support import (
+    Harness,
+    cover_plan,
+    drive,
+    flapping,
+    harness,
+    seeded,
+    window,
+)
 
 AUCTIONEER = "broker_agents.auction.auctioneer:AuctioneerAgent"
 BIDDER = "broker_agents.auction.bidder:BidderAgent"
@@ -225,16 +233,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         report.fault_plan = schedule.plan()
         ctx.progress(f"auctions for {ctx.duration:.0f}s from {CLIENTS} clients, "
                      f"{sum(s['action'] == 'inject' for s in report.fault_plan)} faults planned")
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(c.run(stop)) for c in clients]
-        try:
-            await schedule.run()
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await h.settle()
-        healed = schedule.last_heal or time.monotonic()
-        report.faults = [e.to_json() for e in schedule.events]
+        healed = await drive(h, schedule, [c.run for c in clients], report)
         ctx.progress("final heal: waiting for every auction to finish, then checking money")
         ok_at = await first_success(h.admin, time.monotonic() + 15)
         records = await wait_finished(auctions_kv, time.monotonic() + 20)

@@ -42,6 +42,7 @@ from chaos.scenarios.support import (
     Harness,
     RegistryMonitor,
     cover_plan,
+    drive,
     flapping,
     harness,
     outages,
@@ -266,16 +267,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         report.fault_plan = schedule.plan()
         ctx.progress(f"workload for {ctx.duration:.0f}s with {WORKERS} registry clients, "
                      f"{sum(s['action'] == 'inject' for s in report.fault_plan)} faults planned")
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-        try:
-            await schedule.run()
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await h.settle()
-        healed = schedule.last_heal or time.monotonic()
-        report.faults = [e.to_json() for e in schedule.events]
+        healed = await drive(h, schedule, [w.run for w in workers], report)
         ctx.progress("final heal: sampling every node's view against the bucket")
         views, snapshots = await observe_convergence(h, kv, healed)
         keys = [k for w in workers for k in w.keys]

@@ -10,7 +10,7 @@ import random
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,7 @@ from broker_agents.registry.client import Registry
 from chaos.cluster import ProxiedNatsCluster
 from chaos.faults import Fault, FaultEvent, FaultSchedule
 from chaos.nodes import NodeDaemon, add_node, create_buckets, start_nodes
+from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext
 from chaos.scenarios.kv_register import connect
 
@@ -170,3 +171,21 @@ async def until_ok(call: Callable[[], Any], deadline: float, each: float = 1.0) 
 
 def seeded(ctx: ScenarioContext, label: str) -> random.Random:
     return random.Random(f"{ctx.seed}-{label}")
+
+
+async def drive(h: Harness, schedule: FaultSchedule,
+                workloads: list[Callable[[asyncio.Event], Coroutine[Any, Any, Any]]],
+                report: ScenarioReport) -> float:
+    """Run the workloads while the fault schedule plays, stop them, wait until every node
+    is ready again; record the faults and return the time of the final heal."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(run(stop)) for run in workloads]
+    try:
+        await schedule.run()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await h.settle()
+    report.faults = [e.to_json() for e in schedule.events]
+    return schedule.last_heal or time.monotonic()
+
