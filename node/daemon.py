@@ -257,6 +257,8 @@ async def serve(config: NodeConfig) -> int:
         signals["count"] += 1
         if signals["count"] > 1:
             node.log.warning("second signal: forcing exit", signal=signum)
+            if node.embedded is not None:  # it runs in its own session: do not orphan it
+                node.embedded.kill()
             os._exit(EXIT_FORCED)
         node.log.info("signal received: graceful shutdown", signal=signum)
         stop.set()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import nats
+import pytest
 
 from broker_agents import codec
 from broker_agents.subjects import Subjects
@@ -64,3 +66,6 @@ async def test_second_signal_forces_a_node_out_while_work_is_in_flight(tmp_path:
     proc.send_signal(signal.SIGTERM)  # second signal: out now
     assert await asyncio.wait_for(proc.wait(), 10) == 130
     await nc.close()
+    # ... and it took its embedded nats-server with it: nobody listens there any more
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
