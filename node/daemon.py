@@ -24,7 +24,7 @@ from broker_agents.metrics import AGENTS_RUNNING, NODE_HEALTHY, RESTARTS
 from broker_agents.subjects import Subjects
 from broker_agents.transport import ConnectOptions, connect
 from node.config import NodeConfig
-from node.embedded import NatsServer
+from node.embedded import NatsServer, reap_stale
 from node.hosting import AgentChild, build_specs
 from node.http import HttpServer
 from node.services import NodeService, build_services
@@ -97,8 +97,14 @@ class Node:
         cfg = self.config
         servers = cfg.nats.servers
         if not servers:
-            self.embedded = NatsServer(store_dir=cfg.node.data_dir / "nats",
-                                       host=cfg.nats.embedded.host, port=cfg.nats.embedded.port)
+            store = cfg.node.data_dir / "nats"
+            pid_file = store / "nats-server.pid"
+            stale = await asyncio.to_thread(reap_stale, pid_file)
+            if stale is not None:
+                self.log.warning("stopped a nats-server left by a killed node", pid=stale)
+            self.embedded = NatsServer(store_dir=store, host=cfg.nats.embedded.host,
+                                       port=cfg.nats.embedded.port,
+                                       extra_args=["-P", str(pid_file)])
             await asyncio.to_thread(self.embedded.start)
             servers = [self.embedded.url]
             self.log.info("embedded nats-server started", url=self.embedded.url)

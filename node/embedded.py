@@ -224,6 +224,27 @@ class NatsServer:
         return self.start(timeout)
 
 
+def reap_stale(pid_file: Path, timeout: float = 10.0) -> int | None:
+    """Stop a nats-server left running by a node that was killed (its pid file remains).
+
+    Only a live process that is a nats-server is touched; returns its pid, if any.
+    """
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if b"nats-server" not in cmdline:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        threading.Event().wait(0.05)  # bounded wait for an unrelated process to exit
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 def start_server(store_dir: Path, port: int = 0, host: str = "127.0.0.1") -> NatsServer:
     return NatsServer(store_dir=store_dir, host=host, port=port).start()
 

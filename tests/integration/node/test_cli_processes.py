@@ -69,3 +69,28 @@ async def test_second_signal_forces_a_node_out_while_work_is_in_flight(tmp_path:
     # ... and it took its embedded nats-server with it: nobody listens there any more
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+async def test_a_node_restarted_after_kill_9_replaces_its_orphaned_embedded_server(
+        tmp_path: Path) -> None:
+    port = free_port()
+    env = dict(os.environ, BA_NODE__ID="solo", BA_NODE__DATA_DIR=str(tmp_path),
+               BA_NATS__EMBEDDED__PORT=str(port), BA_HTTP__PORT="0")
+
+    async def start() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(*CLI, "node", "run", env=env,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        assert proc.stderr is not None
+        while b"node ready" not in await asyncio.wait_for(proc.stderr.readline(), 30):
+            pass
+        return proc
+
+    first = await start()
+    first.kill()  # kill -9: its embedded nats-server (own session) keeps running
+    await first.wait()
+    second = await start()  # finds the pid file, stops the orphan, starts its own
+    second.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(second.wait(), 20) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
