@@ -38,9 +38,10 @@ class ConnectOptions:
     tls_verify: bool = True
     connect_timeout: float = 2.0
     reconnect_wait: float = 0.25
-    max_reconnect_wait: float = 5.0
+    max_reconnect_wait: float = 2.0
     initial_connect_timeout: float = 60.0
     on_reconnect: list[Any] = field(default_factory=list)
+    on_error: list[Any] = field(default_factory=list)  # async (connection, exception)
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not (self.tls_ca_file or self.tls_cert_file):
@@ -134,7 +135,7 @@ def _subject_kind(subject: str) -> str:
 async def connect(opts: ConnectOptions) -> NATS:
     """Connect with reconnect-forever; connection state and errors go to metrics and logs."""
     log = get_logger(component="nats")
-    attempt = {"n": 0}
+    conn: dict[str, NATS] = {}
 
     async def error_cb(exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):
@@ -143,6 +144,14 @@ async def connect(opts: ConnectOptions) -> NATS:
             return
         NATS_ERRORS.labels(type(exc).__name__).inc()
         log.warning("nats error", error=repr(exc))
+        nc = conn.get("nc")
+        if nc is not None and nc.is_reconnecting:
+            # nats-py waits a fixed reconnect_time_wait between attempts but reads it anew
+            # each time, and reports every failed attempt here: double it, up to the cap.
+            wait = nc.options["reconnect_time_wait"]
+            nc.options["reconnect_time_wait"] = min(opts.max_reconnect_wait, wait * 2)
+        for hook in list(opts.on_error):
+            await hook(nc, exc)
 
     async def disconnected_cb() -> None:
         NATS_CONNECTED.set(0)
@@ -152,7 +161,8 @@ async def connect(opts: ConnectOptions) -> NATS:
     async def reconnected_cb() -> None:
         NATS_CONNECTED.set(1)
         NATS_RECONNECTS.inc()
-        attempt["n"] = 0
+        nc = conn["nc"]
+        nc.options["reconnect_time_wait"] = opts.reconnect_wait
         log.info("nats reconnected", server=str(nc.connected_url.netloc)
                  if nc.connected_url else None)
         for hook in list(opts.on_reconnect):
@@ -160,10 +170,6 @@ async def connect(opts: ConnectOptions) -> NATS:
 
     async def closed_cb() -> None:
         NATS_CONNECTED.set(0)
-
-    def reconnect_delay(_: Any = None) -> float:
-        attempt["n"] += 1
-        return float(min(opts.max_reconnect_wait, opts.reconnect_wait * 2 ** (attempt["n"] - 1)))
 
     kwargs: dict[str, Any] = dict(
         servers=opts.servers, name=opts.name, connect_timeout=opts.connect_timeout,
@@ -180,7 +186,7 @@ async def connect(opts: ConnectOptions) -> NATS:
     tls = opts.tls_context()
     if tls is not None:
         kwargs["tls"] = tls
-    nc = await _first_connect(kwargs, opts.initial_connect_timeout, log)
+    nc = conn["nc"] = await _first_connect(kwargs, opts.initial_connect_timeout, log)
     NATS_CONNECTED.set(1)
     check_server(nc)
     return nc

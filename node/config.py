@@ -66,7 +66,8 @@ class NatsSection(Strict):
     tls: TlsSection | None = None
     connect_timeout: float = Field(2.0, gt=0)
     reconnect_wait: float = Field(0.25, gt=0, description="first reconnect backoff (s)")
-    max_reconnect_wait: float = Field(5.0, gt=0)
+    max_reconnect_wait: float = Field(
+        2.0, gt=0, description="reconnect backoff doubles up to this (s)")
     initial_connect_timeout: float = Field(
         60.0, gt=0, description="keep trying the first connection this long (s)")
     pending_msgs_limit: int = Field(65536, gt=0, description="per-subscription buffer")
