@@ -29,7 +29,7 @@ from broker_agents.agent import Agent
 from broker_agents.auction import metrics, participants, settle
 from broker_agents.auction.driver import AuctionDriver, LeaseLost
 from broker_agents.auction.host import AuctionHost, wall_ms
-from broker_agents.auction.kvstore import KvMirror, is_cas_conflict, open_kv
+from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.ledger import Ledger, ReputationBook
 from broker_agents.auction.messages import (
     AuctionRequest,
@@ -42,6 +42,7 @@ from broker_agents.auction.records import TERMINAL, AuctionRecord, Stage, peek_l
 from broker_agents.core import auction as core
 from broker_agents.core import reputation
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
+from broker_agents.kv import is_cas_conflict, open_bucket
 
 _ids = itertools.count(1)
 _prefix = os.urandom(3).hex()
@@ -60,9 +61,9 @@ class AuctioneerAgent(Agent):
         self.sweep_s = float(self.config.get("sweep_ms", self.lease_ms / 2)) / 1000
         self.discovery_s = float(self.config.get("discovery_ms", 250)) / 1000
         js, sub = ctx.js, ctx.subjects
-        auctions = await open_kv(js, sub.bucket("auctions"))
-        accounts = await open_kv(js, sub.bucket("accounts"))
-        rep = await open_kv(js, sub.bucket("reputation"))
+        auctions = await open_bucket(js, sub.bucket("auctions"))
+        accounts = await open_bucket(js, sub.bucket("accounts"))
+        rep = await open_bucket(js, sub.bucket("reputation"))
         self.mirrors = [KvMirror(js, accounts, sub.bucket("accounts")),
                         KvMirror(js, rep, sub.bucket("reputation")),
                         KvMirror(js, auctions, sub.bucket("auctions"))]

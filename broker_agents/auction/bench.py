@@ -25,10 +25,10 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from broker_agents.auction.client import run_auction
-from broker_agents.auction.kvstore import open_kv
 from broker_agents.auction.ledger import Ledger
 from broker_agents.bench.fanout import raw_fanout
 from broker_agents.bench.stats import percentile
+from broker_agents.kv import open_bucket
 from broker_agents.subjects import Subjects
 from node.cluster import LocalCluster
 
@@ -81,7 +81,7 @@ async def run_auction_bench(sealed_runs: int = 40, english_runs: int = 10,
         await cluster.start()
         try:
             nc = await cluster.client()
-            ledger = Ledger(await open_kv(nc.jetstream(), Subjects().bucket("accounts")))
+            ledger = Ledger(await open_bucket(nc.jetstream(), Subjects().bucket("accounts")))
             everyone = [f"bb-{i}" for i in range(BIDDERS)] + [f"be-{i}" for i in range(ENGLISH)]
             for who in everyone:
                 await ledger.deposit(who, 1e9, "bench-funding")

@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from broker_agents import codec
 from broker_agents.auction import metrics
 from broker_agents.auction.host import AuctionHost, wall_ms
-from broker_agents.auction.kvstore import KvMirror, is_cas_conflict
+from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.messages import Announce, BidAnswer, BidNotice
 from broker_agents.auction.records import AuctionRecord, RecordEncoder, Stage
 from broker_agents.core import auction as core
@@ -46,6 +46,7 @@ from broker_agents.core.auction.types import (
     RejectReason,
 )
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.kv import is_cas_conflict
 from broker_agents.messages import envelope
 
 ROUNDED = (Mechanism.ENGLISH, Mechanism.DUTCH)

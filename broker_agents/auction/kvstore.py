@@ -13,31 +13,11 @@ import asyncio
 import contextlib
 from typing import Any
 
-import nats.js.errors
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from broker_agents.logging import get_logger
 
 log = get_logger(component="auction.kv")
-
-
-def is_cas_conflict(exc: BaseException) -> bool:
-    """The write lost a race: the key changed (or appeared) since we read it."""
-    if isinstance(exc, nats.js.errors.KeyWrongLastSequenceError):
-        return True
-    return isinstance(exc, nats.js.errors.APIError) and exc.err_code in (10071, 10164)
-
-
-async def open_kv(js: Any, bucket: str) -> KeyValue:
-    kv: KeyValue
-    try:
-        kv = await js.key_value(bucket)
-    except nats.js.errors.BucketNotFoundError:
-        try:
-            kv = await js.create_key_value(bucket=bucket, history=1)
-        except nats.js.errors.APIError:
-            kv = await js.key_value(bucket)  # created concurrently by another process
-    return kv
 
 
 class KvMirror:

@@ -16,12 +16,12 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from broker_agents import codec
-from broker_agents.auction.kvstore import KvMirror, is_cas_conflict
+from broker_agents.auction.kvstore import KvMirror
 from broker_agents.core import budget, reputation
 from broker_agents.core.budget import Account
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.reputation import Reputation
-from broker_agents.kvkeys import all_keys
+from broker_agents.kv import all_keys, is_cas_conflict
 
 M = TypeVar("M", bound=BaseModel)
 MAX_ATTEMPTS = 16

@@ -14,18 +14,17 @@ import asyncio
 import contextlib
 from typing import Any
 
-import nats.js.errors as jse
 from nats.aio.client import Client as NATS
-from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from broker_agents import codec
-from broker_agents.coord.lease import _conflict, wall_ms
+from broker_agents.coord.lease import wall_ms
 from broker_agents.coord.models import BarrierArrival
 from broker_agents.core.coord.barrier import Barrier
 from broker_agents.core.coord.models_more import BarrierResult
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.kv import open_bucket, read_record, write_record
 from broker_agents.subjects import Subjects
 
 BARRIER_TTL_S = 3600.0
@@ -56,15 +55,7 @@ def _outcome(result: BarrierResult) -> BarrierResult:
 
 
 async def open_barriers(js: Any, bucket: str) -> KeyValue:
-    try:
-        kv: KeyValue = await js.key_value(bucket)
-    except jse.BucketNotFoundError:
-        try:
-            kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1,
-                                                          ttl=BARRIER_TTL_S))
-        except jse.APIError:
-            kv = await js.key_value(bucket)
-    return kv
+    return await open_bucket(js, bucket, ttl=BARRIER_TTL_S)
 
 
 class BarrierDriver:
@@ -74,25 +65,10 @@ class BarrierDriver:
         self.kv = kv
 
     async def _read(self, key: str) -> tuple[BarrierRecord | None, int]:
-        try:
-            entry = await self.kv.get(key)
-        except (jse.KeyNotFoundError, jse.KeyDeletedError):
-            return None, 0
-        if entry.value is None:
-            return None, entry.revision or 0
-        return BarrierRecord.model_validate(codec.decode(entry.value)), entry.revision or 0
+        return await read_record(self.kv, key, BarrierRecord)
 
     async def _write(self, key: str, rec: BarrierRecord, rev: int) -> bool:
-        try:
-            if rev == 0:
-                await self.kv.create(key, codec.encode(rec))
-            else:
-                await self.kv.update(key, codec.encode(rec), last=rev)
-        except Exception as exc:
-            if _conflict(exc):
-                return False
-            raise
-        return True
+        return await write_record(self.kv, key, rec, rev)
 
     async def arrive(self, req: BarrierArrival) -> BarrierResult:
         key = req.barrier_id

@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 
 from broker_agents.agent import Agent, handler
 from broker_agents.coord.keeper import LeaseKeeper
-from broker_agents.coord.lease import LeaseStore, leader_key, lock_key, open_leases
+from broker_agents.coord.lease import LeaseStore, leader_key, lock_key
 from broker_agents.coord.wire import LeaderStatusAsk
+from broker_agents.kv import open_bucket
 
 
 class RoleCandidateAgent(Agent):
@@ -25,7 +26,7 @@ class RoleCandidateAgent(Agent):
         return leader_key(str(self.config.get("role", "leader")))
 
     async def on_start(self) -> None:
-        kv = await open_leases(self.ctx.js, self.ctx.subjects.bucket("leases"))
+        kv = await open_bucket(self.ctx.js, self.ctx.subjects.bucket("leases"))
         self.keeper = LeaseKeeper(LeaseStore(kv), self.key(), self.agent_id,
                                   int(self.config.get("ttl_ms", 2000)), self._changed)
         self.keeper.start()

@@ -38,7 +38,7 @@ from broker_agents.coord.drivers import (
     run_hierarchical,
     run_vote,
 )
-from broker_agents.coord.lease import LeaseStore, open_leases
+from broker_agents.coord.lease import LeaseStore
 from broker_agents.coord.locks import handle_leader, handle_lock
 from broker_agents.coord.metrics import COORD_DURATION, COORD_TOTAL
 from broker_agents.coord.models import (
@@ -57,6 +57,7 @@ from broker_agents.core.coord.models_more import (
     EnsembleResult,
 )
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.kv import open_bucket
 from broker_agents.messages import new_message_id
 
 MAX_PAYLOAD = 1024 * 1024
@@ -95,7 +96,7 @@ class CoordinatorAgent(Agent):
                                tick_ms=float(cfg.get("pbft_tick_ms", 10)))
         self.env = CoordEnv(ctx.nc, ctx.subjects, directory, ctx.node_id,
                             random.Random(os.urandom(8)), pbft=self.pbft.run)
-        self.leases = LeaseStore(await open_leases(ctx.js, ctx.subjects.bucket("leases")))
+        self.leases = LeaseStore(await open_bucket(ctx.js, ctx.subjects.bucket("leases")))
         self.barriers = BarrierDriver(
             ctx.nc, ctx.subjects, await open_barriers(ctx.js, ctx.subjects.bucket("barriers")))
         self._runners: dict[str, Callable[[Any], Awaitable[BaseModel]]] = {

@@ -22,13 +22,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import nats.js.errors as jse
-from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from broker_agents import codec
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.kv import read_record, write_record
 
 MAX_ATTEMPTS = 16
 
@@ -52,49 +50,16 @@ class Grant(BaseModel):
     reason: str | None = None
 
 
-def _conflict(exc: BaseException) -> bool:
-    return isinstance(exc, jse.KeyWrongLastSequenceError) or (
-        isinstance(exc, jse.APIError) and exc.err_code in (10071, 10164))
-
-
-async def open_leases(js: object, bucket: str) -> KeyValue:
-    try:
-        kv: KeyValue = await js.key_value(bucket)  # type: ignore[attr-defined]
-    except jse.BucketNotFoundError:
-        try:
-            kv = await js.create_key_value(  # type: ignore[attr-defined]
-                KeyValueConfig(bucket=bucket, history=1))
-        except jse.APIError:
-            kv = await js.key_value(bucket)  # type: ignore[attr-defined]
-    return kv
-
-
 class LeaseStore:
     def __init__(self, kv: KeyValue, clock: Callable[[], int] = wall_ms) -> None:
         self.kv = kv
         self.clock = clock
 
     async def read(self, key: str) -> tuple[LeaseRecord | None, int]:
-        try:
-            entry = await self.kv.get(key)
-        except (jse.KeyNotFoundError, jse.KeyDeletedError):
-            return None, 0
-        if entry.value is None:
-            return None, entry.revision or 0
-        return LeaseRecord.model_validate(codec.decode(entry.value)), entry.revision or 0
+        return await read_record(self.kv, key, LeaseRecord)
 
     async def _write(self, key: str, record: LeaseRecord, revision: int) -> bool:
-        data = codec.encode(record)
-        try:
-            if revision == 0:
-                await self.kv.create(key, data)
-            else:
-                await self.kv.update(key, data, last=revision)
-        except Exception as exc:
-            if _conflict(exc):
-                return False
-            raise
-        return True
+        return await write_record(self.kv, key, record, revision)
 
     async def acquire(self, key: str, holder: str, ttl_ms: int) -> Grant:
         """Grant the lease if free or lapsed (new token), or renew it for its holder."""

@@ -137,10 +137,10 @@ class Directory:
 
 async def reputation_scores(nc: NATS, subjects: Subjects, ids: Sequence[str]) -> dict[str, float]:
     """Reputation scores of ``ids`` (missing agents are left out: they get default weight)."""
-    from broker_agents.auction.kvstore import open_kv
     from broker_agents.auction.ledger import ReputationBook
+    from broker_agents.kv import open_bucket
 
-    book = ReputationBook(await open_kv(nc.jetstream(), subjects.bucket("reputation")))
+    book = ReputationBook(await open_bucket(nc.jetstream(), subjects.bucket("reputation")))
     scores = await asyncio.gather(*(book.score(i) for i in ids), return_exceptions=True)
     return {i: float(s) for i, s in zip(ids, scores, strict=True)
             if isinstance(s, int | float)}

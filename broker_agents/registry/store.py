@@ -14,37 +14,19 @@ from typing import Any
 import nats.errors
 import nats.js.errors as jse
 import structlog
-from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
 from broker_agents.codec import decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.registry.record import AgentRecord, NodeRecord
 from broker_agents.core.registry.validation import validate_agent, validate_node
+from broker_agents.kv import is_cas_conflict, open_bucket
 from broker_agents.registry import metrics
 from broker_agents.subjects import Subjects
 
 log = structlog.get_logger()
 
-WRONG_LAST_SEQUENCE = (10071, 10164)
 Mutation = Callable[[AgentRecord], AgentRecord | None]
-
-
-def is_cas_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, jse.KeyWrongLastSequenceError) or (
-        isinstance(exc, jse.APIError) and exc.err_code in WRONG_LAST_SEQUENCE
-    )
-
-
-async def open_bucket(js: Any, name: str, replicas: int = 1) -> KeyValue:
-    """Bind to a KV bucket, creating it (history 1) when it does not exist yet."""
-    try:
-        kv: KeyValue = await js.key_value(name)
-        return kv
-    except jse.BucketNotFoundError:
-        config = KeyValueConfig(bucket=name, history=1, replicas=replicas)
-        created: KeyValue = await js.create_key_value(config)
-        return created
 
 
 def decode_agent(data: bytes) -> AgentRecord:
@@ -70,8 +52,8 @@ class RegistryStore:
         give up in time for the next one, not block the loop for nats-py's default 5 s."""
         subjects = subjects or Subjects()
         js = nc.jetstream(timeout=js_timeout)
-        agents = await open_bucket(js, subjects.bucket("agents"), replicas)
-        nodes = await open_bucket(js, subjects.bucket("nodes"), replicas)
+        agents = await open_bucket(js, subjects.bucket("agents"), replicas=replicas)
+        nodes = await open_bucket(js, subjects.bucket("nodes"), replicas=replicas)
         return cls(agents, nodes, max_attempts)
 
     # -- agents -----------------------------------------------------------------------

@@ -20,9 +20,10 @@ from broker_agents.core.errors import BrokerError
 from broker_agents.core.registry.index import AgentIndex, Change, Delete, Put
 from broker_agents.core.registry.query import Criterion, parse_criteria
 from broker_agents.core.registry.record import AgentRecord, Health, NodeRecord
+from broker_agents.kv import open_bucket
 from broker_agents.registry import metrics
 from broker_agents.registry.feed import BucketFeed
-from broker_agents.registry.store import decode_agent, decode_node, open_bucket
+from broker_agents.registry.store import decode_agent, decode_node
 from broker_agents.subjects import Subjects
 
 log = structlog.get_logger()

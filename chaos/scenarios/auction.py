@@ -27,7 +27,7 @@ from broker_agents.auction.ledger import Ledger
 from broker_agents.auction.records import AuctionRecord
 from broker_agents.core.budget import Account
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.kvkeys import all_keys
+from broker_agents.kv import all_keys
 from chaos.checkers import check_awards, check_balances
 from chaos.checkers.escrow import check_no_dangling_holds
 from chaos.cluster import server_version

@@ -25,7 +25,7 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError
 
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.kvkeys import all_keys
+from broker_agents.kv import all_keys
 from broker_agents.registry.client import Registry
 from broker_agents.registry.liveness import Heartbeater
 from broker_agents.registry.store import decode_agent

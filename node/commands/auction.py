@@ -136,14 +136,14 @@ def outcome_table(result: dict[str, Any]) -> Table:
 def accounts(nats_url: NatsOpt = "nats://127.0.0.1:4222", prefix: PrefixOpt = "ba",
              as_json: JsonOpt = False) -> None:
     """List every account: balance, reserved (escrow), available, per-task cap."""
-    from broker_agents.auction.kvstore import open_kv
     from broker_agents.auction.ledger import Ledger
+    from broker_agents.kv import open_bucket
     from broker_agents.subjects import Subjects
 
     async def main() -> list[dict[str, Any]]:
         nc = await _connect(nats_url)
         try:
-            kv = await open_kv(nc.jetstream(), Subjects(prefix).bucket("accounts"))
+            kv = await open_bucket(nc.jetstream(), Subjects(prefix).bucket("accounts"))
             return [{"owner": a.owner, "balance": a.balance, "reserved": a.reserved,
                      "available": a.available, "max_per_task": a.max_per_task}
                     for a in await Ledger(kv).all_accounts()]
@@ -177,14 +177,14 @@ def deposit(
     as_json: JsonOpt = False,
 ) -> None:
     """Add money to an account (created if missing); idempotent with --op-id."""
-    from broker_agents.auction.kvstore import open_kv
     from broker_agents.auction.ledger import Ledger
+    from broker_agents.kv import open_bucket
     from broker_agents.subjects import Subjects
 
     async def main() -> dict[str, Any]:
         nc = await _connect(nats_url)
         try:
-            kv = await open_kv(nc.jetstream(), Subjects(prefix).bucket("accounts"))
+            kv = await open_bucket(nc.jetstream(), Subjects(prefix).bucket("accounts"))
             acc = await Ledger(kv).deposit(owner, amount, op_id or uuid.uuid4().hex,
                                            max_per_task)
             return {"owner": acc.owner, "balance": acc.balance, "reserved": acc.reserved,

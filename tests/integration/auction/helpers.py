@@ -8,9 +8,9 @@ from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.auction.bidder import BidderStats
-from broker_agents.auction.kvstore import open_kv
 from broker_agents.auction.ledger import Ledger
 from broker_agents.core.errors import BrokerError
+from broker_agents.kv import open_bucket
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
@@ -32,7 +32,7 @@ def bidder(agent_id: str, caps: list[str] | None = None, **kwargs: Any) -> dict[
 
 
 async def ledger(nc: NATS) -> Ledger:
-    return Ledger(await open_kv(nc.jetstream(), S.bucket("accounts")))
+    return Ledger(await open_bucket(nc.jetstream(), S.bucket("accounts")))
 
 
 async def stats(nc: NATS, agent_id: str) -> dict[str, Any]:

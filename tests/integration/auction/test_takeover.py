@@ -14,8 +14,8 @@ from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.auction.client import run_auction
-from broker_agents.auction.kvstore import open_kv
 from broker_agents.auction.records import AuctionRecord
+from broker_agents.kv import open_bucket
 from node.cluster import LocalCluster
 from tests.integration.auction.helpers import S, auctioneer, bidder, ledger, stats
 
@@ -37,7 +37,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 
 async def _owner_once_stored(nc: NATS, aid: str) -> AuctionRecord:
     """Wait (KV watch, no polling) until the auction record exists; return it."""
-    kv = await open_kv(nc.jetstream(), S.bucket("auctions"))
+    kv = await open_bucket(nc.jetstream(), S.bucket("auctions"))
     watcher = await kv.watch(aid)
     try:
         while True:
