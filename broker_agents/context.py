@@ -14,12 +14,12 @@ from typing import Any, NamedTuple, TypeVar
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
 
 from broker_agents import codec, transport
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.kv import open_bucket
 from broker_agents.logging import get_logger
 from broker_agents.messages import envelope
 from broker_agents.metrics import MESSAGES_OUT
@@ -126,10 +126,6 @@ class AgentContext:
     async def kv(self, bucket: str, *, create: bool = True) -> KeyValue:
         """A JetStream KV bucket handle, created on first use when allowed."""
         if bucket not in self._kv:
-            try:
-                self._kv[bucket] = await self.js.key_value(bucket)
-            except BucketNotFoundError:
-                if not create:
-                    raise
-                self._kv[bucket] = await self.js.create_key_value(bucket=bucket)
+            self._kv[bucket] = (await open_bucket(self.js, bucket) if create
+                                else await self.js.key_value(bucket))
         return self._kv[bucket]

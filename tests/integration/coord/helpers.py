@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -11,6 +15,7 @@ from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
+from node.cluster import LocalCluster
 
 S = Subjects()
 COORDINATOR = "broker_agents.coord.coordinator:CoordinatorAgent"
@@ -19,6 +24,28 @@ PREDICTOR = "broker_agents.coord.voter:PredictorAgent"
 REPLICA = "broker_agents.coord.pbft_replica:PbftReplicaAgent"
 CANDIDATE = "broker_agents.coord.candidates:RoleCandidateAgent"
 LOCK_HOLDER = "broker_agents.coord.candidates:LockHolderAgent"
+
+
+@asynccontextmanager
+async def running_cluster(base: Path, nodes: int,
+                          agents: list[list[dict[str, Any]]]) -> AsyncIterator[LocalCluster]:
+    """Node processes hosting ``agents`` (quiet logs), stopped afterwards."""
+    cluster = LocalCluster(base, nodes=nodes, agents=agents,
+                           extra_env={"BA_NODE__LOG_LEVEL": "warning"})
+    await cluster.start()
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+@asynccontextmanager
+async def client_of(cluster: LocalCluster) -> AsyncIterator[NATS]:
+    conn = await cluster.client()
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def spec(cls: str, agent_id: str, caps: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,10 @@ from tests.integration.coord.helpers import (
     REPLICA,
     VOTER,
     agent_call,
+    client_of,
     coord,
     error_of,
+    running_cluster,
     spec,
 )
 
@@ -44,22 +45,14 @@ def _agents() -> list[list[dict[str, Any]]]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    c = LocalCluster(Path(tmp_path_factory.mktemp("coord-consensus")), nodes=2,
-                     agents=_agents(), extra_env={"BA_NODE__LOG_LEVEL": "warning"})
-    await c.start()
-    try:
+    async with running_cluster(tmp_path_factory.mktemp("coord-consensus"), 2, _agents()) as c:
         yield c
-    finally:
-        await asyncio.to_thread(c.stop)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
-    conn = await cluster.client()
-    try:
+    async with client_of(cluster) as conn:
         yield conn
-    finally:
-        await conn.close()
 
 
 async def _status(nc: NATS, replicas: list[str]) -> dict[str, int]:
