@@ -250,3 +250,22 @@ def finish(
 def single_award(record: BidRecord, price: float, item: str) -> tuple[Award, ...]:
     return (Award(bidder=record.bidder, items=(item,), bid=record.amount, price=price,
                   msg_id=record.msg_id),)
+
+
+Judge = Callable[[AuctionState, Bid, int, Admission | None], Step]
+
+
+def submit_on_clock(state: AuctionState, bid: Bid, now: int, admission: Admission | None,
+                    tick: Callable[[AuctionState, int], Step], judge: Judge,
+                    late_message: str) -> Step:
+    """For clocked mechanisms (English rounds, the Dutch clock): advance the clock to
+    ``now`` first; a bid that arrives after that closed the auction is late, otherwise the
+    mechanism judges it. The clock's own effects come first."""
+    was_open = state.phase is Phase.OPEN
+    state, effects = tick(state, now)
+    if was_open and state.phase is not Phase.OPEN and bid.msg_id not in state.seen:
+        late = reject(state, bid, RejectReason.LATE, late_message)
+        return Step(late.state, effects + late.effects)
+    step = judge(state, bid, now, admission)
+    return Step(step.state, effects + step.effects)
+

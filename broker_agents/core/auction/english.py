@@ -18,6 +18,7 @@ from broker_agents.core.auction.common import (
     precheck,
     reject,
     single_award,
+    submit_on_clock,
 )
 from broker_agents.core.auction.types import (
     Admission,
@@ -56,13 +57,8 @@ def submit(
     state: AuctionState, bid: Bid, now: int, admission: Admission | None = None
 ) -> Step:
     """Advance the round clock to ``now`` first, then judge the bid against the standing."""
-    was_open = state.phase is Phase.OPEN
-    state, effects = tick(state, now)
-    if was_open and state.phase is not Phase.OPEN and bid.msg_id not in state.seen:
-        late = reject(state, bid, RejectReason.LATE, "the auction ended before this bid")
-        return Step(late.state, effects + late.effects)
-    step = _judge(state, bid, now, admission)
-    return Step(step.state, effects + step.effects)
+    return submit_on_clock(state, bid, now, admission, tick, _judge,
+                           "the auction ended before this bid")
 
 
 def _judge(state: AuctionState, bid: Bid, now: int, admission: Admission | None) -> Step:
