@@ -43,19 +43,11 @@ async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float) -> Outcom
         return BrokerError(ErrorCode.TIMEOUT, f"no answer within {timeout:g}s")
     except Exception as exc:  # connection trouble: report it for this participant only
         return BrokerError(ErrorCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}")
-    try:
-        payload = codec.decode(reply.data, reply.headers)
-    except BrokerError as exc:
-        return exc
-    err = BrokerError.from_payload(payload)
-    if err is not None:
-        return err
-    if not isinstance(payload, dict):
-        return BrokerError(ErrorCode.MALFORMED, "answer is not an object")
-    return payload
+    return _outcome_of(reply)
 
 
 def _outcome_of(msg: Msg) -> Outcome:
+    """An answer as a participant's outcome: its payload, or the error it amounts to."""
     if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
         return BrokerError(ErrorCode.UNAVAILABLE, "no agent is listening")
     try:
