@@ -12,10 +12,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-TOKEN = re.compile(r"^[A-Za-z0-9_\-]+$")
+from broker_agents.core.tokens import TOKEN
 
 
 def check_token(value: str, what: str) -> str:

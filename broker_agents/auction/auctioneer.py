@@ -28,7 +28,7 @@ from broker_agents import codec
 from broker_agents.agent import Agent
 from broker_agents.auction import metrics, participants, settle
 from broker_agents.auction.driver import AuctionDriver, LeaseLost
-from broker_agents.auction.host import AuctionHost, wall_ms
+from broker_agents.auction.host import AuctionHost
 from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.ledger import Ledger, ReputationBook
 from broker_agents.auction.messages import (
@@ -39,6 +39,7 @@ from broker_agents.auction.messages import (
     validation_error,
 )
 from broker_agents.auction.records import TERMINAL, AuctionRecord, Stage, peek_lease
+from broker_agents.clock import wall_ms
 from broker_agents.core import auction as core
 from broker_agents.core import reputation
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError

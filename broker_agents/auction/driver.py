@@ -26,10 +26,11 @@ from nats.aio.msg import Msg
 
 from broker_agents import codec
 from broker_agents.auction import metrics
-from broker_agents.auction.host import AuctionHost, wall_ms
+from broker_agents.auction.host import AuctionHost
 from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.messages import Announce, BidAnswer, BidNotice
 from broker_agents.auction.records import AuctionRecord, RecordEncoder, Stage
+from broker_agents.clock import wall_ms
 from broker_agents.core import auction as core
 from broker_agents.core.auction import dutch, english
 from broker_agents.core.auction.types import (

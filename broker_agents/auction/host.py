@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +11,6 @@ from nats.js.kv import KeyValue
 from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.ledger import Ledger, ReputationBook
 from broker_agents.subjects import Subjects
-
-
-def wall_ms() -> int:
-    """The shared logical clock of auctioneers: milliseconds since the epoch."""
-    return int(time.time() * 1000)
 
 
 @dataclass

@@ -23,9 +23,9 @@ import nats.errors
 
 from broker_agents import codec
 from broker_agents.auction import metrics
-from broker_agents.auction.host import wall_ms
 from broker_agents.auction.messages import AuctionResult, AwardAck, AwardNotice, allocation_of
 from broker_agents.auction.records import AuctionRecord, Stage
+from broker_agents.clock import wall_ms
 from broker_agents.core.errors import BrokerError, LocalProtocolError
 from broker_agents.messages import envelope
 from broker_agents.transport import request as nats_request

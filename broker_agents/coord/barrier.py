@@ -19,7 +19,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from broker_agents import codec
-from broker_agents.coord.lease import wall_ms
+from broker_agents.clock import wall_ms
 from broker_agents.coord.models import BarrierArrival
 from broker_agents.core.coord.barrier import Barrier
 from broker_agents.core.coord.models_more import BarrierResult

@@ -17,7 +17,6 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel
 
-from broker_agents.coord.ask import Outcome, ask_all, parse_answer
 from broker_agents.coord.metrics import PARTICIPANT_ANSWERS
 from broker_agents.coord.models import AutoResult
 from broker_agents.coord.participants import Directory, reputation_scores
@@ -47,6 +46,7 @@ from broker_agents.core.coord.models_more import (
 from broker_agents.core.coord.selector import select_protocol
 from broker_agents.core.coord.voting import tally_votes
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.gather import Outcome, ask_all, parse_answer
 from broker_agents.messages import new_message_id
 from broker_agents.subjects import Subjects
 

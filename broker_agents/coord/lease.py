@@ -19,20 +19,17 @@ server (2.10+) before giving the leases bucket replicas.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from broker_agents.clock import wall_ms
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.kv import read_record, write_record
 
 MAX_ATTEMPTS = 16
 
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class LeaseRecord(BaseModel):

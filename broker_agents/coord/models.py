@@ -13,12 +13,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from broker_agents.core.coord.models_more import BarrierRequest, Selection
-
-TOKEN = r"^[A-Za-z0-9_\-]+$"
+from broker_agents.core.tokens import TOKEN_PATTERN
 
 
 def _token(description: str) -> Any:
-    return Field(min_length=1, max_length=128, pattern=TOKEN, description=description)
+    return Field(min_length=1, max_length=128, pattern=TOKEN_PATTERN, description=description)
 
 
 class BarrierArrival(BarrierRequest):
@@ -48,7 +47,7 @@ class LockRequest(BaseModel):
 
     action: LockAction = Field(default=LockAction.ACQUIRE, description="what to do")
     name: str = _token("lock name")
-    holder: str | None = Field(default=None, min_length=1, max_length=128, pattern=TOKEN,
+    holder: str | None = Field(default=None, min_length=1, max_length=128, pattern=TOKEN_PATTERN,
                                description="who holds / wants the lock (not for query)")
     ttl_ms: int = Field(default=10_000, ge=10, le=3_600_000, description="lease length")
     token: int | None = Field(default=None, ge=1, description="renew/release: fencing token")
@@ -80,7 +79,7 @@ class LeaderRequest(BaseModel):
 
     action: LeaderAction = Field(default=LeaderAction.QUERY, description="what to do")
     role: str = _token("role name, e.g. auctioneer")
-    candidate: str | None = Field(default=None, min_length=1, max_length=128, pattern=TOKEN,
+    candidate: str | None = Field(default=None, min_length=1, max_length=128, pattern=TOKEN_PATTERN,
                                   description="campaign/resign: the candidate")
     ttl_ms: int = Field(default=3000, ge=10, le=3_600_000, description="lease length")
 

@@ -19,10 +19,10 @@ from typing import Any, Protocol
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
-from broker_agents.coord.ask import ask_all, parse_answer
 from broker_agents.coord.wire import InfoAsk, ParticipantInfo
 from broker_agents.core.coord.models import Member, ParticipantSelection
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.gather import ask_all, parse_answer
 from broker_agents.subjects import TOKEN, Subjects
 
 

@@ -20,7 +20,6 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from broker_agents import codec
-from broker_agents.coord.ask import ask_all, parse_answer
 from broker_agents.coord.participants import Directory
 from broker_agents.coord.wire import ParticipantInfo, PbftHello, PbftSetup
 from broker_agents.core.coord.models_more import PbftReplicaResult, PbftRequest, PbftResult
@@ -29,6 +28,7 @@ from broker_agents.core.pbft.client import Outcome, PbftClient
 from broker_agents.core.pbft.config import PbftConfig, check_group_size
 from broker_agents.core.pbft.messages import Reply, parse_message
 from broker_agents.core.pbft.signing import NkeysSigner, NkeysVerifier, new_user_seed
+from broker_agents.gather import ask_all, parse_answer
 from broker_agents.subjects import Subjects
 
 RESEND_S = 0.1

@@ -8,13 +8,12 @@ restricted to letters, digits, ``_`` and ``-``.
 from __future__ import annotations
 
 import math
-import re
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+from broker_agents.core.tokens import TOKEN
 
 
 class Health(StrEnum):
@@ -32,7 +31,7 @@ class Lifecycle(StrEnum):
 
 
 def _token(value: str, what: str) -> str:
-    if not TOKEN_RE.match(value):
+    if not TOKEN.match(value):
         raise ValueError(f"{what} {value!r} must be letters, digits, '_' or '-'")
     return value
 
