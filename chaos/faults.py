@@ -9,7 +9,12 @@ monotonic clock. Every fault still active at the end is healed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +112,74 @@ class KillServer:
 
     def heal(self) -> None:
         self.cluster.restart(self.index)
+
+
+class HasPid(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
+
+@dataclass
+class PauseProcess:
+    """SIGSTOP a process; heal sends SIGCONT. The classic way a lease expires mid-step: the
+    process does not know it was paused, and resumes with stale beliefs about who owns what.
+
+    A process that died meanwhile (or was never started) is not an error: there is nothing
+    to pause, and nothing to resume.
+    """
+
+    proc: HasPid
+    kind: str = "pause"
+    target: str = ""
+
+    def _signal(self, sig: signal.Signals) -> None:
+        pid = self.proc.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    def inject(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def heal(self) -> None:
+        self._signal(signal.SIGCONT)
+
+
+# A busy loop with its own deadline: a starver the harness loses track of still ends.
+_BURN = ("import sys, time\nend = time.monotonic() + float(sys.argv[1])\n"
+         "while time.monotonic() < end: pass\n")
+
+
+@dataclass
+class CpuStarvation:
+    """Start ``workers`` busy processes (bounded by ``max_seconds`` each, whatever happens
+    to the harness); heal kills them. On a 2-core CI machine, two workers halve everyone
+    else's CPU: timers fire late, leases lapse, watches lag."""
+
+    workers: int = 2
+    max_seconds: float = 30.0
+    kind: str = "cpu_starve"
+    target: str = "machine"
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def inject(self) -> None:
+        for _ in range(self.workers - len(self.procs)):
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-c", _BURN, str(self.max_seconds)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True))
+
+    def heal(self) -> None:
+        procs, self.procs = self.procs, []
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def pause_process(proc: HasPid, name: str) -> PauseProcess:
+    return PauseProcess(proc, target=name)
 
 
 def isolate_client(cluster: ProxiedNatsCluster, client: str = "client") -> DisableProxies:

@@ -121,3 +121,49 @@ def test_a_failing_fault_is_recorded_not_raised() -> None:
     fault = DisableProxies(cast(ToxiproxyClient, toxi), ["a"], kind="k", target="a")
     event = sched.apply("inject", sched.add(fault))
     assert event.error == "RuntimeError: boom" and not sched.active
+
+
+
+def test_pause_process_stops_and_continues_a_real_process() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from chaos.faults import pause_process
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        fault = pause_process(proc, "sleeper")
+        fault.inject()
+        # the kernel reports our child's stop and continue as events: no polling
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
+        fault.heal()
+        _, status = os.waitpid(proc.pid, os.WCONTINUED)
+        assert os.WIFCONTINUED(status)
+    finally:
+        proc.kill()
+        proc.wait()
+    fault.inject()  # a dead process: nothing to pause, and no error
+    fault.heal()
+
+def test_cpu_starvation_starts_bounded_busy_workers_and_heal_kills_them() -> None:
+    from chaos.faults import CpuStarvation
+
+    fault = CpuStarvation(workers=2, max_seconds=20)
+    fault.inject()
+    fault.inject()  # idempotent: still two
+    procs = list(fault.procs)
+    assert len(procs) == 2 and all(p.poll() is None for p in procs)
+    fault.heal()
+    assert fault.procs == [] and all(p.poll() is not None for p in procs)
+
+
+def test_cpu_starvation_workers_end_on_their_own_deadline() -> None:
+    from chaos.faults import CpuStarvation
+
+    fault = CpuStarvation(workers=1, max_seconds=0.2)
+    fault.inject()
+    assert fault.procs[0].wait(timeout=10) == 0
+    fault.heal()
