@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel
 
+from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
 from broker_agents.messages import message_type
 
 if TYPE_CHECKING:
@@ -29,8 +30,10 @@ HandlerFn = Callable[..., Awaitable[Any]]
 F = TypeVar("F", bound=HandlerFn)
 
 
-class FatalAgentError(Exception):
+class FatalAgentError(CodedError):
     """Raise from a handler to crash the agent to its supervisor after replying."""
+
+    CODE = ErrorCode.HANDLER_ERROR
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,6 @@ class Agent:
 
     async def handle_unknown(self, type_name: str, data: Any, incoming: Incoming) -> Any:
         """Fallback for message types without a handler; the default rejects them."""
-        from broker_agents.core.errors import BrokerError, ErrorCode
-
         raise BrokerError(
             ErrorCode.UNKNOWN_TYPE,
             f"agent {self.agent_id} has no handler for message type {type_name!r}",

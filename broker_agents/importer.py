@@ -6,9 +6,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from broker_agents.core.errors import CodedError, ErrorCode
 
-class ImportFromStringError(ValueError):
-    """The string does not name an importable attribute; the message says which part."""
+
+class ImportFromStringError(CodedError, ValueError):
+    """The string does not name an importable attribute; the message says which part.
+
+    Also a ``ValueError`` so that a pydantic validator may raise it and config checks that
+    catch ``ValueError`` name the field."""
+
+    CODE = ErrorCode.NOT_IMPORTABLE
 
 
 def import_from_string(path: str) -> Any:

@@ -194,19 +194,15 @@ class AgentRunner:
         started = time.perf_counter()
         try:
             payload = await self._call(spec, body, incoming)
-        except BrokerError as exc:
-            self._count_error(incoming.type_name, exc.code)
-            payload = exc.to_payload()
         except Exception as exc:
-            self._count_error(incoming.type_name, ErrorCode.HANDLER_ERROR)
-            self.log.error("handler failed", type=incoming.type_name, msg_id=incoming.msg_id,
-                           error=repr(exc), exc_info=exc)
-            payload = BrokerError(ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}",
-                                  {"type": incoming.type_name}).to_payload()
-            if isinstance(exc, self.agent.fatal_errors):
-                await self._reply(incoming.reply, payload, incoming.is_json)
-                self.crash(exc)
+            if isinstance(exc, self.agent.fatal_errors):  # FatalAgentError is a BrokerError too
+                await self._fail(exc, incoming)
                 return
+            if isinstance(exc, BrokerError):
+                self._count_error(incoming.type_name, exc.code)
+                payload = exc.to_payload()
+            else:
+                payload = self._handler_failed(exc, incoming)
         hist = self._hist.get(incoming.type_name)
         if hist is not None:
             hist.observe(time.perf_counter() - started)
@@ -215,6 +211,19 @@ class AgentRunner:
         encoded = await self._reply(incoming.reply, payload, incoming.is_json)
         if incoming.msg_id is not None and encoded is not None:
             self._remember(incoming.msg_id, encoded)
+
+    def _handler_failed(self, exc: Exception, incoming: Incoming) -> dict[str, Any]:
+        """Count and log a handler's unexpected exception; the error reply it gets."""
+        self._count_error(incoming.type_name, ErrorCode.HANDLER_ERROR)
+        self.log.error("handler failed", type=incoming.type_name, msg_id=incoming.msg_id,
+                       error=repr(exc), exc_info=exc)
+        return BrokerError(ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}",
+                           {"type": incoming.type_name}).to_payload()
+
+    async def _fail(self, exc: Exception, incoming: Incoming) -> None:
+        """A fatal error: answer like any handler failure, then crash to the supervisor."""
+        await self._reply(incoming.reply, self._handler_failed(exc, incoming), incoming.is_json)
+        self.crash(exc)
 
     def _call(self, spec: HandlerSpec | None, body: Any,
               incoming: Incoming) -> Coroutine[Any, Any, Any]:

@@ -15,9 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker_agents.core.errors import CodedError, ErrorCode
 
-class ProcessError(RuntimeError):
+
+class ProcessError(CodedError):
     """A managed process failed to start or become ready."""
+
+    CODE = ErrorCode.START_FAILED
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from broker_agents.core.errors import CodedError, ErrorCode
 from broker_agents.core.supervision import RestartType, Strategy
 from broker_agents.subjects import TOKEN
 
@@ -147,8 +148,10 @@ class NodeConfig(BaseSettings):
         return tuple(sources)
 
 
-class ConfigError(Exception):
+class ConfigError(CodedError):
     """A config that cannot be used; the message names each field and problem."""
+
+    CODE = ErrorCode.CONFIG
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> NodeConfig:

@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker_agents.core.errors import CodedError, ErrorCode
+
 # Compare-and-set on a clustered (replicated) stream is serialized from 2.10 on; 2.9.x may
 # accept two updates made from the same revision (nats-io/nats-server#4320, which our
 # chaos suite reproduces on Debian's 2.9.10). Single-server CAS is fine on 2.9.
@@ -34,8 +36,10 @@ INSTALL_HINT = (
 )
 
 
-class NatsServerError(RuntimeError):
+class NatsServerError(CodedError):
     """The nats-server binary is missing or the server did not come up."""
+
+    CODE = ErrorCode.UNAVAILABLE
 
 
 

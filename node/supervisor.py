@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from broker_agents.core.errors import CodedError, ErrorCode
 from broker_agents.core.supervision import (
     Backoff,
     RestartIntensity,
@@ -40,12 +41,16 @@ class ChildSpec:
     start_timeout: float = 10.0
 
 
-class SupervisorGaveUp(RuntimeError):
+class SupervisorGaveUp(CodedError):
     """Restart intensity exceeded: escalate to the parent."""
 
+    CODE = ErrorCode.RESTART_LIMIT
 
-class ChildStartError(RuntimeError):
-    pass
+
+class ChildStartError(CodedError):
+    """A child did not call ``ready()`` in time, or exited before it did."""
+
+    CODE = ErrorCode.START_FAILED
 
 
 class SupervisorHooks:

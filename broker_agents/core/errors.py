@@ -1,14 +1,17 @@
 """Error types shared by every layer, and their wire form.
 
-Following h11, a protocol error says whose fault it is: ``LocalProtocolError`` when our
-side broke the protocol (a bug or misuse of an API), ``RemoteProtocolError`` when a peer
-sent garbage. Both carry a stable machine-readable ``code`` that clients match on.
+Every exception the project raises derives from ``BrokerError`` and carries an
+``ErrorCode`` member that callers branch on (never the message text). Following h11, a
+protocol error says whose fault it is: ``LocalProtocolError`` when our side broke the
+protocol (a bug or misuse of an API), ``RemoteProtocolError`` when a peer sent garbage.
+Errors with one fixed meaning (a bad config, a process that would not start) subclass
+``CodedError`` and are raised with just a message.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ErrorCode(StrEnum):
@@ -34,21 +37,36 @@ class ErrorCode(StrEnum):
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
     CLOSED = "closed"
+    CONFIG = "config_error"
+    NOT_IMPORTABLE = "not_importable"
+    START_FAILED = "start_failed"
+    RESTART_LIMIT = "restart_limit"
+    # A code this version does not know (a newer peer's); the text is kept in details.
+    UNKNOWN = "unknown"
+
+
+# Where a code this version does not know is kept, so it can still be shown and logged.
+WIRE_CODE = "wire_code"
 
 
 class BrokerError(Exception):
     """An error that crosses the wire as ``{"error": {"code", "message", "details"}}``."""
 
     def __init__(
-        self, code: ErrorCode | str, message: str, details: dict[str, Any] | None = None
+        self, code: ErrorCode, message: str, details: dict[str, Any] | None = None
     ) -> None:
         super().__init__(message)
-        self.code = str(code)
-        self.message = message
         self.details: dict[str, Any] = details or {}
+        try:
+            self.code = ErrorCode(code)
+        except ValueError:  # decoded from a newer peer: keep its text beside UNKNOWN
+            self.code = ErrorCode.UNKNOWN
+            self.details = {**self.details, WIRE_CODE: str(code)}
+        self.message = message
 
     def to_payload(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        return {"error": {"code": self.code.value, "message": self.message,
+                          "details": self.details}}
 
     @classmethod
     def from_payload(cls, payload: Any) -> BrokerError | None:
@@ -59,14 +77,23 @@ class BrokerError(Exception):
         if not isinstance(err, dict) or "code" not in err:
             return None
         details = err.get("details")
-        return cls(
-            str(err["code"]),
+        return BrokerError(
+            err["code"],  # an unknown code becomes ErrorCode.UNKNOWN in __init__
             str(err.get("message", "")),
             details if isinstance(details, dict) else {},
         )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.code!r}, {self.message!r}, {self.details!r})"
+        return f"{type(self).__name__}({self.code.value!r}, {self.message!r}, {self.details!r})"
+
+
+class CodedError(BrokerError):
+    """A ``BrokerError`` whose class fixes the code: ``ConfigError("why")``."""
+
+    CODE: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(self.CODE, message, details)
 
 
 class LocalProtocolError(BrokerError):

@@ -13,16 +13,22 @@ from typing import Any
 
 from aiohttp import web
 
+from broker_agents.core.errors import BrokerError, ErrorCode
 from chaos.toxiproxy.proxy import Proxy
 from chaos.toxiproxy.toxics import Toxic, ToxicError
 
 VERSION = "2.9.0-broker-agents"
 
 
-class ApiError(Exception):
+# The HTTP status each API error answers with, as the code our errors carry.
+_CODES = {400: ErrorCode.BAD_REQUEST, 404: ErrorCode.NOT_FOUND, 409: ErrorCode.ALREADY_EXISTS}
+
+
+class ApiError(BrokerError):
+    """An API request Toxiproxy would refuse; ``status`` is the HTTP status it answers."""
+
     def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(_CODES.get(status, ErrorCode.INTERNAL), message, {"status": status})
         self.status = status
 
 

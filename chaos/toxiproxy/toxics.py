@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
+
 STREAMS = ("upstream", "downstream")
 
 # Attribute names and defaults per toxic type (all attributes are integers in Toxiproxy).
@@ -28,19 +30,21 @@ TOXIC_TYPES: dict[str, dict[str, int]] = {
 }
 
 
-class ToxicError(ValueError):
+class ToxicError(BrokerError):
     """A toxic definition the API must reject; carries the HTTP status and message."""
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
+        super().__init__(ErrorCode.BAD_REQUEST, message, {"status": status})
         self.status = status
 
 
-class LinkClose(Exception):
+class LinkClose(CodedError):
     """Raised by a toxic to end the whole connection (``reset`` = TCP RST, not FIN)."""
 
+    CODE = ErrorCode.CLOSED
+
     def __init__(self, reset: bool = False) -> None:
-        super().__init__("reset" if reset else "close")
+        super().__init__("reset" if reset else "close", {"reset": reset})
         self.reset = reset
 
 
