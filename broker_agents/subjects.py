@@ -8,6 +8,9 @@
     <p>.vote.<id>.<step>              voting choreography
     <p>.node.<node_id>.<what>         node control and heartbeats
     <p>.events.<kind>...              events
+    <p>.events.variables.<space>      a committed change of a variable space (full values)
+    <p>.events.adaptation.<space>     one adaptation step (the engine's explanation)
+    <p>.variables.<space>.feedback    feedback for a space's engine (request/reply or publish)
 """
 
 from __future__ import annotations
@@ -57,9 +60,24 @@ class Subjects:
     def events(self, *parts: str) -> str:
         return ".".join((self.prefix, "events", *parts))
 
+    def variable_changes(self, space: str = "*") -> str:
+        """Change events of one variable space (``*``: every space)."""
+        return self.events("variables", _space_or_any(space))
+
+    def adaptation_steps(self, space: str = "*") -> str:
+        """The adaptation engine's explained steps for one space (``*``: every space)."""
+        return self.events("adaptation", _space_or_any(space))
+
+    def variable_feedback(self, space: str) -> str:
+        return f"{self.prefix}.variables.{check_token(space, 'space')}.feedback"
+
     def registry(self, *parts: str) -> str:
         return ".".join((self.prefix, "registry", *parts))
 
     def bucket(self, concern: str) -> str:
         """KV bucket per concern: agents, nodes, accounts, reputation, auctions, variables."""
         return f"{self.prefix}_{concern}"
+
+
+def _space_or_any(space: str) -> str:
+    return space if space == "*" else check_token(space, "space")

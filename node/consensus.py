@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 STATE_MACHINES = {
     "kv": "broker_agents.core.kvsm:KVStateMachine",
-    "variables": "broker_agents.variables.sm:factory",
+    "variables": "broker_agents.variables.raft_adapter:factory",
 }
 
 

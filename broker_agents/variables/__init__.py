@@ -1,6 +1,7 @@
 """Cluster-wide adaptive variables over NATS: the IO layer around ``core.variables``.
 
-- ``sm``: the variable state machine as a Raft state machine (``state_machine = "variables"``)
+- ``raft_adapter.VariablesRaftAdapter``: the variables core as a Raft state machine
+  (``state_machine = "variables"``)
 - ``client.Variables``: define/set/freeze/get/history/feedback through the group
 - ``readmodel.ReadModel``: local cached values, updated by change events within milliseconds
 - ``publisher.ChangePublisher``: members publish applied changes on the events subject

@@ -32,7 +32,6 @@ from broker_agents.core.variables.space import VariableSpace
 from broker_agents.raft.client import RaftClient
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
-from broker_agents.variables import subjects as subj
 from broker_agents.variables.models import FeedbackAck, FeedbackReport, SpaceValues
 from broker_agents.variables.readmodel import ReadModel
 
@@ -110,7 +109,7 @@ class Variables:
         """Report feedback; with ``wait`` the active engine's acknowledgement is returned."""
         report = FeedbackReport(space=space, version=version, reward=reward, latency=latency,
                                 cost=cost, quality=quality, source=source)
-        subject = subj.feedback(self.subjects, space)
+        subject = self.subjects.variable_feedback(space)
         if not wait:
             await self.nc.publish(subject, encode(report))
             return None

@@ -29,10 +29,9 @@ from broker_agents.codec import decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.variables.adaptation import EngineConfig
 from broker_agents.raft.driver import RaftMember
-from broker_agents.variables import subjects as subj
 from broker_agents.variables.models import FeedbackReport, VariableChange
 from broker_agents.variables.publisher import ChangePublisher
-from broker_agents.variables.sm import VariablesStateMachine
+from broker_agents.variables.raft_adapter import VariablesRaftAdapter
 from broker_agents.variables.space_engine import SpaceEngine
 from broker_agents.variables.tasks import cancel_all, own
 
@@ -60,7 +59,7 @@ class AdaptationEngineAgent(Agent):
         self._subs: list[Any] = []
         self.publisher: ChangePublisher | None = None
         self.member: RaftMember | None = None
-        self.sm: VariablesStateMachine | None = None
+        self.sm: VariablesRaftAdapter | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -69,7 +68,7 @@ class AdaptationEngineAgent(Agent):
         if consensus is None:
             raise RuntimeError("AdaptationEngineAgent needs the consensus node service")
         member = consensus.group(self.group_name)
-        if not isinstance(member.sm, VariablesStateMachine):
+        if not isinstance(member.sm, VariablesRaftAdapter):
             raise RuntimeError(f"group {self.group_name!r} does not run the variables "
                                f"state machine (state_machine = \"variables\")")
         self.member = member
@@ -84,7 +83,7 @@ class AdaptationEngineAgent(Agent):
             self.engines[name] = SpaceEngine(
                 name, cfg, random.Random(rng.random()), nc=nc, subjects=s,
                 actor=f"engine:{self.agent_id}")
-            self._subs.append(await nc.subscribe(subj.feedback(s, name), cb=self._on_feedback))
+            self._subs.append(await nc.subscribe(s.variable_feedback(name), cb=self._on_feedback))
         member.sm.add_listener(self._on_change)
         self._own(asyncio.get_running_loop().create_task(self._work(), name="var-engine-work"))
         self._own(asyncio.get_running_loop().create_task(self._watch_leader(),

@@ -18,15 +18,14 @@ from broker_agents.codec import encode
 from broker_agents.logging import get_logger
 from broker_agents.subjects import Subjects
 from broker_agents.variables import metrics
-from broker_agents.variables import subjects as subj
 from broker_agents.variables.models import VariableChange
-from broker_agents.variables.sm import VariablesStateMachine
+from broker_agents.variables.raft_adapter import VariablesRaftAdapter
 
 MAX_QUEUED = 10_000  # events are full states: dropping old ones loses no final value
 
 
 class ChangePublisher:
-    def __init__(self, nc: Any, sm: VariablesStateMachine, subjects: Subjects = Subjects(),  # noqa: B008
+    def __init__(self, nc: Any, sm: VariablesRaftAdapter, subjects: Subjects = Subjects(),  # noqa: B008
                  *, member_id: str | None = None, max_queued: int = MAX_QUEUED) -> None:
         self.nc, self.sm, self.subjects, self.member_id = nc, sm, subjects, member_id
         self._queue: deque[VariableChange] = deque()
@@ -69,7 +68,7 @@ class ChangePublisher:
                 if self.member_id is not None:
                     change = change.model_copy(update={"member": self.member_id})
                 try:
-                    await self.nc.publish(subj.changes(self.subjects, change.space),
+                    await self.nc.publish(self.subjects.variable_changes(change.space),
                                           encode(change))
                     self.published += 1
                 except Exception as exc:  # NATS down: readers resync from the group later

@@ -24,7 +24,6 @@ from broker_agents.core.variables.functions import Scalar
 from broker_agents.logging import get_logger
 from broker_agents.raft.client import RaftClient
 from broker_agents.subjects import Subjects
-from broker_agents.variables import subjects as subj
 from broker_agents.variables.models import SpaceValues, VariableChange
 
 ChangeListener = Callable[[VariableChange], None]
@@ -53,11 +52,11 @@ class ReadModel:
 
     async def start(self) -> ReadModel:
         if self.only is None:
-            self._subs.append(await self.nc.subscribe(subj.changes(self.subjects),
+            self._subs.append(await self.nc.subscribe(self.subjects.variable_changes(),
                                                       cb=self._on_event))
         else:
             for space in sorted(self.only):
-                self._subs.append(await self.nc.subscribe(subj.changes(self.subjects, space),
+                self._subs.append(await self.nc.subscribe(self.subjects.variable_changes(space),
                                                           cb=self._on_event))
         await self.nc.flush()
         await self.resync()

@@ -28,7 +28,6 @@ from broker_agents.core.variables.space import VariableSpace
 from broker_agents.logging import get_logger
 from broker_agents.subjects import Subjects
 from broker_agents.variables import metrics
-from broker_agents.variables import subjects as subj
 from broker_agents.variables.models import FeedbackAck, FeedbackReport, SpaceValues, VariableChange
 
 MAX_COMMIT_ATTEMPTS = 4
@@ -165,7 +164,7 @@ class SpaceEngine:
                       bounds=ex.bounds, arms=ex.arms, frozen=ex.frozen,
                       proposal=out.proposal.values if out.proposal else None)
         if self.nc is not None:
-            await self.nc.publish(subj.adaptation(self.subjects, self.name), encode(ex))
+            await self.nc.publish(self.subjects.adaptation_steps(self.name), encode(ex))
 
     async def _commit(self, group: Group, proposal: Proposal) -> int | None:
         for _ in range(MAX_COMMIT_ATTEMPTS):

@@ -31,7 +31,6 @@ from broker_agents.codec import decode
 from broker_agents.core.errors import BrokerError
 from broker_agents.subjects import Subjects
 from broker_agents.transport import connect_client
-from broker_agents.variables import subjects as subj
 from broker_agents.variables.client import Variables
 from broker_agents.variables.models import VariableChange
 
@@ -216,7 +215,7 @@ async def _watch(url: str, prefix: str, space: str | None, count: int | None,
             done.set()
 
     try:
-        await nc.subscribe(subj.changes(Subjects(prefix), space or "*"), cb=on_change)
+        await nc.subscribe(Subjects(prefix).variable_changes(space or "*"), cb=on_change)
         await nc.flush()
         if as_json:
             _out({"watching": space or "*"})

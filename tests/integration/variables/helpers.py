@@ -13,7 +13,7 @@ import nats
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.memstore import MemoryStorage
 from broker_agents.variables.publisher import ChangePublisher
-from broker_agents.variables.sm import VariablesStateMachine
+from broker_agents.variables.raft_adapter import VariablesRaftAdapter
 
 IDS = ("m1", "m2", "m3")
 TEMPERATURE_SPACE = {"name": "llm", "variables": [
@@ -37,7 +37,7 @@ async def variables_group(url: str, group: str = "variables") -> AsyncIterator[G
     try:
         for i, mid in enumerate(IDS):
             nc = await nats.connect(url)
-            sm = VariablesStateMachine()
+            sm = VariablesRaftAdapter()
             member = RaftMember(nc, group, mid, IDS, MemoryStorage(), sm,
                                 rng=random.Random(i), tick_ms=10)
             publisher = ChangePublisher(nc, sm, member_id=mid)

@@ -11,7 +11,6 @@ import pytest
 from broker_agents.codec import decode
 from broker_agents.core.errors import BrokerError
 from broker_agents.subjects import Subjects
-from broker_agents.variables import subjects as subj
 from broker_agents.variables.client import Variables
 from tests.integration.variables.helpers import TEMPERATURE_SPACE, variables_group
 
@@ -94,7 +93,7 @@ async def test_read_model_ignores_stale_and_duplicate_events(nats_url: str, nc: 
                 all_in.set_result(None)
 
         async with v.read_model(spaces=["llm"]) as rm:
-            await nc.subscribe(subj.changes(Subjects(), "llm"), cb=count)
+            await nc.subscribe(Subjects().variable_changes("llm"), cb=count)
             seen: list[int] = []
             rm.listen(lambda c: seen.append(c.version))
             for t in (0.5, 0.6, 0.7, 0.8):

@@ -8,7 +8,6 @@ from typing import Any
 
 from broker_agents.codec import decode
 from broker_agents.subjects import Subjects
-from broker_agents.variables import subjects as subj
 from broker_agents.variables.client import Variables
 from tests.integration.variables.cluster import SYNTHETIC, cluster, engines
 
@@ -34,7 +33,7 @@ async def test_adaptation_converges_on_a_noisy_quadratic_end_to_end(tmp_path: Pa
             if ex["action"] == "update" and ex["iteration"] == ITERATIONS and not done.done():
                 done.set_result(ex)
 
-        await nc.subscribe(subj.adaptation(Subjects(), "q"), cb=on_step)
+        await nc.subscribe(Subjects().adaptation_steps("q"), cb=on_step)
         await Variables(nc).define_space(QUAD)
         final = await asyncio.wait_for(done, 60)
         centre = final["centre_after"]

@@ -1,4 +1,6 @@
-"""The variable state machine as a Raft ``StateMachine``: apply, query, snapshot, restore.
+"""``VariablesRaftAdapter``: the pure variables core (``core.variables.VariableStateMachine``)
+adapted to Raft's ``StateMachine`` protocol: apply, query, snapshot, restore, plus metrics
+and change listeners, which the pure core must not have.
 
 Commands are the core's ``DefineSpace | SetValues | Freeze | Unfreeze`` as plain dicts
 (``{"op": "set", "space": ..., "values": {...}}``; JSON works over ``ba.raft.<group>.propose``).
@@ -35,10 +37,12 @@ from broker_agents.variables import metrics
 from broker_agents.variables.models import SpaceValues, VariableChange
 
 Listener = Callable[[VariableChange], None]
-_log = get_logger(component="variables.sm")
+_log = get_logger(component="variables.raft_adapter")
 
 
-class VariablesStateMachine:
+class VariablesRaftAdapter:
+    """What a consensus group running ``state_machine = "variables"`` applies commands to."""
+
     def __init__(self, registry: FunctionRegistry = DEFAULT_REGISTRY, *,
                  history_limit: int = DEFAULT_HISTORY) -> None:
         self.core = VariableStateMachine(registry, history_limit=history_limit)
@@ -153,10 +157,10 @@ def _field(query: dict[str, Any], key: str) -> str:
     return value
 
 
-def factory() -> VariablesStateMachine:
+def factory() -> VariablesRaftAdapter:
     """What ``state_machine = "variables"`` builds: built-in composite functions only.
 
     Every member of a group must use the same functions; a deployment with its own
     registers a ``module:factory`` that passes the same ``FunctionRegistry`` everywhere.
     """
-    return VariablesStateMachine()
+    return VariablesRaftAdapter()

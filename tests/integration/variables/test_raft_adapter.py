@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from broker_agents.core.raft.statemachine import StateMachine
 from broker_agents.variables.models import VariableChange
-from broker_agents.variables.sm import VariablesStateMachine, factory
+from broker_agents.variables.raft_adapter import VariablesRaftAdapter, factory
 from tests.integration.variables.helpers import TEMPERATURE_SPACE
 
 DEFINE = {"op": "define_space", "space": TEMPERATURE_SPACE}
@@ -36,14 +36,14 @@ def test_factory_builds_a_raft_state_machine() -> None:
 def test_replicas_agree_snapshots_restore_exactly_and_events_follow_versions(
     cmds: list[dict[str, Any]],
 ) -> None:
-    a, b = VariablesStateMachine(), VariablesStateMachine()
+    a, b = VariablesRaftAdapter(), VariablesRaftAdapter()
     events: list[VariableChange] = []
     a.add_listener(events.append)
     results_a = [a.apply(c) for c in [DEFINE, *cmds]]
     results_b = [b.apply(c) for c in [DEFINE, *cmds]]
     assert results_a == results_b
     assert a.snapshot() == b.snapshot()
-    c = VariablesStateMachine()
+    c = VariablesRaftAdapter()
     c.restore(a.snapshot())
     assert c.query({"op": "state"}) == a.query({"op": "state"})
     versions = [e.version for e in events]
@@ -58,7 +58,7 @@ def test_replicas_agree_snapshots_restore_exactly_and_events_follow_versions(
 
 
 def test_rejections_and_bad_queries_are_error_payloads_naming_the_constraint() -> None:
-    sm = VariablesStateMachine()
+    sm = VariablesRaftAdapter()
     sm.apply(DEFINE)
     bad = sm.apply({"op": "set", "space": "llm", "values": {"temperature": 3.0}})
     assert bad["error"]["code"] == "validation_error"
