@@ -9,6 +9,10 @@
 
 Handlers run one at a time per agent (actor semantics, like an Erlang process) unless the
 agent sets ``max_concurrency`` above 1 or a handler is declared ``concurrent=True``.
+
+An agent that declares ``Settings`` (a subclass of ``AgentSettings``) has its
+``[[agents]] kwargs`` checked against it when the node starts: a bad or unknown key is a
+config error naming the field. Without ``Settings`` the kwargs are passed unchecked.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
 from broker_agents.messages import message_type
@@ -34,6 +38,18 @@ class FatalAgentError(CodedError):
     """Raise from a handler to crash the agent to its supervisor after replying."""
 
     CODE = ErrorCode.HANDLER_ERROR
+
+
+class AgentSettings(BaseModel):
+    """The kwargs every agent understands; a built-in agent's ``Settings`` adds its own."""
+
+    model_config = {"extra": "forbid"}
+
+    capabilities: list[str] = Field(default_factory=list, description="added to the class's")
+    resources: dict[str, Any] = Field(default_factory=dict,
+                                      description="advertised in the registry (queryable)")
+    metadata: dict[str, Any] = Field(default_factory=dict,
+                                     description="advertised in the registry")
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,8 @@ class Agent:
 
     capabilities: ClassVar[list[str]] = []
     max_concurrency: ClassVar[int] = 1
+    # The model ``[[agents]] kwargs`` must satisfy; None: not declared, passed unchecked.
+    Settings: ClassVar[type[AgentSettings] | None] = None
     # Exceptions that crash the agent to its supervisor instead of being answered and survived.
     fatal_errors: ClassVar[tuple[type[BaseException], ...]] = (FatalAgentError,)
     _handler_specs: ClassVar[dict[str, HandlerSpec]] = {}

@@ -18,10 +18,17 @@ class ImportFromStringError(CodedError, ValueError):
     CODE = ErrorCode.NOT_IMPORTABLE
 
 
-def import_from_string(path: str) -> Any:
+def parse_import_path(path: str) -> tuple[str, str]:
+    """``(module, attribute)`` of ``"package.module:attr"``, checked for shape only (what a
+    config validator can do without importing anything)."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ImportFromStringError(f"{path!r} must look like 'package.module:attribute'")
+    return module_name, attr
+
+
+def import_from_string(path: str) -> Any:
+    module_name, attr = parse_import_path(path)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from broker_agents.agent import Agent, FatalAgentError, handler
+from broker_agents.agent import Agent, AgentSettings, FatalAgentError, handler
 from broker_agents.context import Incoming
 
 
@@ -27,6 +27,7 @@ class EchoAgent(Agent):
     """Answers with what it was sent, and says who answered (to show load balancing)."""
 
     capabilities: ClassVar[list[str]] = ["echo"]
+    Settings = AgentSettings
 
     @handler(Echo)
     async def echo(self, msg: Echo) -> EchoReply:
@@ -49,6 +50,7 @@ class CalculatorAgent(Agent):
     """Arithmetic over NATS; dividing by zero shows a handler error reply."""
 
     capabilities: ClassVar[list[str]] = ["math"]
+    Settings = AgentSettings
     _ops: ClassVar[dict[str, object]] = {
         "add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
     }
@@ -70,6 +72,7 @@ class RelayAgent(Agent):
     """Forwards an echo to another agent (possibly on another node) and returns its answer."""
 
     capabilities: ClassVar[list[str]] = ["relay"]
+    Settings = AgentSettings
     max_concurrency: ClassVar[int] = 16
 
     @handler(Relay)
@@ -89,10 +92,15 @@ class Crash(BaseModel):
     reason: str = "asked to crash"
 
 
+class WorkerSettings(AgentSettings):
+    fail_on_start: bool = Field(False, description="raise in on_start (supervision tests)")
+
+
 class WorkerAgent(Agent):
     """Does slow work (for shutdown tests) and can be told to crash (for supervision)."""
 
     capabilities: ClassVar[list[str]] = ["work"]
+    Settings = WorkerSettings
     max_concurrency: ClassVar[int] = 64
     starts: ClassVar[dict[str, int]] = {}
 

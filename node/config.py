@@ -21,7 +21,9 @@ from pydantic_settings import (
 
 from broker_agents.core.errors import CodedError, ErrorCode
 from broker_agents.core.supervision import RestartType, Strategy
-from broker_agents.subjects import TOKEN
+from broker_agents.core.tokens import TOKEN
+from broker_agents.importer import ImportFromStringError, parse_import_path
+from node.service_settings import ServicesSection
 
 
 class Strict(BaseModel):
@@ -110,16 +112,18 @@ class AgentSection(Strict):
     count: int = Field(1, ge=1, le=10000)
     restart: RestartType = RestartType.PERMANENT
     capabilities: list[str] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="checked against the class's Settings at start")
 
     model_config = {"extra": "forbid", "populate_by_name": True}
 
     @field_validator("cls")
     @classmethod
     def _import_path(cls, value: str) -> str:
-        module, _, name = value.partition(":")
-        if not module or not name:
-            raise ValueError(f"{value!r} must look like 'package.module:ClassName'")
+        try:
+            parse_import_path(value)
+        except ImportFromStringError:
+            raise ValueError(f"{value!r} must look like 'package.module:ClassName'") from None
         return value
 
 
@@ -129,8 +133,8 @@ class NodeConfig(BaseSettings):
     http: HttpSection = Field(default_factory=HttpSection)
     supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
     agents: list[AgentSection] = Field(default_factory=list)
-    services: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="optional capabilities hosted by the node")
+    services: ServicesSection = Field(
+        default_factory=ServicesSection, description="capabilities hosted by the node")
 
     model_config = SettingsConfigDict(env_prefix="BA_", env_nested_delimiter="__",
                                       extra="forbid")
@@ -173,9 +177,11 @@ def load_config(path: Path | None = None, **overrides: Any) -> NodeConfig:
         raise ConfigError(describe_validation_error(exc, str(path or "config"))) from exc
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
+def describe_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per problem, each naming its field; ``prefix`` places a sub-model's fields
+    in the whole config (``agents.0.kwargs.``)."""
     lines = [f"{source}: {exc.error_count()} problem(s):"]
     for err in exc.errors(include_url=False):
-        field = ".".join(str(p) for p in err["loc"]) or "<root>"
-        lines.append(f"  - {field}: {err['msg']}")
+        field = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else prefix.rstrip(".")
+        lines.append(f"  - {field or '<root>'}: {err['msg']}")
     return "\n".join(lines)

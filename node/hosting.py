@@ -1,31 +1,45 @@
-"""Turning the ``[[agents]]`` config into supervised children that run agents on NATS."""
+"""Turning the ``[[agents]]`` config into supervised children that run agents on NATS.
+
+Everything is checked before any agent starts: each class imports and is an ``Agent``,
+each id is a unique subject token, and each ``kwargs`` satisfies the class's ``Settings``.
+"""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from pydantic import ValidationError
 
 from broker_agents.agent import Agent
+from broker_agents.importer import ImportFromStringError, import_from_string
 from broker_agents.runtime import AgentRunner
 from broker_agents.subjects import Subjects, check_token
-from node.config import AgentSection, ConfigError, NodeConfig
+from node.config import AgentSection, ConfigError, NodeConfig, describe_validation_error
 from node.supervisor import ChildSpec
 
 
-def import_agent_class(path: str) -> type[Agent]:
-    module_name, _, class_name = path.partition(":")
+def import_agent_class(path: str, where: str = "agents") -> type[Agent]:
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"agents: cannot import module {module_name!r}: {exc}") from exc
-    cls = getattr(module, class_name, None)
+        cls = import_from_string(path)
+    except ImportFromStringError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
-        raise ConfigError(f"agents: {path!r} is not an Agent subclass")
+        raise ConfigError(f"{where}: {path!r} is not an Agent subclass")
     return cls
+
+
+def check_kwargs(cls: type[Agent], kwargs: dict[str, Any], where: str) -> None:
+    """``kwargs`` against the class's ``Settings``; a ``ConfigError`` names each field."""
+    if cls.Settings is None:
+        return
+    try:
+        cls.Settings.model_validate(kwargs)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(
+            exc, f"{cls.__module__}:{cls.__qualname__}", f"{where}.")) from exc
 
 
 @dataclass
@@ -66,7 +80,11 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
     seen: set[str] = set()
     subjects = Subjects(config.node.subject_prefix)
     for index, section in enumerate(config.agents):
-        cls = import_agent_class(section.cls)
+        cls = import_agent_class(section.cls, f"agents.{index}.class")
+        kwargs = dict(section.kwargs)
+        if section.capabilities:
+            kwargs["capabilities"] = section.capabilities
+        check_kwargs(cls, kwargs, f"agents.{index}.kwargs")
         for agent_id in agent_ids(section, cls):
             try:
                 check_token(agent_id, "agent id")
@@ -75,9 +93,6 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
             if agent_id in seen:
                 raise ConfigError(f"agents.{index}.id: duplicate agent id {agent_id!r}")
             seen.add(agent_id)
-            kwargs = dict(section.kwargs)
-            if section.capabilities:
-                kwargs["capabilities"] = section.capabilities
 
             def factory(cls: type[Agent] = cls, agent_id: str = agent_id,
                         kwargs: dict[str, Any] = kwargs) -> AgentChild:

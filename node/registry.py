@@ -19,6 +19,7 @@ from broker_agents.registry.client import Registry
 from broker_agents.registry.liveness import Heartbeater, Reaper, deregister_node
 from broker_agents.registry.service import RegistryService
 from broker_agents.registry.view import NodeView
+from node.service_settings import RegistrySettings
 from node.services import BaseService
 
 if TYPE_CHECKING:
@@ -54,16 +55,11 @@ class _NodeHeartbeater(Heartbeater):
 
 class RegistryNodeService(BaseService):
     name = "registry"
+    Settings = RegistrySettings
 
-    def __init__(self, heartbeat_interval: float = 1.0, window: float = 5.0,
-                 grace: float = 5.0, reap_interval: float = 1.0, replicas: int = 1) -> None:
-        if not 0 < heartbeat_interval < window:
-            raise ValueError("heartbeat_interval must be positive and below window")
-        self.heartbeat_interval = heartbeat_interval
-        self.window = window
-        self.grace = grace
-        self.reap_interval = reap_interval
-        self.replicas = replicas
+    def __init__(self, **options: Any) -> None:
+        """``options``: the ``[services.registry]`` fields (a ``ValueError`` names a bad one)."""
+        self.settings = RegistrySettings.model_validate(options)
         self.registry: Registry | None = None
         self._parts: list[Any] = []
 
@@ -72,8 +68,8 @@ class RegistryNodeService(BaseService):
         self.node_id = node.id
         self.log = get_logger(node_id=node.id, service="registry")
         self.registry = registry = await Registry.connect(
-            node.nc, node.subjects, self.replicas,
-            js_timeout=max(0.5, 2 * self.heartbeat_interval))
+            node.nc, node.subjects, self.settings.replicas,
+            js_timeout=max(0.5, 2 * self.settings.heartbeat_interval))
         self.nodes = await NodeView.open(node.nc, node.subjects)
         node.on_reconnect(registry.view.on_reconnected)
         node.on_reconnect(self._nodes_reconnected)
@@ -81,10 +77,11 @@ class RegistryNodeService(BaseService):
         await self.service.start()
         self.hosted = node.agents
         self.reaper = Reaper(registry.store, registry.view, self.nodes, reaper_id=node.id,
-                             window=self.window, grace=self.grace,
-                             interval=self.reap_interval, own_node=node.id)
+                             window=self.settings.window, grace=self.settings.grace,
+                             interval=self.settings.reap_interval, own_node=node.id)
         self.heartbeater = _NodeHeartbeater(self, registry.store, node.id,
-                                            self.heartbeat_interval, view=registry.view)
+                                            self.settings.heartbeat_interval,
+                                            view=registry.view)
         await self.heartbeater.beat()
         self.heartbeater.start()
         self.reaper.start()

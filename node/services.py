@@ -2,17 +2,20 @@
 
 A service starts after NATS is up and before agents start, stops after agents stopped,
 and hears about agent lifecycle events (to register agents, mark them degraded, ...).
-Services are named in the ``[services.<name>]`` config table and looked up here.
+Services are named in the ``[services.<name>]`` config table; the names and each one's
+settings model live in ``node/service_settings.py``, and are built here.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from node.config import ConfigError
+from broker_agents.importer import ImportFromStringError, import_from_string
+from node.config import ConfigError, describe_validation_error
+from node.service_settings import KNOWN_SERVICES, ServiceSettings, ServicesSection
 
 if TYPE_CHECKING:
     from broker_agents.agent import Agent
@@ -56,34 +59,45 @@ class BaseService:
         """An agent is about to be stopped."""
 
 
-# name -> "module:factory"; the factory takes the service's config table as kwargs.
-KNOWN_SERVICES: dict[str, str] = {
-    "registry": "node.registry:RegistryNodeService",
-    "consensus": "node.consensus:ConsensusNodeService",
-}
-# Started on every node unless their table says ``enabled = false``.
-DEFAULT_SERVICES = ("registry",)
-
-
-def register_service(name: str, factory_path: str) -> None:
-    KNOWN_SERVICES[name] = factory_path
-
-
-def build_services(tables: dict[str, dict[str, Any]]) -> list[NodeService]:
-    services: list[NodeService] = []
-    tables = {**{name: {} for name in DEFAULT_SERVICES}, **tables}
-    for name, options in tables.items():
-        path = KNOWN_SERVICES.get(name)
-        if path is None:
-            raise ConfigError(
-                f"services.{name}: unknown service (known: {', '.join(sorted(KNOWN_SERVICES))})")
-        module_name, _, attr = path.partition(":")
-        factory = getattr(importlib.import_module(module_name), attr)
-        options = dict(options)
-        if not options.pop("enabled", True):
-            continue
+def build_services(services: ServicesSection | Mapping[str, Any]) -> list[NodeService]:
+    """The enabled services, in start order. ``services`` is the validated ``[services]``
+    section (or its raw tables, validated here); a problem is a ``ConfigError`` naming
+    ``services.<name>.<field>``."""
+    if not isinstance(services, ServicesSection):
         try:
-            services.append(factory(**options))
-        except (TypeError, ValueError, ValidationError) as exc:
+            services = ServicesSection.model_validate(services)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, "config", "services.")) from exc
+    built: list[NodeService] = []
+    for name, table in services.tables():
+        try:
+            factory = import_from_string(KNOWN_SERVICES[name])
+        except ImportFromStringError as exc:
             raise ConfigError(f"services.{name}: {exc}") from exc
-    return services
+        settings = _settings(name, factory, table)
+        if isinstance(settings, ServiceSettings):
+            if not settings.enabled:
+                continue
+            options = settings.options()
+        else:
+            options = dict(settings)
+            if not options.pop("enabled", True):
+                continue
+        try:
+            built.append(factory(**options))
+        except (TypeError, ValueError) as exc:  # ValidationError is a ValueError
+            raise ConfigError(f"services.{name}: {exc}") from exc
+    return built
+
+
+def _settings(name: str, factory: Any, table: ServiceSettings | dict[str, Any]
+              ) -> ServiceSettings | dict[str, Any]:
+    """A registered service's raw table, checked against its factory's ``Settings``."""
+    model = getattr(factory, "Settings", None)
+    if isinstance(table, BaseModel) or not (isinstance(model, type)
+                                            and issubclass(model, ServiceSettings)):
+        return table
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, "config", f"services.{name}.")) from exc

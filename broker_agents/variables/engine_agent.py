@@ -24,7 +24,9 @@ import contextlib
 import random
 from typing import Any
 
-from broker_agents.agent import Agent
+from pydantic import Field
+
+from broker_agents.agent import Agent, AgentSettings
 from broker_agents.codec import decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.variables.adaptation import EngineConfig
@@ -38,20 +40,30 @@ from broker_agents.variables.tasks import cancel_all, own
 Work = tuple[str, Any, Any]
 
 
+class AdaptationEngineSettings(AgentSettings):
+    group: str = Field("variables", description="the consensus group running the variables")
+    spaces: dict[str, EngineConfig | None] | list[str] = Field(
+        default_factory=dict, description="space -> engine config (a list: defaults)")
+    seed: int | None = None
+    publish_changes: bool = True
+    leader_check_ms: float = Field(10.0, gt=0)
+
+
 class AdaptationEngineAgent(Agent):
     capabilities = ["variables-engine"]
+    Settings = AdaptationEngineSettings
 
     def __init__(self, agent_id: str, **config: Any) -> None:
         super().__init__(agent_id, **config)
-        self.group_name: str = config.get("group", "variables")
-        spaces = config.get("spaces") or {}
+        settings = AdaptationEngineSettings.model_validate(config)
+        self.group_name = settings.group
+        spaces = settings.spaces
         if isinstance(spaces, list):
-            spaces = {name: {} for name in spaces}
-        self.engine_configs = {n: EngineConfig.model_validate(c or {})
-                               for n, c in spaces.items()}
-        self.seed: int | None = config.get("seed")
-        self.publish_changes: bool = config.get("publish_changes", True)
-        self.leader_check_s: float = config.get("leader_check_ms", 10.0) / 1000.0
+            spaces = dict.fromkeys(spaces)
+        self.engine_configs = {n: c or EngineConfig() for n, c in spaces.items()}
+        self.seed = settings.seed
+        self.publish_changes = settings.publish_changes
+        self.leader_check_s = settings.leader_check_ms / 1000.0
         self.engines: dict[str, SpaceEngine] = {}
         self.leading = False
         self._queue: asyncio.Queue[Work] = asyncio.Queue()

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
+from typing import Any, Literal
 
-from broker_agents.agent import Agent
+from pydantic import Field
+
+from broker_agents.agent import Agent, AgentSettings
 from broker_agents.core.errors import BrokerError
 from broker_agents.variables.client import Variables
 from broker_agents.variables.models import VariableChange
@@ -24,16 +26,31 @@ from broker_agents.variables.readmodel import ReadModel
 from broker_agents.variables.tasks import cancel_all, own
 
 
+class SyntheticObjectiveSettings(AgentSettings):
+    space: str
+    optimum: dict[str, float] = Field(default_factory=dict)
+    weights: dict[str, float] = Field(default_factory=dict, description="default 1.0 each")
+    noise: float = Field(0.0, ge=0, description="standard deviation of the gaussian noise")
+    metric: Literal["reward", "latency", "cost", "quality"] = "reward"
+    max_reports: int | None = Field(None, ge=0)
+    seed: int | None = None
+    group: str = "variables"
+
+
 class SyntheticObjectiveAgent(Agent):
+    Settings = SyntheticObjectiveSettings
+
     def __init__(self, agent_id: str, **config: Any) -> None:
         super().__init__(agent_id, **config)
-        self.space: str = config["space"]
-        self.optimum: dict[str, float] = dict(config.get("optimum", {}))
-        self.weights: dict[str, float] = dict(config.get("weights", {}))
-        self.noise: float = float(config.get("noise", 0.0))
-        self.metric: str = config.get("metric", "reward")
-        self.max_reports: int | None = config.get("max_reports")
-        self.rng = random.Random(config.get("seed"))
+        settings = SyntheticObjectiveSettings.model_validate(config)
+        self.space = settings.space
+        self.optimum = settings.optimum
+        self.weights = settings.weights
+        self.noise = settings.noise
+        self.metric = settings.metric
+        self.max_reports = settings.max_reports
+        self.group = settings.group
+        self.rng = random.Random(settings.seed)
         self.reports = 0
         self._versions: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -45,8 +62,7 @@ class SyntheticObjectiveAgent(Agent):
         return -loss + self.rng.gauss(0.0, self.noise)
 
     async def on_start(self) -> None:
-        self.vars = Variables(self.ctx.nc, self.config.get("group", "variables"),
-                              self.ctx.subjects)
+        self.vars = Variables(self.ctx.nc, self.group, self.ctx.subjects)
         self.rm = self.vars.read_model(spaces=[self.space])
         await self.rm.start()
         self.rm.listen(self._on_change)

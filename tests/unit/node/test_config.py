@@ -56,3 +56,49 @@ def test_cli_prints_field_error_without_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "supervisor.strategy" in result.output
     assert "Traceback" not in result.output
+
+
+def test_service_settings_are_checked_at_load_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "services.toml"
+    path.write_text('[services.registry]\nheartbeat_interval = 5.0\nwindow = 1.0\n'
+                    '[services.consensus]\ngroups = [{ name = "g", members = ["a", "a"] },'
+                    ' { name = "h", members = ["a"], state_machine = "nonesuch" }]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "services.registry" in text and "below window" in text
+    assert "services.consensus.groups.0.members" in text and "distinct" in text
+    assert "services.consensus.groups.1.state_machine" in text and "nonesuch" in text
+
+
+def test_an_unknown_service_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown service 'telepathy'"):
+        load_config(None, services={"telepathy": {}})
+
+
+def test_registry_is_on_by_default_and_consensus_only_when_configured() -> None:
+    cfg = load_config(None, services={"consensus": {"groups": [
+        {"name": "variables", "members": ["n1"], "state_machine": "variables"}]}})
+    assert cfg.services.registry.enabled and cfg.services.registry.window == 5.0
+    assert cfg.services.consensus is not None
+    assert cfg.services.consensus.groups[0].state_machine_path().endswith("raft_adapter:factory")
+    assert load_config(None).services.consensus is None
+
+
+def test_agent_kwargs_are_checked_against_the_class_settings_at_start() -> None:
+    from node.hosting import build_specs
+
+    engine = "broker_agents.variables.engine_agent:AdaptationEngineAgent"
+    cfg = load_config(None, agents=[
+        {"class": "broker_agents.samples:EchoAgent", "kwargs": {"resources": {"gpu": 1}}},
+        {"class": engine, "kwargs": {"spaces": ["llm"], "seed": 3}}])
+    assert len(build_specs(cfg, None, {})) == 2  # type: ignore[arg-type]
+    for agents, field in [
+        ([{"class": "broker_agents.samples:EchoAgent", "kwargs": {"bogus": 1}}],
+         "agents.0.kwargs.bogus"),
+        ([{"class": "broker_agents.samples:EchoAgent"},
+          {"class": engine, "kwargs": {"spaces": 7}}], "agents.1.kwargs.spaces"),
+        ([{"class": "broker_agents.samples:NoSuchAgent"}], "agents.0.class"),
+    ]:
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            build_specs(load_config(None, agents=agents), None, {})  # type: ignore[arg-type]
