@@ -26,11 +26,11 @@ from pydantic import ValidationError
 
 from broker_agents import codec
 from broker_agents.agent import Agent
-from broker_agents.auction import metrics, participants, settle
+from broker_agents.auction import metrics, settle
 from broker_agents.auction.driver import AuctionDriver, LeaseLost
 from broker_agents.auction.host import AuctionHost
 from broker_agents.auction.kvstore import KvMirror
-from broker_agents.auction.ledger import Ledger, ReputationBook
+from broker_agents.auction.ledger import Ledger
 from broker_agents.auction.messages import (
     AuctionRequest,
     ReportRequest,
@@ -43,7 +43,9 @@ from broker_agents.clock import wall_ms
 from broker_agents.core import auction as core
 from broker_agents.core import reputation
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
+from broker_agents.discovery import Discovery, registry_finder
 from broker_agents.kv import is_cas_conflict, open_bucket
+from broker_agents.reputation import ReputationBook
 
 _ids = itertools.count(1)
 _prefix = os.urandom(3).hex()
@@ -60,7 +62,8 @@ class AuctioneerAgent(Agent):
         ctx = self.ctx
         self.lease_ms = int(self.config.get("lease_ms", 3000))
         self.sweep_s = float(self.config.get("sweep_ms", self.lease_ms / 2)) / 1000
-        self.discovery_s = float(self.config.get("discovery_ms", 250)) / 1000
+        self.discovery = Discovery(ctx.nc, ctx.subjects.auction, registry_finder(ctx.services),
+                                   float(self.config.get("discovery_ms", 250)) / 1000)
         js, sub = ctx.js, ctx.subjects
         auctions = await open_bucket(js, sub.bucket("auctions"))
         accounts = await open_bucket(js, sub.bucket("accounts"))
@@ -125,18 +128,7 @@ class AuctioneerAgent(Agent):
             await self.ctx.nc.publish(msg.reply, codec.encode(reply, as_json=as_json))
 
     async def _participants(self, request: AuctionRequest) -> list[str]:
-        if request.participants is not None:
-            ids = list(request.participants)
-        else:
-            assert request.capability is not None
-            registry = self.ctx.services.get("registry")
-            if registry is not None and not hasattr(registry, "find_by_capability"):
-                registry = getattr(registry, "view", None)  # a service wrapping a LocalView
-            if registry is not None and hasattr(registry, "find_by_capability"):
-                ids = await participants.from_registry(registry, request.capability)
-            else:
-                ids = await participants.by_broadcast(self.ctx.nc, self.ctx.subjects,
-                                                      request.capability, self.discovery_s)
+        ids = await self.discovery.resolve(request, required=False)
         ids = [i for i in ids if i != request.seller][: request.max_participants]
         if request.min_reputation is not None:
             await self.mirrors[1].sync()

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import nats.js.errors
-from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from broker_agents import codec
@@ -34,7 +33,6 @@ from broker_agents.auction.messages import (
     BidNotice,
     DiscoverAnswer,
 )
-from broker_agents.auction.participants import discover_subject
 from broker_agents.core.auction import Bid
 from broker_agents.core.auction.strategy import (
     AdditiveValuation,
@@ -47,6 +45,7 @@ from broker_agents.core.auction.strategy import (
     decide,
 )
 from broker_agents.core.budget import Account
+from broker_agents.discovery import answer_discovery
 
 
 class FlatValuation:
@@ -104,20 +103,16 @@ class BidderAgent(Agent):
         return list(extra) if extra else list(type(self).capabilities)
 
     async def on_start(self) -> None:
-        self._subs = []
-        for cap in self.all_capabilities():
-            self._subs.append(await self.ctx.nc.subscribe(
-                discover_subject(self.ctx.subjects, cap), cb=self._on_discover))
+        self._subs = await answer_discovery(self.ctx.nc, self.ctx.subjects.auction,
+                                            self.all_capabilities(), self._discovered)
 
     async def on_stop(self) -> None:
         for s in self._subs:
             with contextlib.suppress(Exception):
                 await s.unsubscribe()
 
-    async def _on_discover(self, msg: Msg) -> None:
-        if msg.reply:
-            answer = DiscoverAnswer(agent_id=self.agent_id, node_id=self.ctx.node_id)
-            await self.ctx.nc.publish(msg.reply, codec.encode(answer))
+    def _discovered(self) -> DiscoverAnswer:
+        return DiscoverAnswer(agent_id=self.agent_id, node_id=self.ctx.node_id)
 
     async def _available(self) -> float | None:
         if not self.check_funds:

@@ -4,8 +4,9 @@ State lives in the ``<p>_barriers`` KV bucket (one key per barrier, written with
 arrivals may land on any coordinator. Each waiting coordinator subscribes to
 ``<p>.vote.barrier.<id>`` *before* recording its arrival; whoever records the last
 arrival (or, at the deadline, the first coordinator to write the timeout) stores the
-result and publishes it there. The core ``Barrier`` decides who is released and names who
-never arrived. Deadlines are epoch milliseconds (the first arrival fixes them).
+result and publishes it there. The core ``Barrier`` (replayed from the record, then
+stepped with the new ``Arrive`` or the deadline's ``Tick``) decides who is released and
+names who never arrived. Deadlines are epoch milliseconds (the first arrival fixes them).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pydantic import BaseModel
 from broker_agents import codec
 from broker_agents.clock import wall_ms
 from broker_agents.coord.models import BarrierArrival
-from broker_agents.core.coord.barrier import Barrier
-from broker_agents.core.coord.models_more import BarrierResult
+from broker_agents.core.coord.barrier import Arrive, Barrier
+from broker_agents.core.coord.models import BarrierResult
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.machine import Tick
 from broker_agents.kv import open_bucket, read_record, write_record
 from broker_agents.subjects import Subjects
 
@@ -38,10 +40,15 @@ class BarrierRecord(BaseModel):
     result: BarrierResult | None = None
 
 
+def _timeout_ticks(rec: BarrierRecord) -> int:
+    """The core counts milliseconds since the barrier was created."""
+    return max(1, rec.deadline_ms - rec.created_ms)
+
+
 def _core(barrier_id: str, rec: BarrierRecord) -> Barrier:
-    core = Barrier(barrier_id, rec.participants, max(1, rec.deadline_ms - rec.created_ms))
+    core = Barrier(barrier_id, rec.participants, _timeout_ticks(rec))
     for p in rec.arrived:
-        core.arrive(p)
+        core.step(Arrive(p))
     return core
 
 
@@ -108,8 +115,8 @@ class BarrierDriver:
             if rec.result is not None:
                 return rec
             core = _core(key, rec)
-            core.arrive(req.participant)
-            new = rec.model_copy(update={"arrived": list(core.arrived), "result": core.result})
+            core.step(Arrive(req.participant))
+            new = rec.model_copy(update={"arrived": core.arrived, "result": core.result})
             if await self._write(key, new, rev):
                 if new.result is not None:
                     await self._publish(key, new.result)
@@ -124,8 +131,7 @@ class BarrierDriver:
             if rec.result is not None:
                 return rec.result
             core = _core(key, rec)
-            core.now = core.deadline - 1
-            core.tick()
+            core.step(Tick(_timeout_ticks(rec)))
             assert core.result is not None
             new = rec.model_copy(update={"result": core.result})
             if await self._write(key, new, rev):

@@ -45,18 +45,16 @@ from broker_agents.coord.models import (
     AutoResult,
     LockResult,
 )
-from broker_agents.coord.participants import Directory
 from broker_agents.coord.pbft_client import PbftDriver
 from broker_agents.coord.schema import PROTOCOLS, REQUEST_MODELS
 from broker_agents.core.coord.models import (
+    EnsembleResult,
     HierarchicalResult,
     VoteResult,
     parse_request,
 )
-from broker_agents.core.coord.models_more import (
-    EnsembleResult,
-)
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.discovery import Discovery, registry_finder
 from broker_agents.kv import open_bucket
 from broker_agents.messages import new_message_id
 
@@ -87,14 +85,11 @@ class CoordinatorAgent(Agent):
         self._foreign = set(cfg.get("foreign", ["auction"]))
         self._max_inflight = int(cfg.get("max_inflight", 1024))
         self._tasks: set[asyncio.Task[None]] = set()
-        registry = ctx.services.get("registry")
-        if registry is not None and not hasattr(registry, "find_by_capability"):
-            registry = getattr(registry, "view", None)
-        directory = Directory(ctx.nc, ctx.subjects, registry,
+        discovery = Discovery(ctx.nc, ctx.subjects.vote, registry_finder(ctx.services),
                               float(cfg.get("discovery_ms", 150)) / 1000)
-        self.pbft = PbftDriver(ctx.nc, ctx.subjects, directory, f"{self.agent_id}-client",
+        self.pbft = PbftDriver(ctx.nc, ctx.subjects, discovery, f"{self.agent_id}-client",
                                tick_ms=float(cfg.get("pbft_tick_ms", 10)))
-        self.env = CoordEnv(ctx.nc, ctx.subjects, directory, ctx.node_id,
+        self.env = CoordEnv(ctx.nc, ctx.subjects, discovery, ctx.node_id,
                             random.Random(os.urandom(8)), pbft=self.pbft.run)
         self.leases = LeaseStore(await open_bucket(ctx.js, ctx.subjects.bucket("leases")))
         self.barriers = BarrierDriver(

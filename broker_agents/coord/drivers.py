@@ -19,45 +19,45 @@ from pydantic import BaseModel
 
 from broker_agents.coord.metrics import PARTICIPANT_ANSWERS
 from broker_agents.coord.models import AutoResult
-from broker_agents.coord.participants import Directory, reputation_scores
-from broker_agents.coord.wire import PredictAnswer, PredictAsk, VoteAnswer, VoteAsk
+from broker_agents.coord.wire import InfoAsk, PredictAnswer, PredictAsk, VoteAnswer, VoteAsk
+from broker_agents.core.coord import ensemble, hierarchical, voting
 from broker_agents.core.coord.answers import Answer, AnswerStatus
-from broker_agents.core.coord.ensemble import aggregate
-from broker_agents.core.coord.hierarchical import HierarchicalPlanner
+from broker_agents.core.coord.hierarchical import (
+    AskClusters,
+    ClusterAnswered,
+    Finished,
+    HierarchicalPlanner,
+    MembersKnown,
+)
 from broker_agents.core.coord.models import (
+    AutoRequest,
+    EnsembleRequest,
+    EnsembleResult,
     HierarchicalRequest,
     HierarchicalResult,
     Member,
     Partition,
-    VoteRequest,
-    VoteResult,
-    VoteRule,
-    VoteSpec,
-    WeightSource,
-)
-from broker_agents.core.coord.models_more import (
-    Aggregation,
-    AutoRequest,
-    EnsembleRequest,
-    EnsembleResult,
     PbftRequest,
     Prediction,
+    VoteRequest,
+    VoteResult,
 )
 from broker_agents.core.coord.selector import select_protocol
-from broker_agents.core.coord.voting import tally_votes
-from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.errors import BrokerError, ErrorCode, LocalProtocolError
+from broker_agents.discovery import Discovery, ParticipantInfo
 from broker_agents.gather import Outcome, ask_all, parse_answer
 from broker_agents.messages import new_message_id
+from broker_agents.reputation import open_reputation
 from broker_agents.subjects import Subjects
 
 
 @dataclass
 class CoordEnv:
-    """What every driver needs: the connection, subjects, participant directory."""
+    """What every driver needs: the connection, subjects, participant discovery."""
 
     nc: NATS
     subjects: Subjects
-    directory: Directory
+    discovery: Discovery
     node_id: str
     rng: random.Random
     pbft: Callable[[PbftRequest], Awaitable[BaseModel]] | None = None
@@ -102,24 +102,30 @@ def to_answer(outcome: Outcome) -> Answer:
     return answer
 
 
-def check_quorum(spec: VoteSpec, n: int) -> None:
-    if spec.rule is VoteRule.QUORUM and spec.quorum_count is not None and spec.quorum_count > n:
-        raise BrokerError(
-            ErrorCode.TOO_FEW_PARTICIPANTS,
-            f"quorum_count {spec.quorum_count} needs at least {spec.quorum_count} "
-            f"participants, have {n}", {"needed": spec.quorum_count, "have": n})
+async def reputation_of(env: CoordEnv, wanted: bool,
+                        ids: Sequence[str]) -> dict[str, float] | None:
+    """Reputation scores when the core says the rule weighs by them, else None."""
+    if not wanted:
+        return None
+    return await (await open_reputation(env.nc.jetstream(), env.subjects)).scores(ids)
 
 
-async def weights_of(env: CoordEnv, spec: VoteSpec | EnsembleRequest,
-                     ids: Sequence[str]) -> dict[str, float] | None:
-    """Reputation scores when the request weighs by reputation, else None (explicit)."""
-    if spec.weight_source is not WeightSource.REPUTATION:
-        return None
-    if isinstance(spec, VoteSpec) and spec.rule is not VoteRule.WEIGHTED:
-        return None
-    if isinstance(spec, EnsembleRequest) and spec.aggregation is not Aggregation.WEIGHTED_MEAN:
-        return None
-    return await reputation_scores(env.nc, env.subjects, ids)
+async def members_of(env: CoordEnv, ids: Sequence[str], timeout: float) -> list[Member]:
+    """Members with node and capabilities (asked with ``coord_info`` when unknown)."""
+    known = env.discovery.known
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        answers = await ask_all(env.nc, env.subjects, unknown, InfoAsk(), timeout)
+        for agent_id, outcome in answers.items():
+            info = parse_answer(outcome, ParticipantInfo)
+            if isinstance(info, ParticipantInfo):
+                known[agent_id] = info
+    out = []
+    for i in ids:
+        info = known.get(i)
+        out.append(Member(id=i, node=info.node_id if info else None,
+                          capabilities=tuple(info.capabilities) if info else ()))
+    return out
 
 
 async def ask_votes(env: CoordEnv, ids: Sequence[str], ask: VoteAsk,
@@ -129,40 +135,48 @@ async def ask_votes(env: CoordEnv, ids: Sequence[str], ask: VoteAsk,
 
 
 async def run_vote(env: CoordEnv, req: VoteRequest) -> VoteResult:
-    ids = await env.directory.resolve(req)
-    check_quorum(req, len(ids))
-    scores = await weights_of(env, req, ids)
+    ids = await env.discovery.resolve(req)
+    voting.check_group(req, len(ids))
+    scores = await reputation_of(env, voting.uses_reputation(req), ids)
     ask = VoteAsk(vote_id=new_message_id(), proposal=req.proposal, options=req.options)
     answers = await ask_votes(env, ids, ask, req.timeout_ms)
-    return tally_votes(req, ids, answers, options=req.options, scores=scores)
+    return voting.tally_votes(req, ids, answers, options=req.options, scores=scores)
 
 
 async def run_hierarchical(env: CoordEnv, req: HierarchicalRequest) -> HierarchicalResult:
-    """Level 0: every cluster's agents are asked (all clusters at once). Upper levels: each
-    delegate carries its cluster's decision (the planner's ``carried_answers``)."""
-    ids = await env.directory.resolve(req)
-    check_quorum(req, min(len(ids), req.cluster_size))
+    """The planner names the level-0 clusters; their agents are asked all at once, and
+    the planner decides the levels above from what each delegate carries."""
+    ids = await env.discovery.resolve(req)
+    hierarchical.check_group(req, len(ids))
     if req.partition is Partition.RANDOM:
         members = [Member(id=i) for i in ids]
     else:
-        members = await env.directory.members(ids, req.timeout_ms / 1000)
-    scores = await weights_of(env, req, ids)
-    planner = HierarchicalPlanner(req, members, env.rng, scores=scores)
+        members = await members_of(env, ids, req.timeout_ms / 1000)
+    scores = await reputation_of(env, voting.uses_reputation(req), ids)
+    planner = HierarchicalPlanner(req, env.rng)
     vote_id = new_message_id()
-    clusters = planner.pending()
+    effects = planner.step(MembersKnown(tuple(members), scores))
+    while effects:
+        effect = effects.pop(0)
+        if isinstance(effect, Finished):
+            return effect.result
+        effects += await _ask_clusters(env, req, vote_id, planner, effect)
+    raise LocalProtocolError(ErrorCode.INTERNAL, "the planner stopped without a result")
+
+
+async def _ask_clusters(env: CoordEnv, req: HierarchicalRequest, vote_id: str,
+                        planner: HierarchicalPlanner,
+                        ask: AskClusters) -> list[AskClusters | Finished]:
     asked = await asyncio.gather(*(
         ask_all(env.nc, env.subjects, c.members,
                 VoteAsk(vote_id=vote_id, proposal=req.proposal, options=req.options,
-                        level=0, cluster=c.cluster_id), req.timeout_ms / 1000)
-        for c in clusters))
-    for c, outcomes in zip(clusters, asked, strict=True):
-        planner.record(c.cluster_id, {m: to_answer(o) for m, o in outcomes.items()})
-    while True:
-        step = planner.advance()
-        if isinstance(step, HierarchicalResult):
-            return step
-        for c in step:
-            planner.record(c.cluster_id, planner.carried_answers(c.cluster_id))
+                        level=c.level, cluster=c.cluster_id), req.timeout_ms / 1000)
+        for c in ask.clusters))
+    effects: list[AskClusters | Finished] = []
+    for c, outcomes in zip(ask.clusters, asked, strict=True):
+        answers = {m: to_answer(o) for m, o in outcomes.items()}
+        effects += planner.step(ClusterAnswered(c.cluster_id, answers))
+    return effects
 
 
 def to_prediction(participant: str, outcome: Outcome) -> Prediction:
@@ -180,17 +194,17 @@ def to_prediction(participant: str, outcome: Outcome) -> Prediction:
 
 
 async def run_ensemble(env: CoordEnv, req: EnsembleRequest) -> EnsembleResult:
-    ids = await env.directory.resolve(req)
-    scores = await weights_of(env, req, ids)
+    ids = await env.discovery.resolve(req)
+    scores = await reputation_of(env, ensemble.uses_reputation(req), ids)
     ask = PredictAsk(ensemble_id=new_message_id(), question=req.question)
     outcomes = await ask_all(env.nc, env.subjects, ids, ask, req.timeout_ms / 1000)
     preds = {p: to_prediction(p, o) for p, o in outcomes.items()}
-    return aggregate(req, ids, preds, scores=scores)
+    return ensemble.aggregate(req, ids, preds, scores=scores)
 
 
 async def run_auto(env: CoordEnv, req: AutoRequest) -> AutoResult:
     """Resolve the group, let the selector pick (it says why), run what it picked."""
-    ids = await env.directory.resolve(req)
+    ids = await env.discovery.resolve(req)
     sized = req.model_copy(update={"group_size": len(ids)})
     selection = select_protocol(sized)
     common: dict[str, Any] = {"participants": ids, "timeout_ms": req.timeout_ms}

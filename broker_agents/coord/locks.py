@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from broker_agents.clock import wall_ms
 from broker_agents.coord.lease import (
     Grant,
     LeaseRecord,
     LeaseStore,
     leader_key,
     lock_key,
-    wall_ms,
 )
 from broker_agents.coord.models import (
     LeaderAction,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from broker_agents.core.coord.models_more import BarrierRequest, Selection
+from broker_agents.core.coord.models import BarrierRequest, Selection
 from broker_agents.core.tokens import TOKEN_PATTERN
 
 

@@ -20,14 +20,14 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from broker_agents import codec
-from broker_agents.coord.participants import Directory
-from broker_agents.coord.wire import ParticipantInfo, PbftHello, PbftSetup
-from broker_agents.core.coord.models_more import PbftReplicaResult, PbftRequest, PbftResult
+from broker_agents.coord.wire import PbftHello, PbftSetup
+from broker_agents.core.coord.models import PbftReplicaResult, PbftRequest, PbftResult
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.pbft.client import Outcome, PbftClient
 from broker_agents.core.pbft.config import PbftConfig, check_group_size
 from broker_agents.core.pbft.messages import Reply, parse_message
 from broker_agents.core.pbft.signing import NkeysSigner, NkeysVerifier, new_user_seed
+from broker_agents.discovery import Discovery, ParticipantInfo
 from broker_agents.gather import ask_all, parse_answer
 from broker_agents.subjects import Subjects
 
@@ -35,7 +35,7 @@ RESEND_S = 0.1
 
 
 class PbftDriver:
-    def __init__(self, nc: NATS, subjects: Subjects, directory: Directory, client_id: str,
+    def __init__(self, nc: NATS, subjects: Subjects, directory: Discovery, client_id: str,
                  *, tick_ms: float = 10.0, view_timeout_ticks: int = 20) -> None:
         self.nc = nc
         self.subjects = subjects

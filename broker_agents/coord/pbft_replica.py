@@ -29,7 +29,6 @@ from broker_agents.agent import handler
 from broker_agents.coord.metrics import PBFT_DECIDED, PBFT_REJECTED, PBFT_VIEW_CHANGES
 from broker_agents.coord.voter import ParticipantAgent
 from broker_agents.coord.wire import (
-    ParticipantInfo,
     PbftHello,
     PbftSetup,
     PbftSetupAck,
@@ -54,6 +53,7 @@ from broker_agents.core.pbft.messages import (
 )
 from broker_agents.core.pbft.replica import Replica
 from broker_agents.core.pbft.signing import NkeysSigner, NkeysVerifier, new_user_seed
+from broker_agents.discovery import ParticipantInfo
 
 LINGER_S = 1.0
 """A group stays this long after deciding, to help laggards catch up."""

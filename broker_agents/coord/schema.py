@@ -21,18 +21,16 @@ from broker_agents.coord.models import (
     LockResult,
 )
 from broker_agents.core.coord.models import (
-    HierarchicalRequest,
-    HierarchicalResult,
-    VoteRequest,
-    VoteResult,
-)
-from broker_agents.core.coord.models_more import (
     AutoRequest,
     BarrierResult,
     EnsembleRequest,
     EnsembleResult,
+    HierarchicalRequest,
+    HierarchicalResult,
     PbftRequest,
     PbftResult,
+    VoteRequest,
+    VoteResult,
 )
 from broker_agents.subjects import Subjects
 

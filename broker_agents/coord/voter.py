@@ -16,29 +16,19 @@ overriding ``decide`` / ``predict``:
 from __future__ import annotations
 
 import asyncio
-import importlib
 import random
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from nats.aio.msg import Msg
-
-from broker_agents import codec
 from broker_agents.agent import Agent, handler
-from broker_agents.coord.participants import discover_subject
-from broker_agents.coord.wire import (
-    InfoAsk,
-    ParticipantInfo,
-    PredictAnswer,
-    PredictAsk,
-    VoteAsk,
-)
+from broker_agents.coord.wire import InfoAsk, PredictAnswer, PredictAsk, VoteAsk
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.discovery import ParticipantInfo, answer_discovery
+from broker_agents.importer import import_from_string
 
 
 def load_hook(path: str) -> Callable[..., Any]:
-    module_name, _, attr = path.partition(":")
-    fn = getattr(importlib.import_module(module_name), attr, None)
+    fn = import_from_string(path)
     if not callable(fn):
         raise ValueError(f"hook {path!r} is not a callable")
     return fn  # type: ignore[no-any-return]
@@ -69,11 +59,8 @@ class ParticipantAgent(Agent):
                                public_key=self.public_key)
 
     async def on_start(self) -> None:
-        self._discovery = [
-            await self.ctx.nc.subscribe(discover_subject(self.ctx.subjects, cap),
-                                        cb=self._on_discover)
-            for cap in self.all_capabilities()
-        ]
+        self._discovery = await answer_discovery(self.ctx.nc, self.ctx.subjects.vote,
+                                                 self.all_capabilities(), self.info)
 
     async def on_stop(self) -> None:
         for sub in getattr(self, "_discovery", []):
@@ -81,10 +68,6 @@ class ParticipantAgent(Agent):
                 await sub.unsubscribe()
             except Exception as exc:  # connection already closing
                 self.ctx.log.debug("unsubscribe failed", error=repr(exc))
-
-    async def _on_discover(self, msg: Msg) -> None:
-        if msg.reply:
-            await self.ctx.nc.publish(msg.reply, codec.encode(self.info()))
 
     @handler(InfoAsk)
     async def coord_info(self, msg: InfoAsk) -> ParticipantInfo:

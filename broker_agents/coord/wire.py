@@ -2,8 +2,9 @@
 
 Every participant is asked with a typed envelope on ``<p>.agent.<id>``:
 ``vote_request`` -> ``VoteAnswer``, ``predict_request`` -> ``PredictAnswer``,
-``coord_info`` -> ``ParticipantInfo``. PBFT replicas also take ``pbft_hello`` and
-``pbft_setup`` there; their protocol traffic then flows on ``<p>.vote.pbft.<group>.<member>``.
+``coord_info`` -> ``ParticipantInfo`` (defined with discovery, ``broker_agents.discovery``).
+PBFT replicas also take ``pbft_hello`` and ``pbft_setup`` there; their protocol traffic
+then flows on ``<p>.vote.pbft.<group>.<member>``.
 """
 
 from __future__ import annotations
@@ -56,15 +57,6 @@ class PredictAnswer(BaseModel):
 
 class InfoAsk(BaseModel):
     message_type: ClassVar[str] = "coord_info"
-
-
-class ParticipantInfo(BaseModel):
-    """What partitioning and discovery need to know about a participant."""
-
-    agent_id: str
-    node_id: str | None = None
-    capabilities: list[str] = Field(default_factory=list)
-    public_key: str | None = None
 
 
 class PbftHello(BaseModel):

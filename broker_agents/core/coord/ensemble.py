@@ -14,12 +14,19 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 
-from broker_agents.core.coord.models_more import (
+from broker_agents.core.coord.models import (
     Aggregation,
     EnsembleRequest,
     EnsembleResult,
     Prediction,
+    WeightSource,
 )
+
+
+def uses_reputation(spec: EnsembleRequest) -> bool:
+    """Whether the weights are reputation scores the driver must look up."""
+    return (spec.aggregation is Aggregation.WEIGHTED_MEAN
+            and spec.weight_source is WeightSource.REPUTATION)
 
 
 def mad_outliers(values: Mapping[str, float], threshold: float = 3.5) -> list[str]:

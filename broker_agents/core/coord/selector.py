@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from broker_agents.core.coord.models_more import AutoRequest, FaultModel, Selection
+from broker_agents.core.coord.models import AutoRequest, FaultModel, Selection
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.pbft.config import check_group_size
 

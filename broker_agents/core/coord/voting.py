@@ -4,6 +4,10 @@ Pure: the driver asks the participants (in parallel, with a deadline) and hands 
 answers here. A participant with no answer is a timeout. Abstentions, timeouts and errors
 never count towards any option; they are listed in the result and, for unanimous and
 quorum, they are why a rule can fail.
+
+Before anyone is asked, the driver asks this module two questions: can the rule be met
+by this many participants at all (``check_group``), and does it weigh by reputation
+(``uses_reputation``, so the driver knows to look the scores up)?
 """
 
 from __future__ import annotations
@@ -12,8 +16,22 @@ import math
 from collections.abc import Mapping, Sequence
 
 from broker_agents.core.coord.answers import Answer, AnswerStatus, ParticipantAnswer
-from broker_agents.core.coord.models import VoteResult, VoteRule, VoteSpec
-from broker_agents.core.errors import ErrorCode, LocalProtocolError
+from broker_agents.core.coord.models import VoteResult, VoteRule, VoteSpec, WeightSource
+from broker_agents.core.errors import BrokerError, ErrorCode, LocalProtocolError
+
+
+def check_group(spec: VoteSpec, n: int) -> None:
+    """Refuse a rule that ``n`` participants can never meet (``too_few_participants``)."""
+    if spec.rule is VoteRule.QUORUM and spec.quorum_count is not None and spec.quorum_count > n:
+        raise BrokerError(
+            ErrorCode.TOO_FEW_PARTICIPANTS,
+            f"quorum_count {spec.quorum_count} needs at least {spec.quorum_count} "
+            f"participants, have {n}", {"needed": spec.quorum_count, "have": n})
+
+
+def uses_reputation(spec: VoteSpec) -> bool:
+    """Whether the weights are reputation scores the driver must look up."""
+    return spec.rule is VoteRule.WEIGHTED and spec.weight_source is WeightSource.REPUTATION
 
 
 def participant_weights(

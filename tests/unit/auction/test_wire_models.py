@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from broker_agents.auction.bidder import BidderAgent, build_strategy
 from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.messages import allocation_of, build_config, parse_request
-from broker_agents.auction.participants import from_registry
 from broker_agents.auction.records import AuctionRecord, Stage
 from broker_agents.core import auction as core
 from broker_agents.core.auction.strategy import BidderView, decide
 from broker_agents.core.errors import BrokerError
+from broker_agents.discovery import from_registry
 
 
 def test_a_valid_request_maps_milliseconds_to_core_ticks() -> None:
@@ -67,9 +67,10 @@ def _closed_record(bids: list[tuple[str, float, tuple[str, ...]]]) -> AuctionRec
                          "items": ["cpu", "mem", "disk"]})
     state, _ = core.start(build_config(req, "a-1"), 0)
     for i, (who, amount, items) in enumerate(bids):
-        state, _ = core.submit(state, core.Bid(auction_id="a-1", msg_id=f"m{i}", bidder=who,
-                                               amount=amount, items=items), 1)
-    state, _ = core.close(state, 2)
+        bid = core.Bid(auction_id="a-1", msg_id=f"m{i}", bidder=who, amount=amount,
+                       items=items)
+        state, _ = core.step(state, core.BidReceived(bid, 1))
+    state, _ = core.step(state, core.Close(2))
     return AuctionRecord(auction_id="a-1", request=req, participants=(), state=state,
                          stage=Stage.CLOSED, owner="x", heartbeat_ms=0, started_ms=0)
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker_agents.core.coord.ensemble import aggregate, mad_outliers
-from broker_agents.core.coord.models_more import Aggregation, EnsembleRequest, Prediction
+from broker_agents.core.coord.models import Aggregation, EnsembleRequest, Prediction
 
 
 def req(**kw: object) -> EnsembleRequest:

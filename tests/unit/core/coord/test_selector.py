@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker_agents.core.coord.models_more import AutoRequest, FaultModel
+from broker_agents.core.coord.models import AutoRequest, FaultModel
 from broker_agents.core.coord.selector import select_protocol
 from broker_agents.core.errors import BrokerError
 
