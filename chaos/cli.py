@@ -1,7 +1,8 @@
-"""``broker-agents chaos ...``: the Typer sub-app the node CLI mounts as ``chaos``.
+"""``broker-agents chaos ...``: the Typer sub-app the node CLI mounts (lazily) as ``chaos``.
 
 ``run`` shows progress while scenarios run, ends with a table and a JSON report, and
-exits non-zero if any scenario found a violation, could not decide, or crashed.
+exits ``ExitCode.FAILURE`` if any scenario found a violation, could not decide, or
+crashed (``ExitCode.USAGE`` for an unknown scenario name).
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from broker_agents.logging import configure_logging
 from chaos import scenarios
 from chaos.report import ChaosReport
+from node.cli.common import ExitCode, console, err_console
 
 DEFAULT_REPORT = Path("chaos-report.json")
 
-app = typer.Typer(help="Fault-injection scenarios with history checking.", no_args_is_help=True)
+app = typer.Typer(help="Fault-injection scenarios with history checking.", no_args_is_help=True,
+                  add_completion=False)
 
 
 @app.command("list")
 def list_scenarios() -> None:
     """Show the registered scenarios."""
-    console = Console()
     for name in scenarios.names():
         console.print(f"[bold]{name}[/bold]  {scenarios.REGISTRY[name].description}")
 
@@ -40,15 +41,15 @@ def run(
     = None,
 ) -> None:
     """Run scenarios under a seeded fault schedule and check their histories."""
-    console = Console()
     # the scenario's own clients log through structlog; keep the progress view readable
     configure_logging(level="error")
     scenarios.load_builtin()
     names = scenarios.names() if scenario == "all" else [scenario]
     unknown = [n for n in names if n not in scenarios.REGISTRY]
     if unknown:
-        console.print(f"[red]unknown scenario(s): {unknown}; known: {scenarios.names()}[/red]")
-        raise typer.Exit(2)
+        err_console.print(f"[red]unknown scenario(s)[/red] {unknown}; known: "
+                          f"{scenarios.names()}")
+        raise typer.Exit(ExitCode.USAGE)
     chosen_seed = seed if seed is not None else int(time.time()) % 1_000_000
     result = ChaosReport()
     for name in names:
@@ -66,4 +67,4 @@ def run(
     result.render(console)
     console.print(f"report: {report}")
     if result.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILURE)

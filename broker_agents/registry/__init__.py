@@ -1,4 +1,4 @@
-"""Registry IO: KV store, local view, liveness, request service, facade, CLI bench.
+"""Registry IO: KV store, local view, liveness, request service, facade.
 
-Import from the submodules (store, view, liveness, service, client, bench, metrics).
+Import from the submodules (store, view, liveness, service, client, metrics).
 """

@@ -119,7 +119,7 @@ async def _cli(cluster: LocalCluster, *args: str) -> tuple[int, str]:
     import sys
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from node.commands.auction import app; app()", *args,
+        sys.executable, "-c", "from node.cli.auction import app; app()", *args,
         "--nats", cluster.urls[0], stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -11,8 +11,8 @@ import pytest_asyncio
 from typer.testing import CliRunner
 
 from broker_agents.coord.schema import PROTOCOLS, REQUEST_MODELS, schemas
+from node.cli.coord import app
 from node.cluster import LocalCluster
-from node.commands.coord import app
 from tests.integration.coord.helpers import COORDINATOR, VOTER, spec
 
 runner = CliRunner()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from broker_agents.raft.bench import run_consensus_bench
+from node.bench.consensus import run_consensus_bench
 
 
 async def test_consensus_bench_reports_all_figures(nats_url: str, tmp_path: Path) -> None:

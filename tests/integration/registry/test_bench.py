@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker_agents.registry.bench import run_registry_bench
+from node.bench.registry import run_registry_bench
 
 
 async def test_bench_reports_all_figures_and_cleans_up(nats_url: str, nc: object) -> None:

@@ -9,7 +9,7 @@ import nats
 from typer.testing import CliRunner
 
 from broker_agents.registry.store import RegistryStore
-from node.commands.registry import app
+from node.cli.registry import app
 from tests.integration.registry.helpers import agent
 
 runner = CliRunner()

@@ -9,8 +9,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from broker_agents.variables.bench import run_variables_bench
-from node.commands.variables import app, parse_assignments
+from node.bench.variables import run_variables_bench
+from node.cli.variables import app, parse_assignments
 from tests.integration.variables.helpers import TEMPERATURE_SPACE, variables_group
 
 runner = CliRunner()

@@ -22,14 +22,10 @@ from broker_agents.core.registry.record import AgentRecord, Health, Lifecycle
 from broker_agents.registry.store import RegistryStore
 from broker_agents.registry.view import LocalView
 from broker_agents.subjects import Subjects
+from node.bench.stats import percentile
 
 TARGETS = {"lookup_ns_p50": 1000.0, "query_us_p50": 100.0, "register_vs_raw_put": 1.3,
            "propagation_us_p99": 2000.0}
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _record(rng: random.Random, i: int, caps: list[str]) -> AgentRecord:
@@ -118,12 +114,12 @@ async def run_registry_bench(nats_url: str, agents: int = 10_000, samples: int =
             "query_us_p50": round(statistics.median(query_us), 1),
             "query_result_size_p50": statistics.median(sizes),
             "register_us_p50": round(register_p50, 1),
-            "register_us_p99": round(_pct(register_us, 0.99), 1),
+            "register_us_p99": round(percentile(register_us, 99), 1),
             "raw_kv_put_us_p50": round(raw_p50, 1),
-            "raw_kv_put_us_p99": round(_pct(raw_us, 0.99), 1),
+            "raw_kv_put_us_p99": round(percentile(raw_us, 99), 1),
             "register_vs_raw_put": round(register_p50 / raw_p50, 2),
             "propagation_us_p50": round(statistics.median(propagation_us), 1),
-            "propagation_us_p99": round(_pct(propagation_us, 0.99), 1),
+            "propagation_us_p99": round(percentile(propagation_us, 99), 1),
         }
         result["targets"] = TARGETS
         result["meets_targets"] = {

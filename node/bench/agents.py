@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from broker_agents.agent import Agent, handler
-from broker_agents.bench.stats import summary_us
+from node.bench.stats import summary_us
 
 
 class Ping(BaseModel):

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from broker_agents.bench.proposals import pipelined as bench_pipelined
-from broker_agents.bench.proposals import raw_rtt
-from broker_agents.bench.stats import percentile
 from broker_agents.codec import encode
 from broker_agents.core.kvsm import KVStateMachine
 from broker_agents.raft.client import RaftClient
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
 from broker_agents.subjects import Subjects
+from node.bench.proposals import pipelined as bench_pipelined
+from node.bench.proposals import raw_rtt
+from node.bench.stats import beside_rtt
 
 
 async def _wait_leader(members: list[RaftMember], timeout: float = 10.0) -> RaftMember:
@@ -88,13 +87,8 @@ async def run_consensus_bench(
                 await m.stop()
             for nc in [*conns, client_nc]:
                 await nc.close()
-    rtt_p50 = statistics.median(raw) * 1e6
-    p50 = percentile(commit, 50) * 1e6
     return {
-        "raw_rtt_us_p50": round(rtt_p50, 1),
-        "commit_us_p50": round(p50, 1),
-        "commit_us_p99": round(percentile(commit, 99) * 1e6, 1),
-        "commit_to_rtt_ratio": round(p50 / rtt_p50, 2),
+        **beside_rtt(raw, commit, "commit"),
         "commits_per_s": round(rate),
         "failover_ms": round(failover * 1000, 1),
         "proposals": proposals,

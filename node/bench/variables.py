@@ -16,18 +16,17 @@ on another node" means visible in a process other than the leader's.
 from __future__ import annotations
 
 import asyncio
-import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from broker_agents.bench.proposals import pipelined as bench_pipelined
-from broker_agents.bench.proposals import raw_rtt
-from broker_agents.bench.stats import percentile
 from broker_agents.codec import encode
 from broker_agents.variables.client import Variables
+from node.bench.harness import running_cluster
+from node.bench.proposals import pipelined as bench_pipelined
+from node.bench.proposals import raw_rtt
+from node.bench.stats import beside_rtt, ms
 
 SET_SPACE = {"name": "bench", "variables": [
     {"kind": "float", "name": "x", "min": 0.0, "max": 1.0, "default": 0.5}]}
@@ -58,51 +57,38 @@ async def _adapt(v: Variables, rounds: int) -> list[float]:
 async def run_variables_bench(*, sets: int = 1000, pipelined: int = 10_000, window: int = 128,
                               adapt_rounds: int = 200, raw: int = 1000,
                               tmp_dir: str | Path | None = None) -> dict[str, Any]:
-    from node.cluster import LocalCluster
-
     members = ["node-1", "node-2", "node-3"]
     services = {"consensus": {"groups": [
         {"name": "variables", "members": members, "state_machine": "variables"}]}}
     agents = [[{"class": ENGINE, "id": f"var-engine-{i}",
                 "kwargs": {"seed": 1, "spaces": {"bench_adapt": {"learning_rate": 0.01}}}}]
               for i in range(1, 4)]
-    with tempfile.TemporaryDirectory(prefix="ba-varbench-", dir=tmp_dir) as tmp:
-        cluster = LocalCluster(Path(tmp), nodes=3, agents=agents, services=services)
-        await cluster.start()
-        nc = await cluster.client()
-        try:
-            rtt = await raw_rtt(nc, nc, raw, encode(
-                {"command": {"op": "set", "space": "bench", "values": {"x": 0.5}}}))
-            v = Variables(nc)
-            await v.define_space(SET_SPACE)
-            await v.define_space(ADAPT_SPACE)
-            set_samples = []
-            for i in range(sets):
-                t = time.perf_counter()
-                await v.set("bench", {"x": (i + 1) / (sets + 2)})
-                set_samples.append(time.perf_counter() - t)
-            assert v.raft.leader is not None
-            leader_subject = v.subjects.raft("variables", v.raft.leader, "propose")
-            run = uuid.uuid4().hex[:6]
-            rate = await bench_pipelined(nc, leader_subject, pipelined, window, lambda i: {
-                "command": {"op": "set", "space": "bench",
-                            "values": {"x": (i + 1) / (pipelined + 2)}},
-                "request_id": f"vb-{run}-{i}"})
-            adapt = await _adapt(v, adapt_rounds)
-            final = await v.values("bench")
-        finally:
-            await nc.close()
-            await asyncio.to_thread(cluster.stop)
-    rtt_p50 = statistics.median(rtt) * 1e6
-    set_p50 = percentile(set_samples, 50) * 1e6
+    async with running_cluster("variables", agents, services=services,
+                               tmp_dir=tmp_dir) as (_, nc):
+        rtt = await raw_rtt(nc, nc, raw, encode(
+            {"command": {"op": "set", "space": "bench", "values": {"x": 0.5}}}))
+        v = Variables(nc)
+        await v.define_space(SET_SPACE)
+        await v.define_space(ADAPT_SPACE)
+        set_samples = []
+        for i in range(sets):
+            t = time.perf_counter()
+            await v.set("bench", {"x": (i + 1) / (sets + 2)})
+            set_samples.append(time.perf_counter() - t)
+        assert v.raft.leader is not None
+        leader_subject = v.subjects.raft("variables", v.raft.leader, "propose")
+        run = uuid.uuid4().hex[:6]
+        rate = await bench_pipelined(nc, leader_subject, pipelined, window, lambda i: {
+            "command": {"op": "set", "space": "bench",
+                        "values": {"x": (i + 1) / (pipelined + 2)}},
+            "request_id": f"vb-{run}-{i}"})
+        adapt = await _adapt(v, adapt_rounds)
+        final = await v.values("bench")
     return {
-        "raw_rtt_us_p50": round(rtt_p50, 1),
-        "set_us_p50": round(set_p50, 1),
-        "set_us_p99": round(percentile(set_samples, 99) * 1e6, 1),
-        "set_to_rtt_ratio": round(set_p50 / rtt_p50, 2),
+        **beside_rtt(rtt, set_samples, "set"),
         "updates_per_s": round(rate),
-        "adapt_ms_p50": round(percentile(adapt, 50) * 1e3, 2),
-        "adapt_ms_p99": round(percentile(adapt, 99) * 1e3, 2),
+        "adapt_ms_p50": ms(adapt),
+        "adapt_ms_p99": ms(adapt, 99),
         "final_version": final.version,
         "sets": sets, "pipelined": pipelined, "window": window, "adapt_rounds": adapt_rounds,
         "setup": "LocalCluster: 3 node processes, 1 nats-server, fsync on",

@@ -12,30 +12,21 @@ same ``LocalView`` and query engine the nodes use.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from broker_agents.core.errors import BrokerError
+from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.registry.record import AgentRecord
 from broker_agents.registry.view import LocalView
 from broker_agents.subjects import Subjects
-from broker_agents.transport import connect_client
+from node.cli import common
+from node.cli.common import DEFAULT_PREFIX, DEFAULT_URL, JsonOpt, NatsOpt, PrefixOpt
 
 app = typer.Typer(no_args_is_help=True, help="Agent registry: list, get, find, query.")
-console = Console()
-err_console = Console(stderr=True)
-
-NatsOpt = Annotated[str, typer.Option("--nats", help="NATS server URL")]
-PrefixOpt = Annotated[str, typer.Option("--prefix", help="subject/bucket prefix")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-DEFAULT_URL = "nats://127.0.0.1:4222"
 T = TypeVar("T")
 
 
@@ -45,23 +36,19 @@ def parse_where(text: str) -> dict[str, Any]:
     if len(parts) != 3:
         raise typer.BadParameter(f"expected 'field op value', got {text!r}")
     field, op, raw = parts
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    return {"field": field, "op": op, "value": value}
+    return {"field": field, "op": op, "value": common.json_or_text(raw)}
 
 
 async def _with_view(url: str, prefix: str, use: Callable[[LocalView], T]) -> T:
-    import nats
     import nats.js.errors
 
-    nc = await connect_client(url, connect_timeout=3, max_reconnect_attempts=1)
+    nc = await common.connect(url)
     try:
         try:
             kv = await nc.jetstream().key_value(Subjects(prefix).bucket("agents"))
         except nats.js.errors.BucketNotFoundError:
-            raise BrokerError("not_found", f"no registry bucket for prefix {prefix!r}") from None
+            raise BrokerError(ErrorCode.NOT_FOUND,
+                              f"no registry bucket for prefix {prefix!r}") from None
         view = LocalView(kv, name="cli")
         await view.start()
         try:
@@ -72,21 +59,14 @@ async def _with_view(url: str, prefix: str, use: Callable[[LocalView], T]) -> T:
         await nc.close()
 
 
-def _run(coro: Awaitable[T]) -> T:
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except BrokerError as err:
-        err_console.print(f"[red]{err.code}[/red]: {err.message}")
-        raise typer.Exit(1) from None
-    except (OSError, TimeoutError) as exc:
-        err_console.print(f"[red]cannot reach NATS[/red]: {exc!r}")
-        raise typer.Exit(2) from None
+def _agents(url: str, prefix: str, as_json: bool,
+            use: Callable[[LocalView], list[AgentRecord]], title: str) -> None:
+    records = common.run(_with_view(url, prefix, use), as_json)
+    common.show([r.model_dump(mode="json") for r in records], as_json,
+                lambda: _agents_table(records, title))
 
 
-def _print(records: list[AgentRecord], as_json: bool, title: str) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in records]) + "\n")
-        return
+def _agents_table(records: list[AgentRecord], title: str) -> Table:
     table = Table(title=f"{title} ({len(records)})")
     for column in ("agent_id", "name", "node", "health", "state", "capabilities", "resources"):
         table.add_column(column)
@@ -94,31 +74,28 @@ def _print(records: list[AgentRecord], as_json: bool, title: str) -> None:
         resources = ", ".join(f"{k}={v:g}" for k, v in sorted(r.resources.items()))
         table.add_row(r.agent_id, r.name, r.node_id, r.health.value, r.state.value,
                       ", ".join(r.capabilities), resources)
-    console.print(table)
+    return table
 
 
 @app.command("ls")
-def ls(nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = "ba",
+def ls(nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
        as_json: JsonOpt = False) -> None:
     """List every registered agent."""
-    _print(_run(_with_view(nats_url, prefix, lambda v: v.all_agents())), as_json, "agents")
+    _agents(nats_url, prefix, as_json, lambda v: v.all_agents(), "agents")
 
 
 @app.command("get")
-def get(agent_id: str, nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = "ba",
+def get(agent_id: str, nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
         as_json: JsonOpt = False) -> None:
     """Show one agent."""
-    record = _run(_with_view(nats_url, prefix, lambda v: v.get(agent_id)))
+    record = common.run(_with_view(nats_url, prefix, lambda v: v.get(agent_id)), as_json)
     if record is None:
-        err_console.print(f"[red]not_found[/red]: agent {agent_id!r} is not registered")
-        raise typer.Exit(1)
-    if as_json:
-        sys.stdout.write(record.model_dump_json() + "\n")
-        return
-    table = Table(title=f"agent {agent_id}", show_header=False)
-    for key, value in record.model_dump(mode="json").items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    console.print(table)
+        missing = BrokerError(ErrorCode.NOT_FOUND, f"agent {agent_id!r} is not registered")
+        common.fail(missing, as_json)
+    data = record.model_dump(mode="json")
+    common.show(data, as_json, lambda: common.pairs_table(f"agent {agent_id}", (
+        (key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+        for key, value in data.items()), columns=None))
 
 
 @app.command("find")
@@ -126,7 +103,8 @@ def find(
     capability: Annotated[str | None, typer.Option(help="has this capability")] = None,
     node: Annotated[str | None, typer.Option(help="runs on this node")] = None,
     health: Annotated[str | None, typer.Option(help="healthy|degraded|unhealthy")] = None,
-    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = "ba", as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+    as_json: JsonOpt = False,
 ) -> None:
     """Find agents by capability, node and/or health (AND-ed)."""
     criteria = [{"field": f, "op": "eq", "value": v}
@@ -134,14 +112,15 @@ def find(
                 if v is not None]
     if not criteria:
         raise typer.BadParameter("give at least one of --capability, --node, --health")
-    _print(_run(_with_view(nats_url, prefix, lambda v: v.query(criteria))), as_json, "found")
+    _agents(nats_url, prefix, as_json, lambda v: v.query(criteria), "found")
 
 
 @app.command("query")
 def query(
     where: Annotated[list[str] | None, typer.Argument(help="'field op value' criteria")] = None,
     criteria_json: Annotated[str | None, typer.Option("--criteria", help="JSON list")] = None,
-    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = "ba", as_json: JsonOpt = False,
+    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+    as_json: JsonOpt = False,
 ) -> None:
     """Query with AND-ed criteria (eq neq gt gte lt lte in not_in) over dot paths."""
     criteria: list[Any] = [parse_where(w) for w in where or []]
@@ -150,4 +129,4 @@ def query(
             criteria += json.loads(criteria_json)
         except ValueError as exc:
             raise typer.BadParameter(f"--criteria is not JSON: {exc}") from None
-    _print(_run(_with_view(nats_url, prefix, lambda v: v.query(criteria))), as_json, "matched")
+    _agents(nats_url, prefix, as_json, lambda v: v.query(criteria), "matched")

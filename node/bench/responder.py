@@ -1,4 +1,4 @@
-"""``python -m broker_agents.bench.responder URL SUBJECT N``: N plain nats-py
+"""``python -m node.bench.responder URL SUBJECT N``: N plain nats-py
 responders on SUBJECT (the raw fan-out baseline of the benchmarks). Prints "ready"."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
-RESPONDER = "broker_agents.bench.responder"
+RESPONDER = "node.bench.responder"
 
 
 async def raw_fanout(nc: NATS, url: str, subject: str, responders: int, runs: int,

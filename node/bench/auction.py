@@ -16,21 +16,18 @@ processes beside a plain nats-py scatter-gather to 100 responders, in one run.
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
 from broker_agents.auction.client import run_auction
 from broker_agents.auction.ledger import Ledger
-from broker_agents.bench.fanout import raw_fanout
-from broker_agents.bench.stats import percentile
 from broker_agents.kv import open_bucket
 from broker_agents.subjects import Subjects
-from node.cluster import LocalCluster
+from node.bench.fanout import raw_fanout
+from node.bench.harness import running_cluster
+from node.bench.stats import ms
 
 AUCTIONEER = "broker_agents.auction.auctioneer:AuctioneerAgent"
 BIDDER = "broker_agents.auction.bidder:BidderAgent"
@@ -69,41 +66,29 @@ async def _timed(nc: NATS, request: dict[str, Any],
     return samples, last, rounds
 
 
-def _ms(samples: list[float], q: float = 50) -> float:
-    return round(percentile(samples, q) * 1000, 2)
-
-
 async def run_auction_bench(sealed_runs: int = 40, english_runs: int = 10,
                             raw_runs: int = 200) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="ba-bench-auction-") as tmp:
-        cluster = LocalCluster(Path(tmp), nodes=2, agents=_agents(),
-                               extra_env={"BA_NODE__LOG_LEVEL": "warning"})
-        await cluster.start()
-        try:
-            nc = await cluster.client()
-            ledger = Ledger(await open_bucket(nc.jetstream(), Subjects().bucket("accounts")))
-            everyone = [f"bb-{i}" for i in range(BIDDERS)] + [f"be-{i}" for i in range(ENGLISH)]
-            for who in everyone:
-                await ledger.deposit(who, 1e9, "bench-funding")
-            sealed = {"type": "vickrey", "participants": [f"bb-{i}" for i in range(BIDDERS)],
-                      "reserve": 5.0, "duration_ms": 5000}
-            english = {"type": "english", "participants": [f"be-{i}" for i in range(ENGLISH)],
-                       "start_price": 10.0, "increment": 2.0, "round_ms": 2000}
-            await _timed(nc, sealed, 3)  # warm-up: connections, JIT-free but caches
-            raw = await _raw_fanout(nc, cluster.urls[0], raw_runs)
-            full, last, full_rounds = await _timed(nc, sealed, sealed_runs)
-            bare, _, bare_rounds = await _timed(nc, {**sealed, "budgets": False}, sealed_runs)
-            eng, eng_last, _ = await _timed(nc, english, english_runs)
-            await nc.close()
-        finally:
-            await asyncio.to_thread(cluster.stop)
+    async with running_cluster("auction", _agents()) as (cluster, nc):
+        ledger = Ledger(await open_bucket(nc.jetstream(), Subjects().bucket("accounts")))
+        everyone = [f"bb-{i}" for i in range(BIDDERS)] + [f"be-{i}" for i in range(ENGLISH)]
+        for who in everyone:
+            await ledger.deposit(who, 1e9, "bench-funding")
+        sealed = {"type": "vickrey", "participants": [f"bb-{i}" for i in range(BIDDERS)],
+                  "reserve": 5.0, "duration_ms": 5000}
+        english = {"type": "english", "participants": [f"be-{i}" for i in range(ENGLISH)],
+                   "start_price": 10.0, "increment": 2.0, "round_ms": 2000}
+        await _timed(nc, sealed, 3)  # warm-up: connections, JIT-free but caches
+        raw = await _raw_fanout(nc, cluster.urls[0], raw_runs)
+        full, last, full_rounds = await _timed(nc, sealed, sealed_runs)
+        bare, _, bare_rounds = await _timed(nc, {**sealed, "budgets": False}, sealed_runs)
+        eng, eng_last, _ = await _timed(nc, english, english_runs)
     result: dict[str, Any] = {
         "suite": "auction", "bidders": BIDDERS, "sealed_runs": sealed_runs,
-        "sealed_100_ms_p50": _ms(full), "sealed_100_ms_p99": _ms(full, 99),
-        "sealed_100_nobudget_ms_p50": _ms(bare),
-        "sealed_100_bids_ms_p50": _ms(full_rounds + bare_rounds) if full_rounds else None,
-        "raw_fanout_ms_p50": _ms(raw), "raw_fanout_ms_p99": _ms(raw, 99),
-        "english_10_ms_p50": _ms(eng), "english_10_rounds": eng_last["rounds"],
+        "sealed_100_ms_p50": ms(full), "sealed_100_ms_p99": ms(full, 99),
+        "sealed_100_nobudget_ms_p50": ms(bare),
+        "sealed_100_bids_ms_p50": ms(full_rounds + bare_rounds) if full_rounds else None,
+        "raw_fanout_ms_p50": ms(raw), "raw_fanout_ms_p99": ms(raw, 99),
+        "english_10_ms_p50": ms(eng), "english_10_rounds": eng_last["rounds"],
         "sealed_100_bids": last["num_bids"],
     }
     result["sealed_to_raw_ratio"] = round(result["sealed_100_ms_p50"]

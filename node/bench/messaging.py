@@ -1,0 +1,34 @@
+"""``broker-agents bench messaging``: agent messaging across two node processes vs raw NATS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from broker_agents import codec
+from broker_agents.messages import envelope
+from broker_agents.subjects import Subjects
+from node.bench.agents import RunRtt, RunThroughput
+from node.bench.harness import ask, running_cluster
+
+BENCH_AGENTS: list[list[dict[str, Any]]] = [
+    [{"class": "node.bench.agents:BenchDriverAgent", "id": "bench-driver"}],
+    [{"class": "node.bench.agents:BenchTargetAgent", "id": "bench-target"}],
+]
+
+
+async def run_messaging_bench(requests: int = 2000, messages: int = 100_000) -> dict[str, Any]:
+    async with running_cluster("messaging", BENCH_AGENTS) as (cluster, nc):
+        driver = Subjects(cluster.prefix).agent("bench-driver")
+
+        async def run(msg: BaseModel) -> dict[str, Any]:
+            return await ask(nc, driver, codec.encode(envelope(msg)), timeout=300)
+
+        rtt = await run(RunRtt(target="bench-target", requests=requests))
+        flood = await run(RunThroughput(target="bench-target", messages=messages))
+    result: dict[str, Any] = {"suite": "messaging", "requests": requests, "messages": messages,
+                              **rtt, **flood}
+    result["rtt_ratio_p50"] = round(result["agent_rtt_us_p50"] / result["raw_rtt_us_p50"], 2)
+    result["throughput_ratio"] = round(result["agent_msgs_per_s"] / result["raw_msgs_per_s"], 2)
+    return result

@@ -1,0 +1,50 @@
+"""The ``broker-agents`` command line: parsing, then one call per command.
+
+One module per command group: ``node`` (run a daemon), ``up`` (a local cluster),
+``demo``, ``bench`` (``node.bench`` suites), ``registry``, ``auction``, ``variables``
+(mounted as ``var``), ``coord`` (``schema`` and ``request``, at the top level). What they
+share (options, connecting, output, errors, ``ExitCode``) is in ``common``. The chaos
+suite's CLI is mounted lazily: ``chaos`` is imported only when ``broker-agents chaos`` runs.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from node.cli import auction, bench, coord, demo, registry, up, variables
+from node.cli import node as node_commands
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="broker-agents: multi-agent coordination on NATS")
+app.add_typer(node_commands.app, name="node")
+app.command("up")(up.up)
+app.command("demo")(demo.demo)
+app.add_typer(bench.app, name="bench")
+app.add_typer(registry.app, name="registry")
+app.add_typer(auction.app, name="auction")
+app.add_typer(variables.app, name="var")
+app.command("schema")(coord.schema_command)
+app.command("request")(coord.request_command)
+
+
+@app.callback()
+def _setup(ctx: typer.Context) -> None:
+    """Tools log warnings to stderr (stdout is for results, e.g. --json); nodes configure
+    their own logging from their config."""
+    if ctx.invoked_subcommand != "node":
+        from broker_agents.logging import configure_logging
+
+        configure_logging("console", "warning")
+
+
+@app.command("chaos", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def chaos(ctx: typer.Context) -> None:
+    """Fault-injection scenarios with history checking (``chaos --help``)."""
+    from chaos.cli import app as chaos_app
+
+    chaos_app(args=ctx.args, prog_name=f"{ctx.find_root().info_name} chaos")
+
+
+def main() -> None:
+    app()

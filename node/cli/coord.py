@@ -1,0 +1,97 @@
+"""Coordination commands: ``schema [PROTOCOL]``, ``request <protocol> REQUEST``.
+
+    broker-agents schema vote
+    broker-agents request vote '{"proposal": "ship?", "capability": "voter"}'   # table
+    broker-agents request pbft --json @pbft.json                                  # JSON
+
+Both are mounted at the top level of ``broker-agents``; ``app`` holds them as a group
+too. The request (inline JSON or ``@file``) is sent as JSON to ``<prefix>.coord.<protocol>``;
+``--json`` prints the reply as one JSON line instead of tables. An error reply exits
+``ExitCode.FAILURE``, request JSON that does not parse ``ExitCode.USAGE``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+
+from broker_agents import codec
+from broker_agents.core.errors import BrokerError
+from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
+from node.cli import common
+from node.cli.common import (
+    DEFAULT_PREFIX,
+    DEFAULT_URL,
+    ExitCode,
+    JsonOpt,
+    NatsOpt,
+    PrefixOpt,
+    TimeoutOpt,
+)
+
+app = typer.Typer(no_args_is_help=True, help="Coordination: JSON Schemas and requests.")
+
+
+def schema_command(
+    protocol: Annotated[str | None, typer.Argument(help="one protocol (default: all)")] = None,
+) -> None:
+    """Print the JSON Schema of coordination requests and responses."""
+    from broker_agents.coord.schema import PROTOCOLS, schemas
+
+    every = schemas()
+    if protocol is not None and protocol not in every:
+        common.err_console.print(f"[red]unknown protocol[/red] {protocol!r}; known: "
+                          f"{', '.join(PROTOCOLS)}")
+        raise typer.Exit(ExitCode.USAGE)
+    sys.stdout.write(json.dumps(every[protocol] if protocol else every, indent=2) + "\n")
+
+
+def _load(spec: str) -> Any:
+    """Inline JSON, or ``@path`` to a JSON file."""
+    text = Path(spec[1:]).read_text() if spec.startswith("@") else spec
+    return json.loads(text)
+
+
+async def _send(url: str, prefix: str, protocol: str, body: Any, timeout: float) -> Any:
+    nc = await common.connect(url)
+    try:
+        reply = await nats_request(nc, Subjects(prefix).coord(protocol),
+                                   codec.encode(body, as_json=True), timeout=timeout)
+        return codec.decode(reply.data, reply.headers)
+    finally:
+        await nc.close()
+
+
+def request_command(
+    protocol: Annotated[str, typer.Argument(help="vote, hierarchical, pbft, barrier, lock, "
+                                                 "leader, ensemble or auto")],
+    request_json: Annotated[str, typer.Argument(metavar="REQUEST",
+                                                help="request JSON, or @file.json")],
+    nats_url: NatsOpt = DEFAULT_URL,
+    as_json: JsonOpt = False,
+    timeout: TimeoutOpt = 30.0,
+    prefix: PrefixOpt = DEFAULT_PREFIX,
+) -> None:
+    """Send one coordination request and print the result (table, or JSON)."""
+    from broker_agents.coord.render import renderables
+
+    try:
+        body = _load(request_json)
+    except (OSError, ValueError) as exc:
+        common.err_console.print(f"[red]bad request JSON[/red] {exc}")
+        raise typer.Exit(ExitCode.USAGE) from None
+    reply = common.run(_send(nats_url, prefix, protocol, body, timeout), as_json)
+    err = BrokerError.from_payload(reply)
+    if err is not None:
+        common.fail(err, as_json)
+    common.show(reply, as_json, lambda: Group(*renderables(reply, f"{protocol} result")))
+
+
+app.command("schema")(schema_command)
+app.command("request")(request_command)

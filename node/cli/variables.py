@@ -1,0 +1,210 @@
+"""``broker-agents var ls|get|set|watch|history|define|freeze|unfreeze``: cluster-wide variables.
+
+    broker-agents var define space.json              # a VariableSpace as JSON
+    broker-agents var ls                             # spaces, versions, values
+    broker-agents var get llm temperature
+    broker-agents var set llm temperature=0.9 batch=16 [--expect-version 12]
+    broker-agents var freeze llm temperature         # stops the engine and everyone
+    broker-agents var watch [llm] [--count 10]       # change events as they commit
+    broker-agents var history llm temperature
+
+Writes are proposals to the consensus group; reads are linearizable reads through it
+(``--group``, default ``variables``). ``--json`` prints machine-readable output. Values on
+the command line are JSON when they parse as JSON, else strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from broker_agents.codec import decode
+from broker_agents.subjects import Subjects
+from broker_agents.variables.client import Variables
+from broker_agents.variables.models import VariableChange
+from node.cli import common
+from node.cli.common import DEFAULT_PREFIX, DEFAULT_URL, JsonOpt, NatsOpt, PrefixOpt
+
+app = typer.Typer(no_args_is_help=True, help="Cluster-wide variables: ls, get, set, watch, "
+                  "history, define, freeze.")
+
+GroupOpt = Annotated[str, typer.Option("--group", help="consensus group holding variables")]
+DEFAULT_GROUP = "variables"
+T = TypeVar("T")
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"expected name=value, got {item!r}")
+        values[name] = common.json_or_text(raw)
+    return values
+
+
+def _call(url: str, prefix: str, group: str, as_json: bool,
+          use: Callable[[Variables], Awaitable[T]]) -> T:
+    """Connect, ``use`` a ``Variables`` client, close; errors exit (``common.run``)."""
+
+    async def call() -> T:
+        nc = await common.connect(url)
+        try:
+            return await use(Variables(nc, group, Subjects(prefix)))
+        finally:
+            await nc.close()
+
+    return common.run(call(), as_json)
+
+
+def _show_result(result: Any, as_json: bool) -> None:
+    data = result.model_dump(mode="json")
+    changed = ", ".join(f"{k}={v!r}" for k, v in data["changed"].items()) or "nothing"
+    frozen = f"; frozen {', '.join(data['frozen'])}" if data["frozen"] else ""
+    common.show(data, as_json, lambda: f"{data['space']} version {data['space_version']}: "
+                                       f"changed {changed}{frozen}")
+
+
+@app.command("ls")
+def ls(space: Annotated[str | None, typer.Argument(help="only this space")] = None,
+       nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+       group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
+    """List spaces with their versions and current values."""
+    state = _call(nats_url, prefix, group, as_json, lambda v: v.state())
+    rows = [s for n, s in sorted(state.items()) if space is None or n == space]
+
+    def render() -> Table:
+        table = Table(title=f"variables ({group})")
+        for column in ("space", "version", "variable", "value", "frozen"):
+            table.add_column(column)
+        for r in rows:
+            for name, value in r.values.items():
+                table.add_row(r.space, str(r.version), name, repr(value),
+                              "yes" if name in r.frozen else "")
+        return table
+
+    common.show([r.model_dump(mode="json") for r in rows], as_json, render)
+
+
+@app.command("get")
+def get(space: str, variable: str, nats_url: NatsOpt = DEFAULT_URL,
+        prefix: PrefixOpt = DEFAULT_PREFIX, group: GroupOpt = DEFAULT_GROUP,
+        as_json: JsonOpt = False) -> None:
+    """Show one variable (a linearizable read)."""
+    view = _call(nats_url, prefix, group, as_json, lambda v: v.get(space, variable))
+    frozen = " (frozen)" if view.frozen else ""
+    common.show(view.model_dump(mode="json"), as_json,
+                lambda: f"{space}.{variable} = {view.value!r} at version {view.version}{frozen}")
+
+
+@app.command("set")
+def set_(space: str, assignments: Annotated[list[str], typer.Argument(help="name=value ...")],
+         expect_version: Annotated[int | None, typer.Option(
+             "--expect-version", help="commit only if the space is at this version")] = None,
+         reason: Annotated[str, typer.Option("--reason")] = "",
+         actor: Annotated[str, typer.Option("--actor")] = "cli",
+         nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+         group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
+    """Commit new values (validated as a whole configuration)."""
+    values = parse_assignments(assignments)
+    _show_result(_call(nats_url, prefix, group, as_json, lambda v: v.set(
+        space, values, expected_version=expect_version, actor=actor, reason=reason)), as_json)
+
+
+@app.command("define")
+def define(path: Annotated[Path, typer.Argument(help="a JSON file holding a VariableSpace")],
+           nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+           group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
+    """Define (or redefine) a space."""
+    spec = json.loads(path.read_text())
+    _show_result(_call(nats_url, prefix, group, as_json,
+                       lambda v: v.define_space(spec, actor="cli")), as_json)
+
+
+def _freezing(frozen: bool) -> Callable[..., None]:
+    """The ``freeze`` (``frozen=True``) or ``unfreeze`` command: the same but for the call."""
+
+    def command(space: str, variable: str, nats_url: NatsOpt = DEFAULT_URL,
+                prefix: PrefixOpt = DEFAULT_PREFIX, group: GroupOpt = DEFAULT_GROUP,
+                as_json: JsonOpt = False) -> None:
+        def change(v: Variables) -> Awaitable[Any]:
+            call = v.freeze if frozen else v.unfreeze
+            return call(space, variable, actor="cli")
+
+        _show_result(_call(nats_url, prefix, group, as_json, change), as_json)
+
+    command.__doc__ = ("Freeze a variable: nothing (operator or engine) changes it until "
+                       "unfrozen." if frozen else "Let a frozen variable change again.")
+    return command
+
+
+app.command("freeze")(_freezing(True))
+app.command("unfreeze")(_freezing(False))
+
+
+@app.command("history")
+def history(space: str, variable: str, nats_url: NatsOpt = DEFAULT_URL,
+            prefix: PrefixOpt = DEFAULT_PREFIX, group: GroupOpt = DEFAULT_GROUP,
+            as_json: JsonOpt = False) -> None:
+    """The last committed values of a variable (bounded), oldest first."""
+    entries = _call(nats_url, prefix, group, as_json, lambda v: v.history(space, variable))
+
+    def render() -> Table:
+        table = Table(title=f"{space}.{variable} history ({len(entries)})")
+        for column in ("version", "value", "actor", "reason"):
+            table.add_column(column)
+        for e in entries:
+            table.add_row(str(e.version), repr(e.value), e.actor or "", e.reason)
+        return table
+
+    common.show([e.model_dump(mode="json") for e in entries], as_json, render)
+
+
+async def _watch(url: str, prefix: str, space: str | None, count: int | None,
+                 as_json: bool) -> None:
+    nc = await common.connect(url, reconnect=True)
+    seen: dict[str, int] = {}
+    done = asyncio.Event()
+    shown = 0
+
+    async def on_change(msg: Any) -> None:
+        nonlocal shown
+        try:
+            change = VariableChange.model_validate(decode(msg.data, msg.headers))
+        except Exception:
+            return
+        if seen.get(change.space, -1) >= change.version:
+            return  # several members publish each change
+        seen[change.space] = change.version
+        moved = ", ".join(f"{k}={v!r}" for k, v in change.changed.items()) or change.op
+        common.show(change.model_dump(mode="json"), as_json,
+                    lambda: f"{change.space} v{change.version} [{change.actor or '-'}] {moved}")
+        shown += 1
+        if count is not None and shown >= count:
+            done.set()
+
+    try:
+        await nc.subscribe(Subjects(prefix).variable_changes(space or "*"), cb=on_change)
+        await nc.flush()
+        if as_json:
+            common.print_json({"watching": space or "*"})
+        await done.wait()
+    finally:
+        await nc.close()
+
+
+@app.command("watch")
+def watch(space: Annotated[str | None, typer.Argument(help="only this space")] = None,
+          count: Annotated[int | None, typer.Option("--count", help="stop after N")] = None,
+          nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+          as_json: JsonOpt = False) -> None:
+    """Print committed changes as they happen (Ctrl-C to stop)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        common.run(_watch(nats_url, prefix, space, count, as_json), as_json)
