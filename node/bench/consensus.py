@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from broker_agents.codec import encode
-from broker_agents.core.kvsm import KVStateMachine
+from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.raft.client import RaftClient
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
