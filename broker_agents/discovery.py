@@ -128,10 +128,10 @@ class Discovery:
 
     def __init__(self, nc: NATS, namespace: Namespace, registry: CapabilityFinder | None = None,
                  window: float = 0.15) -> None:
-        self.nc = nc
-        self.namespace = namespace
-        self.registry = registry
-        self.window = window
+        self._nc = nc
+        self._namespace = namespace
+        self._registry = registry
+        self._window = window
         self.known: dict[str, ParticipantInfo] = {}
         """Participant id -> what discovery (or a later info request) said about it."""
 
@@ -144,16 +144,16 @@ class Discovery:
         capability = selection.capability
         assert capability is not None
         check_ids([capability], "capability")
-        found = await self.find(capability)
+        found = await self._find(capability)
         if required and not found:
             raise BrokerError(ErrorCode.NO_AGENTS, f"no agent with capability {capability!r}",
                               {"capability": capability})
         return found
 
-    async def find(self, capability: str) -> list[str]:
+    async def _find(self, capability: str) -> list[str]:
         """Every healthy agent with ``capability``: the registry's, else who answers a call."""
-        infos = [] if self.registry is None else await _registry_members(self.registry,
-                                                                          capability)
+        infos = [] if self._registry is None else await _registry_members(self._registry,
+                                                                            capability)
         if not infos:
             infos = await self._broadcast(capability)
         for info in infos:
@@ -161,7 +161,7 @@ class Discovery:
         return sorted({i.agent_id for i in infos})
 
     async def _broadcast(self, capability: str) -> list[ParticipantInfo]:
-        inbox = self.nc.new_inbox()
+        inbox = self._nc.new_inbox()
         found: dict[str, ParticipantInfo] = {}
 
         async def on_answer(msg: Msg) -> None:
@@ -172,11 +172,11 @@ class Discovery:
             if info is not None:
                 found[info.agent_id] = info
 
-        sub = await self.nc.subscribe(inbox, cb=on_answer)
+        sub = await self._nc.subscribe(inbox, cb=on_answer)
         try:
-            await self.nc.publish(broadcast_subject(self.namespace, capability),
-                                  codec.encode({"capability": capability}), reply=inbox)
-            await asyncio.sleep(self.window)  # sleep-ok: a broadcast has no end marker
+            await self._nc.publish(broadcast_subject(self._namespace, capability),
+                                   codec.encode({"capability": capability}), reply=inbox)
+            await asyncio.sleep(self._window)  # sleep-ok: a broadcast has no end marker
         finally:
             await sub.unsubscribe()
         return list(found.values())
