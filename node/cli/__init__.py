@@ -40,7 +40,7 @@ def _setup(ctx: typer.Context) -> None:
 @app.command("chaos", add_help_option=False,
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def chaos(ctx: typer.Context) -> None:
-    """Fault-injection scenarios with history checking (``chaos --help``)."""
+    """Fault-injection scenarios with history checking."""
     from chaos.cli import app as chaos_app
 
     chaos_app(args=ctx.args, prog_name=f"{ctx.find_root().info_name} chaos")
