@@ -7,7 +7,9 @@ replied). Nothing is dropped: the caller turns every outcome into a reported ans
 
 Scatter-gather uses one long-lived wildcard reply subscription per connection and one
 timer per batch (not a request, future and timer per participant): replies land on
-``<inbox>.<batch>-<index>`` and complete the batch when the last one arrives.
+``<inbox>.<batch>-<index>`` and complete the batch when the last one arrives. ``ask``
+waits for the whole batch; ``Gatherer.call`` hands out the answers as they arrive (the
+auction's call for bids persists early answers while late ones are on the way).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import nats.errors
@@ -62,14 +64,49 @@ def _outcome_of(msg: Msg) -> Outcome:
     return payload
 
 
-class _Batch:
-    __slots__ = ("done", "ids", "left", "results")
+class Call:
+    """One scatter in flight: the answers land here in arrival order.
 
-    def __init__(self, ids: Sequence[str], done: asyncio.Future[None]) -> None:
+    Wait for everyone (``wait``), or take what arrived so far (``take``) and go on waiting:
+    a caller can act on early answers (persist them) while late ones are still on the way.
+    An absent agent (no responders) is an answer too, an ``unavailable`` error.
+    """
+
+    __slots__ = ("_everyone", "_taken", "answers", "ids", "results")
+
+    def __init__(self, ids: Sequence[str], everyone: asyncio.Future[None]) -> None:
         self.ids = ids
         self.results: dict[int, Outcome] = {}
-        self.left = len(ids)
-        self.done = done
+        self.answers: list[tuple[str, Outcome]] = []
+        self._taken = 0
+        self._everyone = everyone
+        if not ids:
+            everyone.set_result(None)
+
+    @property
+    def everyone_answered(self) -> bool:
+        return len(self.results) == len(self.ids)
+
+    def arrive(self, index: int, outcome: Outcome) -> None:
+        """Record one answer (a repeated or unknown index is ignored)."""
+        if index in self.results or index >= len(self.ids):
+            return
+        self.results[index] = outcome
+        self.answers.append((self.ids[index], outcome))
+        if self.everyone_answered and not self._everyone.done():
+            self._everyone.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until everyone answered or ``timeout`` seconds passed; whether all did."""
+        if not self._everyone.done():
+            await asyncio.wait({self._everyone}, timeout=max(0.0, timeout))
+        return self.everyone_answered
+
+    def take(self) -> list[tuple[str, Outcome]]:
+        """The answers that arrived since the last ``take``, in arrival order."""
+        new = self.answers[self._taken:]
+        self._taken = len(self.answers)
+        return new
 
 
 class Gatherer:
@@ -78,7 +115,7 @@ class Gatherer:
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
         self.prefix = ""
-        self.batches: dict[str, _Batch] = {}
+        self.batches: dict[str, Call] = {}
         self.seq = itertools.count(1)
         self._sub: Any = None
 
@@ -90,34 +127,35 @@ class Gatherer:
     async def _on_reply(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[-1]
         batch_id, _, index = token.partition("-")
-        batch = self.batches.get(batch_id)
-        if batch is None or not index.isdigit():
+        call = self.batches.get(batch_id)
+        if call is None or not index.isdigit():
             return
-        i = int(index)
-        if i in batch.results or i >= len(batch.ids):
-            return
-        batch.results[i] = _outcome_of(msg)
-        batch.left -= 1
-        if batch.left == 0 and not batch.done.done():
-            batch.done.set_result(None)
+        call.arrive(int(index), _outcome_of(msg))
 
-    async def ask(self, subjects: Subjects, agent_ids: Sequence[str], data: bytes,
-                  timeout: float) -> dict[str, Outcome]:
+    @contextlib.asynccontextmanager
+    async def call(self, subjects: Subjects, agent_ids: Sequence[str],
+                   data: bytes) -> AsyncIterator[Call]:
+        """Send ``data`` to every agent's inbox; answers land in the yielded ``Call`` until
+        the block ends (later ones are dropped)."""
         batch_id = f"{next(self.seq):x}"
-        batch = _Batch(agent_ids, asyncio.get_running_loop().create_future())
-        if not agent_ids:
-            return {}
-        self.batches[batch_id] = batch
+        call = Call(agent_ids, asyncio.get_running_loop().create_future())
+        self.batches[batch_id] = call
         try:
             for i, agent_id in enumerate(agent_ids):
                 await self.nc.publish(subjects.agent(agent_id), data,
                                       reply=f"{self.prefix}.{batch_id}-{i}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(batch.done, timeout)
+            yield call
         finally:
             self.batches.pop(batch_id, None)
+
+    async def ask(self, subjects: Subjects, agent_ids: Sequence[str], data: bytes,
+                  timeout: float) -> dict[str, Outcome]:
+        if not agent_ids:
+            return {}
+        async with self.call(subjects, agent_ids, data) as call:
+            await call.wait(timeout)
         late = BrokerError(ErrorCode.TIMEOUT, f"no answer within {timeout:g}s")
-        return {a: batch.results.get(i, late) for i, a in enumerate(agent_ids)}
+        return {a: call.results.get(i, late) for i, a in enumerate(agent_ids)}
 
 
 _gatherers: weakref.WeakKeyDictionary[NATS, tuple[Gatherer, asyncio.Task[None]]] = (

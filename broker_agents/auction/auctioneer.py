@@ -27,9 +27,8 @@ from pydantic import ValidationError
 from broker_agents import codec
 from broker_agents.agent import Agent
 from broker_agents.auction import metrics, settle
-from broker_agents.auction.driver import AuctionDriver, LeaseLost
+from broker_agents.auction.driver import TAKEN_OVER, AuctionDriver, LeaseLost
 from broker_agents.auction.host import AuctionHost
-from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.ledger import Ledger
 from broker_agents.auction.messages import (
     AuctionRequest,
@@ -45,6 +44,7 @@ from broker_agents.core import reputation
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
 from broker_agents.discovery import Discovery, registry_finder
 from broker_agents.kv import is_cas_conflict, open_bucket
+from broker_agents.kvfeed import KvMirror
 from broker_agents.reputation import ReputationBook
 
 _ids = itertools.count(1)
@@ -68,9 +68,9 @@ class AuctioneerAgent(Agent):
         auctions = await open_bucket(js, sub.bucket("auctions"))
         accounts = await open_bucket(js, sub.bucket("accounts"))
         rep = await open_bucket(js, sub.bucket("reputation"))
-        self.mirrors = [KvMirror(js, accounts, sub.bucket("accounts")),
-                        KvMirror(js, rep, sub.bucket("reputation")),
-                        KvMirror(js, auctions, sub.bucket("auctions"))]
+        self.mirrors = [KvMirror(accounts, sub.bucket("accounts")),
+                        KvMirror(rep, sub.bucket("reputation")),
+                        KvMirror(auctions, sub.bucket("auctions"))]
         for mirror in self.mirrors:
             await mirror.start()
         self.host = AuctionHost(
@@ -163,7 +163,7 @@ class AuctioneerAgent(Agent):
             except LeaseLost:
                 return BrokerError(ErrorCode.CONFLICT, f"auction {aid} was taken over; its "
                                    f"result is published on {sub.auction(aid, 'result')}",
-                                   {"auction_id": aid}).to_payload()
+                                   {"auction_id": aid, TAKEN_OVER: True}).to_payload()
             except Exception as exc:
                 self.ctx.log.error("auction driver failed", auction_id=aid, error=repr(exc),
                                    exc_info=exc)
@@ -191,16 +191,10 @@ class AuctioneerAgent(Agent):
         """End a failed auction cleanly (no award, holds released) unless already acked."""
         try:
             if driver.record.stage is Stage.OPEN:
-                async with driver._lock:
-                    step = core.abort(driver.record.state, driver.clock(), why)
-                    await driver.write(driver.record.model_copy(
-                        update={"state": step.state, "stage": Stage.CLOSED}))
-            if driver.record.stage in (Stage.CLOSED, Stage.RESERVED):
-                await settle.fail(driver, why)
-                return True
+                await driver.apply(core.Abort(driver.clock(), why))
+            return await settle.fail(driver, why) or driver.record.terminal
         except LeaseLost:
             return False
-        return driver.record.terminal
 
     # -- reputation reports ------------------------------------------------------------
 
@@ -248,7 +242,7 @@ class AuctioneerAgent(Agent):
                 raise BrokerError(ErrorCode.NOT_FOUND, f"no auction {aid}", {"auction_id": aid})
             if not record.terminal:
                 return  # its owner's own subscription answers
-            _, effects = core.submit(record.state, bid, wall_ms())
+            _, effects = core.step(record.state, core.BidReceived(bid, wall_ms()))
             reply = next(e.to_error_payload() for e in effects
                          if isinstance(e, core.BidRejected))
         except BrokerError as exc:

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.auction.auctioneer import new_auction_id
+from broker_agents.auction.driver import TAKEN_OVER
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.subjects import Subjects
 
@@ -55,7 +56,7 @@ async def run_auction(nc: NATS, request: dict[str, Any], *, timeout: float = 30.
         payload = codec.decode(reply.data, reply.headers)
         err = BrokerError.from_payload(payload)
         if err is not None:
-            if err.code == ErrorCode.CONFLICT and "taken over" in err.message:
+            if err.details.get(TAKEN_OVER):  # a successor finishes it and publishes the result
                 return await _published(published, timeout)
             raise err
         assert isinstance(payload, dict)

@@ -1,18 +1,22 @@
-"""Runs one auction: the pure core plus timers, scatter-gather, KV CAS and a lease.
+"""Runs one auction: the pure core plus timers, the call for bids, KV CAS and a lease.
 
-Every transition is computed by the core from the stored state, written with CAS on the
-record's revision (stamping our heartbeat), and only then are its effects carried out. A
-failed CAS means another auctioneer took the lease: we stop without further effects.
+The core decides; this module does the IO. Every transition is computed by
+``core.step`` from the stored state, written with CAS on the record's revision (stamping
+our heartbeat), and only then are its effects carried out. A failed CAS means another
+auctioneer took the lease: we stop without further effects (``LeaseLost``).
 
-Bids arrive two ways, both judged by the same core: as answers to the ``Announce`` we send
-to every participant (scatter-gather; answers are judged in arrival order and persisted as
-one batch), or pushed by anyone to ``<p>.auction.<id>.bid`` (judged and persisted one at a
-time, answered with the accept/reject record).
+Each round, ``core.plan`` says who gets the call for bids, with what, until when. The call
+goes out once to every target through the shared gatherer (``broker_agents.gather``);
+answers are handed to the core as ``CallAnswered`` in arrival order: all at once when
+everyone answered quickly, or in batches at the lease-renewal period while some are still
+thinking, so an auctioneer that takes over keeps both the bids and who already answered.
+Bids may also be pushed by anyone to ``<p>.auction.<id>.bid`` (``BidReceived``; judged and
+persisted one at a time, answered with the accept/reject record).
 
-Time is milliseconds since the epoch. When every participant has answered, the driver
-does not wait out the round: it ends the round at its logical end tick (sealed auctions
-close with reason ``all_answered``), so the logical clock may run ahead of the wall
-clock; ``clock()`` never goes back behind the stored round start.
+Time is milliseconds since the epoch. When every target has answered, the core does not
+wait out the round: it ends the round at its end tick (sealed auctions close with reason
+``all_answered``), so the logical clock may run ahead of the wall clock; ``clock()``
+never goes back behind the stored round start.
 """
 
 from __future__ import annotations
@@ -24,15 +28,14 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from broker_agents import codec
+from broker_agents import codec, gather
 from broker_agents.auction import metrics
 from broker_agents.auction.host import AuctionHost
-from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.messages import Announce, BidAnswer, BidNotice
 from broker_agents.auction.records import AuctionRecord, RecordEncoder, Stage
 from broker_agents.clock import wall_ms
 from broker_agents.core import auction as core
-from broker_agents.core.auction import dutch, english
+from broker_agents.core.auction import settlement
 from broker_agents.core.auction.types import (
     Admission,
     AuctionClosed,
@@ -41,20 +44,27 @@ from broker_agents.core.auction.types import (
     BidAccepted,
     BidRejected,
     Effect,
-    Mechanism,
     Phase,
     PriceAnnounced,
-    RejectReason,
 )
-from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
 from broker_agents.kv import is_cas_conflict
+from broker_agents.kvfeed import KvMirror
 from broker_agents.messages import envelope
 
-ROUNDED = (Mechanism.ENGLISH, Mechanism.DUTCH)
+TAKEN_OVER = "taken_over"
+"""Details key set (True) on errors that mean "another auctioneer drives this auction now":
+its result is published on the auction's result subject."""
 
 
-class LeaseLost(Exception):
+class LeaseLost(CodedError):
     """Our CAS failed: another auctioneer owns this auction now."""
+
+    CODE = ErrorCode.CONFLICT
+
+    def __init__(self, auction_id: str) -> None:
+        super().__init__(f"auction {auction_id} moved to another auctioneer",
+                         {"auction_id": auction_id, TAKEN_OVER: True})
 
 
 class AuctionDriver:
@@ -65,21 +75,20 @@ class AuctionDriver:
         self.aid = record.auction_id
         self.log = host.log.bind(auction_id=self.aid) if host.log else None
         self._lock = asyncio.Lock()
-        self._answered: set[str] = set()
         self._startup_effects: list[Effect] = []
         self.lost = False
         self.encoder = RecordEncoder()
-        self.bids_ms: float | None = None  # time spent in calls for bids (``gather``)
+        self.bids_ms: float | None = None  # time spent in calls for bids
+        self.flush_s = host.lease_ms / 3000  # early answers are persisted at this period
 
     # -- creation and persistence ------------------------------------------------------
 
     @classmethod
     def new_record(cls, host: AuctionHost, request: Any, config: Any,
                    participants: list[str], now: int) -> tuple[AuctionRecord, list[Effect]]:
-        state, effects = core.start(config, now)
-        record = AuctionRecord(
-            auction_id=config.auction_id, request=request, participants=tuple(participants),
-            state=state, owner=host.owner, heartbeat_ms=now, started_ms=now)
+        state, effects = core.start(config, now, participants)
+        record = AuctionRecord(auction_id=config.auction_id, request=request, state=state,
+                               owner=host.owner, heartbeat_ms=now, started_ms=now)
         return record, effects
 
     @classmethod
@@ -121,9 +130,8 @@ class AuctionDriver:
 
     async def heartbeat(self) -> None:
         """Renew the lease until cancelled or lost."""
-        period = self.host.lease_ms / 3000
         while not self.lost and not self.record.terminal:
-            await asyncio.sleep(period)  # sleep-ok: lease renewal period
+            await asyncio.sleep(self.flush_s)  # sleep-ok: lease renewal period
             with contextlib.suppress(LeaseLost):
                 async with self._lock:
                     if not self.record.terminal:
@@ -139,75 +147,93 @@ class AuctionDriver:
         """Drive the auction until the core says it is closed."""
         await self.perform(self._startup_effects)
         while self.record.state.phase is Phase.OPEN:
-            state = self.record.state
-            await self.advance(self.clock(state))
+            await self.apply(core.Tick(self.clock()))
             state = self.record.state
             if state.phase is not Phase.OPEN:
                 break
-            round_no, targets, announce, end = self._plan(state)
-            all_answered = True
-            if targets:
-                timeout = max(0.001, (end - self.clock(state)) / 1000)
-                # Catch the admission mirrors up while the bidders think (not after): admission
-                # then sees every write acknowledged before the call went out; the escrow's
-                # CAS on the account decides in the end anyway.
-                syncing = asyncio.ensure_future(self.sync_mirrors())
-                try:
-                    bids, all_answered = await self.gather(targets, announce, timeout)
-                    direct = await syncing
-                finally:  # if gather failed, its error wins; the sync is not left behind
-                    syncing.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await syncing
-                # A sealed auction everyone answered closes in the same write as the bids.
-                close = all_answered and state.config.mechanism not in ROUNDED
-                if bids or close:
-                    await self.submit_batch(bids, close=close, direct=direct)
+            call = core.plan(state)
+            await self.call_for_bids(call)
             state = self.record.state
-            if state.phase is not Phase.OPEN or state.round != round_no:
-                continue
-            if all_answered:
-                await self.end_round_early(state, end)
-            else:
-                wait = (end - wall_ms()) / 1000
-                if wait > 0:
+            if state.phase is Phase.OPEN and state.round == call.round:
+                wait = (call.end - wall_ms()) / 1000
+                if wait > 0:  # some stayed silent: the round runs to its end
                     await asyncio.sleep(wait)  # sleep-ok: silent bidders; wait out the round
 
-    def _plan(self, state: AuctionState) -> tuple[int, list[str], Announce, int]:
-        cfg = state.config
-        if cfg.mechanism in ROUNDED:
-            end = state.round_started + cfg.round_ticks
-            if cfg.mechanism is Mechanism.ENGLISH:
-                standing = state.standing.bidder if state.standing else None
-                price = cfg.opening_price if state.standing is None else state.standing.amount
-                announce = Announce(config=cfg, round=state.round, price=price,
-                                    min_bid=english.min_bid(state), standing_bidder=standing,
-                                    deadline_ms=end)
-                targets = [p for p in self.record.participants if p != standing]
-            else:
-                price = dutch.clock_price(state)
-                announce = Announce(config=cfg, round=state.round, price=price,
-                                    min_bid=price, deadline_ms=end)
-                targets = list(self.record.participants)
-            return state.round, targets, announce, end
-        end = state.opened_at + cfg.duration_ticks
-        have = {b.bidder for b in state.bids} | self._answered
-        targets = [p for p in self.record.participants if p not in have]
-        return state.round, targets, Announce(config=cfg, deadline_ms=end), end
-
-    async def end_round_early(self, state: AuctionState, end: int) -> None:
-        """Everyone answered: close a sealed auction, or end the round at its end tick."""
-        if state.config.mechanism in ROUNDED:
-            await self.advance(max(end, self.clock(state)))
+    async def call_for_bids(self, call: core.RoundPlan) -> None:
+        """Send the round's call to its targets and hand the answers to the core: at the
+        flush period while some are missing, and when everyone answered or time is up."""
+        if not call.targets:  # nobody left to ask: everyone has answered
+            await self.answered(call, [], None)
             return
+        cfg = self.record.state.config
+        announce = Announce(config=cfg, round=call.round, price=call.price,
+                            min_bid=call.min_bid, standing_bidder=call.standing_bidder,
+                            deadline_ms=call.end)
+        data = codec.encode(envelope(announce))
+        gatherer = await gather.gatherer(self.host.nc)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.001, (call.end - self.clock()) / 1000)
+        # Catch the admission mirrors up while the bidders think (not after): admission
+        # then sees every write acknowledged before the call went out; the escrow's CAS on
+        # the account decides in the end anyway.
+        syncing = asyncio.ensure_future(self.sync_mirrors())
+        direct: tuple[bool, bool] | None = None
+        started = time.perf_counter()
+        took: float | None = None
+        try:
+            async with gatherer.call(self.host.subjects, call.targets, data) as pending:
+                while took is None:
+                    await pending.wait(min(deadline - loop.time(), self.flush_s))
+                    arrived = pending.take()
+                    if pending.everyone_answered or loop.time() >= deadline:
+                        took = (time.perf_counter() - started) * 1000
+                    if arrived:
+                        if direct is None:
+                            direct = await syncing
+                        await self.answered(call, arrived, direct)
+        finally:  # if the call failed, its error wins; the sync is not left behind
+            self.bids_ms = (self.bids_ms or 0.0) + (
+                took if took is not None else (time.perf_counter() - started) * 1000)
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await syncing
+
+    async def answered(self, call: core.RoundPlan, arrived: list[tuple[str, gather.Outcome]],
+                       direct: tuple[bool, bool] | None) -> None:
+        """Judge the bids of these answers in arrival order, with who answered, in one write."""
+        answered, bids = self._read_answers(arrived)
+        admission = await self.admissions({b.bidder for b in bids}, direct) if bids else {}
         async with self._lock:
-            step = core.close(self.record.state, self.clock(), reason="all_answered")
-            await self._store(step.state)
+            event = core.CallAnswered(call, answered, bids, self.clock(), admission)
+            step = core.step(self.record.state, event)
+            if step.state is not self.record.state:
+                await self._store(step.state)
         await self.perform(step.effects)
 
-    async def advance(self, now: int) -> None:
+    def _read_answers(self, arrived: list[tuple[str, gather.Outcome]]
+                      ) -> tuple[list[str], list[Bid]]:
+        """Who answered, and their bids. Only a target's own bids count: the reply subject
+        names the target, a bid naming anyone else (or another auction) is dropped."""
+        answered: list[str] = []
+        bids: list[Bid] = []
+        for target, outcome in arrived:
+            answered.append(target)
+            answer = gather.parse_answer(outcome, BidAnswer)
+            if isinstance(answer, BrokerError):
+                if answer.code is not ErrorCode.UNAVAILABLE and self.log:  # absent: no noise
+                    self.log.info("unusable bid answer", bidder=target, error=repr(answer))
+                continue
+            for bid in answer.bids:
+                if bid.bidder == target and bid.auction_id == self.aid:
+                    bids.append(bid)
+                else:
+                    metrics.BIDS.labels("spoofed").inc()
+        return answered, bids
+
+    async def apply(self, event: core.AuctionEvent) -> None:
+        """Step the core with ``event``; store and perform what changed."""
         async with self._lock:
-            step = core.tick(self.record.state, now)
+            step = core.step(self.record.state, event)
             if step.state is self.record.state:
                 return
             await self._store(step.state)
@@ -217,68 +243,10 @@ class AuctionDriver:
         """Write a new core state; a closed state also moves the stage on."""
         update: dict[str, Any] = {"state": state}
         if state.phase is not Phase.OPEN and self.record.stage is Stage.OPEN:
-            update["stage"] = Stage.CLOSED
+            update["stage"] = settlement.next_stage(Stage.OPEN, settlement.Happened.CLOSED)
         await self.write(self.record.model_copy(update=update))
 
-    # -- bids ------------------------------------------------------------------------
-
-    async def gather(self, targets: list[str], announce: Announce,
-                     timeout: float) -> tuple[list[Bid], bool]:
-        """Ask every target at once; bids in arrival order, and whether all answered.
-
-        One encoded call, one reply inbox (``<inbox>.<n>`` names the target), one timer:
-        cheaper than a request per bidder. An absent bidder (no responders) counts as an
-        answer without bids.
-        """
-        nc, subjects = self.host.nc, self.host.subjects
-        data = codec.encode(envelope(announce))
-        arrived: list[Bid] = []
-        sealed = announce.config.mechanism not in ROUNDED
-        waiting = dict(enumerate(targets))
-        everyone = asyncio.get_running_loop().create_future()
-        inbox = nc.new_inbox()
-
-        async def on_reply(msg: Msg) -> None:
-            target = waiting.pop(int(msg.subject.rsplit(".", 1)[1]), None)
-            if target is None:
-                return
-            if not waiting and not everyone.done():
-                everyone.set_result(None)
-            if msg.headers and msg.headers.get("Status") == "503":
-                return
-            self._take_answer(target, msg, arrived, sealed)
-
-        sub = await nc.subscribe(f"{inbox}.*", cb=on_reply)
-        started = time.perf_counter()
-        try:
-            for n, target in enumerate(targets):
-                await nc.publish(subjects.agent(target), data, reply=f"{inbox}.{n}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(everyone, timeout)
-        finally:
-            took = (time.perf_counter() - started) * 1000
-            self.bids_ms = (self.bids_ms or 0.0) + took
-            await sub.unsubscribe()
-        return arrived, not waiting
-
-    def _take_answer(self, target: str, msg: Msg, arrived: list[Bid], sealed: bool) -> None:
-        try:
-            payload = codec.decode(msg.data, msg.headers)
-            err = BrokerError.from_payload(payload)
-            if err is not None:
-                raise err
-            answer = BidAnswer.model_validate(payload)
-        except Exception as exc:
-            if self.log:
-                self.log.info("unusable bid answer", bidder=target, error=repr(exc))
-            return
-        if sealed:
-            self._answered.add(target)
-        for bid in answer.bids:
-            if bid.bidder == target and bid.auction_id == self.aid:
-                arrived.append(bid)
-            else:
-                metrics.BIDS.labels("spoofed").inc()
+    # -- admission --------------------------------------------------------------------
 
     async def sync_mirrors(self) -> tuple[bool, bool]:
         """Catch the accounts and reputation mirrors up with their buckets, concurrently.
@@ -322,20 +290,7 @@ class AuctionDriver:
             out[b] = Admission(available=avail, max_per_task=cap, reputation=scores.get(b))
         return out
 
-    async def submit_batch(self, bids: list[Bid], close: bool = False,
-                           direct: tuple[bool, bool] | None = None) -> None:
-        """Judge bids in arrival order and persist them (and the close) in one write."""
-        admission = await self.admissions({b.bidder for b in bids}, direct) if bids else {}
-        async with self._lock:
-            now = self.clock()
-            state, effects = core.submit_many(self.record.state, bids, now, admission)
-            if close:
-                state, more = core.close(state, now, reason="all_answered")
-                effects.extend(more)
-            if state is self.record.state:
-                return
-            await self._store(state)
-        await self.perform(effects)
+    # -- pushed bids ------------------------------------------------------------------
 
     async def on_bid(self, msg: Msg) -> None:
         """A bid pushed to ``<p>.auction.<id>.bid``: judge, persist, answer."""
@@ -343,26 +298,21 @@ class AuctionDriver:
         try:
             bid = core.parse_bid(codec.decode(msg.data, msg.headers, as_json))
             reply = await self._judge_pushed(bid)
-        except LeaseLost:
-            reply = BrokerError(ErrorCode.CONFLICT, "auction moved to another auctioneer",
-                                {"auction_id": self.aid}).to_payload()
-        except BrokerError as exc:
+        except BrokerError as exc:  # LeaseLost included: it says the auction moved
             reply = exc.to_payload()
         if msg.reply:
             await self.host.nc.publish(msg.reply, codec.encode(reply, as_json=as_json))
 
     async def _judge_pushed(self, bid: Bid) -> Any:
-        if bid.bidder not in self.record.participants:
-            metrics.BIDS.labels(str(RejectReason.NOT_ELIGIBLE)).inc()
-            return BidRejected(auction_id=self.aid, msg_id=bid.msg_id, bidder=bid.bidder,
-                               reason=RejectReason.NOT_ELIGIBLE,
-                               message=f"{bid.bidder} is not a participant of this auction"
-                               ).to_error_payload()
-        admission = await self.admissions({bid.bidder})
+        # Strangers are refused by the core; their bids are not worth a read of the buckets.
+        invited = core.invited(self.record.state, bid.bidder)
+        admission = await self.admissions({bid.bidder}) if invited else {}
         async with self._lock:
-            step = core.submit(self.record.state, bid, self.clock(), admission.get(bid.bidder))
+            before = self.record.state
+            event = core.BidReceived(bid, self.clock(), admission.get(bid.bidder))
+            step = core.step(before, event)
             # A closed auction only records the id of a bid it refuses: not worth a write.
-            if self.record.state.phase is Phase.OPEN:
+            if step.state is not before and before.phase is Phase.OPEN:
                 await self._store(step.state)
         await self.perform(step.effects, pushed=bid.msg_id)
         for eff in step.effects:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from broker_agents.core.auction import AuctionConfig, Award, Bid, Mechanism, Outcome, PaymentRule
 from broker_agents.core.errors import ErrorCode, RemoteProtocolError
-from broker_agents.subjects import TOKEN
+from broker_agents.core.tokens import TOKEN
 
 Money = float
 

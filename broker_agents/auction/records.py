@@ -1,36 +1,29 @@
 """The auction record kept in the ``auctions`` bucket, one key per auction.
 
-It holds the core's ``AuctionState`` plus what the driver needs to carry on after a crash:
-the stage of the post-close choreography, the lease (owner + heartbeat), the invited
-participants and which payers were escrowed, acknowledged and settled. Every change is a
+It holds the core's ``AuctionState`` (with the invited participants and who answered the
+current call for bids) plus what the driver needs to carry on after a crash: the stage of
+the post-close choreography (``core.auction.settlement``), the lease (owner + heartbeat)
+and which payers were escrowed, acknowledged and settled. Every change is a
 compare-and-set on the key's revision, so two auctioneers can never both advance it.
+
+Records stored before the participants moved into the core state carry them at the top
+level; reading one moves them in.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from typing import Any
 
 import msgpack
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from broker_agents import codec
 from broker_agents.auction.messages import AuctionRequest
 from broker_agents.core.auction import AuctionState, Outcome
+from broker_agents.core.auction.settlement import TERMINAL, Settlement, Stage, payments
 
-
-class Stage(StrEnum):
-    """open -> closed -> reserved -> acked -> settled; or unsold / failed."""
-
-    OPEN = "open"
-    CLOSED = "closed"
-    RESERVED = "reserved"
-    ACKED = "acked"
-    SETTLED = "settled"
-    UNSOLD = "unsold"
-    FAILED = "failed"
-
-
-TERMINAL = frozenset({Stage.SETTLED, Stage.UNSOLD, Stage.FAILED})
+__all__ = ["TERMINAL", "AuctionRecord", "RecordEncoder", "Stage", "peek_lease",
+           "settlement_of"]
 
 
 class AuctionRecord(BaseModel):
@@ -38,7 +31,6 @@ class AuctionRecord(BaseModel):
 
     auction_id: str
     request: AuctionRequest
-    participants: tuple[str, ...]
     state: AuctionState
     stage: Stage = Stage.OPEN
     owner: str
@@ -51,6 +43,27 @@ class AuctionRecord(BaseModel):
     takeovers: int = 0
     failure: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _participants_into_state(cls, data: Any) -> Any:
+        """A top-level ``participants`` (older records) belongs to the core state."""
+        if not isinstance(data, dict) or "participants" not in data:
+            return data
+        data = dict(data)
+        invited = tuple(data.pop("participants") or ())
+        state = data.get("state")
+        if isinstance(state, AuctionState):
+            if state.participants is None:
+                data["state"] = state.model_copy(update={"participants": invited})
+        elif isinstance(state, dict) and state.get("participants") is None:
+            data["state"] = {**state, "participants": invited}
+        return data
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        """The invited bidders."""
+        return self.state.participants or ()
+
     @property
     def terminal(self) -> bool:
         return self.stage in TERMINAL
@@ -61,14 +74,19 @@ class AuctionRecord(BaseModel):
 
     def payments(self) -> dict[str, float]:
         """Total owed per winner, always from the stored outcome."""
-        owed: dict[str, float] = {}
-        if self.state.outcome is not None:
-            for award in self.state.outcome.awards:
-                owed[award.bidder] = owed.get(award.bidder, 0.0) + award.price
-        return owed
+        return payments(self.state.outcome)
 
     def lease_expired(self, now_ms: int, lease_ms: int) -> bool:
         return not self.terminal and now_ms - self.heartbeat_ms > lease_ms
+
+
+def settlement_of(record: AuctionRecord) -> Settlement:
+    """The post-close part of the record, as the settlement table sees it."""
+    return Settlement(
+        stage=record.stage, owed=tuple(sorted(record.payments().items())),
+        budgets=record.request.budgets, seller=record.request.seller,
+        reserved=record.reserved, acked=record.acked, settled=record.settled,
+        failure=record.failure)
 
 
 _BIG = ("request", "state")

@@ -1,22 +1,15 @@
-"""After the close: escrow, award, acknowledgement, settlement — each step resumable.
+"""After the close: carry out what the settlement table (``core.auction.settlement``) asks.
 
-    closed --reserve every payer, award, all ack--> acked --debit+credit--> settled
-    closed (nothing sold) --> unsold;  reserve refused / award not acknowledged --> failed
-
-Each step reads payers and prices from the stored outcome and is idempotent (holds, debits
-and credits are keyed by the auction id), so a successor that finds the record in any
-stage simply runs the remaining steps: an award is settled at most once, and once the
-acknowledgement is stored it is settled exactly once. ``failed`` releases every hold.
-
-Escrow is not recorded as a stage of its own (one write less per auction): a successor
-that finds ``closed`` reserves again, which is a no-op for a hold already taken, and
-``failed`` releases holds whatever the stage. Without budgets there is nothing to settle,
-so ``closed`` goes to ``settled`` as soon as every winner acknowledged.
+The table decides the stages, what each transition records and releases, and what work
+comes next; this module only performs the effects against the ledger, the winners' inboxes
+and the auction record, and reports what happened. It resumes from any stored stage, so
+an auctioneer that takes an auction over simply runs the remaining steps.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -24,9 +17,20 @@ import nats.errors
 from broker_agents import codec
 from broker_agents.auction import metrics
 from broker_agents.auction.messages import AuctionResult, AwardAck, AwardNotice, allocation_of
-from broker_agents.auction.records import AuctionRecord, Stage
+from broker_agents.auction.records import AuctionRecord, Stage, settlement_of
 from broker_agents.clock import wall_ms
-from broker_agents.core.errors import BrokerError, LocalProtocolError
+from broker_agents.core.auction import settlement
+from broker_agents.core.auction.settlement import (
+    Event,
+    Happened,
+    Pay,
+    RecordStage,
+    ReleaseHold,
+    ReserveHold,
+    SendAward,
+    SettlementEffect,
+)
+from broker_agents.core.errors import BrokerError, ErrorCode, LocalProtocolError
 from broker_agents.messages import envelope
 from broker_agents.transport import request as nats_request
 
@@ -36,51 +40,83 @@ if TYPE_CHECKING:
 
 async def finish(d: AuctionDriver) -> None:
     """Run the remaining post-close steps until the record is terminal."""
-    while not d.record.terminal:
-        stage = d.record.stage
-        if stage is Stage.CLOSED:
-            if await reserve(d):
-                await award(d)
-        elif stage is Stage.RESERVED:
-            await award(d)
-        elif stage is Stage.ACKED:
-            await settle(d)
-        else:
-            raise LocalProtocolError("internal", f"cannot finish an auction in stage {stage}")
+    step = settlement.step(settlement_of(d.record), Event(Happened.RESUME))
+    while True:
+        happened = await perform(d, step.effects)
+        if happened is None:
+            if not step.state.terminal:
+                raise LocalProtocolError(ErrorCode.INTERNAL, "settlement stopped in stage "
+                                         f"{step.state.stage} with no work to do")
+            return
+        step = settlement.step(step.state, happened)
 
 
-async def _done(d: AuctionDriver, stage: Stage, **update: object) -> None:
-    await d.transition(stage=stage, finished_ms=wall_ms(), **update)
-
-
-async def reserve(d: AuctionDriver) -> bool:
-    """Escrow every winner's payment; False when the auction ended here instead."""
-    outcome = d.record.outcome
-    if outcome is None or not outcome.sold:
-        await _done(d, Stage.UNSOLD)
+async def fail(d: AuctionDriver, why: str) -> bool:
+    """Fail the auction (releasing every hold) if its stage still allows it."""
+    state = settlement_of(d.record)
+    if not settlement.allows(state.stage, Happened.FAILED):
         return False
-    owed = d.record.payments()
-    if d.record.request.budgets:
-        for payer in sorted(owed):
-            try:
-                await d.host.ledger.reserve(payer, d.aid, owed[payer])
-            except BrokerError as exc:
-                await fail(d, f"escrow for {payer} refused: {exc.message}")
-                return False
+    await perform(d, settlement.step(state, Event(Happened.FAILED, why)).effects)
     return True
 
 
-async def award(d: AuctionDriver) -> None:
+async def perform(d: AuctionDriver, effects: Sequence[SettlementEffect]) -> Event | None:
+    """Carry the effects out in order; the event the closing work led to, if any."""
+    holds: list[ReserveHold] = []
+    awards: list[SendAward] = []
+    pays: list[Pay] = []
+    for eff in effects:
+        if isinstance(eff, ReleaseHold):
+            await d.host.ledger.release(eff.payer, d.aid)
+        elif isinstance(eff, RecordStage):
+            await _record(d, eff)
+        elif isinstance(eff, ReserveHold):
+            holds.append(eff)
+        elif isinstance(eff, SendAward):
+            awards.append(eff)
+        else:
+            pays.append(eff)
+    if holds:
+        return await _reserve(d, holds)
+    if awards:
+        return await _award(d, awards)
+    if pays:
+        return await _pay(d, pays)
+    return None
+
+
+async def _record(d: AuctionDriver, eff: RecordStage) -> None:
+    if eff.stage is Stage.FAILED and d.log:
+        d.log.warning("auction failed", reason=eff.failure)
+    update: dict[str, object] = {"stage": eff.stage, "reserved": eff.reserved,
+                                 "acked": eff.acked, "settled": eff.settled,
+                                 "failure": eff.failure}
+    if eff.finished:
+        update["finished_ms"] = wall_ms()
+    await d.transition(**update)
+
+
+async def _reserve(d: AuctionDriver, holds: list[ReserveHold]) -> Event:
+    """Escrow every payer's payment, in order; the first refusal ends it."""
+    for hold in holds:
+        try:
+            await d.host.ledger.reserve(hold.payer, d.aid, hold.amount)
+        except BrokerError as exc:
+            return Event(Happened.RESERVE_REFUSED,
+                         f"escrow for {hold.payer} refused: {exc.message}")
+    return Event(Happened.RESERVED)
+
+
+async def _award(d: AuctionDriver, awards: list[SendAward]) -> Event:
     """Tell every winner what it won; all must acknowledge within the award timeout."""
     record = d.record
     outcome = record.outcome
     assert outcome is not None
-    owed = record.payments()
     timeout = record.request.award_timeout_ms / 1000
-    pending = [w for w in sorted(owed) if w not in record.acked]
 
-    async def notify(winner: str) -> str | None:
-        notice = AwardNotice(auction_id=d.aid, total=owed[winner], seller=record.request.seller,
+    async def notify(award: SendAward) -> str | None:
+        winner = award.winner
+        notice = AwardNotice(auction_id=d.aid, total=award.total, seller=record.request.seller,
                              awards=[a for a in outcome.awards if a.bidder == winner])
         try:
             msg = await nats_request(d.host.nc,
@@ -100,46 +136,26 @@ async def award(d: AuctionDriver) -> None:
             return f"{winner} declined the award"
         return None
 
-    problems = [p for p in await asyncio.gather(*(notify(w) for w in pending)) if p]
+    problems = [p for p in await asyncio.gather(*(notify(a) for a in awards)) if p]
     if problems:
-        await fail(d, "; ".join(problems))
-        return
-    if not record.request.budgets:
-        await _done(d, Stage.SETTLED, reserved=tuple(sorted(owed)), acked=tuple(sorted(owed)))
-        return
-    await d.transition(stage=Stage.ACKED, reserved=tuple(sorted(owed)),
-                       acked=tuple(sorted(owed)))
+        return Event(Happened.ACK_MISSING, "; ".join(problems))
+    return Event(Happened.ACKNOWLEDGED)
 
 
-async def settle(d: AuctionDriver) -> None:
-    """Debit each winner and credit the seller, exactly once each (keyed by auction id)."""
-    record = d.record
-    owed = record.payments()
-    seller = record.request.seller
-    if record.request.budgets:
-        for payer in sorted(owed):
-            if payer in record.settled:
-                continue
-            await d.host.ledger.debit(payer, d.aid, owed[payer])
-            await d.host.ledger.credit(seller, d.aid, payer, owed[payer])
-            metrics.SETTLEMENTS.inc()
-    await _done(d, Stage.SETTLED, settled=tuple(sorted(owed)))
-
-
-async def fail(d: AuctionDriver, why: str) -> None:
-    """Release every hold this auction may have taken, then record the failure."""
-    if d.record.request.budgets:
-        for payer in sorted(d.record.payments()):
-            await d.host.ledger.release(payer, d.aid)
-    if d.log:
-        d.log.warning("auction failed", reason=why)
-    await _done(d, Stage.FAILED, failure=why)
+async def _pay(d: AuctionDriver, pays: list[Pay]) -> Event:
+    """Debit each payer and credit the seller, exactly once each (keyed by auction id)."""
+    for pay in pays:
+        await d.host.ledger.debit(pay.payer, d.aid, pay.amount)
+        await d.host.ledger.credit(pay.seller, d.aid, pay.payer, pay.amount)
+        metrics.SETTLEMENTS.inc()
+    return Event(Happened.SETTLED)
 
 
 def result_of(record: AuctionRecord, bids_ms: float | None = None) -> AuctionResult:
     outcome = record.outcome
     if outcome is None:
-        raise LocalProtocolError("internal", f"auction {record.auction_id} has no outcome")
+        raise LocalProtocolError(ErrorCode.INTERNAL,
+                                 f"auction {record.auction_id} has no outcome")
     alloc, prices = allocation_of(outcome)
     finished = record.finished_ms or wall_ms()
     return AuctionResult(

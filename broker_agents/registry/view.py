@@ -21,8 +21,8 @@ from broker_agents.core.registry.index import AgentIndex, Change, Delete, Put
 from broker_agents.core.registry.query import Criterion, parse_criteria
 from broker_agents.core.registry.record import AgentRecord, Health, NodeRecord
 from broker_agents.kv import open_bucket
+from broker_agents.kvfeed import BucketFeed, KvMirror
 from broker_agents.registry import metrics
-from broker_agents.registry.feed import BucketFeed
 from broker_agents.registry.store import decode_agent, decode_node
 from broker_agents.subjects import Subjects
 
@@ -262,16 +262,12 @@ class LocalView:
         await self.wait_for(lambda: self.index.last_revision >= revision, timeout)
 
 
-class NodeView:
-    """Mirror of the nodes bucket: node id -> (heartbeat record, revision)."""
+class NodeView(KvMirror):
+    """Mirror of the nodes bucket: node id -> heartbeat record, with its revision."""
 
     def __init__(self, kv: KeyValue, name: str = "nodes", check_interval: float = 0.5,
                  stall_after: float = 1.0) -> None:
-        self.name = name
-        self.nodes: dict[str, tuple[NodeRecord | None, int]] = {}
-        self._known: dict[str, int] = {}
-        self._last = 0
-        self.feed = BucketFeed(kv, self, name, check_interval, stall_after)
+        super().__init__(kv, name, check_interval, stall_after)
 
     @classmethod
     async def open(cls, nc: Any, subjects: Subjects | None = None, timeout: float = 10.0,
@@ -279,48 +275,23 @@ class NodeView:
         subjects = subjects or Subjects()
         kv = await open_bucket(nc.jetstream(), subjects.bucket("nodes"))
         view = cls(kv, subjects.bucket("nodes"), **kwargs)
-        await view.feed.start(timeout)
+        await view.start(timeout)
         return view
 
-    async def stop(self) -> None:
-        await self.feed.stop()
-
-    def notify_reconnected(self) -> None:
-        self.feed.request_resync("reconnected")
+    @property
+    def nodes(self) -> dict[str, tuple[NodeRecord | None, int]]:
+        """node id -> (record, or None when it cannot be decoded; revision)."""
+        return {key: (_node_or_none(value), rev) for key, (value, rev) in self.values.items()}
 
     def revisions(self) -> dict[str, int]:
-        return {node_id: rev for node_id, (_, rev) in self.nodes.items()}
-
-    @property
-    def applied_revision(self) -> int:
-        return self._last
-
-    def apply_entry(self, key: str, value: bytes | None, revision: int) -> None:
-        if revision <= self._known.get(key, 0):
-            return
-        self._known[key] = revision
-        self._last = max(self._last, revision)
-        if value is None:
-            self.nodes.pop(key, None)
-            return
-        try:
-            self.nodes[key] = (decode_node(value), revision)
-        except BrokerError:
-            self.nodes[key] = (None, revision)
-
-    def reconcile(self, present: dict[str, int], high_water: int) -> None:
-        for key in [k for k, (_, rev) in self.nodes.items()
-                    if k not in present and rev <= high_water]:
-            del self.nodes[key]
-        self._last = max(self._last, high_water)
-
-    def reset(self) -> None:
-        self.nodes.clear()
-        self._known.clear()
-        self._last = 0
-
-    def on_freshness(self, bucket_revision: int, lag: int, staleness: float) -> None:
-        return None
+        return {node_id: rev for node_id, (_, rev) in self.values.items()}
 
     def on_resync(self, reason: str) -> None:
         metrics.VIEW_RESYNCS.labels(self.name, reason).inc()
+
+
+def _node_or_none(value: bytes) -> NodeRecord | None:
+    try:
+        return decode_node(value)
+    except BrokerError:
+        return None

@@ -6,8 +6,9 @@ wins); the checks that guarantee "a rejected bid never changes the outcome" live
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from broker_agents.core.auction.types import (
     Admission,
@@ -24,16 +25,24 @@ from broker_agents.core.auction.types import (
     Phase,
     RejectReason,
 )
+from broker_agents.core.machine import Transition
 
 EPSILON = 1e-9
 """Tolerance for comparing money sums (combinatorial revenues)."""
 
 
-class Step(NamedTuple):
-    """A transition: the state to persist (with CAS) and the effects to perform after."""
+@dataclass(frozen=True, slots=True)
+class Step(Transition[AuctionState, Effect]):
+    """A transition: the state to persist (with CAS) and the effects to perform after.
 
-    state: AuctionState
+    It unpacks like a pair: ``state, effects = step(state, event)``.
+    """
+
     effects: list[Effect]
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.state
+        yield self.effects
 
 
 def fresh_state(config: AuctionConfig, now: int) -> AuctionState:

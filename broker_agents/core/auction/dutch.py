@@ -64,7 +64,7 @@ def tick(state: AuctionState, now: int) -> Step:
             return Step(closed.state, effects + closed.effects)
         state = state.model_copy(update={
             "clock_steps": state.clock_steps + 1, "round": state.round + 1,
-            "round_started": step_at,
+            "round_started": step_at, "answered": (),
         })
         effects.append(_announce(state))
     return Step(state, effects)

@@ -94,6 +94,7 @@ def tick(state: AuctionState, now: int) -> Step:
             return Step(closed.state, effects + closed.effects)
         state = state.model_copy(update={
             "round": state.round + 1, "round_started": round_end, "bid_in_round": False,
+            "answered": (),
         })
         effects.append(_announce(state))
     return Step(state, effects)

@@ -209,6 +209,10 @@ class AuctionState(_Frozen):
 
     ``standing`` is the English standing bid; ``clock_steps`` the Dutch clock position;
     ``seen`` every message id processed (accepted or rejected), so redelivery is a no-op.
+    ``participants`` are the invited bidders (None: anyone may bid); ``answered`` who
+    answered the current round's call for bids, with or without bids (a new round clears
+    it), so an auctioneer that takes the auction over does not call them again. Both
+    default for states stored before they existed.
     """
 
     config: AuctionConfig
@@ -223,6 +227,8 @@ class AuctionState(_Frozen):
     seen: tuple[str, ...] = ()
     next_seq: int = 0
     outcome: Outcome | None = None
+    participants: tuple[str, ...] | None = None
+    answered: tuple[str, ...] = ()
 
 
 # ---- effects: what the driver must do after persisting the new state ----

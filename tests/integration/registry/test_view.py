@@ -12,7 +12,7 @@ import pytest
 from broker_agents.codec import encode
 from broker_agents.core.registry.index import ChangeKind
 from broker_agents.core.registry.record import AgentRecord, Health
-from broker_agents.registry.feed import BucketFeed
+from broker_agents.kvfeed import BucketFeed
 from broker_agents.registry.store import RegistryStore, decode_agent
 from broker_agents.registry.view import LocalView
 from node.embedded import NatsServer

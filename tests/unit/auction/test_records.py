@@ -32,9 +32,9 @@ def test_encoder_writes_the_codec_bytes_through_every_change(
     bids = [core.Bid(auction_id="a-1", msg_id=f"m{i}", bidder=f"b{i}", amount=a)
             for i, a in enumerate(amounts)]
     record = record.model_copy(update={
-        "state": core.submit_many(record.state, bids, 1).state, "heartbeat_ms": 5})
+        "state": core.step(record.state, core.BidsReceived(bids, 1)).state, "heartbeat_ms": 5})
     assert encoder.encode(record) == codec.encode(record)
-    record = record.model_copy(update={"state": core.close(record.state, 2).state})
+    record = record.model_copy(update={"state": core.step(record.state, core.Close(2)).state})
     assert encoder.encode(record) == codec.encode(record)
     for n, stage in enumerate(stages):  # post-close writes reuse the dumped state
         record = record.model_copy(update={"stage": stage, "heartbeat_ms": 10 + n,

@@ -9,13 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker_agents.auction.bidder import BidderAgent, build_strategy
-from broker_agents.auction.kvstore import KvMirror
 from broker_agents.auction.messages import allocation_of, build_config, parse_request
 from broker_agents.auction.records import AuctionRecord, Stage
 from broker_agents.core import auction as core
 from broker_agents.core.auction.strategy import BidderView, decide
 from broker_agents.core.errors import BrokerError
 from broker_agents.discovery import from_registry
+from broker_agents.kvfeed import KvMirror
 
 
 def test_a_valid_request_maps_milliseconds_to_core_ticks() -> None:
@@ -93,13 +93,13 @@ def test_the_lease_expires_only_for_unfinished_records() -> None:
 
 
 async def test_mirror_ignores_stale_and_repeated_entries() -> None:
-    mirror = KvMirror(None, None, "b")  # type: ignore[arg-type]
-    mirror.apply("k", b"v2", 7)
-    mirror.apply("k", b"v1", 5)  # an older revision delivered late
-    mirror.apply("k", b"v2", 7)  # a redelivery
-    assert mirror.get("k") == (b"v2", 7) and mirror.revision == 7
-    mirror.apply("k", None, 9)
-    assert mirror.get("k") is None and mirror.revision == 9
+    mirror = KvMirror(None, "b")  # type: ignore[arg-type]
+    mirror.apply_entry("k", b"v2", 7)
+    mirror.apply_entry("k", b"v1", 5)  # an older revision delivered late
+    mirror.apply_entry("k", b"v2", 7)  # a redelivery
+    assert mirror.get("k") == (b"v2", 7) and mirror.applied_revision == 7
+    mirror.apply_entry("k", None, 9)
+    assert mirror.get("k") is None and mirror.applied_revision == 9
 
 
 def test_bidder_config_builds_flat_additive_bundle_and_capped_strategies() -> None:

@@ -38,8 +38,8 @@ def through_kv(state: A.AuctionState, *, as_json: bool = False) -> A.AuctionStat
 def run_sealed(mechanism: str, amounts: list[float], **kw: Any) -> A.Outcome:
     state, _ = A.start(config(mechanism, **kw), 0)
     for i, amount in enumerate(amounts, start=1):
-        state, effects = A.submit(state, bid(f"bidder{i}", amount), 1)
+        state, effects = A.step(state, A.BidReceived(bid(f"bidder{i}", amount), 1))
         assert accepted(effects), effects
-    state, effects = A.tick(state, 10_000)
+    state, effects = A.step(state, A.Tick(10_000))
     [outcome] = closed(effects)
     return outcome

@@ -37,7 +37,7 @@ def fold(state: A.AuctionState, batch: list[A.Bid], now: int,
          adm: dict[str, A.Admission]) -> A.Step:
     effects: list[A.Effect] = []
     for bid in batch:
-        state, more = A.submit(state, bid, now, adm.get(bid.bidder))
+        state, more = A.step(state, A.BidReceived(bid, now, adm.get(bid.bidder)))
         effects.extend(more)
     return A.Step(state, effects)
 
@@ -59,9 +59,9 @@ def test_submit_many_equals_submitting_one_by_one(
     state, _ = A.start(config(mechanism, max_bids=max_bids, **SETTINGS[mechanism]), 0)
     state = fold(state, earlier, 1, {}).state
     if close_first:
-        state = A.close(state, 1).state
+        state = A.step(state, A.Close(1)).state
     expected = fold(state, batch, now, adm)
-    got = A.submit_many(state, batch, now, adm)
+    got = A.step(state, A.BidsReceived(batch, now, adm))
     assert got.state == expected.state
     assert got.effects == expected.effects
     assert A.parse_state(got.state.model_dump(mode="json")) == expected.state
@@ -69,4 +69,4 @@ def test_submit_many_equals_submitting_one_by_one(
 
 def test_submit_many_of_nothing_returns_the_same_state() -> None:
     state, _ = A.start(config("vickrey"), 0)
-    assert A.submit_many(state, [], 1).state is state
+    assert A.step(state, A.BidsReceived([], 1)).state is state

@@ -16,9 +16,9 @@ ITEMS = ("cpu", "memory", "storage")
 def run(bids: list[tuple[str, float, tuple[str, ...]]], **kw: Any) -> A.Outcome:
     state, _ = A.start(config("combinatorial", items=ITEMS, **kw), 0)
     for i, (who, amount, items) in enumerate(bids):
-        state, effects = A.submit(state, bid(who, amount, f"m{i}", *items), 1)
+        state, effects = A.step(state, A.BidReceived(bid(who, amount, f"m{i}", *items), 1))
         assert accepted(effects), effects
-    state, effects = A.tick(state, 1000)
+    state, effects = A.step(state, A.Tick(1000))
     [outcome] = closed(effects)
     return outcome
 
@@ -39,20 +39,20 @@ def test_disjoint_bundles_both_win() -> None:
 
 def test_item_not_on_offer_is_rejected_at_bid_time_with_the_item_named() -> None:
     state, _ = A.start(config("combinatorial", items=ITEMS), 0)
-    state, effects = A.submit(state, bid("b1", 30.0, "m1", "cpu", "gpu"), 1)
+    state, effects = A.step(state, A.BidReceived(bid("b1", 30.0, "m1", "cpu", "gpu"), 1))
     [rejection] = [e for e in effects if isinstance(e, A.BidRejected)]
     assert rejection.reason is A.RejectReason.UNKNOWN_ITEM and "gpu" in rejection.message
     assert rejection.to_error_payload()["error"]["code"] == "validation_error"  # type: ignore[index]
-    state, effects = A.submit(state, bid("b2", 1.0, "m2", "cpu"), 1)
-    state, effects = A.close(state, 2)
+    state, effects = A.step(state, A.BidReceived(bid("b2", 1.0, "m2", "cpu"), 1))
+    state, effects = A.step(state, A.Close(2))
     assert closed(effects)[0].winners == ("b2",)
 
 
 def test_empty_or_zero_bundles_are_rejected() -> None:
     state, _ = A.start(config("combinatorial", items=ITEMS), 0)
-    state, effects = A.submit(state, bid("b1", 3.0, "m1"), 1)
+    state, effects = A.step(state, A.BidReceived(bid("b1", 3.0, "m1"), 1))
     assert rejections(effects) == [A.RejectReason.INVALID_BUNDLE]
-    state, effects = A.submit(state, bid("b1", 0.0, "m2", "cpu"), 1)
+    state, effects = A.step(state, A.BidReceived(bid("b1", 0.0, "m2", "cpu"), 1))
     assert rejections(effects) == [A.RejectReason.BELOW_MINIMUM]
 
 
@@ -99,8 +99,8 @@ def test_outcome_never_allocates_an_item_twice_and_prices_stay_within_bids(
 ) -> None:
     state, _ = A.start(config("combinatorial", items=ITEMS, payment=payment), 0)
     for i, (who, items, amount) in enumerate(script):
-        state, _ = A.submit(state, bid(f"b{who}", amount, f"m{i}", *sorted(items)), 1)
-    state, effects = A.close(state, 2)
+        state, _ = A.step(state, A.BidReceived(bid(f"b{who}", amount, f"m{i}", *sorted(items)), 1))
+    state, effects = A.step(state, A.Close(2))
     [outcome] = closed(effects)
     allocated = [item for award in outcome.awards for item in award.items]
     assert len(allocated) == len(set(allocated))

@@ -37,15 +37,16 @@ def test_admission_rejects_low_reputation_and_unaffordable_bids() -> None:
         (A.Admission(), A.RejectReason.NOT_ELIGIBLE),  # unknown agents are neutral (0.5)
     ]
     for i, (admission, reason) in enumerate(cases):
-        state, effects = A.submit(state, bid("b1", 10.0, f"m{i}"), 1, admission)
+        state, effects = A.step(state, A.BidReceived(bid("b1", 10.0, f"m{i}"), 1, admission))
         assert rejections(effects) == [reason]
-    state, effects = A.submit(state, bid("b1", 10.0, "ok"), 1, A.Admission(reputation=0.6))
+    state, effects = A.step(state, A.BidReceived(bid("b1", 10.0, "ok"), 1,
+                                                 A.Admission(reputation=0.6)))
     assert accepted(effects)
 
 
 def test_budget_exceeded_message_names_cost_and_cap() -> None:
     state, _ = A.start(config("first_price"), 0)
-    _, effects = A.submit(state, bid("b1", 12.0), 1, A.Admission(max_per_task=10.0))
+    _, effects = A.step(state, A.BidReceived(bid("b1", 12.0), 1, A.Admission(max_per_task=10.0)))
     [rejection] = effects
     assert isinstance(rejection, A.BidRejected)
     assert rejection.message == "cost 12.0 exceeds the maximum per-task budget 10.0"
@@ -54,20 +55,20 @@ def test_budget_exceeded_message_names_cost_and_cap() -> None:
 
 def test_seller_cannot_bid_in_its_own_auction() -> None:
     state, _ = A.start(config("first_price", seller="s1"), 0)
-    _, effects = A.submit(state, bid("s1", 10.0), 1)
+    _, effects = A.step(state, A.BidReceived(bid("s1", 10.0), 1))
     assert rejections(effects) == [A.RejectReason.SELF_BID]
 
 
 def test_bid_for_another_auction_is_rejected() -> None:
     state, _ = A.start(config("first_price"), 0)
-    _, effects = A.submit(state, bid("b1", 10.0, auction_id="other"), 1)
+    _, effects = A.step(state, A.BidReceived(bid("b1", 10.0, auction_id="other"), 1))
     assert rejections(effects) == [A.RejectReason.WRONG_AUCTION]
 
 
 def test_message_cap_bounds_the_state() -> None:
     state, _ = A.start(config("first_price", max_bids=3), 0)
     for i in range(6):
-        state, effects = A.submit(state, bid(f"b{i}", 10.0), 1)
+        state, effects = A.step(state, A.BidReceived(bid(f"b{i}", 10.0), 1))
     assert rejections(effects) == [A.RejectReason.TOO_MANY_BIDS]
     assert len(state.seen) == 3
 
@@ -82,12 +83,12 @@ def test_parse_bid_names_the_bad_field() -> None:
 
 def test_abort_ends_open_auction_once_without_award() -> None:
     state, _ = A.start(config("vickrey"), 0)
-    state, _ = A.submit(state, bid("b1", 10.0), 1)
-    state, effects = A.abort(state, 2, "auctioneer lost")
+    state, _ = A.step(state, A.BidReceived(bid("b1", 10.0), 1))
+    state, effects = A.step(state, A.Abort(2, "auctioneer lost"))
     [outcome] = closed(effects)
     assert (state.phase, outcome.sold, outcome.num_bids) == (A.Phase.ABORTED, False, 1)
-    assert A.abort(state, 3, "again").effects == []
-    assert A.close(state, 3).effects == []
+    assert A.step(state, A.Abort(3, "again")).effects == []
+    assert A.step(state, A.Close(3)).effects == []
 
 
 def _script(mechanism: str, rng: random.Random) -> list[tuple[str, int, A.Bid]]:
@@ -116,16 +117,17 @@ def _run(mechanism: str, events: list[tuple[str, int, A.Bid]], rng: random.Rando
     processed: list[A.Bid] = []
     for kind, now, b in events:
         if kind == "bid":
-            state, effects = A.submit(state, b, now)
+            state, effects = A.step(state, A.BidReceived(b, now))
             processed.append(b)
             if junk and processed and rng is not None:
                 old = rng.choice(processed)  # redelivery, possibly with a forged amount
-                state, dup = A.submit(state, old.model_copy(update={"amount": 999.0}), now)
+                forged = old.model_copy(update={"amount": 999.0})
+                state, dup = A.step(state, A.BidReceived(forged, now))
                 assert rejections(dup) in (
                     [A.RejectReason.DUPLICATE], [A.RejectReason.WRONG_AUCTION])
                 effects += dup
         else:
-            state, effects = A.tick(state, now)
+            state, effects = A.step(state, A.Tick(now))
         closes += len(closed(effects))
         if rng is not None and rng.random() < 0.3:
             state = through_kv(state, as_json=rng.random() < 0.5)  # successor takes over

@@ -15,8 +15,9 @@ def test_nobody_accepting_above_the_reserve_means_no_winner() -> None:
     for now in range(1, 100):
         for who, worth in valuations.items():
             if dutch.clock_price(state) <= worth:
-                state, _ = A.submit(state, bid(who, dutch.clock_price(state), f"{who}{now}"), now)
-        state, effects = A.tick(state, now)
+                accept = bid(who, dutch.clock_price(state), f"{who}{now}")
+                state, _ = A.step(state, A.BidReceived(accept, now))
+        state, effects = A.step(state, A.Tick(now))
         prices += [e.price for e in effects if isinstance(e, A.PriceAnnounced)]
         if closed(effects):
             break
@@ -28,30 +29,31 @@ def test_nobody_accepting_above_the_reserve_means_no_winner() -> None:
 
 def test_first_accept_wins_at_the_clock_price_and_later_ones_find_it_closed() -> None:
     state, _ = A.start(config("dutch", start_price=100.0, decrement=10.0), 0)
-    state, _ = A.tick(state, 3)
-    state, effects = A.submit(state, bid("b1", 70.0), 3)
+    state, _ = A.step(state, A.Tick(3))
+    state, effects = A.step(state, A.BidReceived(bid("b1", 70.0), 3))
     [outcome] = closed(effects)
     assert (outcome.winner, outcome.price, outcome.rounds) == ("b1", 70.0, 4)
-    _, effects = A.submit(state, bid("b2", 70.0), 3)
+    _, effects = A.step(state, A.BidReceived(bid("b2", 70.0), 3))
     assert rejections(effects) == [A.RejectReason.CLOSED]
 
 
 def test_delayed_accept_pays_the_current_lower_price() -> None:
     state, _ = A.start(config("dutch", start_price=100.0, decrement=10.0), 0)
-    state, effects = A.submit(state, bid("b1", 100.0), 2)  # saw 100, clock is at 80 now
+    # saw 100, clock is at 80 now
+    state, effects = A.step(state, A.BidReceived(bid("b1", 100.0), 2))
     assert closed(effects)[0].price == 80.0
 
 
 def test_accept_below_the_clock_price_is_rejected() -> None:
     state, _ = A.start(config("dutch", start_price=100.0, decrement=10.0), 0)
-    state, effects = A.submit(state, bid("b1", 50.0), 1)
+    state, effects = A.step(state, A.BidReceived(bid("b1", 50.0), 1))
     assert rejections(effects) == [A.RejectReason.BELOW_MINIMUM]
     assert state.phase is A.Phase.OPEN
 
 
 def test_accept_after_the_clock_passed_the_reserve_is_late() -> None:
     state, _ = A.start(config("dutch", start_price=20.0, decrement=5.0, reserve=10.0), 0)
-    state, effects = A.submit(state, bid("b1", 10.0), 50)
+    state, effects = A.step(state, A.BidReceived(bid("b1", 10.0), 50))
     assert rejections(effects) == [A.RejectReason.LATE]
     assert closed(effects)[0].sold is False
 

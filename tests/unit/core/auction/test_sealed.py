@@ -48,46 +48,46 @@ def test_vickrey_lone_bidder_pays_the_reserve() -> None:
 
 def test_bids_below_reserve_are_rejected_so_vickrey_never_pays_less() -> None:
     state, _ = A.start(config("vickrey", reserve=10.0), 0)
-    state, effects = A.submit(state, bid("b1", 20.0), 1)
-    state, effects = A.submit(state, bid("b2", 8.0), 1)
+    state, effects = A.step(state, A.BidReceived(bid("b1", 20.0), 1))
+    state, effects = A.step(state, A.BidReceived(bid("b2", 8.0), 1))
     assert rejections(effects) == [A.RejectReason.BELOW_MINIMUM]
-    state, effects = A.close(state, 2)
+    state, effects = A.step(state, A.Close(2))
     assert closed(effects)[0].price == 10.0
 
 
 def test_late_bid_is_rejected_and_does_not_count() -> None:
     state, _ = A.start(config("first_price", duration_ticks=5), 0)
-    state, _ = A.submit(state, bid("b1", 10.0), 4)
-    state, effects = A.submit(state, bid("b2", 99.0), 5)
+    state, _ = A.step(state, A.BidReceived(bid("b1", 10.0), 4))
+    state, effects = A.step(state, A.BidReceived(bid("b2", 99.0), 5))
     assert rejections(effects) == [A.RejectReason.LATE]
-    state, effects = A.tick(state, 5)
+    state, effects = A.step(state, A.Tick(5))
     assert closed(effects)[0].winner == "b1"
 
 
 def test_bid_after_close_is_rejected_as_closed() -> None:
     state, _ = A.start(config("vickrey"), 0)
-    state, _ = A.close(state, 1)
-    state, effects = A.submit(state, bid("b1", 10.0), 1)
+    state, _ = A.step(state, A.Close(1))
+    state, effects = A.step(state, A.BidReceived(bid("b1", 10.0), 1))
     assert rejections(effects) == [A.RejectReason.CLOSED]
     assert state.outcome is not None and not state.outcome.sold
 
 
 def test_second_sealed_bid_from_same_bidder_is_rejected() -> None:
     state, _ = A.start(config("first_price"), 0)
-    state, _ = A.submit(state, bid("b1", 10.0, "m1"), 1)
-    state, effects = A.submit(state, bid("b1", 50.0, "m2"), 1)
+    state, _ = A.step(state, A.BidReceived(bid("b1", 10.0, "m1"), 1))
+    state, effects = A.step(state, A.BidReceived(bid("b1", 50.0, "m2"), 1))
     assert rejections(effects) == [A.RejectReason.ALREADY_BID]
-    state, effects = A.close(state, 2)
+    state, effects = A.step(state, A.Close(2))
     assert closed(effects)[0].price == 10.0
 
 
 def test_redelivered_bid_is_a_duplicate_even_after_close() -> None:
     state, _ = A.start(config("first_price"), 0)
-    state, first = A.submit(state, bid("b1", 10.0, "m1"), 1)
-    state, again = A.submit(state, bid("b1", 10.0, "m1"), 1)
+    state, first = A.step(state, A.BidReceived(bid("b1", 10.0, "m1"), 1))
+    state, again = A.step(state, A.BidReceived(bid("b1", 10.0, "m1"), 1))
     assert accepted(first) and rejections(again) == [A.RejectReason.DUPLICATE]
-    state, _ = A.close(state, 2)
-    _, after = A.submit(state, bid("b1", 10.0, "m1"), 3)
+    state, _ = A.step(state, A.Close(2))
+    _, after = A.step(state, A.BidReceived(bid("b1", 10.0, "m1"), 3))
     assert rejections(after) == [A.RejectReason.DUPLICATE]
     assert state.outcome is not None and state.outcome.num_bids == 1
 
@@ -101,8 +101,8 @@ def test_vickrey_winner_has_highest_bid_and_pays_second_or_reserve(
 ) -> None:
     state, _ = A.start(config("vickrey", reserve=reserve), 0)
     for i, amount in enumerate(bids):
-        state, _ = A.submit(state, bid(f"b{i:02d}", amount, f"m{i}"), 1)
-    state, effects = A.tick(state, 100)
+        state, _ = A.step(state, A.BidReceived(bid(f"b{i:02d}", amount, f"m{i}"), 1))
+    state, effects = A.step(state, A.Tick(100))
     [outcome] = closed(effects)
     valid = [a for a in bids if a >= reserve]
     if not valid:
@@ -121,8 +121,8 @@ def test_vickrey_winner_has_highest_bid_and_pays_second_or_reserve(
 def test_first_price_winner_pays_its_own_highest_bid(bids: list[float]) -> None:
     state, _ = A.start(config("first_price"), 0)
     for i, amount in enumerate(bids):
-        state, _ = A.submit(state, bid(f"b{i:02d}", amount, f"m{i}"), 1)
-    state, effects = A.close(state, 2)
+        state, _ = A.step(state, A.BidReceived(bid(f"b{i:02d}", amount, f"m{i}"), 1))
+    state, effects = A.step(state, A.Close(2))
     [outcome] = closed(effects)
     assert outcome.price == (max(bids) if bids else 0.0)
     assert outcome.num_participants == len(bids)

@@ -70,10 +70,10 @@ def _play(mechanism: str, strategies: dict[str, Truthful], **kw: object) -> A.Ou
                             min_bid=english.min_bid(state),
                             standing_bidder=state.standing.bidder if state.standing else None)
             for k, intent in enumerate(decide(strategy, bv)):
-                state, _ = A.submit(state, A.Bid(auction_id="a1", msg_id=f"{me}{now}-{k}",
-                                                  bidder=me, amount=intent.amount,
-                                                  items=intent.items), now)
-        state, effects = A.tick(state, now + 1)
+                mine = A.Bid(auction_id="a1", msg_id=f"{me}{now}-{k}", bidder=me,
+                             amount=intent.amount, items=intent.items)
+                state, _ = A.step(state, A.BidReceived(mine, now))
+        state, effects = A.step(state, A.Tick(now + 1))
         if closed(effects) or state.outcome is not None:
             break
     assert state.outcome is not None

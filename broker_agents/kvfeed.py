@@ -1,9 +1,14 @@
-"""Keep a KV bucket's entries flowing into a sink: snapshot, live updates, re-list.
+"""The one local KV mirror mechanism: a bucket's entries flow into a sink; snapshot, live
+updates, re-list.
 
 nats-py watches are known to die silently around reconnects, so the feed never trusts
 one: it re-lists (a fresh watch whose snapshot is reconciled against what the sink holds)
 when the owner reports a reconnect, when the bucket's last revision runs ahead of what
 was applied for longer than ``stall_after`` seconds, or when the watch ends.
+
+``BucketFeed`` drives any ``FeedSink`` (the registry's agent index is one); ``KvMirror`` is
+the plain sink: ``key -> (value, revision)`` in a dict, with ``sync()`` to catch up with
+the bucket before a read that must see every acknowledged write.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class BucketFeed:
 
     def _crashed(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("registry.feed.crashed", feed=self.name, error=repr(task.exception()))
+            log.error("kvfeed.crashed", feed=self.name, error=repr(task.exception()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -104,7 +109,7 @@ class BucketFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("registry.feed.relist_failed", feed=self.name, error=repr(exc))
+                log.warning("kvfeed.relist_failed", feed=self.name, error=repr(exc))
                 await self._stop_watcher()
                 self._reason = "retry"
                 with contextlib.suppress(TimeoutError):
@@ -119,7 +124,7 @@ class BucketFeed:
             status = await self.kv.status()
         start_seq = int(status.stream_info.state.last_seq)
         if start_seq < self.sink.applied_revision:
-            log.warning("registry.feed.bucket_regressed", feed=self.name,
+            log.warning("kvfeed.bucket_regressed", feed=self.name,
                         bucket_revision=start_seq, applied=self.sink.applied_revision)
             self.sink.reset()
         async with asyncio.timeout(self.op_timeout):
@@ -140,7 +145,7 @@ class BucketFeed:
         self.sink.reconcile(present, high_water)
         if reason != "start":
             self.sink.on_resync(reason)
-            log.info("registry.feed.resynced", feed=self.name, reason=reason,
+            log.info("kvfeed.resynced", feed=self.name, reason=reason,
                      keys=len(present), revision=high_water)
         self.ready.set()
 
@@ -193,3 +198,97 @@ class BucketFeed:
                 self._behind = None
                 self.request_resync("stalled")
             self.sink.on_freshness(last, max(0, last - applied), now - self._caught_up_at)
+
+
+class KvMirror:
+    """``key -> (value, revision)`` for one bucket, kept current by a ``BucketFeed``.
+
+    Reads cost no round trip (admission checks over 100 bidders, the auction sweeper);
+    ``sync()`` waits until the mirror has applied everything the stream held when it was
+    called (one round trip), so a read after it is at least as new as any write
+    acknowledged before it. Decisions are still made with CAS on the key, never on the
+    mirror alone. Entries are applied idempotently: a watch may deliver one twice, or an
+    older one late.
+    """
+
+    def __init__(self, kv: KeyValue, name: str, check_interval: float = 0.5,
+                 stall_after: float = 1.0) -> None:
+        self.kv = kv
+        self.name = name
+        self.values: dict[str, tuple[bytes, int]] = {}
+        self._known: dict[str, int] = {}  # last revision per key, deletions included
+        self._applied = 0
+        self._changed = asyncio.Event()
+        self.feed = BucketFeed(kv, self, name, check_interval, stall_after)
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Returns once the bucket's current entries are applied."""
+        await self.feed.start(timeout)
+
+    async def stop(self) -> None:
+        await self.feed.stop()
+
+    def notify_reconnected(self) -> None:
+        """Call after the connection reconnected: the watch may be dead, re-list."""
+        self.feed.request_resync("reconnected")
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        return self.values.get(key)
+
+    async def sync(self, timeout: float = 2.0) -> bool:
+        """Wait until everything in the stream now is applied; False on timeout (and the
+        feed re-lists: a mirror that does not catch up may be following a dead watch)."""
+        async with asyncio.timeout(self.feed.op_timeout):
+            status = await self.kv.status()
+        target = int(status.stream_info.state.last_seq)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._applied < target:
+            self._changed.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("kvfeed.mirror_behind", feed=self.name, have=self._applied,
+                            want=target)
+                self.feed.request_resync("stalled")
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return True
+
+    # -- FeedSink -------------------------------------------------------------------
+
+    @property
+    def applied_revision(self) -> int:
+        return self._applied
+
+    def apply_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        if revision > self._known.get(key, 0):
+            self._known[key] = revision
+            if value is None:
+                self.values.pop(key, None)
+            else:
+                self.values[key] = (value, revision)
+        self._advance(revision)
+
+    def reconcile(self, present: dict[str, int], high_water: int) -> None:
+        """After a re-list: drop what the bucket no longer holds."""
+        for key in [k for k, rev in self._known.items() if k not in present and rev <= high_water]:
+            self._known.pop(key, None)
+            self.values.pop(key, None)
+        self._advance(high_water)
+
+    def reset(self) -> None:
+        self.values.clear()
+        self._known.clear()
+        self._applied = 0
+
+    def on_freshness(self, bucket_revision: int, lag: int, staleness: float) -> None:
+        return None
+
+    def on_resync(self, reason: str) -> None:
+        return None
+
+    def _advance(self, revision: int) -> None:
+        if revision > self._applied:
+            self._applied = revision
+        self._changed.set()
