@@ -19,15 +19,15 @@ import asyncio
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from nats.aio.msg import Msg
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from broker_agents import codec
 from broker_agents.agent import handler
 from broker_agents.coord.metrics import PBFT_DECIDED, PBFT_REJECTED, PBFT_VIEW_CHANGES
-from broker_agents.coord.voter import ParticipantAgent
+from broker_agents.coord.voter import ParticipantAgent, ParticipantSettings
 from broker_agents.coord.wire import (
     PbftHello,
     PbftSetup,
@@ -94,8 +94,16 @@ class Group:
     decided: list[int] = field(default_factory=list)
 
 
+class PbftReplicaSettings(ParticipantSettings):
+    seed: str | None = Field(None, description="nkeys user seed to sign with (default: a "
+                             "fresh key each start)")
+    fault: Literal["silent", "forge", "replay", "equivocate"] | None = Field(
+        None, description="Byzantine on purpose, for tests and demos")
+
+
 class PbftReplicaAgent(ParticipantAgent):
     capabilities: ClassVar[list[str]] = ["pbft"]
+    Settings: ClassVar[type[PbftReplicaSettings]] = PbftReplicaSettings
     max_concurrency: ClassVar[int] = 1
 
     def __init__(self, agent_id: str, **config: Any) -> None:
