@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from broker_agents import codec
-from broker_agents.agent import Agent, handler
+from broker_agents.agent import Agent, AgentSettings, handler
 from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
@@ -31,6 +31,7 @@ class ViewDigest(BaseModel):
 
 class ViewProbeAgent(Agent):
     capabilities: ClassVar[list[str]] = ["chaos-probe"]
+    Settings = AgentSettings  # no kwargs of its own
 
     @handler(ViewDigest)
     async def digest(self, _: ViewDigest) -> dict[str, Any]:

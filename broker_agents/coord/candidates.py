@@ -12,23 +12,61 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from broker_agents.agent import Agent, handler
+from pydantic import Field
+
+from broker_agents.agent import Agent, AgentSettings, handler
 from broker_agents.coord.keeper import LeaseKeeper
 from broker_agents.coord.lease import LeaseStore, leader_key, lock_key
 from broker_agents.coord.wire import LeaderStatusAsk
+from broker_agents.core.tokens import TOKEN_PATTERN
 from broker_agents.kv import open_bucket
+
+
+def _lease_name(default: str, description: str) -> Any:
+    """A role or lock name: it becomes part of a KV key, so one subject token."""
+    return Field(default, min_length=1, max_length=128, pattern=TOKEN_PATTERN,
+                 description=description)
+
+
+class LeaseHolderSettings(AgentSettings):
+    """What a lease-holding agent understands; the subclass names the lease."""
+
+    ttl_ms: int = Field(2000, gt=0, description="lease length; a holder that stops renewing "
+                        "loses it this long after its last renewal")
+
+    def lease_key(self) -> str:
+        raise NotImplementedError
+
+
+class RoleCandidateSettings(LeaseHolderSettings):
+    role: str = _lease_name("leader", "the role to campaign for")
+
+    def lease_key(self) -> str:
+        return leader_key(self.role)
+
+
+class LockHolderSettings(LeaseHolderSettings):
+    lock: str = _lease_name("lock", "the lock to hold")
+
+    def lease_key(self) -> str:
+        return lock_key(self.lock)
 
 
 class RoleCandidateAgent(Agent):
     capabilities: ClassVar[list[str]] = ["candidate"]
+    Settings: ClassVar[type[LeaseHolderSettings]] = RoleCandidateSettings
+
+    def __init__(self, agent_id: str, **config: Any) -> None:
+        super().__init__(agent_id, **config)
+        self.settings = self.Settings.model_validate(config)
 
     def key(self) -> str:
-        return leader_key(str(self.config.get("role", "leader")))
+        return self.settings.lease_key()
 
     async def on_start(self) -> None:
         kv = await open_bucket(self.ctx.js, self.ctx.subjects.bucket("leases"))
         self.keeper = LeaseKeeper(LeaseStore(kv), self.key(), self.agent_id,
-                                  int(self.config.get("ttl_ms", 2000)), self._changed)
+                                  self.settings.ttl_ms, self._changed)
         self.keeper.start()
 
     async def _changed(self, held: bool, token: int) -> None:
@@ -50,6 +88,4 @@ class RoleCandidateAgent(Agent):
 
 class LockHolderAgent(RoleCandidateAgent):
     capabilities: ClassVar[list[str]] = ["lock-holder"]
-
-    def key(self) -> str:
-        return lock_key(str(self.config.get("lock", "lock")))
+    Settings: ClassVar[type[LeaseHolderSettings]] = LockHolderSettings

@@ -10,9 +10,7 @@ barrier never holds up a vote; nothing a client sends can crash the agent.
 
 Every coordination emits ``<p>.events.coord.<protocol>.started|finished`` and updates
 ``ba_coord_duration_seconds{protocol}`` and ``ba_coord_total{protocol,outcome}``.
-Kwargs: ``foreign`` (protocol names other services answer under ``<p>.coord.``; the
-catch-all stays silent for them; default ``["auction"]``), ``discovery_ms``,
-``pbft_tick_ms``, ``max_inflight``.
+Kwargs: ``CoordinatorSettings`` (checked when the node starts).
 """
 
 from __future__ import annotations
@@ -26,10 +24,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from nats.aio.msg import Msg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from broker_agents import codec
-from broker_agents.agent import Agent
+from broker_agents.agent import Agent, AgentSettings
 from broker_agents.coord.barrier import BarrierDriver, open_barriers
 from broker_agents.coord.drivers import (
     CoordEnv,
@@ -76,19 +74,35 @@ def outcome_of(result: BaseModel) -> str:
     return "ok"
 
 
+class CoordinatorSettings(AgentSettings):
+    foreign: list[str] = Field(
+        default_factory=lambda: ["auction"],
+        description="protocol names other services answer under <p>.coord.; the catch-all "
+                    "stays silent for them instead of answering unknown_protocol")
+    discovery_ms: float = Field(150.0, gt=0, description="how long a capability discovery "
+                                "broadcast collects answers")
+    pbft_tick_ms: float = Field(10.0, gt=0, description="the PBFT client's logical tick")
+    max_inflight: int = Field(1024, ge=1, description="requests served at once; beyond it a "
+                              "request is answered 'unavailable, retry'")
+
+
 class CoordinatorAgent(Agent):
     capabilities: ClassVar[list[str]] = ["coordinator"]
+    Settings = CoordinatorSettings
+
+    def __init__(self, agent_id: str, **config: Any) -> None:
+        super().__init__(agent_id, **config)
+        self.settings = CoordinatorSettings.model_validate(config)
 
     async def on_start(self) -> None:
         ctx = self.ctx
-        cfg = self.config
-        self._foreign = set(cfg.get("foreign", ["auction"]))
-        self._max_inflight = int(cfg.get("max_inflight", 1024))
+        self._foreign = set(self.settings.foreign)
+        self._max_inflight = self.settings.max_inflight
         self._tasks: set[asyncio.Task[None]] = set()
         discovery = Discovery(ctx.nc, ctx.subjects.vote, registry_finder(ctx.services),
-                              float(cfg.get("discovery_ms", 150)) / 1000)
+                              self.settings.discovery_ms / 1000)
         self.pbft = PbftDriver(ctx.nc, ctx.subjects, discovery, f"{self.agent_id}-client",
-                               tick_ms=float(cfg.get("pbft_tick_ms", 10)))
+                               tick_ms=self.settings.pbft_tick_ms)
         self.env = CoordEnv(ctx.nc, ctx.subjects, discovery, ctx.node_id,
                             random.Random(os.urandom(8)), pbft=self.pbft.run)
         self.leases = LeaseStore(await open_bucket(ctx.js, ctx.subjects.bucket("leases")))

@@ -102,3 +102,44 @@ def test_agent_kwargs_are_checked_against_the_class_settings_at_start() -> None:
     ]:
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             build_specs(load_config(None, agents=agents), None, {})  # type: ignore[arg-type]
+
+
+COORD = "broker_agents.coord"
+
+
+def test_coord_agent_kwargs_are_checked_at_start_naming_the_field() -> None:
+    from node.demo import DEMO_AGENTS
+    from node.hosting import build_specs
+
+    voter, predictor = f"{COORD}.voter:VoterAgent", f"{COORD}.voter:PredictorAgent"
+    coordinator = f"{COORD}.coordinator:CoordinatorAgent"
+    candidate = f"{COORD}.candidates:RoleCandidateAgent"
+    holder = f"{COORD}.candidates:LockHolderAgent"
+    probe = "chaos.probe:ViewProbeAgent"
+    good = [
+        {"class": coordinator, "kwargs": {"discovery_ms": 50, "foreign": ["auction"]}},
+        {"class": voter, "kwargs": {"rule": "keyword", "keywords": {"lunch": "pizza"},
+                                    "default": "salad", "delay_ms": 10}},
+        {"class": voter, "id": "grumpy", "kwargs": {"fail": "I refuse", "seed": 7}},
+        {"class": predictor, "kwargs": {"value": 1.5}},
+        {"class": f"{COORD}.pbft_replica:PbftReplicaAgent", "kwargs": {"fault": "forge"}},
+        {"class": candidate, "kwargs": {"role": "scheduler", "ttl_ms": 600}},
+        {"class": holder, "kwargs": {"lock": "db", "ttl_ms": 30_000}},
+        {"class": probe, "id": "probe-n1"},
+        *[a for node in DEMO_AGENTS for a in node if a["class"].startswith(COORD)],
+    ]
+    assert len(build_specs(load_config(None, agents=good), None, {})) == len(good)  # type: ignore[arg-type]
+    for bad, field in [
+        ({"class": voter, "kwargs": {"rule": "loudest"}}, "rule"),
+        ({"class": voter, "kwargs": {"delay_ms": -1}}, "delay_ms"),
+        ({"class": predictor, "kwargs": {"hook": "no_colon"}}, "hook"),
+        ({"class": coordinator, "kwargs": {"max_inflight": 0}}, "max_inflight"),
+        ({"class": coordinator, "kwargs": {"discovery_ms": 0}}, "discovery_ms"),
+        ({"class": candidate, "kwargs": {"ttl_ms": -1}}, "ttl_ms"),
+        ({"class": holder, "kwargs": {"lock": "a.b"}}, "lock"),
+        ({"class": holder, "kwargs": {"role": "scheduler"}}, "role"),  # a candidate's key
+        ({"class": probe, "kwargs": {"window": 1}}, "window"),
+    ]:
+        agents = [{"class": "broker_agents.samples:EchoAgent"}, bad]
+        with pytest.raises(ConfigError, match=rf"agents\.1\.kwargs\.{field}\b"):
+            build_specs(load_config(None, agents=agents), None, {})  # type: ignore[arg-type]
