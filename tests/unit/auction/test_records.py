@@ -50,3 +50,15 @@ def test_peek_lease_reads_stage_and_heartbeat_and_refuses_garbage() -> None:
     assert peek_lease(b"\xc1garbage") is None
     assert peek_lease(codec.encode({"stage": "nonsense", "heartbeat_ms": 1})) is None
     assert peek_lease(codec.encode([1, 2])) is None
+
+
+def test_a_record_stored_before_participants_moved_into_the_state_still_loads() -> None:
+    record = _record(3)
+    old = codec.decode(codec.encode(record))
+    state = old["state"]
+    del state["participants"], state["answered"]
+    old["participants"] = ["b0", "b1", "b2"]
+    loaded = AuctionRecord.model_validate(old)
+    assert loaded.participants == ("b0", "b1", "b2") == loaded.state.participants
+    assert loaded.state.answered == () and loaded == record
+    assert "participants" not in codec.decode(codec.encode(loaded))
