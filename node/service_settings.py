@@ -23,7 +23,7 @@ KNOWN_SERVICES: dict[str, str] = {
 
 # ``state_machine = "<name>"`` of a consensus group -> "module:factory" (no arguments).
 STATE_MACHINES: dict[str, str] = {
-    "kv": "broker_agents.core.kvsm:KVStateMachine",
+    "kv": "broker_agents.core.raft.kvstore:KVStateMachine",
     "variables": "broker_agents.variables.raft_adapter:factory",
 }
 

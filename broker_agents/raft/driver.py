@@ -13,9 +13,11 @@ Subjects (``s = Subjects(prefix)``):
     s.raft(group, "propose" | "read") client requests, any member (queue group)
     s.raft(group, member, "propose" | "read")   client requests to one member
 A client request is ``{"command": ..., "request_id": "..."}`` or ``{"query": ...}`` (JSON or
-msgpack); the reply is ``{"result", "index", "leader"}`` or the standard error payload. A
-member that is not the leader forwards a proposal to the leader's subject with the
-original reply subject, so the leader answers the client directly.
+msgpack); the reply is ``{"result", "index", "leader"}`` or the standard error payload.
+The core decides what becomes of a proposal to a member that is not the leader; when it
+answers ``Redirect``, the driver relays the request to the leader's subject with the
+original reply subject (so the leader answers the client directly) and the relay count in
+the ``ba-raft-hops`` header, which it hands back to the core with the request.
 """
 
 from __future__ import annotations
@@ -33,24 +35,42 @@ import structlog
 from broker_agents.codec import decode, encode, is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.raft import (
-    NotLeader,
+    Answer,
+    Forget,
+    Persisted,
+    Propose,
     RaftConfig,
     RaftCore,
+    Read,
     Ready,
+    Redirect,
     Reply,
     Role,
     StateMachine,
+    Tick,
 )
 from broker_agents.core.raft.wire import decode_message, encode_message
 from broker_agents.raft.memstore import Storage
 from broker_agents.raft.metrics import MemberMetrics, RoleObserver
 from broker_agents.raft.replies import Remote, Waiter, reply_payload, result_or_raise
-from broker_agents.raft.writer import LogWriter, Mark
+from broker_agents.raft.writer import LogWriter
 from broker_agents.subjects import Subjects, check_token
 
 HOPS = "ba-raft-hops"
 RESERVED = frozenset({"propose", "read"})
+_TICK = Tick()  # Raft counts ticks: one record serves them all
 _log = structlog.get_logger()
+
+
+def _hops(headers: dict[str, str] | None) -> int:
+    """How often a request was relayed already (``HOPS``); garbage counts as none."""
+    raw = headers.get(HOPS) if headers else None
+    if raw is None:
+        return 0
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        return 0
 
 
 class RaftMember:
@@ -182,19 +202,19 @@ class RaftMember:
                       timeout: float = 5.0) -> Any:
         """Commit ``command`` and return what the state machine's apply returned."""
         rid = request_id or uuid.uuid4().hex
-        reply = await self._call(rid, timeout, lambda: self._core().propose(command, rid))
+        reply = await self._call(rid, timeout, Propose(command, rid))
         return self._result(reply)
 
     async def read(self, query: Any, timeout: float = 5.0) -> Any:
         """A linearizable read (read-index): reflects every write acknowledged before it."""
         rid = uuid.uuid4().hex
-        reply = await self._call(rid, timeout, lambda: self._core().read(query, rid))
+        reply = await self._call(rid, timeout, Read(query, rid))
         return self._result(reply)
 
-    async def _call(self, rid: str, timeout: float, submit: Any) -> Reply:
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    async def _call(self, rid: str, timeout: float, request: Propose | Read) -> Answer:
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(rid, []).append(fut)
-        submit()
+        self._core().step(request)
         self._wake.set()
         try:
             return await asyncio.wait_for(fut, timeout)
@@ -210,10 +230,10 @@ class RaftMember:
             if not waiters:
                 del self._waiters[rid]
                 if self.core is not None:
-                    self.core.forget(rid)
+                    self.core.step(Forget(rid))
 
     @staticmethod
-    def _result(reply: Reply) -> Any:
+    def _result(reply: Answer) -> Any:
         return result_or_raise(reply)
 
     # -- NATS callbacks ------------------------------------------------------------------
@@ -256,22 +276,10 @@ class RaftMember:
             return
         command, rid, as_json = parsed
         self.metrics.proposals.inc()
-        if core.role != Role.LEADER:
-            hops = int((msg.headers or {}).get(HOPS, "0"))
-            if core.leader is not None and hops < 2 and msg.reply:
-                subject = self.subjects.raft(self.group, core.leader, "propose")
-                headers = {**(msg.headers or {}), HOPS: str(hops + 1)}
-                await self.nc.publish(subject, msg.data, reply=msg.reply, headers=headers)
-                return
-            if msg.reply:
-                reply = NotLeader(rid or "", core.leader)
-                await self.nc.publish(msg.reply, encode(reply_payload(reply, None),
-                                                        as_json=as_json))
-            return
         rid = rid or uuid.uuid4().hex
         if msg.reply:
-            self._waiters.setdefault(rid, []).append(Remote(msg.reply, as_json))
-        core.propose(command, rid)
+            self._waiters.setdefault(rid, []).append(Remote(msg.reply, as_json, msg))
+        core.step(Propose(command, rid, True, _hops(msg.headers)))
         self._wake.set()
 
     async def _on_read(self, msg: Any) -> None:
@@ -283,7 +291,7 @@ class RaftMember:
         rid = uuid.uuid4().hex  # reads are not deduplicated: each one is fresh
         if msg.reply:
             self._waiters.setdefault(rid, []).append(Remote(msg.reply, as_json))
-        core.read(query, rid)
+        core.step(Read(query, rid))
         self._wake.set()
 
     def _spawn_publish(self, subject: str, data: bytes) -> None:
@@ -292,9 +300,9 @@ class RaftMember:
 
     # -- the owner tasks -----------------------------------------------------------------
 
-    def _on_durable(self, mark: Mark) -> None:
+    def _on_durable(self, mark: Persisted) -> None:
         if self.core is not None and self._running:
-            self.core.persisted(*mark)
+            self.core.step(mark)
             self._wake.set()
 
     def _on_write_failed(self, exc: BaseException) -> None:
@@ -350,6 +358,9 @@ class RaftMember:
         waiters = self._waiters.pop(reply.request_id, None)
         if not waiters:
             return
+        if isinstance(reply, Redirect):
+            await self._relay(reply, waiters)
+            return
         leader = self.core.leader if self.core else None
         for w in waiters:
             if isinstance(w, asyncio.Future):
@@ -358,6 +369,19 @@ class RaftMember:
             else:
                 payload = reply_payload(reply, leader)
                 await self.nc.publish(w.subject, encode(payload, as_json=w.as_json))
+
+    async def _relay(self, redirect: Redirect, waiters: list[Waiter]) -> None:
+        """Carry out a Redirect: each NATS requester's message goes to the leader as is,
+        with its reply subject and the relay count; in-process callers keep waiting."""
+        kept: list[Waiter] = [w for w in waiters if not isinstance(w, Remote)]
+        if kept:
+            self._waiters[redirect.request_id] = kept
+        subject = self.subjects.raft(self.group, redirect.leader, "propose")
+        for w in waiters:
+            if isinstance(w, Remote) and w.request is not None:
+                msg = w.request
+                headers = {**(msg.headers or {}), HOPS: str(redirect.hops)}
+                await self.nc.publish(subject, msg.data, reply=msg.reply, headers=headers)
 
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -369,7 +393,7 @@ class RaftMember:
             if now - deadline > self.tick_s:  # we fell behind: do not burst-tick
                 deadline = now
             await asyncio.sleep(max(0.0, deadline - now))  # sleep-ok: the tick clock
-            self._core().tick()
+            self._core().step(_TICK)
             self._wake.set()
             ticks += 1
             if ticks % 10 == 0:

@@ -13,26 +13,24 @@ import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from broker_agents.core.raft import PersistOp
+from broker_agents.core.raft import Persisted, PersistOp
 from broker_agents.raft.memstore import MemoryStorage, Storage
-
-Mark = tuple[int, int]
 
 
 class LogWriter:
-    def __init__(self, storage: Storage, on_durable: Callable[[Mark], None],
+    def __init__(self, storage: Storage, on_durable: Callable[[Persisted], None],
                  on_failure: Callable[[BaseException], None]) -> None:
         self.storage = storage
         self.on_durable = on_durable
         self.on_failure = on_failure
         self.inline = isinstance(storage, MemoryStorage)
         self._executor: ThreadPoolExecutor | None = None
-        self._queue: list[tuple[Sequence[PersistOp], Mark | None, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Sequence[PersistOp], Persisted | None, asyncio.Future[None]]] = []
         self._busy = False
         self._last: asyncio.Future[None] | None = None
         self.failed: BaseException | None = None
 
-    def submit(self, ops: Sequence[PersistOp], mark: Mark | None) -> asyncio.Future[None]:
+    def submit(self, ops: Sequence[PersistOp], mark: Persisted | None) -> asyncio.Future[None]:
         """Queue ``ops``; the future resolves once they (and all before them) are durable."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failed is not None:
@@ -66,7 +64,7 @@ class LogWriter:
         done = asyncio.get_running_loop().run_in_executor(self._executor, self.storage.save, ops)
         done.add_done_callback(lambda f: self._finished(batch, f))
 
-    def _finished(self, batch: list[tuple[Sequence[PersistOp], Mark | None,
+    def _finished(self, batch: list[tuple[Sequence[PersistOp], Persisted | None,
                                           asyncio.Future[None]]],
                   done: asyncio.Future[None]) -> None:
         self._busy = False

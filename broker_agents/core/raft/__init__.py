@@ -1,7 +1,10 @@
-"""Pure Raft core: ``RaftCore`` plus its messages, effects and state-machine contract."""
+"""Pure Raft core: ``RaftCore`` (step events in, take ``Ready`` out), its events, effects,
+messages and state-machine contract. Everything else in this package is internal."""
 
+from broker_agents.core.machine import Tick
 from broker_agents.core.raft.config import InitialState, RaftConfig
 from broker_agents.core.raft.effects import (
+    Answer,
     AppendOp,
     Applied,
     Failed,
@@ -11,36 +14,46 @@ from broker_agents.core.raft.effects import (
     ProposalResult,
     ReadResult,
     Ready,
+    Redirect,
     Reply,
     SnapshotOp,
     TruncateOp,
 )
+from broker_agents.core.raft.events import Forget, Persisted, Propose, Read
 from broker_agents.core.raft.messages import Entry, EntryKind, HardState, Message, Snapshot
-from broker_agents.core.raft.node import RaftCore
-from broker_agents.core.raft.state import Role
+from broker_agents.core.raft.node import RaftCore, RaftEvent
+from broker_agents.core.raft.raft import Role
 from broker_agents.core.raft.statemachine import StateMachine
 
 __all__ = [
+    "Answer",
     "AppendOp",
     "Applied",
     "Entry",
     "EntryKind",
     "Failed",
+    "Forget",
     "HardState",
     "HardStateOp",
     "InitialState",
     "Message",
     "NotLeader",
     "PersistOp",
+    "Persisted",
     "ProposalResult",
+    "Propose",
     "RaftConfig",
     "RaftCore",
+    "RaftEvent",
+    "Read",
     "ReadResult",
     "Ready",
+    "Redirect",
     "Reply",
     "Role",
     "Snapshot",
     "SnapshotOp",
     "StateMachine",
+    "Tick",
     "TruncateOp",
 ]

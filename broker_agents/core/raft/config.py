@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from broker_agents.core.errors import LocalProtocolError
+from broker_agents.core.errors import ErrorCode, LocalProtocolError
 from broker_agents.core.raft.messages import Entry, HardState, Snapshot
 
 
@@ -30,15 +30,15 @@ class RaftConfig:
 
     def __post_init__(self) -> None:
         if self.member_id not in self.members:
-            raise LocalProtocolError("bad_request", "member_id must be one of members")
+            raise LocalProtocolError(ErrorCode.BAD_REQUEST, "member_id must be one of members")
         if len(set(self.members)) != len(self.members):
-            raise LocalProtocolError("bad_request", "members must be distinct")
+            raise LocalProtocolError(ErrorCode.BAD_REQUEST, "members must be distinct")
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
             raise LocalProtocolError(
-                "bad_request", "need 1 <= heartbeat_ticks < election_ticks"
+                ErrorCode.BAD_REQUEST, "need 1 <= heartbeat_ticks < election_ticks"
             )
         if self.max_append_entries < 1 or self.max_inflight < 1 or self.snapshot_threshold < 1:
-            raise LocalProtocolError("bad_request", "limits must be positive")
+            raise LocalProtocolError(ErrorCode.BAD_REQUEST, "limits must be positive")
 
     @property
     def quorum(self) -> int:

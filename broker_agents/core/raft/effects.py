@@ -10,9 +10,12 @@ that stayed leader in the same term since its last Ready; ``persist`` then holds
 own new entries (plus the advisory commit index or a compaction snapshot), and the driver
 may send ``messages`` and deliver ``replies`` *before* that write is durable, so the
 leader's fsync overlaps replication. The leader counts itself toward the commit majority
-only for what is durable: once the write is on disk the driver calls
-``core.persisted(*ready.mark)``. Writes stay in order: a Ready that is not ``early``
-waits until every earlier write is durable before sending anything.
+only for what is durable: once the write is on disk the driver steps
+``ready.mark`` (a ``Persisted`` event) back into the core. Writes stay in order: a Ready
+that is not ``early`` waits until every earlier write is durable before sending anything.
+
+``replies`` answer client requests; a ``Redirect`` among them tells the driver to relay a
+relayable proposal to the leader instead of answering it here.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker_agents.core.errors import ErrorCode
+from broker_agents.core.raft.events import Persisted
 from broker_agents.core.raft.messages import Entry, HardState, Message, Snapshot
 
 
@@ -86,11 +91,24 @@ class Failed:
     """The request failed for a reason other than leadership (e.g. the query raised)."""
 
     request_id: str
-    code: str
+    code: ErrorCode
     message: str
 
 
-Reply = ProposalResult | NotLeader | ReadResult | Failed
+@dataclass(slots=True, frozen=True)
+class Redirect:
+    """Relay the (relayable) proposal to ``leader``, marked as relayed ``hops`` times, with
+    the client's reply subject: the leader answers the client. Not an answer itself."""
+
+    request_id: str
+    leader: str
+    hops: int
+
+
+Answer = ProposalResult | NotLeader | ReadResult | Failed
+"""What the client who asked is told."""
+
+Reply = Answer | Redirect
 
 
 @dataclass(slots=True, frozen=True)
@@ -111,7 +129,7 @@ class Ready:
     replies: list[Reply] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
     early: bool = False  # may send/reply before persist (and earlier writes) are durable
-    mark: tuple[int, int] | None = None  # (term, last index) for persisted(); early writes
+    mark: Persisted | None = None  # early writes: step it back once they are durable
 
     def __bool__(self) -> bool:
         return bool(self.persist or self.messages or self.replies or self.applied)

@@ -1,29 +1,28 @@
 """The in-memory view of a member's log: a snapshot base plus the entries after it.
 
 Entry ``i`` lives at ``entries[i - base_index - 1]``; everything up to ``base_index`` has
-been folded into the snapshot and only its term is still known.
+been folded into ``snapshot`` and only its term is still known.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from broker_agents.core.errors import LocalProtocolError
-from broker_agents.core.raft.messages import Entry
+from broker_agents.core.errors import ErrorCode, LocalProtocolError
+from broker_agents.core.raft.messages import Entry, Snapshot
 
 
 class RaftLog:
-    __slots__ = ("base_index", "base_term", "entries")
+    __slots__ = ("base_index", "base_term", "entries", "snapshot")
 
-    def __init__(
-        self, base_index: int = 0, base_term: int = 0, entries: Sequence[Entry] = ()
-    ) -> None:
-        self.base_index = base_index
-        self.base_term = base_term
+    def __init__(self, snapshot: Snapshot | None = None, entries: Sequence[Entry] = ()) -> None:
+        self.snapshot = snapshot
+        self.base_index = snapshot.index if snapshot else 0
+        self.base_term = snapshot.term if snapshot else 0
         self.entries: list[Entry] = list(entries)
         for offset, entry in enumerate(self.entries):
-            if entry.index != base_index + 1 + offset:
-                raise LocalProtocolError("internal", "log entries are not contiguous")
+            if entry.index != self.base_index + 1 + offset:
+                raise LocalProtocolError(ErrorCode.INTERNAL, "log entries are not contiguous")
 
     @property
     def last_index(self) -> int:
@@ -32,11 +31,6 @@ class RaftLog:
     @property
     def last_term(self) -> int:
         return self.entries[-1].term if self.entries else self.base_term
-
-    @property
-    def first_index(self) -> int:
-        """The first index still held as an entry (may be > last_index when empty)."""
-        return self.base_index + 1
 
     def term_at(self, index: int) -> int | None:
         """The term of entry ``index``; None when it is compacted away or beyond the end."""
@@ -79,9 +73,6 @@ class RaftLog:
             index -= 1
         return index
 
-    def append_leader(self, entries: Sequence[Entry]) -> None:
-        self.entries.extend(entries)
-
     def merge(
         self, entries: Sequence[Entry], commit: int
     ) -> tuple[int | None, Sequence[Entry]]:
@@ -103,7 +94,7 @@ class RaftLog:
             if mine != entry.term:
                 if entry.index <= commit:
                     raise LocalProtocolError(
-                        "internal", f"refusing to truncate committed entry {entry.index}"
+                        ErrorCode.INTERNAL, f"refusing to truncate committed entry {entry.index}"
                     )
                 del self.entries[entry.index - self.base_index - 1 :]
                 truncated = entry.index
@@ -114,19 +105,21 @@ class RaftLog:
             self.entries.extend(added)
         return truncated, added
 
-    def compact(self, index: int) -> None:
-        """Fold entries up to ``index`` (which must be held) into the snapshot base."""
+    def compact(self, snapshot: Snapshot) -> None:
+        """Fold the entries ``snapshot`` covers (the last must be held) into the base."""
+        index = snapshot.index
         if index <= self.base_index:
             return
-        term = self.term_at(index)
-        if term is None:
-            raise LocalProtocolError("internal", f"cannot compact to unknown index {index}")
+        if self.term_at(index) != snapshot.term:
+            raise LocalProtocolError(ErrorCode.INTERNAL, f"cannot compact to index {index}")
         del self.entries[: index - self.base_index]
         self.base_index = index
-        self.base_term = term
+        self.base_term = snapshot.term
+        self.snapshot = snapshot
 
-    def reset(self, index: int, term: int) -> None:
-        """Replace everything with a snapshot base (InstallSnapshot)."""
+    def reset(self, snapshot: Snapshot) -> None:
+        """Replace everything with ``snapshot`` (installed from the leader)."""
         self.entries = []
-        self.base_index = index
-        self.base_term = term
+        self.base_index = snapshot.index
+        self.base_term = snapshot.term
+        self.snapshot = snapshot

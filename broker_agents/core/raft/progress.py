@@ -1,4 +1,6 @@
-"""The leader's view of one follower: how far it matches and how to feed it.
+"""The leader's view of its followers: one ``Progress`` each (how far it matches and how
+to feed it: flow control), and the quorum arithmetic over all of them (commit index,
+read-index acks, check-quorum, vote tallies).
 
 PROBE sends one append per round trip until the follower's log is found to match;
 REPLICATE streams optimistically with up to ``max_inflight`` appends outstanding;
@@ -8,6 +10,7 @@ SNAPSHOT waits for an InstallSnapshot to land (the entries it needs are compacte
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection, Mapping
 from enum import IntEnum
 
 
@@ -98,3 +101,75 @@ class Progress:
         self.next = max(min(rejected, hint + 1), self.match + 1)
         self.paused = False
         return True
+
+    def on_reject(self, rejected: int, hint: int) -> bool:
+        """The follower refused the append after ``rejected`` (``hint``: where its log may
+        match ours); True when the leader should send another append."""
+        if not self.maybe_decrease(rejected, hint):
+            return False
+        if self.state == ProgressState.REPLICATE:
+            self.become_probe()
+        return True
+
+    def on_accept(self, index: int, now: int) -> bool:
+        """The follower holds everything up to ``index``; True when that is news."""
+        was = self.state
+        if not self.maybe_update(index, now):
+            return False
+        if was == ProgressState.PROBE or (
+            was == ProgressState.SNAPSHOT and self.match >= self.pending_snapshot
+        ):
+            self.become_replicate()
+        return True
+
+    def on_heartbeat_ack(self, last_index: int, now: int, election_ticks: int) -> bool:
+        """A heartbeat answer from a follower still behind ``last_index``: unstick a probe,
+        and give up on appends or a snapshot that were probably lost. True when the leader
+        should send an append."""
+        if self.match >= last_index:
+            return False
+        stalled = now - self.last_progress >= election_ticks // 2 + 1
+        if self.state == ProgressState.PROBE:
+            self.paused = False
+        elif self.state == ProgressState.REPLICATE and self.inflight and stalled:
+            self.become_probe()  # appends were lost; find the follower's end again
+        elif self.state == ProgressState.SNAPSHOT:
+            if now - self.snapshot_sent < election_ticks:
+                return False
+            self.become_probe()  # the snapshot (or its answer) was probably lost
+        return True
+
+
+def committed_index(progress: Collection[Progress], self_match: int, quorum: int) -> int:
+    """The highest index a quorum holds, the leader counting up to ``self_match``."""
+    matches = sorted([pr.match for pr in progress] + [self_match])
+    return matches[len(matches) - quorum]
+
+
+def acked_read_seq(progress: Collection[Progress], quorum: int, next_seq: int) -> int:
+    """The highest heartbeat ctx a quorum (counting the leader) has answered; ``next_seq``
+    when the leader is a quorum on its own."""
+    need = quorum - 1  # the leader acknowledges itself
+    if need == 0:
+        return next_seq
+    acks = sorted((pr.read_ack for pr in progress), reverse=True)
+    return acks[need - 1]
+
+
+def quorum_active(progress: Collection[Progress], quorum: int) -> bool:
+    """Check-quorum: whether a quorum (counting the leader) was heard from since the last
+    check; starts the next period."""
+    active = 1 + sum(1 for pr in progress if pr.recent_active)
+    for pr in progress:
+        pr.recent_active = False
+    return active >= quorum
+
+
+def vote_outcome(votes: Mapping[str, bool], quorum: int) -> bool | None:
+    """True once a quorum granted, False once a quorum refused, None while undecided."""
+    granted = sum(1 for v in votes.values() if v)
+    if granted >= quorum:
+        return True
+    if len(votes) - granted >= quorum:
+        return False
+    return None

@@ -1,78 +1,151 @@
-"""Log replication: the leader feeding followers, and a follower accepting entries.
+"""Log replication: the leader feeding its followers, a follower accepting entries, and
+every member applying what is committed.
 
 Consistency check: an append names the entry before its batch (``prev_index``,
 ``prev_term``); a follower only accepts it if its own log has that entry, so by induction
 logs that share an (index, term) share everything before it (Log Matching). On rejection
 the follower sends a hint that lets the leader skip a whole conflicting term at once.
+
+``Replication`` owns the log, the commit and apply indexes, the state machine (behind its
+dedup ``Applier``), the proposals waiting to be answered here and, while leading, one
+``Progress`` per follower and the read-index rounds those followers confirm. It never
+changes role or term: ``Raft`` decides those (the election half of the protocol) and
+calls in here with the term to speak in.
 """
 
 from __future__ import annotations
 
-from broker_agents.core.raft.effects import SnapshotOp, TruncateOp
+from typing import Any
+
+from broker_agents.core.raft.config import InitialState, RaftConfig
+from broker_agents.core.raft.effects import Applied, ProposalResult, SnapshotOp, TruncateOp
+from broker_agents.core.raft.log import RaftLog
 from broker_agents.core.raft.messages import (
     AppendRequest,
     AppendResponse,
+    Entry,
+    EntryKind,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
+    ReadIndexResponse,
+    Snapshot,
 )
-from broker_agents.core.raft.progress import ProgressState
-from broker_agents.core.raft.state import RaftState, Role
+from broker_agents.core.raft.outbox import Outbox
+from broker_agents.core.raft.progress import (
+    Progress,
+    ProgressState,
+    acked_read_seq,
+    committed_index,
+    quorum_active,
+)
+from broker_agents.core.raft.readindex import ReadIndex, ReadRequest
+from broker_agents.core.raft.statemachine import Applier, StateMachine
 
 
-class Replication(RaftState):
-    # -- leader ----------------------------------------------------------------------------
+class Replication:
+    __slots__ = (
+        "_broadcast_due", "_cfg", "_heartbeat_due", "_id", "_out", "_peers", "_reads", "_term",
+        "applied", "applier", "commit", "log", "pending", "progress", "self_match",
+    )
 
-    def send_append(self, peer: str, allow_empty: bool = True) -> bool:
+    def __init__(self, cfg: RaftConfig, initial: InitialState, sm: StateMachine, out: Outbox,
+                 reads: ReadIndex) -> None:
+        self._cfg = cfg
+        self._id = cfg.member_id
+        self._peers = tuple(m for m in cfg.members if m != cfg.member_id)
+        self._out = out
+        self._reads = reads  # confirmed reads are served as soon as apply catches up
+        self._term = 0  # the term we lead in (leader side only)
+        snap = initial.snapshot
+        self.log = RaftLog(snap, initial.entries)
+        self.applier = Applier(sm, cfg.dedup_capacity)
+        if snap is not None:
+            self.applier.restore(snap.data)
+        self.applied = snap.index if snap else 0
+        self.commit = max(self.applied, min(initial.hard_state.commit, self.log.last_index))
+        self.pending: set[str] = set()  # proposals to answer here once applied
+        self.progress: dict[str, Progress] = {}
+        # The leader's own match index: how far its log is known to be durable. It counts
+        # toward the commit majority only up to here (writes may trail replication).
+        self.self_match = self.log.last_index
+        self._broadcast_due = False  # new entries to stream at the next Ready
+        self._heartbeat_due = False  # reads wait for a heartbeat round at the next Ready
+
+    # -- leader --------------------------------------------------------------------------
+
+    def lead(self, term: int, now: int) -> None:
+        """Start feeding every follower as the leader of ``term``."""
+        self._term = term
+        nxt = self.log.last_index + 1
+        self.progress = {peer: Progress(nxt, now) for peer in self._peers}
+
+    def append(self, command: Any, request_id: str | None,
+               kind: EntryKind = EntryKind.NORMAL) -> None:
+        entry = Entry(self._term, self.log.last_index + 1, command, request_id, kind)
+        self.log.entries.append(entry)
+        self._out.unstable.append(entry)
+        self._broadcast_due = True
+
+    def flush(self, now: int) -> None:
+        """Ready time: stream what was appended since, and run a heartbeat round if reads
+        wait for one."""
+        if self._broadcast_due:
+            self._broadcast_due = False
+            self.maybe_commit()  # only a single-member group commits on its own
+            for peer in self._peers:
+                self.stream_to(peer, now)
+        if self._heartbeat_due:
+            self._heartbeat_due = False
+            self.send_heartbeats()
+
+    def send_append(self, peer: str, now: int, allow_empty: bool = True) -> bool:
         """Send the next append to ``peer``; False when nothing was (or could be) sent."""
         pr = self.progress[peer]
-        if pr.is_paused(self.cfg.max_inflight):
+        if pr.is_paused(self._cfg.max_inflight):
             return False
+        log = self.log
         prev = pr.next - 1
-        prev_term = self.log.term_at(prev)
-        if prev_term is None or pr.next <= self.log.base_index:
-            return self.send_snapshot(peer)
-        entries = self.log.slice(pr.next, self.log.last_index, self.cfg.max_append_entries)
+        prev_term = log.term_at(prev)
+        if prev_term is None or pr.next <= log.base_index:
+            snap = log.snapshot
+            if snap is None:  # cannot happen: a compacted log always has a snapshot
+                return False
+            pr.become_snapshot(snap.index, now)
+            self._out.send(InstallSnapshot(self._term, self._id, peer, snap))
+            return True
+        entries = log.slice(pr.next, log.last_index, self._cfg.max_append_entries)
         if not entries and not allow_empty:
             return False
-        self.send(AppendRequest(self.term, self.id, peer, prev, prev_term, entries, self.commit))
-        pr.commit_sent = self.commit
+        commit = self.commit
+        self._out.send(AppendRequest(self._term, self._id, peer, prev, prev_term, entries, commit))
+        pr.commit_sent = commit
         if entries:
             pr.sent(entries[-1].index)
         elif pr.state == ProgressState.PROBE:
             pr.paused = True
         return True
 
-    def send_snapshot(self, peer: str) -> bool:
-        snap = self.snapshot
-        if snap is None:  # cannot happen: a compacted log always has a snapshot
-            return False
-        self.progress[peer].become_snapshot(snap.index, self.ticks)
-        self.send(InstallSnapshot(self.term, self.id, peer, snap))
-        return True
-
-    def stream_to(self, peer: str) -> None:
+    def stream_to(self, peer: str, now: int) -> None:
         """Keep sending while the window allows and there is something new."""
-        while self.progress[peer].next <= self.log.last_index and self.send_append(
-            peer, allow_empty=False
-        ):
+        pr = self.progress[peer]
+        while pr.next <= self.log.last_index and self.send_append(peer, now, allow_empty=False):
             pass
 
     def maybe_commit(self) -> bool:
         """Advance commit to the highest index a majority holds -- only if it is from this
-        term (Raft paper 5.4.2: older-term entries commit indirectly)."""
-        matches = sorted([pr.match for pr in self.progress.values()] + [self.self_match])
-        candidate = matches[len(matches) - self.quorum]
-        if candidate <= self.commit or self.log.term_at(candidate) != self.term:
+        term (Raft paper 5.4.2: older-term entries commit indirectly). True if it moved."""
+        index = committed_index(self.progress.values(), self.self_match, self._cfg.quorum)
+        if index <= self.commit or self.log.term_at(index) != self._term:
             return False
-        self.commit_to(candidate)
-        self.on_commit_in_term()
+        self.commit_to(index)
+        if self._reads.before_commit:  # reads that waited for our first commit in the term
+            waiting, self._reads.before_commit = self._reads.before_commit, []
+            for request in waiting:
+                self.leader_read(request)
         return True
 
-    def on_commit_in_term(self) -> None:
-        """Hook for reads waiting for the leader's first commit in its term."""
-
-    def handle_append_response(self, m: AppendResponse) -> None:
+    def on_append_response(self, m: AppendResponse, now: int) -> None:
         pr = self.progress.get(m.src)
         if pr is None:
             return
@@ -81,22 +154,13 @@ class Replication(RaftState):
             hint = m.hint_index
             if m.hint_term > 0:
                 hint = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
-            if pr.maybe_decrease(m.index, hint):
-                if pr.state == ProgressState.REPLICATE:
-                    pr.become_probe()
-                self.send_append(m.src)
-            return
-        was = pr.state
-        if not pr.maybe_update(m.index, self.ticks):
-            return
-        if was == ProgressState.PROBE or (
-            was == ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot
-        ):
-            pr.become_replicate()
-        self.maybe_commit()
-        self.stream_to(m.src)
+            if pr.on_reject(m.index, hint):
+                self.send_append(m.src, now)
+        elif pr.on_accept(m.index, now):
+            self.maybe_commit()
+            self.stream_to(m.src, now)
 
-    def handle_heartbeat_response(self, m: HeartbeatResponse) -> None:
+    def on_heartbeat_response(self, m: HeartbeatResponse, now: int) -> None:
         pr = self.progress.get(m.src)
         if pr is None:
             return
@@ -104,67 +168,134 @@ class Replication(RaftState):
         if m.ctx > pr.read_ack:
             pr.read_ack = m.ctx
             self.confirm_reads()
-        if pr.match >= self.log.last_index:
+        if pr.on_heartbeat_ack(self.log.last_index, now, self._cfg.election_ticks):
+            self.send_append(m.src, now)
+
+    def notify_commit(self, now: int) -> None:
+        """Tell followers that have not heard of the latest commit index (so they apply).
+
+        Deliberately on the tick, not on every commit: the client's reply does not wait
+        for it, the next append carries it anyway when proposals keep coming, and sending
+        it at once cost every sequential commit two extra messages and two responses.
+        """
+        for peer in self._peers:
+            pr = self.progress[peer]
+            if min(pr.match, self.commit) > pr.commit_sent:
+                self.send_append(peer, now)
+
+    def send_heartbeats(self) -> None:
+        ctx = self._reads.queue.seal()
+        for peer in self._peers:
+            pr = self.progress[peer]
+            commit = min(pr.match, self.commit)
+            pr.commit_sent = max(pr.commit_sent, commit)
+            self._out.send(Heartbeat(self._term, self._id, peer, commit, ctx))
+
+    def quorum_active(self) -> bool:
+        return quorum_active(self.progress.values(), self._cfg.quorum)
+
+    def leader_read(self, request: ReadRequest) -> None:
+        if self.log.term_at(self.commit) != self._term:
+            # Until its no-op commits, a new leader's commit index may be behind what an
+            # older leader already acknowledged; wait for it.
+            self._reads.before_commit.append(request)
             return
-        stalled = self.ticks - pr.last_progress >= self.cfg.election_ticks // 2 + 1
-        if pr.state == ProgressState.PROBE:
-            pr.paused = False
-        elif pr.state == ProgressState.REPLICATE and pr.inflight and stalled:
-            pr.become_probe()  # appends were lost; find the follower's end again
-        elif pr.state == ProgressState.SNAPSHOT:
-            if self.ticks - pr.snapshot_sent < self.cfg.election_ticks:
-                return
-            pr.become_probe()  # the snapshot (or its answer) was probably lost
-        self.send_append(m.src)
+        self._reads.queue.add(self.commit, request)
+        if self._cfg.quorum == 1:
+            self.confirm_reads()
+        else:
+            self._heartbeat_due = True
 
     def confirm_reads(self) -> None:
-        """Hook: recompute which reads a quorum has confirmed."""
+        queue = self._reads.queue
+        if not queue.pending:
+            return
+        acked = acked_read_seq(self.progress.values(), self._cfg.quorum, queue.seq + 1)
+        for origin, (index, rids) in self._reads.confirm(acked).items():
+            self._out.send(ReadIndexResponse(self._term, self._id, origin, tuple(rids), index))
+        self.serve_reads()
 
-    # -- follower --------------------------------------------------------------------------
+    # -- follower ------------------------------------------------------------------------
 
-    def handle_append(self, m: AppendRequest) -> None:
+    def on_append(self, m: AppendRequest, term: int) -> None:
+        log, out = self.log, self._out
         if m.prev_index < self.commit:
-            self.send(AppendResponse(self.term, self.id, m.src, True, self.commit))
+            out.send(AppendResponse(term, self._id, m.src, True, self.commit))
             return
-        if not self.log.matches(m.prev_index, m.prev_term):
-            hint = self.log.find_conflict_by_term(
-                min(m.prev_index, self.log.last_index), m.prev_term
-            )
-            self.send(AppendResponse(
-                self.term, self.id, m.src, False, m.prev_index, hint,
-                self.log.term_at(hint) or 0,
-            ))
+        if not log.matches(m.prev_index, m.prev_term):
+            hint = log.find_conflict_by_term(min(m.prev_index, log.last_index), m.prev_term)
+            out.send(AppendResponse(term, self._id, m.src, False, m.prev_index, hint,
+                                    log.term_at(hint) or 0))
             return
-        truncated, added = self.log.merge(m.entries, self.commit)
+        truncated, added = log.merge(m.entries, self.commit)
         if truncated is not None:
-            self.persist(TruncateOp(truncated))
-        self.unstable.extend(added)
+            out.write(TruncateOp(truncated))
+        out.unstable.extend(added)
         last_new = m.prev_index + len(m.entries)
         self.commit_to(min(m.commit, last_new))
-        self.send(AppendResponse(self.term, self.id, m.src, True, last_new))
+        out.send(AppendResponse(term, self._id, m.src, True, last_new))
 
-    def handle_heartbeat(self, m: Heartbeat) -> None:
+    def on_heartbeat(self, m: Heartbeat, term: int) -> None:
         self.commit_to(min(m.commit, self.log.last_index))
-        self.send(HeartbeatResponse(self.term, self.id, m.src, m.ctx))
+        self._out.send(HeartbeatResponse(term, self._id, m.src, m.ctx))
 
-    def handle_snapshot(self, m: InstallSnapshot) -> None:
-        snap = m.snapshot
+    def on_snapshot(self, m: InstallSnapshot, term: int) -> None:
+        snap, out = m.snapshot, self._out
         if snap.index <= self.commit:
-            self.send(AppendResponse(self.term, self.id, m.src, True, self.commit))
+            out.send(AppendResponse(term, self._id, m.src, True, self.commit))
             return
         if self.log.matches(snap.index, snap.term):
             self.commit_to(snap.index)
-            self.send(AppendResponse(self.term, self.id, m.src, True, snap.index))
+            out.send(AppendResponse(term, self._id, m.src, True, snap.index))
             return
-        self.unstable = []  # superseded: the snapshot replaces the whole log
-        self.persist(SnapshotOp(snap, reset_log=True))
-        self.log.reset(snap.index, snap.term)
+        out.unstable = []  # superseded: the snapshot replaces the whole log
+        out.write(SnapshotOp(snap, reset_log=True))
+        self.log.reset(snap)
         self.applier.restore(snap.data)
-        self.snapshot = snap
         self.applied = self.commit = snap.index
-        self.answer_from_dedup()
+        for rid in list(self.pending):  # answer proposals the snapshot already covers
+            seen = self.applier.lookup(rid)
+            if seen is not None:
+                self.pending.discard(rid)
+                out.reply(ProposalResult(rid, seen[0], seen[1]))
         self.serve_reads()
-        self.send(AppendResponse(self.term, self.id, m.src, True, snap.index))
+        out.send(AppendResponse(term, self._id, m.src, True, snap.index))
 
-    def is_leader(self) -> bool:
-        return self.role == Role.LEADER
+    # -- applying ------------------------------------------------------------------------
+
+    def commit_to(self, index: int) -> None:
+        if index > self.commit:
+            self.commit = index
+            self.apply_committed()
+
+    def apply_committed(self) -> None:
+        log, applier, pending, out = self.log, self.applier, self.pending, self._out
+        while self.applied < self.commit:
+            self.applied += 1
+            entry = log.entry(self.applied)
+            if entry.kind == EntryKind.NOOP:
+                out.applied.append(Applied(entry.index, entry.term, None, None, False))
+                continue
+            result, dup = applier.apply(entry.index, entry.command, entry.request_id)
+            rid = entry.request_id
+            out.applied.append(Applied(entry.index, entry.term, rid, result, dup))
+            if rid is not None and rid in pending:
+                pending.discard(rid)
+                seen = applier.lookup(rid)
+                index = seen[0] if seen is not None else entry.index
+                out.reply(ProposalResult(rid, index, result))
+        self.serve_reads()
+        self._maybe_compact()
+
+    def serve_reads(self) -> None:
+        if self._reads.confirmed:
+            self._out.replies.extend(self._reads.serve(self.applied, self.applier.sm))
+
+    def _maybe_compact(self) -> None:
+        if self.applied - self.log.base_index < self._cfg.snapshot_threshold:
+            return
+        term = self.log.term_at(self.applied)
+        assert term is not None
+        snap = Snapshot(self.applied, term, self.applier.snapshot())
+        self._out.write(SnapshotOp(snap, reset_log=False))
+        self.log.compact(snap)

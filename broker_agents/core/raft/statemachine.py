@@ -30,9 +30,9 @@ class StateMachine(Protocol):
         """Replace the whole state with a snapshot."""
 
 
-def error_result(code: str, message: str) -> dict[str, Any]:
-    """A deterministic rejection, in the wire's error shape."""
-    return {"error": {"code": code, "message": message, "details": {}}}
+def error_result(code: ErrorCode, message: str) -> dict[str, Any]:
+    """A deterministic rejection, in the wire's error shape (plain data: it is replicated)."""
+    return {"error": {"code": code.value, "message": message, "details": {}}}
 
 
 class Applier:

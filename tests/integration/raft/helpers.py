@@ -10,7 +10,7 @@ from typing import Any
 
 import nats
 
-from broker_agents.core.kvsm import KVStateMachine
+from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
 

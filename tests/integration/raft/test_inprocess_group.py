@@ -10,8 +10,8 @@ from pathlib import Path
 import nats
 
 from broker_agents.core.errors import BrokerError
-from broker_agents.core.kvsm import KVStateMachine
 from broker_agents.core.raft import PersistOp
+from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.raft.client import RaftClient
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import MemoryStorage

@@ -7,18 +7,23 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker_agents.core.kvsm import KVStateMachine
 from broker_agents.core.raft import (
+    Forget,
     NotLeader,
+    Persisted,
     PersistOp,
     ProposalResult,
+    Propose,
     RaftConfig,
     RaftCore,
+    Read,
     ReadResult,
     Ready,
     Reply,
     Role,
+    Tick,
 )
+from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.core.raft.messages import Message
 from broker_agents.core.raft.statemachine import Applier
 from broker_agents.raft.memstore import MemoryStorage
@@ -199,7 +204,7 @@ class Cluster:
         self.frozen: dict[str, int] = {}
         self.tick_rate = 1.0  # < 1: members' clocks run at different speeds
         # A leader's early writes (Ready.early): sent already, not yet durable, in order.
-        self.writing: dict[str, list[tuple[list[PersistOp], tuple[int, int]]]] = {
+        self.writing: dict[str, list[tuple[list[PersistOp], Persisted]]] = {
             m: [] for m in self.ids
         }
         self.write_rate = 0.3  # chance that the next step finishes a write, not a delivery
@@ -272,7 +277,7 @@ class Cluster:
         while self.writing[member]:
             ops, mark = self.writing[member].pop(0)
             self.storage[member].save(ops)
-            core.persisted(*mark)
+            core.step(mark)
 
     def finish_one_write(self) -> bool:
         """A disk finishes the oldest write of some member; False if none is in flight."""
@@ -284,7 +289,7 @@ class Cluster:
         ops, mark = self.writing[member].pop(0)
         self.storage[member].save(ops)
         was = core.role == Role.LEADER
-        core.persisted(*mark)
+        core.step(mark)
         self.process(member, was)
         return True
 
@@ -297,7 +302,7 @@ class Cluster:
     def tick(self, member: str) -> None:
         core = self.node(member)
         was = core.role == Role.LEADER
-        core.tick()
+        core.step(Tick())
         self.process(member, was)
 
     def tick_all(self) -> None:
@@ -369,7 +374,7 @@ class Cluster:
         self.pending[rid] = PendingOp(rid, "write", command, member, self.net.now)
         core = self.node(member)
         was = core.role == Role.LEADER
-        core.propose(command, rid)
+        core.step(Propose(command, rid))
         self.process(member, was)
         return rid
 
@@ -380,7 +385,7 @@ class Cluster:
         self.pending[rid] = op
         core = self.node(member)
         was = core.role == Role.LEADER
-        core.read(query, rid)
+        core.step(Read(query, rid))
         self.process(member, was)
         return rid
 
@@ -404,5 +409,5 @@ class Cluster:
             del self.pending[op.rid]
             core = self.nodes.get(op.member)
             if core is not None:
-                core.forget(op.rid)
+                core.step(Forget(op.rid))
         return old

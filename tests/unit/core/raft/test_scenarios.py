@@ -5,25 +5,31 @@ from __future__ import annotations
 
 import random
 
-from broker_agents.core.kvsm import KVStateMachine
 from broker_agents.core.raft import (
     Entry,
     HardState,
     InitialState,
     NotLeader,
     ProposalResult,
+    Propose,
     RaftConfig,
     RaftCore,
+    Read,
     ReadResult,
+    Redirect,
     Role,
+    Tick,
 )
+from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.core.raft.messages import (
     AppendRequest,
     AppendResponse,
+    ForwardProposals,
     InstallSnapshot,
     VoteRequest,
     VoteResponse,
 )
+from broker_agents.core.raft.raft import MAX_RELAYS
 from tests.unit.core.raft.cluster import Cluster
 
 
@@ -115,7 +121,7 @@ def test_without_pre_vote_a_rejoining_member_does_disrupt() -> None:
 def make_leader(core: RaftCore) -> None:
     """Drive one core through pre-vote and vote with hand-made granted responses."""
     while core.role == Role.FOLLOWER:
-        core.tick()
+        core.step(Tick())
     for pre in (True, False):
         reqs = [m for m in core.ready().messages if isinstance(m, VoteRequest)]
         assert reqs and all(r.pre_vote is pre for r in reqs)
@@ -138,7 +144,7 @@ def test_figure8_old_term_entry_is_not_committed_by_counting_replicas() -> None:
     assert core.log.term_at(noop) == core.term
     ready = core.ready()
     assert ready.early and ready.mark is not None
-    core.persisted(*ready.mark)  # the leader's own write of the no-op is durable
+    core.step(ready.mark)  # the leader's own write of the no-op is durable
     # s2 and s3 now hold index 2: a majority with s1, but the entry is from term 2
     core.step(AppendResponse(core.term, "s2", "s1", True, 2))
     core.step(AppendResponse(core.term, "s3", "s1", True, 2))
@@ -250,10 +256,24 @@ def test_follower_forwards_proposals_and_reads_to_the_leader() -> None:
     assert isinstance(got[0], ReadResult) and got[0].result["value"] == 1
 
 
+def test_follower_decides_how_a_proposal_reaches_the_leader() -> None:
+    """The core alone decides forwarding: a relayable request is relayed whole (capped),
+    an in-process one is forwarded as a command and answered where it was asked."""
+    c, lead = elected(3)
+    follower = c.node(next(m for m in c.ids if m != lead))
+    follower.step(Propose(put("a", 1), "relay", relayable=True))
+    follower.step(Propose(put("a", 2), "bounced", relayable=True, hops=MAX_RELAYS))
+    follower.step(Propose(put("a", 3), "local"))
+    ready = follower.ready()
+    assert ready.replies == [Redirect("relay", lead, 1), NotLeader("bounced", lead)]
+    forwarded = [m for m in ready.messages if isinstance(m, ForwardProposals)]
+    assert [(m.dst, [rid for _cmd, rid in m.items]) for m in forwarded] == [(lead, ["local"])]
+
+
 def test_member_without_a_leader_answers_not_leader() -> None:
     core = RaftCore(cfg("s1"), random.Random(5), KVStateMachine())
-    core.propose(put("a", 1), "p1")
-    core.read({"op": "get", "key": "a"}, "q1")
+    core.step(Propose(put("a", 1), "p1"))
+    core.step(Read({"op": "get", "key": "a"}, "q1"))
     replies = core.ready().replies
     assert replies == [NotLeader("p1", None), NotLeader("q1", None)]
 
@@ -262,9 +282,9 @@ def test_single_member_group_commits_and_reads_alone() -> None:
     core = RaftCore(RaftConfig(member_id="solo", members=("solo",)), random.Random(6),
                     KVStateMachine())
     while core.role != Role.LEADER:
-        core.tick()
-    core.propose(put("a", 1), "p1")
-    core.read({"op": "get", "key": "a"}, "q1")
+        core.step(Tick())
+    core.step(Propose(put("a", 1), "p1"))
+    core.step(Read({"op": "get", "key": "a"}, "q1"))
     replies = core.ready().replies
     assert isinstance(replies[0], ProposalResult) and replies[0].result["ok"]
     assert isinstance(replies[1], ReadResult) and replies[1].result["value"] == 1
@@ -275,10 +295,10 @@ def test_leader_counts_itself_only_after_its_own_write_is_durable() -> None:
     make_leader(core)
     first = core.ready()  # the no-op: sent before the leader's own write is durable
     assert first.early and first.mark is not None
-    core.persisted(*first.mark)
+    core.step(first.mark)
     for peer in ("s2", "s3"):
         core.step(AppendResponse(core.term, peer, "s1", True, core.log.last_index))
-    core.propose(put("a", 1), "w1")
+    core.step(Propose(put("a", 1), "w1"))
     ready = core.ready()
     assert ready.early and ready.mark is not None
     assert any(isinstance(m, AppendRequest) and m.entries for m in ready.messages)
@@ -288,7 +308,7 @@ def test_leader_counts_itself_only_after_its_own_write_is_durable() -> None:
     core.step(AppendResponse(core.term, "s2", "s1", True, index))
     core.step(AppendResponse(core.term, "s3", "s1", True, index))
     assert core.commit < index
-    core.persisted(*ready.mark)
+    core.step(ready.mark)
     assert core.commit == index
     replies = core.ready().replies
     assert [r.request_id for r in replies] == ["w1"]

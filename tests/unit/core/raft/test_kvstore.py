@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker_agents.core.kvsm import KVStateMachine
+from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.core.raft.statemachine import Applier, StateMachine
 
 keys = st.sampled_from(["a", "b", "c"])

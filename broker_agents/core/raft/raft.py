@@ -1,0 +1,346 @@
+"""Raft: the protocol struct behind ``RaftCore`` (etcd-io/raft's ``raft``): terms, roles,
+elections, and what each role does with each message and client request.
+
+Role behaviour is one step and one tick function per role, swapped by ``_set_role``
+(etcd's ``r.step``/``r.tick``): ``_step_leader`` and ``_step_candidate`` take what is
+theirs and leave the rest to ``_step_follower``, which every role shares. The role decides
+every client request, forwarding included: a leader appends a proposal; a follower that
+knows the leader hands it on (a relayable request goes whole to the leader, which answers
+the client, through a ``Redirect``; an in-process one rides in a ``ForwardProposals`` and
+is answered here once applied); anyone else answers ``NotLeader``.
+
+Elections use PRE-VOTE (a member first asks whether it *could* win without bumping its
+term, so a member rejoining from a partition cannot depose a healthy leader) and
+CHECK-QUORUM (a leader that has not heard from a majority within an election timeout
+steps down, and a member that hears from a live leader ignores votes).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
+
+from broker_agents.core.raft.config import RaftConfig
+from broker_agents.core.raft.effects import NotLeader, ProposalResult, Redirect
+from broker_agents.core.raft.events import Persisted, Propose, Read
+from broker_agents.core.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    EntryKind,
+    ForwardProposals,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    VoteRequest,
+    VoteResponse,
+)
+from broker_agents.core.raft.outbox import Outbox
+from broker_agents.core.raft.progress import vote_outcome
+from broker_agents.core.raft.readindex import ReadIndex, ReadRequest
+from broker_agents.core.raft.replication import Replication
+
+MAX_RELAYS = 2
+"""A relayable proposal is relayed at most this often (a stale leader hint bounces it)."""
+
+_FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+
+
+RoleEvent = Message | Propose | Read
+
+
+class Raft:
+    """One member's protocol state. Package-internal: ``RaftCore`` is the public face."""
+
+    __slots__ = (
+        "_cfg", "_election_elapsed", "_forward_buf", "_heartbeat_elapsed", "_members",
+        "_out", "_peers", "_reads", "_rep", "_rng", "_step_role", "_tick_role", "_ticks",
+        "_timeout", "_votes", "elections", "id", "leader", "role", "term", "vote",
+    )
+
+    def __init__(self, config: RaftConfig, rng: random.Random, hard_state: HardState,
+                 rep: Replication, reads: ReadIndex, out: Outbox) -> None:
+        self._cfg = config
+        self.id = config.member_id
+        self._members = frozenset(config.members)
+        self._peers = tuple(m for m in config.members if m != config.member_id)
+        self._rng = rng
+        self._rep, self._reads, self._out = rep, reads, out
+        self._ticks = 0
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self.leader: str | None = None
+        self.role = Role.FOLLOWER
+        self._step_role: Callable[[RoleEvent], None] = self._step_follower
+        self._tick_role: Callable[[], None] = self._tick_election
+        self._election_elapsed = self._heartbeat_elapsed = self._timeout = self.elections = 0
+        self._votes: dict[str, bool] = {}
+        self._forward_buf: list[tuple[Any, str]] = []
+        self._reset_timeout()
+
+    # -- what RaftCore calls -----------------------------------------------------------
+
+    def step(self, e: RoleEvent) -> None:
+        """A peer message, a proposal or a read: to the current role's step function."""
+        if isinstance(e, Propose):
+            seen = self._rep.applier.lookup(e.request_id)
+            if seen is not None:  # applied already (a retry): answer from the dedup table
+                self._out.reply(ProposalResult(e.request_id, seen[0], seen[1]))
+                return
+        elif not isinstance(e, Read) and not self._admit(e):
+            return
+        self._step_role(e)
+
+    def tick(self) -> None:
+        self._ticks += 1
+        self._tick_role()
+
+    def persisted(self, mark: Persisted) -> None:
+        if self.role != Role.LEADER or mark.term != self.term:
+            return  # a stale mark: a non-early Ready since then counted everything
+        rep = self._rep
+        index = min(mark.index, rep.log.last_index)
+        if index > rep.self_match:
+            rep.self_match = index
+            rep.maybe_commit()
+
+    def flush(self) -> None:
+        """Ready time: what was batched until now goes out (appends, heartbeats, requests
+        handed to the leader)."""
+        if self.role == Role.LEADER:
+            self._rep.flush(self._ticks)
+        leader = self.leader
+        if self._forward_buf:
+            if leader is not None:
+                items = tuple(self._forward_buf)
+                self._out.send(ForwardProposals(self.term, self.id, leader, items))
+            self._forward_buf = []
+        if self._reads.asking:
+            if leader is not None:
+                rids = tuple(self._reads.asking)
+                self._out.send(ReadIndexRequest(self.term, self.id, leader, rids))
+            self._reads.asking = []
+
+    # -- roles -------------------------------------------------------------------------
+
+    def _set_role(self, role: Role) -> None:
+        self.role = role
+        if role == Role.LEADER:
+            self._step_role, self._tick_role = self._step_leader, self._tick_leader
+        elif role == Role.FOLLOWER:
+            self._step_role, self._tick_role = self._step_follower, self._tick_election
+        else:
+            self._step_role, self._tick_role = self._step_candidate, self._tick_election
+
+    def _reset_timeout(self) -> None:
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        e = self._cfg.election_ticks
+        self._timeout = e + self._rng.randrange(e)
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        was_leader = self.role == Role.LEADER
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self._set_role(Role.FOLLOWER)
+        self.leader = leader
+        self._reset_timeout()
+        if was_leader:
+            self._rep.progress = {}
+            for rid in self._reads.drop_unconfirmed():
+                self._out.reply(NotLeader(rid, leader))
+
+    def _campaign(self) -> None:
+        if not self._cfg.pre_vote:
+            self._become_candidate()
+            return
+        self._set_role(Role.PRE_CANDIDATE)
+        self.leader = None
+        self._reset_timeout()
+        self._request_votes(self.term + 1, pre_vote=True)
+
+    def _become_candidate(self) -> None:
+        self.term += 1
+        self.vote = self.id
+        self._set_role(Role.CANDIDATE)
+        self.leader = None
+        self._reset_timeout()
+        self.elections += 1
+        self._request_votes(self.term, pre_vote=False)
+
+    def _request_votes(self, term: int, pre_vote: bool) -> None:
+        self._votes = {self.id: True}
+        if self._tally():
+            return
+        log = self._rep.log
+        last_index, last_term = log.last_index, log.last_term
+        for peer in self._peers:
+            self._out.send(VoteRequest(term, self.id, peer, last_index, last_term, pre_vote))
+
+    def _tally(self) -> bool:
+        """Act on the votes so far; True when the campaign is decided."""
+        won = vote_outcome(self._votes, self._cfg.quorum)
+        if won is None:
+            return False
+        if not won:
+            self._become_follower(self.term, None)
+        elif self.role == Role.PRE_CANDIDATE:
+            self._become_candidate()
+        else:
+            self._become_leader()
+        return True
+
+    def _become_leader(self) -> None:
+        self._set_role(Role.LEADER)
+        self.leader = self.id
+        self._reset_timeout()
+        self._rep.lead(self.term, self._ticks)
+        self._rep.append(None, None, EntryKind.NOOP)
+
+    def _in_lease(self) -> bool:
+        cfg = self._cfg
+        return cfg.check_quorum and self.leader is not None and (
+            self._election_elapsed < cfg.election_ticks)
+
+    # -- ticks -------------------------------------------------------------------------
+
+    def _tick_election(self) -> None:
+        self._election_elapsed += 1
+        if self._election_elapsed >= self._timeout:
+            self._campaign()
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._election_elapsed >= self._cfg.election_ticks:
+            self._election_elapsed = 0
+            if self._cfg.check_quorum and not self._rep.quorum_active():
+                self._become_follower(self.term, None)
+                return
+        if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._rep.send_heartbeats()
+        else:
+            self._rep.notify_commit(self._ticks)
+
+    # -- stepping ----------------------------------------------------------------------
+
+    def _admit(self, m: Message) -> bool:
+        """Reconcile terms; False when the message is not ours to act on."""
+        if m.dst != self.id or m.src not in self._members:
+            return False
+        if m.term > self.term:
+            if isinstance(m, VoteRequest) and self._in_lease():
+                return False  # we hear a live leader: do not let a stray candidate disrupt it
+            if isinstance(m, VoteRequest) and m.pre_vote:
+                pass  # a pre-vote never changes our term
+            elif isinstance(m, VoteResponse) and m.pre_vote and m.granted:
+                pass  # granted pre-votes carry the term we would campaign in
+            else:
+                self._become_follower(m.term, m.src if isinstance(m, _FROM_LEADER) else None)
+        elif m.term < self.term:
+            if isinstance(m, (AppendRequest, Heartbeat)):
+                # Tell a stale leader about the newer term so it steps down.
+                self._out.send(AppendResponse(self.term, self.id, m.src, False, 0))
+            elif isinstance(m, VoteRequest) and m.pre_vote:
+                self._out.send(VoteResponse(self.term, self.id, m.src, False, True))
+            return False
+        return True
+
+    def _step_leader(self, e: RoleEvent) -> None:
+        rep = self._rep
+        if isinstance(e, AppendResponse):
+            rep.on_append_response(e, self._ticks)
+        elif isinstance(e, Propose):
+            rep.pending.add(e.request_id)
+            rep.append(e.command, e.request_id)
+        elif isinstance(e, HeartbeatResponse):
+            rep.on_heartbeat_response(e, self._ticks)
+        elif isinstance(e, Read):
+            rep.leader_read(ReadRequest(e.request_id, e.query, None))
+        elif isinstance(e, ForwardProposals):
+            for command, rid in e.items:
+                if rep.applier.lookup(rid) is None:
+                    rep.append(command, rid)
+        elif isinstance(e, ReadIndexRequest):
+            for rid in e.request_ids:
+                rep.leader_read(ReadRequest(rid, None, e.src))
+        else:
+            self._step_follower(e)
+
+    def _step_candidate(self, e: RoleEvent) -> None:
+        """Pre-candidates and candidates count the votes of the campaign they run."""
+        if isinstance(e, VoteResponse):
+            if e.pre_vote == (self.role == Role.PRE_CANDIDATE):
+                self._votes.setdefault(e.src, e.granted)
+                self._tally()
+        else:
+            self._step_follower(e)
+
+    def _step_follower(self, e: RoleEvent) -> None:
+        """What every role does with the events its own step function leaves."""
+        if isinstance(e, _FROM_LEADER):
+            if self.role != Role.FOLLOWER or self.leader != e.src:
+                self._become_follower(e.term, e.src)
+            self._election_elapsed = 0
+            if isinstance(e, AppendRequest):
+                self._rep.on_append(e, self.term)
+            elif isinstance(e, Heartbeat):
+                self._rep.on_heartbeat(e, self.term)
+            else:
+                self._rep.on_snapshot(e, self.term)
+        elif isinstance(e, VoteRequest):
+            self._on_vote_request(e)
+        elif isinstance(e, Propose):
+            self._hand_on(e)
+        elif isinstance(e, Read):
+            if self.leader is None:
+                self._out.reply(NotLeader(e.request_id, None))
+            else:
+                self._reads.ask_leader(e.request_id, e.query)
+        elif isinstance(e, ReadIndexRequest):  # not the leader: we cannot confirm
+            self._out.send(ReadIndexResponse(self.term, self.id, e.src, e.request_ids, 0))
+        elif isinstance(e, ReadIndexResponse):
+            for rid in self._reads.answered(e.request_ids, e.index):
+                self._out.reply(NotLeader(rid, self.leader))
+            self._rep.serve_reads()
+
+    def _hand_on(self, e: Propose) -> None:
+        """A proposal to a member that is not the leader."""
+        leader = self.leader
+        if leader is None or not self._cfg.forward_proposals:
+            self._out.reply(NotLeader(e.request_id, leader))
+        elif not e.relayable:
+            self._rep.pending.add(e.request_id)
+            self._forward_buf.append((e.command, e.request_id))
+        elif e.hops < MAX_RELAYS:
+            self._out.reply(Redirect(e.request_id, leader, e.hops + 1))
+        else:
+            self._out.reply(NotLeader(e.request_id, leader))
+
+    def _on_vote_request(self, m: VoteRequest) -> None:
+        can_vote = (
+            self.vote == m.src
+            or (self.vote is None and self.leader is None)
+            or (m.pre_vote and m.term > self.term)
+        )
+        if can_vote and self._rep.log.is_up_to_date(m.last_index, m.last_term):
+            self._out.send(VoteResponse(m.term, self.id, m.src, True, m.pre_vote))
+            if not m.pre_vote:
+                self.vote = m.src
+                self._election_elapsed = 0
+        else:
+            self._out.send(VoteResponse(self.term, self.id, m.src, False, m.pre_vote))
