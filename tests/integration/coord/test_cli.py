@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from broker_agents.coord.schema import PROTOCOLS, REQUEST_MODELS, schemas
 from node.cli.coord import app
 from node.cluster import LocalCluster
-from tests.integration.coord.helpers import COORDINATOR, VOTER, spec
+from tests.integration.coord.helpers import COORDINATOR, VOTER, running_cluster, spec
 
 runner = CliRunner()
 
@@ -56,15 +56,11 @@ def test_request_without_nats_is_an_unavailable_error() -> None:
 
 @pytest_asyncio.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    c = LocalCluster(tmp_path, nodes=2, agents=[
-        [spec(COORDINATOR, "coord-1"), spec(VOTER, "a", choice="yes")],
-        [spec(VOTER, "b", choice="yes"), spec(VOTER, "c", choice="no")]],
-        extra_env={"BA_NODE__LOG_LEVEL": "warning"})
-    await c.start()
-    try:
+    """Its own cluster per test (the shared module-wide one is in conftest.py)."""
+    async with running_cluster(tmp_path, 2, [
+            [spec(COORDINATOR, "coord-1"), spec(VOTER, "a", choice="yes")],
+            [spec(VOTER, "b", choice="yes"), spec(VOTER, "c", choice="no")]]) as c:
         yield c
-    finally:
-        await asyncio.to_thread(c.stop)
 
 
 async def test_request_prints_tables_json_and_errors(cluster: LocalCluster,

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from broker_agents.coord.wire import PbftStatusAsk
-from node.cluster import LocalCluster
 from tests.integration.coord.helpers import (
     COORDINATOR,
     REPLICA,
     VOTER,
     agent_call,
-    client_of,
     coord,
     error_of,
-    running_cluster,
     spec,
 )
 
@@ -31,7 +26,8 @@ FAULTY = {"bz-silent": "silent", "bz-forge": "forge", "bz-replay": "replay",
           "bz-equiv": "equivocate"}
 
 
-def _agents() -> list[list[dict[str, Any]]]:
+def cluster_agents() -> list[list[dict[str, Any]]]:
+    """One list of agent specs per node (the ``cluster`` fixture starts them)."""
     nodes: list[list[dict[str, Any]]] = [[spec(COORDINATOR, "coord-1")],
                                          [spec(COORDINATOR, "coord-2")]]
     for i, r in enumerate(HONEST):
@@ -41,18 +37,6 @@ def _agents() -> list[list[dict[str, Any]]]:
     for i in range(3):
         nodes[i % 2].append(spec(VOTER, f"w{i}"))
     return nodes
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    async with running_cluster(tmp_path_factory.mktemp("coord-consensus"), 2, _agents()) as c:
-        yield c
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
-    async with client_of(cluster) as conn:
-        yield conn
 
 
 async def _status(nc: NATS, replicas: list[str]) -> dict[str, int]:

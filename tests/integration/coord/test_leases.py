@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
@@ -18,10 +16,8 @@ from tests.integration.coord.helpers import (
     COORDINATOR,
     LOCK_HOLDER,
     S,
-    client_of,
     coord,
     error_of,
-    running_cluster,
     spec,
 )
 
@@ -29,25 +25,14 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 TTL = 600
 
 
-def _agents() -> list[list[dict[str, Any]]]:
+def cluster_agents() -> list[list[dict[str, Any]]]:
+    """One list of agent specs per node (the ``cluster`` fixture starts them)."""
     return [
         [spec(COORDINATOR, "coord-1"), spec(CANDIDATE, "cand-1", role="scheduler", ttl_ms=TTL)],
         [spec(COORDINATOR, "coord-2"), spec(CANDIDATE, "cand-2", role="scheduler", ttl_ms=TTL)],
         [spec(COORDINATOR, "coord-3"),
          spec(LOCK_HOLDER, "holder", lock="db", ttl_ms=30_000)],
     ]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    async with running_cluster(tmp_path_factory.mktemp("coord-leases"), 3, _agents()) as c:
-        yield c
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
-    async with client_of(cluster) as conn:
-        yield conn
 
 
 async def test_lock_grants_one_holder_and_tokens_grow(nc: NATS) -> None:

@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.transport import request as nats_request
-from node.cluster import LocalCluster
 from tests.integration.coord.helpers import (
     COORDINATOR,
     PREDICTOR,
     VOTER,
     S,
-    client_of,
     coord,
     error_of,
-    running_cluster,
     spec,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def _agents() -> list[list[dict[str, Any]]]:
+def cluster_agents() -> list[list[dict[str, Any]]]:
+    """One list of agent specs per node (the ``cluster`` fixture starts them)."""
     nodes: list[list[dict[str, Any]]] = [[spec(COORDINATOR, "coord-1")],
                                          [spec(COORDINATOR, "coord-2")]]
     for i in range(15):  # 10 yes, 5 no, split over both nodes
@@ -43,18 +39,6 @@ def _agents() -> list[list[dict[str, Any]]]:
     for i, label in enumerate(["cat", "cat", "dog"]):
         nodes[i % 2].append(spec(PREDICTOR, f"l{i}", ["labeller"], label=label))
     return nodes
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    async with running_cluster(tmp_path_factory.mktemp("coord-voting"), 2, _agents()) as c:
-        yield c
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
-    async with client_of(cluster) as conn:
-        yield conn
 
 
 VOTERS = [f"v{i}" for i in range(15)]
