@@ -30,7 +30,10 @@ from broker_agents.discovery import ParticipantInfo, answer_discovery
 from broker_agents.importer import import_from_string, parse_import_path
 
 
-def load_hook(path: str) -> Callable[..., Any]:
+def load_hook(path: str | None) -> Callable[..., Any] | None:
+    """The configured decision hook, or None when there is none."""
+    if path is None:
+        return None
     fn = import_from_string(path)
     if not callable(fn):
         raise ValueError(f"hook {path!r} is not a callable")
@@ -128,8 +131,7 @@ class VoterAgent(ParticipantAgent):
 
     def __init__(self, agent_id: str, **config: Any) -> None:
         super().__init__(agent_id, **config)
-        hook = self.settings.hook
-        self._hook = load_hook(hook) if hook is not None else None
+        self._hook = load_hook(self.settings.hook)
         seed = self.settings.seed
         self._rng = random.Random(agent_id if seed is None else seed)
 
@@ -182,8 +184,7 @@ class PredictorAgent(ParticipantAgent):
 
     def __init__(self, agent_id: str, **config: Any) -> None:
         super().__init__(agent_id, **config)
-        hook = self.settings.hook
-        self._hook = load_hook(hook) if hook is not None else None
+        self._hook = load_hook(self.settings.hook)
 
     def predict(self, question: str) -> str | float | None:
         """A label (str), a number, or None to abstain. Override, or configure."""
