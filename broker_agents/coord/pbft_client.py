@@ -23,8 +23,9 @@ from broker_agents import codec
 from broker_agents.coord.wire import PbftHello, PbftSetup
 from broker_agents.core.coord.models import PbftReplicaResult, PbftRequest, PbftResult
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.core.pbft.client import Outcome, PbftClient
-from broker_agents.core.pbft.config import PbftConfig, check_group_size
+from broker_agents.core.machine import Tick
+from broker_agents.core.pbft.client import Outcome, PbftClient, Submit
+from broker_agents.core.pbft.config import PbftConfig, Send, check_group_size
 from broker_agents.core.pbft.messages import Reply, parse_message
 from broker_agents.core.pbft.signing import NkeysSigner, NkeysVerifier, new_user_seed
 from broker_agents.discovery import Discovery, ParticipantInfo
@@ -32,6 +33,7 @@ from broker_agents.gather import ask_all, parse_answer
 from broker_agents.subjects import Subjects
 
 RESEND_S = 0.1
+_TICK = Tick()
 
 
 class PbftDriver:
@@ -81,9 +83,9 @@ class PbftDriver:
         public_keys[self.client_id] = self.signer.public_key
         cfg = PbftConfig(replica_id=ids[0], replicas=tuple(ids), f=f)
         client = PbftClient(cfg, self.signer, NkeysVerifier(public_keys))
-        request = client.request(gid, req.operation)
+        client.step(Submit(gid, req.operation))
+        request = client.request(gid)
         done: asyncio.Future[Outcome] = loop.create_future()
-        views: dict[str, Reply] = {}
 
         async def on_reply(msg: Msg) -> None:
             try:
@@ -92,11 +94,9 @@ class PbftDriver:
                 return
             if not isinstance(parsed, Reply):
                 return
-            outcome = client.on_reply(parsed)
-            if parsed.sender in client.replies.get(gid, {}):
-                views[parsed.sender] = parsed
-            if outcome is not None and not done.done():
-                done.set_result(outcome)
+            for outcome in client.step(parsed):
+                if isinstance(outcome, Outcome) and not done.done():
+                    done.set_result(outcome)
 
         sub = await self.nc.subscribe(self.subjects.vote("pbft", gid, self.client_id), cb=on_reply)
         setup = PbftSetup(group_id=gid, replicas=ids, f=f, public_keys=public_keys,
@@ -106,11 +106,12 @@ class PbftDriver:
         setup_task = asyncio.ensure_future(ask_all(self.nc, self.subjects, keyed, setup,
                                                    timeout))
         try:
-            outcome = await self._wait(done, client, gid, request, deadline)
+            outcome = await self._wait(done, client, gid, deadline)
         finally:
             await sub.unsubscribe()
             acks = await _settle(setup_task)
         setup_errors = self._learn(acks)
+        views = client.replies(gid)
         if outcome is None:
             raise BrokerError(
                 ErrorCode.DEADLINE_EXCEEDED,
@@ -126,18 +127,19 @@ class PbftDriver:
                 operation=views[r].operation if r in views else None) for r in ids])
 
     async def _wait(self, done: asyncio.Future[Outcome], client: PbftClient, gid: str,
-                    request: Any, deadline: float) -> Outcome | None:
+                    deadline: float) -> Outcome | None:
         loop = asyncio.get_running_loop()
-        data = codec.encode(request.model_dump(mode="json"))
         while True:
             left = deadline - loop.time()
             if left <= 0:
                 return None
             try:
                 return await asyncio.wait_for(asyncio.shield(done), min(left, RESEND_S))
-            except TimeoutError:
-                for replica in client.missing(gid):  # the network may have dropped it
-                    await self.nc.publish(self.subjects.vote("pbft", gid, replica), data)
+            except TimeoutError:  # the network may have dropped the request or replies
+                for resend in client.step(_TICK):
+                    if isinstance(resend, Send):
+                        data = codec.encode(resend.msg.model_dump(mode="json"))
+                        await self.nc.publish(self.subjects.vote("pbft", gid, resend.to), data)
 
     def _learn(self, acks: dict[str, Any]) -> dict[str, str]:
         """Refresh keys a replica says are stale; report set-up errors per replica."""

@@ -35,6 +35,7 @@ from broker_agents.coord.wire import (
     PbftStatusAsk,
 )
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.machine import Tick
 from broker_agents.core.pbft.config import (
     Broadcast,
     Counters,
@@ -60,6 +61,7 @@ LINGER_S = 1.0
 MAX_EARLY_GROUPS = 64
 MAX_EARLY_MSGS = 256
 COUNTED = ("forged", "replayed", "equivocations", "stale", "invalid")
+_TICK = Tick()  # the core counts ticks: one record serves them all
 
 
 class CachingVerifier:
@@ -180,7 +182,7 @@ class PbftReplicaAgent(ParticipantAgent):
         try:
             while loop.time() < group.expires:
                 await asyncio.sleep(group.tick_s)  # sleep-ok: the core's logical clock
-                await self._apply(group, group.replica.tick())
+                await self._apply(group, group.replica.step(_TICK))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not take the agent down with the group
@@ -215,7 +217,7 @@ class PbftReplicaAgent(ParticipantAgent):
         await self._feed(group, parsed)
 
     async def _feed(self, group: Group, msg: PbftMessage) -> None:
-        effects = group.replica.receive(msg)
+        effects = group.replica.step(msg)
         self._count(group)
         await self._apply(group, effects)
 

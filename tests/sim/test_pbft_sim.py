@@ -23,7 +23,8 @@ from typing import TypeVar
 import pytest
 from pydantic import BaseModel
 
-from broker_agents.core.pbft.client import PbftClient
+from broker_agents.core.machine import Tick
+from broker_agents.core.pbft.client import PbftClient, Submit
 from broker_agents.core.pbft.config import Broadcast, Decide, Effect, PbftConfig, Send
 from broker_agents.core.pbft.messages import (
     Commit,
@@ -98,11 +99,12 @@ class Byzantine:
     core: Replica
     ids: tuple[str, ...]
     rng: random.Random
+    signer: KeyedSigner
     known: list[Request] = field(default_factory=list)
     heard: list[PbftMessage] = field(default_factory=list)
 
     def _sign(self, msg: M) -> M:
-        return sign_message(msg, self.core.signer)
+        return sign_message(msg, self.signer)
 
     def receive(self, msg: PbftMessage) -> Out:
         if isinstance(msg, Request) and msg not in self.known:
@@ -111,14 +113,14 @@ class Byzantine:
             self.heard.append(msg)
         if self.kind in ("silent", "forging"):
             return []
-        return self._rewrite(self.core.receive(msg))
+        return self._rewrite(self.core.step(msg))
 
     def tick(self) -> Out:
         if self.kind == "silent":
             return []
         if self.kind == "forging":
             return self._forge()
-        return self._rewrite(self.core.tick())
+        return self._rewrite(self.core.step(Tick()))
 
     def _rewrite(self, effects: list[Effect]) -> Out:
         out, _ = expand(self.core.me, self.ids, effects)
@@ -190,7 +192,8 @@ class World:
                 PbftConfig(i, self.ids, view_timeout=VIEW_TIMEOUT),
                 KeyedSigner(i, keys[i]), verifier,
             )
-            self.replicas[i] = Byzantine(self.kind, core, self.ids, self.rng) if (
+            signer = KeyedSigner(i, keys[i])
+            self.replicas[i] = Byzantine(self.kind, core, self.ids, self.rng, signer) if (
                 i in self.byz
             ) else core
         self.client = PbftClient(PbftConfig(self.ids[0], self.ids),
@@ -235,31 +238,31 @@ class World:
                 return
             if env.dst == CLIENT:
                 if isinstance(env.msg, Reply):
-                    self.client.on_reply(env.msg)
+                    self.client.step(env.msg)
                 continue
             node = self.replicas[env.dst]
             if isinstance(node, Byzantine):
                 self.emit(env.dst, node.receive(env.msg))
             else:
-                self.run_effects(env.dst, node.receive(env.msg))
+                self.run_effects(env.dst, node.step(env.msg))
         self.fail("delivery did not quiesce within a tick")
 
     def client_step(self, now: int) -> None:
         issue = now // 5
         if now % 5 == 0 and issue < REQUESTS:
             rid = f"q{issue}"
-            self.proposed[rid] = self.client.request(rid, f"op-{self.seed}-{issue}")
+            self.client.step(Submit(rid, f"op-{self.seed}-{issue}"))
+            self.proposed[rid] = self.client.request(rid)
             for r in self.ids:
                 self.net.send(CLIENT, r, self.proposed[rid])
         if now % 8 == 0:
-            for rid, req in self.proposed.items():
-                for r in self.client.missing(rid):
-                    if r not in self.byz:
-                        self.net.send(CLIENT, r, req)
+            for resend in self.client.step(Tick()):
+                if isinstance(resend, Send) and resend.to not in self.byz:
+                    self.net.send(CLIENT, resend.to, resend.msg)
 
     def all_decided(self) -> bool:
         return len(self.proposed) == REQUESTS and all(
-            all(self.client.replies[rid].get(r) for rid in self.proposed) for r in self.honest
+            all(self.client.replies(rid).get(r) for rid in self.proposed) for r in self.honest
         )
 
     def run(self) -> int:
@@ -274,7 +277,7 @@ class World:
                 if isinstance(node, Byzantine):
                     self.emit(i, node.tick())
                 else:
-                    self.run_effects(i, node.tick())
+                    self.run_effects(i, node.step(Tick()))
             self.net.advance()
             if now >= UNSTABLE_TICKS and self.all_decided():
                 return now - UNSTABLE_TICKS

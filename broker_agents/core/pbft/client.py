@@ -1,18 +1,33 @@
-"""The client side of PBFT: sign requests, collect replies, know when a result is certain.
+"""The client side of PBFT: sign requests, collect replies, know when a result is certain,
+with the one core face of ``core/machine.py``:
 
-A result is accepted once f+1 replicas (at least one honest) sent matching replies. The
-driver broadcasts the signed request to every replica and re-sends it every few ticks to
-the replicas that have not replied, until it has the replies it wants or its deadline.
+    effects = client.step(event)   # Submit, a Reply from a replica, or a Tick
+
+A result is certain once f+1 replicas (at least one honest) sent matching replies: that
+reply yields an ``Outcome``. A ``Tick`` (the driver's re-send period) yields a ``Send`` of
+each request to every replica that has not replied to it yet, since the network may have
+dropped the request or the reply. ``Submit`` only signs and records: the driver hands the
+signed request (``request(id)``) to the replicas with the group's set-up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from broker_agents.core.pbft.config import PbftConfig
+from broker_agents.core.machine import Tick
+from broker_agents.core.pbft.config import PbftConfig, Send
 from broker_agents.core.pbft.messages import Reply, Request
 from broker_agents.core.pbft.signing import Signer, Verifier, sign_message
 from broker_agents.core.pbft.validate import check_message
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Order ``operation``; ``request_id`` is unique per client."""
+
+    request_id: str
+    operation: str
 
 
 @dataclass(frozen=True)
@@ -24,48 +39,61 @@ class Outcome:
     operation: str
 
 
+ClientEvent = Submit | Reply | Tick
+ClientEffect = Send | Outcome
+
+
 class PbftClient:
     def __init__(self, cfg: PbftConfig, signer: Signer, verifier: Verifier) -> None:
-        self.cfg = cfg
-        self.signer = signer
-        self.verifier = verifier
-        self.requests: dict[str, Request] = {}
-        self.replies: dict[str, dict[str, Reply]] = {}
-        self.rejected = 0
+        self._cfg = cfg
+        self._signer = signer
+        self._verifier = verifier
+        self._requests: dict[str, Request] = {}
+        self._replies: dict[str, dict[str, Reply]] = {}
+        self._rejected = 0
 
-    def request(self, request_id: str, operation: str) -> Request:
-        req = sign_message(
-            Request(client=self.signer.identity, request_id=request_id, operation=operation),
-            self.signer,
-        )
-        self.requests[request_id] = req
-        self.replies.setdefault(request_id, {})
-        return req
+    def step(self, event: ClientEvent) -> list[ClientEffect]:
+        if isinstance(event, Tick):
+            return [Send(r, req) for rid, req in self._requests.items()
+                    for r in self._cfg.replicas if r not in self._replies[rid]]
+        if isinstance(event, Submit):
+            req = Request(client=self._signer.identity, request_id=event.request_id,
+                          operation=event.operation)
+            self._requests[event.request_id] = sign_message(req, self._signer)
+            self._replies.setdefault(event.request_id, {})
+            return []
+        outcome = self._on_reply(event)
+        return [outcome] if outcome is not None else []
 
-    def on_reply(self, reply: Reply) -> Outcome | None:
+    def request(self, request_id: str) -> Request:
+        """The signed request submitted as ``request_id``."""
+        return self._requests[request_id]
+
+    def replies(self, request_id: str) -> Mapping[str, Reply]:
+        """The replies accepted for ``request_id``, by replica (read-only)."""
+        return self._replies.get(request_id, {})
+
+    @property
+    def rejected(self) -> int:
+        """Replies refused: bad signature, not ours, or not what we asked."""
+        return self._rejected
+
+    def _on_reply(self, reply: Reply) -> Outcome | None:
         """Record a replica's reply; the outcome once f+1 replies match."""
         ok = (
-            check_message(reply, self.cfg, self.verifier) == "ok"
-            and reply.client == self.signer.identity
-            and reply.request_id in self.requests
-            and reply.operation == self.requests[reply.request_id].operation
+            check_message(reply, self._cfg, self._verifier) == "ok"
+            and reply.client == self._signer.identity
+            and reply.request_id in self._requests
+            and reply.operation == self._requests[reply.request_id].operation
         )
         if not ok:
-            self.rejected += 1
+            self._rejected += 1
             return None
-        self.replies[reply.request_id].setdefault(reply.sender, reply)
-        return self.outcome(reply.request_id)
-
-    def outcome(self, request_id: str) -> Outcome | None:
+        self._replies[reply.request_id].setdefault(reply.sender, reply)
         counts: dict[tuple[int, str], int] = {}
-        for r in self.replies.get(request_id, {}).values():
+        for r in self._replies[reply.request_id].values():
             key = (r.seq, r.operation)
             counts[key] = counts.get(key, 0) + 1
-            if counts[key] >= self.cfg.faults + 1:
-                return Outcome(request_id, r.seq, r.operation)
+            if counts[key] >= self._cfg.faults + 1:
+                return Outcome(reply.request_id, r.seq, r.operation)
         return None
-
-    def missing(self, request_id: str) -> list[str]:
-        """Replicas that have not replied to ``request_id`` (to re-send the request to)."""
-        got = self.replies.get(request_id, {})
-        return [r for r in self.cfg.replicas if r not in got]

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from broker_agents.core.errors import BrokerError
+from broker_agents.core.machine import Tick
 from broker_agents.core.pbft.config import Broadcast, Decide, PbftConfig, check_group_size
 from broker_agents.core.pbft.messages import (
     Commit,
@@ -80,12 +81,12 @@ def test_backup_decides_only_with_2f_prepares_and_2f1_commits(keys, verifier) ->
     r = replica("r1", keys, verifier)
     req = request(keys)
     d = digest(req)
-    out = r.receive(pre_prepare(keys, req))
+    out = r.step(pre_prepare(keys, req))
     assert any(isinstance(e, Broadcast) and isinstance(e.msg, Prepare) for e in out)
-    out = r.receive(vote(Prepare, keys, "r2", d))  # own + r2 = 2f prepares: prepared
+    out = r.step(vote(Prepare, keys, "r2", d))  # own + r2 = 2f prepares: prepared
     assert any(isinstance(e, Broadcast) and isinstance(e.msg, Commit) for e in out)
-    assert not any(isinstance(e, Decide) for e in r.receive(vote(Commit, keys, "r2", d)))
-    out = r.receive(vote(Commit, keys, "r0", d))  # own + r2 + r0 = 2f+1
+    assert not any(isinstance(e, Decide) for e in r.step(vote(Commit, keys, "r2", d)))
+    out = r.step(vote(Commit, keys, "r0", d))  # own + r2 + r0 = 2f+1
     decided = [e for e in out if isinstance(e, Decide)]
     assert len(decided) == 1 and decided[0].seq == 1 and decided[0].request == req
 
@@ -93,8 +94,8 @@ def test_backup_decides_only_with_2f_prepares_and_2f1_commits(keys, verifier) ->
 def test_prepare_from_the_primary_does_not_count(keys, verifier) -> None:
     r = replica("r1", keys, verifier)
     req = request(keys)
-    r.receive(pre_prepare(keys, req))
-    out = r.receive(vote(Prepare, keys, "r0", digest(req)))
+    r.step(pre_prepare(keys, req))
+    out = r.step(vote(Prepare, keys, "r0", digest(req)))
     assert not any(isinstance(e, Broadcast) and isinstance(e.msg, Commit) for e in out)
     assert r.counters.invalid == 1
 
@@ -102,13 +103,13 @@ def test_prepare_from_the_primary_does_not_count(keys, verifier) -> None:
 def test_forged_signature_and_impersonation_are_rejected_and_counted(keys, verifier) -> None:
     r = replica("r1", keys, verifier)
     req = request(keys)
-    r.receive(pre_prepare(keys, req))
-    assert r.receive(vote(Prepare, keys, "r2", digest(req), signer="r3")) == []
-    assert r.receive(vote(Prepare, keys, "mallory", digest(req))) == []
+    r.step(pre_prepare(keys, req))
+    assert r.step(vote(Prepare, keys, "r2", digest(req), signer="r3")) == []
+    assert r.step(vote(Prepare, keys, "mallory", digest(req))) == []
     evil = sign_message(Request(client="c", request_id="2", operation="evil"), keys["r0"])
-    assert r.receive(evil) == []
+    assert r.step(evil) == []
     tampered = pre_prepare(keys, req).model_copy(update={"seq": 2})
-    assert r.receive(tampered) == []
+    assert r.step(tampered) == []
     assert r.counters.forged == 4
     assert not r.slots[(0, 1)].prepared
 
@@ -118,18 +119,18 @@ def test_replayed_message_is_counted_and_ignored(keys, verifier) -> None:
     req = request(keys)
     pp = pre_prepare(keys, req)
     p2 = vote(Prepare, keys, "r2", digest(req))
-    r.receive(pp)
-    r.receive(p2)
-    assert r.receive(p2) == [] and r.receive(pp) == []
+    r.step(pp)
+    r.step(p2)
+    assert r.step(p2) == [] and r.step(pp) == []
     assert r.counters.replayed == 2
 
 
 def test_equivocating_prepare_is_counted_and_first_one_kept(keys, verifier) -> None:
     r = replica("r1", keys, verifier)
     a, b = request(keys, "a"), request(keys, "b", rid="2")
-    r.receive(pre_prepare(keys, a))
-    r.receive(vote(Prepare, keys, "r3", digest(b)))
-    r.receive(vote(Prepare, keys, "r3", digest(a)))
+    r.step(pre_prepare(keys, a))
+    r.step(vote(Prepare, keys, "r3", digest(b)))
+    r.step(vote(Prepare, keys, "r3", digest(a)))
     assert r.counters.equivocations == 1
     assert r.slots[(0, 1)].prepares["r3"].digest == digest(b)
 
@@ -137,8 +138,8 @@ def test_equivocating_prepare_is_counted_and_first_one_kept(keys, verifier) -> N
 def test_equivocating_primary_triggers_a_view_change(keys, verifier) -> None:
     r = replica("r1", keys, verifier)
     a, b = request(keys, "a"), request(keys, "b", rid="2")
-    r.receive(pre_prepare(keys, a))
-    out = r.receive(pre_prepare(keys, b))
+    r.step(pre_prepare(keys, a))
+    out = r.step(pre_prepare(keys, b))
     assert r.counters.equivocations == 1 and r.view == 1 and not r.active
     assert any(isinstance(e, Broadcast) and isinstance(e.msg, ViewChange) for e in out)
 
@@ -148,17 +149,17 @@ def test_silent_primary_is_replaced_after_timeout(keys, verifier) -> None:
     req = request(keys)
     inbox = []
     for r in reps.values():
-        r.receive(req)
+        r.step(req)
     for _ in range(5):
         for i, r in reps.items():
-            inbox.extend((i, e.msg) for e in r.tick() if isinstance(e, Broadcast))
+            inbox.extend((i, e.msg) for e in r.step(Tick()) if isinstance(e, Broadcast))
     decided = {}
     while inbox:
         src, msg = inbox.pop(0)
         for i, r in reps.items():
             if i == src:
                 continue
-            for e in r.receive(msg):
+            for e in r.step(msg):
                 if isinstance(e, Broadcast):
                     inbox.append((i, e.msg))
                 if isinstance(e, Decide):
@@ -178,10 +179,10 @@ def test_new_view_with_a_rewritten_plan_is_invalid(keys, verifier) -> None:
     nv = sign_message(NewView(view=1, view_changes=vcs, pre_prepares=(bogus,), sender="r1"),
                       keys["r1"])
     r = replica("r2", keys, verifier)
-    assert r.receive(nv) == [] and r.counters.invalid == 1
+    assert r.step(nv) == [] and r.counters.invalid == 1
     good = sign_message(NewView(view=1, view_changes=vcs, pre_prepares=(), sender="r1"),
                         keys["r1"])
-    r.receive(good)
+    r.step(good)
     assert r.view == 1 and r.active
 
 
