@@ -48,7 +48,7 @@ class _NodeHeartbeater(Heartbeater):
             raise
         if self.failing:
             self.failing = False
-            self.service.reaper.core.forget()
+            self.service.reaper.forget()
         await self.service.restore_missing()
         return revision
 
@@ -88,7 +88,7 @@ class RegistryNodeService(BaseService):
 
     async def _nodes_reconnected(self) -> None:
         self.nodes.notify_reconnected()
-        self.reaper.core.forget()
+        self.reaper.forget()
 
     async def restore_missing(self) -> None:
         """Re-register hosted agents that the bucket no longer has (reaped while away)."""

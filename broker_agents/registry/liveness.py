@@ -22,6 +22,8 @@ from broker_agents.core.registry.reaper import (
     ReaperCore,
     RemoveAgent,
     RemoveNode,
+    Scan,
+    ViewLost,
     restorations,
 )
 from broker_agents.core.registry.record import NodeRecord
@@ -138,9 +140,13 @@ class Reaper(_Loop):
     async def tick(self) -> None:
         await self.scan_once()
 
+    def forget(self) -> None:
+        """This node was cut off: what the reaper saw of others' heartbeats is stale."""
+        self.core.step(ViewLost())
+
     async def scan_once(self) -> ReapReport:
-        actions = self.core.scan(self.nodes.revisions(), self.view.with_revisions(),
-                                 now=time.monotonic(), wall=time.time())
+        actions = self.core.step(Scan(self.nodes.revisions(), self.view.with_revisions(),
+                                      now=time.monotonic(), wall=time.time()))
         report = ReapReport()
         for action in actions:
             if isinstance(action, MarkUnhealthy):

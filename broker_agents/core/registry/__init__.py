@@ -8,6 +8,8 @@ from broker_agents.core.registry.reaper import (
     RemoveAgent,
     RemoveNode,
     Restore,
+    Scan,
+    ViewLost,
     restorations,
 )
 from broker_agents.core.registry.record import AgentRecord, Health, Lifecycle, NodeRecord, ReapMark
@@ -16,6 +18,6 @@ from broker_agents.core.registry.validation import validate_agent, validate_node
 __all__ = [
     "AgentIndex", "AgentRecord", "Change", "ChangeKind", "Criterion", "Delete", "Health",
     "Lifecycle", "MarkUnhealthy", "NodeRecord", "Op", "Put", "ReapMark", "ReaperCore",
-    "RemoveAgent", "RemoveNode", "Restore", "matches", "parse_criteria", "restorations",
-    "validate_agent", "validate_node",
+    "RemoveAgent", "RemoveNode", "Restore", "Scan", "ViewLost", "matches", "parse_criteria",
+    "restorations", "validate_agent", "validate_node",
 ]

@@ -15,6 +15,11 @@ reaped every live node the moment its writes went through again.
 Every action carries the revision it was decided on; the IO layer performs it with
 compare-and-set, so of two reapers acting on one record only one succeeds, and a node
 that came back (and rewrote its record) is never clobbered.
+
+The one core face (``core/machine.py``): ``actions = core.step(event)``, where the event is
+a ``Scan`` (what the views show at reaper time ``now``: every node's heartbeat revision
+and every agent with its revision) or ``ViewLost`` (this reaper was cut off: forget what
+it saw). Only a ``Scan`` yields actions.
 """
 
 from __future__ import annotations
@@ -62,6 +67,29 @@ class Restore:
 ReapAction = MarkUnhealthy | RemoveAgent | RemoveNode
 
 
+@dataclass(frozen=True)
+class Scan:
+    """A look at the views: heartbeat revision per node, agents with their revisions.
+
+    ``now`` is this reaper's monotonic clock; ``wall`` (epoch seconds) only stamps the
+    reap mark for humans.
+    """
+
+    nodes: Mapping[str, int]
+    agents: Iterable[tuple[AgentRecord, int]]
+    now: float
+    wall: float
+
+
+@dataclass(frozen=True)
+class ViewLost:
+    """This reaper was cut off, so its view of everyone's heartbeats is stale: drop every
+    observation, and each node gets a full window again."""
+
+
+ReaperEvent = Scan | ViewLost
+
+
 @dataclass
 class _Seen:
     revision: int | None
@@ -78,62 +106,63 @@ class ReaperCore:
         than a heartbeat interval plus a scan interval."""
         if window <= 0 or grace < 0:
             raise ValueError("window must be > 0 and grace >= 0")
-        self.reaper_id = reaper_id
-        self.window = window
-        self.grace = grace
-        self.own_node = own_node
-        self.stale_after = window / 2 if stale_after is None else stale_after
+        self._reaper_id = reaper_id
+        self._window = window
+        self._grace = grace
+        self._own_node = own_node
+        self._stale_after = window / 2 if stale_after is None else stale_after
         self._seen: dict[str, _Seen] = {}
         self._own_seen = False
         self._stale = False
 
-    def observe(self, node_id: str, revision: int | None, now: float) -> None:
+    @property
+    def reaper_id(self) -> str:
+        return self._reaper_id
+
+    def step(self, event: ReaperEvent) -> list[ReapAction]:
+        if isinstance(event, ViewLost):
+            self._seen.clear()
+            return []
+        return self._scan(event.nodes, event.agents, event.now, event.wall)
+
+    def _observe(self, node_id: str, revision: int | None, now: float) -> None:
         """Record the node's heartbeat revision (None: no record) as seen at ``now``."""
         seen = self._seen.get(node_id)
         if seen is None or seen.revision != revision:
             self._seen[node_id] = _Seen(revision, now)
 
-    def forget(self) -> None:
-        """Drop every observation: each node gets a full window again. Used when this
-        reaper was cut off, since its view of everyone else's heartbeats is stale."""
-        self._seen.clear()
-
-    def view_is_stale(self, now: float) -> bool:
+    def _view_is_stale(self, now: float) -> bool:
         """Our own heartbeat (once seen) has not changed for ``stale_after``."""
-        if self.own_node is None or not self._own_seen:
+        if self._own_node is None or not self._own_seen:
             return False
-        seen = self._seen.get(self.own_node)
-        return seen is None or now - seen.since > self.stale_after
+        seen = self._seen.get(self._own_node)
+        return seen is None or now - seen.since > self._stale_after
 
-    def changed_at(self, node_id: str) -> float | None:
+    def _changed_at(self, node_id: str) -> float | None:
         """When (reaper clock) the node's heartbeat was last seen to change."""
         seen = self._seen.get(node_id)
         return None if seen is None else seen.since
 
-    def scan(
+    def _scan(
         self,
         nodes: Mapping[str, int],
         agents: Iterable[tuple[AgentRecord, int]],
         now: float,
         wall: float,
     ) -> list[ReapAction]:
-        """Decide actions from node heartbeat revisions and agents with their revisions.
-
-        ``now`` is this reaper's monotonic clock; ``wall`` (epoch seconds) only stamps the
-        reap mark for humans.
-        """
+        """Decide actions from node heartbeat revisions and agents with their revisions."""
         agent_list = list(agents)
         relevant = set(nodes) | {rec.node_id for rec, _ in agent_list}
         own_last_change = None
-        if self.own_node is not None:
-            relevant.add(self.own_node)
-            self._own_seen = self._own_seen or nodes.get(self.own_node) is not None
-            own_last_change = self.changed_at(self.own_node)
+        if self._own_node is not None:
+            relevant.add(self._own_node)
+            self._own_seen = self._own_seen or nodes.get(self._own_node) is not None
+            own_last_change = self._changed_at(self._own_node)
         for node_id in relevant:
-            self.observe(node_id, nodes.get(node_id), now)
+            self._observe(node_id, nodes.get(node_id), now)
         for node_id in set(self._seen) - relevant:
             del self._seen[node_id]
-        if self.view_is_stale(now):
+        if self._view_is_stale(now):
             self._stale = True
             return []
         if self._stale:
@@ -144,18 +173,18 @@ class ReaperCore:
         for record, revision in agent_list:
             populated.add(record.node_id)
             silence = self._silence(record.node_id, now)
-            if silence <= self.window:
+            if silence <= self._window:
                 continue
             if record.reaped is None:
-                mark = ReapMark(by=self.reaper_id, at=wall, prior_health=record.health)
+                mark = ReapMark(by=self._reaper_id, at=wall, prior_health=record.health)
                 marked = record.model_copy(update={"health": Health.UNHEALTHY, "reaped": mark})
                 actions.append(MarkUnhealthy(record.agent_id, revision, marked))
-            elif silence > self.window + self.grace:
+            elif silence > self._window + self._grace:
                 actions.append(RemoveAgent(record.agent_id, revision))
         for node_id, revision in nodes.items():
             if node_id in populated:
                 continue
-            if self._silence(node_id, now) > self.window + self.grace:
+            if self._silence(node_id, now) > self._window + self._grace:
                 actions.append(RemoveNode(node_id, revision))
         return actions
 
@@ -163,13 +192,13 @@ class ReaperCore:
         """Live again: silence counts only up to when the view went stale (our own
         heartbeat's last change before the spell), never through the spell itself."""
         for node_id, seen in self._seen.items():
-            if node_id == self.own_node:
+            if node_id == self._own_node:
                 continue
             verified = 0.0 if stale_since is None else max(0.0, stale_since - seen.since)
             seen.since = now - verified
 
     def _silence(self, node_id: str, now: float) -> float:
-        if node_id == self.own_node:
+        if node_id == self._own_node:
             return 0.0
         seen = self._seen.get(node_id)
         return 0.0 if seen is None else now - seen.since
