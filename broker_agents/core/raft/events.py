@@ -1,8 +1,10 @@
 """What a driver feeds ``RaftCore.step``, besides peer messages and ``Tick``.
 
 Client requests (``Propose``, ``Read``), the storage's word that a write is durable
-(``Persisted``) and a waiter that gave up (``Forget``). Each is a small frozen record; a
-driver may reuse one ``Tick`` for every tick (Raft counts ticks and ignores ``now``).
+(``Persisted``) and a waiter that gave up (``Forget``). Each is a small slotted record,
+treated as immutable but not declared ``frozen``: a frozen dataclass costs three times as
+much to build, and every client request builds one on the commit path. A driver may reuse
+one ``Tick`` for every tick (Raft counts ticks and ignores ``now``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Propose:
     """Replicate ``command``; a ``ProposalResult`` (or ``NotLeader``/``Redirect``) follows.
 
@@ -29,7 +31,7 @@ class Propose:
     hops: int = 0
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Read:
     """A linearizable read; a ``ReadResult`` (or ``NotLeader``) follows."""
 
@@ -37,7 +39,7 @@ class Read:
     request_id: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Persisted:
     """An ``early`` Ready's write is durable: the leader may count itself for entries up
     to ``index`` of ``term``. The core hands it out as ``Ready.mark``; the driver steps
@@ -47,7 +49,7 @@ class Persisted:
     index: int
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Forget:
     """The driver gave up waiting for ``request_id`` (timeout): stop tracking it."""
 

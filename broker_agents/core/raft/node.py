@@ -26,7 +26,19 @@ from broker_agents.core.raft.config import InitialState, RaftConfig
 from broker_agents.core.raft.effects import Ready
 from broker_agents.core.raft.events import Forget, Persisted, Propose, Read
 from broker_agents.core.raft.log import RaftLog
-from broker_agents.core.raft.messages import Message
+from broker_agents.core.raft.messages import (
+    AppendRequest,
+    AppendResponse,
+    ForwardProposals,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    VoteRequest,
+    VoteResponse,
+)
 from broker_agents.core.raft.outbox import Outbox
 from broker_agents.core.raft.raft import Raft, Role
 from broker_agents.core.raft.readindex import ReadIndex
@@ -34,6 +46,11 @@ from broker_agents.core.raft.replication import Replication
 from broker_agents.core.raft.statemachine import Applier, StateMachine
 
 RaftEvent = Message | Propose | Read | Tick | Persisted | Forget
+
+_PEER_MESSAGES = (  # the most frequent first: isinstance tries them in order
+    AppendResponse, AppendRequest, HeartbeatResponse, Heartbeat, ForwardProposals,
+    ReadIndexRequest, ReadIndexResponse, VoteRequest, VoteResponse, InstallSnapshot,
+)
 
 
 class RaftCore:
@@ -63,15 +80,20 @@ class RaftCore:
 
     def step(self, event: RaftEvent) -> None:
         """Take one event; what it produces waits for ``ready()``."""
-        if isinstance(event, Tick):
-            self._raft.tick()
+        raft = self._raft
+        if isinstance(event, _PEER_MESSAGES):
+            raft.receive(event)
+        elif isinstance(event, Propose):
+            raft.propose(event)
+        elif isinstance(event, Tick):
+            raft.tick()
         elif isinstance(event, Persisted):
-            self._raft.persisted(event)
-        elif isinstance(event, Forget):
+            raft.persisted(event)
+        elif isinstance(event, Read):
+            raft.read(event)
+        else:
             self._rep.pending.discard(event.request_id)
             self._reads.forget(event.request_id)
-        else:
-            self._raft.step(event)
 
     def ready(self) -> Ready:
         """Everything produced since the last call: persist, then send, then reply (a

@@ -92,15 +92,18 @@ class Raft:
 
     # -- what RaftCore calls -----------------------------------------------------------
 
-    def step(self, e: RoleEvent) -> None:
-        """A peer message, a proposal or a read: to the current role's step function."""
-        if isinstance(e, Propose):
-            seen = self._rep.applier.lookup(e.request_id)
-            if seen is not None:  # applied already (a retry): answer from the dedup table
-                self._out.reply(ProposalResult(e.request_id, seen[0], seen[1]))
-                return
-        elif not isinstance(e, Read) and not self._admit(e):
-            return
+    def receive(self, m: Message) -> None:
+        if self._admit(m):
+            self._step_role(m)
+
+    def propose(self, e: Propose) -> None:
+        seen = self._rep.applier.lookup(e.request_id)
+        if seen is None:
+            self._step_role(e)
+        else:  # applied already (a retry): answer from the dedup table
+            self._out.reply(ProposalResult(e.request_id, seen[0], seen[1]))
+
+    def read(self, e: Read) -> None:
         self._step_role(e)
 
     def tick(self) -> None:
