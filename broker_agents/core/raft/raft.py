@@ -97,10 +97,12 @@ class Raft:
             self._step_role(m)
 
     def propose(self, e: Propose) -> None:
+        """A retry of a proposal still in flight may be appended again: harmless, since
+        apply-time dedup skips it; one applied already is answered from the dedup table."""
         seen = self._rep.applier.lookup(e.request_id)
         if seen is None:
             self._step_role(e)
-        else:  # applied already (a retry): answer from the dedup table
+        else:
             self._out.reply(ProposalResult(e.request_id, seen[0], seen[1]))
 
     def read(self, e: Read) -> None:
