@@ -16,7 +16,8 @@ import typer
 from broker_agents.logging import configure_logging
 from chaos import scenarios
 from chaos.report import ChaosReport
-from node.cli.common import ExitCode, console, err_console
+from node.cli.common import console, err_console
+from node.exitcodes import ExitCode
 
 DEFAULT_REPORT = Path("chaos-report.json")
 

@@ -25,15 +25,11 @@ from broker_agents.subjects import Subjects
 from broker_agents.transport import ConnectOptions, connect
 from node.config import NodeConfig
 from node.embedded import NatsServer, reap_stale
+from node.exitcodes import ExitCode
 from node.hosting import AgentChild, build_specs
 from node.http import HttpServer
 from node.services import NodeService, build_services
 from node.supervisor import Child, Supervisor, SupervisorGaveUp, SupervisorHooks
-
-EXIT_OK = 0
-EXIT_GAVE_UP = 1
-EXIT_CONFIG = 2
-EXIT_FORCED = 130
 
 
 class _NodeHooks(SupervisorHooks):
@@ -201,13 +197,13 @@ class Node:
         await asyncio.wait([stop_wait, self._supervisor_task],
                            return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
-        code = EXIT_OK
+        code = ExitCode.OK
         if self._supervisor_task.done() and not stop.is_set():
             exc = self._supervisor_task.exception()
             self.healthy = False
             NODE_HEALTHY.set(0)
             self.log.error("root supervisor gave up; node is unhealthy", error=repr(exc))
-            code = EXIT_GAVE_UP
+            code = ExitCode.FAILURE
         await self.shutdown()
         return code
 
@@ -265,7 +261,7 @@ async def serve(config: NodeConfig) -> int:
             node.log.warning("second signal: forcing exit", signal=signum)
             if node.embedded is not None:  # it runs in its own session: do not orphan it
                 node.embedded.kill()
-            os._exit(EXIT_FORCED)
+            os._exit(ExitCode.FORCED)
         node.log.info("signal received: graceful shutdown", signal=signum)
         stop.set()
 
@@ -277,7 +273,7 @@ async def serve(config: NodeConfig) -> int:
         node.log.error("agents could not start", error=str(exc))
         node.healthy = False
         await node.shutdown()
-        return EXIT_GAVE_UP
+        return ExitCode.FAILURE
     except BaseException:
         await node.shutdown()
         raise

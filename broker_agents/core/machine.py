@@ -9,12 +9,16 @@ Every core is driven the same way, whatever its protocol (etcd-io/raft's ``Step`
 - **effects out**: ``step`` returns the records the driver must carry out, in order
   (persist before send where that matters). Nothing else in a core is public API.
 
-Two forms of the same shape exist, chosen by where a protocol's state lives:
+Three forms of the same shape exist, chosen by where a protocol's state lives and how
+its effects are best batched:
 
-- ``Machine``: the core object holds the state (Raft, PBFT, barrier, reaper):
-  ``effects = core.step(event)``;
+- ``Machine``: the core object holds the state (PBFT replica and client, barrier,
+  hierarchical planner, reaper): ``effects = core.step(event)``;
 - ``Transition``: the state is a value stored elsewhere, in a KV record that survives the
-  process (auctions): ``state, effects = step(state, event)``.
+  process (auctions and their settlement): ``state, effects = step(state, event)``;
+- batched (Raft, etcd's ``Step`` then ``Ready``): ``core.step(event)`` for everything that
+  arrived in one event-loop turn, then one ``core.ready()`` hands out the effects of all
+  of them, so one fsync and one publish per peer carry many entries.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ The core decides what becomes of a proposal to a member that is not the leader; 
 answers ``Redirect``, the driver relays the request to the leader's subject with the
 original reply subject (so the leader answers the client directly) and the relay count in
 the ``ba-raft-hops`` header, which it hands back to the core with the request.
+
+This module passes 400 lines on purpose: the pump, the NATS callbacks that feed it and the
+client waiters it completes are one loop, and splitting them would scatter its ordering
+rules across files.
 """
 
 from __future__ import annotations

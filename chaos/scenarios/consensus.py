@@ -141,7 +141,7 @@ class RegisterClient:
                 maybe_sent = maybe_sent or self.nc.timeouts > before
                 if exc.code not in (ErrorCode.TIMEOUT, ErrorCode.NOT_LEADER):
                     return "fail", exc.code  # rejected: nothing (or a no-op) was applied
-                why = exc.code
+                why = str(exc.code)
             except Exception as exc:  # connection trouble: the publish may have gone out
                 maybe_sent = True
                 why = type(exc).__name__

@@ -8,7 +8,7 @@
 - output: results on stdout as a rich table, or one JSON document with ``--json``; errors
   as ``{"error": {"code", "message", "details"}}`` on stdout with ``--json``, else as a red
   line (and the details) on stderr;
-- ``ExitCode``: what every exit status of the CLI means.
+- ``ExitCode`` (re-exported from ``node.exitcodes``): what every exit status means.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine, Iterable
-from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -30,26 +29,12 @@ from rich.table import Table
 
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.transport import connect_client
+from node.exitcodes import ExitCode
 
 T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-class ExitCode(IntEnum):
-    """The exit status of every ``broker-agents`` command (and of ``node run``)."""
-
-    OK = 0
-    # It ran and the outcome is an error: an error reply, NATS unreachable, a node whose
-    # root supervisor gave up, a chaos scenario that found a violation.
-    FAILURE = 1
-    # Nothing was tried: bad arguments, request JSON or node config (click's own usage
-    # errors exit 2 as well).
-    USAGE = 2
-    CONFIG = 2
-    # A node daemon forced out by a second SIGINT/SIGTERM (128 + SIGINT).
-    FORCED = 130
 
 
 DEFAULT_URL = "nats://127.0.0.1:4222"

@@ -25,15 +25,8 @@ from broker_agents.core.errors import BrokerError
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from node.cli import common
-from node.cli.common import (
-    DEFAULT_PREFIX,
-    DEFAULT_URL,
-    ExitCode,
-    JsonOpt,
-    NatsOpt,
-    PrefixOpt,
-    TimeoutOpt,
-)
+from node.cli.common import DEFAULT_PREFIX, DEFAULT_URL, JsonOpt, NatsOpt, PrefixOpt, TimeoutOpt
+from node.exitcodes import ExitCode
 
 app = typer.Typer(no_args_is_help=True, help="Coordination: JSON Schemas and requests.")
 
@@ -79,7 +72,7 @@ def request_command(
     prefix: PrefixOpt = DEFAULT_PREFIX,
 ) -> None:
     """Send one coordination request and print the result (table, or JSON)."""
-    from broker_agents.coord.render import renderables
+    from node.cli.render import renderables
 
     try:
         body = _load(request_json)

@@ -7,7 +7,8 @@ import asyncio
 import typer
 from rich.table import Table
 
-from node.cli.common import ExitCode, console
+from node.cli.common import console
+from node.exitcodes import ExitCode
 
 
 def demo() -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from node.cli.common import ConfigOpt, ExitCode, fail
+from node.cli.common import ConfigOpt, fail
+from node.exitcodes import ExitCode
 
 app = typer.Typer(no_args_is_help=True, help="Run a node daemon.")
 

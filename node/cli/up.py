@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from node.cli.common import ConfigOpt, ExitCode, console
+from node.cli.common import ConfigOpt, console
+from node.exitcodes import ExitCode
 
 
 def up(
