@@ -8,7 +8,7 @@ interleaving of auctioneers on any nodes. Reputation lives in ``broker_agents.re
 from __future__ import annotations
 
 from broker_agents.core import budget
-from broker_agents.core.budget import Account
+from broker_agents.core.budget import Account, Hold
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.kv import CasBook, all_keys
 
@@ -38,14 +38,25 @@ class Ledger(CasBook):
             return budget.deposit(base, op_id, amount)
         return await self.apply(owner, op)  # type: ignore[no-any-return]
 
-    async def reserve(self, owner: str, auction_id: str, amount: float) -> Account:
+    async def reserve(self, owner: str, auction_id: str, amount: float, *,
+                      taken_ms: int | None = None, by: str | None = None,
+                      lease: int | None = None) -> Account:
+        """Hold ``amount`` for the auction, describing who took it when under which lease."""
         return await self.apply(  # type: ignore[no-any-return]
-            owner, lambda a: budget.reserve(_need(a, owner), auction_id, amount))
+            owner, lambda a: budget.reserve(_need(a, owner), auction_id, amount,
+                                            taken_ms=taken_ms, by=by, lease=lease))
 
-    async def release(self, owner: str, auction_id: str) -> Account | None:
+    async def release(self, owner: str, auction_id: str) -> Hold | None:
+        """Release and fence the auction's hold; the hold *this* call removed (None: there
+        was none, or another releaser's CAS got there first), so a release is reported once."""
+        removed: Hold | None = None
+
         def op(acc: Account | None) -> Account | None:
+            nonlocal removed  # the last call is the one whose write (or no-write) stood
+            removed = None if acc is None else acc.holds.get(auction_id)
             return acc if acc is None else budget.release(acc, auction_id)
-        return await self.apply(owner, op)  # type: ignore[no-any-return]
+        await self.apply(owner, op)
+        return removed
 
     async def debit(self, owner: str, auction_id: str, amount: float) -> Account:
         return await self.apply(  # type: ignore[no-any-return]

@@ -13,3 +13,12 @@ DURATION = Histogram("ba_auction_duration_seconds", "Request to settled/unsold/f
 SETTLEMENTS = Counter("ba_auction_settlements_total", "Payer settlements applied")
 TAKEOVERS = Counter("ba_auction_takeovers_total", "Auctions taken over from a dead owner")
 LEASES_LOST = Counter("ba_auction_leases_lost_total", "Auctions whose lease we lost")
+HOLDS_RELEASED = Counter("ba_auction_holds_released_total",
+                         "Orphaned escrow holds released by the reconcile", ["reason"])
+HOLDS_FENCED = Counter("ba_auction_holds_fenced_total",
+                       "Late holds refused because the auction's escrow was released or paid",
+                       ["fenced"])
+RECONCILE_SKIPPED = Counter("ba_auction_reconcile_skipped_total",
+                            "Records a reconcile or audit skipped", ["bucket", "reason"])
+RECONCILE_ERRORS = Counter("ba_auction_reconcile_errors_total",
+                           "Orphan releases that failed (tried again at the next sweep)")

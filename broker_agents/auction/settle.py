@@ -97,11 +97,24 @@ async def _record(d: AuctionDriver, eff: RecordStage) -> None:
 
 
 async def _reserve(d: AuctionDriver, holds: list[ReserveHold]) -> Event:
-    """Escrow every payer's payment, in order; the first refusal ends it."""
+    """Escrow every payer's payment, in order; the first refusal ends it.
+
+    Each hold names its auction, the time, this auctioneer and its lease (the record's
+    takeover count). A refusal because the auction's escrow was already released or paid
+    (``fenced``) means we were deposed without knowing it yet: the failure we then try to
+    record loses the CAS, and we stop.
+    """
     for hold in holds:
         try:
-            await d.host.ledger.reserve(hold.payer, d.aid, hold.amount)
+            await d.host.ledger.reserve(hold.payer, d.aid, hold.amount, taken_ms=wall_ms(),
+                                        by=d.host.owner, lease=d.record.takeovers)
         except BrokerError as exc:
+            fenced = exc.details.get("fenced")
+            if fenced is not None:
+                metrics.HOLDS_FENCED.labels(str(fenced)).inc()
+                if d.log:
+                    d.log.warning("auction.hold_fenced", account=hold.payer, auction=d.aid,
+                                  amount=hold.amount, fenced=str(fenced))
             return Event(Happened.RESERVE_REFUSED,
                          f"escrow for {hold.payer} refused: {exc.message}")
     return Event(Happened.RESERVED)

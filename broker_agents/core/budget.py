@@ -7,16 +7,32 @@ KV revision, calls the function, and writes the result with ``update(key, value,
 exact record it replaces, the checks made here hold under any interleaving of auctioneers:
 a balance never goes negative and escrow never exceeds the balance.
 
-Escrow is a ``hold`` per auction id (``reserved`` is their sum). Settlement touches two
-keys, so it is two idempotent steps the driver applies in order and may retry after a
-crash: ``debit`` the winner (consuming its hold; one payment per payer and auction — a
-combinatorial winner pays its total) then ``credit`` the seller. Each account
-remembers the operation ids it applied (the newest ``APPLIED_LIMIT``), so a repeated step
-returns the record unchanged — the same object, so the driver can skip the write. The
-auction record in the auctions bucket is the long-term guard; the per-account window only
-has to outlast the driver's retries. A settlement ``(auction_id, payer)`` must always be
-replayed with the payee and amount of the stored outcome; the two halves cannot check
-each other because they live under different keys.
+Escrow is a ``Hold`` per auction id (``reserved`` is their sum). A hold describes itself:
+its amount, when it was taken and by which auctioneer under which lease (the auction
+record's takeover count), so an audit can tell an in-flight hold from an orphan without
+asking anyone. Settlement touches two keys, so it is two idempotent steps the driver
+applies in order and may retry after a crash: ``debit`` the winner (consuming its hold;
+one payment per payer and auction — a combinatorial winner pays its total) then ``credit``
+the seller. Each account remembers the operation ids it applied (the newest
+``APPLIED_LIMIT``), so a repeated step returns the record unchanged — the same object, so
+the driver can skip the write. The auction record in the auctions bucket is the long-term
+guard; the per-account window only has to outlast the driver's retries. A settlement
+``(auction_id, payer)`` must always be replayed with the payee and amount of the stored
+outcome; the two halves cannot check each other because they live under different keys.
+
+Holds are fenced: ``release`` and ``debit`` leave a tombstone (``release:<id>``,
+``debit:<id>``) even when no hold exists yet, and ``reserve`` refuses an auction that has
+one. A deposed auctioneer that learns of its lost lease only at its next write may still
+call ``reserve`` after its successor failed (or settled) the auction; the CAS on the
+account serializes that reserve with the successor's release, and whichever comes second
+sees the other: no hold survives an auction whose escrow was released or paid. The
+auctioneers' reconcile sweep (``core.auction.audit``) is the second line, for a tombstone
+that left the window or a driver that died between its stage write and its releases.
+
+Every account also carries its cumulative ``deposited``, ``paid`` and ``received``, so
+conservation is checkable from the records alone: ``balance == deposited - paid +
+received`` per account, and, once no settlement is in flight, total paid == total received.
+A record from before these fields counts its balance as deposited.
 
 Money is a float; the checks rely on IEEE rounding being monotone (``b >= a`` implies
 ``b - a >= 0``), so balances stay non-negative exactly, while totals are conserved up to
@@ -26,9 +42,9 @@ float rounding.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 from broker_agents.core.errors import BrokerError, ErrorCode
 
@@ -38,6 +54,19 @@ APPLIED_LIMIT = 1000
 Money = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
+class Hold(BaseModel):
+    """One auction's escrow on an account. ``taken_ms`` (the taker's clock), ``by`` (the
+    auctioneer) and ``lease`` (the auction record's takeover count when it was taken) are
+    None on holds stored before holds described themselves."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    amount: Money
+    taken_ms: int | None = None
+    by: str | None = None
+    lease: int | None = None
+
+
 class Account(BaseModel):
     """One agent's money. ``reserved`` (sum of holds) is derived and sent for readers."""
 
@@ -45,20 +74,48 @@ class Account(BaseModel):
 
     owner: str = Field(min_length=1)
     balance: Money = 0.0
-    holds: dict[str, float] = Field(default_factory=dict)
+    holds: dict[str, Hold] = Field(default_factory=dict)
     max_per_task: Money | None = None
     applied: tuple[str, ...] = ()
     version: int = 0
+    deposited: Money = 0.0
+    paid: Money = 0.0
+    received: Money = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _opening_balance(cls, data: Any) -> Any:
+        """A record without the cumulative fields (older) counts its balance as deposited."""
+        if isinstance(data, dict) and "deposited" not in data:
+            return {**data, "deposited": data.get("balance", 0.0)}
+        return data
+
+    @field_validator("holds", mode="before")
+    @classmethod
+    def _bare_amounts(cls, holds: Any) -> Any:
+        """Older records store a hold as its bare amount."""
+        if isinstance(holds, dict):
+            return {k: {"amount": v} if isinstance(v, int | float) else v
+                    for k, v in holds.items()}
+        return holds
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def reserved(self) -> float:
-        return math.fsum(self.holds.values())
+        return math.fsum(h.amount for h in self.holds.values())
 
     @property
     def available(self) -> float:
         """What the owner can still commit: balance minus escrow."""
         return self.balance - self.reserved
+
+    def fenced(self, auction_id: str) -> str | None:
+        """Why no hold may be taken for this auction any more: "released", "paid" or None."""
+        if f"release:{auction_id}" in self.applied:
+            return "released"
+        if f"debit:{auction_id}" in self.applied:
+            return "paid"
+        return None
 
 
 def open_account(owner: str, balance: float = 0.0, max_per_task: float | None = None) -> Account:
@@ -78,6 +135,10 @@ def _changed(account: Account, op_id: str | None = None, **update: object) -> Ac
         applied = (*applied, op_id)[-APPLIED_LIMIT:]
     return account.model_copy(update={**update, "applied": applied,
                                       "version": account.version + 1})
+
+
+def _without(account: Account, auction_id: str) -> dict[str, Hold]:
+    return {k: v for k, v in account.holds.items() if k != auction_id}
 
 
 def check_cost(account: Account, amount: float) -> None:
@@ -103,30 +164,42 @@ def deposit(account: Account, op_id: str, amount: float) -> Account:
     key = f"deposit:{op_id}"
     if key in account.applied:
         return account
-    return _changed(account, key, balance=account.balance + _amount(amount))
+    amount = _amount(amount)
+    return _changed(account, key, balance=account.balance + amount,
+                    deposited=account.deposited + amount)
 
 
-def reserve(account: Account, auction_id: str, amount: float) -> Account:
-    """Escrow ``amount`` for a winning bid; idempotent for the same auction and amount."""
+def reserve(account: Account, auction_id: str, amount: float, *, taken_ms: int | None = None,
+            by: str | None = None, lease: int | None = None) -> Account:
+    """Escrow ``amount`` for a winning bid; idempotent for the same auction and amount.
+
+    Refused (``CONFLICT``, details ``fenced``) once the auction's escrow was released or
+    paid: a late reserve must never lock funds again.
+    """
     held = account.holds.get(auction_id)
     if held is not None:
-        if held == amount:
+        if held.amount == amount:
             return account
         raise BrokerError(ErrorCode.CONFLICT,
-                          f"auction {auction_id} already holds {held}, not {amount}",
-                          {"auction_id": auction_id, "held": held})
-    if f"debit:{auction_id}" in account.applied:
-        return account  # settled already: a late reserve must not lock funds again
+                          f"auction {auction_id} already holds {held.amount}, not {amount}",
+                          {"auction_id": auction_id, "held": held.amount})
+    fenced = account.fenced(auction_id)
+    if fenced is not None:
+        raise BrokerError(ErrorCode.CONFLICT,
+                          f"the escrow of auction {auction_id} was {fenced} already",
+                          {"auction_id": auction_id, "owner": account.owner, "fenced": fenced})
     check_cost(account, amount)
-    return _changed(account, holds={**account.holds, auction_id: amount})
+    hold = Hold(amount=amount, taken_ms=taken_ms, by=by, lease=lease)
+    return _changed(account, holds={**account.holds, auction_id: hold})
 
 
 def release(account: Account, auction_id: str) -> Account:
-    """Drop the hold of an aborted auction (no-op when there is none)."""
-    if auction_id not in account.holds:
+    """Drop the auction's hold and fence it (a tombstone, even when there is no hold yet,
+    so a late ``reserve`` is refused); the same record once released."""
+    key = f"release:{auction_id}"
+    if auction_id not in account.holds and key in account.applied:
         return account
-    holds = {k: v for k, v in account.holds.items() if k != auction_id}
-    return _changed(account, holds=holds)
+    return _changed(account, key, holds=_without(account, auction_id))
 
 
 def debit(account: Account, auction_id: str, amount: float) -> Account:
@@ -139,15 +212,16 @@ def debit(account: Account, auction_id: str, amount: float) -> Account:
     if key in account.applied:
         return account
     _amount(amount)
-    holds = {k: v for k, v in account.holds.items() if k != auction_id}
-    free = account.balance - math.fsum(holds.values())
+    holds = _without(account, auction_id)
+    free = account.balance - math.fsum(h.amount for h in holds.values())
     if amount > account.balance or amount > free:
         raise BrokerError(
             ErrorCode.INSUFFICIENT_FUNDS,
             f"{account.owner} cannot pay {amount} for auction {auction_id}",
             {"owner": account.owner, "balance": account.balance, "cost": amount},
         )
-    return _changed(account, key, balance=account.balance - amount, holds=holds)
+    return _changed(account, key, balance=account.balance - amount, holds=holds,
+                    paid=account.paid + amount)
 
 
 def credit(account: Account, auction_id: str, payer: str, amount: float) -> Account:
@@ -159,7 +233,9 @@ def credit(account: Account, auction_id: str, payer: str, amount: float) -> Acco
     key = f"credit:{auction_id}:{payer}"
     if key in account.applied:
         return account
-    return _changed(account, key, balance=account.balance + _amount(amount))
+    amount = _amount(amount)
+    return _changed(account, key, balance=account.balance + amount,
+                    received=account.received + amount)
 
 
 def settle(

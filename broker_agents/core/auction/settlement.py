@@ -12,8 +12,11 @@ record. ``step(settlement, Event(what))`` looks the pair up in ``TRANSITIONS`` (
 else is a ``LocalProtocolError``: the driver broke the protocol), and returns the next
 state with the effects the driver carries out, in order:
 
-1. the transition's own effects: ``ReleaseHold`` for every payer, then ``RecordStage``
-   (write the stage, and the payers escrowed / acknowledged / settled, to the record);
+1. the transition's own effects: ``RecordStage`` (write the stage, and the payers
+   escrowed / acknowledged / settled, to the record), then, into ``failed``,
+   ``ReleaseHold`` for every payer. The record comes first because it is the fence: only
+   the lease holder's CAS succeeds, so a deposed driver never releases the holds of an
+   auction its successor is still settling;
 2. the *work* of the stage it lands in, always last: ``ReserveHold`` per payer (the driver
    then reports ``reserved``, or ``reserve_refused`` at the first refusal), ``SendAward``
    per winner not yet acknowledged (``acknowledged``, or ``ack_missing``), ``Pay`` per payer
@@ -31,7 +34,8 @@ released twice, a debit or credit applied twice is a no-op), so a successor that
 record in any stage simply runs the remaining work. An award is settled at most once, and
 once the acknowledgement is stored it is settled exactly once. Escrow is not recorded as
 a stage of its own (one write less per auction): a successor that finds ``closed`` reserves
-again, and ``failed`` releases every payer's hold whatever was taken.
+again, and ``failed`` releases every payer's hold whatever was taken. Which holds may exist
+in each stored stage, and how none is ever orphaned, is ``HOLDS``.
 """
 
 from __future__ import annotations
@@ -95,9 +99,10 @@ class Holds(StrEnum):
     """Which escrow holds of this auction may exist on the payers' accounts."""
 
     NONE = "none"
-    ANY = "any"        # any subset of the payers (taken by a driver that died before acking)
+    ANY = "any"        # any subset of the payers, each for what it owes
     ALL = "all"        # every payer's
     ALL_OR_PAID = "all_or_paid"  # per payer: its hold, or its debit (never both, never neither)
+    RELEASING = "releasing"      # any subset, being released; never taken again
 
 
 HOLDS: Mapping[Stage, Holds] = {
@@ -107,14 +112,30 @@ HOLDS: Mapping[Stage, Holds] = {
     Stage.ACKED: Holds.ALL_OR_PAID,
     Stage.SETTLED: Holds.NONE,
     Stage.UNSOLD: Holds.NONE,
-    Stage.FAILED: Holds.NONE,
+    Stage.FAILED: Holds.RELEASING,
 }
-"""The invariant per *stored* stage (without budgets no hold is ever taken).
+"""The escrow invariant per stage (without budgets no hold is ever taken).
 
-Known gap (the seam for a later fix): a deposed driver learns that it lost the lease only
-at its next write. If its successor has meanwhile recorded a terminal stage (``failed``,
-releasing every hold), a hold the deposed driver takes before that write is orphaned: the
-invariant of the terminal stage is then broken until someone releases it.
+- ``open``: none; holds are taken only once ``closed`` is stored.
+- ``closed``: any subset of the payers, for what each owes: the driver is reserving (a
+  successor that finds ``closed`` reserves again; ``reserve`` is idempotent).
+- ``reserved``: every payer's (never stored: the driver's own state before the award).
+- ``acked``: per payer its hold or its debit; ``debit`` consumes the hold in the same CAS.
+- ``settled``: none; the debit's tombstone refuses a late reserve.
+- ``unsold``: none; nobody owes anything.
+- ``failed``: whatever was taken, until it is released. Nothing releases a hold before its
+  auction is stored terminal: the driver that wrote ``failed`` releases every payer's hold
+  next, and the auctioneers' reconcile (``core.auction.audit``, run at every sweep,
+  takeover and abort) releases a hold whose auction is terminal (or, after a grace period,
+  unknown), exactly once: the release is a CAS on the account.
+
+No hold is orphaned by a takeover (issue 19: a deposed driver learns that it lost the
+lease only at its next write, so it may reserve after its successor failed the auction).
+Every release and debit leaves a tombstone on the account (``core.budget``), and
+``reserve`` refuses an auction that has one; the account's CAS orders the late reserve
+against the release, and whichever lands second sees the first. A hold that still slips
+through (a tombstone out of the account's window, a driver dead between its stage write
+and its releases) is left to the reconcile.
 """
 
 
@@ -172,7 +193,8 @@ class RecordStage:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseHold:
-    """Release the payer's hold for this auction (a no-op when there is none)."""
+    """Release the payer's hold for this auction and fence it (``core.budget.release``
+    leaves a tombstone even when there is no hold yet, so a late reserve is refused)."""
 
     payer: str
 
@@ -248,17 +270,17 @@ def _apply(state: Settlement, event: Event) -> tuple[Settlement, list[Settlement
     if event.what is Happened.RESUME:
         return state, []
     new = replace(state, stage=stage)
-    effects: list[SettlementEffect] = []
     if stage is Stage.FAILED:
-        if state.budgets:
-            effects += [ReleaseHold(p) for p in state.payers]
         new = replace(new, failure=event.why or str(event.what))
     elif stage is Stage.ACKED:
         new = replace(new, reserved=state.payers, acked=state.payers)
     elif stage is Stage.SETTLED and state.budgets:
         new = replace(new, settled=state.payers)
+    effects: list[SettlementEffect] = []
     if stage is not Stage.RESERVED:  # escrow is not recorded: one write less (see above)
         effects.append(_record(new))
+    if stage is Stage.FAILED and state.budgets:  # after the record: it fences the release
+        effects += [ReleaseHold(p) for p in state.payers]
     return new, effects
 
 

@@ -57,7 +57,47 @@ def test_reserve_is_idempotent_but_conflicting_amount_is_an_error() -> None:
 
 def test_reserve_after_settlement_does_not_lock_funds_again() -> None:
     account = B.debit(B.reserve(B.open_account("b", 10.0), "a1", 4.0), "a1", 4.0)
-    assert B.reserve(account, "a1", 4.0) is account
+    with pytest.raises(BrokerError) as info:
+        B.reserve(account, "a1", 4.0)
+    assert info.value.code == "conflict" and info.value.details["fenced"] == "paid"
+
+
+def test_a_release_fences_the_auction_even_before_any_hold_exists() -> None:
+    """The takeover race of issue 19: the successor releases first, the deposed driver's
+    reserve comes after; it must be refused, not lock funds for good."""
+    account = B.open_account("b", 10.0)
+    released = B.release(account, "a1")
+    assert released is not account and released.holds == {}
+    assert released.fenced("a1") == "released" and B.release(released, "a1") is released
+    with pytest.raises(BrokerError) as info:
+        B.reserve(released, "a1", 4.0)
+    assert info.value.code == "conflict" and info.value.details["fenced"] == "released"
+    assert B.reserve(released, "a2", 4.0).holds["a2"].amount == 4.0  # other auctions: fine
+
+
+def test_a_hold_describes_itself() -> None:
+    account = B.reserve(B.open_account("b", 10.0), "a1", 4.0, taken_ms=1234, by="auc-1",
+                        lease=2)
+    assert account.holds["a1"] == B.Hold(amount=4.0, taken_ms=1234, by="auc-1", lease=2)
+
+
+def test_older_records_load_bare_holds_and_count_their_balance_as_deposited() -> None:
+    old = {"owner": "b", "balance": 12.5, "holds": {"a1": 2.5}, "applied": ["debit:a0"],
+           "version": 7, "reserved": 2.5}
+    account = B.Account.model_validate(codec.decode(codec.encode(old)))
+    assert account.holds == {"a1": B.Hold(amount=2.5)} and account.reserved == 2.5
+    assert (account.deposited, account.paid, account.received) == (12.5, 0.0, 0.0)
+    assert B.release(account, "a1").available == 12.5
+
+
+def test_cumulative_totals_follow_deposits_and_settlements() -> None:
+    buyer, seller = B.deposit(B.open_account("buyer"), "d1", 100.0), B.open_account("seller")
+    buyer = B.reserve(buyer, "a1", 30.0)
+    buyer, seller = B.settle(buyer, seller, "a1", 25.0)
+    assert (buyer.deposited, buyer.paid, buyer.received) == (100.0, 25.0, 0.0)
+    assert (seller.deposited, seller.paid, seller.received) == (0.0, 0.0, 25.0)
+    for acc in (buyer, seller):
+        assert acc.balance == acc.deposited - acc.paid + acc.received
 
 
 def test_debit_above_balance_is_refused() -> None:
@@ -94,6 +134,51 @@ def test_account_round_trips_through_the_wire_with_reserved_visible() -> None:
         wire = codec.decode(codec.encode(account, as_json=as_json))
         assert wire["reserved"] == 2.5
         assert B.Account.model_validate(wire) == account
+
+
+# ---- one auction's escrow under any interleaving ----
+
+AUCTION = "x"
+PRICE = 6.0
+escrow_ops = st.lists(st.tuples(
+    st.sampled_from(["reserve", "release", "debit", "credit", "deposit", "other"]),
+    st.floats(0.0, 30.0, allow_nan=False),
+), max_size=40)
+
+
+@settings(max_examples=500)
+@given(escrow_ops)
+def test_no_hold_survives_once_the_auction_is_released_or_paid(
+        script: list[tuple[str, float]]) -> None:
+    """Any order of reserve / release / debit / credit for one auction (each applied to the
+    record it replaces, as the CAS guarantees; redelivered, late or early) leaves no hold
+    once a release or the debit has been applied, and keeps the books balanced."""
+    payer, payee = B.open_account("p", 20.0), B.open_account("s")
+    ended = False
+    for n, (kind, amount) in enumerate(script):
+        try:
+            if kind == "reserve":
+                payer = B.reserve(payer, AUCTION, amount, taken_ms=n, by="auc")
+            elif kind == "release":
+                payer = B.release(payer, AUCTION)
+                ended = True
+            elif kind == "debit":
+                payer = B.debit(payer, AUCTION, PRICE)
+                ended = True
+            elif kind == "credit":
+                payee = B.credit(payee, AUCTION, "p", PRICE)
+            elif kind == "deposit":
+                payer = B.deposit(payer, f"d{n}", amount)
+            else:  # another auction's escrow competes for the same funds
+                payer = B.reserve(payer, f"y{n}", amount)
+        except BrokerError:
+            pass
+        if ended:
+            assert AUCTION not in payer.holds
+        for acc in (payer, payee):
+            assert acc.balance >= 0.0 and acc.reserved <= acc.balance + 1e-9
+            assert math.isclose(acc.balance, acc.deposited - acc.paid + acc.received,
+                                abs_tol=1e-9)
 
 
 # ---- random operation sequences ----
@@ -144,6 +229,10 @@ def _check(accounts: dict[str, B.Account], total: float) -> None:
         assert acc.balance >= 0.0
         assert acc.reserved >= 0.0
         assert acc.reserved <= acc.balance + 1e-9
+        assert math.isclose(acc.balance, acc.deposited - acc.paid + acc.received,
+                            abs_tol=1e-6)
+    assert math.isclose(sum(a.paid for a in accounts.values()),
+                        sum(a.received for a in accounts.values()), abs_tol=1e-6)
     assert math.isclose(sum(a.balance for a in accounts.values()), total, abs_tol=1e-6)
 
 

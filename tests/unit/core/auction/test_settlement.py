@@ -97,6 +97,22 @@ def test_every_stage_has_an_escrow_invariant() -> None:
 
 @settings(max_examples=200)
 @given(state=settlements, what=st.sampled_from(Happened))
+def test_holds_are_released_only_after_the_terminal_stage_is_recorded(
+    state: Settlement, what: Happened
+) -> None:
+    """The stage write is the fence: a deposed driver's write fails before it releases
+    anything, so it never releases the holds of an auction its successor still settles."""
+    if (state.stage, what) not in TRANSITIONS:
+        return
+    effects = step(state, Event(what)).effects
+    releases = [i for i, e in enumerate(effects) if isinstance(e, ReleaseHold)]
+    if releases:
+        before = [e for e in effects[:releases[0]] if isinstance(e, RecordStage)]
+        assert before and before[-1].stage is Stage.FAILED and before[-1].finished
+
+
+@settings(max_examples=200)
+@given(state=settlements, what=st.sampled_from(Happened))
 def test_work_comes_last_and_only_a_terminal_stage_has_none(
     state: Settlement, what: Happened
 ) -> None:
@@ -123,7 +139,7 @@ class _Ledger:
         rule = HOLDS[stored.stage] if stored.budgets else Holds.NONE
         if rule is Holds.NONE:
             assert not holds
-        elif rule is Holds.ANY:
+        elif rule in (Holds.ANY, Holds.RELEASING):
             assert holds <= payers
         elif rule is Holds.ALL:
             assert holds == payers
@@ -184,6 +200,8 @@ def test_drivers_that_crash_anywhere_keep_the_escrow_invariants_and_settle_once(
                                   Happened.ACKNOWLEDGED, Pay: Happened.SETTLED}[type(work)])
             moved = step(moved.state, happened)
     ledger.check(stored)
+    if stored.stage in TERMINAL:  # the reconcile sweep: a terminal auction's holds go
+        ledger.holds.clear()
     if stored.stage is Stage.SETTLED:
         assert sorted(ledger.debited) == (sorted(stored.payers) if budgets else [])
         assert stored.acked == stored.payers
