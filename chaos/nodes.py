@@ -28,6 +28,7 @@ import nats.js.errors
 from nats.js.api import KeyValueConfig
 
 from chaos.cluster import HOST, ProxiedNatsCluster, http_json
+from chaos.faults import PauseProcess
 from chaos.process import ManagedProcess, ProcessError
 from node.embedded import free_port
 
@@ -127,6 +128,10 @@ class NodeDaemon:
     def kill_fault(self) -> KillNode:
         """kill -9 as a schedulable fault; its heal restarts the daemon in the background."""
         return KillNode(self, target=self.node_id)
+
+    def pause_fault(self) -> PauseProcess:
+        """SIGSTOP as a schedulable fault (whichever process is current); heal: SIGCONT."""
+        return PauseProcess(self.proc, kind="pause_node", target=self.node_id)
 
 
 @dataclass
