@@ -2,16 +2,17 @@
 
 One module per command group: ``node`` (run a daemon), ``up`` (a local cluster),
 ``demo``, ``bench`` (``node.bench`` suites), ``registry``, ``auction``, ``variables``
-(mounted as ``var``), ``coord`` (``schema`` and ``request``, at the top level). What they
-share (options, connecting, output, errors, ``ExitCode``) is in ``common``. The chaos
-suite's CLI is mounted lazily: ``chaos`` is imported only when ``broker-agents chaos`` runs.
+(mounted as ``var``), ``auth`` (identities, roles, server configs), ``coord``
+(``schema`` and ``request``, at the top level). What they share (options, connecting,
+output, errors, ``ExitCode``) is in ``common``. The chaos suite's CLI is mounted lazily:
+``chaos`` is imported only when ``broker-agents chaos`` runs.
 """
 
 from __future__ import annotations
 
 import typer
 
-from node.cli import auction, bench, coord, demo, registry, up, variables
+from node.cli import auction, auth, bench, coord, demo, registry, up, variables
 from node.cli import node as node_commands
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -23,6 +24,7 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(registry.app, name="registry")
 app.add_typer(auction.app, name="auction")
 app.add_typer(variables.app, name="var")
+app.add_typer(auth.app, name="auth")
 app.command("schema")(coord.schema_command)
 app.command("request")(coord.request_command)
 

@@ -1,0 +1,68 @@
+"""The standard NATS ``.creds`` file: a user's JWT and its nkey seed, in one file.
+
+The same format ``nsc`` writes and nats-py's ``user_credentials``, the ``nats`` CLI and
+every NATS client read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker_agents.core.errors import BrokerError, ErrorCode
+from node.auth.jwt import KeyKind, NKey, decode
+from node.auth.private import write_private
+
+_TEMPLATE = """-----BEGIN NATS USER JWT-----
+{jwt}
+------END NATS USER JWT------
+
+************************* IMPORTANT *************************
+NKEY Seed printed below can be used to sign and prove identity.
+NKEYs are sensitive and should be treated as secrets.
+
+-----BEGIN USER NKEY SEED-----
+{seed}
+------END USER NKEY SEED------
+
+*************************************************************
+"""
+
+_BLOCK = re.compile(r"-{3,}BEGIN [A-Z ]+-{3,}\s*\n\s*(\S+)\s*\n\s*-{3,}END [A-Z ]+-{3,}")
+
+
+@dataclass(frozen=True)
+class Creds:
+    jwt: str
+    seed: str
+
+    @property
+    def public_key(self) -> str:
+        return NKey.from_seed(self.seed, KeyKind.USER).public_key
+
+    def claims(self) -> dict[str, object]:
+        """The user JWT's claims (signature checked against its issuer)."""
+        return decode(self.jwt)
+
+    def render(self) -> str:
+        return _TEMPLATE.format(jwt=self.jwt, seed=self.seed)
+
+    def write(self, path: Path) -> Path:
+        return write_private(path, self.render())
+
+    @classmethod
+    def parse(cls, text: str) -> Creds:
+        blocks = _BLOCK.findall(text)
+        if len(blocks) < 2:
+            raise BrokerError(ErrorCode.CONFIG, "not a NATS creds file (expected a user JWT "
+                              "block and a user nkey seed block)")
+        return cls(jwt=blocks[0], seed=blocks[1])
+
+    @classmethod
+    def read(cls, path: Path) -> Creds:
+        try:
+            return cls.parse(path.read_text())
+        except OSError as exc:
+            raise BrokerError(ErrorCode.CONFIG, f"cannot read creds file {path}: {exc}",
+                              {"path": str(path)}) from exc
