@@ -9,7 +9,12 @@ not renewed its lease for ``lease_ms`` is taken over with a CAS (owner, heartbea
 driven on from its stored stage. Two auctioneers cannot both win that CAS, and the loser's
 next write fails, so it stops before doing anything else.
 
-Config kwargs: ``lease_ms`` (3000), ``sweep_ms`` (lease/2), ``discovery_ms`` (250).
+Escrow is reconciled (``reconcile.py``) at every sweep, and for the one auction after a
+takeover or an abort: a hold whose auction is terminal, or unknown after
+``orphan_grace_ms``, is released exactly once.
+
+Config kwargs: ``lease_ms`` (3000), ``sweep_ms`` (lease/2), ``discovery_ms`` (250),
+``orphan_grace_ms`` (30000).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pydantic import ValidationError
 from broker_agents import codec
 from broker_agents.agent import Agent
 from broker_agents.auction import metrics, settle
+from broker_agents.auction.audit import DEFAULT_GRACE_MS
 from broker_agents.auction.driver import TAKEN_OVER, AuctionDriver, LeaseLost
 from broker_agents.auction.host import AuctionHost
 from broker_agents.auction.ledger import Ledger
@@ -37,6 +43,7 @@ from broker_agents.auction.messages import (
     parse_request,
     validation_error,
 )
+from broker_agents.auction.reconcile import Reconciler
 from broker_agents.auction.records import TERMINAL, AuctionRecord, Stage, peek_lease
 from broker_agents.clock import wall_ms
 from broker_agents.core import auction as core
@@ -79,6 +86,9 @@ class AuctioneerAgent(Agent):
             reputation=ReputationBook(rep, self.mirrors[1]),
             accounts_mirror=self.mirrors[0], reputation_mirror=self.mirrors[1],
             lease_ms=self.lease_ms, log=ctx.log)
+        self.reconciler = Reconciler(
+            self.host.ledger, auctions, self.mirrors[0], self.mirrors[2],
+            int(self.config.get("orphan_grace_ms", DEFAULT_GRACE_MS)), ctx.log)
         self.live: dict[str, AuctionDriver] = {}
         self._seen_terminal: dict[str, int] = {}
         queue = f"{sub.prefix}-auctioneers"
@@ -148,7 +158,7 @@ class AuctioneerAgent(Agent):
                           invited=len(invited))
         return await self._drive(driver)
 
-    async def _drive(self, driver: AuctionDriver) -> Any:
+    async def _drive(self, driver: AuctionDriver, taken_over: bool = False) -> Any:
         """Run to a terminal stage; the result (or why we stopped) as a reply payload."""
         aid = driver.aid
         self.live[aid] = driver
@@ -171,6 +181,8 @@ class AuctioneerAgent(Agent):
                     return BrokerError(ErrorCode.UNAVAILABLE, f"auction {aid} was interrupted "
                                        "after acknowledgement; settlement resumes on takeover",
                                        {"auction_id": aid}).to_payload()
+            if taken_over:  # the deposed driver may have taken a hold behind our back
+                await self._reconcile("takeover", aid)
             result = settle.result_of(driver.record, driver.bids_ms)
             outcome = "sold" if result.settled else str(driver.record.stage)
             metrics.AUCTIONS.labels(str(result.mechanism), outcome).inc()
@@ -192,9 +204,20 @@ class AuctioneerAgent(Agent):
         try:
             if driver.record.stage is Stage.OPEN:
                 await driver.apply(core.Abort(driver.clock(), why))
-            return await settle.fail(driver, why) or driver.record.terminal
+            ended = await settle.fail(driver, why) or driver.record.terminal
         except LeaseLost:
             return False
+        if ended:
+            await self._reconcile("abort", driver.aid)
+        return ended
+
+    async def _reconcile(self, trigger: str, aid: str | None = None) -> None:
+        """Release orphaned holds (of ``aid`` only, when given); never raises."""
+        try:
+            await self.reconciler.run(trigger, aid)
+        except Exception as exc:
+            self.ctx.log.warning("escrow reconcile failed", trigger=trigger, auction_id=aid,
+                                 error=repr(exc))
 
     # -- reputation reports ------------------------------------------------------------
 
@@ -260,6 +283,13 @@ class AuctioneerAgent(Agent):
                 self.ctx.log.warning("auction sweep failed", error=repr(exc))
 
     async def sweep(self) -> None:
+        """Take over auctions whose lease lapsed, then reconcile escrow."""
+        try:
+            await self._take_over_lapsed()
+        finally:
+            await self._reconcile("sweep")
+
+    async def _take_over_lapsed(self) -> None:
         now = wall_ms()
         for key, (data, rev) in list(self.mirrors[2].values.items()):
             if key in self.live or self._seen_terminal.get(key) == rev:
@@ -296,5 +326,5 @@ class AuctioneerAgent(Agent):
                              stage=str(record.stage))
         driver = AuctionDriver(self.host, mine, rev)
         self.live[aid] = driver
-        self.ctx.spawn(self._drive(driver), name=f"auction-takeover-{aid}")
+        self.ctx.spawn(self._drive(driver, taken_over=True), name=f"auction-takeover-{aid}")
         return True

@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from broker_agents.core.auction.audit import Audit
 from chaos.checkers.linearizable import freeze
 from chaos.checkers.result import CheckResult
 from chaos.history import Operation
@@ -69,3 +70,21 @@ def check_balances(initial: dict[str, int], final: dict[str, int],
                           f"{burned} = {total_out} (difference {total_out - total_in:+d})")
     return CheckResult.of("balances", violations, accounts=len(final),
                           total_in=total_in, total_out=total_out)
+
+
+def check_books(report: Audit, minted: float | None = None) -> CheckResult:
+    """The ledger audit's conservation verdict (``broker_agents.core.auction.audit``): per
+    account ``balance == deposited - paid + received``, never negative, escrow within the
+    balance; total paid == total received once no settlement is in flight; and, when the
+    harness knows what it ``minted``, total deposited == minted."""
+    t = report.totals
+    violations = list(report.book_problems)  # holds are the escrow checker's
+    if t.settling:
+        violations.append(f"{t.settling} auction(s) still settling: paid {t.paid} vs "
+                          f"received {t.received} cannot be judged")
+    if minted is not None and abs(t.deposited - minted) > 1e-6:
+        violations.append(f"deposits recorded on accounts ({t.deposited}) differ from the "
+                          f"money minted ({minted})")
+    return CheckResult.of("books-balance", violations, accounts=t.accounts,
+                          balance=t.balance, deposited=t.deposited, paid=t.paid,
+                          received=t.received, held=t.held)

@@ -3,9 +3,11 @@
     broker-agents auction run --type vickrey --item gpu-hour --capability bidder --reserve 5
     broker-agents auction accounts [--json]
     broker-agents auction deposit bidder-1 100 [--max-per-task 20]
+    broker-agents auction audit [--json] [--grace-ms 30000]
 
 ``run`` sends one coordination request to ``<p>.coord.auction`` (any auctioneer agent
-takes it) and prints the outcome as a table, or as JSON with ``--json``.
+takes it) and prints the outcome as a table, or as JSON with ``--json``. ``audit`` reads
+both buckets and exits non-zero on an orphaned hold or books that do not balance.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from broker_agents.core.auction import Mechanism, PaymentRule
 from node.cli import common
 from node.cli.common import DEFAULT_PREFIX, DEFAULT_URL, JsonOpt, NatsOpt, PrefixOpt, TimeoutOpt
+from node.exitcodes import ExitCode
 
 if TYPE_CHECKING:  # imported when a command needs it
+    from broker_agents.auction.audit import Snapshot
     from broker_agents.auction.ledger import Ledger
+    from broker_agents.core.auction.audit import Audit
 
 app = typer.Typer(no_args_is_help=True, help="Auctions: run one, inspect and fund accounts.")
 T = TypeVar("T")
@@ -148,3 +154,68 @@ def deposit(
            "max_per_task": acc.max_per_task}
     common.show(row, as_json, lambda: f"{acc.owner}: balance {acc.balance:g}, "
                                f"reserved {acc.reserved:g}")
+
+
+@app.command("audit")
+def audit_command(
+    grace_ms: Annotated[int, typer.Option(
+        "--grace-ms", min=0, help="a hold naming no stored auction is orphaned after this "
+        "long (default 30000)")] = 30_000,
+    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every hold with its auction's stage, every balance, the conservation totals.
+
+    Exits 1 on an orphaned or unexpected hold, a balance that is not deposited - paid +
+    received, or total paid != total received while no settlement is in flight.
+    """
+    from broker_agents.auction.audit import run_audit
+    from broker_agents.kv import open_bucket
+    from broker_agents.subjects import Subjects
+
+    async def work() -> tuple[Audit, Snapshot]:
+        nc = await common.connect(nats_url)
+        try:
+            js, sub = nc.jetstream(), Subjects(prefix)
+            return await run_audit(await open_bucket(js, sub.bucket("accounts")),
+                                   await open_bucket(js, sub.bucket("auctions")), grace_ms)
+        finally:
+            await nc.close()
+
+    report, snap = common.run(work(), as_json)
+    data = {**report.to_json(), "grace_ms": grace_ms, "skipped": dict(snap.skipped)}
+    if as_json:
+        common.print_json(data)
+    else:
+        for table in _audit_tables(data):
+            common.console.print(table)
+        for problem in report.problems:
+            common.err_console.print(f"[red]problem[/red] {escape(problem)}")
+    if not report.ok:
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+def _audit_tables(data: dict[str, Any]) -> list[Table]:
+    holds = Table(title="holds")
+    for col in ("account", "auction", "amount", "stage", "verdict", "taken by (lease)"):
+        holds.add_column(col, justify="right" if col == "amount" else "left")
+    for h in data["holds"]:
+        taker = "-" if h["by"] is None else f"{h['by']} ({h['lease']})"
+        verdict = h["verdict"] + (f": {h['reason']}" if h["reason"] else "")
+        holds.add_row(h["account"], h["auction_id"], f"{h['amount']:g}",
+                      h["stage"] or "no record", verdict, taker)
+    balances = Table(title="balances")
+    columns = ("balance", "reserved", "available", "deposited", "paid", "received")
+    balances.add_column("owner")
+    for col in columns:
+        balances.add_column(col, justify="right")
+    for b in data["balances"]:
+        balances.add_row(b["owner"], *(f"{b[c]:g}" for c in columns))
+    t = data["totals"]
+    rows = [(name, f"{t[name]:g}") for name in
+            ("accounts", "balance", "held", "deposited", "paid", "received", "settling")]
+    rows.append(("paid == received", "yes" if t["balanced"] else
+                 ("in flight" if t["settling"] else "NO")))
+    rows += [(f"skipped {k}", str(v)) for k, v in sorted(data["skipped"].items())]
+    rows.append(("verdict", "ok" if data["ok"] else f"{len(data['problems'])} problem(s)"))
+    return [holds, balances, common.pairs_table("conservation", rows)]

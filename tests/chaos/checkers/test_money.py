@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from broker_agents.core import budget as B
+from broker_agents.core.auction.audit import AuctionView, audit
+from broker_agents.core.auction.settlement import Stage
 from chaos.checkers import check_awards, check_balances
+from chaos.checkers.money import check_books
 from chaos.history import Operation
 from tests.chaos.checkers.histories import op
 
@@ -62,3 +66,30 @@ def test_money_created_from_nothing_is_caught() -> None:
 def test_minted_and_burned_money_is_accounted() -> None:
     assert check_balances({"a": 10}, {"a": 12}, minted=5, burned=3).ok
     assert not check_balances({"a": 10}, {"a": 12}, minted=5).ok
+
+
+def _settled_books() -> tuple[B.Account, B.Account]:
+    buyer = B.deposit(B.open_account("buyer"), "d", 10.0)
+    return B.settle(B.reserve(buyer, "a1", 4.0), B.open_account("seller"), "a1", 4.0)
+
+
+def test_books_balance_when_deposits_equal_the_money_minted() -> None:
+    report = audit(_settled_books(), {"a1": AuctionView(Stage.SETTLED)}, 0, 0)
+    result = check_books(report, minted=10.0)
+    assert result.ok, result.violations
+    assert (result.details["paid"], result.details["received"]) == (4.0, 4.0)
+
+
+def test_money_paid_but_never_received_or_minted_out_of_thin_air_is_caught() -> None:
+    buyer, _ = _settled_books()
+    result = check_books(audit([buyer], {"a1": AuctionView(Stage.SETTLED)}, 0, 0))
+    assert not result.ok and "total paid 4.0 != total received 0.0" in result.violations[0]
+    result = check_books(audit(_settled_books(), {}, 0, 0), minted=5.0)
+    assert result.violations == ["deposits recorded on accounts (10.0) differ from the "
+                                 "money minted (5.0)"]
+
+
+def test_a_settlement_still_in_flight_cannot_be_judged() -> None:
+    buyer, _ = _settled_books()
+    result = check_books(audit([buyer], {"a1": AuctionView(Stage.ACKED)}, 0, 0))
+    assert not result.ok and "still settling" in result.violations[0]

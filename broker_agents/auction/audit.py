@@ -1,0 +1,134 @@
+"""Read the accounts and auctions buckets for the escrow and money audit.
+
+The decision is ``core.auction.audit``; this module only reads and decodes, skipping (and
+counting) what is corrupt or foreign: an account whose key is not its owner, an auction
+record whose key is not its id, anything that does not decode. ``broker-agents auction
+audit`` and the chaos checkers use ``run_audit``; the auctioneers' reconcile reads its
+mirrors instead (``reconcile.py``) but decodes with the same functions.
+
+Order matters on a live system: accounts are read first, then auctions. A hold seen in the
+accounts was there before the stage that judges it was read, so a stage that forbids it
+(``open``) really did; and a hold that looks orphaned is read once more before it is
+reported, past the moment its auction's driver releases what it took.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.js.errors as jse
+
+from broker_agents import codec
+from broker_agents.auction import metrics
+from broker_agents.auction.records import AuctionRecord, peek_lease
+from broker_agents.clock import wall_ms
+from broker_agents.core.auction.audit import AuctionView, Audit, Verdict, audit
+from broker_agents.core.budget import Account
+from broker_agents.kv import all_keys
+
+DEFAULT_GRACE_MS = 30_000
+"""How long a hold may name an auction the auctions bucket does not know (yet)."""
+
+
+class Skipped(Exception):
+    """A record the audit cannot use; ``reason`` is a bounded metric label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def account_of(key: str, data: bytes) -> Account:
+    """The account stored under ``key``; ``Skipped`` when corrupt or foreign."""
+    try:
+        account = Account.model_validate(codec.decode(data))
+    except Exception as exc:
+        raise Skipped("corrupt") from exc
+    if account.owner != key:
+        raise Skipped("foreign")
+    return account
+
+
+def auction_view(key: str, data: bytes) -> AuctionView:
+    """Stage and what each payer owes, from a full record; ``Skipped`` when unusable."""
+    try:
+        record = AuctionRecord.model_validate(codec.decode(data))
+    except Exception as exc:
+        raise Skipped("corrupt") from exc
+    if record.auction_id != key:
+        raise Skipped("foreign")
+    return AuctionView(record.stage, record.payments())
+
+
+def stage_view(data: bytes) -> AuctionView:
+    """The stage only, without validating the whole record (the sweep looks often)."""
+    lease = peek_lease(data)
+    if lease is None:
+        raise Skipped("corrupt")
+    return AuctionView(lease[0])
+
+
+def skipped(counts: Counter[str], bucket: str, reason: str) -> None:
+    counts[f"{bucket}:{reason}"] += 1
+    metrics.RECONCILE_SKIPPED.labels(bucket, reason).inc()
+
+
+@dataclass
+class Snapshot:
+    """Decoded accounts and auction views (None: the record exists but is unusable)."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    auctions: dict[str, AuctionView | None] = field(default_factory=dict)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+async def _value(kv: Any, key: str) -> bytes | None:
+    try:
+        entry = await kv.get(key)
+    except (jse.KeyNotFoundError, jse.KeyDeletedError):
+        return None
+    return entry.value or None
+
+
+async def read_account(kv: Any, key: str, snap: Snapshot) -> None:
+    data = await _value(kv, key)
+    snap.accounts.pop(key, None)
+    if data is None:
+        return
+    try:
+        snap.accounts[key] = account_of(key, data)
+    except Skipped as why:
+        skipped(snap.skipped, "accounts", why.reason)
+
+
+async def read_snapshot(accounts_kv: Any, auctions_kv: Any) -> Snapshot:
+    """Every account, then every auction (see the module docstring for why that order)."""
+    snap = Snapshot()
+    for key in sorted(await all_keys(accounts_kv)):
+        await read_account(accounts_kv, key, snap)
+    for key in sorted(await all_keys(auctions_kv)):
+        data = await _value(auctions_kv, key)
+        if data is None:
+            continue
+        try:
+            snap.auctions[key] = auction_view(key, data)
+        except Skipped as why:
+            skipped(snap.skipped, "auctions", why.reason)
+            snap.auctions[key] = None
+    return snap
+
+
+async def run_audit(accounts_kv: Any, auctions_kv: Any, grace_ms: int = DEFAULT_GRACE_MS,
+                    now_ms: int | None = None) -> tuple[Audit, Snapshot]:
+    """The audit of both buckets; a hold that looks orphaned is read a second time."""
+    snap = await read_snapshot(accounts_kv, auctions_kv)
+    now = wall_ms() if now_ms is None else now_ms
+    first = audit(snap.accounts.values(), snap.auctions, now, grace_ms)
+    suspects = sorted({h.account for h in first.holds if h.verdict is Verdict.ORPHANED})
+    if not suspects:
+        return first, snap
+    for owner in suspects:
+        await read_account(accounts_kv, owner, snap)
+    return audit(snap.accounts.values(), snap.auctions, now, grace_ms), snap
