@@ -118,7 +118,8 @@ def decode(token: str, *, verify: bool = True) -> dict[str, Any]:
         signature = _unb64(signature_part)
     except ValueError as exc:
         raise BrokerError(ErrorCode.MALFORMED, "not a NATS JWT") from exc
-    if header.get("alg") != HEADER["alg"] or not isinstance(claims, dict):
+    if not isinstance(header, dict) or header.get("alg") != HEADER["alg"] \
+            or not isinstance(claims, dict):
         raise BrokerError(ErrorCode.MALFORMED, "not an ed25519-nkey JWT", {"header": header})
     if verify and not _signed_by(claims.get("iss"), f"{header_part}.{claims_part}".encode(),
                                  signature):
