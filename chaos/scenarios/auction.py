@@ -1,16 +1,22 @@
-"""Scenario ``auction``: sealed-bid auctions with budgets under kill -9 and partitions.
+"""Scenario ``auction``: sealed-bid auctions with budgets under kill -9, pauses, CPU
+starvation and partitions.
 
 Auctioneers on two node daemons, bidders on all three, every bidder's account funded by
 deposits (the only money minted). Clients run first-price and Vickrey auctions while a
-seeded schedule kills an auctioneer's node (then restarts it), isolates a node, cuts a
-server and flaps a link. Checks:
+seeded schedule kills an auctioneer's node (then restarts it), pauses one (SIGSTOP for
+longer than the auction lease, then SIGCONT: its successor takes over while it sleeps
+mid-step, and it wakes up believing it still owns the auction), starves the machine's CPU
+with bounded busy workers, isolates a node, cuts a server and flaps a link. Checks:
 
 - ``awards-exactly-once``: every acknowledged result (status, winner, price) is what the
   auctions bucket holds at the end, never two different results for one auction, and no
   auction debited twice;
 - ``balances``: no balance ever observed negative (a watch on the accounts bucket), and
   deposits = final balances (money in = money out);
-- ``no-dangling-escrow``: once every auction finished, no account holds escrow.
+- ``no-dangling-escrow`` and ``books-balance``: the ledger audit of the final state
+  (``broker-agents auction audit``'s code): no orphaned or unexpected hold once every
+  auction finished, every balance equal to deposited - paid + received, total paid equal
+  to total received, deposits equal to the money minted.
 """
 
 from __future__ import annotations
@@ -22,16 +28,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from broker_agents import codec
+from broker_agents.auction.audit import run_audit
 from broker_agents.auction.client import run_auction
 from broker_agents.auction.ledger import Ledger
 from broker_agents.auction.records import AuctionRecord
+from broker_agents.core.auction.audit import AuctionView, Audit
 from broker_agents.core.budget import Account
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.kv import all_keys
 from chaos.checkers import check_awards, check_balances
 from chaos.checkers.escrow import check_no_dangling_holds
+from chaos.checkers.money import check_books
 from chaos.cluster import server_version
-from chaos.faults import FaultSchedule, cut_server, isolate_client
+from chaos.faults import CpuStarvation, FaultSchedule, cut_server, isolate_client
 from chaos.history import History
 from chaos.nodes import service_env
 from chaos.report import ScenarioReport
@@ -49,6 +58,8 @@ from chaos.scenarios.support import (
 AUCTIONEER = "broker_agents.auction.auctioneer:AuctioneerAgent"
 BIDDER = "broker_agents.auction.bidder:BidderAgent"
 LEASE = {"lease_ms": 1000, "sweep_ms": 250}
+PAUSE_S = (1.5, 3.0)  # longer than the lease: a successor takes over mid-step
+STARVE_S = (2.0, 4.0)
 VALUES = {"node-1": (20, 12), "node-2": (18, 9), "node-3": (15, 7)}
 AUCTIONEER_NODES = ("node-1", "node-2")
 FUNDS = 1000.0
@@ -156,6 +167,8 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
     ids = [n.node_id for n in h.nodes]
     kinds = [
         window(schedule, h.node(rng.choice(AUCTIONEER_NODES)).kill_fault(), (2.0, 3.5)),
+        window(schedule, h.node(rng.choice(AUCTIONEER_NODES)).pause_fault(), PAUSE_S),
+        window(schedule, CpuStarvation(workers=2, max_seconds=2 * STARVE_S[1]), STARVE_S),
         window(schedule, isolate_client(h.cluster, rng.choice(ids)), (1.0, 2.5)),
         window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
         flapping(schedule, isolate_client(h.cluster, rng.choice(AUCTIONEER_NODES)), 3.0),
@@ -173,19 +186,38 @@ async def all_records(kv: Any) -> dict[str, AuctionRecord]:
     return out
 
 
-async def wait_finished(kv: Any, deadline: float) -> dict[str, AuctionRecord]:
-    """Until every stored auction is terminal (a successor sweeps expired leases)."""
+async def wait_finished(kv: Any, accounts_kv: Any, deadline: float
+                        ) -> tuple[dict[str, AuctionRecord], Audit]:
+    """Until every stored auction is terminal (a successor sweeps expired leases) and the
+    audit finds no orphaned hold (the auctioneers' reconcile releases them); the records
+    and the audit of the final state (grace 0: a hold naming no auction is orphaned)."""
     while True:
         try:
             records = await asyncio.wait_for(all_records(kv), 5.0)
+            report, _ = await asyncio.wait_for(run_audit(accounts_kv, kv, grace_ms=0), 5.0)
         except Exception:
             records = None
-        if records is not None and (all(r.terminal for r in records.values())
+        if records is not None and ((all(r.terminal for r in records.values())
+                                     and not report.orphaned)
                                     or time.monotonic() > deadline):
-            return records
+            return records, report
         if time.monotonic() > deadline:
             raise TimeoutError("could not read the auctions bucket after the heal")
         await asyncio.sleep(0.2)  # sleep-ok: polling for lease takeovers to finish
+
+
+def log_events(h: Harness, *events: str) -> dict[str, int]:
+    """How many times the node daemons logged each event (logs survive restarts)."""
+    counts = dict.fromkeys(events, 0)
+    for node in h.nodes:
+        path = node.proc.log_path
+        if path is None or not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            for event in events:
+                if f'"{event}"' in line:
+                    counts[event] += 1
+    return counts
 
 
 def debits(accounts: Iterable[Account]) -> list[str]:
@@ -209,8 +241,9 @@ async def first_success(nc: Any, deadline: float) -> float | None:
 
 
 @scenario("auction", "auctioneers on two node daemons, funded bidders, clients running "
-          "auctions under kill -9 of an auctioneer's node and partitions; awards exactly "
-          "once, balances conserved and never negative, no dangling escrow")
+          "auctions under kill -9 and SIGSTOP of an auctioneer's node, CPU starvation and "
+          "partitions; awards exactly once, balances conserved and never negative, no "
+          "dangling escrow")
 async def run(ctx: ScenarioContext) -> ScenarioReport:
     report = ScenarioReport(scenario="auction", seed=ctx.seed, duration_s=ctx.duration,
                             nats_server=server_version())
@@ -236,24 +269,30 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         healed = await drive(h, schedule, [c.run for c in clients], report)
         ctx.progress("final heal: waiting for every auction to finish, then checking money")
         ok_at = await first_success(h.admin, time.monotonic() + 15)
-        records = await wait_finished(auctions_kv, time.monotonic() + 20)
+        records, audit = await wait_finished(auctions_kv, accounts_kv,
+                                             time.monotonic() + 20)
         finished_at = time.monotonic()
         accounts = await book.all_accounts()
         await watch.stop()
         ops = history.operations()
         report.ops = history.counts()
         final_awards = {aid: record_award(r) for aid, r in records.items()}
+        views = {aid: AuctionView(r.stage, r.payments()) for aid, r in records.items()}
         report.checks = [
             check_awards(ops, final_awards, debits(accounts)),
             check_balances({}, {a.owner: cents(a.balance) for a in accounts},
                            watch.snapshots, minted=minted),
-            check_no_dangling_holds({a.owner: dict(a.holds) for a in accounts},
-                                    {aid: str(r.stage) for aid, r in records.items()}),
+            check_no_dangling_holds(audit, views),
+            check_books(audit, minted=FUNDS * len(bidders())),
         ]
+        logged = log_events(h, "auction.hold_released", "auction.hold_fenced",
+                            "auction taken over")
         report.checks[0].details.update(
             auctions=len(records),
             settled=sum(r.stage == "settled" for r in records.values()),
-            takeovers=sum(r.takeovers for r in records.values()))
+            takeovers=sum(r.takeovers for r in records.values()),
+            holds_released=logged["auction.hold_released"],
+            holds_fenced=logged["auction.hold_fenced"])
         report.recovery = {
             "auction_ok_s": None if ok_at is None else round(ok_at - healed, 3),
             "all_finished_s": round(max(finished_at - healed, 0.0), 3),
