@@ -21,7 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from structlog.typing import FilteringBoundLogger
+
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.logging import get_logger
 from broker_agents.subjects import check_token
 from node.auth import jwt
 from node.auth.creds import Creds
@@ -33,6 +36,11 @@ from node.auth.tls import CertKey, covers, issue_server_cert, new_ca, server_hos
 OPERATOR_NAME = "broker-agents"
 ACCOUNT_NAME = "ba"
 SYSTEM_NAME = "SYS"
+
+
+def _log() -> FilteringBoundLogger:
+    """Bound when used: the CLI configures logging after this module is imported."""
+    return get_logger(component="auth")
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,8 @@ class Authority:
         write_private(directory / "operator.jwt", jwt.operator_jwt(
             auth.operator, OPERATOR_NAME, auth.system.public_key))
         write_private(directory / "operator.nk", auth.operator.seed + "\n")  # last: exists()
+        _log().info("auth.operator_created", dir=str(directory),
+                 operator=auth.operator.public_key, account=auth.account.public_key)
         return auth
 
     @classmethod
@@ -133,6 +143,9 @@ class Authority:
         path = self.creds_path(user)
         if path.exists() and self._current(path, role, user, prefix):
             return path
+        if path.exists():
+            _log().warning("auth.creds_reissued", user=user, role=str(role), path=str(path),
+                        reason="another issuer or other permissions than the role's")
         return self.issue(role, user, prefix=prefix)
 
     def _current(self, path: Path, role: Role, user: str, prefix: str) -> bool:
@@ -166,9 +179,11 @@ class Authority:
         files = TlsFiles(self.dir / "tls" / f"{check_token(server, 'server name')}.pem",
                          self.dir / "tls" / f"{server}-key.pem", self.ca_path)
         names = server_hosts(hosts)
-        if files.cert.exists() and files.key.exists() and covers(
-                CertKey.read(files.cert, files.key), ca, names):
-            return files
+        if files.cert.exists() and files.key.exists():
+            if covers(CertKey.read(files.cert, files.key), ca, names):
+                return files
+            _log().info("auth.server_cert_reissued", server=server, hosts=names,
+                     reason="not the CA's, a host missing, or about to expire")
         issue_server_cert(ca, server, names).write(files.cert, files.key)
         return files
 

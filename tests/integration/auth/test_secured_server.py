@@ -13,6 +13,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from node.auth.context import tls_context
+from node.auth.creds import Creds
 from node.auth.local import LocalAuth, ensure_local
 from node.auth.roles import Role
 from tests.integration.auth.conftest import ConfiguredServer, Connect
@@ -37,6 +38,17 @@ async def test_creds_from_another_operator_are_refused(
         await nats.connect(local_auth.server_url, tls=tls_context(local_auth.ca),
                            user_credentials=str(stranger.creds[Role.CLIENT]),
                            allow_reconnect=False, connect_timeout=3)
+
+
+async def test_a_user_jwt_without_its_seed_is_refused(
+        local_auth: LocalAuth, secured_server: ConfiguredServer, tmp_path: Path) -> None:
+    """A copied JWT is not an identity: the server's nonce must be signed by its key."""
+    stolen = Creds(Creds.read(local_auth.creds[Role.ADMIN]).jwt,
+                   Creds.read(local_auth.creds[Role.CLIENT]).seed).write(tmp_path / "x.creds")
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(local_auth.server_url, tls=tls_context(local_auth.ca),
+                           user_credentials=str(stolen), allow_reconnect=False,
+                           connect_timeout=3)
 
 
 async def test_a_server_certificate_from_another_ca_is_not_trusted(
