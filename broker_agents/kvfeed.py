@@ -1,10 +1,26 @@
 """The one local KV mirror mechanism: a bucket's entries flow into a sink; snapshot, live
 updates, re-list.
 
-nats-py watches are known to die silently around reconnects, so the feed never trusts
-one: it re-lists (a fresh watch whose snapshot is reconciled against what the sink holds)
-when the owner reports a reconnect, when the bucket's last revision runs ahead of what
-was applied for longer than ``stall_after`` seconds, or when the watch ends.
+nats-py watches are known to die silently around reconnects, and a listing may end early
+(its end-of-snapshot marker before its entries, or served by a replica that is behind),
+so the feed trusts neither. The decisions are the pure ``core/feedwatch.py``; here is the
+IO that feeds it:
+
+- every ``check_interval`` a status call (bounded by ``stall_after``) compares the
+  stream's last sequence with what the sink applied. A view that has not applied what
+  the stream held when it fell behind within ``stall_after`` is re-listed (``stalled``),
+  and a status call that fails or times out counts toward that clock, never resets it
+  (``unreachable``); a stream that stays below what we applied was recreated
+  (``regressed``: reset, then re-list);
+- every reconnect of the connection re-lists (``reconnected``), whether or not the owner
+  wired ``notify_reconnected``: the check compares the connection's reconnect count;
+- a listing is confirmed against the stream's state read before it began and listed
+  again (``kvfeed.listing_refused``) when it falls short; a short listing is never
+  reconciled to, since the sink would drop what it did not show;
+- the watch ending re-lists (``watch_ended``).
+
+Each re-list is a log line ``kvfeed.resynced`` and ``ba_kvfeed_resyncs_total{feed,reason}``.
+The catch-up bound that follows from the timers is ``catch_up_bound()``.
 
 ``BucketFeed`` drives any ``FeedSink`` (the registry's agent index is one); ``KvMirror`` is
 the plain sink: ``key -> (value, revision)`` in a dict, with ``sync()`` to catch up with
@@ -20,8 +36,58 @@ from typing import Any, Protocol
 
 import structlog
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue, StopIterSentinel
+from prometheus_client import Counter
+
+from broker_agents.core.errors import CodedError, ErrorCode
+from broker_agents.core.feedwatch import (
+    REGRESSED,
+    Checked,
+    CheckFailed,
+    FeedWatch,
+    Relisted,
+    RelistStarted,
+    StreamMark,
+    listing_complete,
+)
 
 log = structlog.get_logger()
+
+CHECK_INTERVAL = 0.5
+STALL_AFTER = 1.0
+OP_TIMEOUT = 2.0
+RELIST_BUDGET = 1.0  # one re-list (status, watch, snapshot) and one refused listing's retry
+
+RESYNCS = Counter("ba_kvfeed_resyncs_total", "Re-lists of a bucket by a local mirror",
+                  ["feed", "reason"])
+LISTINGS_REFUSED = Counter(
+    "ba_kvfeed_listings_refused_total",
+    "Listings that fell short of the stream's state and were listed again", ["feed"])
+RELIST_FAILURES = Counter("ba_kvfeed_relist_failures_total",
+                          "Re-list attempts that failed and were retried", ["feed"])
+CHECK_FAILURES = Counter("ba_kvfeed_check_failures_total",
+                         "Freshness checks whose status call failed or timed out", ["feed"])
+
+
+def catch_up_bound(check_interval: float = CHECK_INTERVAL, stall_after: float = STALL_AFTER,
+                   relist: float = RELIST_BUDGET) -> float:
+    """Seconds after the stream answers again (a heal) within which a mirror has applied
+    everything the stream held: the check that starts the stall clock may come one
+    interval late, the stall is declared at the first check past the threshold (one more
+    interval at most), then one re-list. A reconnect re-lists at once (hook) or at the
+    next check."""
+    return 2 * check_interval + stall_after + relist
+
+
+class ListingShort(CodedError):
+    """A listing ended before it reached what the stream held when it began."""
+
+    CODE = ErrorCode.UNAVAILABLE
+
+
+class StreamBehind(CodedError):
+    """The stream answered with less than we applied (a replica behind, not yet believed)."""
+
+    CODE = ErrorCode.UNAVAILABLE
 
 
 class FeedSink(Protocol):
@@ -42,8 +108,11 @@ class FeedSink(Protocol):
 
 
 class BucketFeed:
-    def __init__(self, kv: KeyValue, sink: FeedSink, name: str, check_interval: float = 0.5,
-                 stall_after: float = 1.0, op_timeout: float = 2.0) -> None:
+    """Feeds a bucket into a ``FeedSink``; see the module docstring for when it re-lists."""
+
+    def __init__(self, kv: KeyValue, sink: FeedSink, name: str,
+                 check_interval: float = CHECK_INTERVAL, stall_after: float = STALL_AFTER,
+                 op_timeout: float = OP_TIMEOUT, connection: Any = None) -> None:
         self.kv = kv
         self.sink = sink
         self.name = name
@@ -52,15 +121,21 @@ class BucketFeed:
         self.op_timeout = op_timeout
         self.ready = asyncio.Event()
         self.resyncs = 0
+        self.watch = FeedWatch(stall_after, time.monotonic())
+        # the connection whose reconnects re-list (nats-py keeps a count in its stats)
+        self._nc = connection if connection is not None else getattr(
+            getattr(kv, "_js", None), "_nc", None)
         self._resync = asyncio.Event()
         self._reason = "start"
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: Any = None
-        self._caught_up_at = time.monotonic()
-        self._behind: tuple[float, int] | None = None
+        self._listed_at_reconnects = self._reconnects()
+
+    def catch_up_bound(self) -> float:
+        return catch_up_bound(self.check_interval, self.stall_after)
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Start feeding; returns once the first snapshot is applied."""
+        """Start feeding; returns once the first complete listing is applied."""
         self._tasks = [asyncio.create_task(self._run(), name=f"feed-{self.name}"),
                        asyncio.create_task(self._monitor(), name=f"feed-{self.name}-monitor")]
         for task in self._tasks:
@@ -90,6 +165,10 @@ class BucketFeed:
         self._reason = reason
         self._resync.set()
 
+    def _reconnects(self) -> int:
+        stats = getattr(self._nc, "stats", None)
+        return int(stats.get("reconnects", 0)) if isinstance(stats, dict) else 0
+
     async def _stop_watcher(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
@@ -98,39 +177,62 @@ class BucketFeed:
                     await watcher.stop()
 
     async def _run(self) -> None:
-        backoff = 0.02
+        attempt = 0
         while True:
-            reason, self._reason = self._reason, "watch_ended"
+            reason = self._reason
             self._resync.clear()
             try:
-                await self._relist(reason)
-                backoff = 0.02
+                await self._relist(reason, attempt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                RELIST_FAILURES.labels(self.name).inc()
+                log.warning("kvfeed.relist_failed", feed=self.name, reason=reason,
+                            attempt=attempt, error=repr(exc))
+                await self._stop_watcher()
+                if not self._resync.is_set():
+                    self._reason = reason  # retried as what it was
+                with contextlib.suppress(TimeoutError):
+                    # sleep-ok: retry pause while the stream is unreachable or a listing
+                    # fell short; a new resync request cuts it short
+                    async with asyncio.timeout(min(0.02 * 2 ** attempt, self.check_interval)):
+                        await self._resync.wait()
+                continue
+            attempt = 0
+            self._reason = "watch_ended"
+            try:
                 await self._follow()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("kvfeed.relist_failed", feed=self.name, error=repr(exc))
-                await self._stop_watcher()
-                self._reason = "retry"
-                with contextlib.suppress(TimeoutError):
-                    # sleep-ok: backoff while the server is unreachable, cut short by a resync
-                    async with asyncio.timeout(backoff):
-                        await self._resync.wait()
-                backoff = min(backoff * 2, 1.0)
+                log.warning("kvfeed.watch_failed", feed=self.name, error=repr(exc))
 
-    async def _relist(self, reason: str) -> None:
-        await self._stop_watcher()
-        async with asyncio.timeout(self.op_timeout):
+    async def _stream_mark(self, timeout: float) -> StreamMark:
+        async with asyncio.timeout(timeout):
             status = await self.kv.status()
-        start_seq = int(status.stream_info.state.last_seq)
-        if start_seq < self.sink.applied_revision:
+        state = status.stream_info.state
+        return StreamMark(int(state.last_seq), int(state.messages))
+
+    async def _relist(self, reason: str, attempt: int) -> None:
+        """List the bucket afresh and reconcile the sink to it, if the listing is whole."""
+        started = time.monotonic()
+        self.watch.step(RelistStarted(started))
+        await self._stop_watcher()
+        self._listed_at_reconnects = self._reconnects()
+        mark = await self._stream_mark(self.op_timeout)
+        applied = self.sink.applied_revision
+        if mark.last_seq < applied:
+            if reason != REGRESSED:
+                raise StreamBehind("the stream answered below what the feed applied",
+                                   {"stream": mark.last_seq, "applied": applied})
             log.warning("kvfeed.bucket_regressed", feed=self.name,
-                        bucket_revision=start_seq, applied=self.sink.applied_revision)
+                        bucket_revision=mark.last_seq, applied=applied)
             self.sink.reset()
         async with asyncio.timeout(self.op_timeout):
             self._watcher = await self.kv.watchall()
         present: dict[str, int] = {}
-        high_water = start_seq
+        seen = 0
         while True:
             async with asyncio.timeout(self.op_timeout):
                 entry = await self._watcher.updates(timeout=None)
@@ -139,14 +241,27 @@ class BucketFeed:
             if isinstance(entry, StopIterSentinel):
                 raise RuntimeError("watch stopped during the snapshot")
             present[entry.key] = entry.revision
-            high_water = max(high_water, entry.revision)
+            seen = max(seen, int(entry.revision))
             self._apply(entry)
+        if not listing_complete(mark, len(present), seen):
+            LISTINGS_REFUSED.labels(self.name).inc()
+            log.warning("kvfeed.listing_refused", feed=self.name, reason=reason,
+                        keys=len(present), revision=seen, stream_last=mark.last_seq,
+                        stream_messages=mark.messages)
+            raise ListingShort("the listing fell short of the stream",
+                               {"keys": len(present), "revision": seen,
+                                "stream_last": mark.last_seq,
+                                "stream_messages": mark.messages})
+        high_water = max(seen, mark.last_seq)
         self.resyncs += 1
         self.sink.reconcile(present, high_water)
+        self.watch.step(Relisted(time.monotonic()))
+        RESYNCS.labels(self.name, reason).inc()
         if reason != "start":
             self.sink.on_resync(reason)
-            log.info("kvfeed.resynced", feed=self.name, reason=reason,
-                     keys=len(present), revision=high_water)
+            log.info("kvfeed.resynced", feed=self.name, reason=reason, keys=len(present),
+                     revision=high_water, attempts=attempt + 1,
+                     took=round(time.monotonic() - started, 3))
         self.ready.set()
 
     async def _follow(self) -> None:
@@ -172,32 +287,38 @@ class BucketFeed:
         self.sink.apply_entry(entry.key, None if deleted else entry.value, int(entry.revision))
 
     async def _monitor(self) -> None:
-        """Freshness metrics, and re-list when the bucket runs ahead without us."""
+        """Every ``check_interval``: a reconnect re-lists; otherwise compare what was
+        applied with the stream's last sequence and let ``FeedWatch`` decide."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
         while True:
-            # sleep-ok: periodic freshness check of the bucket
-            await asyncio.sleep(self.check_interval)
-            now = time.monotonic()
+            next_at = max(next_at + self.check_interval, loop.time())
+            # sleep-ok: the freshness check period
+            await asyncio.sleep(next_at - loop.time())
+            if not self.ready.is_set():
+                continue  # the first listing is still being retried
+            if self._reconnects() > self._listed_at_reconnects:
+                self._listed_at_reconnects = self._reconnects()
+                log.info("kvfeed.resync_requested", feed=self.name, reason="reconnected")
+                self.request_resync("reconnected")
             try:
-                async with asyncio.timeout(self.op_timeout):
-                    status = await self.kv.status()
+                mark = await self._stream_mark(min(self.op_timeout, self.stall_after))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                self.sink.on_freshness(-1, -1, now - self._caught_up_at)
-                continue
-            last = int(status.stream_info.state.last_seq)
-            applied = self.sink.applied_revision
-            if last < applied:
-                self.request_resync("regressed")
-            elif applied >= last:
-                self._caught_up_at = now
-                self._behind = None
-            elif self._behind is None or applied >= self._behind[1]:
-                self._behind = (now, last)  # behind, but (re)started making progress
-            elif now - self._behind[0] >= self.stall_after:
-                self._behind = None
-                self.request_resync("stalled")
-            self.sink.on_freshness(last, max(0, last - applied), now - self._caught_up_at)
+            except Exception as exc:
+                CHECK_FAILURES.labels(self.name).inc()
+                log.debug("kvfeed.check_failed", feed=self.name, error=repr(exc))
+                effects = self.watch.step(CheckFailed(time.monotonic()))
+                last = lag = -1
+            else:
+                applied = self.sink.applied_revision
+                effects = self.watch.step(Checked(time.monotonic(), mark.last_seq, applied))
+                last, lag = mark.last_seq, max(0, mark.last_seq - applied)
+            for resync in effects:
+                log.warning("kvfeed.resync_requested", feed=self.name, reason=resync.reason,
+                            behind_for=resync.behind_for, lag=resync.lag)
+                self.request_resync(resync.reason)
+            self.sink.on_freshness(last, lag, time.monotonic() - self.watch.caught_up_at)
 
 
 class KvMirror:
@@ -211,8 +332,8 @@ class KvMirror:
     older one late.
     """
 
-    def __init__(self, kv: KeyValue, name: str, check_interval: float = 0.5,
-                 stall_after: float = 1.0) -> None:
+    def __init__(self, kv: KeyValue, name: str, check_interval: float = CHECK_INTERVAL,
+                 stall_after: float = STALL_AFTER) -> None:
         self.kv = kv
         self.name = name
         self.values: dict[str, tuple[bytes, int]] = {}

@@ -21,7 +21,7 @@ from broker_agents.core.registry.index import AgentIndex, Change, Delete, Put
 from broker_agents.core.registry.query import Criterion, parse_criteria
 from broker_agents.core.registry.record import AgentRecord, Health, NodeRecord
 from broker_agents.kv import open_bucket
-from broker_agents.kvfeed import BucketFeed, KvMirror
+from broker_agents.kvfeed import CHECK_INTERVAL, STALL_AFTER, BucketFeed, KvMirror
 from broker_agents.registry import metrics
 from broker_agents.registry.store import decode_agent, decode_node
 from broker_agents.subjects import Subjects
@@ -76,8 +76,9 @@ class ChangeStream:
 class LocalView:
     """In-memory replica of the agents bucket with indexes; answers reads locally."""
 
-    def __init__(self, kv: KeyValue, name: str = "agents", check_interval: float = 0.5,
-                 stall_after: float = 1.0) -> None:
+    def __init__(self, kv: KeyValue, name: str = "agents",
+                 check_interval: float = CHECK_INTERVAL, stall_after: float = STALL_AFTER,
+                 ) -> None:
         self.name = name
         self.index = AgentIndex()
         self.feed = BucketFeed(kv, self, name, check_interval, stall_after)
@@ -265,8 +266,9 @@ class LocalView:
 class NodeView(KvMirror):
     """Mirror of the nodes bucket: node id -> heartbeat record, with its revision."""
 
-    def __init__(self, kv: KeyValue, name: str = "nodes", check_interval: float = 0.5,
-                 stall_after: float = 1.0) -> None:
+    def __init__(self, kv: KeyValue, name: str = "nodes",
+                 check_interval: float = CHECK_INTERVAL, stall_after: float = STALL_AFTER,
+                 ) -> None:
         super().__init__(kv, name, check_interval, stall_after)
 
     @classmethod
