@@ -47,7 +47,8 @@ def test_auctions_award_once_and_conserve_money_under_kills_and_partitions(
     report = run_scenario("auction", seed, 12, tmp_path, progress=lambda _: None)
     why = hint(report, seed)
     assert report.verdict == "ok", why
-    assert {"kill_node", "isolate_client", "cut_server"} <= injected_kinds(report), why
+    assert {"kill_node", "pause_node", "cpu_starve", "isolate_client",
+            "cut_server"} <= injected_kinds(report), why
     assert report.ops["ok"] > 50, why
     awards = next(c for c in report.checks if c.checker == "awards-exactly-once")
     assert awards.details["settled"] > 50, why
