@@ -51,7 +51,8 @@ async def read_record(kv: KeyValue, key: str, model: type[M]) -> tuple[M | None,
         return None, 0
     if entry.value is None:
         return None, entry.revision or 0
-    return model.model_validate(codec.decode(entry.value)), entry.revision or 0
+    value = codec.decode(entry.value, max_depth=codec.STORED_MAX_DEPTH)
+    return model.model_validate(value), entry.revision or 0
 
 
 async def write_record(kv: KeyValue, key: str, record: BaseModel, revision: int) -> bool:
@@ -104,7 +105,7 @@ class CasBook:
         self._decoded: dict[str, tuple[int, Any]] = {}
 
     def _decode(self, data: bytes) -> Any:
-        return self.model.model_validate(codec.decode(data))
+        return self.model.model_validate(codec.decode(data, max_depth=codec.STORED_MAX_DEPTH))
 
     def _cached(self, key: str, data: bytes, rev: int) -> Any:
         """Decode a mirrored value once per revision (records are frozen: safe to share)."""

@@ -15,6 +15,10 @@ from pydantic import BaseModel
 
 from broker_agents.core.errors import ErrorCode, RemoteProtocolError
 
+# Types and ids are names, not payloads: an agent keeps the last ids it answered (and
+# names a type it does not know in its error), so neither may be the size of a message.
+MAX_NAME_CHARS = 256
+
 _ids = itertools.count(1)
 _id_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}"
 
@@ -58,14 +62,15 @@ def open_envelope(payload: Any) -> tuple[str, Any, str | None]:
             {"got": type(payload).__name__},
         )
     type_name = payload.get("type")
-    if not isinstance(type_name, str) or not type_name:
+    if not isinstance(type_name, str) or not 0 < len(type_name) <= MAX_NAME_CHARS:
         raise RemoteProtocolError(
-            ErrorCode.MALFORMED, "field 'type' is required and must be a non-empty string",
-            {"field": "type"},
+            ErrorCode.MALFORMED, f"field 'type' is required and must be a non-empty string "
+            f"of at most {MAX_NAME_CHARS} characters", {"field": "type"},
         )
     msg_id = payload.get("id")
-    if msg_id is not None and not isinstance(msg_id, str):
+    if msg_id is not None and not (isinstance(msg_id, str) and len(msg_id) <= MAX_NAME_CHARS):
         raise RemoteProtocolError(
-            ErrorCode.MALFORMED, "field 'id' must be a string", {"field": "id"}
+            ErrorCode.MALFORMED, f"field 'id' must be a string of at most {MAX_NAME_CHARS} "
+            f"characters", {"field": "id"}
         )
     return type_name, payload.get("data", {}), msg_id

@@ -24,6 +24,12 @@ MALFORMED = Counter(
     "ba_agent_malformed_messages_total",
     "Messages rejected before reaching a handler", ["agent", "reason"],
 )
+REPLIES_REFUSED = Counter(
+    "ba_replies_refused_total",
+    "Replies replaced by an error reply: too_large (over the server's max payload) or "
+    "internal (the result cannot be encoded); publish_failed when none could be sent",
+    ["component", "reason"],
+)
 DUPLICATES = Counter(
     "ba_agent_duplicate_messages_total", "Redelivered messages answered from cache", ["agent"]
 )

@@ -32,6 +32,7 @@ from broker_agents.metrics import (
     MESSAGES_IN,
     MESSAGES_OUT,
 )
+from broker_agents.reply import respond
 from broker_agents.subjects import Subjects, check_token
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -159,22 +160,16 @@ class AgentRunner:
     async def _dispatch(self, msg: Msg) -> None:
         data, headers = msg.data, msg.headers
         as_json = codec.is_json(data, headers)
-        if len(data) > self.max_payload:
-            self._malformed("too_large")
-            await self._reply(msg.reply, BrokerError(
-                ErrorCode.TOO_LARGE, f"payload of {len(data)} bytes exceeds {self.max_payload}",
-                {"size": len(data), "max": self.max_payload}).to_payload(), as_json)
-            return
         try:
-            type_name, body, msg_id = open_envelope(codec.decode(data, headers, as_json))
-        except BrokerError as exc:
+            type_name, body, msg_id = open_envelope(
+                codec.decode(data, headers, as_json, max_size=self.max_payload))
+        except BrokerError as exc:  # too large, too deep, a bad header, not an envelope
             self._malformed(exc.code)
             await self._reply(msg.reply, exc.to_payload(), as_json)
             return
         if msg_id is not None and msg_id in self._recent:
             DUPLICATES.labels(self.agent.agent_id).inc()
-            if msg.reply:
-                await self.nc.publish(msg.reply, self._recent[msg_id])
+            await self._resend(msg.reply, self._recent[msg_id])
             return
         incoming = Incoming(msg.subject, msg.reply, msg_id, type_name, as_json, headers)
         spec = self.agent._handler_specs.get(type_name)
@@ -247,17 +242,22 @@ class AgentRunner:
         return method(arg)  # type: ignore[no-any-return]
 
     async def _reply(self, reply: str | None, payload: Any, as_json: bool) -> bytes | None:
-        if not reply:
-            return None
-        try:
-            data = codec.encode(payload, as_json=as_json)
-        except (TypeError, ValueError) as exc:
-            data = codec.encode(BrokerError(
-                ErrorCode.INTERNAL, f"handler result cannot be encoded: {exc}").to_payload(),
-                as_json=as_json)
-        await self.nc.publish(reply, data)
-        self._reply_count.inc()
+        """Answer through the one reply path (too_large / internal guards; never raises)."""
+        data = await respond(self.nc, reply, payload, as_json, component=self.agent.agent_id)
+        if data is not None:
+            self._reply_count.inc()
         return data
+
+    async def _resend(self, reply: str | None, data: bytes) -> None:
+        """A redelivered request: the reply already sent, from the cache."""
+        if not reply:
+            return
+        try:
+            await self.nc.publish(reply, data)
+        except Exception as exc:  # connection gone: the caller will ask again
+            self.log.warning("cached reply not sent", error=repr(exc))
+            return
+        self._reply_count.inc()
 
     def _remember(self, msg_id: str, reply: bytes) -> None:
         self._recent[msg_id] = reply
@@ -266,6 +266,7 @@ class AgentRunner:
 
     def _malformed(self, reason: str) -> None:
         MALFORMED.labels(self.agent.agent_id, reason).inc()
+        self.log.info("message refused", reason=reason)
 
     def _count_error(self, type_name: str, code: str) -> None:
         HANDLER_ERRORS.labels(self.agent.agent_id, type_name, code).inc()

@@ -55,6 +55,8 @@ from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.discovery import Discovery, registry_finder
 from broker_agents.kv import open_bucket
 from broker_agents.messages import new_message_id
+from broker_agents.metrics import MALFORMED
+from broker_agents.reply import respond
 
 MAX_PAYLOAD = 1024 * 1024
 STOP_GRACE_S = 5.0
@@ -165,16 +167,19 @@ class CoordinatorAgent(Agent):
         await self._reply(msg, err.to_payload(), codec.is_json(msg.data, msg.headers))
 
     async def _reply(self, msg: Msg, body: Any, as_json: bool) -> None:
-        if not msg.reply:
-            return
+        await respond(self.ctx.nc, msg.reply, body, as_json, component=self.agent_id)
+
+    def _intake(self, protocol: str, msg: Msg) -> BaseModel:
+        """The typed request, or a counted refusal (too large, too deep, bad header,
+        undecodable, invalid)."""
         try:
-            data = codec.encode(body, as_json=as_json)
-        except (TypeError, ValueError) as exc:
-            data = codec.encode(BrokerError(ErrorCode.INTERNAL,
-                                            f"result cannot be encoded: {exc}").to_payload(),
-                                as_json=as_json)
-        with contextlib.suppress(Exception):
-            await self.ctx.nc.publish(msg.reply, data)
+            return parse_request(REQUEST_MODELS[protocol],
+                                 codec.decode(msg.data, msg.headers, max_size=MAX_PAYLOAD))
+        except BrokerError as exc:
+            MALFORMED.labels(self.agent_id, exc.code).inc()
+            self.ctx.log.info("coordination request refused", protocol=protocol,
+                              code=exc.code, error=exc.message[:200])
+            raise
 
     # -- one request ------------------------------------------------------------------
 
@@ -189,9 +194,7 @@ class CoordinatorAgent(Agent):
             if len(self._tasks) > self._max_inflight:
                 raise BrokerError(ErrorCode.UNAVAILABLE, "coordinator is busy, retry",
                                   {"inflight": len(self._tasks)})
-            if len(msg.data) > MAX_PAYLOAD:
-                raise BrokerError(ErrorCode.TOO_LARGE, f"request of {len(msg.data)} bytes")
-            req = parse_request(REQUEST_MODELS[protocol], codec.decode(msg.data, msg.headers))
+            req = self._intake(protocol, msg)
             began = True
             await self._event(protocol, "started", coord_id=coord_id)
             result = await self._runners[protocol](req)

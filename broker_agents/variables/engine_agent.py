@@ -22,15 +22,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from broker_agents.agent import Agent, AgentSettings
-from broker_agents.codec import decode, encode
+from broker_agents.codec import decode, is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.variables.adaptation import EngineConfig
+from broker_agents.metrics import MALFORMED
 from broker_agents.raft.driver import RaftMember
+from broker_agents.reply import respond
 from broker_agents.variables.models import FeedbackReport, VariableChange
 from broker_agents.variables.publisher import ChangePublisher
 from broker_agents.variables.raft_adapter import VariablesRaftAdapter
@@ -38,6 +40,23 @@ from broker_agents.variables.space_engine import SpaceEngine
 from broker_agents.variables.tasks import cancel_all, own
 
 Work = tuple[str, Any, Any]
+
+
+class Asker(NamedTuple):
+    """Where a feedback request wants its answer, and in which encoding."""
+
+    reply: str | None
+    as_json: bool
+
+
+def _feedback_report(payload: Any) -> FeedbackReport:
+    try:
+        return FeedbackReport.model_validate(payload)
+    except ValidationError as exc:
+        fields = [".".join(str(p) for p in e["loc"]) or "<request>" for e in exc.errors()]
+        raise BrokerError(ErrorCode.VALIDATION, f"invalid feedback: {', '.join(fields)}", {
+            "errors": exc.errors(include_url=False, include_context=False,
+                                 include_input=False)}) from None
 
 
 class AdaptationEngineSettings(AgentSettings):
@@ -127,14 +146,19 @@ class AdaptationEngineAgent(Agent):
     async def _on_feedback(self, msg: Any) -> None:
         if not self.leading:
             return  # standbys stay silent: the active engine answers
+        asker = Asker(msg.reply, is_json(msg.data, msg.headers))
         try:
-            report = FeedbackReport.model_validate(decode(msg.data, msg.headers))
-        except Exception as exc:
-            if msg.reply:
-                err = BrokerError(ErrorCode.BAD_REQUEST, f"bad feedback: {exc}")
-                await self.ctx.nc.publish(msg.reply, encode(err.to_payload()))
+            report = _feedback_report(decode(msg.data, msg.headers))
+        except BrokerError as exc:  # too deep, a bad header, undecodable, invalid
+            MALFORMED.labels(self.agent_id, exc.code).inc()
+            self.ctx.log.info("variables.feedback_refused", code=exc.code,
+                              error=exc.message[:200])
+            await self._answer(asker, exc.to_payload())
             return
-        self._queue.put_nowait(("feedback", report, msg.reply))
+        self._queue.put_nowait(("feedback", report, asker))
+
+    async def _answer(self, asker: Asker, payload: Any) -> None:
+        await respond(self.ctx.nc, asker.reply, payload, asker.as_json, component=self.agent_id)
 
     async def _watch_leader(self) -> None:
         assert self.member is not None
@@ -165,8 +189,8 @@ class AdaptationEngineAgent(Agent):
             except BrokerError as exc:  # lost leadership mid-commit, timeouts: keep going
                 self.ctx.log.warning("variables.engine_step_failed", kind=kind,
                                      code=exc.code, error=exc.message)
-                if kind == "feedback" and extra:
-                    await self.ctx.nc.publish(extra, encode(exc.to_payload()))
+                if kind == "feedback":
+                    await self._answer(extra, exc.to_payload())
 
     async def _leadership(self, leading: bool, term: int) -> None:
         assert self.member is not None
@@ -177,11 +201,13 @@ class AdaptationEngineAgent(Agent):
                 engine.deactivate()
         self.ctx.log.info("variables.engine_role", leading=leading, term=term)
 
-    async def _feedback(self, report: FeedbackReport, reply: str | None) -> None:
+    async def _feedback(self, report: FeedbackReport, asker: Asker) -> None:
         assert self.member is not None
         engine = self.engines.get(report.space)
-        if engine is None or not self.leading:
-            return
-        ack = await engine.feedback(self.member, report)
-        if reply:
-            await self.ctx.nc.publish(reply, encode(ack))
+        if engine is None:
+            raise BrokerError(ErrorCode.NOT_FOUND, f"no engine adapts space {report.space!r} "
+                              f"here", {"space": report.space, "known": sorted(self.engines)})
+        if not self.leading:
+            raise BrokerError(ErrorCode.NOT_LEADER, "this engine stopped adapting (its member "
+                              "no longer leads); retry", {"space": report.space})
+        await self._answer(asker, await engine.feedback(self.member, report))

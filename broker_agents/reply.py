@@ -1,0 +1,73 @@
+"""The one reply path: every request gets an answer, in the caller's encoding.
+
+A request handler decides *what* to answer: a result, or a ``BrokerError``. This module
+decides *how*: encoded like the request (``codec.is_json``); replaced by an ``internal``
+error when the result cannot be encoded, or by ``too_large`` when it would exceed the
+server's max payload (the server would refuse it, and the caller would hear nothing);
+each replacement counted (``ba_replies_refused_total{component,reason}``) and logged; and
+a publish that still fails (connection gone) is logged, never raised into the handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker_agents import codec
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.logging import get_logger
+from broker_agents.metrics import REPLIES_REFUSED
+
+# nats-py's default until the server's INFO says otherwise (the server's default too).
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+# How much of an error's message is kept when its details cannot be encoded.
+_ERROR_ROOM = 512
+
+log = get_logger(component="reply")
+
+
+def encode_reply(payload: Any, as_json: bool, max_payload: int
+                 ) -> tuple[bytes, ErrorCode | None]:
+    """The bytes to answer with, and why the payload was replaced (None: it was not)."""
+    try:
+        data = codec.encode(payload, as_json=as_json)
+    except codec.EncodeError as exc:
+        return _encode_error(exc, as_json), ErrorCode.INTERNAL
+    if len(data) > max_payload:
+        err = BrokerError(
+            ErrorCode.TOO_LARGE,
+            f"the reply of {len(data)} bytes exceeds the server's max payload of "
+            f"{max_payload} bytes", {"size": len(data), "max": max_payload})
+        return _encode_error(err, as_json), ErrorCode.TOO_LARGE
+    return data, None
+
+
+def _encode_error(err: BrokerError, as_json: bool) -> bytes:
+    try:
+        return codec.encode(err.to_payload(), as_json=as_json)
+    except codec.EncodeError:  # details of a foreign type: the code and message still go
+        plain = BrokerError(err.code, err.message[:_ERROR_ROOM])
+        return codec.encode(plain.to_payload(), as_json=as_json)
+
+
+def max_payload_of(nc: Any) -> int:
+    value = getattr(nc, "max_payload", None)
+    return value if isinstance(value, int) and value > 0 else DEFAULT_MAX_PAYLOAD
+
+
+async def respond(nc: Any, subject: str | None, payload: Any, as_json: bool, *,
+                  component: str) -> bytes | None:
+    """Answer ``subject`` with ``payload`` (a result or an error payload). Returns the
+    bytes sent, or None when there was nobody to answer or the publish failed."""
+    if not subject:
+        return None
+    data, refused = encode_reply(payload, as_json, max_payload_of(nc))
+    if refused is not None:
+        REPLIES_REFUSED.labels(component, refused.value).inc()
+        log.warning("reply replaced by an error", component=component, reason=refused.value)
+    try:
+        await nc.publish(subject, data)
+    except Exception as exc:  # closed or draining connection: nobody to tell but the log
+        REPLIES_REFUSED.labels(component, "publish_failed").inc()
+        log.warning("reply not sent", component=component, error=repr(exc))
+        return None
+    return data
