@@ -89,7 +89,7 @@ def content_type(headers: Mapping[str, str] | None) -> str | None:
 
 def is_json(data: bytes, headers: Mapping[str, str] | None = None) -> bool:
     """The caller's encoding: True for JSON. Never raises, whatever the input."""
-    ctype = content_type(headers)
+    ctype = content_type(headers) if headers else None
     if ctype is not None:
         if "json" in ctype:
             return True

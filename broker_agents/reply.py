@@ -50,8 +50,9 @@ def _encode_error(err: BrokerError, as_json: bool) -> bytes:
 
 
 def max_payload_of(nc: Any) -> int:
-    value = getattr(nc, "max_payload", None)
-    return value if isinstance(value, int) and value > 0 else DEFAULT_MAX_PAYLOAD
+    """The server's max payload as the connection learnt it (nats-py's default before)."""
+    value = getattr(nc, "max_payload", DEFAULT_MAX_PAYLOAD)
+    return value if type(value) is int and value > 0 else DEFAULT_MAX_PAYLOAD
 
 
 async def respond(nc: Any, subject: str | None, payload: Any, as_json: bool, *,

@@ -4,6 +4,11 @@ Life of an agent: subscribe (inbox + one queue-grouped subject per capability) -
 -> *ready* (only now may the node advertise it) -> handle messages -> on stop: drain the
 subscriptions (no new work, in-flight handlers finish), wait for owned tasks, on_stop.
 A fatal handler error or a failed owned task crashes the agent to its supervisor.
+
+Every request gets one reply, in the caller's encoding, through ``broker_agents.reply``:
+the handler's result or a structured error; input refused before any handler runs (too
+large, too deep, a bad header, not an envelope, invalid) is counted per agent and reason
+in ``ba_agent_malformed_messages_total``.
 """
 
 from __future__ import annotations
