@@ -3,7 +3,8 @@
 Three node daemons host one consensus group (members = the nodes, built-in KV state
 machine). Clients, each on its own proxied connection, read, write and compare-and-set a
 few keys through ``RaftClient`` while a seeded schedule kills the leader's node with
-kill -9 and restarts it, cuts the leader off NATS (once held, once flapping), isolates a
+kill -9 and restarts it, pauses it (SIGSTOP/SIGCONT), starves the machine's CPU with
+bounded busy processes, cuts the leader off NATS (once held, once flapping), isolates a
 seeded node, cuts one NATS server from the others, cuts one route direction and slows a
 member's links. Leader-aimed faults pick the leader from the members' /metrics at the
 moment they strike. Checks:
@@ -49,6 +50,7 @@ from chaos.checkers import (
 from chaos.checkers.leaders import LeaderWatch, elections_from_logs
 from chaos.cluster import server_version
 from chaos.faults import (
+    CpuStarvation,
     Fault,
     FaultSchedule,
     asymmetric_cut,
@@ -256,11 +258,13 @@ class AtLeader:
 
 
 def leader_faults(h: Harness, watch: LeaderWatch, rng: random.Random) -> list[AtLeader]:
-    """kill -9 of the leader's node (heal: restart), and cutting the leader off NATS."""
+    """kill -9 of the leader's node (heal: restart), cutting the leader off NATS, and
+    pausing it (SIGSTOP: it wakes up still believing it leads, in an old term)."""
     return [
         AtLeader(h, watch, rng, lambda node: h.node(node).kill_fault(), "kill_leader"),
         AtLeader(h, watch, rng, lambda node: isolate_client(h.cluster, node),
                  "isolate_leader"),
+        AtLeader(h, watch, rng, lambda node: h.node(node).pause_fault(), "pause_leader"),
     ]
 
 
@@ -270,8 +274,10 @@ def plan_faults(ctx: ScenarioContext, h: Harness, at_leader: list[AtLeader]
     rng = seeded(ctx, "targets")
     a, b = rng.sample(range(h.cluster.size), 2)
     slow = rng.choice(NODE_IDS)
-    kill_leader, isolate_leader = at_leader
+    kill_leader, isolate_leader, pause_leader = at_leader
     kinds = [
+        window(schedule, pause_leader, (1.0, 2.0)),
+        window(schedule, CpuStarvation(workers=2, max_seconds=6.0), (1.5, 3.0)),
         window(schedule, kill_leader, (1.5, 2.5)),
         window(schedule, isolate_leader, (1.0, 2.0)),
         window(schedule, isolate_client(h.cluster, rng.choice(NODE_IDS)), (1.0, 2.0)),
