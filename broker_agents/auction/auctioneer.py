@@ -25,6 +25,7 @@ import itertools
 import os
 from typing import Any
 
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -52,6 +53,7 @@ from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolErro
 from broker_agents.discovery import Discovery, registry_finder
 from broker_agents.kv import is_cas_conflict, open_bucket
 from broker_agents.kvfeed import KvMirror
+from broker_agents.reply import respond
 from broker_agents.reputation import ReputationBook
 
 _ids = itertools.count(1)
@@ -131,11 +133,14 @@ class AuctioneerAgent(Agent):
                                           {"field": "op", "known": ["run", "report"]})
         except BrokerError as exc:
             reply = exc.to_payload()
+        except nats.errors.Error as exc:  # NATS/JetStream trouble (a cut, a leader change)
+            self.ctx.log.warning("auction request hit NATS trouble", error=repr(exc))
+            reply = BrokerError(ErrorCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+                                ).to_payload()
         except Exception as exc:
             self.ctx.log.error("auction request failed", error=repr(exc), exc_info=exc)
             reply = BrokerError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}").to_payload()
-        if msg.reply:
-            await self.ctx.nc.publish(msg.reply, codec.encode(reply, as_json=as_json))
+        await respond(self.ctx.nc, msg.reply, reply, as_json, component="auctioneer")
 
     async def _participants(self, request: AuctionRequest) -> list[str]:
         ids = await self.discovery.resolve(request, required=False)
@@ -270,7 +275,7 @@ class AuctioneerAgent(Agent):
                          if isinstance(e, core.BidRejected))
         except BrokerError as exc:
             reply = exc.to_payload()
-        await self.ctx.nc.publish(msg.reply, codec.encode(reply, as_json=as_json))
+        await respond(self.ctx.nc, msg.reply, reply, as_json, component="auctioneer")
 
     # -- takeover ----------------------------------------------------------------------
 

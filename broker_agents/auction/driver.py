@@ -51,6 +51,7 @@ from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
 from broker_agents.kv import is_cas_conflict
 from broker_agents.kvfeed import KvMirror
 from broker_agents.messages import envelope
+from broker_agents.reply import respond
 
 TAKEN_OVER = "taken_over"
 """Details key set (True) on errors that mean "another auctioneer drives this auction now":
@@ -300,8 +301,7 @@ class AuctionDriver:
             reply = await self._judge_pushed(bid)
         except BrokerError as exc:  # LeaseLost included: it says the auction moved
             reply = exc.to_payload()
-        if msg.reply:
-            await self.host.nc.publish(msg.reply, codec.encode(reply, as_json=as_json))
+        await respond(self.host.nc, msg.reply, reply, as_json, component="auction")
 
     async def _judge_pushed(self, bid: Bid) -> Any:
         # Strangers are refused by the core; their bids are not worth a read of the buckets.

@@ -129,7 +129,7 @@ def peek_lease(data: bytes) -> tuple[Stage, int] | None:
     """(stage, heartbeat_ms) of a stored record without validating all of it (the sweeper
     looks at every record); None when the data is not a record."""
     try:
-        raw = codec.decode(data)
+        raw = codec.decode(data, max_depth=codec.STORED_MAX_DEPTH)
         return Stage(raw["stage"]), int(raw["heartbeat_ms"])
     except Exception:
         return None
