@@ -60,6 +60,12 @@ class ConsensusNodeService(BaseService):
             await member.start()
             self.members[group.name] = member
 
+    def unready(self) -> dict[str, str]:
+        """Members that fail-stopped (``node.http.ReadinessSource``): the node is not ready
+        while one of its groups has lost its member here."""
+        return {f"consensus.{name}": member.failed
+                for name, member in self.members.items() if member.failed is not None}
+
     def group(self, name: str) -> RaftMember:
         try:
             return self.members[name]

@@ -27,7 +27,7 @@ from node.config import NodeConfig
 from node.embedded import NatsServer, reap_stale
 from node.exitcodes import ExitCode
 from node.hosting import AgentChild, build_specs
-from node.http import HttpServer
+from node.http import HttpServer, ReadinessSource
 from node.services import NodeService, build_services
 from node.supervisor import Child, Supervisor, SupervisorGaveUp, SupervisorHooks
 
@@ -183,10 +183,14 @@ class Node:
         connected = bool(self.nc and self.nc.is_connected)
         expected = len(self.supervisor.specs) if self.supervisor else 0
         running = len(self.agents)
+        problems = {name: why for service in self.services
+                    if isinstance(service, ReadinessSource)
+                    for name, why in service.unready().items()}
         ready = (connected and self._agents_ready.is_set() and running == expected
-                 and not self._stopping and self.healthy)
+                 and not self._stopping and self.healthy and not problems)
         return {"ready": ready, "nats_connected": connected, "agents_running": running,
-                "agents_expected": expected, "stopping": self._stopping}
+                "agents_expected": expected, "stopping": self._stopping,
+                "problems": problems}
 
     # -- run and stop ----------------------------------------------------------------
 

@@ -1,12 +1,23 @@
-"""The node's HTTP face: Prometheus metrics, liveness and readiness."""
+"""The node's HTTP face: Prometheus metrics, liveness and readiness.
+
+``/readyz`` answers 503 with the node's readiness record while it is not ready; a part of
+the node that can stop serving on its own (a fail-stopped consensus member) says why in
+``problems`` by being a ``ReadinessSource``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+@runtime_checkable
+class ReadinessSource(Protocol):
+    def unready(self) -> dict[str, str]:
+        """What keeps this part from serving (name -> why); empty while it serves."""
 
 
 class HttpServer:

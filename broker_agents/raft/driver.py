@@ -13,15 +13,26 @@ Subjects (``s = Subjects(prefix)``):
     s.raft(group, "propose" | "read") client requests, any member (queue group)
     s.raft(group, member, "propose" | "read")   client requests to one member
 A client request is ``{"command": ..., "request_id": "..."}`` or ``{"query": ...}`` (JSON or
-msgpack); the reply is ``{"result", "index", "leader"}`` or the standard error payload.
+msgpack); the reply is ``{"result", "index", "leader"}`` or the standard error payload, in
+the request's encoding (``inbound.py``; ``broker_agents/reply.py`` sends it). A command is
+checked before the core sees it (``commands.py``): one the log could not store is refused
+with ``validation_error``.
 The core decides what becomes of a proposal to a member that is not the leader; when it
 answers ``Redirect``, the driver relays the request to the leader's subject with the
 original reply subject (so the leader answers the client directly) and the relay count in
 the ``ba-raft-hops`` header, which it hands back to the core with the request.
 
-This module passes 400 lines on purpose: the pump, the NATS callbacks that feed it and the
-client waiters it completes are one loop, and splitting them would scatter its ordering
-rules across files.
+Peers speak msgpack only. A peer message that does not decode, or that the core refuses
+(``Ready.refused``: not from a member, an implausible term...), is counted and logged at
+a bounded rate (``refusals.py``). An internal error -- the log cannot be written, the
+core raises -- fail-stops the member loudly (``failed`` says why; the node's readiness
+reports it) instead of leaving a zombie that takes requests it can never commit.
+
+This module passes 400 lines on purpose: the pump, the NATS callbacks that feed it, the
+client waiters it completes and the fail-stop that ends it are one loop, and splitting
+them would scatter its ordering rules across files. What it applies lives beside it:
+parsing (``inbound.py``), command checks (``commands.py``), payload cutting
+(``outgoing.py``), refusal counting (``refusals.py``), waiters (``replies.py``).
 """
 
 from __future__ import annotations
@@ -29,14 +40,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
-from broker_agents.codec import decode, encode, is_json
+from broker_agents.codec import is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.raft import (
     Answer,
@@ -45,36 +55,31 @@ from broker_agents.core.raft import (
     Propose,
     RaftConfig,
     RaftCore,
+    RaftEvent,
     Read,
     Ready,
     Redirect,
+    RefusalReason,
     Reply,
     Role,
     StateMachine,
     Tick,
 )
-from broker_agents.core.raft.wire import decode_message, encode_message
+from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP
+from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES, CommandCheck
+from broker_agents.raft.inbound import HOPS, decode_peer_payload, parse_proposal, parse_request
 from broker_agents.raft.memstore import Storage
 from broker_agents.raft.metrics import MemberMetrics, RoleObserver
-from broker_agents.raft.replies import Remote, Waiter, reply_payload, result_or_raise
+from broker_agents.raft.outgoing import peer_payloads
+from broker_agents.raft.refusals import LogThrottle, Refusals
+from broker_agents.raft.replies import Remote, Waiter, Waiters, result_or_raise
 from broker_agents.raft.writer import LogWriter
+from broker_agents.reply import max_payload_of, respond
 from broker_agents.subjects import Subjects, check_token
 
-HOPS = "ba-raft-hops"
 RESERVED = frozenset({"propose", "read"})
 _TICK = Tick()  # Raft counts ticks: one record serves them all
 _log = structlog.get_logger()
-
-
-def _hops(headers: dict[str, str] | None) -> int:
-    """How often a request was relayed already (``HOPS``); garbage counts as none."""
-    raw = headers.get(HOPS) if headers else None
-    if raw is None:
-        return 0
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        return 0
 
 
 class RaftMember:
@@ -95,6 +100,8 @@ class RaftMember:
         max_append_entries: int = 512,
         max_inflight: int = 32,
         request_ttl: float = 30.0,
+        max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
+        max_term_jump: int = DEFAULT_MAX_TERM_JUMP,
         rng: random.Random | None = None,
     ) -> None:
         check_token(group, "group")
@@ -112,16 +119,22 @@ class RaftMember:
             member_id=member_id, members=members, election_ticks=election_ticks,
             heartbeat_ticks=heartbeat_ticks, snapshot_threshold=snapshot_threshold,
             max_append_entries=max_append_entries, max_inflight=max_inflight,
+            max_term_jump=max_term_jump,
         )
         self.rng = rng or random.Random()
         self.core: RaftCore | None = None
         self.metrics = MemberMetrics.bind(group, member_id)
         self.log = _log.bind(group=group, member=member_id)
-        self._waiters: dict[str, list[Waiter]] = {}
+        self.failed: str | None = None  # why this member fail-stopped
+        self._check = CommandCheck(max_command_bytes)
+        self._refusals = Refusals(group, self.log)
+        self._quiet = LogThrottle()  # send failures repeat every Ready until they stop
+        self._waiters = Waiters(self._respond, lambda rid: self._step(Forget(rid)))
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[Any] = []
         self._running = False
+        self._stopped = False
         self._observer = RoleObserver(self.metrics, self.log)
         self._writer = LogWriter(storage, self._on_durable, self._on_write_failed)
 
@@ -139,6 +152,10 @@ class RaftMember:
             await self.nc.subscribe(s.raft(g, "read"), queue=queue, cb=self._on_read),
         ]
         await self.nc.flush()
+        if self._check.max_bytes > max_payload_of(self.nc) // 2:
+            self.log.warning("raft.command_bound_near_max_payload",
+                             max_command_bytes=self._check.max_bytes,
+                             max_payload=max_payload_of(self.nc))
         self._running = True
         self._tasks = [
             asyncio.create_task(self._pump(), name=f"raft-pump-{g}-{me}"),
@@ -149,29 +166,55 @@ class RaftMember:
                       term=self.core.term, commit=self.core.commit)
 
     async def stop(self) -> None:
-        """Stop at once (like a crash, minus the lost fsyncs): no leadership hand-over."""
-        if not self._running:
+        """Stop at once (like a crash, minus the lost fsyncs): no leadership hand-over.
+        Also releases what a fail-stopped member still holds (its writer, its file)."""
+        if self._stopped:
             return
+        self._stopped = True
         self._running = False
-        for task in self._tasks:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._subs = []
-        for waiters in self._waiters.values():
-            for w in waiters:
-                if isinstance(w, asyncio.Future) and not w.done():
-                    w.set_exception(BrokerError(ErrorCode.UNAVAILABLE, "member stopped"))
-        self._waiters.clear()
+        await self._unsubscribe()
+        await self._waiters.fail_all(BrokerError(ErrorCode.UNAVAILABLE, "member stopped"))
         await self._writer.close()
         self.storage.close()
         self.metrics.is_leader.set(0)
         self.log.info("raft.stopped")
+
+    async def _unsubscribe(self) -> None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _fail_stop(self, where: str, exc: BaseException) -> None:
+        """An internal error: stop participating, loudly, instead of living on.
+
+        The core may already believe a write is durable, or hold a half-applied step;
+        going on could acknowledge what is not on disk. Like a crash, minus the silence:
+        logged, counted, and ``failed`` says why (the node's readiness reports it).
+        """
+        if self.failed is not None:
+            return
+        self.failed = f"{where}: {type(exc).__name__}: {exc}"
+        self._running = False
+        self._wake.set()  # the pump and the ticker see it and end
+        self.metrics.fail_stops.inc()
+        self.metrics.is_leader.set(0)
+        self.log.error("raft.fail_stop", where=where, error=repr(exc),
+                       exc_info=(type(exc), exc, exc.__traceback__))
+        if not self._stopped:
+            self._tasks.append(asyncio.ensure_future(self._after_fail_stop()))
+
+    async def _after_fail_stop(self) -> None:
+        await self._unsubscribe()
+        await self._waiters.fail_all(BrokerError(
+            ErrorCode.UNAVAILABLE, "raft member fail-stopped",
+            {"member": self.id, "reason": self.failed}))
 
     # -- properties ----------------------------------------------------------------------
 
@@ -179,6 +222,19 @@ class RaftMember:
         if self.core is None:
             raise BrokerError(ErrorCode.UNAVAILABLE, "member not started")
         return self.core
+
+    def _step(self, event: RaftEvent) -> bool:
+        """Step the core; an exception from it is internal: fail-stop. False once
+        this member no longer takes events."""
+        if not self._running or self.core is None:
+            return False
+        try:
+            self.core.step(event)
+        except Exception as exc:
+            self._fail_stop("step", exc)
+            return False
+        self._wake.set()
+        return True
 
     @property
     def leader(self) -> str | None:
@@ -204,138 +260,140 @@ class RaftMember:
 
     async def propose(self, command: Any, request_id: str | None = None,
                       timeout: float = 5.0) -> Any:
-        """Commit ``command`` and return what the state machine's apply returned."""
+        """Commit ``command`` and return what the state machine's apply returned.
+        Raises ``validation_error`` (``too_large``) for a command the log cannot store;
+        what is proposed is the command as the log will read it back."""
         rid = request_id or uuid.uuid4().hex
-        reply = await self._call(rid, timeout, Propose(command, rid))
-        return self._result(reply)
+        self._check.request_id(rid)
+        stored = self._check.native(command)
+        return result_or_raise(await self._call(rid, timeout, Propose(stored, rid)))
 
     async def read(self, query: Any, timeout: float = 5.0) -> Any:
         """A linearizable read (read-index): reflects every write acknowledged before it."""
         rid = uuid.uuid4().hex
-        reply = await self._call(rid, timeout, Read(query, rid))
-        return self._result(reply)
+        return result_or_raise(await self._call(rid, timeout, Read(query, rid)))
 
     async def _call(self, rid: str, timeout: float, request: Propose | Read) -> Answer:
+        self._core()
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(rid, []).append(fut)
-        self._core().step(request)
-        self._wake.set()
+        self._waiters.add(rid, fut)
+        if not self._step(request):
+            self._waiters.drop(rid, fut)
+            raise BrokerError(ErrorCode.UNAVAILABLE, "raft member is not running",
+                              {"member": self.id, "reason": self.failed})
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            self._drop_waiter(rid, fut)
+            self._waiters.drop(rid, fut)
             raise BrokerError(ErrorCode.TIMEOUT, "no commit before the timeout",
                               {"request_id": rid, "leader": self.leader}) from None
-
-    def _drop_waiter(self, rid: str, waiter: Waiter) -> None:
-        waiters = self._waiters.get(rid)
-        if waiters and waiter in waiters:
-            waiters.remove(waiter)
-            if not waiters:
-                del self._waiters[rid]
-                if self.core is not None:
-                    self.core.step(Forget(rid))
-
-    @staticmethod
-    def _result(reply: Answer) -> Any:
-        return result_or_raise(reply)
 
     # -- NATS callbacks ------------------------------------------------------------------
 
     async def _on_peer(self, msg: Any) -> None:
-        core = self.core
-        if core is None:
+        if not self._running:
             return
         try:
-            batch = decode(msg.data)
-            if not isinstance(batch, list):
-                raise BrokerError(ErrorCode.MALFORMED, "peer payload must be a list")
-            for item in batch:
-                core.step(decode_message(item))
+            messages, dropped = decode_peer_payload(msg.data, self._check)
         except BrokerError as exc:
             self.metrics.malformed.inc()
-            self.log.warning("raft.malformed_peer_message", error=exc.message)
+            self._refusals.peer(str(exc.details.get("reason")), error=exc.message,
+                                size=len(msg.data))
+            if msg.reply:  # peers never ask; an outsider that does still gets an answer
+                await self._respond(msg.reply, exc.to_payload(),
+                                    is_json(msg.data, msg.headers))
+            return
+        for src in dropped:
+            self._refusals.peer(RefusalReason.INVALID_COMMAND.value, src=src)
+        core = self.core
+        assert core is not None
+        try:
+            for m in messages:
+                core.step(m)
+        except Exception as exc:
+            self._fail_stop("step", exc)
+            return
         self._wake.set()
 
-    def _parse(self, msg: Any, field: str) -> tuple[Any, str | None, bool] | None:
-        as_json = is_json(msg.data, msg.headers)
-        try:
-            body = decode(msg.data, msg.headers)
-            if not isinstance(body, dict) or field not in body:
-                raise BrokerError(ErrorCode.BAD_REQUEST, f"request needs a {field!r} field")
-            rid = body.get("request_id")
-            if rid is not None and not isinstance(rid, str):
-                raise BrokerError(ErrorCode.BAD_REQUEST, "request_id must be a string")
-            return body[field], rid, as_json
-        except BrokerError as exc:
+    async def _respond(self, subject: str, payload: Any, as_json: bool) -> None:
+        await respond(self.nc, subject, payload, as_json, component="raft")
+
+    async def _refuse_request(self, msg: Any, exc: BrokerError, as_json: bool) -> None:
+        if exc.code in (ErrorCode.MALFORMED, ErrorCode.BAD_REQUEST):
             self.metrics.malformed.inc()
-            if msg.reply:
-                self._spawn_publish(msg.reply, encode(exc.to_payload(), as_json=as_json))
-            return None
+        self._refusals.request(exc.code.value, error=exc.message,
+                               reason=exc.details.get("reason"))
+        if msg.reply:
+            await self._respond(msg.reply, exc.to_payload(), as_json)
 
     async def _on_propose(self, msg: Any) -> None:
-        core = self.core
-        parsed = self._parse(msg, "command")
-        if core is None or parsed is None:
+        if not self._running:
             return
-        command, rid, as_json = parsed
+        as_json = is_json(msg.data, msg.headers)
+        try:
+            command, rid, hops = parse_proposal(msg.data, msg.headers, as_json, self._check)
+        except BrokerError as exc:
+            await self._refuse_request(msg, exc, as_json)
+            return
         self.metrics.proposals.inc()
-        rid = rid or uuid.uuid4().hex
         if msg.reply:
-            self._waiters.setdefault(rid, []).append(Remote(msg.reply, as_json, msg))
-        core.step(Propose(command, rid, True, _hops(msg.headers)))
-        self._wake.set()
+            self._waiters.add(rid, Remote(msg.reply, as_json, msg))
+        self._step(Propose(command, rid, True, hops))
 
     async def _on_read(self, msg: Any) -> None:
-        core = self.core
-        parsed = self._parse(msg, "query")
-        if core is None or parsed is None:
+        if not self._running:
             return
-        query, _rid, as_json = parsed
+        as_json = is_json(msg.data, msg.headers)
+        try:
+            query, _rid = parse_request(msg.data, as_json, "query")
+        except BrokerError as exc:
+            await self._refuse_request(msg, exc, as_json)
+            return
         rid = uuid.uuid4().hex  # reads are not deduplicated: each one is fresh
         if msg.reply:
-            self._waiters.setdefault(rid, []).append(Remote(msg.reply, as_json))
-        core.step(Read(query, rid))
-        self._wake.set()
-
-    def _spawn_publish(self, subject: str, data: bytes) -> None:
-        task = asyncio.ensure_future(self.nc.publish(subject, data))
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            self._waiters.add(rid, Remote(msg.reply, as_json))
+        self._step(Read(query, rid))
 
     # -- the owner tasks -----------------------------------------------------------------
 
     def _on_durable(self, mark: Persisted) -> None:
-        if self.core is not None and self._running:
-            self.core.step(mark)
-            self._wake.set()
+        self._step(mark)
 
     def _on_write_failed(self, exc: BaseException) -> None:
-        self._wake.set()  # the pump sees writer.failed and stops
+        # The core already believes the write durable: going on could acknowledge
+        # entries that are not on disk (whatever the error: a full disk, or an entry
+        # that would not encode).
+        self._fail_stop("persist", exc)
 
     async def _pump(self) -> None:
         while self._running:
             await self._wake.wait()
             self._wake.clear()
+            if not self._running:
+                return
             try:
                 if self._writer.failed is not None:
                     raise self._writer.failed
                 ready = self._core().ready()
                 await self._persist(ready)
-            except OSError:
-                # Fail-stop: the core already believes this Ready is durable, so going on
-                # could acknowledge entries that are not on disk. Stop like a crash.
-                self.log.exception("raft.persist_failed")
-                self._running = False
-                for sub in self._subs:
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._fail_stop("persist", exc)
                 return
+            if ready.refused:
+                self._log_refused(ready)
             try:
                 await self._send_and_reply(ready)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a send failure is like a lost message; Raft retries
-                self.log.exception("raft.pump_error")
+            except Exception as exc:  # our own log or state would not encode
+                self._fail_stop("send", exc)
+                return
+
+    def _log_refused(self, ready: Ready) -> None:
+        for r in ready.refused:
+            self._refusals.peer(r.reason.value, src=r.src, term=r.term)
 
     async def _persist(self, ready: Ready) -> None:
         """Queue the write; unless the Ready is early, wait until it (and every earlier
@@ -348,44 +406,54 @@ class RaftMember:
             await self._writer.barrier()
 
     async def _send_and_reply(self, ready: Ready) -> None:
+        """Encoding our own messages is internal (it raises); a publish that fails is
+        like a lost message (logged; Raft retries)."""
         if ready.messages:
-            batches: dict[str, list[Any]] = {}
-            for m in ready.messages:
-                batches.setdefault(m.dst, []).append(encode_message(m))
-            for dst, batch in batches.items():
-                await self.nc.publish(self.subjects.raft(self.group, dst), encode(batch))
+            limit = max_payload_of(self.nc)
+            payloads, unsendable = peer_payloads(ready.messages, limit)
+            for m in unsendable:
+                suppressed = self._quiet.admit("message_too_large")
+                if suppressed is not None:
+                    self.log.error("raft.message_too_large", kind=type(m).__name__,
+                                   dst=m.dst, max_payload=limit, suppressed=suppressed)
+            for dst, data in payloads:
+                await self._publish(self.subjects.raft(self.group, dst), data)
         for reply in ready.replies:
             await self._deliver(reply)
         self._observer.observe(self._core())
 
+    async def _publish(self, subject: str, data: bytes, **kw: Any) -> None:
+        try:
+            await self.nc.publish(subject, data, **kw)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # like a lost message: Raft retries
+            suppressed = self._quiet.admit("publish_failed")
+            if suppressed is not None:
+                self.log.warning("raft.publish_failed", subject=subject, error=repr(exc),
+                                 suppressed=suppressed)
+
     async def _deliver(self, reply: Reply) -> None:
-        waiters = self._waiters.pop(reply.request_id, None)
+        waiters = self._waiters.pop(reply.request_id)
         if not waiters:
             return
         if isinstance(reply, Redirect):
             await self._relay(reply, waiters)
-            return
-        leader = self.core.leader if self.core else None
-        for w in waiters:
-            if isinstance(w, asyncio.Future):
-                if not w.done():
-                    w.set_result(reply)
-            else:
-                payload = reply_payload(reply, leader)
-                await self.nc.publish(w.subject, encode(payload, as_json=w.as_json))
+        else:
+            await self._waiters.answer(waiters, reply, self.core.leader if self.core else None)
 
     async def _relay(self, redirect: Redirect, waiters: list[Waiter]) -> None:
         """Carry out a Redirect: each NATS requester's message goes to the leader as is,
         with its reply subject and the relay count; in-process callers keep waiting."""
         kept: list[Waiter] = [w for w in waiters if not isinstance(w, Remote)]
         if kept:
-            self._waiters[redirect.request_id] = kept
+            self._waiters.put_back(redirect.request_id, kept)
         subject = self.subjects.raft(self.group, redirect.leader, "propose")
         for w in waiters:
             if isinstance(w, Remote) and w.request is not None:
                 msg = w.request
                 headers = {**(msg.headers or {}), HOPS: str(redirect.hops)}
-                await self.nc.publish(subject, msg.data, reply=msg.reply, headers=headers)
+                await self._publish(subject, msg.data, reply=msg.reply, headers=headers)
 
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -397,17 +465,10 @@ class RaftMember:
             if now - deadline > self.tick_s:  # we fell behind: do not burst-tick
                 deadline = now
             await asyncio.sleep(max(0.0, deadline - now))  # sleep-ok: the tick clock
-            self._core().step(_TICK)
-            self._wake.set()
+            if not self._step(_TICK):
+                return
             ticks += 1
             if ticks % 10 == 0:
                 self._observer.update_metrics(self._core())
             if ticks % 100 == 0:
-                self._expire_waiters()
-
-    def _expire_waiters(self) -> None:
-        cutoff = time.monotonic() - self.request_ttl
-        for rid, waiters in list(self._waiters.items()):
-            for w in list(waiters):
-                if isinstance(w, Remote) and w.created < cutoff:
-                    self._drop_waiter(rid, w)
+                self._waiters.expire(self.request_ttl)

@@ -18,6 +18,14 @@ LOG_ENTRIES = Gauge("ba_raft_log_entries", "Entries held after the last snapshot
 ELECTIONS = Counter("ba_raft_elections_total", "Elections this member started", _LABELS)
 PROPOSALS = Counter("ba_raft_proposals_total", "Client proposals received", _LABELS)
 MALFORMED = Counter("ba_raft_malformed_total", "Peer or client payloads rejected", _LABELS)
+REJECTED = Counter("ba_raft_rejected_messages_total",
+                   "Peer messages refused (forged, confused or garbage), by reason",
+                   ["group", "reason"])
+REFUSED_PROPOSALS = Counter("ba_raft_refused_proposals_total",
+                            "Client requests refused before reaching the log, by error code",
+                            ["group", "code"])
+FAIL_STOPS = Counter("ba_raft_fail_stops_total",
+                     "Members that stopped on an internal error instead of living on", _LABELS)
 
 
 @dataclass
@@ -32,6 +40,7 @@ class MemberMetrics:
     elections: Any
     proposals: Any
     malformed: Any
+    fail_stops: Any
 
     @classmethod
     def bind(cls, group: str, member: str) -> MemberMetrics:
@@ -39,7 +48,7 @@ class MemberMetrics:
         return cls(
             TERM.labels(*lv), IS_LEADER.labels(*lv), COMMIT_INDEX.labels(*lv),
             APPLIED_INDEX.labels(*lv), LOG_ENTRIES.labels(*lv), ELECTIONS.labels(*lv),
-            PROPOSALS.labels(*lv), MALFORMED.labels(*lv),
+            PROPOSALS.labels(*lv), MALFORMED.labels(*lv), FAIL_STOPS.labels(*lv),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker_agents.core.errors import BrokerError, ErrorCode
@@ -45,3 +46,65 @@ def result_or_raise(reply: Answer) -> Any:
     if err is not None:
         raise err
     return payload["result"]
+
+
+class Waiters:
+    """Who waits for which request id, and how each is answered.
+
+    ``respond(subject, payload, as_json)`` answers a NATS requester (the one reply path:
+    ``broker_agents/reply.py``); ``forget`` tells the core that nobody waits for a
+    request id any more.
+    """
+
+    __slots__ = ("_by_rid", "_forget", "_respond")
+
+    def __init__(self, respond: Callable[[str, Any, bool], Awaitable[object]],
+                 forget: Callable[[str], object]) -> None:
+        self._by_rid: dict[str, list[Waiter]] = {}
+        self._respond = respond
+        self._forget = forget
+
+    def add(self, rid: str, waiter: Waiter) -> None:
+        self._by_rid.setdefault(rid, []).append(waiter)
+
+    def put_back(self, rid: str, waiters: list[Waiter]) -> None:
+        self._by_rid[rid] = waiters
+
+    def pop(self, rid: str) -> list[Waiter] | None:
+        return self._by_rid.pop(rid, None)
+
+    def drop(self, rid: str, waiter: Waiter) -> None:
+        """``waiter`` gave up; the core forgets ``rid`` once nobody waits for it."""
+        waiters = self._by_rid.get(rid)
+        if waiters and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._by_rid[rid]
+                self._forget(rid)
+
+    def expire(self, ttl: float) -> None:
+        """Drop NATS requesters older than ``ttl`` seconds (they have given up)."""
+        cutoff = time.monotonic() - ttl
+        for rid, waiters in list(self._by_rid.items()):
+            for w in list(waiters):
+                if isinstance(w, Remote) and w.created < cutoff:
+                    self.drop(rid, w)
+
+    async def answer(self, waiters: list[Waiter], reply: Answer, leader: str | None) -> None:
+        for w in waiters:
+            if isinstance(w, asyncio.Future):
+                if not w.done():
+                    w.set_result(reply)
+            else:
+                await self._respond(w.subject, reply_payload(reply, leader), w.as_json)
+
+    async def fail_all(self, error: BrokerError) -> None:
+        """Answer everyone still waiting with ``error`` (NATS requesters too)."""
+        by_rid, self._by_rid = self._by_rid, {}
+        for waiters in by_rid.values():
+            for w in waiters:
+                if isinstance(w, asyncio.Future):
+                    if not w.done():
+                        w.set_exception(error)
+                else:
+                    await self._respond(w.subject, error.to_payload(), w.as_json)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker_agents.core.raft.kvstore import KVStateMachine
+from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
 from broker_agents.subjects import Subjects
@@ -35,6 +36,7 @@ class MemberConfig:
     election_ticks: int = 10
     heartbeat_ticks: int = 2
     snapshot_threshold: int = 10_000
+    max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
     fsync: bool = True
     servers: list[str] = field(default_factory=list)
 
@@ -54,6 +56,7 @@ async def serve_member(config: MemberConfig, stop: asyncio.Event | None = None) 
         Subjects(config.prefix), tick_ms=config.tick_ms,
         election_ticks=config.election_ticks, heartbeat_ticks=config.heartbeat_ticks,
         snapshot_threshold=config.snapshot_threshold,
+        max_command_bytes=config.max_command_bytes,
     )
     try:
         await member.start()
@@ -85,6 +88,8 @@ def parse_args(argv: list[str]) -> MemberConfig:
     p.add_argument("--election-ticks", type=int, default=10)
     p.add_argument("--heartbeat-ticks", type=int, default=2)
     p.add_argument("--snapshot-threshold", type=int, default=10_000)
+    p.add_argument("--max-command-bytes", type=int, default=DEFAULT_MAX_COMMAND_BYTES,
+                   help="refuse commands whose stored form is larger (too_large)")
     p.add_argument("--no-fsync", action="store_true", help="unsafe: skip fsync (tests)")
     a = p.parse_args(argv)
     urls = [u for u in a.nats.split(",") if u]
@@ -93,7 +98,7 @@ def parse_args(argv: list[str]) -> MemberConfig:
         peers=[x for x in a.peers.split(",") if x], data_dir=a.data_dir, prefix=a.prefix,
         tick_ms=a.tick_ms, election_ticks=a.election_ticks,
         heartbeat_ticks=a.heartbeat_ticks, snapshot_threshold=a.snapshot_threshold,
-        fsync=not a.no_fsync,
+        max_command_bytes=a.max_command_bytes, fsync=not a.no_fsync,
     )
 
 

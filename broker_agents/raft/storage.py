@@ -65,8 +65,19 @@ def _decode_op(rec: list[Any]) -> PersistOp:
     raise ValueError(f"unknown record type {kind}")
 
 
+def stored_packer() -> msgpack.Packer:
+    """A packer that encodes exactly as records are stored (``raft/commands.py`` checks
+    each proposal with one before it may enter the log)."""
+    return msgpack.Packer(use_bin_type=True)
+
+
+def unpack_stored(data: bytes) -> Any:
+    """Decode what ``stored_packer`` encoded, as replay does."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
 def _frame(payload: list[Any]) -> bytes:
-    body: bytes = msgpack.packb(payload, use_bin_type=True)
+    body: bytes = msgpack.packb(payload, use_bin_type=True)  # as stored_packer()
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -79,7 +90,7 @@ def _replay(data: bytes, mem: MemoryStorage) -> int:
         if end > len(data) or zlib.crc32(data[start:end]) != crc:
             break
         try:
-            op = _decode_op(msgpack.unpackb(data[start:end], raw=False, strict_map_key=False))
+            op = _decode_op(unpack_stored(data[start:end]))
         except (ValueError, TypeError, IndexError, msgpack.ExtraData):
             break
         mem.apply(op)

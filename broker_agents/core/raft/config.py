@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from broker_agents.core.errors import ErrorCode, LocalProtocolError
 from broker_agents.core.raft.messages import Entry, HardState, Snapshot
 
+DEFAULT_MAX_TERM_JUMP = 1 << 16
+
 
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
@@ -14,6 +16,11 @@ class RaftConfig:
 
     The election timeout is drawn uniformly from [election_ticks, 2 * election_ticks) so
     that members rarely time out together and split the vote.
+
+    ``max_term_jump``: a peer message whose term is further ahead of ours than this is
+    refused, so one forged message cannot push the group's term out of reach (a term only
+    grows by one per election, and pre-vote keeps failed elections from growing it; a
+    member that really missed this many elections needs the limit raised to rejoin).
     """
 
     member_id: str
@@ -27,6 +34,7 @@ class RaftConfig:
     max_inflight: int = 32
     snapshot_threshold: int = 10_000
     dedup_capacity: int = 100_000
+    max_term_jump: int = DEFAULT_MAX_TERM_JUMP
 
     def __post_init__(self) -> None:
         if self.member_id not in self.members:
@@ -37,7 +45,8 @@ class RaftConfig:
             raise LocalProtocolError(
                 ErrorCode.BAD_REQUEST, "need 1 <= heartbeat_ticks < election_ticks"
             )
-        if self.max_append_entries < 1 or self.max_inflight < 1 or self.snapshot_threshold < 1:
+        if min(self.max_append_entries, self.max_inflight, self.snapshot_threshold,
+               self.max_term_jump) < 1:
             raise LocalProtocolError(ErrorCode.BAD_REQUEST, "limits must be positive")
 
     @property

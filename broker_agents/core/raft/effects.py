@@ -15,12 +15,15 @@ only for what is durable: once the write is on disk the driver steps
 that is not ``early`` waits until every earlier write is durable before sending anything.
 
 ``replies`` answer client requests; a ``Redirect`` among them tells the driver to relay a
-relayable proposal to the leader instead of answering it here.
+relayable proposal to the leader instead of answering it here. ``refused`` lists the peer
+messages this member would not act on (a forgery or a confused peer): the driver counts
+and logs them; nobody is answered.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from broker_agents.core.errors import ErrorCode
@@ -122,6 +125,28 @@ class Applied:
     duplicate: bool
 
 
+class RefusalReason(StrEnum):
+    """Why a peer message was refused: a small fixed set (a metric label)."""
+
+    NOT_MEMBER = "not_member"  # the sender is not a configured member, or claims to be us
+    WRONG_DESTINATION = "wrong_destination"  # addressed to another member
+    TERM_JUMP = "term_jump"  # a term further ahead of ours than RaftConfig.max_term_jump
+    BEYOND_LOG = "beyond_log"  # acknowledges an index (or read round) we never sent
+    # found by the driver before the core sees the message:
+    MALFORMED = "malformed"  # not a wire message at all
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"  # a term or index past wire.MAX_WIRE_INT
+    INVALID_COMMAND = "invalid_command"  # a forwarded command that cannot be stored
+
+
+@dataclass(slots=True, frozen=True)
+class Refused:
+    """A peer message this member did not act on: who it claimed to be from, and why."""
+
+    src: str
+    reason: RefusalReason
+    term: int
+
+
 @dataclass(slots=True)
 class Ready:
     persist: list[PersistOp] = field(default_factory=list)
@@ -130,6 +155,8 @@ class Ready:
     applied: list[Applied] = field(default_factory=list)
     early: bool = False  # may send/reply before persist (and earlier writes) are durable
     mark: Persisted | None = None  # early writes: step it back once they are durable
+    refused: list[Refused] = field(default_factory=list)  # count and log; nobody is told
 
     def __bool__(self) -> bool:
-        return bool(self.persist or self.messages or self.replies or self.applied)
+        return bool(self.persist or self.messages or self.replies or self.applied
+                    or self.refused)

@@ -9,13 +9,23 @@ fsync of its own on the commit path.
 
 from __future__ import annotations
 
-from broker_agents.core.raft.effects import AppendOp, Applied, HardStateOp, PersistOp, Ready, Reply
+from broker_agents.core.raft.effects import (
+    AppendOp,
+    Applied,
+    HardStateOp,
+    PersistOp,
+    Ready,
+    RefusalReason,
+    Refused,
+    Reply,
+)
 from broker_agents.core.raft.events import Persisted
 from broker_agents.core.raft.messages import Entry, HardState, Message
 
 
 class Outbox:
-    __slots__ = ("applied", "hard_state", "messages", "persist", "replies", "unstable")
+    __slots__ = ("applied", "hard_state", "messages", "persist", "refused", "replies",
+                 "unstable")
 
     def __init__(self, hard_state: HardState) -> None:
         self.persist: list[PersistOp] = []
@@ -23,6 +33,7 @@ class Outbox:
         self.messages: list[Message] = []
         self.replies: list[Reply] = []
         self.applied: list[Applied] = []
+        self.refused: list[Refused] = []
         self.hard_state = hard_state  # the last one handed out to persist
 
     def send(self, msg: Message) -> None:
@@ -30,6 +41,10 @@ class Outbox:
 
     def reply(self, reply: Reply) -> None:
         self.replies.append(reply)
+
+    def refuse(self, msg: Message, reason: RefusalReason) -> None:
+        """Note a peer message we will not act on (the driver counts and logs it)."""
+        self.refused.append(Refused(msg.src, reason, msg.term))
 
     def write(self, op: PersistOp) -> None:
         """Persist ``op`` after the entries appended so far."""
@@ -53,5 +68,7 @@ class Outbox:
         ready = Ready(persist, self.messages, self.replies, self.applied, early)
         if early and persist:
             ready.mark = Persisted(term, last_index)
+        if self.refused:
+            ready.refused, self.refused = self.refused, []
         self.persist, self.messages, self.replies, self.applied = [], [], [], []
         return ready

@@ -23,7 +23,7 @@ from enum import IntEnum
 from typing import Any
 
 from broker_agents.core.raft.config import RaftConfig
-from broker_agents.core.raft.effects import NotLeader, ProposalResult, Redirect
+from broker_agents.core.raft.effects import NotLeader, ProposalResult, Redirect, RefusalReason
 from broker_agents.core.raft.events import Persisted, Propose, Read
 from broker_agents.core.raft.messages import (
     AppendRequest,
@@ -244,10 +244,19 @@ class Raft:
     # -- stepping ----------------------------------------------------------------------
 
     def _admit(self, m: Message) -> bool:
-        """Reconcile terms; False when the message is not ours to act on."""
-        if m.dst != self.id or m.src not in self._members:
+        """Reconcile terms; False when the message is not ours to act on. Only a member
+        other than us may speak to us, and only within a plausible term (a forged term
+        would be adopted, persisted and carried into every election after it)."""
+        if m.dst != self.id:
+            self._out.refuse(m, RefusalReason.WRONG_DESTINATION)
+            return False
+        if m.src not in self._members or m.src == self.id:
+            self._out.refuse(m, RefusalReason.NOT_MEMBER)
             return False
         if m.term > self.term:
+            if m.term - self.term > self._cfg.max_term_jump:
+                self._out.refuse(m, RefusalReason.TERM_JUMP)
+                return False
             if isinstance(m, VoteRequest) and self._in_lease():
                 return False  # we hear a live leader: do not let a stray candidate disrupt it
             if isinstance(m, VoteRequest) and m.pre_vote:

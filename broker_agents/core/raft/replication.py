@@ -18,7 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 from broker_agents.core.raft.config import InitialState, RaftConfig
-from broker_agents.core.raft.effects import Applied, ProposalResult, SnapshotOp, TruncateOp
+from broker_agents.core.raft.effects import (
+    Applied,
+    ProposalResult,
+    RefusalReason,
+    SnapshotOp,
+    TruncateOp,
+)
 from broker_agents.core.raft.log import RaftLog
 from broker_agents.core.raft.messages import (
     AppendRequest,
@@ -149,6 +155,9 @@ class Replication:
         pr = self.progress.get(m.src)
         if pr is None:
             return
+        if m.success and m.index > self.log.last_index:
+            self._out.refuse(m, RefusalReason.BEYOND_LOG)  # counted toward commit: never
+            return
         pr.recent_active = True
         if not m.success:
             hint = m.hint_index
@@ -163,6 +172,9 @@ class Replication:
     def on_heartbeat_response(self, m: HeartbeatResponse, now: int) -> None:
         pr = self.progress.get(m.src)
         if pr is None:
+            return
+        if m.ctx > self._reads.queue.seq:
+            self._out.refuse(m, RefusalReason.BEYOND_LOG)  # would confirm reads: never
             return
         pr.recent_active = True
         if m.ctx > pr.read_ack:

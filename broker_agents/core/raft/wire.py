@@ -2,7 +2,9 @@
 
 Lists rather than maps keep an AppendRequest with hundreds of entries small and fast to
 encode. ``decode_message`` raises ``RemoteProtocolError`` on anything malformed, so a
-garbage packet can never crash a member.
+garbage packet can never crash a member. Terms and indexes are bounded by
+``MAX_WIRE_INT``: a forged term near 2^64 would be adopted, persisted, and overflow the
+first election after it. The error's ``details["reason"]`` is a ``RefusalReason`` value.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker_agents.core.errors import ErrorCode, RemoteProtocolError
+from broker_agents.core.raft.effects import RefusalReason
 from broker_agents.core.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -26,6 +29,9 @@ from broker_agents.core.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
+
+MAX_WIRE_INT = 2**53 - 1
+"""The largest term, index or counter a peer may send (exact in every JSON reader too)."""
 
 _ARITY = {1: 7, 2: 6, 3: 8, 4: 8, 5: 6, 6: 5, 7: 7, 8: 5, 9: 5, 10: 6}
 
@@ -60,12 +66,15 @@ def encode_message(m: Message) -> list[Any]:
     return [10, m.term, m.src, m.dst, list(m.request_ids), m.index]
 
 
-def _bad(why: str) -> RemoteProtocolError:
-    return RemoteProtocolError(ErrorCode.MALFORMED, f"bad raft message: {why}")
+def _bad(why: str, reason: RefusalReason = RefusalReason.MALFORMED) -> RemoteProtocolError:
+    return RemoteProtocolError(ErrorCode.MALFORMED, f"bad raft message: {why}",
+                               {"reason": reason.value})
 
 
 def _int(v: Any) -> int:
-    if type(v) is not int or v < 0:
+    if type(v) is not int or v < 0 or v > MAX_WIRE_INT:
+        if type(v) is int and v > MAX_WIRE_INT:
+            raise _bad(f"{v} is past {MAX_WIRE_INT}", RefusalReason.NUMBER_OUT_OF_RANGE)
         raise _bad(f"expected a non-negative int, got {type(v).__name__}")
     return v
 
@@ -133,3 +142,32 @@ def decode_message(v: Any) -> Message:
     if kind == 9:
         return ReadIndexRequest(term, src, dst, _strs(v[4]))
     return ReadIndexResponse(term, src, dst, _strs(v[4]), _int(v[5]))
+
+
+def split_message(m: Message) -> tuple[Message, Message] | None:
+    """Two messages that together say what ``m`` says, for a transport that cannot carry
+    it whole (a payload limit); None when it cannot be split.
+
+    An append becomes two consecutive appends, the second naming the last entry of the
+    first as its predecessor: a follower that gets both holds what the one would have
+    given it; one that gets only the second refuses it as it refuses any append after a
+    gap, and the leader probes as after any lost message.
+    """
+    if isinstance(m, AppendRequest) and len(m.entries) > 1:
+        head, tail = m.entries[: len(m.entries) // 2], m.entries[len(m.entries) // 2 :]
+        last = head[-1]
+        return (AppendRequest(m.term, m.src, m.dst, m.prev_index, m.prev_term, head, m.commit),
+                AppendRequest(m.term, m.src, m.dst, last.index, last.term, tail, m.commit))
+    if isinstance(m, ForwardProposals) and len(m.items) > 1:
+        half = len(m.items) // 2
+        return (ForwardProposals(m.term, m.src, m.dst, m.items[:half]),
+                ForwardProposals(m.term, m.src, m.dst, m.items[half:]))
+    if isinstance(m, ReadIndexRequest) and len(m.request_ids) > 1:
+        half = len(m.request_ids) // 2
+        return (ReadIndexRequest(m.term, m.src, m.dst, m.request_ids[:half]),
+                ReadIndexRequest(m.term, m.src, m.dst, m.request_ids[half:]))
+    if isinstance(m, ReadIndexResponse) and len(m.request_ids) > 1:
+        half = len(m.request_ids) // 2
+        return (ReadIndexResponse(m.term, m.src, m.dst, m.request_ids[:half], m.index),
+                ReadIndexResponse(m.term, m.src, m.dst, m.request_ids[half:], m.index))
+    return None

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
+import pytest
+from prometheus_client import REGISTRY
+
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.raft import PersistOp
 from broker_agents.raft.client import RaftClient
 from node.cluster import LocalCluster
-from node.config import ConfigError
+from node.config import ConfigError, load_config
 from node.consensus import ConsensusNodeService
+from node.daemon import Node
+from tests.integration.raft.helpers import wait_for
 
 GROUP = {"name": "cfg", "members": ["node-1", "node-2", "node-3"]}
 
@@ -57,3 +67,40 @@ async def test_group_on_three_nodes_commits_and_survives_leader_kill(tmp_path: P
     finally:
         await nc.close()
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_member_that_fail_stops_makes_its_node_not_ready(tmp_path: Path) -> None:
+    """A member whose log cannot be written (here: an entry that would not encode) stops
+    loudly: it answers its waiters, counts, and /readyz says not ready and why."""
+    config = load_config(None, node={"id": "n1", "data_dir": tmp_path, "shutdown_timeout": 10},
+                         nats={"embedded": {"port": 0}}, http={"port": 0},
+                         services={"consensus": {"groups": [
+                             {"name": "solo", "members": ["n1"], "tick_ms": 5}]}})
+    node = Node(config)
+    await node.start()
+    try:
+        member = node.service_map["consensus"].group("solo")
+        await wait_for(lambda: member.is_leader, what="the member to lead")
+        assert (await member.propose({"op": "put", "key": "k", "value": 1}))["ok"]
+        assert node.readiness()["ready"]
+        labels = {"group": "solo", "member": "n1"}
+        stops = REGISTRY.get_sample_value("ba_raft_fail_stops_total", labels) or 0.0
+
+        def unwritable(ops: Sequence[PersistOp]) -> None:
+            raise OverflowError("Integer value out of range")
+
+        member.storage.save = unwritable  # type: ignore[method-assign]
+        with pytest.raises(BrokerError) as info:
+            await member.propose({"op": "put", "key": "k", "value": 2}, timeout=5)
+        assert info.value.code == ErrorCode.UNAVAILABLE
+        assert member.failed is not None and "OverflowError" in member.failed
+        assert REGISTRY.get_sample_value("ba_raft_fail_stops_total", labels) == stops + 1
+        state = node.readiness()
+        assert not state["ready"] and "OverflowError" in state["problems"]["consensus.solo"]
+        assert node.http is not None
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{node.http.port}/readyz") as resp:
+            assert resp.status == 503
+            assert "consensus.solo" in json.loads(await resp.text())["problems"]
+    finally:
+        await node.shutdown()

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker_agents.core.errors import RemoteProtocolError
+from broker_agents.core.raft.effects import RefusalReason
 from broker_agents.core.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -25,7 +26,12 @@ from broker_agents.core.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
-from broker_agents.core.raft.wire import decode_message, encode_message
+from broker_agents.core.raft.wire import (
+    MAX_WIRE_INT,
+    decode_message,
+    encode_message,
+    split_message,
+)
 
 ids = st.sampled_from(["a", "b", "c"])
 n = st.integers(0, 2**40)
@@ -90,3 +96,39 @@ def test_garbage_never_decodes_into_a_message_by_accident_or_crashes(junk: Any) 
 def test_malformed_messages_are_rejected(bad: Any) -> None:
     with pytest.raises(RemoteProtocolError):
         decode_message(bad)
+
+
+@given(messages, st.data())
+def test_a_number_past_the_wire_bound_is_refused_with_its_reason(msg: Any,
+                                                                 data: st.DataObject) -> None:
+    """Terms, indexes and counters past 2^53 - 1 never decode: a forged term near 2^64
+    cannot be adopted, persisted and overflowed by the next election."""
+    wire = encode_message(msg)
+    numeric = [k for k, v in enumerate(wire) if k > 0 and type(v) is int]
+    k = data.draw(st.sampled_from(numeric))
+    wire[k] = data.draw(st.integers(MAX_WIRE_INT + 1, 2**64 - 1))
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_message(wire)
+    assert info.value.details["reason"] == RefusalReason.NUMBER_OUT_OF_RANGE
+
+
+@given(messages)
+def test_a_split_message_says_what_the_whole_said(msg: Any) -> None:
+    halves = split_message(msg)
+    if halves is None:
+        return
+    first, second = halves
+    assert (first.term, first.src, first.dst) == (second.term, second.src, second.dst) == (
+        msg.term, msg.src, msg.dst)
+    if isinstance(msg, AppendRequest):
+        assert first.entries + second.entries == msg.entries
+        assert (first.prev_index, first.prev_term) == (msg.prev_index, msg.prev_term)
+        last = first.entries[-1]
+        assert (second.prev_index, second.prev_term) == (last.index, last.term)
+        assert first.commit == second.commit == msg.commit
+        for part in halves:  # each is a valid append on its own
+            assert decode_message(encode_message(part)) == part
+    elif isinstance(msg, ForwardProposals):
+        assert first.items + second.items == msg.items
+    else:
+        assert first.request_ids + second.request_ids == msg.request_ids
