@@ -345,7 +345,7 @@ class RaftMember:
             return
         as_json = is_json(msg.data, msg.headers)
         try:
-            query, _rid = parse_request(msg.data, as_json, "query")
+            query, _rid = parse_request(msg.data, as_json, "query", msg.headers)
         except BrokerError as exc:
             await self._refuse_request(msg, exc, as_json)
             return

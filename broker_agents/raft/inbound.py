@@ -30,11 +30,12 @@ HOPS = "ba-raft-hops"
 _MAX_HOPS_DIGITS = 4
 
 
-def parse_request(data: bytes, as_json: bool, field: str) -> tuple[Any, str | None]:
+def parse_request(data: bytes, as_json: bool, field: str,
+                  headers: Mapping[str, str] | None = None) -> tuple[Any, str | None]:
     """``(body[field], request_id)``; raises ``BrokerError`` (``malformed`` or
-    ``bad_request``) for anything else."""
+    ``bad_request``) for anything else, an unsupported content type included."""
     try:
-        body = decode(data, as_json=as_json)
+        body = decode(data, headers, as_json=as_json)
     except BrokerError:
         raise
     except RecursionError:
@@ -55,7 +56,7 @@ def parse_proposal(data: bytes, headers: Mapping[str, str] | None, as_json: bool
                    check: CommandCheck) -> tuple[Any, str, int]:
     """``(command, request_id, relay count)`` of a proposal the log can store (a request
     without an id gets a fresh one); raises ``BrokerError``."""
-    command, rid = parse_request(data, as_json, "command")
+    command, rid = parse_request(data, as_json, "command", headers)
     hops = relay_count(headers)
     check.decoded(command, len(data), from_json=as_json)
     if rid is None:
