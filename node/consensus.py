@@ -56,7 +56,8 @@ class ConsensusNodeService(BaseService):
                 FileStorage(node.config.node.data_dir / "raft" / group.name, fsync=group.fsync),
                 machine, node.subjects, tick_ms=group.tick_ms,
                 election_ticks=group.election_ticks, heartbeat_ticks=group.heartbeat_ticks,
-                snapshot_threshold=group.snapshot_threshold)
+                snapshot_threshold=group.snapshot_threshold,
+                max_command_bytes=group.max_command_bytes, max_term_jump=group.max_term_jump)
             await member.start()
             self.members[group.name] = member
 

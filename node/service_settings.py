@@ -12,7 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP
 from broker_agents.importer import ImportFromStringError, parse_import_path
+from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES
 from broker_agents.subjects import check_token
 
 # name -> "module:factory"; the factory takes the service's settings fields as kwargs.
@@ -75,6 +77,13 @@ class ConsensusGroup(BaseModel):
     heartbeat_ticks: int = Field(2, ge=1)
     snapshot_threshold: int = Field(10_000, ge=1)
     fsync: bool = True
+    max_command_bytes: int = Field(
+        DEFAULT_MAX_COMMAND_BYTES, ge=64, le=512 * 1024,
+        description="largest command a proposal may carry (encoded); larger: too_large")
+    max_term_jump: int = Field(
+        DEFAULT_MAX_TERM_JUMP, ge=16,
+        description="how far ahead of ours a peer's term may be before it is refused "
+                    "(a forged huge term can then never be adopted)")
 
     @field_validator("name")
     @classmethod
