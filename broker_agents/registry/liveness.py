@@ -19,9 +19,9 @@ import structlog
 
 from broker_agents.core.registry.reaper import (
     MarkUnhealthy,
+    ReapAction,
     ReaperCore,
     RemoveAgent,
-    RemoveNode,
     Scan,
     ViewLost,
     restorations,
@@ -35,7 +35,14 @@ log = structlog.get_logger()
 
 
 class _Loop:
-    """A periodic task with an owner: started, stopped, failures logged not lost."""
+    """A periodic task with an owner: started, stopped, failures logged not lost.
+
+    Fixed rate: a tick starts every ``interval`` whatever the tick took (at once when it
+    took longer), so a heartbeat or a scan is never late by its own round trips. The
+    liveness bounds (the reap bound, the reaper's stale-view threshold) presume exactly
+    this period; sleeping a full interval after each tick stretched it on a loaded
+    machine.
+    """
 
     interval: float
     _task: asyncio.Task[None] | None = None
@@ -47,6 +54,8 @@ class _Loop:
         self._task = asyncio.create_task(self._run(), name=type(self).__name__)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
         while True:
             try:
                 await self.tick()
@@ -55,8 +64,9 @@ class _Loop:
             except Exception as exc:
                 log.warning("registry.liveness.tick_failed", loop=type(self).__name__,
                             error=repr(exc))
+            next_at = max(next_at + self.interval, loop.time())
             # sleep-ok: the heartbeat / scan period
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(next_at - loop.time())
 
     async def stop_loop(self) -> None:
         task, self._task = self._task, None
@@ -145,24 +155,30 @@ class Reaper(_Loop):
         self.core.step(ViewLost())
 
     async def scan_once(self) -> ReapReport:
+        """One scan; its actions run concurrently (each is a CAS on its own key), so a
+        scan takes one round trip however many agents a dead node had."""
+        was_stale = self.core.stale
         actions = self.core.step(Scan(self.nodes.revisions(), self.view.with_revisions(),
                                       now=time.monotonic(), wall=time.time()))
+        if self.core.stale != was_stale:
+            state = "stale" if self.core.stale else "live"
+            metrics.REAPER_VIEW.labels(state).inc()
+            log.info(f"registry.reaper.view_{state}", reaper=self.core.reaper_id)
         report = ReapReport()
-        for action in actions:
-            if isinstance(action, MarkUnhealthy):
-                won = await self.store.cas_put(action.agent_id, action.record,
-                                               action.revision) is not None
-                kind, bucket = "mark_unhealthy", report.marked
-                subject = action.agent_id
-            elif isinstance(action, RemoveAgent):
-                won = await self.store.cas_delete(action.agent_id, action.revision)
-                kind, bucket, subject = "remove_agent", report.removed, action.agent_id
-            else:
-                assert isinstance(action, RemoveNode)
-                won = await self.store.remove_node(action.node_id, action.revision)
-                kind, bucket, subject = "remove_node", report.nodes_removed, action.node_id
-            if won:
-                bucket.append(subject)
+        outcomes = await asyncio.gather(*(self._act(a) for a in actions),
+                                        return_exceptions=True)
+        for action, outcome in zip(actions, outcomes, strict=True):
+            kind, subject = _describe(action)
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                metrics.REAP_LOST.labels(kind).inc()
+                log.warning("registry.reaper.failed", action=kind, target=subject,
+                            error=repr(outcome))
+                report.lost += 1
+            elif outcome:
+                {"mark_unhealthy": report.marked, "remove_agent": report.removed,
+                 "remove_node": report.nodes_removed}[kind].append(subject)
                 metrics.REAPED.labels(kind).inc()
                 log.info("registry.reaper.acted", action=kind, target=subject,
                          reaper=self.core.reaper_id)
@@ -171,5 +187,22 @@ class Reaper(_Loop):
                 metrics.REAP_LOST.labels(kind).inc()
         return report
 
+    async def _act(self, action: ReapAction) -> bool:
+        """Carry out one action with CAS; False when another writer got there first."""
+        if isinstance(action, MarkUnhealthy):
+            return await self.store.cas_put(action.agent_id, action.record,
+                                            action.revision) is not None
+        if isinstance(action, RemoveAgent):
+            return await self.store.cas_delete(action.agent_id, action.revision)
+        return await self.store.remove_node(action.node_id, action.revision)
+
     async def stop(self) -> None:
         await self.stop_loop()
+
+
+def _describe(action: ReapAction) -> tuple[str, str]:
+    if isinstance(action, MarkUnhealthy):
+        return "mark_unhealthy", action.agent_id
+    if isinstance(action, RemoveAgent):
+        return "remove_agent", action.agent_id
+    return "remove_node", action.node_id

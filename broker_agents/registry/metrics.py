@@ -47,6 +47,11 @@ REAPED = Counter(
 REAP_LOST = Counter(
     "ba_registry_reap_lost_total", "Reaper actions that lost their compare-and-set", ["action"]
 )
+REAPER_VIEW = Counter(
+    "ba_registry_reaper_view_changes_total",
+    "The reaper's own heartbeat stood still in its view (stale: it judges nobody) or "
+    "moved again (live)", ["state"],
+)
 HEARTBEATS = Counter("ba_registry_node_heartbeats_total", "Node heartbeats written", ["outcome"])
 REQUESTS = Counter(
     "ba_registry_requests_total", "Registry requests served", ["op", "outcome"]

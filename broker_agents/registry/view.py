@@ -21,7 +21,14 @@ from broker_agents.core.registry.index import AgentIndex, Change, Delete, Put
 from broker_agents.core.registry.query import Criterion, parse_criteria
 from broker_agents.core.registry.record import AgentRecord, Health, NodeRecord
 from broker_agents.kv import open_bucket
-from broker_agents.kvfeed import CHECK_INTERVAL, STALL_AFTER, BucketFeed, KvMirror
+from broker_agents.kvfeed import (
+    CHECK_INTERVAL,
+    RELIST_BUDGET,
+    STALL_AFTER,
+    BucketFeed,
+    KvMirror,
+    catch_up_bound,
+)
 from broker_agents.registry import metrics
 from broker_agents.registry.store import decode_agent, decode_node
 from broker_agents.subjects import Subjects
@@ -29,6 +36,25 @@ from broker_agents.subjects import Subjects
 log = structlog.get_logger()
 
 Listener = Callable[[Change], None]
+
+# What a CI machine whose two cores are loaded by other processes adds to the timers'
+# own figures (scheduling delays of the check, the relist and the sampling probe).
+LOADED_MACHINE_MARGIN = 2.0
+
+
+def convergence_bound(max_reconnect_wait: float = 2.0, check_interval: float = CHECK_INTERVAL,
+                      stall_after: float = STALL_AFTER) -> float:
+    """Seconds after the final heal within which every node's view equals the bucket (the
+    figure in the README's registry section; the chaos checker enforces it).
+
+    The slower of the two ways a view can have fallen behind, plus the loaded-machine
+    margin: a dead watch on a live connection (``catch_up_bound``: the check that starts
+    the stall clock, the one past the threshold, one re-list: 2 x 0.5 + 1.0 + 1.0 s), or
+    a connection that was cut (nats-py reconnects within ``max_reconnect_wait``, the node's
+    backoff cap, and the reconnect re-lists at once: 2.0 + 1.0 s). Defaults: 5.0 s.
+    """
+    return (max(catch_up_bound(check_interval, stall_after),
+                max_reconnect_wait + RELIST_BUDGET) + LOADED_MACHINE_MARGIN)
 
 
 class _Waiter:

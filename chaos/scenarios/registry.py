@@ -3,14 +3,19 @@
 Three node daemons (each behind its own proxies) host agents and a view probe; two
 registry clients act as small nodes of their own (heartbeating) and register, update
 and unregister agents while a seeded schedule isolates a node, cuts a server, kills a
-node daemon with kill -9 (held down past the liveness bound, then restarted) and flaps
-a node's link. Checks after the final heal:
+node daemon with kill -9 (held down past the liveness bound, then restarted), pauses one
+with SIGSTOP (a paused node looks dead: its agents may be reaped, and come back when it
+resumes), starves the machine's CPU with busy processes, and flaps a node's link.
+Checks after the final heal:
 
-- every node's registry view equals the bucket within 5 s (``registry-convergence``);
-- every agent hosted by a running node is registered again within 5 s
+- every node's registry view equals the bucket within ``CONVERGE_WITHIN`` s
+  (``registry-convergence``; the bound is ``convergence_bound()``, from the feed's
+  timers, 5.0 s; the README's registry section documents it);
+- every agent hosted by a running node is registered again within that bound
   (``live-agents-registered``);
-- the agents of a killed node were removed within window + grace + 2 scans + 1 s
-  (``dead-node-agents-reaped``);
+- the agents of a killed or paused node were removed within ``REAP_BOUND``
+  (``dead-node-agents-reaped``), and a paused node's reaped agents were registered
+  again within ``CONVERGE_WITHIN`` of the resume (``paused-agents-return``);
 - no acknowledged registration or update was lost (``no-lost-writes``; a removal the
   monitor saw a reaper mark before is a legitimate write of "absent").
 """
@@ -25,14 +30,21 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError
 
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.registry.index import Change, ChangeKind
 from broker_agents.kv import all_keys
 from broker_agents.registry.client import Registry
 from broker_agents.registry.liveness import Heartbeater
 from broker_agents.registry.store import decode_agent
+from broker_agents.registry.view import convergence_bound
 from chaos.checkers import check_convergence, check_no_lost_writes
-from chaos.checkers.registry import Outage, check_live_agents_registered, check_reaped_within
+from chaos.checkers.registry import (
+    Outage,
+    check_back_after_pause,
+    check_live_agents_registered,
+    check_reaped_within,
+)
 from chaos.cluster import server_version
-from chaos.faults import FaultSchedule, cut_server, isolate_client
+from chaos.faults import CpuStarvation, FaultSchedule, cut_server, isolate_client
 from chaos.history import History, Operation
 from chaos.nodes import service_env
 from chaos.probe import PROBE_CLASS, fetch_view, probe_spec
@@ -49,14 +61,31 @@ from chaos.scenarios.support import (
     seeded,
     window,
 )
+from node.config import NatsSection
 
 NODES = 3
 WORKERS = 2
 KEYS_PER_WORKER = 4
 OP_TIMEOUT = 2.0
 LIVENESS = {"heartbeat_interval": 0.2, "window": 1.0, "grace": 0.5, "reap_interval": 0.2}
+# A dead node's agents are removed within window + grace of the survivors' last sight of
+# its heartbeat, plus one scan for that sighting and one for the removal, plus 1 s for
+# the heartbeat's, the mark's and the removal's way through the watch and their CAS round
+# trips: 2.9 s. Issue 19 saw 3.62 s under load (seed 202), and this bound is kept: the
+# reaper did not scan every reap_interval as the bound presumes (it slept a full interval
+# after scans whose CAS writes ran one after another, and heartbeats drifted likewise),
+# which the fixed-rate loops and concurrent actions of registry/liveness.py fix
+# (tests/integration/registry/test_liveness.py reproduces the drift). The other excess
+# was the checker's: it demanded the removal of agents that were gone before the kill
+# (reaped while the node was cut off just before it, or not yet re-registered by a
+# restarting daemon); ``check_reaped_within`` now starts the clock only for agents that
+# were registered. By design the reaper still judges nobody while its own view is stale
+# or lost (acting on a frozen view reaps live nodes); one fault at a time keeps at least
+# one survivor's view live through every outage.
 REAP_BOUND = LIVENESS["window"] + LIVENESS["grace"] + 2 * LIVENESS["reap_interval"] + 1.0
-CONVERGE_WITHIN = 5.0
+CONVERGE_WITHIN = convergence_bound(NatsSection.model_fields["max_reconnect_wait"].default)
+PAUSE_HOLD = (1.0, REAP_BOUND + 1.2)  # shorter and longer than the liveness bound
+STARVE_HOLD = (1.5, 3.5)
 DEFINITE = {ErrorCode.ALREADY_EXISTS, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT,
             ErrorCode.VALIDATION}
 
@@ -148,6 +177,9 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
         window(schedule, isolate_client(h.cluster, rng.choice(ids)), (1.0, 2.5)),
         window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
         window(schedule, h.node(rng.choice(ids)).kill_fault(), kill_hold),
+        window(schedule, h.node(rng.choice(ids)).pause_fault(), PAUSE_HOLD),
+        window(schedule, CpuStarvation(workers=2, max_seconds=2 * STARVE_HOLD[1]),
+               STARVE_HOLD),
         flapping(schedule, isolate_client(h.cluster, rng.choice(ids)), 3.0),
     ]
     cover_plan(schedule, kinds, ctx.duration)
@@ -179,7 +211,8 @@ async def final_values(kv: Any, keys: list[str]) -> dict[str, Any]:
     return final
 
 
-async def observe_convergence(h: Harness, kv: Any, healed: float, limit: float = 10.0,
+async def observe_convergence(h: Harness, kv: Any, healed: float,
+                              limit: float = CONVERGE_WITHIN + 5.0,
                               stable: float = 1.0
                               ) -> tuple[list[tuple[float, str, Any]],
                                          list[tuple[float, dict[str, int]]]]:
@@ -254,6 +287,13 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
     async with harness(ctx, "reg", nodes, service_env(LIVENESS)) as h:
         kv = await h.admin.jetstream(timeout=5).key_value("ba_agents")
         monitor = await RegistryMonitor.open(await h.client("monitor"))
+        added: dict[str, list[float]] = {}
+
+        def on_added(change: Change) -> None:
+            if change.kind == ChangeKind.ADDED:
+                added.setdefault(change.agent_id, []).append(time.monotonic())
+
+        monitor.registry.subscribe(on_added)
         history = History()
         workers = []
         for i in range(WORKERS):
@@ -279,20 +319,23 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         ops = history.operations()
         ops += reaper_ops(monitor, workers, len(ops) + 1_000_000)
         hosted = [a for n in h.nodes if n.alive for a in n.agent_ids()]
-        down = [Outage(target, tuple(h.node(target).agent_ids()), start, end)
-                for target, start, end in outages(schedule.events)]
+        down = [Outage(target, tuple(h.node(target).agent_ids()), start, end, kind)
+                for kind in ("kill_node", "pause_node")
+                for target, start, end in outages(schedule.events, kind)]
         report.ops = history.counts()
         report.checks = [
             check_convergence(healed, agreement(views, snapshots), True, CONVERGE_WITHIN),
             check_live_agents_registered(healed, [(t, frozenset(b)) for t, b in snapshots],
                                          hosted, CONVERGE_WITHIN),
-            check_reaped_within(down, monitor.removed, REAP_BOUND),
+            check_reaped_within(down, monitor.removed, REAP_BOUND, added),
             check_no_lost_writes(ops, final),
+            check_back_after_pause(down, monitor.removed, added, CONVERGE_WITHIN),
         ]
         report.recovery = {
             "views_converged_s": report.checks[0].details.get("recovery_s"),
             "live_agents_s": report.checks[1].details.get("recovery_s"),
             "dead_node_reaped_s": report.checks[2].details.get("recovery_s"),
+            "paused_agents_back_s": report.checks[4].details.get("recovery_s"),
         }
         report.recovery["node_start_failures"] = float(
             sum(len(n.restart_errors) for n in h.nodes))

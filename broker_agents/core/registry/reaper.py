@@ -119,6 +119,11 @@ class ReaperCore:
     def reaper_id(self) -> str:
         return self._reaper_id
 
+    @property
+    def stale(self) -> bool:
+        """Our own heartbeat stood still in the view at the last scan: judging nobody."""
+        return self._stale
+
     def step(self, event: ReaperEvent) -> list[ReapAction]:
         if isinstance(event, ViewLost):
             self._seen.clear()
