@@ -33,7 +33,8 @@ def test_registry_views_converge_and_no_registration_is_lost(tmp_path: Path, see
     report = run_scenario("registry", seed, 12, tmp_path, progress=lambda _: None)
     why = hint(report, seed)
     assert report.error is None, why
-    assert {"isolate_client", "cut_server", "kill_node"} <= injected_kinds(report), why
+    assert {"isolate_client", "cut_server", "kill_node", "pause_node", "cpu_starve"} <= \
+        injected_kinds(report), why
     assert all(f["error"] is None for f in report.faults), why
     assert report.ops["ok"] > 200, why
     checks = {c.checker: c for c in report.checks}
