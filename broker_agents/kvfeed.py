@@ -1,26 +1,18 @@
 """The one local KV mirror mechanism: a bucket's entries flow into a sink; snapshot, live
 updates, re-list.
 
-nats-py watches are known to die silently around reconnects, and a listing may end early
-(its end-of-snapshot marker before its entries, or served by a replica that is behind),
-so the feed trusts neither. The decisions are the pure ``core/feedwatch.py``; here is the
-IO that feeds it:
-
-- every ``check_interval`` a status call (bounded by ``stall_after``) compares the
-  stream's last sequence with what the sink applied. A view that has not applied what
-  the stream held when it fell behind within ``stall_after`` is re-listed (``stalled``),
-  and a status call that fails or times out counts toward that clock, never resets it
-  (``unreachable``); a stream that stays below what we applied was recreated
-  (``regressed``: reset, then re-list);
-- every reconnect of the connection re-lists (``reconnected``), whether or not the owner
-  wired ``notify_reconnected``: the check compares the connection's reconnect count;
-- a listing is confirmed against the stream's state read before it began and listed
-  again (``kvfeed.listing_refused``) when it falls short; a short listing is never
-  reconciled to, since the sink would drop what it did not show;
-- the watch ending re-lists (``watch_ended``).
-
-Each re-list is a log line ``kvfeed.resynced`` and ``ba_kvfeed_resyncs_total{feed,reason}``.
-The catch-up bound that follows from the timers is ``catch_up_bound()``.
+nats-py watches die silently around reconnects and a listing may end early (its
+end-of-snapshot marker before its entries, or served by a replica that is behind), so the
+feed trusts neither; the decisions are the pure ``core/feedwatch.py``. It re-lists after
+every reconnect of its connection (``reconnected``: it compares the connection's reconnect
+count, so owners need not wire ``notify_reconnected``), when a status call every
+``check_interval`` shows the watch not keeping up for ``stall_after`` or the stream not
+answering for as long (``stalled``, ``unreachable``: a failed call counts toward the
+stall), when the stream stays below what was applied (``regressed``) and when the watch
+ends (``watch_ended``). A listing short of the stream's state read before it is listed
+again (``kvfeed.listing_refused``), never reconciled to. Each re-list is a
+``kvfeed.resynced`` log line and ``ba_kvfeed_resyncs_total{feed,reason}``; the catch-up
+bound that follows from the timers is ``catch_up_bound()``.
 
 ``BucketFeed`` drives any ``FeedSink`` (the registry's agent index is one); ``KvMirror`` is
 the plain sink: ``key -> (value, revision)`` in a dict, with ``sync()`` to catch up with
@@ -71,21 +63,14 @@ CHECK_FAILURES = Counter("ba_kvfeed_check_failures_total",
 def catch_up_bound(check_interval: float = CHECK_INTERVAL, stall_after: float = STALL_AFTER,
                    relist: float = RELIST_BUDGET) -> float:
     """Seconds after the stream answers again (a heal) within which a mirror has applied
-    everything the stream held: the check that starts the stall clock may come one
-    interval late, the stall is declared at the first check past the threshold (one more
-    interval at most), then one re-list. A reconnect re-lists at once (hook) or at the
-    next check."""
+    all it held: the check that starts the stall clock (up to one interval late), the
+    first check past the threshold (one more), one re-list."""
     return 2 * check_interval + stall_after + relist
 
 
-class ListingShort(CodedError):
-    """A listing ended before it reached what the stream held when it began."""
-
-    CODE = ErrorCode.UNAVAILABLE
-
-
-class StreamBehind(CodedError):
-    """The stream answered with less than we applied (a replica behind, not yet believed)."""
+class RelistRefused(CodedError):
+    """A listing fell short of the stream, or the stream answered below what was applied
+    (a replica behind, not believed until it lasts): list again."""
 
     CODE = ErrorCode.UNAVAILABLE
 
@@ -121,7 +106,7 @@ class BucketFeed:
         self.op_timeout = op_timeout
         self.ready = asyncio.Event()
         self.resyncs = 0
-        self.watch = FeedWatch(stall_after, time.monotonic())
+        self.freshness = FeedWatch(stall_after, time.monotonic())
         # the connection whose reconnects re-list (nats-py keeps a count in its stats)
         self._nc = connection if connection is not None else getattr(
             getattr(kv, "_js", None), "_nc", None)
@@ -217,14 +202,14 @@ class BucketFeed:
     async def _relist(self, reason: str, attempt: int) -> None:
         """List the bucket afresh and reconcile the sink to it, if the listing is whole."""
         started = time.monotonic()
-        self.watch.step(RelistStarted(started))
+        self.freshness.step(RelistStarted(started))
         await self._stop_watcher()
         self._listed_at_reconnects = self._reconnects()
         mark = await self._stream_mark(self.op_timeout)
         applied = self.sink.applied_revision
         if mark.last_seq < applied:
             if reason != REGRESSED:
-                raise StreamBehind("the stream answered below what the feed applied",
+                raise RelistRefused("the stream answered below what the feed applied",
                                    {"stream": mark.last_seq, "applied": applied})
             log.warning("kvfeed.bucket_regressed", feed=self.name,
                         bucket_revision=mark.last_seq, applied=applied)
@@ -248,14 +233,14 @@ class BucketFeed:
             log.warning("kvfeed.listing_refused", feed=self.name, reason=reason,
                         keys=len(present), revision=seen, stream_last=mark.last_seq,
                         stream_messages=mark.messages)
-            raise ListingShort("the listing fell short of the stream",
+            raise RelistRefused("the listing fell short of the stream",
                                {"keys": len(present), "revision": seen,
                                 "stream_last": mark.last_seq,
                                 "stream_messages": mark.messages})
         high_water = max(seen, mark.last_seq)
         self.resyncs += 1
         self.sink.reconcile(present, high_water)
-        self.watch.step(Relisted(time.monotonic()))
+        self.freshness.step(Relisted(time.monotonic()))
         RESYNCS.labels(self.name, reason).inc()
         if reason != "start":
             self.sink.on_resync(reason)
@@ -308,17 +293,17 @@ class BucketFeed:
             except Exception as exc:
                 CHECK_FAILURES.labels(self.name).inc()
                 log.debug("kvfeed.check_failed", feed=self.name, error=repr(exc))
-                effects = self.watch.step(CheckFailed(time.monotonic()))
+                effects = self.freshness.step(CheckFailed(time.monotonic()))
                 last = lag = -1
             else:
                 applied = self.sink.applied_revision
-                effects = self.watch.step(Checked(time.monotonic(), mark.last_seq, applied))
+                effects = self.freshness.step(Checked(time.monotonic(), mark.last_seq, applied))
                 last, lag = mark.last_seq, max(0, mark.last_seq - applied)
             for resync in effects:
                 log.warning("kvfeed.resync_requested", feed=self.name, reason=resync.reason,
                             behind_for=resync.behind_for, lag=resync.lag)
                 self.request_resync(resync.reason)
-            self.sink.on_freshness(last, lag, time.monotonic() - self.watch.caught_up_at)
+            self.sink.on_freshness(last, lag, time.monotonic() - self.freshness.caught_up_at)
 
 
 class KvMirror:

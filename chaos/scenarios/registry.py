@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError
@@ -32,6 +33,7 @@ from nats.js.errors import KeyNotFoundError
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.registry.index import Change, ChangeKind
 from broker_agents.kv import all_keys
+from broker_agents.kvfeed import RELIST_BUDGET
 from broker_agents.registry.client import Registry
 from broker_agents.registry.liveness import Heartbeater
 from broker_agents.registry.store import decode_agent
@@ -79,12 +81,15 @@ LIVENESS = {"heartbeat_interval": 0.2, "window": 1.0, "grace": 0.5, "reap_interv
 # was the checker's: it demanded the removal of agents that were gone before the kill
 # (reaped while the node was cut off just before it, or not yet re-registered by a
 # restarting daemon); ``check_reaped_within`` now starts the clock only for agents that
-# were registered. By design the reaper still judges nobody while its own view is stale
-# or lost (acting on a frozen view reaps live nodes); one fault at a time keeps at least
-# one survivor's view live through every outage.
+# were registered. By design a reaper still judges nobody while its own view is stale or
+# lost (acting on a frozen view reaps live nodes) and starts over once it sees again, so
+# the bound counts from the kill only when the survivors can see: kills and pauses come
+# ``SURVIVORS_LIVE`` seconds after the previous fault's heal (``after_quiet``).
 REAP_BOUND = LIVENESS["window"] + LIVENESS["grace"] + 2 * LIVENESS["reap_interval"] + 1.0
 CONVERGE_WITHIN = convergence_bound(NatsSection.model_fields["max_reconnect_wait"].default)
 PAUSE_HOLD = (1.0, REAP_BOUND + 1.2)  # shorter and longer than the liveness bound
+# after a heal, a survivor's reaper sees again within a reconnect and a re-list
+SURVIVORS_LIVE = NatsSection.model_fields["max_reconnect_wait"].default + RELIST_BUDGET
 STARVE_HOLD = (1.5, 3.5)
 DEFINITE = {ErrorCode.ALREADY_EXISTS, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT,
             ErrorCode.VALIDATION}
@@ -168,6 +173,15 @@ class RegistryWorker:
             await self.step()
 
 
+def after_quiet(plan: Callable[[float], float], lead: float = SURVIVORS_LIVE
+                ) -> Callable[[float], float]:
+    """Schedule ``plan`` ``lead`` seconds later: a kill or a pause is judged against the
+    reap bound from the moment it starts, which presumes the survivors' reapers can see
+    (a survivor blinded by the previous fault forgets what it saw and starts its clock
+    over once it sees again, by design)."""
+    return lambda start: plan(start + lead)
+
+
 def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
     schedule = FaultSchedule(random.Random(ctx.seed))
     rng = seeded(ctx, "targets")
@@ -176,8 +190,8 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
     kinds = [
         window(schedule, isolate_client(h.cluster, rng.choice(ids)), (1.0, 2.5)),
         window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
-        window(schedule, h.node(rng.choice(ids)).kill_fault(), kill_hold),
-        window(schedule, h.node(rng.choice(ids)).pause_fault(), PAUSE_HOLD),
+        after_quiet(window(schedule, h.node(rng.choice(ids)).kill_fault(), kill_hold)),
+        after_quiet(window(schedule, h.node(rng.choice(ids)).pause_fault(), PAUSE_HOLD)),
         window(schedule, CpuStarvation(workers=2, max_seconds=2 * STARVE_HOLD[1]),
                STARVE_HOLD),
         flapping(schedule, isolate_client(h.cluster, rng.choice(ids)), 3.0),
