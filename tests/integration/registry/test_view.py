@@ -20,11 +20,13 @@ from tests.integration.registry.helpers import agent
 
 
 async def retrying(op: Callable[[], Awaitable[Any]], attempts: int = 5) -> Any:
-    """Core NATS is at-most-once: a request sent into a dying socket is lost; resend."""
+    """Core NATS is at-most-once: a request sent into a dying socket is lost (a timeout,
+    or the socket's end of file while the server restarts); resend."""
     for attempt in range(attempts):
         try:
             return await op()
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, nats.errors.UnexpectedEOF,
+                nats.errors.ConnectionClosedError):
             if attempt == attempts - 1:
                 raise
     return None
