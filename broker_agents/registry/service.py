@@ -13,12 +13,14 @@ from typing import Any
 
 import structlog
 
-from broker_agents.codec import decode, encode, is_json
+from broker_agents.codec import decode, is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.registry.query import parse_criteria
 from broker_agents.core.registry.record import AgentRecord
+from broker_agents.metrics import REPLIES_REFUSED
 from broker_agents.registry import metrics
 from broker_agents.registry.view import LocalView
+from broker_agents.reply import encode_reply, max_payload_of
 from broker_agents.subjects import Subjects
 
 log = structlog.get_logger()
@@ -103,7 +105,11 @@ class RegistryService:
             log.error("registry.service.failed", op=op, error=repr(exc))
             metrics.REQUESTS.labels(op, ErrorCode.INTERNAL).inc()
             reply = BrokerError(ErrorCode.INTERNAL, "internal error", {}).to_payload()
-        return encode(reply, as_json=as_json)
+        data, refused = encode_reply(reply, as_json, max_payload_of(self.nc))
+        if refused is not None:  # e.g. a not_found that echoes a huge agent_id
+            REPLIES_REFUSED.labels("registry", refused.value).inc()
+            log.warning("registry.service.reply_replaced", op=op, reason=refused.value)
+        return data
 
     def _get(self, request: Mapping[str, Any]) -> dict[str, Any]:
         agent_id = request.get("agent_id")

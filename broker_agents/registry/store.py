@@ -16,7 +16,7 @@ import nats.js.errors as jse
 import structlog
 from nats.js.kv import KeyValue
 
-from broker_agents.codec import decode, encode
+from broker_agents.codec import STORED_MAX_DEPTH, decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.registry.record import AgentRecord, NodeRecord
 from broker_agents.core.registry.validation import validate_agent, validate_node
@@ -30,11 +30,11 @@ Mutation = Callable[[AgentRecord], AgentRecord | None]
 
 
 def decode_agent(data: bytes) -> AgentRecord:
-    return validate_agent(decode(data))
+    return validate_agent(decode(data, max_depth=STORED_MAX_DEPTH))
 
 
 def decode_node(data: bytes) -> NodeRecord:
-    return validate_node(decode(data))
+    return validate_node(decode(data, max_depth=STORED_MAX_DEPTH))
 
 
 class RegistryStore:
