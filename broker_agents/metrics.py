@@ -46,4 +46,7 @@ NATS_ERRORS = Counter("ba_nats_errors_total", "Errors reported by the NATS clien
 CLUSTER_CAS_UNSAFE = Gauge(
     "ba_nats_cluster_cas_unsafe",
     "1 when connected to a clustered JetStream older than 2.10 (CAS not serialized)")
+NATS_INSECURE = Gauge(
+    "ba_nats_insecure",
+    "1 when this process reaches NATS without authentication or TLS (auth = 'none')")
 NODE_HEALTHY = Gauge("ba_node_healthy", "1 while the node's root supervisor is healthy")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError, NoServersError, SlowConsumerError
 
+from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.logging import get_logger
 from broker_agents.metrics import (
     CLUSTER_CAS_UNSAFE,
@@ -24,37 +27,88 @@ from broker_agents.metrics import (
 )
 
 
-@dataclass
-class ConnectOptions:
-    servers: list[str]
-    name: str = "broker-agents"
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
+def _not_the_ssl_eof_notice(record: logging.LogRecord) -> bool:
+    """asyncio logs a warning each time a TLS connection nats-py reads from ends (its
+    protocol asks to keep the transport half-open, which TLS cannot): noise, not news."""
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_not_the_ssl_eof_notice)
+
+
+@dataclass(frozen=True)
+class Security:
+    """Who a connection is and which servers it trusts: every auth and TLS argument of
+    nats-py's ``connect`` comes from here (one home for them).
+
+    ``inbox_prefix`` matters as much as the creds: a user may subscribe under its own
+    ``_INBOX.<user>`` only, so a connection with nats-py's default ``_INBOX`` would have
+    every reply subscription denied.
+    """
+
     creds_file: Path | None = None
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_verify: bool = True
+    inbox_prefix: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        """Neither an identity nor a trusted CA: what an open server accepts."""
+        return not (self.creds_file or self.user or self.token or self.tls_ca_file
+                    or self.tls_cert_file)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """Verifies the server against ``tls_ca_file`` (and its host name) when given."""
+        if not (self.tls_ca_file or self.tls_cert_file):
+            return None
+        try:
+            ctx = ssl.create_default_context(
+                cafile=str(self.tls_ca_file) if self.tls_ca_file else None)
+            if self.tls_cert_file:
+                ctx.load_cert_chain(str(self.tls_cert_file),
+                                    str(self.tls_key_file) if self.tls_key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise BrokerError(ErrorCode.CONFIG, f"cannot load TLS files: {exc}",
+                              {"ca": str(self.tls_ca_file), "cert": str(self.tls_cert_file)}
+                              ) from exc
+        if not self.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def kwargs(self) -> dict[str, Any]:
+        """nats-py ``connect`` keyword arguments for this identity and trust."""
+        out: dict[str, Any] = {}
+        if self.user:
+            out.update(user=self.user, password=self.password)
+        if self.token:
+            out["token"] = self.token
+        if self.creds_file:
+            out["user_credentials"] = str(self.creds_file)
+        tls = self.tls_context()
+        if tls is not None:
+            out["tls"] = tls
+        if self.inbox_prefix:
+            out["inbox_prefix"] = self.inbox_prefix
+        return out
+
+
+@dataclass
+class ConnectOptions:
+    servers: list[str]
+    name: str = "broker-agents"
+    security: Security = field(default_factory=Security)
     connect_timeout: float = 2.0
     reconnect_wait: float = 0.25
     max_reconnect_wait: float = 2.0
     initial_connect_timeout: float = 60.0
     on_reconnect: list[Any] = field(default_factory=list)
     on_error: list[Any] = field(default_factory=list)  # async (connection, exception)
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        if not (self.tls_ca_file or self.tls_cert_file):
-            return None
-        ctx = ssl.create_default_context(
-            cafile=str(self.tls_ca_file) if self.tls_ca_file else None)
-        if self.tls_cert_file:
-            ctx.load_cert_chain(str(self.tls_cert_file),
-                                str(self.tls_key_file) if self.tls_key_file else None)
-        if not self.tls_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
 
 
 CLUSTER_CAS_SAFE = (2, 10)
@@ -96,16 +150,45 @@ async def request(nc: NATS, subject: str, data: bytes, timeout: float,
     return await nc.request(subject, data, timeout=timeout, headers=headers)
 
 
-async def connect_client(servers: str | list[str], **options: Any) -> NATS:
-    """A tool's connection: connected and flushed once before the first request.
+async def _connect_without_reconnects(kwargs: dict[str, Any]) -> NATS:
+    """``nats.connect`` with reconnects off for the first connection, then as asked.
+
+    With reconnects on, nats-py 2.16 never returns from a first connect whose TLS handshake
+    failed (a server certificate the CA does not vouch for): it waits forever on closing
+    the broken transport. Off, the error is raised at once; nats-py reads the option anew
+    at each disconnect, so turning it on afterwards gives the usual reconnects.
+    """
+    reconnect = kwargs.get("allow_reconnect", True)
+    nc: NATS = await nats.connect(**{**kwargs, "allow_reconnect": False})
+    nc.options["allow_reconnect"] = reconnect
+    return nc
+
+
+async def connect_client(servers: str | list[str], *, security: Security | None = None,
+                         **options: Any) -> NATS:
+    """A tool's connection (``security``: its creds, CA and inbox prefix), connected and
+    flushed once before the first request. Each server is tried in turn until one takes
+    the connection; the last refusal is raised.
 
     On nats-server 2.9 a brand-new connection's first request occasionally gets a
     spurious "no responders" (about 1 in 200 here; not seen on 2.15); one round trip on
     the new connection first avoids it.
     """
-    nc: NATS = await nats.connect(servers, **options)
-    await nc.flush()
-    return nc
+    urls = [servers] if isinstance(servers, str) else list(servers)
+    kwargs = {**(security.kwargs() if security is not None else {}), **options}
+    failure: BaseException | None = None
+    for first in range(len(urls)):
+        order = urls[first:] + urls[:first]
+        try:
+            nc = await _connect_without_reconnects(
+                {**kwargs, "servers": order, "dont_randomize": True})
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            failure = exc
+            continue
+        await nc.flush()
+        return nc
+    assert failure is not None, "no servers given"
+    raise failure
 
 
 async def _first_connect(kwargs: dict[str, Any], timeout: float, log: Any) -> NATS:
@@ -116,7 +199,7 @@ async def _first_connect(kwargs: dict[str, Any], timeout: float, log: Any) -> NA
     delay = 0.1
     while True:
         try:
-            nc: NATS = await nats.connect(**kwargs)
+            nc = await _connect_without_reconnects(kwargs)
             await nc.flush()  # see connect_client
             return nc
         except (NoServersError, OSError, TimeoutError) as exc:
@@ -177,15 +260,7 @@ async def connect(opts: ConnectOptions) -> NATS:
         allow_reconnect=True, error_cb=error_cb, disconnected_cb=disconnected_cb,
         reconnected_cb=reconnected_cb, closed_cb=closed_cb,
     )
-    if opts.user:
-        kwargs.update(user=opts.user, password=opts.password)
-    if opts.token:
-        kwargs["token"] = opts.token
-    if opts.creds_file:
-        kwargs["user_credentials"] = str(opts.creds_file)
-    tls = opts.tls_context()
-    if tls is not None:
-        kwargs["tls"] = tls
+    kwargs.update(opts.security.kwargs())
     nc = conn["nc"] = await _first_connect(kwargs, opts.initial_connect_timeout, log)
     NATS_CONNECTED.set(1)
     check_server(nc)

@@ -11,7 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,13 +66,34 @@ class EmbeddedSection(Strict):
     port: int = Field(4222, ge=0, le=65535, description="0 picks a free port")
 
 
+NatsAuth = Literal["local", "creds", "none"]
+
+
 class NatsSection(Strict):
+    """How the node reaches NATS, and who it is there.
+
+    ``auth``: ``local`` (the default without ``servers``) runs the embedded server secured
+    by ``<data_dir>/auth`` (created on first start) and connects with its node creds;
+    ``creds`` (the default with ``servers`` or a ``context``) connects with ``creds`` /
+    ``tls_ca`` / ``context`` (or user/password, token, ``[nats.tls]``); ``none`` turns all
+    of it off, for experiments only, and says so loudly.
+    """
+
     servers: list[str] = Field(default_factory=list,
                                description="empty: start an embedded nats-server")
+    auth: NatsAuth | None = Field(
+        None, description="local | creds | none (default: local for the embedded server, "
+                          "creds with servers or a context)")
+    context: Path | None = Field(
+        None, description="a client context (node role): servers, creds, CA, inbox prefix")
+    creds: Path | None = Field(None, validation_alias=AliasChoices("creds", "creds_file"),
+                               description="the node user's .creds file")
+    tls_ca: Path | None = Field(None, description="CA that signed the servers' certificates")
+    inbox_prefix: str | None = Field(
+        None, description="default: _INBOX.<user> of the creds (a user may read only its own)")
     user: str | None = None
     password: str | None = None
     token: str | None = None
-    creds_file: Path | None = None
     tls: TlsSection | None = None
     connect_timeout: float = Field(2.0, gt=0)
     reconnect_wait: float = Field(0.25, gt=0, description="first reconnect backoff (s)")
@@ -81,8 +109,17 @@ class NatsSection(Strict):
     def _urls(cls, servers: list[str]) -> list[str]:
         for url in servers:
             if "://" not in url:
-                raise ValueError(f"{url!r} is not a URL like nats://host:4222")
+                raise ValueError(f"{url!r} is not a URL like tls://host:4222")
         return servers
+
+    @property
+    def embedded_server(self) -> bool:
+        """True when the node runs its own nats-server (no servers, no context)."""
+        return not self.servers and self.context is None
+
+    @property
+    def mode(self) -> NatsAuth:
+        return self.auth or ("local" if self.embedded_server else "creds")
 
     @model_validator(mode="after")
     def _one_auth(self) -> NatsSection:
@@ -90,6 +127,20 @@ class NatsSection(Strict):
             raise ValueError("use either token or user/password, not both")
         if bool(self.user) != bool(self.password):
             raise ValueError("user and password go together")
+        if self.tls_ca and self.tls and self.tls.ca_file:
+            raise ValueError("give the CA once: tls_ca or tls.ca_file")
+        if self.auth == "local" and not self.embedded_server:
+            raise ValueError("auth = 'local' runs the embedded server: with servers or a "
+                             "context, use auth = 'creds' (creds and tls_ca, or context)")
+        chosen = [name for name in ("context", "creds", "tls_ca", "tls", "user", "token")
+                  if getattr(self, name)]
+        if self.mode == "local" and chosen:
+            raise ValueError(f"the embedded server (auth = 'local') uses the data dir's own "
+                             f"creds and CA, but {', '.join(chosen)} are set: with servers, "
+                             f"use auth = 'creds'")
+        if self.auth == "none" and chosen:
+            raise ValueError(f"auth = 'none' connects without credentials or TLS, but "
+                             f"{', '.join(chosen)} are set")
         return self
 
 

@@ -24,10 +24,11 @@ from broker_agents.metrics import AGENTS_RUNNING, NODE_HEALTHY, RESTARTS
 from broker_agents.subjects import Subjects
 from broker_agents.transport import ConnectOptions, connect
 from node.config import NodeConfig
-from node.embedded import NatsServer, reap_stale
+from node.embedded import NatsServer
 from node.exitcodes import ExitCode
 from node.hosting import AgentChild, build_specs
 from node.http import HttpServer, ReadinessSource
+from node.nats_access import open_access
 from node.services import NodeService, build_services
 from node.supervisor import Child, Supervisor, SupervisorGaveUp, SupervisorHooks
 
@@ -70,6 +71,7 @@ class Node:
         self.log = get_logger(node_id=self.id)
         self.nc: NATS | None = None
         self.embedded: NatsServer | None = None
+        self._servers: list[str] = list(config.nats.servers)
         self.http: HttpServer | None = None
         self.services: list[NodeService] = build_services(config.services)
         self.service_map: dict[str, Any] = {}
@@ -85,32 +87,17 @@ class Node:
     def nats_url(self) -> str:
         if self.embedded is not None:
             return self.embedded.url
-        return self.config.nats.servers[0]
+        return self._servers[0] if self._servers else ""
 
     # -- start -----------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.config
-        servers = cfg.nats.servers
-        if not servers:
-            store = cfg.node.data_dir / "nats"
-            pid_file = store / "nats-server.pid"
-            stale = await asyncio.to_thread(reap_stale, pid_file)
-            if stale is not None:
-                self.log.warning("stopped a nats-server left by a killed node", pid=stale)
-            self.embedded = NatsServer(store_dir=store, host=cfg.nats.embedded.host,
-                                       port=cfg.nats.embedded.port,
-                                       extra_args=["-P", str(pid_file)])
-            await asyncio.to_thread(self.embedded.start)
-            servers = [self.embedded.url]
-            self.log.info("embedded nats-server started", url=self.embedded.url)
+        access = await open_access(cfg, self.log)
+        self.embedded = access.embedded
+        self._servers = access.servers
         self._connect_options = ConnectOptions(
-            servers=servers, name=f"ba-node-{self.id}", user=cfg.nats.user,
-            password=cfg.nats.password, token=cfg.nats.token, creds_file=cfg.nats.creds_file,
-            tls_ca_file=cfg.nats.tls.ca_file if cfg.nats.tls else None,
-            tls_cert_file=cfg.nats.tls.cert_file if cfg.nats.tls else None,
-            tls_key_file=cfg.nats.tls.key_file if cfg.nats.tls else None,
-            tls_verify=cfg.nats.tls.verify if cfg.nats.tls else True,
+            servers=access.servers, name=f"ba-node-{self.id}", security=access.security,
             connect_timeout=cfg.nats.connect_timeout, reconnect_wait=cfg.nats.reconnect_wait,
             max_reconnect_wait=cfg.nats.max_reconnect_wait,
             initial_connect_timeout=cfg.nats.initial_connect_timeout)

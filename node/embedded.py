@@ -1,5 +1,11 @@
 """Run nats-server processes: the node's embedded server, test fixtures, local clusters.
 
+Secured by default: ``secured_server`` and ``start_cluster`` run servers from the configs
+``node.auth.local`` renders (operator auth with the memory resolver, TLS for clients, route
+TLS and route auth), and the server object carries the ``LocalAuth`` a caller connects
+with (``server.auth.security(role)``). ``secure=False`` runs an open server, for
+experiments (``auth = "none"``).
+
 Readiness is an event, not a sleep: we wait for the server's "Server is ready" log line
 and then for its monitoring ``/healthz`` to report JetStream usable.
 """
@@ -28,6 +34,8 @@ from broker_agents.core.errors import CodedError, ErrorCode
 # accept two updates made from the same revision (nats-io/nats-server#4320, which our
 # chaos suite reproduces on Debian's 2.9.10). Single-server CAS is fine on 2.9.
 from broker_agents.transport import CLUSTER_CAS_SAFE as CLUSTER_CAS_SAFE
+from node.auth.local import LocalAuth, ensure_cluster, ensure_local
+from node.auth.server_config import ServerSpec
 
 INSTALL_HINT = (
     "nats-server was not found on PATH. Install it with `sudo apt-get install -y nats-server` "
@@ -42,6 +50,8 @@ class NatsServerError(CodedError):
     CODE = ErrorCode.UNAVAILABLE
 
 
+LOOPBACK = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def _candidates() -> list[str]:
@@ -112,7 +122,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class NatsServer:
-    """One nats-server process we started and own."""
+    """One nats-server process we started and own.
+
+    With ``config``, the server runs from that file alone (command-line flags such as
+    ``-sd`` would clash with its settings): its ports must be the ones the fields name,
+    and ``tls`` says whether clients must speak TLS (``tls://`` URLs).
+    """
 
     store_dir: Path
     host: str = "127.0.0.1"
@@ -123,19 +138,30 @@ class NatsServer:
     routes: list[str] = field(default_factory=list)
     server_name: str | None = None
     extra_args: list[str] = field(default_factory=list)
+    config: Path | None = None
+    tls: bool = False
+    auth: LocalAuth | None = None
+    min_version: tuple[int, int] | None = None
     process: subprocess.Popen[bytes] | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
     _log_tail: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        host = LOOPBACK if self.host in WILDCARDS else self.host
+        return f"{'tls' if self.tls else 'nats'}://{host}:{self.port}"
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url]
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
     def command(self) -> list[str]:
+        if self.config is not None:
+            return [find_binary(self.min_version), "-c", str(self.config), *self.extra_args]
         args = [
             find_binary(), "-js", "-a", self.host, "-p", str(self.port),
             "-m", str(self.monitor_port), "-sd", str(self.store_dir),
@@ -181,7 +207,8 @@ class NatsServer:
                 self._ready.set()
 
     def healthz(self) -> tuple[int, dict[str, object]]:
-        url = f"http://{self.host}:{self.monitor_port}/healthz"
+        host = LOOPBACK if self.config is not None or self.host in WILDCARDS else self.host
+        url = f"http://{host}:{self.monitor_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as resp:
                 return resp.status, json.loads(resp.read() or b"{}")
@@ -249,13 +276,35 @@ def reap_stale(pid_file: Path, timeout: float = 10.0) -> int | None:
     return pid
 
 
-def start_server(store_dir: Path, port: int = 0, host: str = "127.0.0.1") -> NatsServer:
-    return NatsServer(store_dir=store_dir, host=host, port=port).start()
+def secured_server(data_dir: Path, *, host: str = LOOPBACK, port: int = 0,
+                   extra_args: list[str] | None = None) -> NatsServer:
+    """A (not yet started) nats-server secured by ``ensure_local(data_dir)``: its creds and
+    CA in ``<data_dir>/auth``, its JetStream store in ``<data_dir>/nats``. ``host`` is
+    where it listens; a wildcard listens everywhere and is dialled on loopback."""
+    dial = LOOPBACK if host in WILDCARDS else host
+    port = port or free_port(dial)
+    http_port = free_port(LOOPBACK)
+    hosts = [] if dial in (LOOPBACK, "localhost") else [dial]
+    auth = ensure_local(data_dir, hosts=hosts, port=port, http_port=http_port,
+                        listen=host or "0.0.0.0")
+    return NatsServer(store_dir=data_dir / "nats", host=dial, port=port,
+                      monitor_port=http_port, config=auth.server_config, tls=True, auth=auth,
+                      extra_args=list(extra_args or []))
+
+
+def start_server(data_dir: Path, port: int = 0, host: str = LOOPBACK, *,
+                 secure: bool = True) -> NatsServer:
+    """A started nats-server with JetStream: secured (``secured_server``), or open
+    (``secure=False``) with its store in ``data_dir``."""
+    if secure:
+        return secured_server(data_dir, host=host, port=port).start()
+    return NatsServer(store_dir=data_dir, host=host, port=port).start()
 
 
 @dataclass
 class NatsCluster:
     servers: list[NatsServer]
+    auth: LocalAuth | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -266,8 +315,38 @@ class NatsCluster:
             server.stop()
 
 
-def start_cluster(base_dir: Path, size: int = 3, name: str = "ba") -> NatsCluster:
-    """Start ``size`` servers routed to each other and wait until JetStream is healthy."""
+def _start_all(servers: list[NatsServer]) -> None:
+    try:
+        for server in servers:
+            server.start(wait_jetstream=False)
+        for server in servers:
+            server.wait_healthy(30.0)
+    except Exception:
+        for server in servers:
+            server.stop()
+        raise
+
+
+def start_cluster(base_dir: Path, size: int = 3, name: str = "ba", *,
+                  secure: bool = True) -> NatsCluster:
+    """Start ``size`` servers routed to each other and wait until JetStream is healthy.
+
+    Secured (the default): configs from ``ensure_cluster(base_dir)``, the ones ``broker-agents
+    auth server-config`` writes: TLS for clients and routes, route auth, operator auth.
+    """
+    if secure:
+        specs = [ServerSpec(f"{name}-{i}", LOOPBACK, port=free_port(),
+                            cluster_port=free_port(), http_port=free_port(), listen=LOOPBACK,
+                            store_dir=base_dir.resolve() / f"n{i}")
+                 for i in range(size)]
+        auth = ensure_cluster(base_dir, specs, cluster_name=name)
+        secured = [NatsServer(store_dir=spec.store_dir or base_dir / spec.name, port=spec.port,
+                              monitor_port=spec.http_port or 0, cluster_name=name,
+                              cluster_port=spec.cluster_port, server_name=spec.name,
+                              config=config, tls=True, auth=auth)
+                   for spec, config in zip(specs, auth.server_configs, strict=True)]
+        _start_all(secured)
+        return NatsCluster(secured, auth)
     servers = [
         NatsServer(store_dir=base_dir / f"n{i}", cluster_name=name, server_name=f"{name}-{i}")
         for i in range(size)
@@ -279,13 +358,5 @@ def start_cluster(base_dir: Path, size: int = 3, name: str = "ba") -> NatsCluste
     routes = [f"nats://127.0.0.1:{s.cluster_port}" for s in servers]
     for server in servers:
         server.routes = [r for r in routes if not r.endswith(f":{server.cluster_port}")]
-    try:
-        for server in servers:
-            server.start(wait_jetstream=False)
-        for server in servers:
-            server.wait_healthy(30.0)
-    except Exception:
-        for server in servers:
-            server.stop()
-        raise
+    _start_all(servers)
     return NatsCluster(servers)

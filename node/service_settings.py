@@ -16,6 +16,7 @@ from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP
 from broker_agents.importer import ImportFromStringError, parse_import_path
 from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES
 from broker_agents.subjects import check_token
+from node.auth.roles import RAFT_CLIENT_VERBS
 
 # name -> "module:factory"; the factory takes the service's settings fields as kwargs.
 KNOWN_SERVICES: dict[str, str] = {
@@ -95,6 +96,11 @@ class ConsensusGroup(BaseModel):
     def _members(cls, members: list[str]) -> list[str]:
         if len(set(members)) != len(members):
             raise ValueError("members must be distinct")
+        reserved = sorted(set(members) & set(RAFT_CLIENT_VERBS))
+        if reserved:
+            raise ValueError(f"member names {reserved} are reserved: clients may publish "
+                             f"to ba.raft.<group>.{{{','.join(RAFT_CLIENT_VERBS)}}}, so a "
+                             "member with such a name would take peer messages from them")
         return [check_token(m, "member") for m in members]
 
     @field_validator("state_machine")

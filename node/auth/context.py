@@ -8,6 +8,9 @@ relative to the file.
 Commands find a context by themselves (``find``): an explicit path, else ``$BA_CONTEXT``,
 else ``$XDG_CONFIG_HOME/broker-agents/context.json`` (``~/.config/...``), else the data
 dir's (``<data_dir>/auth/context.json``, what a node with the embedded server writes).
+The two last places are per role: ``context.json`` is the client's, ``context-<role>.json``
+another role's (``context_name``), so a command that needs more than a client's rights
+(reading a bucket) finds the role it needs, and one that does not never takes more.
 """
 
 from __future__ import annotations
@@ -21,11 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.transport import Security
 from node.auth.private import write_private
+from node.auth.roles import Role
 
 ENV_VAR = "BA_CONTEXT"
+DATA_DIR_ENV_VAR = "BA_NODE__DATA_DIR"  # the node's data dir setting, also read here
 DEFAULT_DATA_DIR = Path("./data")
 FILE_NAME = "context.json"
+
+
+def context_name(role: Role = Role.CLIENT) -> str:
+    """The file name of ``role``'s context in a config or auth directory."""
+    return FILE_NAME if role is Role.CLIENT else f"context-{role}.json"
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,11 @@ class ClientContext:
         if self.inbox_prefix:
             data["inbox_prefix"] = self.inbox_prefix
         return data
+
+    def security(self) -> Security:
+        """The creds, CA and inbox prefix to connect with."""
+        return Security(creds_file=self.creds, tls_ca_file=self.ca,
+                        inbox_prefix=self.inbox_prefix)
 
     def write(self, path: Path) -> Path:
         """0600: it names where the secrets are (and a ``nats`` context may hold more)."""
@@ -76,23 +92,25 @@ class ClientContext:
 
 
 def candidates(explicit: Path | None = None, data_dir: Path | None = None,
-               env: Mapping[str, str] | None = None) -> list[Path]:
+               env: Mapping[str, str] | None = None, role: Role = Role.CLIENT) -> list[Path]:
     """Where a context is looked for, in order."""
     env = os.environ if env is None else env
     config_home = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME", "~")) / ".config")
     found = [explicit] if explicit else []
     if env.get(ENV_VAR):
         found.append(Path(env[ENV_VAR]))
-    found.append(config_home.expanduser() / "broker-agents" / FILE_NAME)
-    found.append((data_dir or DEFAULT_DATA_DIR) / "auth" / FILE_NAME)
+    name = context_name(role)
+    found.append(config_home.expanduser() / "broker-agents" / name)
+    data = data_dir or Path(env.get(DATA_DIR_ENV_VAR) or DEFAULT_DATA_DIR)
+    found.append(data / "auth" / name)
     return found
 
 
 def find(explicit: Path | None = None, data_dir: Path | None = None,
-         env: Mapping[str, str] | None = None) -> Path | None:
+         env: Mapping[str, str] | None = None, role: Role = Role.CLIENT) -> Path | None:
     """The first context file that exists; an explicit or ``$BA_CONTEXT`` path that does
     not exist is an error, not a reason to fall back to another identity."""
-    paths = candidates(explicit, data_dir, env)
+    paths = candidates(explicit, data_dir, env, role)
     named = len(paths) - 2  # the explicit and $BA_CONTEXT ones
     for index, path in enumerate(paths):
         if path.is_file():
@@ -105,20 +123,11 @@ def find(explicit: Path | None = None, data_dir: Path | None = None,
 
 def tls_context(ca: Path) -> ssl.SSLContext:
     """Verifies the server's certificate against ``ca`` (and its host name)."""
-    try:
-        return ssl.create_default_context(cafile=str(ca))
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerError(ErrorCode.CONFIG, f"cannot load CA {ca}: {exc}",
-                          {"path": str(ca)}) from exc
+    tls = Security(tls_ca_file=ca).tls_context()
+    assert tls is not None
+    return tls
 
 
 def connect_kwargs(context: ClientContext) -> dict[str, Any]:
     """nats-py ``connect`` keyword arguments for ``context``."""
-    kwargs: dict[str, Any] = {"servers": list(context.servers)}
-    if context.creds is not None:
-        kwargs["user_credentials"] = str(context.creds)
-    if context.ca is not None:
-        kwargs["tls"] = tls_context(context.ca)
-    if context.inbox_prefix:
-        kwargs["inbox_prefix"] = context.inbox_prefix
-    return kwargs
+    return {"servers": list(context.servers), **context.security().kwargs()}

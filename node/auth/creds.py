@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.subjects import check_token
 from node.auth.jwt import KeyKind, NKey, decode
 from node.auth.private import write_private
+from node.auth.roles import inbox_prefix
 
 _TEMPLATE = """-----BEGIN NATS USER JWT-----
 {jwt}
@@ -66,3 +68,15 @@ class Creds:
         except OSError as exc:
             raise BrokerError(ErrorCode.CONFIG, f"cannot read creds file {path}: {exc}",
                               {"path": str(path)}) from exc
+
+
+def creds_inbox_prefix(path: Path | None) -> str | None:
+    """``_INBOX.<user>`` of a creds file's user (its JWT's ``name``), the prefix its
+    connections must use; None when there is no file or it names no valid user."""
+    if path is None:
+        return None
+    try:
+        name = Creds.read(path).claims().get("name")
+        return inbox_prefix(check_token(str(name), "user name"))
+    except (BrokerError, ValueError):
+        return None

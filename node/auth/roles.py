@@ -41,6 +41,10 @@ DEFAULT_PREFIX = "ba"
 BUCKET_CONCERNS = ("agents", "nodes", "accounts", "reputation", "auctions", "leases",
                    "barriers", "variables", "raw")
 
+# What a client may send to a consensus group (``p.raft.<group>.<verb>``): a Raft member
+# may not be named after one, or its peer subject would be a public one.
+RAFT_CLIENT_VERBS = ("propose", "read")
+
 # Public request subjects (suffixes under the prefix): what a client may publish.
 CLIENT_REQUESTS = (
     "coord.*",               # coordination protocols (vote, auction, lock, barrier, ...)

@@ -72,8 +72,14 @@ def _tls_block(tls: TlsFiles, *, verify: bool, indent: str) -> list[str]:
 
 def render(server: ServerSpec, authority: Authority, tls: TlsFiles, store_dir: Path, *,
            peers: Sequence[ServerSpec] = (), cluster_name: str = "ba",
-           route_password: str | None = None) -> str:
-    """The config text of ``server``; with ``peers`` (the other servers), a cluster."""
+           route_password: str | None = None, advertise: str | None = None,
+           no_advertise: bool = False) -> str:
+    """The config text of ``server``; with ``peers`` (the other servers), a cluster.
+
+    ``advertise`` (the route address gossiped to peers) and ``no_advertise`` (client URLs
+    not gossiped) are for clusters whose links run through proxies: a peer must not learn
+    a direct address that bypasses a cut.
+    """
     lines = [
         "# nats-server config written by `broker-agents auth server-config`.",
         "# Clients need a user .creds from the same auth directory and its CA (tls/ca.pem).",
@@ -108,6 +114,8 @@ def render(server: ServerSpec, authority: Authority, tls: TlsFiles, store_dir: P
             "cluster {",
             f"  name: {_q(cluster_name)}",
             f"  listen: {_q(hostport(server.listen, server.cluster_port))}",
+            *([f"  advertise: {_q(advertise)}"] if advertise else []),
+            *(["  no_advertise: true"] if no_advertise else []),
             "  authorization {",
             f"    user: {_q(ROUTE_USER)}",
             f"    password: {_q(route_password)}",
