@@ -3,6 +3,12 @@
 Used by ``broker-agents up``, the demo, the benchmarks and the tests. Nodes are configured
 through ``BA_*`` environment variables (on top of an optional base TOML file), and we wait
 for each node's ``<p>.events.node.ready`` event rather than polling it.
+
+Secured by default: one ``ensure_local`` (or ``ensure_cluster``) in the base directory
+makes the operator, the users of every role, a CA and the server configs; node processes
+get the node creds and the CA through their environment, and ``client(role)`` connects
+as any role (``auth.contexts`` are the context files a command can use). ``insecure=True``
+runs open servers and tells the nodes ``auth = "none"``.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.subjects import Subjects
-from broker_agents.transport import connect_client
-from node.embedded import NatsCluster, NatsServer, free_port, start_cluster
+from broker_agents.transport import Security, connect_client
+from node.auth.local import LocalAuth
+from node.auth.roles import Role
+from node.embedded import NatsCluster, NatsServer, free_port, start_cluster, start_server
 
 
 @dataclass
@@ -73,23 +80,32 @@ class LocalCluster:
     prefix: str = "ba"
     extra_env: dict[str, str] = field(default_factory=dict)
     ready_timeout: float = 30.0
+    insecure: bool = False
     nats: NatsServer | NatsCluster | None = None
     procs: list[NodeProcess] = field(default_factory=list)
 
     @property
     def urls(self) -> list[str]:
-        if isinstance(self.nats, NatsCluster):
-            return self.nats.urls
         assert self.nats is not None
-        return [self.nats.url]
+        return self.nats.urls
+
+    @property
+    def auth(self) -> LocalAuth | None:
+        """The creds, CA and contexts of every role (None when insecure)."""
+        return self.nats.auth if self.nats is not None else None
+
+    def security(self, role: Role = Role.CLIENT) -> Security:
+        return self.auth.security(role) if self.auth is not None else Security()
 
     async def start(self) -> LocalCluster:
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        secure = not self.insecure
         if self.nats_cluster:
-            self.nats = await asyncio.to_thread(start_cluster, self.base_dir / "nats", 3)
+            where = self.base_dir if secure else self.base_dir / "nats"
+            self.nats = await asyncio.to_thread(start_cluster, where, 3, secure=secure)
         else:
-            self.nats = await asyncio.to_thread(
-                NatsServer(store_dir=self.base_dir / "nats").start)
+            where = self.base_dir if secure else self.base_dir / "nats"
+            self.nats = await asyncio.to_thread(start_server, where, secure=secure)
         for i in range(1, self.nodes + 1):
             self.procs.append(self._node(i))
         await self._spawn_and_wait(self.procs)
@@ -110,13 +126,21 @@ class LocalCluster:
             "BA_HTTP__PORT": str(free_port()),
             "BA_AGENTS": json.dumps(agents),
             "BA_SERVICES": json.dumps(self.services),
+            **self._auth_env(),
         })
         env.update(self.extra_env)
         return NodeProcess(node_id, env, self.base_dir / f"{node_id}.log",
                            int(env["BA_HTTP__PORT"]))
 
+    def _auth_env(self) -> dict[str, str]:
+        """The node creds and the CA (the inbox prefix follows from the creds' user)."""
+        if self.auth is None:
+            return {"BA_NATS__AUTH": "none"}
+        return {"BA_NATS__AUTH": "creds", "BA_NATS__CREDS": str(self.auth.creds[Role.NODE]),
+                "BA_NATS__TLS_CA": str(self.auth.ca)}
+
     async def _spawn_and_wait(self, procs: list[NodeProcess]) -> None:
-        nc = await nats.connect(self.urls[0])
+        nc = await self.client(Role.OBSERVER)  # lifecycle events are an observer's to read
         try:
             waiting = {p.node_id for p in procs}
             all_ready = asyncio.get_running_loop().create_future()
@@ -157,8 +181,9 @@ class LocalCluster:
     async def restart(self, index: int) -> None:
         await self._spawn_and_wait([self.procs[index]])
 
-    async def client(self) -> NATS:
-        return await connect_client(self.urls[0])
+    async def client(self, role: Role = Role.CLIENT, **options: Any) -> NATS:
+        """A connection as ``role`` (the client's by default: the public requests only)."""
+        return await connect_client(self.urls, security=self.security(role), **options)
 
     def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
         """SIGTERM every node (graceful), then stop NATS; returns exit codes by node id."""

@@ -1,4 +1,10 @@
-"""``broker-agents demo``: a 3-node local cluster, sample agents, real traffic, a table."""
+"""``broker-agents demo``: a 3-node local cluster, sample agents, real traffic, a table.
+
+Secured like any default deployment: the traffic is a ``client``'s (public requests
+only), the registry view an ``observer``'s (it reads the bucket), and the deposits that
+fund the bidders a ``node``'s (they still write the accounts bucket directly, until
+deposits move behind the treasury's request subject).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from broker_agents.registry.client import Registry
 from broker_agents.samples import Calculate, Echo, Relay
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 
 BIDDER = "broker_agents.auction.bidder:BidderAgent"
@@ -57,8 +64,22 @@ async def _ask(nc: NATS, subject: str, payload: Any, raw: bytes | None = None) -
     return codec.decode(reply.data, reply.headers)
 
 
-async def exercise(nc: NATS, subjects: Subjects) -> list[Step]:
+@dataclass
+class Roles:
+    """One connection per role the demo acts as."""
+
+    client: NATS
+    observer: NATS
+    treasury: NATS  # node creds: deposits still write ``ba_accounts`` directly
+
+    async def close(self) -> None:
+        for nc in (self.client, self.observer, self.treasury):
+            await nc.close()
+
+
+async def exercise(roles: Roles, subjects: Subjects) -> list[Step]:
     """Talk to the agents the way any client would: over NATS subjects."""
+    nc = roles.client
     steps: list[Step] = []
     for agent in ("echo-a", "echo-b", "echo-c"):
         got = await _ask(nc, subjects.agent(agent), envelope(Echo(text=f"hi {agent}")))
@@ -93,7 +114,7 @@ async def exercise(nc: NATS, subjects: Subjects) -> list[Step]:
     got = await _ask(nc, subjects.agent("echo-a"), envelope(Echo(text="still here")))
     steps.append(Step("agent still serving after garbage", subjects.agent("echo-a"),
                       got.get("text", "?"), got.get("text") == "still here"))
-    registry = await Registry.connect(nc, subjects)
+    registry = await Registry.connect(roles.observer, subjects)
     try:
         await registry.view.wait_for(lambda: registry.count() == len(DEMO_IDS), timeout=10)
         found = registry.find_by_capability("echo")
@@ -108,7 +129,7 @@ async def exercise(nc: NATS, subjects: Subjects) -> list[Step]:
     names = [a["agent_id"] for a in got.get("agents", [])]
     steps.append(Step("registry query over NATS", subjects.registry("query"),
                       f"math & healthy -> {names}", names == ["calc"]))
-    steps.append(await _auction(nc, subjects))
+    steps.append(await _auction(roles, subjects))
     got = await _ask(nc, subjects.coord("vote"), {
         "rule": "majority", "capability": "voter", "proposal": "release v1?",
         "options": ["ship", "wait"], "timeout_ms": 2000})
@@ -119,12 +140,12 @@ async def exercise(nc: NATS, subjects: Subjects) -> list[Step]:
     return steps
 
 
-async def _auction(nc: NATS, subjects: Subjects) -> Step:
+async def _auction(roles: Roles, subjects: Subjects) -> Step:
     """Three bidder agents on two nodes, found by capability, settled against budgets."""
-    ledger = Ledger(await nc.jetstream().key_value(subjects.bucket("accounts")))
+    ledger = Ledger(await roles.treasury.jetstream().key_value(subjects.bucket("accounts")))
     for bidder in ("bidder-1", "bidder-2", "bidder-3"):
         await ledger.deposit(bidder, 100.0, op_id=f"demo-fund-{bidder}")
-    result = await run_auction(nc, {"type": "vickrey", "item": "gpu-hour",
+    result = await run_auction(roles.client, {"type": "vickrey", "item": "gpu-hour",
                                     "capability": "bidder", "reserve": 5.0,
                                     "duration_ms": 300}, subjects=subjects)
     winner = await ledger.account("bidder-2")
@@ -136,16 +157,19 @@ async def _auction(nc: NATS, subjects: Subjects) -> Step:
     return Step("Vickrey auction, bidders by capability", subjects.coord("auction"), outcome, ok)
 
 
-async def run_demo(base_dir: Path | None = None) -> tuple[list[Step], dict[str, int | None]]:
+async def run_demo(base_dir: Path | None = None, *, insecure: bool = False
+                   ) -> tuple[list[Step], dict[str, int | None]]:
     with tempfile.TemporaryDirectory(prefix="ba-demo-") as tmp:
-        cluster = LocalCluster(base_dir or Path(tmp), nodes=3, agents=DEMO_AGENTS)
+        cluster = LocalCluster(base_dir or Path(tmp), nodes=3, agents=DEMO_AGENTS,
+                               insecure=insecure)
         await cluster.start()
         try:
-            nc = await cluster.client()
+            roles = Roles(await cluster.client(Role.CLIENT), await cluster.client(Role.OBSERVER),
+                          await cluster.client(Role.NODE))
             try:
-                steps = await exercise(nc, Subjects(cluster.prefix))
+                steps = await exercise(roles, Subjects(cluster.prefix))
             finally:
-                await nc.close()
+                await roles.close()
         finally:
             codes = await asyncio.to_thread(cluster.stop)
     return steps, codes

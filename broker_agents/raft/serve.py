@@ -1,7 +1,10 @@
 """Run one Raft member (built-in KV state machine) as its own OS process.
 
     python -m broker_agents.raft.serve --nats URL --group G --member M --peers a,b,c \
-        --data-dir DIR
+        --data-dir DIR [--creds node.creds --tls-ca ca.pem --inbox-prefix _INBOX.node]
+
+On a secured server (the default) a member needs a node's creds, the CA and the node
+user's inbox prefix (``$BA_CREDS``, ``$BA_TLS_CA``, ``$BA_INBOX_PREFIX`` work too).
 
 SIGTERM/SIGINT stop it cleanly. The node daemon hosts groups by calling ``serve_member``
 (or by building ``RaftMember`` itself); this module only adds the process shell.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
 from broker_agents.subjects import Subjects
+from broker_agents.transport import Security, connect_client
 
 
 @dataclass
@@ -39,16 +44,16 @@ class MemberConfig:
     max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
     fsync: bool = True
     servers: list[str] = field(default_factory=list)
+    security: Security = field(default_factory=Security)
 
 
 async def serve_member(config: MemberConfig, stop: asyncio.Event | None = None) -> None:
     """Run a member until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
-    import nats
-
     stop = stop or _signal_event()
-    nc = await nats.connect(
-        servers=config.servers or [config.nats_url], max_reconnect_attempts=-1,
-        reconnect_time_wait=0.2, name=f"raft-{config.group}-{config.member}",
+    nc = await connect_client(
+        config.servers or [config.nats_url], security=config.security,
+        max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+        name=f"raft-{config.group}-{config.member}",
     )
     member = RaftMember(
         nc, config.group, config.member, config.peers,
@@ -91,6 +96,12 @@ def parse_args(argv: list[str]) -> MemberConfig:
     p.add_argument("--max-command-bytes", type=int, default=DEFAULT_MAX_COMMAND_BYTES,
                    help="refuse commands whose stored form is larger (too_large)")
     p.add_argument("--no-fsync", action="store_true", help="unsafe: skip fsync (tests)")
+    p.add_argument("--creds", type=Path, default=os.environ.get("BA_CREDS") or None,
+                   help="the node user's .creds file")
+    p.add_argument("--tls-ca", type=Path, default=os.environ.get("BA_TLS_CA") or None,
+                   help="CA of the servers' certificates")
+    p.add_argument("--inbox-prefix", default=os.environ.get("BA_INBOX_PREFIX") or None,
+                   help="the creds' user's inbox prefix (_INBOX.<user>)")
     a = p.parse_args(argv)
     urls = [u for u in a.nats.split(",") if u]
     return MemberConfig(
@@ -99,6 +110,8 @@ def parse_args(argv: list[str]) -> MemberConfig:
         tick_ms=a.tick_ms, election_ticks=a.election_ticks,
         heartbeat_ticks=a.heartbeat_ticks, snapshot_threshold=a.snapshot_threshold,
         max_command_bytes=a.max_command_bytes, fsync=not a.no_fsync,
+        security=Security(creds_file=a.creds, tls_ca_file=a.tls_ca,
+                          inbox_prefix=a.inbox_prefix),
     )
 
 

@@ -25,9 +25,11 @@ from broker_agents.auction.client import run_auction
 from broker_agents.auction.ledger import Ledger
 from broker_agents.kv import open_bucket
 from broker_agents.subjects import Subjects
+from node.auth.roles import Role
 from node.bench.fanout import raw_fanout
 from node.bench.harness import running_cluster
 from node.bench.stats import ms
+from node.cluster import LocalCluster
 
 AUCTIONEER = "broker_agents.auction.auctioneer:AuctioneerAgent"
 BIDDER = "broker_agents.auction.bidder:BidderAgent"
@@ -46,8 +48,14 @@ def _agents() -> list[list[dict[str, Any]]]:
     return nodes
 
 
-async def _raw_fanout(nc: NATS, url: str, runs: int) -> list[float]:
-    return await raw_fanout(nc, url, "bench.raw.fanout", BIDDERS, runs, b"\x81\xa4call\x01")
+async def _raw_fanout(cluster: LocalCluster, runs: int) -> list[float]:
+    assert cluster.auth is not None
+    nc = await cluster.client(Role.NODE)  # a subject of our own, beside the protocol's
+    try:
+        return await raw_fanout(nc, cluster.auth.contexts[Role.NODE], "ba.bench.raw.fanout",
+                                BIDDERS, runs, b"\x81\xa4call\x01")
+    finally:
+        await nc.close()
 
 
 async def _timed(nc: NATS, request: dict[str, Any],
@@ -69,16 +77,19 @@ async def _timed(nc: NATS, request: dict[str, Any],
 async def run_auction_bench(sealed_runs: int = 40, english_runs: int = 10,
                             raw_runs: int = 200) -> dict[str, Any]:
     async with running_cluster("auction", _agents()) as (cluster, nc):
-        ledger = Ledger(await open_bucket(nc.jetstream(), Subjects().bucket("accounts")))
+        treasury = await cluster.client(Role.NODE)  # deposits still write the bucket
+        ledger = Ledger(await open_bucket(treasury.jetstream(),
+                                          Subjects().bucket("accounts")))
         everyone = [f"bb-{i}" for i in range(BIDDERS)] + [f"be-{i}" for i in range(ENGLISH)]
         for who in everyone:
             await ledger.deposit(who, 1e9, "bench-funding")
+        await treasury.close()
         sealed = {"type": "vickrey", "participants": [f"bb-{i}" for i in range(BIDDERS)],
                   "reserve": 5.0, "duration_ms": 5000}
         english = {"type": "english", "participants": [f"be-{i}" for i in range(ENGLISH)],
                    "start_price": 10.0, "increment": 2.0, "round_ms": 2000}
         await _timed(nc, sealed, 3)  # warm-up: connections, JIT-free but caches
-        raw = await _raw_fanout(nc, cluster.urls[0], raw_runs)
+        raw = await _raw_fanout(cluster, raw_runs)
         full, last, full_rounds = await _timed(nc, sealed, sealed_runs)
         bare, _, bare_rounds = await _timed(nc, {**sealed, "budgets": False}, sealed_runs)
         eng, eng_last, _ = await _timed(nc, english, english_runs)

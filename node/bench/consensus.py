@@ -23,9 +23,12 @@ from broker_agents.raft.client import RaftClient
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
 from broker_agents.subjects import Subjects
+from node.auth.roles import Role
+from node.bench.harness import connect, on_fresh_server
 from node.bench.proposals import pipelined as bench_pipelined
 from node.bench.proposals import raw_rtt
 from node.bench.stats import beside_rtt
+from node.embedded import NatsServer
 
 
 async def _wait_leader(members: list[RaftMember], timeout: float = 10.0) -> RaftMember:
@@ -40,13 +43,13 @@ async def _wait_leader(members: list[RaftMember], timeout: float = 10.0) -> Raft
 
 
 async def run_consensus_bench(
-    nats_url: str, *, proposals: int = 2000, tmp_dir: str | Path | None = None,
+    server: NatsServer, *, proposals: int = 2000, tmp_dir: str | Path | None = None,
     pipelined: int = 20_000, window: int = 512, fsync: bool = True,
 ) -> dict[str, Any]:
-    import nats
-
+    """Members connect as nodes, the proposing client as a client (as in a deployment)."""
     with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
-        probe_server, probe_client = await nats.connect(nats_url), await nats.connect(nats_url)
+        # the raw baseline: plain request/reply on a subject of our own (node creds)
+        probe_server, probe_client = await connect(server), await connect(server)
         try:
             raw = await raw_rtt(probe_server, probe_client, proposals, encode(
                 {"command": {"op": "put", "key": "k", "value": 1}}))
@@ -54,13 +57,13 @@ async def run_consensus_bench(
             await probe_client.close()
             await probe_server.close()
         ids = ["b0", "b1", "b2"]
-        conns = [await nats.connect(nats_url) for _ in ids]
+        conns = [await connect(server) for _ in ids]
         members = [
             RaftMember(nc, "bench", mid, ids, FileStorage(Path(tmp) / mid, fsync=fsync),
                        KVStateMachine(), rng=random.Random(i))
             for i, (nc, mid) in enumerate(zip(conns, ids, strict=True))
         ]
-        client_nc = await nats.connect(nats_url)
+        client_nc = await connect(server, Role.CLIENT)
         try:
             for m in members:
                 await m.start()
@@ -102,6 +105,6 @@ async def run_consensus_bench(
 
 if __name__ == "__main__":  # pragma: no cover - manual runs
     import json
-    import sys
 
-    print(json.dumps(asyncio.run(run_consensus_bench(sys.argv[1])), indent=2))
+    print(json.dumps(asyncio.run(on_fresh_server(lambda server, tmp: run_consensus_bench(
+        server, tmp_dir=tmp))), indent=2))

@@ -22,9 +22,11 @@ from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.subjects import Subjects
+from node.auth.roles import Role
 from node.bench.fanout import raw_fanout
 from node.bench.harness import ask, running_cluster
 from node.bench.stats import ms
+from node.cluster import LocalCluster
 
 COORDINATOR = "broker_agents.coord.coordinator:CoordinatorAgent"
 VOTER = "broker_agents.coord.voter:VoterAgent"
@@ -44,8 +46,15 @@ def _agents() -> list[list[dict[str, Any]]]:
     return nodes
 
 
-async def _raw_fanout(nc: NATS, url: str, runs: int) -> list[float]:
-    return await raw_fanout(nc, url, "bench.coord.raw.fanout", FANOUT, runs, b"\x81\xa4vote\x01")
+async def _raw_fanout(cluster: LocalCluster, runs: int) -> list[float]:
+    assert cluster.auth is not None
+    nc = await cluster.client(Role.NODE)  # a subject of our own, beside the protocol's
+    try:
+        return await raw_fanout(nc, cluster.auth.contexts[Role.NODE],
+                                "ba.bench.coord.raw.fanout", FANOUT, runs,
+                                b"\x81\xa4vote\x01")
+    finally:
+        await nc.close()
 
 
 async def _timed(nc: NATS, protocol: str, request: dict[str, Any], runs: int,
@@ -73,7 +82,7 @@ async def run_coordination_bench(runs: int = 100, raw_runs: int = 300) -> dict[s
                                      ("hierarchical", hier, "depth"),
                                      ("pbft", pbft, "decided")):
             await _timed(nc, protocol, req, 5, check)  # warm-up: caches, keys, inboxes
-        raw = await _raw_fanout(nc, cluster.urls[0], raw_runs)
+        raw = await _raw_fanout(cluster, raw_runs)
         votes = await _timed(nc, "vote", vote, runs, "rule_met")
         pbfts = await _timed(nc, "pbft", pbft, runs, "decided")
         hiers = await _timed(nc, "hierarchical", hier, max(10, runs // 2), "depth")

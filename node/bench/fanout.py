@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -16,11 +17,13 @@ from nats.aio.client import Client as NATS
 RESPONDER = "node.bench.responder"
 
 
-async def raw_fanout(nc: NATS, url: str, subject: str, responders: int, runs: int,
+async def raw_fanout(nc: NATS, context: Path, subject: str, responders: int, runs: int,
                      payload: bytes) -> list[float]:
-    """Seconds from publish until all ``responders`` answered, ``runs`` times."""
+    """Seconds from publish until all ``responders`` answered, ``runs`` times; the
+    responders connect with ``context`` (a node's), ``nc`` must be allowed to publish
+    ``subject`` too."""
     procs = [await asyncio.create_subprocess_exec(
-        sys.executable, "-m", RESPONDER, url, subject, str(responders // 2),
+        sys.executable, "-m", RESPONDER, str(context), subject, str(responders // 2),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE) for _ in range(2)]
     try:
         for proc in procs:

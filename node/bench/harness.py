@@ -1,5 +1,8 @@
 """What a benchmark runs on: a local cluster of node processes, or a nats-server of its own;
-and one checked request (an error reply raises, so a failing run never reports figures)."""
+and one checked request (an error reply raises, so a failing run never reports figures).
+
+Both run secured, as a deployment does: the cluster's nodes and the fresh server use the
+local auth (TLS, creds); a benchmark connects as the role it plays (``connect``)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from nats.aio.client import Client as NATS
 
 from broker_agents.core.errors import BrokerError
 from broker_agents.gather import ask_one
+from broker_agents.transport import connect_client
+from node.auth.roles import Role
 from node.cluster import LocalCluster
-from node.embedded import NatsServer
+from node.embedded import NatsServer, start_server
 
 AgentSpecs = list[list[dict[str, Any]]]
 
@@ -25,7 +30,8 @@ async def running_cluster(
     name: str, agents: AgentSpecs, *, services: dict[str, dict[str, Any]] | None = None,
     tmp_dir: str | Path | None = None,
 ) -> AsyncIterator[tuple[LocalCluster, NATS]]:
-    """``len(agents)`` node processes on one embedded nats-server, and a client of it.
+    """``len(agents)`` node processes on one embedded nats-server, and a client of it
+    (``cluster.client(role)`` opens others: the raw baselines need a node's).
 
     Node logs go to the (temporary) cluster directory at level warning; every process is
     stopped on the way out, also when the benchmark fails.
@@ -46,15 +52,22 @@ async def running_cluster(
 
 
 async def on_fresh_server(
-    bench: Callable[[str, Path], Awaitable[dict[str, Any]]],
+    bench: Callable[[NatsServer, Path], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
-    """``await bench(url, tmp_dir)`` against a nats-server of its own."""
+    """``await bench(server, tmp_dir)`` against a (secured) nats-server of its own."""
     with tempfile.TemporaryDirectory(prefix="ba-bench-") as tmp:
-        server = await asyncio.to_thread(NatsServer(store_dir=Path(tmp) / "nats").start)
+        server = await asyncio.to_thread(start_server, Path(tmp) / "nats")
         try:
-            return await bench(server.url, Path(tmp))
+            return await bench(server, Path(tmp))
         finally:
             server.stop()
+
+
+async def connect(server: NatsServer, role: Role = Role.NODE) -> NATS:
+    """A connection to ``server`` as ``role`` (a node's by default: benchmarks measure
+    what daemons do, raw KV puts and Raft members included)."""
+    security = server.auth.security(role) if server.auth is not None else None
+    return await connect_client(server.urls, security=security)
 
 
 async def ask(nc: NATS, subject: str, data: bytes, timeout: float) -> dict[str, Any]:

@@ -40,10 +40,13 @@ async def pipelined(nc: Any, subject: str, n: int, window: int,
                     body: Callable[[int], dict[str, Any]]) -> float:
     """Publish ``body(i)`` for i < n with ``window`` unanswered at most; answers per second.
 
+    The shared reply inbox is one of the connection's own (``new_inbox``): a user may
+    subscribe under its own inbox prefix only.
+
     Raises RuntimeError if any answer is an error or if answers stop coming (at most
     once delivery: a lost reply must not hang the benchmark).
     """
-    inbox = f"_INBOX.bench.{uuid.uuid4().hex}"
+    inbox = nc.new_inbox()
     state = {"replies": 0, "errors": 0}
     done, more = asyncio.Event(), asyncio.Event()
 

@@ -2,7 +2,8 @@
 
 Absolute numbers on shared machines are noise, so the raw operation the registry builds
 on (a plain nats-py KV put) is measured in the same run, interleaved with registrations.
-Runs under its own bucket prefix and deletes its buckets afterwards.
+Runs on a server of its own (its node creds may write the prefix's buckets only) and
+deletes its buckets afterwards; the view that measures propagation reads as an observer.
 """
 
 from __future__ import annotations
@@ -10,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import secrets
 import statistics
 import time
 from typing import Any
-
-import nats
 
 from broker_agents.codec import encode
 from broker_agents.core.registry.record import AgentRecord, Health, Lifecycle
 from broker_agents.registry.store import RegistryStore
 from broker_agents.registry.view import LocalView
 from broker_agents.subjects import Subjects
+from node.auth.roles import Role
+from node.bench.harness import connect
 from node.bench.stats import percentile
+from node.embedded import NatsServer
 
 TARGETS = {"lookup_ns_p50": 1000.0, "query_us_p50": 100.0, "register_vs_raw_put": 1.3,
            "propagation_us_p99": 2000.0}
@@ -39,13 +40,13 @@ def _record(rng: random.Random, i: int, caps: list[str]) -> AgentRecord:
     )
 
 
-async def run_registry_bench(nats_url: str, agents: int = 10_000, samples: int = 300,
+async def run_registry_bench(server: NatsServer, agents: int = 10_000, samples: int = 300,
                              seed: int = 1) -> dict[str, Any]:
     rng = random.Random(seed)
     caps = [f"cap{i}" for i in range(100)]
-    subjects = Subjects(prefix=f"bench{secrets.token_hex(3)}")
-    writer = await nats.connect(nats_url)
-    reader = await nats.connect(nats_url)
+    subjects = Subjects()
+    writer = await connect(server)
+    reader = await connect(server, Role.OBSERVER)
     js = writer.jetstream()
     view: LocalView | None = None
     try:

@@ -23,6 +23,7 @@ from typing import Any
 
 from broker_agents.codec import encode
 from broker_agents.variables.client import Variables
+from node.auth.roles import Role
 from node.bench.harness import running_cluster
 from node.bench.proposals import pipelined as bench_pipelined
 from node.bench.proposals import raw_rtt
@@ -36,9 +37,10 @@ ADAPT_SPACE = {"name": "bench_adapt", "variables": [
 ENGINE = "broker_agents.variables.engine_agent:AdaptationEngineAgent"
 
 
-async def _adapt(v: Variables, rounds: int) -> list[float]:
+async def _adapt(v: Variables, watching: Variables, rounds: int) -> list[float]:
+    """Feedback as a client (``v``), new values seen by an observer's read model."""
     samples = []
-    async with v.read_model(spaces=["bench_adapt"]) as rm:
+    async with watching.read_model(spaces=["bench_adapt"]) as rm:
         # warm-up: feedback for whatever trial runs now; the ack names the version committed
         ack = await v.feedback("bench_adapt", reward=0.0, timeout=10)
         assert ack is not None and ack.version is not None, ack
@@ -64,9 +66,12 @@ async def run_variables_bench(*, sets: int = 1000, pipelined: int = 10_000, wind
                 "kwargs": {"seed": 1, "spaces": {"bench_adapt": {"learning_rate": 0.01}}}}]
               for i in range(1, 4)]
     async with running_cluster("variables", agents, services=services,
-                               tmp_dir=tmp_dir) as (_, nc):
-        rtt = await raw_rtt(nc, nc, raw, encode(
+                               tmp_dir=tmp_dir) as (cluster, nc):
+        node_nc = await cluster.client(Role.NODE)  # the raw baseline's subject is our own
+        rtt = await raw_rtt(node_nc, node_nc, raw, encode(
             {"command": {"op": "set", "space": "bench", "values": {"x": 0.5}}}))
+        await node_nc.close()
+        observer = await cluster.client(Role.OBSERVER)  # the read model reads events
         v = Variables(nc)
         await v.define_space(SET_SPACE)
         await v.define_space(ADAPT_SPACE)
@@ -82,8 +87,9 @@ async def run_variables_bench(*, sets: int = 1000, pipelined: int = 10_000, wind
             "command": {"op": "set", "space": "bench",
                         "values": {"x": (i + 1) / (pipelined + 2)}},
             "request_id": f"vb-{run}-{i}"})
-        adapt = await _adapt(v, adapt_rounds)
+        adapt = await _adapt(v, Variables(observer), adapt_rounds)
         final = await v.values("bench")
+        await observer.close()
     return {
         **beside_rtt(rtt, set_samples, "set"),
         "updates_per_s": round(rate),

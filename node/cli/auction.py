@@ -8,6 +8,10 @@
 ``run`` sends one coordination request to ``<p>.coord.auction`` (any auctioneer agent
 takes it) and prints the outcome as a table, or as JSON with ``--json``. ``audit`` reads
 both buckets and exits non-zero on an orphaned hold or books that do not balance.
+
+Roles: ``run`` is a client's; ``accounts`` and ``audit`` read buckets (observer);
+``deposit`` still writes the accounts bucket directly, so it needs node creds until
+deposits move behind a request subject.
 """
 
 from __future__ import annotations
@@ -21,8 +25,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker_agents.core.auction import Mechanism, PaymentRule
+from node.auth.roles import Role
 from node.cli import common
-from node.cli.common import DEFAULT_PREFIX, DEFAULT_URL, JsonOpt, NatsOpt, PrefixOpt, TimeoutOpt
+from node.cli.common import (
+    DEFAULT_PREFIX,
+    ContextOpt,
+    CredsOpt,
+    JsonOpt,
+    NatsOpt,
+    PrefixOpt,
+    TimeoutOpt,
+    TlsCaOpt,
+)
 from node.exitcodes import ExitCode
 
 if TYPE_CHECKING:  # imported when a command needs it
@@ -55,7 +69,8 @@ def run_command(
     no_budgets: Annotated[bool, typer.Option("--no-budgets",
                                              help="no escrow or settlement")] = False,
     timeout: TimeoutOpt = 30.0,
-    nats_url: NatsOpt = DEFAULT_URL,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None,
     prefix: PrefixOpt = DEFAULT_PREFIX,
     as_json: JsonOpt = False,
 ) -> None:
@@ -77,7 +92,7 @@ def run_command(
             request[key] = value
 
     async def auction() -> dict[str, Any]:
-        nc = await common.connect(nats_url)
+        nc = await common.connect(common.Target(nats_url, context, creds, tls_ca))
         try:
             return await run_auction(nc, request, timeout=timeout, subjects=Subjects(prefix))
         finally:
@@ -104,12 +119,13 @@ def outcome_table(result: dict[str, Any]) -> Table:
     return common.pairs_table(f"auction {result['auction_id']} ({result['mechanism']})", rows)
 
 
-async def _with_ledger(url: str, prefix: str, use: Callable[[Ledger], Awaitable[T]]) -> T:
+async def _with_ledger(where: common.Target, prefix: str, role: Role,
+                       use: Callable[[Ledger], Awaitable[T]]) -> T:
     from broker_agents.auction.ledger import Ledger
     from broker_agents.kv import open_bucket
     from broker_agents.subjects import Subjects
 
-    nc = await common.connect(url)
+    nc = await common.connect(where, role=role)
     try:
         return await use(Ledger(await open_bucket(nc.jetstream(),
                                                   Subjects(prefix).bucket("accounts"))))
@@ -118,11 +134,13 @@ async def _with_ledger(url: str, prefix: str, use: Callable[[Ledger], Awaitable[
 
 
 @app.command("accounts")
-def accounts(nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+def accounts(nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+             tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
              as_json: JsonOpt = False) -> None:
     """List every account: balance, reserved (escrow), available, per-task cap."""
-    every = common.run(_with_ledger(nats_url, prefix, lambda ledger: ledger.all_accounts()),
-                       as_json)
+    at = common.Target(nats_url, context, creds, tls_ca)
+    every = common.run(_with_ledger(at, prefix, Role.OBSERVER,
+                                    lambda ledger: ledger.all_accounts()), as_json)
     rows = [{"owner": a.owner, "balance": a.balance, "reserved": a.reserved,
              "available": a.available, "max_per_task": a.max_per_task} for a in every]
     common.show(rows, as_json, lambda: _accounts_table(rows))
@@ -144,11 +162,15 @@ def deposit(
     owner: str, amount: Annotated[float, typer.Argument(min=0)],
     max_per_task: Annotated[float | None, typer.Option(min=0)] = None,
     op_id: Annotated[str | None, typer.Option(help="idempotency key")] = None,
-    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
     as_json: JsonOpt = False,
 ) -> None:
     """Add money to an account (created if missing); idempotent with --op-id."""
-    acc = common.run(_with_ledger(nats_url, prefix, lambda ledger: ledger.deposit(
+    at = common.Target(nats_url, context, creds, tls_ca)
+    # node creds: a deposit still writes the accounts bucket directly (to move behind the
+    # treasury's request subject, ``<p>.treasury.deposit``, with trust part 2)
+    acc = common.run(_with_ledger(at, prefix, Role.NODE, lambda ledger: ledger.deposit(
         owner, amount, op_id or uuid.uuid4().hex, max_per_task)), as_json)
     row = {"owner": acc.owner, "balance": acc.balance, "reserved": acc.reserved,
            "max_per_task": acc.max_per_task}
@@ -161,7 +183,8 @@ def audit_command(
     grace_ms: Annotated[int, typer.Option(
         "--grace-ms", min=0, help="a hold naming no stored auction is orphaned after this "
         "long (default 30000)")] = 30_000,
-    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
     as_json: JsonOpt = False,
 ) -> None:
     """Every hold with its auction's stage, every balance, the conservation totals.
@@ -174,7 +197,8 @@ def audit_command(
     from broker_agents.subjects import Subjects
 
     async def work() -> tuple[Audit, Snapshot]:
-        nc = await common.connect(nats_url)
+        at = common.Target(nats_url, context, creds, tls_ca)
+        nc = await common.connect(at, role=Role.OBSERVER)
         try:
             js, sub = nc.jetstream(), Subjects(prefix)
             return await run_audit(await open_bucket(js, sub.bucket("accounts")),

@@ -45,7 +45,7 @@ def registry(as_json: JsonOpt = False) -> None:
     from node.bench.harness import on_fresh_server
     from node.bench.registry import run_registry_bench
 
-    result = asyncio.run(on_fresh_server(lambda url, _tmp: run_registry_bench(url)))
+    result = asyncio.run(on_fresh_server(lambda server, _tmp: run_registry_bench(server)))
     _show("registry", result, as_json)
 
 
@@ -59,8 +59,8 @@ def consensus(
     from node.bench.consensus import run_consensus_bench
     from node.bench.harness import on_fresh_server
 
-    result = asyncio.run(on_fresh_server(lambda url, tmp: run_consensus_bench(
-        url, proposals=proposals, pipelined=pipelined, tmp_dir=tmp)))
+    result = asyncio.run(on_fresh_server(lambda server, tmp: run_consensus_bench(
+        server, proposals=proposals, pipelined=pipelined, tmp_dir=tmp)))
     _show("consensus", result, as_json)
 
 

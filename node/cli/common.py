@@ -1,7 +1,13 @@
 """What every ``broker-agents`` command shares, written once.
 
-- option types (``--nats``, ``--prefix``, ``--json``, ``--timeout``, ``--config``);
-- ``connect``: a command's NATS connection, where failing to connect is an
+- option types (``--nats``, ``--prefix``, ``--json``, ``--timeout``, ``--config``, and who
+  a command is: ``--context``, ``--creds``, ``--tls-ca``, also ``$BA_CONTEXT``,
+  ``$BA_CREDS``, ``$BA_TLS_CA``);
+- ``Target`` and ``connect``: a command's NATS connection as the least role that can do
+  its work (client by default; observer to read a bucket; node where a command still
+  writes one directly). With no ``--context``, the role's context is found by itself
+  (``~/.config/broker-agents/``, then ``./data/auth/``, what a local node writes);
+  ``--creds`` and ``--tls-ca`` override the context's. Failing to connect is an
   ``unavailable`` error rather than a traceback;
 - ``run``: run a command's coroutine; a ``BrokerError`` (or NATS trouble) becomes a
   structured error and ``ExitCode.FAILURE``;
@@ -17,6 +23,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -28,7 +35,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.transport import connect_client
+from broker_agents.transport import Security, connect_client
+from node.auth import context as contexts
+from node.auth.context import ClientContext
+from node.auth.creds import creds_inbox_prefix
+from node.auth.roles import Role
 from node.exitcodes import ExitCode
 
 T = TypeVar("T")
@@ -40,7 +51,20 @@ err_console = Console(stderr=True)
 DEFAULT_URL = "nats://127.0.0.1:4222"
 DEFAULT_PREFIX = "ba"
 
-NatsOpt = Annotated[str, typer.Option("--nats", help="NATS server URL")]
+NatsOpt = Annotated[str | None, typer.Option(
+    "--nats", help="NATS server URL(s), comma-separated (default: the context's servers, "
+                   f"else {DEFAULT_URL})")]
+ContextOpt = Annotated[Path | None, typer.Option(
+    "--context", envvar="BA_CONTEXT",
+    help="client context file: servers, creds, CA (default: found by itself for the role "
+         "the command needs, in ~/.config/broker-agents/ or ./data/auth/)")]
+CredsOpt = Annotated[Path | None, typer.Option(
+    "--creds", envvar="BA_CREDS", help="NATS user .creds file (instead of the context's)")]
+TlsCaOpt = Annotated[Path | None, typer.Option(
+    "--tls-ca", envvar="BA_TLS_CA",
+    help="CA that signed the servers' certificates (instead of the context's)")]
+InsecureOpt = Annotated[bool, typer.Option(
+    "--insecure", help="no NATS authentication, permissions or TLS (experiments only)")]
 PrefixOpt = Annotated[str, typer.Option("--prefix", help="subject and bucket prefix")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1,
@@ -49,34 +73,88 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c",
                                                 help="node config file (TOML)")]
 
 
+_denied: list[str] = []  # permissions violations the server reported to this command
+
+
 async def _quiet(exc: Exception) -> None:
-    """Connection trouble is reported once, as the command's error, not as tracebacks."""
+    """Connection trouble is reported once, as the command's error, not as tracebacks;
+    a permissions violation is kept, to explain a request that then got no reply."""
+    if "permissions violation" in str(exc).lower():
+        _denied.append(str(exc))
 
 
-async def connect(url: str, *, reconnect: bool = False) -> NATS:
-    """A command's connection; one that cannot be made is a ``BrokerError(UNAVAILABLE)``.
+@dataclass(frozen=True)
+class Target:
+    """Where a command connects and who it says it is: its options, as given."""
 
-    One-shot commands try once; ``reconnect=True`` (``var watch``) keeps nats-py's
-    reconnecting default for a connection that lives until Ctrl-C.
+    nats: str | None = None
+    context: Path | None = None
+    creds: Path | None = None
+    tls_ca: Path | None = None
+
+    def resolve(self, role: Role = Role.CLIENT) -> tuple[list[str], Security, Path | None]:
+        """Servers, security and the context file used (if any) for a ``role`` command."""
+        found = contexts.find(self.context, role=role)
+        ctx = ClientContext.read(found) if found is not None else None
+        base = ctx.security() if ctx is not None else Security()
+        security = Security(
+            creds_file=self.creds or base.creds_file,
+            tls_ca_file=self.tls_ca or base.tls_ca_file,
+            inbox_prefix=creds_inbox_prefix(self.creds) if self.creds else base.inbox_prefix)
+        if self.nats:
+            servers = [u.strip() for u in self.nats.split(",") if u.strip()]
+        else:
+            servers = list(ctx.servers) if ctx is not None else [DEFAULT_URL]
+        return servers, security, found
+
+
+async def connect(where: Target, *, role: Role = Role.CLIENT, reconnect: bool = False) -> NATS:
+    """A command's connection as ``role``; one that cannot be made is a
+    ``BrokerError(UNAVAILABLE)`` that says which servers and which identity were tried.
+
+    Every server is tried (twice) before the command gives up; ``reconnect=True`` (``var
+    watch``) reconnects after a later disconnect, for a connection that lives until Ctrl-C.
     """
-    options: dict[str, Any] = {} if reconnect else {"max_reconnect_attempts": 1}
+    servers, security, found = where.resolve(role)
+    options: dict[str, Any] = {"max_reconnect_attempts": 1, "reconnect_time_wait": 0.25}
+    if not reconnect:
+        options["allow_reconnect"] = False
     try:
-        return await connect_client(url, connect_timeout=3, error_cb=_quiet, **options)
+        return await connect_client(servers, security=security, connect_timeout=3,
+                                    error_cb=_quiet, **options)
     except Exception as exc:
+        who = (f"context {found}" if found else f"creds {security.creds_file}"
+               if security.creds_file else "no credentials (no context found: --context, "
+               "$BA_CONTEXT, or run where ./data/auth is)")
         raise BrokerError(ErrorCode.UNAVAILABLE,
-                          f"cannot connect to NATS at {url}: {exc}") from exc
+                          f"cannot connect to NATS at {', '.join(servers)} as {role} with "
+                          f"{who}: {exc}", {"servers": servers, "role": str(role)}) from exc
+
+
+def warn_insecure() -> None:
+    """What ``--insecure`` turns off, said before anything starts."""
+    err_console.print("[bold red]--insecure[/bold red]: NATS runs without authentication, "
+                      "permissions and TLS. Anyone who reaches it can read and write every "
+                      "subject and bucket, balances and Raft traffic included. For "
+                      "experiments only.")
 
 
 def run(work: Coroutine[Any, Any, T], as_json: bool = False) -> T:
-    """``asyncio.run(work)``; an error is printed (see ``fail``) and exits FAILURE."""
+    """``asyncio.run(work)``; an error is printed (see ``fail``) and exits FAILURE. A
+    request the server refused to carry (a permissions violation) is ``forbidden``."""
+    _denied.clear()
     try:
         return asyncio.run(work)
     except BrokerError as err:
         fail(err, as_json)
-    except nats.errors.NoRespondersError:
-        fail(BrokerError(ErrorCode.UNAVAILABLE, "nobody is listening for this request"),
-             as_json)
-    except TimeoutError as exc:  # nats-py's timeouts are TimeoutErrors too
+    except (nats.errors.NoRespondersError, TimeoutError) as exc:
+        if _denied:
+            fail(BrokerError(ErrorCode.FORBIDDEN, f"{_denied[0]}: the identity this command "
+                             "used may not do that; give it a context (--context) of a role "
+                             "that may", {"violations": list(_denied)}), as_json)
+        if isinstance(exc, nats.errors.NoRespondersError):
+            fail(BrokerError(ErrorCode.UNAVAILABLE, "nobody is listening for this request"),
+                 as_json)
         fail(BrokerError(ErrorCode.TIMEOUT, f"no reply in time: {exc!r}"), as_json)
     except (OSError, nats.errors.Error) as exc:
         fail(BrokerError(ErrorCode.UNAVAILABLE, f"cannot reach NATS: {exc!r}"), as_json)

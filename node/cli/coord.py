@@ -25,7 +25,16 @@ from broker_agents.core.errors import BrokerError
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from node.cli import common
-from node.cli.common import DEFAULT_PREFIX, DEFAULT_URL, JsonOpt, NatsOpt, PrefixOpt, TimeoutOpt
+from node.cli.common import (
+    DEFAULT_PREFIX,
+    ContextOpt,
+    CredsOpt,
+    JsonOpt,
+    NatsOpt,
+    PrefixOpt,
+    TimeoutOpt,
+    TlsCaOpt,
+)
 from node.exitcodes import ExitCode
 
 app = typer.Typer(no_args_is_help=True, help="Coordination: JSON Schemas and requests.")
@@ -51,8 +60,9 @@ def _load(spec: str) -> Any:
     return json.loads(text)
 
 
-async def _send(url: str, prefix: str, protocol: str, body: Any, timeout: float) -> Any:
-    nc = await common.connect(url)
+async def _send(where: common.Target, prefix: str, protocol: str, body: Any,
+                timeout: float) -> Any:
+    nc = await common.connect(where)
     try:
         reply = await nats_request(nc, Subjects(prefix).coord(protocol),
                                    codec.encode(body, as_json=True), timeout=timeout)
@@ -66,7 +76,8 @@ def request_command(
                                                  "leader, ensemble or auto")],
     request_json: Annotated[str, typer.Argument(metavar="REQUEST",
                                                 help="request JSON, or @file.json")],
-    nats_url: NatsOpt = DEFAULT_URL,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None,
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 30.0,
     prefix: PrefixOpt = DEFAULT_PREFIX,
@@ -79,7 +90,8 @@ def request_command(
     except (OSError, ValueError) as exc:
         common.err_console.print(f"[red]bad request JSON[/red] {exc}")
         raise typer.Exit(ExitCode.USAGE) from None
-    reply = common.run(_send(nats_url, prefix, protocol, body, timeout), as_json)
+    at = common.Target(nats_url, context, creds, tls_ca)
+    reply = common.run(_send(at, prefix, protocol, body, timeout), as_json)
     err = BrokerError.from_payload(reply)
     if err is not None:
         common.fail(err, as_json)

@@ -7,15 +7,17 @@ import asyncio
 import typer
 from rich.table import Table
 
-from node.cli.common import console
+from node.cli.common import InsecureOpt, console, warn_insecure
 from node.exitcodes import ExitCode
 
 
-def demo() -> None:
+def demo(insecure: InsecureOpt = False) -> None:
     """Start a local 3-node cluster, exercise sample agents over NATS, print what happened."""
     from node.demo import run_demo
 
-    steps, codes = asyncio.run(run_demo())
+    if insecure:
+        warn_insecure()
+    steps, codes = asyncio.run(run_demo(insecure=insecure))
     table = Table(title="broker-agents demo: 3 node daemons, agents talking over NATS")
     for col in ("step", "subject", "outcome", "ok"):
         table.add_column(col)

@@ -7,7 +7,8 @@
     broker-agents registry query --criteria '[{"field":"health","op":"in","value":["healthy"]}]'
 
 Reads a snapshot of the agents bucket directly (no node needs to be running), through the
-same ``LocalView`` and query engine the nodes use.
+same ``LocalView`` and query engine the nodes use: so it connects as an ``observer`` (the
+role that may read buckets), not a client. A client asks over ``<p>.registry.*`` instead.
 """
 
 from __future__ import annotations
@@ -23,8 +24,17 @@ from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.registry.record import AgentRecord
 from broker_agents.registry.view import LocalView
 from broker_agents.subjects import Subjects
+from node.auth.roles import Role
 from node.cli import common
-from node.cli.common import DEFAULT_PREFIX, DEFAULT_URL, JsonOpt, NatsOpt, PrefixOpt
+from node.cli.common import (
+    DEFAULT_PREFIX,
+    ContextOpt,
+    CredsOpt,
+    JsonOpt,
+    NatsOpt,
+    PrefixOpt,
+    TlsCaOpt,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Agent registry: list, get, find, query.")
 T = TypeVar("T")
@@ -39,10 +49,10 @@ def parse_where(text: str) -> dict[str, Any]:
     return {"field": field, "op": op, "value": common.json_or_text(raw)}
 
 
-async def _with_view(url: str, prefix: str, use: Callable[[LocalView], T]) -> T:
+async def _with_view(where: common.Target, prefix: str, use: Callable[[LocalView], T]) -> T:
     import nats.js.errors
 
-    nc = await common.connect(url)
+    nc = await common.connect(where, role=Role.OBSERVER)
     try:
         try:
             kv = await nc.jetstream().key_value(Subjects(prefix).bucket("agents"))
@@ -59,9 +69,9 @@ async def _with_view(url: str, prefix: str, use: Callable[[LocalView], T]) -> T:
         await nc.close()
 
 
-def _agents(url: str, prefix: str, as_json: bool,
+def _agents(where: common.Target, prefix: str, as_json: bool,
             use: Callable[[LocalView], list[AgentRecord]], title: str) -> None:
-    records = common.run(_with_view(url, prefix, use), as_json)
+    records = common.run(_with_view(where, prefix, use), as_json)
     common.show([r.model_dump(mode="json") for r in records], as_json,
                 lambda: _agents_table(records, title))
 
@@ -78,17 +88,21 @@ def _agents_table(records: list[AgentRecord], title: str) -> Table:
 
 
 @app.command("ls")
-def ls(nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+def ls(nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+       tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
        as_json: JsonOpt = False) -> None:
     """List every registered agent."""
-    _agents(nats_url, prefix, as_json, lambda v: v.all_agents(), "agents")
+    at = common.Target(nats_url, context, creds, tls_ca)
+    _agents(at, prefix, as_json, lambda v: v.all_agents(), "agents")
 
 
 @app.command("get")
-def get(agent_id: str, nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+def get(agent_id: str, nats_url: NatsOpt = None, context: ContextOpt = None,
+        creds: CredsOpt = None, tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
         as_json: JsonOpt = False) -> None:
     """Show one agent."""
-    record = common.run(_with_view(nats_url, prefix, lambda v: v.get(agent_id)), as_json)
+    at = common.Target(nats_url, context, creds, tls_ca)
+    record = common.run(_with_view(at, prefix, lambda v: v.get(agent_id)), as_json)
     if record is None:
         missing = BrokerError(ErrorCode.NOT_FOUND, f"agent {agent_id!r} is not registered")
         common.fail(missing, as_json)
@@ -103,7 +117,8 @@ def find(
     capability: Annotated[str | None, typer.Option(help="has this capability")] = None,
     node: Annotated[str | None, typer.Option(help="runs on this node")] = None,
     health: Annotated[str | None, typer.Option(help="healthy|degraded|unhealthy")] = None,
-    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
     as_json: JsonOpt = False,
 ) -> None:
     """Find agents by capability, node and/or health (AND-ed)."""
@@ -112,14 +127,16 @@ def find(
                 if v is not None]
     if not criteria:
         raise typer.BadParameter("give at least one of --capability, --node, --health")
-    _agents(nats_url, prefix, as_json, lambda v: v.query(criteria), "found")
+    at = common.Target(nats_url, context, creds, tls_ca)
+    _agents(at, prefix, as_json, lambda v: v.query(criteria), "found")
 
 
 @app.command("query")
 def query(
     where: Annotated[list[str] | None, typer.Argument(help="'field op value' criteria")] = None,
     criteria_json: Annotated[str | None, typer.Option("--criteria", help="JSON list")] = None,
-    nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
     as_json: JsonOpt = False,
 ) -> None:
     """Query with AND-ed criteria (eq neq gt gte lt lte in not_in) over dot paths."""
@@ -129,4 +146,5 @@ def query(
             criteria += json.loads(criteria_json)
         except ValueError as exc:
             raise typer.BadParameter(f"--criteria is not JSON: {exc}") from None
-    _agents(nats_url, prefix, as_json, lambda v: v.query(criteria), "matched")
+    at = common.Target(nats_url, context, creds, tls_ca)
+    _agents(at, prefix, as_json, lambda v: v.query(criteria), "matched")

@@ -10,7 +10,8 @@
 
 Writes are proposals to the consensus group; reads are linearizable reads through it
 (``--group``, default ``variables``). ``--json`` prints machine-readable output. Values on
-the command line are JSON when they parse as JSON, else strings.
+the command line are JSON when they parse as JSON, else strings. Every command is a client's request
+to the group, but ``watch``, which reads change events (an observer's).
 """
 
 from __future__ import annotations
@@ -29,8 +30,18 @@ from broker_agents.codec import decode
 from broker_agents.subjects import Subjects
 from broker_agents.variables.client import Variables
 from broker_agents.variables.models import VariableChange
+from node.auth.roles import Role
 from node.cli import common
-from node.cli.common import DEFAULT_PREFIX, DEFAULT_URL, JsonOpt, NatsOpt, PrefixOpt
+from node.cli.common import (
+    DEFAULT_PREFIX,
+    ContextOpt,
+    CredsOpt,
+    JsonOpt,
+    NatsOpt,
+    PrefixOpt,
+    Target,
+    TlsCaOpt,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Cluster-wide variables: ls, get, set, watch, "
                   "history, define, freeze.")
@@ -50,12 +61,12 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return values
 
 
-def _call(url: str, prefix: str, group: str, as_json: bool,
+def _call(where: common.Target, prefix: str, group: str, as_json: bool,
           use: Callable[[Variables], Awaitable[T]]) -> T:
     """Connect, ``use`` a ``Variables`` client, close; errors exit (``common.run``)."""
 
     async def call() -> T:
-        nc = await common.connect(url)
+        nc = await common.connect(where)
         try:
             return await use(Variables(nc, group, Subjects(prefix)))
         finally:
@@ -74,10 +85,12 @@ def _show_result(result: Any, as_json: bool) -> None:
 
 @app.command("ls")
 def ls(space: Annotated[str | None, typer.Argument(help="only this space")] = None,
-       nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+       nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+       tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
        group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
     """List spaces with their versions and current values."""
-    state = _call(nats_url, prefix, group, as_json, lambda v: v.state())
+    at = Target(nats_url, context, creds, tls_ca)
+    state = _call(at, prefix, group, as_json, lambda v: v.state())
     rows = [s for n, s in sorted(state.items()) if space is None or n == space]
 
     def render() -> Table:
@@ -94,11 +107,14 @@ def ls(space: Annotated[str | None, typer.Argument(help="only this space")] = No
 
 
 @app.command("get")
-def get(space: str, variable: str, nats_url: NatsOpt = DEFAULT_URL,
-        prefix: PrefixOpt = DEFAULT_PREFIX, group: GroupOpt = DEFAULT_GROUP,
+def get(space: str, variable: str,
+        nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+        tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
+        group: GroupOpt = DEFAULT_GROUP,
         as_json: JsonOpt = False) -> None:
     """Show one variable (a linearizable read)."""
-    view = _call(nats_url, prefix, group, as_json, lambda v: v.get(space, variable))
+    at = Target(nats_url, context, creds, tls_ca)
+    view = _call(at, prefix, group, as_json, lambda v: v.get(space, variable))
     frozen = " (frozen)" if view.frozen else ""
     common.show(view.model_dump(mode="json"), as_json,
                 lambda: f"{space}.{variable} = {view.value!r} at version {view.version}{frozen}")
@@ -110,35 +126,42 @@ def set_(space: str, assignments: Annotated[list[str], typer.Argument(help="name
              "--expect-version", help="commit only if the space is at this version")] = None,
          reason: Annotated[str, typer.Option("--reason")] = "",
          actor: Annotated[str, typer.Option("--actor")] = "cli",
-         nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+         nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+         tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
          group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
     """Commit new values (validated as a whole configuration)."""
     values = parse_assignments(assignments)
-    _show_result(_call(nats_url, prefix, group, as_json, lambda v: v.set(
+    at = Target(nats_url, context, creds, tls_ca)
+    _show_result(_call(at, prefix, group, as_json, lambda v: v.set(
         space, values, expected_version=expect_version, actor=actor, reason=reason)), as_json)
 
 
 @app.command("define")
 def define(path: Annotated[Path, typer.Argument(help="a JSON file holding a VariableSpace")],
-           nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+           nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+           tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
            group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
     """Define (or redefine) a space."""
     spec = json.loads(path.read_text())
-    _show_result(_call(nats_url, prefix, group, as_json,
+    at = Target(nats_url, context, creds, tls_ca)
+    _show_result(_call(at, prefix, group, as_json,
                        lambda v: v.define_space(spec, actor="cli")), as_json)
 
 
 def _freezing(frozen: bool) -> Callable[..., None]:
     """The ``freeze`` (``frozen=True``) or ``unfreeze`` command: the same but for the call."""
 
-    def command(space: str, variable: str, nats_url: NatsOpt = DEFAULT_URL,
-                prefix: PrefixOpt = DEFAULT_PREFIX, group: GroupOpt = DEFAULT_GROUP,
+    def command(space: str, variable: str,
+                nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+                tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
+                group: GroupOpt = DEFAULT_GROUP,
                 as_json: JsonOpt = False) -> None:
         def change(v: Variables) -> Awaitable[Any]:
             call = v.freeze if frozen else v.unfreeze
             return call(space, variable, actor="cli")
 
-        _show_result(_call(nats_url, prefix, group, as_json, change), as_json)
+        at = Target(nats_url, context, creds, tls_ca)
+        _show_result(_call(at, prefix, group, as_json, change), as_json)
 
     command.__doc__ = ("Freeze a variable: nothing (operator or engine) changes it until "
                        "unfrozen." if frozen else "Let a frozen variable change again.")
@@ -150,11 +173,14 @@ app.command("unfreeze")(_freezing(False))
 
 
 @app.command("history")
-def history(space: str, variable: str, nats_url: NatsOpt = DEFAULT_URL,
-            prefix: PrefixOpt = DEFAULT_PREFIX, group: GroupOpt = DEFAULT_GROUP,
+def history(space: str, variable: str,
+            nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+            tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
+            group: GroupOpt = DEFAULT_GROUP,
             as_json: JsonOpt = False) -> None:
     """The last committed values of a variable (bounded), oldest first."""
-    entries = _call(nats_url, prefix, group, as_json, lambda v: v.history(space, variable))
+    at = Target(nats_url, context, creds, tls_ca)
+    entries = _call(at, prefix, group, as_json, lambda v: v.history(space, variable))
 
     def render() -> Table:
         table = Table(title=f"{space}.{variable} history ({len(entries)})")
@@ -167,9 +193,10 @@ def history(space: str, variable: str, nats_url: NatsOpt = DEFAULT_URL,
     common.show([e.model_dump(mode="json") for e in entries], as_json, render)
 
 
-async def _watch(url: str, prefix: str, space: str | None, count: int | None,
+async def _watch(where: common.Target, prefix: str, space: str | None, count: int | None,
                  as_json: bool) -> None:
-    nc = await common.connect(url, reconnect=True)
+    # change events are an observer's to read
+    nc = await common.connect(where, role=Role.OBSERVER, reconnect=True)
     seen: dict[str, int] = {}
     done = asyncio.Event()
     shown = 0
@@ -203,8 +230,10 @@ async def _watch(url: str, prefix: str, space: str | None, count: int | None,
 @app.command("watch")
 def watch(space: Annotated[str | None, typer.Argument(help="only this space")] = None,
           count: Annotated[int | None, typer.Option("--count", help="stop after N")] = None,
-          nats_url: NatsOpt = DEFAULT_URL, prefix: PrefixOpt = DEFAULT_PREFIX,
+          nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+          tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
           as_json: JsonOpt = False) -> None:
     """Print committed changes as they happen (Ctrl-C to stop)."""
     with contextlib.suppress(KeyboardInterrupt):
-        common.run(_watch(nats_url, prefix, space, count, as_json), as_json)
+        at = Target(nats_url, context, creds, tls_ca)
+        common.run(_watch(at, prefix, space, count, as_json), as_json)
