@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +19,9 @@ from broker_agents.runtime import AgentRunner
 from broker_agents.samples import Calculate, CalculatorAgent
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
-from node.embedded import NatsServer
+from node.auth.roles import Role
+from node.embedded import NatsServer, start_server
+from tests.secured import connect_as
 
 S = Subjects()
 json_values = st.recursive(
@@ -33,19 +34,19 @@ json_values = st.recursive(
 class LoopThread:
     """An event loop in a thread hosting one agent, so sync hypothesis tests can call it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, server: NatsServer) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.url = url
+        self.server = server
         self.call(self._start())
 
     def call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=20)
 
     async def _start(self) -> None:
-        self.host_nc = await nats.connect(self.url)
-        self.client = await nats.connect(self.url)
+        self.host_nc = await connect_as(self.server, Role.NODE)
+        self.client = await connect_as(self.server, Role.CLIENT)  # fuzzing is a client's
         self.runner = AgentRunner(CalculatorAgent("calc"), self.host_nc, node_id="fuzz",
                                   subjects=S)
         ready = asyncio.Event()
@@ -70,8 +71,8 @@ class LoopThread:
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopThread]:
-    server = NatsServer(store_dir=tmp_path_factory.mktemp("fuzz")).start()
-    hosted = LoopThread(server.url)
+    server = start_server(tmp_path_factory.mktemp("fuzz"))
+    hosted = LoopThread(server)
     yield hosted
     hosted.close()
     server.stop()

@@ -9,7 +9,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY
@@ -21,6 +20,9 @@ from broker_agents.messages import MAX_NAME_CHARS
 from broker_agents.runtime import AgentRunner
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
+from node.auth.roles import Role
+from node.embedded import NatsServer
+from tests.secured import connect_as
 
 S = Subjects()
 
@@ -44,9 +46,10 @@ class Bloater(Agent):
 
 
 @pytest.fixture
-async def hosted(nats_url: str) -> AsyncIterator[tuple[NATS, AgentRunner, asyncio.Task[None]]]:
-    host = await nats.connect(nats_url)
-    client = await nats.connect(nats_url)
+async def hosted(nats_server: NatsServer
+                 ) -> AsyncIterator[tuple[NATS, AgentRunner, asyncio.Task[None]]]:
+    host = await connect_as(nats_server, Role.NODE)
+    client = await connect_as(nats_server, Role.CLIENT)
     runner = AgentRunner(Bloater("bloater"), host, node_id="n", subjects=S)
     ready = asyncio.Event()
     task = asyncio.create_task(runner.run(ready.set))

@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -19,6 +18,9 @@ from broker_agents.runtime import AgentRunner
 from broker_agents.samples import Calculate, CalculatorAgent, Crash, Echo, EchoAgent, WorkerAgent
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
+from node.auth.roles import Role
+from node.embedded import NatsServer
+from tests.secured import connect_as
 
 S = Subjects()
 
@@ -47,8 +49,8 @@ class Hosted:
 
 
 @pytest.fixture
-async def host(nats_url: str) -> AsyncIterator[Hosted]:
-    nc = await nats.connect(nats_url)
+async def host(nats_server: NatsServer) -> AsyncIterator[Hosted]:
+    nc = await connect_as(nats_server, Role.NODE)
     hosted = Hosted(nc)
     yield hosted
     await hosted.stop_all()
@@ -145,15 +147,15 @@ async def test_graceful_stop_finishes_in_flight_handlers_and_leaves_no_tasks(
         if count["started"] == 3:
             started.set()
 
-    sub = await nc.subscribe("test.release.started", cb=on_started)
+    sub = await nc.subscribe("ba.test.release.started", cb=on_started)
     pending = [asyncio.ensure_future(nats_request(nc,
-        S.agent("w"), codec.encode(envelope_work("test.release")), timeout=10))
+        S.agent("w"), codec.encode(envelope_work("ba.test.release")), timeout=10))
         for _ in range(3)]
     async with asyncio.timeout(5):
         await started.wait()
     assert runner.in_flight == 3
     runner.stop()
-    await nc.publish("test.release", b"")
+    await nc.publish("ba.test.release", b"")
     async with asyncio.timeout(10):
         await host.tasks["w"]
     replies = [codec.decode(r.data) for r in await asyncio.gather(*pending)]

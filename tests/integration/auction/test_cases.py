@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 
 from broker_agents.auction.client import run_auction
 from broker_agents.core.errors import BrokerError
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 from tests.integration.auction.helpers import S, ask, auctioneer, bidder, ledger, stats
 
@@ -48,7 +49,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loc
     c = LocalCluster(Path(tmp_path_factory.mktemp("auction")), nodes=2,
                      agents=[NODE_1, NODE_2])
     await c.start()
-    nc = await c.client()
+    nc = await c.client(Role.NODE)  # deposits still write the accounts bucket directly
     book = await ledger(nc)
     for who in FUNDED:
         await book.deposit(who, 1000.0, "funding")
@@ -62,7 +63,16 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loc
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
+    """A client's connection: auctions and agents are public requests."""
     conn = await cluster.client()
+    yield conn
+    await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def observer(cluster: LocalCluster) -> AsyncIterator[NATS]:
+    """An observer's: reading the accounts bucket is not a client's business."""
+    conn = await cluster.client(Role.OBSERVER)
     yield conn
     await conn.close()
 
@@ -71,12 +81,12 @@ async def run(nc: NATS, **request: Any) -> dict[str, Any]:
     return await run_auction(nc, request, timeout=20)
 
 
-async def test_first_price_highest_bid_wins_and_pays_its_bid(nc: NATS) -> None:
-    before = await (await ledger(nc)).account("bidder2")
+async def test_first_price_highest_bid_wins_and_pays_its_bid(nc: NATS, observer: NATS) -> None:
+    before = await (await ledger(observer)).account("bidder2")
     r = await run(nc, type="first_price", participants=["bidder1", "bidder2", "bidder3"])
     assert (r["winner"], r["price"], r["num_bids"], r["tie_broken"]) == ("bidder2", 15.0, 3, False)
     assert r["status"] == "settled" and r["settled"]
-    after = await (await ledger(nc)).account("bidder2")
+    after = await (await ledger(observer)).account("bidder2")
     assert before is not None and after is not None
     assert after.balance == before.balance - 15.0 and after.reserved == 0.0
 
@@ -148,13 +158,13 @@ async def test_capability_discovery_finds_bidders_on_both_nodes(nc: NATS) -> Non
     assert (r["invited"], r["winner"], r["price"]) == (2, "gpu2", 7.0)
 
 
-async def test_a_bid_above_available_funds_is_rejected(nc: NATS) -> None:
+async def test_a_bid_above_available_funds_is_rejected(nc: NATS, observer: NATS) -> None:
     r = await run(nc, type="first_price", participants=["poor", "rich"])
     assert (r["winner"], r["price"], r["num_bids"]) == ("rich", 11.0, 1)
     notices = (await stats(nc, "poor"))["notices"]
     mine = [n for n in notices if n["auction_id"] == r["auction_id"]]
     assert [n["reason"] for n in mine] == ["insufficient_funds"]
-    acc = await (await ledger(nc)).account("poor")
+    acc = await (await ledger(observer)).account("poor")
     assert acc is not None and acc.balance == 5.0
 
 
@@ -166,8 +176,9 @@ async def test_a_bid_above_max_per_task_is_rejected_saying_so(nc: NATS) -> None:
     assert mine and "exceeds the maximum per-task budget" in mine[0]["message"]
 
 
-async def test_unacknowledged_award_fails_cleanly_and_releases_escrow(nc: NATS) -> None:
-    book = await ledger(nc)
+async def test_unacknowledged_award_fails_cleanly_and_releases_escrow(
+        nc: NATS, observer: NATS) -> None:
+    book = await ledger(observer)
     before = await book.account("flaky")
     r = await run(nc, type="first_price", participants=["flaky", "rich"])
     assert (r["status"], r["settled"], r["winner"]) == ("failed", False, "flaky")
@@ -177,8 +188,8 @@ async def test_unacknowledged_award_fails_cleanly_and_releases_escrow(nc: NATS) 
     assert (after.balance, after.reserved) == (before.balance, 0.0)
 
 
-async def test_budgets_never_negative_under_concurrent_auctions(nc: NATS) -> None:
-    book = await ledger(nc)
+async def test_budgets_never_negative_under_concurrent_auctions(nc: NATS, observer: NATS) -> None:
+    book = await ledger(observer)
     # thrifty has 25: enough for two of the four 10.0 wins, whatever the interleaving.
     results = await asyncio.gather(*(
         run(nc, type="english", participants=["thrifty"], start_price=10.0, seller="shop4")

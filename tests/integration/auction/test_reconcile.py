@@ -29,8 +29,11 @@ from broker_agents.core.budget import Account
 from broker_agents.kv import open_bucket
 from broker_agents.kvfeed import KvMirror
 from broker_agents.reputation import ReputationBook
+from node.auth.roles import Role
 from node.cluster import LocalCluster
+from node.embedded import NatsServer
 from tests.integration.auction.helpers import S, auctioneer
+from tests.secured import cli_args
 
 GRACE_MS = 60_000
 
@@ -79,10 +82,11 @@ async def _store_auction(nc: NATS, aid: str, stage: Stage, amount: float,
         update={"stage": stage, "state": state})))
 
 
-async def _cli_audit(url: str, *args: str) -> tuple[int, dict[str, Any]]:
+async def _cli_audit(server: NatsServer, *args: str) -> tuple[int, dict[str, Any]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from node.cli.auction import app; app()", "audit", "--json",
-        "--nats", url, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *cli_args(server, Role.OBSERVER), *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert out, err.decode()
     return proc.returncode or 0, json.loads(out)
@@ -90,7 +94,7 @@ async def _cli_audit(url: str, *args: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.timeout(60)
 async def test_orphaned_holds_are_released_exactly_once_and_live_ones_kept(
-        nc: NATS, nats_url: str) -> None:
+        nc: NATS, nats_server: NatsServer) -> None:
     js = nc.jetstream()
     accounts = await open_bucket(js, S.bucket("accounts"))
     auctions = await open_bucket(js, S.bucket("auctions"))
@@ -106,7 +110,7 @@ async def test_orphaned_holds_are_released_exactly_once_and_live_ones_kept(
     await accounts.put("junk", b"\xc1 not msgpack")
     await accounts.put("alias", codec.encode(await book.account("b")))  # owner is b
 
-    code, before = await _cli_audit(nats_url, "--grace-ms", str(GRACE_MS))
+    code, before = await _cli_audit(nats_server, "--grace-ms", str(GRACE_MS))
     assert code == 1
     verdicts = {h["auction_id"]: (h["verdict"], h["reason"]) for h in before["holds"]}
     assert verdicts == {"dead-1": ("orphaned", "terminal"), "live-1": ("in_flight", None),
@@ -149,7 +153,7 @@ async def test_orphaned_holds_are_released_exactly_once_and_live_ones_kept(
     await book.release("b", "live-1")  # pretend both finished cleanly
     await book.release("b", "ghost-new")
     await accounts.delete("alias")
-    code, after = await _cli_audit(nats_url)
+    code, after = await _cli_audit(nats_server)
     assert code == 0, after["problems"]
     assert after["holds"] == [] and after["totals"]["balance"] == 100.0
 
@@ -160,7 +164,7 @@ async def test_the_auctioneers_sweep_releases_an_orphan_it_finds(tmp_path: Path)
                                                                  sweep_ms=100)]])
     await cluster.start()
     try:
-        nc = await cluster.client()
+        nc = await cluster.client(Role.NODE)  # it plays an auctioneer: writes buckets
         accounts = await open_bucket(nc.jetstream(), S.bucket("accounts"))
         book = Ledger(accounts)
         await book.deposit("b", 10.0, "funding")

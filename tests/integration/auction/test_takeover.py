@@ -16,6 +16,7 @@ from broker_agents import codec
 from broker_agents.auction.client import run_auction
 from broker_agents.auction.records import AuctionRecord
 from broker_agents.kv import open_bucket
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 from tests.integration.auction.helpers import S, auctioneer, bidder, ledger, stats
 
@@ -72,15 +73,18 @@ async def _check_money(nc: NATS, result: dict[str, Any], funded: float) -> None:
 @pytest.mark.timeout(60)
 async def test_auctioneer_killed_mid_auction_is_taken_over_exactly_once(
         cluster: LocalCluster) -> None:
-    nc = await cluster.client()
-    book = await ledger(nc)
+    nc = await cluster.client()  # a client runs the auction and asks the bidders
+    observer = await cluster.client(Role.OBSERVER)  # reads the buckets
+    treasury = await cluster.client(Role.NODE)  # deposits still write the bucket directly
+    book = await ledger(treasury)
     for who in PEOPLE:
         await book.deposit(who, 100.0, "funding")
+    await treasury.close()
     aid = "takeover-1"
     request = {"auction_id": aid, "type": "first_price", "participants": PEOPLE,
                "duration_ms": 6000}
     running = asyncio.ensure_future(run_auction(nc, request, timeout=30))
-    record = await _owner_once_stored(nc, aid)
+    record = await _owner_once_stored(observer, aid)
     assert record.stage == "open"
     victim = 0 if record.owner == "auc-1" else 1
     cluster.kill(victim)
@@ -98,5 +102,6 @@ async def test_auctioneer_killed_mid_auction_is_taken_over_exactly_once(
     assert len(winners_told) <= 1
     if winners_told:
         assert winners_told == {result["winner"]}
-    await _check_money(nc, result, 100.0)
+    await _check_money(observer, result, 100.0)
     await nc.close()
+    await observer.close()

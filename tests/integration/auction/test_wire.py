@@ -19,6 +19,7 @@ from broker_agents.auction.client import run_auction
 from broker_agents.transport import request as nats_request
 from node.cluster import LocalCluster
 from tests.integration.auction.helpers import S, ask, auctioneer, bidder
+from tests.secured import discovery_env
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -116,11 +117,14 @@ async def test_duplicate_repeated_and_late_bids_do_not_change_the_outcome(nc: NA
 
 
 async def _cli(cluster: LocalCluster, *args: str) -> tuple[int, str]:
+    """The command as a user on the cluster's machine runs it: it finds the context of
+    the role it needs by itself (client to run, observer to read, node to deposit)."""
+    import os
     import sys
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from node.cli.auction import app; app()", *args,
-        "--nats", cluster.urls[0], stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, **discovery_env(cluster)}, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode() + err.decode()

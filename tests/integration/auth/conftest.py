@@ -15,20 +15,7 @@ from nats.aio.client import Client as NATS
 from node.auth.context import ClientContext, connect_kwargs
 from node.auth.local import LocalAuth, ensure_local
 from node.auth.roles import Role
-from node.embedded import NatsServer, find_binary, free_port
-
-
-@dataclass
-class ConfiguredServer(NatsServer):
-    """A nats-server run from a config file alone (``-sd`` and friends would clash with
-    the config's own settings); readiness as ``NatsServer``'s."""
-
-    config: Path | None = None
-    min_version: tuple[int, int] | None = None
-
-    def command(self) -> list[str]:
-        assert self.config is not None
-        return [find_binary(self.min_version), "-c", str(self.config)]
+from node.embedded import NatsServer, free_port
 
 
 @dataclass
@@ -57,11 +44,11 @@ def local_auth(tmp_path: Path) -> LocalAuth:
 
 
 @pytest.fixture
-def secured_server(local_auth: LocalAuth, tmp_path: Path) -> Iterator[ConfiguredServer]:
+def secured_server(local_auth: LocalAuth, tmp_path: Path) -> Iterator[NatsServer]:
     port = int(local_auth.server_url.rsplit(":", 1)[1])
     http_port = _http_port(local_auth.server_config)
-    server = ConfiguredServer(store_dir=tmp_path / "data" / "nats", port=port,
-                              monitor_port=http_port, config=local_auth.server_config)
+    server = NatsServer(store_dir=tmp_path / "data" / "nats", port=port, tls=True,
+                        monitor_port=http_port, config=local_auth.server_config)
     server.start()
     try:
         yield server
@@ -77,7 +64,7 @@ def _http_port(config: Path) -> int:
 
 
 @pytest.fixture
-async def connect(local_auth: LocalAuth, secured_server: ConfiguredServer
+async def connect(local_auth: LocalAuth, secured_server: NatsServer
                   ) -> AsyncIterator[Connect]:
     """``await connect(Role.CLIENT)``: a connection with that role's local context."""
     opened: list[NATS] = []

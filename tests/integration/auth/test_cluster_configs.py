@@ -21,8 +21,7 @@ from node.auth.authority import Authority
 from node.auth.context import ClientContext, connect_kwargs
 from node.auth.server_config import ROUTE_USER
 from node.cli import app
-from node.embedded import free_port
-from tests.integration.auth.conftest import ConfiguredServer
+from node.embedded import NatsServer, free_port
 
 pytestmark = pytest.mark.timeout(90)
 SIZE = 3
@@ -35,7 +34,7 @@ def cli(*args: str) -> dict[str, object]:
     return data
 
 
-def peers(server: ConfiguredServer) -> set[str]:
+def peers(server: NatsServer) -> set[str]:
     """The names of the servers ``server`` has a route to (a pooled route counts once)."""
     url = f"http://127.0.0.1:{server.monitor_port}/routez"
     with urllib.request.urlopen(url, timeout=1.0) as resp:
@@ -43,7 +42,7 @@ def peers(server: ConfiguredServer) -> set[str]:
     return {r.get("remote_name") or r["remote_id"] for r in routes}
 
 
-def wait_for_routes(servers: list[ConfiguredServer], timeout: float = 20.0) -> None:
+def wait_for_routes(servers: list[NatsServer], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(len(peers(s)) == SIZE - 1 for s in servers):
@@ -53,7 +52,7 @@ def wait_for_routes(servers: list[ConfiguredServer], timeout: float = 20.0) -> N
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[Path, list[ConfiguredServer]]]:
+def cluster(tmp_path: Path) -> Iterator[tuple[Path, list[NatsServer]]]:
     directory = tmp_path / "auth"
     ports = [[free_port() for _ in range(SIZE)] for _ in range(3)]
     cli("auth", "init", "--dir", str(directory))
@@ -64,7 +63,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Path, list[ConfiguredServer]]]:
                   *(a for p in ports[1] for a in ("--cluster-port", str(p))),
                   *(a for p in ports[2] for a in ("--http-port", str(p))))["wrote"]
     assert isinstance(written, list) and len(written) == SIZE
-    servers = [ConfiguredServer(store_dir=tmp_path / "store" / f"ba-{i + 1}",
+    servers = [NatsServer(tls=True, store_dir=tmp_path / "store" / f"ba-{i + 1}",
                                 port=ports[0][i], monitor_port=ports[2][i],
                                 cluster_port=ports[1][i], config=Path(conf),
                                 min_version=(2, 10))
@@ -99,7 +98,7 @@ def route_hello(port: int, tls: ssl.SSLContext, password: str) -> bytes:
 
 
 def test_a_route_needs_a_certificate_from_the_ca_and_the_route_secret(
-        cluster: tuple[Path, list[ConfiguredServer]]) -> None:
+        cluster: tuple[Path, list[NatsServer]]) -> None:
     directory, servers = cluster
     auth = Authority.load(directory)
     password = auth.ensure_route_password()
@@ -115,7 +114,7 @@ def test_a_route_needs_a_certificate_from_the_ca_and_the_route_secret(
 
 
 async def test_three_servers_route_and_serve_an_r3_put_with_node_creds(
-        cluster: tuple[Path, list[ConfiguredServer]]) -> None:
+        cluster: tuple[Path, list[NatsServer]]) -> None:
     directory, servers = cluster
     wait_for_routes(servers)
     cli("auth", "issue", "node", "node-1", "--dir", str(directory))

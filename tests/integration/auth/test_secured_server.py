@@ -16,7 +16,8 @@ from node.auth.context import tls_context
 from node.auth.creds import Creds
 from node.auth.local import LocalAuth, ensure_local
 from node.auth.roles import Role
-from tests.integration.auth.conftest import ConfiguredServer, Connect
+from node.embedded import NatsServer
+from tests.integration.auth.conftest import Connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,14 +26,14 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_a_connection_without_creds_is_refused(local_auth: LocalAuth,
-                                                     secured_server: ConfiguredServer) -> None:
+                                                     secured_server: NatsServer) -> None:
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(local_auth.server_url, tls=tls_context(local_auth.ca),
                            allow_reconnect=False, connect_timeout=3)
 
 
 async def test_creds_from_another_operator_are_refused(
-        local_auth: LocalAuth, secured_server: ConfiguredServer, tmp_path: Path) -> None:
+        local_auth: LocalAuth, secured_server: NatsServer, tmp_path: Path) -> None:
     stranger = ensure_local(tmp_path / "elsewhere", port=1)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(local_auth.server_url, tls=tls_context(local_auth.ca),
@@ -41,7 +42,7 @@ async def test_creds_from_another_operator_are_refused(
 
 
 async def test_a_user_jwt_without_its_seed_is_refused(
-        local_auth: LocalAuth, secured_server: ConfiguredServer, tmp_path: Path) -> None:
+        local_auth: LocalAuth, secured_server: NatsServer, tmp_path: Path) -> None:
     """A copied JWT is not an identity: the server's nonce must be signed by its key."""
     stolen = Creds(Creds.read(local_auth.creds[Role.ADMIN]).jwt,
                    Creds.read(local_auth.creds[Role.CLIENT]).seed).write(tmp_path / "x.creds")
@@ -52,7 +53,7 @@ async def test_a_user_jwt_without_its_seed_is_refused(
 
 
 async def test_a_server_certificate_from_another_ca_is_not_trusted(
-        local_auth: LocalAuth, secured_server: ConfiguredServer, tmp_path: Path) -> None:
+        local_auth: LocalAuth, secured_server: NatsServer, tmp_path: Path) -> None:
     stranger = ensure_local(tmp_path / "elsewhere", port=1)
     with pytest.raises(ssl.SSLCertVerificationError):
         await nats.connect(local_auth.server_url, tls=tls_context(stranger.ca),
@@ -60,7 +61,7 @@ async def test_a_server_certificate_from_another_ca_is_not_trusted(
                            allow_reconnect=False, connect_timeout=3)
 
 
-def test_a_plaintext_connection_is_refused(secured_server: ConfiguredServer) -> None:
+def test_a_plaintext_connection_is_refused(secured_server: NatsServer) -> None:
     """A client that speaks the NATS protocol without TLS gets no PONG: the server wants
     a TLS handshake after its INFO, and drops the connection."""
     with socket.create_connection(("127.0.0.1", secured_server.port), timeout=5) as sock:

@@ -2,7 +2,8 @@
 
 A module states its layout as ``cluster_agents()``: one list of agent specs per node
 process. ``cluster`` starts those nodes once for the module (in its event loop) and stops
-them afterwards; ``nc`` is a client connection for one test.
+them afterwards; ``nc`` is a client connection for one test (the public requests);
+``events`` an observer's (it may read events, which a client may not).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 from tests.integration.coord.helpers import client_of, running_cluster
 
@@ -29,4 +31,10 @@ async def cluster(request: pytest.FixtureRequest,
 @pytest_asyncio.fixture(loop_scope="module")
 async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
     async with client_of(cluster) as conn:
+        yield conn
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def events(cluster: LocalCluster) -> AsyncIterator[NATS]:
+    async with client_of(cluster, Role.OBSERVER) as conn:
         yield conn

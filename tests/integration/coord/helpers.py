@@ -15,6 +15,7 @@ from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 
 S = Subjects()
@@ -40,8 +41,8 @@ async def running_cluster(base: Path, nodes: int,
 
 
 @asynccontextmanager
-async def client_of(cluster: LocalCluster) -> AsyncIterator[NATS]:
-    conn = await cluster.client()
+async def client_of(cluster: LocalCluster, role: Role = Role.CLIENT) -> AsyncIterator[NATS]:
+    conn = await cluster.client(role)
     try:
         yield conn
     finally:

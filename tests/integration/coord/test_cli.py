@@ -11,9 +11,11 @@ import pytest_asyncio
 from typer.testing import CliRunner
 
 from broker_agents.coord.schema import PROTOCOLS, REQUEST_MODELS, schemas
+from node.auth.roles import Role
 from node.cli.coord import app
 from node.cluster import LocalCluster
 from tests.integration.coord.helpers import COORDINATOR, VOTER, running_cluster, spec
+from tests.secured import cli_args
 
 runner = CliRunner()
 
@@ -65,12 +67,11 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 
 async def test_request_prints_tables_json_and_errors(cluster: LocalCluster,
                                                      tmp_path: Path) -> None:
-    url = cluster.urls[0]
     body = tmp_path / "vote.json"
     body.write_text(json.dumps({"proposal": "ship?", "participants": ["a", "b", "c"]}))
 
     def invoke(*args: str) -> tuple[int, str]:
-        res = runner.invoke(app, ["request", *args, "--nats", url])
+        res = runner.invoke(app, ["request", *args, *cli_args(cluster, Role.CLIENT)])
         return res.exit_code, res.output
 
     code, out = await asyncio.to_thread(invoke, "vote", f"@{body}")

@@ -10,6 +10,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from broker_agents import codec
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 from tests.integration.coord.helpers import (
     CANDIDATE,
@@ -115,9 +116,10 @@ async def test_leader_killed_is_replaced_within_the_bound(cluster: LocalCluster,
     leader = q["leader"]
     assert leader in ("cand-1", "cand-2")
     other = "cand-2" if leader == "cand-1" else "cand-1"
+    events = await cluster.client(Role.OBSERVER)  # events are an observer's to read
     waiting = asyncio.ensure_future(_next_lease_event(
-        nc, "leader", lambda e: e["agent_id"] == other and e["held"], 10))
-    await nc.flush()
+        events, "leader", lambda e: e["agent_id"] == other and e["held"], 10))
+    await events.flush()
     loop = asyncio.get_running_loop()
     killed_at = loop.time()
     cluster.kill(0 if leader == "cand-1" else 1)
@@ -127,3 +129,4 @@ async def test_leader_killed_is_replaced_within_the_bound(cluster: LocalCluster,
     assert failover <= (TTL * 1.25 + 500) / 1000  # ttl + retry period + slack
     q2 = await coord(nc, "leader", {"role": "scheduler"})
     assert q2["leader"] == other and q2["token"] == event["token"]
+    await events.close()

@@ -180,7 +180,7 @@ async def test_auto_byzantine_with_three_is_too_few(nc: NATS) -> None:
     assert err.code == "too_few_participants" and err.details["needed"] == 4
 
 
-async def test_events_start_and_finish_are_published(nc: NATS) -> None:
+async def test_events_start_and_finish_are_published(nc: NATS, events: NATS) -> None:
     got: list[tuple[str, dict[str, Any]]] = []
     done = asyncio.get_running_loop().create_future()
 
@@ -189,8 +189,8 @@ async def test_events_start_and_finish_are_published(nc: NATS) -> None:
         if msg.subject.endswith("finished") and not done.done():
             done.set_result(None)
 
-    sub = await nc.subscribe(S.events("coord", "vote", "*"), cb=on_event)
-    await nc.flush()
+    sub = await events.subscribe(S.events("coord", "vote", "*"), cb=on_event)
+    await events.flush()
     await coord(nc, "vote", {"proposal": "p", "participants": ["v0"]})
     await asyncio.wait_for(done, 5)
     await sub.unsubscribe()

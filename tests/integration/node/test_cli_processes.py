@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nats
 import pytest
 
 from broker_agents import codec
 from broker_agents.subjects import Subjects
+from broker_agents.transport import connect_client
+from node.auth.local import ensure_local
+from node.auth.roles import Role
 from node.embedded import free_port
 
 CLI = [sys.executable, "-m", "node.cli"]
@@ -49,16 +51,17 @@ async def test_second_signal_forces_a_node_out_while_work_is_in_flight(tmp_path:
     assert proc.stderr is not None
     while b"node ready" not in await asyncio.wait_for(proc.stderr.readline(), 30):
         pass
-    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+    auth = ensure_local(tmp_path, port=port)  # what the node made on its first start
+    nc = await connect_client(auth.server_url, security=auth.security(Role.NODE))
     started = asyncio.Event()
 
     async def on_started(_: object) -> None:
         started.set()
 
-    await nc.subscribe("hold.started", cb=on_started)
+    await nc.subscribe("ba.test.hold.started", cb=on_started)
     await nc.flush()
     await nc.publish(Subjects().agent("w"),
-                     codec.encode({"type": "work", "data": {"release": "hold"}}))
+                     codec.encode({"type": "work", "data": {"release": "ba.test.hold"}}))
     await asyncio.wait_for(started.wait(), 10)
     proc.send_signal(signal.SIGTERM)  # graceful: waits for the held handler
     while b"shutting down" not in await asyncio.wait_for(proc.stderr.readline(), 10):

@@ -1,4 +1,5 @@
-"""A node in-process: embedded nats-server, graceful shutdown with work in flight."""
+"""A node in-process: embedded nats-server (secured by its data dir), graceful shutdown
+with work in flight."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from broker_agents import codec
 from broker_agents.transport import request as nats_request
+from node.auth.roles import Role
 from node.config import load_config
 from node.daemon import Node
+from tests.secured import connect_as
 
 
 def config(tmp_path: Path) -> Any:
@@ -40,21 +41,22 @@ async def test_shutdown_finishes_in_flight_handlers_and_leaves_no_task(tmp_path:
     before = asyncio.all_tasks()
     node = Node(config(tmp_path))
     await node.start()
-    client = await nats.connect(node.nats_url)
+    assert node.embedded is not None
+    client = await connect_as(node.embedded, Role.NODE)  # the release subject is a node's
     started = asyncio.Event()
 
     async def on_started(_: Any) -> None:
         started.set()
 
-    await client.subscribe("job.release.started", cb=on_started)
+    await client.subscribe("ba.test.release.started", cb=on_started)
     await client.flush()
     pending = asyncio.ensure_future(nats_request(client,
-        "ba.agent.w", codec.encode({"type": "work", "data": {"release": "job.release"}}),
+        "ba.agent.w", codec.encode({"type": "work", "data": {"release": "ba.test.release"}}),
         timeout=15))
     await asyncio.wait_for(started.wait(), 5)
     shutdown = asyncio.ensure_future(node.shutdown())
     await asyncio.wait_for(node.stopping.wait(), 5)
-    await client.publish("job.release", b"")
+    await client.publish("ba.test.release", b"")
     reply = await asyncio.wait_for(pending, 15)
     assert codec.decode(reply.data)["done"] is True
     await client.close()  # before the embedded server goes away under it

@@ -18,6 +18,7 @@ from broker_agents.messages import envelope
 from broker_agents.samples import Crash, Echo, Relay
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 
 S = Subjects()
@@ -80,6 +81,7 @@ async def test_http_endpoints_report_ready_and_metrics(cluster: LocalCluster) ->
 
 async def test_crashed_agent_is_restarted_by_its_node(cluster: LocalCluster) -> None:
     nc = await cluster.client()
+    events = await cluster.client(Role.OBSERVER)  # lifecycle events are an observer's
     restarted: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     async def on_started(msg: Any) -> None:
@@ -87,8 +89,8 @@ async def test_crashed_agent_is_restarted_by_its_node(cluster: LocalCluster) -> 
         if event["agent_id"] == "worker" and event["restarts"] == 1:
             restarted.set_result(event)
 
-    await nc.subscribe(S.events("agent", "started"), cb=on_started)
-    await nc.flush()
+    await events.subscribe(S.events("agent", "started"), cb=on_started)
+    await events.flush()
     got = codec.decode((await nats_request(nc, S.agent("worker"), codec.encode(envelope(Crash())),
                                          timeout=5)).data)
     assert BrokerError.from_payload(got) is not None
@@ -100,6 +102,7 @@ async def test_crashed_agent_is_restarted_by_its_node(cluster: LocalCluster) -> 
     _, body = await asyncio.to_thread(http_get, cluster.procs[1].http_port, "/metrics")
     assert 'ba_agent_restarts_total{agent="worker"} 1.0' in body
     await nc.close()
+    await events.close()
 
 
 async def test_sigterm_stops_every_node_with_exit_code_zero(tmp_path: Path) -> None:

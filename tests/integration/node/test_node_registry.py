@@ -16,6 +16,7 @@ from broker_agents.registry.client import Registry
 from broker_agents.samples import Crash
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 
 S = Subjects()
@@ -40,7 +41,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
 
 @pytest.fixture
 async def registry(cluster: LocalCluster) -> AsyncIterator[Registry]:
-    nc = await cluster.client()
+    nc = await cluster.client(Role.OBSERVER)  # a registry view reads the bucket
     reg = await Registry.connect(nc)
     yield reg
     await reg.close()

@@ -8,11 +8,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
+from node.auth.roles import Role
+from tests.secured import Secured, connect_as
 
 
 async def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
@@ -28,15 +28,16 @@ async def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = ""
         await asyncio.sleep(0.005)  # sleep-ok: polling in-memory state of members
 
 
-async def start_group(url: str, group: str, ids: Sequence[str], data: Path,
+async def start_group(server: Secured, group: str, ids: Sequence[str], data: Path,
                       only: Sequence[str] | None = None,
                       **kw: Any) -> tuple[list[Any], list[RaftMember]]:
-    """Start members of a group with members ``ids`` (all of them, or just ``only``)."""
+    """Start members of a group with members ``ids`` (all of them, or just ``only``), each
+    on its own node connection."""
     conns, members = [], []
     for i, mid in enumerate(ids):
         if only is not None and mid not in only:
             continue
-        nc = await nats.connect(url)
+        nc = await connect_as(server, Role.NODE)
         member = RaftMember(nc, group, mid, ids, FileStorage(data / mid), KVStateMachine(),
                             rng=random.Random(i), **kw)
         await member.start()

@@ -7,21 +7,22 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import nats
-
 from broker_agents.core.errors import BrokerError
 from broker_agents.core.raft import PersistOp
 from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.raft.client import RaftClient
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import MemoryStorage
+from node.auth.roles import Role
+from node.embedded import NatsServer
 from tests.integration.raft.helpers import leader_of, start_group, wait_for
+from tests.secured import connect_as
 
 
 async def test_group_elects_commits_and_serves_linearizable_reads(
-    nats_url: str, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    conns, members = await start_group(nats_url, "g1", ["a", "b", "c"], tmp_path)
+    conns, members = await start_group(nats_server, "g1", ["a", "b", "c"], tmp_path)
     try:
         leader = await wait_for(lambda: leader_of(members), what="a leader")
         result = await leader.propose({"op": "put", "key": "x", "value": 1})
@@ -43,8 +44,8 @@ async def test_group_elects_commits_and_serves_linearizable_reads(
             await nc.close()
 
 
-async def test_retried_request_id_is_applied_once(nats_url: str, tmp_path: Path) -> None:
-    conns, members = await start_group(nats_url, "g2", ["a", "b", "c"], tmp_path)
+async def test_retried_request_id_is_applied_once(nats_server: NatsServer, tmp_path: Path) -> None:
+    conns, members = await start_group(nats_server, "g2", ["a", "b", "c"], tmp_path)
     try:
         await wait_for(lambda: leader_of(members), what="a leader")
         client = RaftClient(conns[1], "g2")
@@ -59,11 +60,12 @@ async def test_retried_request_id_is_applied_once(nats_url: str, tmp_path: Path)
             await nc.close()
 
 
-async def test_json_client_via_nats_request_and_errors(nats_url: str, tmp_path: Path) -> None:
-    conns, members = await start_group(nats_url, "g3", ["a", "b", "c"], tmp_path)
+async def test_json_client_via_nats_request_and_errors(nats_server: NatsServer,
+                                                      tmp_path: Path) -> None:
+    conns, members = await start_group(nats_server, "g3", ["a", "b", "c"], tmp_path)
     try:
         await wait_for(lambda: leader_of(members), what="a leader")
-        nc = await nats.connect(nats_url)
+        nc = await connect_as(nats_server, Role.CLIENT)
         body = json.dumps({"command": {"op": "put", "key": "j", "value": "hi"}}).encode()
         msg = await nc.request("ba.raft.g3.propose", body, timeout=2)
         reply = json.loads(msg.data)
@@ -73,7 +75,8 @@ async def test_json_client_via_nats_request_and_errors(nats_url: str, tmp_path: 
         junk = await nc.request("ba.raft.g3.read", b"\xc1\xc1", timeout=2)
         assert BrokerError.from_payload(json.loads(junk.data) if junk.data[:1] == b"{"
                                         else __import__("msgpack").unpackb(junk.data)) is not None
-        await nc.publish("ba.raft.g3.a", b"garbage")  # peers' inbox: must not crash a member
+        # peers' inbox (a client may not publish there; a node may): must not crash a member
+        await conns[1].publish("ba.raft.g3.a", b"garbage")
         got = await RaftClient(nc, "g3").read({"op": "get", "key": "j"})
         assert got["value"] == "hi"
         await nc.close()
@@ -85,7 +88,7 @@ async def test_json_client_via_nats_request_and_errors(nats_url: str, tmp_path: 
 
 
 async def test_member_whose_disk_fails_stops_and_group_carries_on(
-    nats_url: str, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
     class BrokenDisk(MemoryStorage):
         broken = False
@@ -96,8 +99,8 @@ async def test_member_whose_disk_fails_stops_and_group_carries_on(
             super().save(ops)
 
     ids = ["a", "b", "c"]
-    conns, members = await start_group(nats_url, "g4", ids, tmp_path, only=["a", "b"])
-    nc = await nats.connect(nats_url)
+    conns, members = await start_group(nats_server, "g4", ids, tmp_path, only=["a", "b"])
+    nc = await connect_as(nats_server, Role.NODE)  # the sick member's
     disk = BrokenDisk()
     sick = RaftMember(nc, "g4", "c", ids, disk, KVStateMachine(), rng=random.Random(9))
     await sick.start()

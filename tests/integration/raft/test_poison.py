@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import nats
 import pytest
 from prometheus_client import REGISTRY
 
@@ -25,21 +24,24 @@ from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.raft.client import RaftClient
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import MemoryStorage
+from node.auth.roles import Role
+from node.embedded import NatsServer
 from tests.integration.raft.helpers import leader_of, start_group, wait_for
+from tests.secured import connect_as
 
 IDS = ["a", "b", "c"]
 
 
 class Group:
-    def __init__(self, name: str, nc: Any, members: list[RaftMember], url: str,
+    def __init__(self, name: str, nc: Any, members: list[RaftMember], server: NatsServer,
                  data: Path) -> None:
         self.name, self.nc, self.members = name, nc, members
-        self.url, self.data = url, data
+        self.server, self.data = server, data
         self.conns: list[Any] = []
 
     async def restart(self, member: RaftMember) -> RaftMember:
         """A stopped member again, from what its storage kept."""
-        conns, (back,) = await start_group(self.url, self.name, IDS, self.data,
+        conns, (back,) = await start_group(self.server, self.name, IDS, self.data,
                                            only=[member.id])
         self.conns += conns
         self.members[self.members.index(member)] = back
@@ -58,12 +60,14 @@ class Group:
 
 
 @pytest.fixture
-async def group(nats_url: str, tmp_path: Path, request: pytest.FixtureRequest
+async def group(nats_server: NatsServer, tmp_path: Path, request: pytest.FixtureRequest
                 ) -> AsyncIterator[Group]:
     name = "p" + str(abs(hash(request.node.name)) % 10**8)
-    conns, members = await start_group(nats_url, name, IDS, tmp_path)
-    attacker = await nats.connect(nats_url)
-    g = Group(name, attacker, members, nats_url, tmp_path)
+    conns, members = await start_group(nats_server, name, IDS, tmp_path)
+    # An insider with node creds: a client may not even publish to the peer subjects
+    # (tests/integration/auth); what is left to prove is that no message poisons a group.
+    attacker = await connect_as(nats_server, Role.NODE)
+    g = Group(name, attacker, members, nats_server, tmp_path)
     try:
         await g.leader()
         yield g
@@ -246,11 +250,11 @@ class SnapshotFails(KVStateMachine):
         raise ValueError("state cannot be encoded")
 
 
-async def test_a_member_whose_core_raises_fail_stops_loudly(nats_url: str,
+async def test_a_member_whose_core_raises_fail_stops_loudly(nats_server: NatsServer,
                                                            tmp_path: Path) -> None:
-    conns, members = await start_group(nats_url, "fs", IDS, tmp_path, only=["a", "b"],
+    conns, members = await start_group(nats_server, "fs", IDS, tmp_path, only=["a", "b"],
                                        snapshot_threshold=5)
-    nc = await nats.connect(nats_url)
+    nc = await connect_as(nats_server, Role.NODE)
     sick = RaftMember(nc, "fs", "c", IDS, MemoryStorage(), SnapshotFails(),
                       rng=random.Random(9), snapshot_threshold=5)
     await sick.start()
@@ -268,7 +272,7 @@ async def test_a_member_whose_core_raises_fail_stops_loudly(nats_url: str,
         with pytest.raises(BrokerError) as info:
             await sick.propose({"op": "put", "key": "x", "value": 1})
         assert info.value.code == ErrorCode.UNAVAILABLE
-        await Group("fs", conns[0], members, nats_url, tmp_path).still_commits()
+        await Group("fs", conns[0], members, nats_server, tmp_path).still_commits()
     finally:
         for m in members:
             await m.stop()

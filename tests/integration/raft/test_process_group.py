@@ -17,23 +17,30 @@ import pytest
 from broker_agents.codec import decode, encode
 from broker_agents.raft.client import RaftClient
 from broker_agents.raft.storage import FileStorage
+from node.auth.roles import Role
+from node.embedded import NatsServer
+from tests.secured import connect_as
+from tests.secured import security as secured
 
 REPO = Path(__file__).resolve().parents[3]
 SNAPSHOT_EVERY = 40
 
 
 class ProcGroup:
-    def __init__(self, url: str, group: str, ids: list[str], data: Path) -> None:
-        self.url, self.group, self.ids, self.data = url, group, ids, data
+    def __init__(self, server: NatsServer, group: str, ids: list[str], data: Path) -> None:
+        self.server, self.group, self.ids, self.data = server, group, ids, data
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, mid: str) -> None:
         cmd = [
-            sys.executable, "-m", "broker_agents.raft.serve", "--nats", self.url,
+            sys.executable, "-m", "broker_agents.raft.serve", "--nats", self.server.url,
             "--group", self.group, "--member", mid, "--peers", ",".join(self.ids),
             "--data-dir", str(self.data / mid), "--snapshot-threshold", str(SNAPSHOT_EVERY),
         ]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        security = secured(self.server, Role.NODE)  # via the environment this time
+        env = {**os.environ, "PYTHONPATH": str(REPO), "BA_CREDS": str(security.creds_file),
+               "BA_TLS_CA": str(security.tls_ca_file),
+               "BA_INBOX_PREFIX": str(security.inbox_prefix)}
         self.procs[mid] = subprocess.Popen(
             cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO
         )
@@ -63,13 +70,13 @@ async def write_many(client: RaftClient, acked: dict[str, int], start: int, n: i
 
 @pytest.mark.parametrize("size", [3, 5])
 async def test_kill9_leader_failover_no_lost_writes_and_catch_up(
-    nats_url: str, tmp_path: Path, size: int
+    nats_server: NatsServer, tmp_path: Path, size: int
 ) -> None:
     ids = [f"p{i}" for i in range(size)]
-    group = ProcGroup(nats_url, f"proc{size}", ids, tmp_path)
+    group = ProcGroup(nats_server, f"proc{size}", ids, tmp_path)
     for mid in ids:
         group.start(mid)
-    nc = await nats.connect(nats_url)
+    nc = await connect_as(nats_server, Role.CLIENT)
     try:
         client = RaftClient(nc, group.group)
         acked: dict[str, int] = {}

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from broker_agents.transport import ConnectOptions, connect
-from node.embedded import NatsServer
+from node.auth.roles import Role
+from node.embedded import start_server
+from tests.secured import security
 
 
 async def test_reconnect_wait_doubles_while_down_and_resets_after(tmp_path: Path) -> None:
-    server = NatsServer(store_dir=tmp_path / "s").start()
+    server = start_server(tmp_path / "s")
     back, capped = asyncio.Event(), asyncio.Event()
     waits: list[float] = []
 
@@ -26,6 +28,7 @@ async def test_reconnect_wait_doubles_while_down_and_resets_after(tmp_path: Path
                 capped.set()
 
     nc = await connect(ConnectOptions(servers=[server.url], reconnect_wait=0.02,
+                                      security=security(server, Role.NODE),
                                       max_reconnect_wait=0.16, on_reconnect=[on_back],
                                       on_error=[on_error]))
     try:

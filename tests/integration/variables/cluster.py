@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 
 MEMBERS = ["node-1", "node-2", "node-3"]
@@ -27,7 +28,7 @@ async def cluster(base: Path, agents: list[list[dict[str, Any]]]) -> AsyncIterat
         tuple[LocalCluster, Any]]:
     c = LocalCluster(base, nodes=3, agents=agents, services=SERVICES)
     await c.start()
-    nc = await c.client()
+    nc = await c.client(Role.NODE)  # sets values and reads change events: a node's
     try:
         yield c, nc
     finally:

@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
-
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.memstore import MemoryStorage
 from broker_agents.variables.publisher import ChangePublisher
 from broker_agents.variables.raft_adapter import VariablesRaftAdapter
+from node.auth.roles import Role
+from tests.secured import Secured, connect_as
 
 IDS = ("m1", "m2", "m3")
 TEMPERATURE_SPACE = {"name": "llm", "variables": [
@@ -31,12 +31,13 @@ class Group:
 
 
 @asynccontextmanager
-async def variables_group(url: str, group: str = "variables") -> AsyncIterator[Group]:
-    """Three in-memory members with change publishers (like the engine agents attach)."""
+async def variables_group(server: Secured, group: str = "variables") -> AsyncIterator[Group]:
+    """Three in-memory members with change publishers (like the engine agents attach), each
+    on a node connection."""
     g = Group([], [])
     try:
         for i, mid in enumerate(IDS):
-            nc = await nats.connect(url)
+            nc = await connect_as(server, Role.NODE)
             sm = VariablesRaftAdapter()
             member = RaftMember(nc, group, mid, IDS, MemoryStorage(), sm,
                                 rng=random.Random(i), tick_ms=10)

@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from node.bench.variables import run_variables_bench
 from node.cli.variables import app, parse_assignments
+from node.embedded import NatsServer
 from tests.integration.variables.helpers import TEMPERATURE_SPACE, variables_group
+from tests.secured import discovery_env
 
 runner = CliRunner()
 
@@ -21,8 +23,10 @@ def test_assignments_parse_json_values_else_strings() -> None:
         "t": 0.5, "b": 16, "m": "large", "f": True}
 
 
-async def _cli(*args: str) -> Any:
-    return await asyncio.to_thread(runner.invoke, app, list(args))
+async def _cli(server: NatsServer, *args: str) -> Any:
+    """The command as a user on the server's machine runs it: it finds the context of the
+    role it needs by itself (a client's to set and get, an observer's to watch)."""
+    return await asyncio.to_thread(runner.invoke, app, list(args), env=discovery_env(server))
 
 
 def _json(result: Any) -> Any:
@@ -33,39 +37,39 @@ def _json(result: Any) -> Any:
 
 
 async def test_cli_define_set_get_history_freeze_and_errors(
-    nats_url: str, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
     spec = tmp_path / "space.json"
     spec.write_text(json.dumps(TEMPERATURE_SPACE))
-    common = ["--nats", nats_url]
-    async with variables_group(nats_url):
-        assert (await _cli("define", str(spec), *common)).exit_code == 0
-        out = await _cli("set", "llm", "temperature=0.9", "batch=16", *common, "--json")
+    async with variables_group(nats_server):
+        assert (await _cli(nats_server, "define", str(spec))).exit_code == 0
+        out = await _cli(nats_server, "set", "llm", "temperature=0.9", "batch=16", "--json")
         assert out.exit_code == 0, out.output
         assert _json(out)["values"]["temperature"] == 0.9
-        got = _json(await _cli("get", "llm", "temperature", *common, "--json"))
+        got = _json(await _cli(nats_server, "get", "llm", "temperature", "--json"))
         assert got["value"] == 0.9
-        bad = await _cli("set", "llm", "temperature=3.0", *common)
+        bad = await _cli(nats_server, "set", "llm", "temperature=3.0")
         assert bad.exit_code == 1 and "validation_error" in bad.output
-        assert (await _cli("freeze", "llm", "batch", *common)).exit_code == 0
-        frozen = await _cli("set", "llm", "batch=32", *common)
+        assert (await _cli(nats_server, "freeze", "llm", "batch")).exit_code == 0
+        frozen = await _cli(nats_server, "set", "llm", "batch=32")
         assert frozen.exit_code == 1 and "frozen" in frozen.output
-        hist = _json(await _cli("history", "llm", "temperature", *common, "--json"))
+        hist = _json(await _cli(nats_server, "history", "llm", "temperature", "--json"))
         assert [h["value"] for h in hist] == [0.7, 0.9]
-        listed = _json(await _cli("ls", *common, "--json"))
+        listed = _json(await _cli(nats_server, "ls", "--json"))
         assert listed[0]["space"] == "llm" and listed[0]["frozen"] == ["batch"]
-        table = await _cli("ls", *common)
+        table = await _cli(nats_server, "ls")
         assert table.exit_code == 0 and "temperature" in table.output
 
 
-async def test_cli_watch_prints_each_committed_change_once(nats_url: str, nc: Any) -> None:
+async def test_cli_watch_prints_each_committed_change_once(
+        nats_server: NatsServer, nc: Any) -> None:
     from broker_agents.variables.client import Variables
 
-    async with variables_group(nats_url):
+    async with variables_group(nats_server):
         v = Variables(nc)
         await v.define_space(TEMPERATURE_SPACE)
-        watching = asyncio.ensure_future(_cli("watch", "llm", "--count", "3", "--nats",
-                                              nats_url, "--json"))
+        watching = asyncio.ensure_future(_cli(nats_server, "watch", "llm", "--count", "3",
+                                              "--json"))
         rm = await v.read_model(spaces=["llm"]).start()
         try:
             # the watcher subscribes before it prints its header; keep setting until it exits

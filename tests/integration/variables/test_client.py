@@ -12,11 +12,13 @@ from broker_agents.codec import decode
 from broker_agents.core.errors import BrokerError
 from broker_agents.subjects import Subjects
 from broker_agents.variables.client import Variables
+from node.embedded import NatsServer
 from tests.integration.variables.helpers import TEMPERATURE_SPACE, variables_group
 
 
-async def test_validation_error_names_variable_value_and_constraint(nats_url: str, nc: Any) -> None:
-    async with variables_group(nats_url):
+async def test_validation_error_names_variable_value_and_constraint(
+        nats_server: NatsServer, nc: Any) -> None:
+    async with variables_group(nats_server):
         v = Variables(nc)
         await v.define_space(TEMPERATURE_SPACE)
         with pytest.raises(BrokerError) as err:
@@ -29,8 +31,9 @@ async def test_validation_error_names_variable_value_and_constraint(nats_url: st
         assert (await v.get("llm", "temperature")).value == 0.7
 
 
-async def test_sets_commit_with_increasing_versions_cas_and_history(nats_url: str, nc: Any) -> None:
-    async with variables_group(nats_url):
+async def test_sets_commit_with_increasing_versions_cas_and_history(
+        nats_server: NatsServer, nc: Any) -> None:
+    async with variables_group(nats_server):
         v = Variables(nc)
         defined = await v.define_space(TEMPERATURE_SPACE)
         versions = [defined.space_version]
@@ -49,9 +52,9 @@ async def test_sets_commit_with_increasing_versions_cas_and_history(nats_url: st
 
 
 async def test_read_model_learns_a_committed_value_within_milliseconds(
-    nats_url: str, nc: Any
+    nats_server: NatsServer, nc: Any
 ) -> None:
-    async with variables_group(nats_url):
+    async with variables_group(nats_server):
         v = Variables(nc)
         await v.define_space(TEMPERATURE_SPACE)
         async with v.read_model() as rm:
@@ -67,8 +70,9 @@ async def test_read_model_learns_a_committed_value_within_milliseconds(
             assert lags[len(lags) // 2] < 0.05, lags
 
 
-async def test_frozen_variable_rejects_sets_until_unfrozen(nats_url: str, nc: Any) -> None:
-    async with variables_group(nats_url):
+async def test_frozen_variable_rejects_sets_until_unfrozen(
+        nats_server: NatsServer, nc: Any) -> None:
+    async with variables_group(nats_server):
         v = Variables(nc)
         await v.define_space(TEMPERATURE_SPACE)
         await v.freeze("llm", "temperature")
@@ -80,8 +84,9 @@ async def test_frozen_variable_rejects_sets_until_unfrozen(nats_url: str, nc: An
         assert (await v.set("llm", {"temperature": 1.0})).values["temperature"] == 1.0
 
 
-async def test_read_model_ignores_stale_and_duplicate_events(nats_url: str, nc: Any) -> None:
-    async with variables_group(nats_url):
+async def test_read_model_ignores_stale_and_duplicate_events(
+        nats_server: NatsServer, nc: Any) -> None:
+    async with variables_group(nats_server):
         v = Variables(nc)
         await v.define_space(TEMPERATURE_SPACE)
         raw: list[int] = []
