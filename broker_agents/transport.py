@@ -181,7 +181,7 @@ async def connect_client(servers: str | list[str], *, security: Security | None 
         order = urls[first:] + urls[:first]
         try:
             nc = await _connect_without_reconnects(
-                {**kwargs, "servers": order, "dont_randomize": True})
+                {"dont_randomize": True, **kwargs, "servers": order})
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             failure = exc
             continue

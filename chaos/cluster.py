@@ -5,6 +5,11 @@ so a cut can be symmetric or one-way). Servers advertise no direct addresses: cl
 are not gossiped (``no_advertise``) and the route address they gossip is a dead port, so
 an implicit route cannot bypass a cut. Clients reach server i through ``<client>_to_i``
 proxies; each client gets its own set so one client can be isolated alone.
+
+Secured like a real cluster (``node.auth``): operator auth, TLS for clients, route TLS
+with certificates from the harness's CA and route authentication. The proxies carry TCP,
+so TLS runs end to end through them (each certificate names 127.0.0.1, where the proxies
+listen). A connection proves a role with ``security(role)``.
 """
 
 from __future__ import annotations
@@ -17,8 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker_agents.transport import Security
 from chaos.process import ManagedProcess
 from chaos.toxiproxy.client import ToxiproxyClient
+from node.auth.authority import Authority
+from node.auth.local import ensure_identities
+from node.auth.private import write_private
+from node.auth.roles import Role, inbox_prefix
+from node.auth.server_config import ServerSpec, render
 from node.embedded import CLUSTER_CAS_SAFE, binary_version, find_binary, free_port
 
 HOST = "127.0.0.1"
@@ -66,7 +77,7 @@ class NatsNode:
 
     @property
     def direct_url(self) -> str:
-        return f"nats://{HOST}:{self.port}"
+        return f"tls://{HOST}:{self.port}"
 
     def monitor(self, endpoint: str) -> tuple[int, dict[str, Any]]:
         return http_json(f"http://{HOST}:{self.monitor_port}/{endpoint}")
@@ -75,23 +86,20 @@ class NatsNode:
         status, body = self.monitor("healthz")
         return status == 200 and body.get("status") == "ok"
 
-    def write_config(self, cluster_name: str, routes: list[str]) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
+    def write_config(self, cluster_name: str, routes: list[str], authority: Authority,
+                     route_password: str) -> None:
+        """The secured config ``broker-agents auth server-config`` writes, its routes
+        dialled through the proxies (``host:port`` each) and nothing direct advertised."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        route_list = ", ".join(json.dumps(f"nats-route://{r}") for r in routes)
-        self.config_path.write_text(
-            f"server_name: {json.dumps(self.name)}\n"
-            f"listen: \"{HOST}:{self.port}\"\n"
-            f"http: \"{HOST}:{self.monitor_port}\"\n"
-            f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}\n"
-            "cluster {\n"
-            f"  name: {json.dumps(cluster_name)}\n"
-            f"  listen: \"{HOST}:{self.cluster_port}\"\n"
-            f"  advertise: \"{DEAD_ADDR}\"\n"
-            "  no_advertise: true\n"
-            f"  routes: [{route_list}]\n"
-            "}\n"
-        )
+        me = ServerSpec(self.name, HOST, port=self.port, cluster_port=self.cluster_port,
+                        http_port=self.monitor_port, listen=HOST)
+        proxies = [ServerSpec(f"{self.name}-route-{i}", r.rsplit(":", 1)[0],
+                              cluster_port=int(r.rsplit(":", 1)[1]))
+                   for i, r in enumerate(routes)]
+        tls = authority.ensure_server_cert(self.name, [HOST])
+        write_private(self.config_path, render(  # private: it holds the route secret
+            me, authority, tls, self.store_dir, peers=proxies, cluster_name=cluster_name,
+            route_password=route_password, advertise=DEAD_ADDR, no_advertise=True))
 
     def process(self) -> ManagedProcess:
         if self.proc is None:
@@ -124,8 +132,18 @@ class ProxiedNatsCluster:
     nodes: list[NatsNode] = field(default_factory=list)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     clients: dict[str, list[str]] = field(default_factory=dict)
+    authority: Authority | None = None
+    creds: dict[Role, Path] = field(default_factory=dict)
+
+    def security(self, role: Role) -> Security:
+        """How a connection of ``role`` proves who it is and checks the servers."""
+        assert self.authority is not None, "start the cluster first"
+        return Security(creds_file=self.creds[role], tls_ca_file=self.authority.ca_path,
+                        inbox_prefix=inbox_prefix(role.value))
 
     def start(self, timeout: float = 30.0) -> ProxiedNatsCluster:
+        self.authority, self.creds = ensure_identities(self.base_dir)
+        password = self.authority.ensure_route_password()
         self.nodes = [NatsNode(i, f"{self.cluster_name}-{i}", self.base_dir / f"n{i}")
                       for i in range(self.size)]
         for src in self.nodes:
@@ -137,7 +155,7 @@ class ProxiedNatsCluster:
                     route_proxy(self.prefix, src.index, dst.index),
                     f"{self.upstream_host}:{dst.cluster_port}")
                 routes.append(created["listen"])
-            src.write_config(self.cluster_name, routes)
+            src.write_config(self.cluster_name, routes, self.authority, password)
         try:
             for node in self.nodes:
                 node.process().start(timeout)
@@ -166,7 +184,7 @@ class ProxiedNatsCluster:
             for node in self.nodes:
                 created = self.toxi.create(client_proxy(self.prefix, client, node.index),
                                            f"{self.upstream_host}:{node.port}")
-                urls.append(f"nats://{created['listen']}")
+                urls.append(f"tls://{created['listen']}")
             self.clients[client] = urls
         return list(self.clients[client])
 

@@ -2,8 +2,9 @@
 their own Toxiproxy proxies, so ``isolate_client(cluster, node_id)`` cuts one node off.
 
 Each daemon is ``python -m node.cli node run`` configured by ``BA_*`` variables (as
-``node.cluster.LocalCluster`` does), registered with the cluster via ``add_process`` (so
-the cluster stops it), and ready when its ``/readyz`` answers 200 (a probe, no sleep).
+``node.cluster.LocalCluster`` does: the cluster's node creds and CA among them),
+registered with the cluster via ``add_process`` (so the cluster stops it), and ready when
+its ``/readyz`` answers 200 (a probe, no sleep).
 kill -9 and restart keep the node id, data dir and HTTP port.
 
 Buckets are created up front with replicas 3 (and leader-only reads), because a node
@@ -27,9 +28,11 @@ from typing import Any
 import nats.js.errors
 from nats.js.api import KeyValueConfig
 
+from broker_agents.transport import Security
 from chaos.cluster import HOST, ProxiedNatsCluster, http_json
 from chaos.faults import PauseProcess
 from chaos.process import ManagedProcess, ProcessError
+from node.auth.roles import Role
 from node.embedded import free_port
 
 CONCERNS = ("agents", "nodes", "accounts", "auctions", "reputation")
@@ -151,10 +154,13 @@ class KillNode:
 
 
 def node_env(node_id: str, servers: list[str], http_port: int, data_dir: str,
-             agents: list[dict[str, Any]], services: dict[str, Any],
+             agents: list[dict[str, Any]], services: dict[str, Any], security: Security,
              prefix: str = "ba") -> dict[str, str]:
     """The ``BA_*`` environment of one node daemon (same keys as ``LocalCluster``)."""
     return {
+        "BA_NATS__AUTH": "creds",
+        "BA_NATS__CREDS": str(security.creds_file),
+        "BA_NATS__TLS_CA": str(security.tls_ca_file),
         "BA_NODE__ID": node_id,
         "BA_NODE__DATA_DIR": data_dir,
         "BA_NODE__SUBJECT_PREFIX": prefix,
@@ -174,7 +180,7 @@ def add_node(cluster: ProxiedNatsCluster, node_id: str, agents: list[dict[str, A
     base = cluster.base_dir / node_id
     base.mkdir(parents=True, exist_ok=True)
     env = node_env(node_id, cluster.client_urls(node_id), port, str(base / "data"), agents,
-                   services or {}, prefix)
+                   services or {}, cluster.security(Role.NODE), prefix)
     argv = [sys.executable, "-m", "node.cli", "node", "run"]
     proc = cluster.add_process(node_id, argv, env=env, cwd=_repo_root(),
                                log_path=base / "node.log")

@@ -54,6 +54,7 @@ from chaos.scenarios.support import (
     seeded,
     window,
 )
+from node.auth.roles import Role
 
 AUCTIONEER = "broker_agents.auction.auctioneer:AuctioneerAgent"
 BIDDER = "broker_agents.auction.bidder:BidderAgent"
@@ -254,13 +255,13 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         auctions_kv = await js.key_value("ba_auctions")
         book = Ledger(accounts_kv)
         watch = AccountWatch()
-        monitor = await h.client("monitor")
+        monitor = await h.client("monitor", Role.OBSERVER)  # watches the accounts
         await watch.start(await monitor.jetstream(timeout=5).key_value("ba_accounts"))
         for who in bidders():
             await book.deposit(who, FUNDS, "chaos-funding")
         minted = cents(FUNDS) * len(bidders())
         history = History()
-        clients = [AuctionClient(f"c{i}", await h.client(f"c{i}"), history,
+        clients = [AuctionClient(f"c{i}", await h.client(f"c{i}", Role.CLIENT), history,
                                  seeded(ctx, f"c{i}")) for i in range(CLIENTS)]
         schedule = plan_faults(ctx, h)
         report.fault_plan = schedule.plan()

@@ -71,6 +71,7 @@ from chaos.scenarios.support import (
     until_ok,
     window,
 )
+from node.auth.roles import Role
 
 GROUP = "reg"
 NODE_IDS = ("node-1", "node-2", "node-3")
@@ -329,7 +330,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
     nodes: dict[str, list[dict[str, Any]]] = {n: [] for n in NODE_IDS}
     async with harness(ctx, "raft", nodes, consensus_services()) as h:
         history = History()
-        clients = [RegisterClient(f"c{i}", await h.client(f"c{i}"), history,
+        clients = [RegisterClient(f"c{i}", await h.client(f"c{i}", Role.CLIENT), history,
                                   seeded(ctx, f"c{i}"), stale_reads=broken)
                    for i in range(WORKERS)]
         watch = LeaderWatch(GROUP, h.nodes)
@@ -344,7 +345,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         try:
             await schedule.run()
             healed = schedule.last_heal or time.monotonic()
-            probe = RegisterClient("probe", await h.client("probe"), History(), seeded(ctx, "p"))
+            probe = RegisterClient("probe", await h.client("probe", Role.CLIENT), History(),
+                                   seeded(ctx, "p"))
             committed = await first_commit(probe, time.monotonic() + 15)
         finally:
             stop.set()

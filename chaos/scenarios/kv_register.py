@@ -21,7 +21,6 @@ import random
 import time
 from typing import Any
 
-import nats
 from nats.errors import NoRespondersError
 from nats.js.errors import (
     APIError,
@@ -30,6 +29,7 @@ from nats.js.errors import (
     NoStreamResponseError,
 )
 
+from broker_agents.transport import Security, connect_client
 from chaos.checkers import check_no_lost_writes, check_register
 from chaos.cluster import ProxiedNatsCluster, server_version
 from chaos.faults import (
@@ -44,8 +44,9 @@ from chaos.faults import (
 from chaos.history import History
 from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext, scenario
+from node.auth.roles import Role
 
-BUCKET = "chaos_register"
+BUCKET = "ba_raw"  # the prefix's raw-KV bucket: one node creds may write
 KEYS = ("r0", "r1", "r2")
 WORKERS = 4
 OP_TIMEOUT = 1.0
@@ -55,10 +56,11 @@ async def _quiet(*_: Any) -> None:
     return None
 
 
-async def connect(urls: list[str], name: str) -> Any:
-    """A client that keeps reconnecting through its proxies (never directly)."""
-    return await nats.connect(
-        servers=urls, name=name, allow_reconnect=True, max_reconnect_attempts=-1,
+async def connect(urls: list[str], name: str, security: Security) -> Any:
+    """A client that keeps reconnecting through its proxies (never directly), as the
+    identity ``security`` names."""
+    return await connect_client(
+        urls, security=security, name=name, allow_reconnect=True, max_reconnect_attempts=-1,
         reconnect_time_wait=0.1, connect_timeout=1.0, ping_interval=1,
         max_outstanding_pings=2, dont_randomize=False, error_cb=_quiet,
         disconnected_cb=_quiet, reconnected_cb=_quiet, closed_cb=_quiet,
@@ -177,13 +179,16 @@ async def run(ctx: ScenarioContext, name: str, weights: tuple[int, int, int]) ->
     report = ScenarioReport(scenario=name, seed=ctx.seed, duration_s=ctx.duration,
                             nats_server=server_version())
     try:
-        admin = await connect(cluster.client_urls("admin"), "admin")
+        admin = await connect(cluster.client_urls("admin"), "admin",
+                              cluster.security(Role.NODE))
         conns.append(admin)
         js = admin.jetstream(timeout=5)
         kv = await js.create_key_value(bucket=BUCKET, replicas=3, history=1, direct=False)
         workers = []
         for i in range(WORKERS):
-            nc = await connect(cluster.client_urls(f"w{i}"), f"w{i}")
+            # the workload is JetStream KV itself: a node's to write
+            nc = await connect(cluster.client_urls(f"w{i}"), f"w{i}",
+                               cluster.security(Role.NODE))
             conns.append(nc)
             wkv = await nc.jetstream(timeout=OP_TIMEOUT).key_value(BUCKET)
             workers.append(RegisterWorker(f"w{i}", wkv, history,

@@ -23,11 +23,13 @@ from chaos.nodes import NodeDaemon, add_node, create_buckets, start_nodes
 from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext
 from chaos.scenarios.kv_register import connect
+from node.auth.roles import Role
 
 
 @dataclass
 class Harness:
-    """A proxied 3-server cluster, its node daemons and an admin connection."""
+    """A proxied 3-server cluster, its node daemons and an admin connection (node creds:
+    it creates buckets and funds accounts, what only nodes may do today)."""
 
     cluster: ProxiedNatsCluster
     nodes: list[NodeDaemon]
@@ -41,9 +43,10 @@ class Harness:
         """Wait until every node daemon (restarted or reconnecting after a heal) is ready."""
         await asyncio.gather(*(asyncio.to_thread(n.wait_ready, timeout) for n in self.nodes))
 
-    async def client(self, name: str) -> Any:
-        """A connection through ``name``'s own proxies (closed with the harness)."""
-        nc = await connect(self.cluster.client_urls(name), name)
+    async def client(self, name: str, role: Role = Role.NODE) -> Any:
+        """A connection as ``role`` through ``name``'s own proxies (closed with the
+        harness): clients for public requests, observers to read buckets and events."""
+        nc = await connect(self.cluster.client_urls(name), name, self.cluster.security(role))
         self.conns.append(nc)
         return nc
 
@@ -60,7 +63,8 @@ async def harness(ctx: ScenarioContext, tag: str, nodes: dict[str, list[dict[str
     await asyncio.to_thread(cluster.start)
     h: Harness | None = None
     try:
-        admin = await connect(cluster.client_urls("admin"), "admin")
+        admin = await connect(cluster.client_urls("admin"), "admin",
+                              cluster.security(Role.NODE))
         h = Harness(cluster, [], admin, [admin])
         await create_buckets(admin.jetstream(timeout=5))
         h.nodes = [add_node(cluster, node_id, agents, services)

@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
+from broker_agents.transport import connect_client
 from chaos.cluster import ProxiedNatsCluster
 from chaos.faults import cut_server, isolate_client, kill_server
 from chaos.toxiproxy import ToxiproxyClient, toxiproxy_client
+from node.auth.roles import Role
 
 pytestmark = pytest.mark.chaos
 
@@ -83,10 +84,11 @@ async def test_isolating_a_client_disconnects_it_and_heal_reconnects(
     async def on_reconn() -> None:
         reconnected.set()
 
-    nc = await nats.connect(servers=cluster.client_urls("c1"), reconnect_time_wait=0.1,
-                            max_reconnect_attempts=-1, disconnected_cb=on_disc,
-                            reconnected_cb=on_reconn)
-    other = await nats.connect(servers=cluster.client_urls("c2"))
+    nc = await connect_client(cluster.client_urls("c1"), security=cluster.security(Role.CLIENT),
+                              reconnect_time_wait=0.1, max_reconnect_attempts=-1,
+                              disconnected_cb=on_disc, reconnected_cb=on_reconn)
+    other = await connect_client(cluster.client_urls("c2"),
+                                 security=cluster.security(Role.CLIENT))
     try:
         fault = isolate_client(cluster, "c1")
         await asyncio.to_thread(fault.inject)
@@ -102,11 +104,11 @@ async def test_isolating_a_client_disconnects_it_and_heal_reconnects(
 
 
 async def test_kill_9_and_restart_keeps_replicated_data(cluster: ProxiedNatsCluster) -> None:
-    nc = await nats.connect(servers=cluster.client_urls(), reconnect_time_wait=0.1,
-                            max_reconnect_attempts=-1)
+    nc = await connect_client(cluster.client_urls(), security=cluster.security(Role.NODE),
+                              reconnect_time_wait=0.1, max_reconnect_attempts=-1)
     try:
         js = nc.jetstream(timeout=5)
-        kv = await js.create_key_value(bucket="keep", replicas=3, direct=False)
+        kv = await js.create_key_value(bucket="ba_raw", replicas=3, direct=False)
         await kv.put("k", b"v1")
         old_pid = cluster.nodes[1].process().pid
         fault = kill_server(cluster, 1)

@@ -6,15 +6,16 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import nats
 import nats.errors
 import pytest
 
+from broker_agents.transport import connect_client
 from chaos.cluster import ProxiedNatsCluster
 from chaos.faults import isolate_client
 from chaos.nodes import add_node, create_buckets, service_env, start_nodes
 from chaos.probe import fetch_view, probe_spec
 from chaos.toxiproxy import toxiproxy_client
+from node.auth.roles import Role
 
 pytestmark = pytest.mark.chaos
 
@@ -39,7 +40,8 @@ async def until(cond: object, timeout: float, what: str) -> None:
 
 async def test_node_daemon_isolated_through_its_own_proxies_and_killed_and_restarted(
         cluster: ProxiedNatsCluster) -> None:
-    nc = await nats.connect(servers=cluster.client_urls("admin"), max_reconnect_attempts=-1)
+    nc = await connect_client(cluster.client_urls("admin"), security=cluster.security(Role.NODE),
+                              max_reconnect_attempts=-1)
     try:
         await create_buckets(nc.jetstream(timeout=5))
         one = add_node(cluster, "node-1", [probe_spec("node-1")], service_env())
