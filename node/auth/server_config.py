@@ -73,12 +73,14 @@ def _tls_block(tls: TlsFiles, *, verify: bool, indent: str) -> list[str]:
 def render(server: ServerSpec, authority: Authority, tls: TlsFiles, store_dir: Path, *,
            peers: Sequence[ServerSpec] = (), cluster_name: str = "ba",
            route_password: str | None = None, advertise: str | None = None,
-           no_advertise: bool = False) -> str:
+           no_advertise: bool = False, sync_interval: str | None = None) -> str:
     """The config text of ``server``; with ``peers`` (the other servers), a cluster.
 
     ``advertise`` (the route address gossiped to peers) and ``no_advertise`` (client URLs
     not gossiped) are for clusters whose links run through proxies: a peer must not learn
-    a direct address that bypasses a cut.
+    a direct address that bypasses a cut. ``sync_interval`` (nats-server >= 2.10):
+    ``always`` fsyncs every write, what a deployment that must not lose an acknowledged
+    write to a simultaneous crash of a majority chooses.
     """
     lines = [
         "# nats-server config written by `broker-agents auth server-config`.",
@@ -104,6 +106,7 @@ def render(server: ServerSpec, authority: Authority, tls: TlsFiles, store_dir: P
         "# cluster is what makes an acknowledged write survive one server's crash.",
         "jetstream {",
         f"  store_dir: {_q(store_dir)}",
+        *([f"  sync_interval: {_q(sync_interval)}"] if sync_interval else []),
         "}",
     ]
     if peers:
@@ -148,7 +151,8 @@ def check_specs(servers: Sequence[ServerSpec]) -> None:
 
 
 def write_configs(authority: Authority, servers: Sequence[ServerSpec], *,
-                  out_dir: Path | None = None, cluster_name: str = "ba") -> list[Path]:
+                  out_dir: Path | None = None, cluster_name: str = "ba",
+                  sync_interval: str | None = None) -> list[Path]:
     """One config per server (``<out_dir>/<name>.conf``), with certificates from the
     directory's CA and, for more than one server, the route secret."""
     check_specs(servers)
@@ -160,6 +164,6 @@ def write_configs(authority: Authority, servers: Sequence[ServerSpec], *,
         store = server.store_dir or authority.dir / "jetstream" / server.name
         peers = [peer for peer in servers if peer is not server]
         text = render(server, authority, tls, store, peers=peers, cluster_name=cluster_name,
-                      route_password=password)
+                      route_password=password, sync_interval=sync_interval)
         written.append(write_private(out_dir / f"{server.name}.conf", text))
     return written

@@ -120,6 +120,9 @@ def server_config(
     store_dir: Annotated[str | None, typer.Option(
         "--store-dir", help="JetStream store; {name} is the server's name "
                             "(default: <dir>/jetstream/{name})")] = None,
+    sync_interval: Annotated[str | None, typer.Option(
+        "--sync-interval", help="JetStream fsync: 'always' for every write (nats-server "
+                                ">= 2.10; default: the server's lazy 2 minutes)")] = None,
     directory: DirOpt = DEFAULT_DIR,
     out_dir: Annotated[Path | None, typer.Option(
         "--out-dir", help="where the configs go (default: <dir>/servers)")] = None,
@@ -143,7 +146,8 @@ def server_config(
                 _per_server(ports or [4222], servers, "--port"),
                 _per_server(cluster_ports or [6222], servers, "--cluster-port"),
                 _per_server(http_ports or [8222], servers, "--http-port"), strict=True)]
-        return write_configs(auth, specs, out_dir=out_dir, cluster_name=cluster_name)
+        return write_configs(auth, specs, out_dir=out_dir, cluster_name=cluster_name,
+                             sync_interval=sync_interval)
 
     paths = _attempt(work, as_json)
     _wrote("auth server-config", paths, as_json,
