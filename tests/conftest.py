@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -43,17 +42,11 @@ def sim_seeds(request: pytest.FixtureRequest) -> list[int]:
     return list(range(count or default))
 
 
-# TEMPORARY: another session is still changing these tests; they get open servers until
-# it is done and they are moved to secured ones.
-_OPEN_FOR_NOW = ("tests/integration/registry/",)
-
-
 @pytest.fixture
-def nats_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NatsServer]:
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     """A secured ``nats-server`` with JetStream on a free port, its auth and store in a
     temp dir."""
-    where = str(request.path.relative_to(Path(__file__).parents[1]))
-    server = start_server(tmp_path / "nats", secure=not where.startswith(_OPEN_FOR_NOW))
+    server = start_server(tmp_path / "nats")
     try:
         yield server
     finally:
@@ -86,12 +79,7 @@ async def connect(nats_server: NatsServer) -> AsyncIterator[Connect]:
 
     async def open_as(role: Role = Role.NODE, target: Secured | None = None,
                       **options: Any) -> NATS:
-        where = target or nats_server
-        if where.auth is None:  # TEMPORARY (see _OPEN_FOR_NOW)
-            nc: NATS = await nats.connect(where.urls, **options)
-            await nc.flush()
-        else:
-            nc = await connect_as(where, role, **options)
+        nc = await connect_as(target or nats_server, role, **options)
         opened.append(nc)
         return nc
 

@@ -64,6 +64,7 @@ from chaos.scenarios.support import (
     seeded,
     window,
 )
+from node.auth.roles import Role
 from node.config import NatsSection
 
 NODES = 3
@@ -301,7 +302,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
     nodes = {f"node-{i}": node_agents(i) for i in range(1, NODES + 1)}
     async with harness(ctx, "reg", nodes, service_env(LIVENESS)) as h:
         kv = await h.admin.jetstream(timeout=5).key_value("ba_agents")
-        monitor = await RegistryMonitor.open(await h.client("monitor"))
+        monitor = await RegistryMonitor.open(await h.client("monitor", Role.OBSERVER))
         added: dict[str, list[float]] = {}
 
         def on_added(change: Change) -> None:
@@ -313,7 +314,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         workers = []
         for i in range(WORKERS):
             name = f"w{i}"
-            registry = await Registry.connect(await h.client(name))
+            # a worker registers and heartbeats like a node: it writes the buckets
+            registry = await Registry.connect(await h.client(name, Role.NODE))
             worker = RegistryWorker(name, registry, history, seeded(ctx, name))
             await worker.heartbeater.beat()
             worker.heartbeater.start()

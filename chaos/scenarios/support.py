@@ -43,7 +43,7 @@ class Harness:
         """Wait until every node daemon (restarted or reconnecting after a heal) is ready."""
         await asyncio.gather(*(asyncio.to_thread(n.wait_ready, timeout) for n in self.nodes))
 
-    async def client(self, name: str, role: Role = Role.NODE) -> Any:
+    async def client(self, name: str, role: Role) -> Any:
         """A connection as ``role`` through ``name``'s own proxies (closed with the
         harness): clients for public requests, observers to read buckets and events."""
         nc = await connect(self.cluster.client_urls(name), name, self.cluster.security(role))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -76,11 +76,18 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c",
 _denied: list[str] = []  # permissions violations the server reported to this command
 
 
-async def _quiet(exc: Exception) -> None:
-    """Connection trouble is reported once, as the command's error, not as tracebacks;
-    a permissions violation is kept, to explain a request that then got no reply."""
-    if "permissions violation" in str(exc).lower():
-        _denied.append(str(exc))
+def _on_error(command: asyncio.Task[Any] | None) -> Callable[[Exception], Awaitable[None]]:
+    """Connection trouble is reported once, as the command's error, not as tracebacks. A
+    permissions violation ends the command at once (its request would only time out):
+    ``run`` reports it as ``forbidden``."""
+
+    async def on_error(exc: Exception) -> None:
+        if "permissions violation" in str(exc).lower():
+            _denied.append(str(exc))
+            if command is not None and not command.done():
+                command.cancel()
+
+    return on_error
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ async def connect(where: Target, *, role: Role = Role.CLIENT, reconnect: bool = 
         options["allow_reconnect"] = False
     try:
         return await connect_client(servers, security=security, connect_timeout=3,
-                                    error_cb=_quiet, **options)
+                                    error_cb=_on_error(asyncio.current_task()), **options)
     except Exception as exc:
         who = (f"context {found}" if found else f"creds {security.creds_file}"
                if security.creds_file else "no credentials (no context found: --context, "
@@ -147,11 +154,13 @@ def run(work: Coroutine[Any, Any, T], as_json: bool = False) -> T:
         return asyncio.run(work)
     except BrokerError as err:
         fail(err, as_json)
-    except (nats.errors.NoRespondersError, TimeoutError) as exc:
+    except (nats.errors.NoRespondersError, TimeoutError, asyncio.CancelledError) as exc:
         if _denied:
             fail(BrokerError(ErrorCode.FORBIDDEN, f"{_denied[0]}: the identity this command "
                              "used may not do that; give it a context (--context) of a role "
                              "that may", {"violations": list(_denied)}), as_json)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         if isinstance(exc, nats.errors.NoRespondersError):
             fail(BrokerError(ErrorCode.UNAVAILABLE, "nobody is listening for this request"),
                  as_json)

@@ -1,6 +1,8 @@
 """A stand-in node process for liveness tests: registers agents, heartbeats, waits to die.
 
-    python -m tests.integration.registry.node_proc <nats_url> <node_id> <agent_count>
+    python -m tests.integration.registry.node_proc <context> <node_id> <agent_count>
+
+``context`` is a node's context file (servers, creds, CA), as a daemon would be given.
 """
 
 from __future__ import annotations
@@ -8,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-
-import nats
+from pathlib import Path
 
 from broker_agents.core.registry.record import AgentRecord, Lifecycle
 from broker_agents.registry.liveness import Heartbeater
 from broker_agents.registry.store import RegistryStore
+from broker_agents.transport import connect_client
+from node.auth.context import ClientContext
 
 
-async def main(url: str, node_id: str, count: int) -> None:
-    nc = await nats.connect(url)
+async def main(context: Path, node_id: str, count: int) -> None:
+    ctx = ClientContext.read(context)
+    nc = await connect_client(list(ctx.servers), security=ctx.security())
     store = await RegistryStore.open(nc)
     beater = Heartbeater(store, node_id, interval=0.05)
     await beater.beat()
@@ -33,4 +37,4 @@ async def main(url: str, node_id: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])))

@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from broker_agents.core.registry.index import ChangeKind
 from broker_agents.core.registry.record import Health
 from broker_agents.registry.liveness import Heartbeater, Reaper, ReapReport, deregister_node
 from broker_agents.registry.store import RegistryStore
 from broker_agents.registry.view import LocalView, NodeView
+from node.auth.roles import Role
+from node.embedded import NatsServer
 from tests.integration.registry.helpers import agent
+from tests.secured import connect_as, context
 
 ROOT = Path(__file__).resolve().parents[3]
 WINDOW, GRACE = 0.6, 0.4
@@ -26,9 +27,11 @@ async def _views(nc: Any) -> tuple[RegistryStore, LocalView, NodeView]:
     return store, await LocalView.open(nc, check_interval=0.1), await NodeView.open(nc)
 
 
-async def test_kill_9_node_agents_become_unhealthy_then_vanish(nats_url: str, nc: Any) -> None:
+async def test_kill_9_node_agents_become_unhealthy_then_vanish(nats_server: NatsServer,
+                                                               nc: Any) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.integration.registry.node_proc", nats_url, "victim", "5",
+        sys.executable, "-m", "tests.integration.registry.node_proc",
+        str(context(nats_server, Role.NODE)), "victim", "5",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     store, view, nodes = await _views(nc)
@@ -66,8 +69,8 @@ async def test_kill_9_node_agents_become_unhealthy_then_vanish(nats_url: str, nc
         await nodes.stop()
 
 
-async def test_two_racing_reapers_never_both_act(nats_url: str) -> None:
-    conns = [await nats.connect(nats_url) for _ in range(3)]
+async def test_two_racing_reapers_never_both_act(nats_server: NatsServer) -> None:
+    conns = [await connect_as(nats_server, Role.NODE) for _ in range(3)]
     try:
         store = await RegistryStore.open(conns[0])
         await Heartbeater(store, "dead").beat()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import nats
 import pytest
 
 from broker_agents.codec import encode
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.registry.record import AgentRecord, Health
 from broker_agents.registry.store import RegistryStore
+from node.auth.roles import Role
+from node.embedded import NatsServer
 from tests.integration.registry.helpers import agent
+from tests.secured import connect_as
 
 
 async def test_register_then_get_round_trips_with_revision(nc: Any) -> None:
@@ -60,9 +62,9 @@ async def test_patch_validates_the_merged_record(nc: Any) -> None:
     assert record.health is Health.DEGRADED
 
 
-async def test_two_writers_racing_on_one_record_lose_no_update(nats_url: str) -> None:
+async def test_two_writers_racing_on_one_record_lose_no_update(nats_server: NatsServer) -> None:
     """Two connections each add 30 distinct resources concurrently; all 60 survive."""
-    conns = [await nats.connect(nats_url) for _ in range(2)]
+    conns = [await connect_as(nats_server, Role.NODE) for _ in range(2)]
     try:
         stores = [await RegistryStore.open(c, max_attempts=200) for c in conns]
         await stores[0].register(agent("shared"))

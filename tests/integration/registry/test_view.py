@@ -15,8 +15,10 @@ from broker_agents.core.registry.record import AgentRecord, Health
 from broker_agents.kvfeed import BucketFeed
 from broker_agents.registry.store import RegistryStore, decode_agent
 from broker_agents.registry.view import LocalView
+from node.auth.roles import Role
 from node.embedded import NatsServer
 from tests.integration.registry.helpers import agent
+from tests.secured import connect_as
 
 
 async def retrying(op: Callable[[], Awaitable[Any]], attempts: int = 5) -> Any:
@@ -97,9 +99,9 @@ async def test_view_converges_after_nats_server_restart(
         if view is not None and hook:
             view.notify_reconnected()
 
-    view_nc = await nats.connect(nats_server.url, reconnected_cb=reconnected,
+    view_nc = await connect_as(nats_server, Role.OBSERVER, reconnected_cb=reconnected,
                                  reconnect_time_wait=0.05, max_reconnect_attempts=-1)
-    writer = await nats.connect(nats_server.url, reconnect_time_wait=0.05,
+    writer = await connect_as(nats_server, Role.NODE, reconnect_time_wait=0.05,
                                 max_reconnect_attempts=-1)
     try:
         store = await RegistryStore.open(writer)

@@ -8,15 +8,16 @@ import asyncio
 import time
 from typing import Any
 
-import nats
 import pytest
 
 from broker_agents.registry.store import RegistryStore
 from broker_agents.registry.view import LocalView
+from node.auth.roles import Role
 from node.embedded import NatsServer
 from tests.integration.registry.faulty_kv import EMPTY, MARKER_FIRST, SHORT, FaultyKv
 from tests.integration.registry.helpers import agent
 from tests.integration.registry.test_view import bucket_state, retrying
+from tests.secured import connect_as
 
 CHECK = 0.05
 AGENTS = 17
@@ -96,9 +97,9 @@ async def test_a_reconnect_relists_without_a_hook(nats_server: NatsServer) -> No
     """The server the watch depends on restarts; nobody calls notify_reconnected (the
     auctioneer's mirrors, chaos clients): the feed notices the reconnect itself."""
     stall = 30.0  # so a stall cannot be what rescues the view
-    view_nc = await nats.connect(nats_server.url, reconnect_time_wait=0.05,
+    view_nc = await connect_as(nats_server, Role.OBSERVER, reconnect_time_wait=0.05,
                                  max_reconnect_attempts=-1)
-    writer = await nats.connect(nats_server.url, reconnect_time_wait=0.05,
+    writer = await connect_as(nats_server, Role.NODE, reconnect_time_wait=0.05,
                                 max_reconnect_attempts=-1)
     view: LocalView | None = None
     try:
