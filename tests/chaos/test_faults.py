@@ -132,7 +132,7 @@ def test_pause_process_stops_and_continues_a_real_process() -> None:
 
     from chaos.faults import pause_process
 
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     try:
         fault = pause_process(proc, "sleeper")
         fault.inject()
