@@ -72,7 +72,10 @@ class RegistryService:
     async def start(self) -> None:
         for op in OPS:
             async def cb(msg: Any, op: str = op) -> None:
-                await msg.respond(self.handle(op, msg.data, msg.headers))
+                # Not msg.respond(): nats-py echoes the request's headers into the reply, so
+                # a request carrying "Status: 503" would make its caller see no responders.
+                if msg.reply:
+                    await self.nc.publish(msg.reply, self.handle(op, msg.data, msg.headers))
             sub = await self.nc.subscribe(self.subjects.registry(op), queue=self.queue, cb=cb)
             self._subs.append(sub)
 

@@ -273,6 +273,16 @@ def test_a_content_type_we_do_not_speak_is_malformed(node: NodeThread, family: s
         assert error_code(reply) == refusal(subject, "malformed"), (subject, reply)
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_status_header_in_a_request_is_not_echoed_into_its_reply(node: NodeThread,
+                                                                  family: str) -> None:
+    """nats-py's ``Msg.respond`` copies the request's headers into the reply: a request
+    carrying ``Status: 503`` then read as "no responders" to its caller."""
+    for subject in FAMILIES[family]:
+        reply = check(node, subject, b"\x00", {"Status": "503"})
+        assert error_code(reply) is not None, (subject, reply)
+
+
 ECHOED_FIELDS = ["type", "agent_id", "command", "query", "proposal", "space", "bidder"]
 
 
