@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.js.errors as jse
+from pydantic import BaseModel
 
 from broker_agents import codec
 from broker_agents.auction import metrics
@@ -26,26 +27,36 @@ from broker_agents.auction.records import AuctionRecord, peek_lease
 from broker_agents.clock import wall_ms
 from broker_agents.core.auction.audit import AuctionView, Audit, Verdict, audit
 from broker_agents.core.budget import Account
+from broker_agents.core.errors import ErrorCode, RemoteProtocolError
 from broker_agents.kv import all_keys
 
 DEFAULT_GRACE_MS = 30_000
 """How long a hold may name an auction the auctions bucket does not know (yet)."""
 
 
-class Skipped(Exception):
-    """A record the audit cannot use; ``reason`` is a bounded metric label."""
+M = TypeVar("M", bound=BaseModel)
+
+
+class Skipped(RemoteProtocolError):
+    """A record the audit cannot use (someone wrote garbage or another key's record);
+    ``reason`` is a bounded metric label."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+        super().__init__(ErrorCode.MALFORMED, f"unusable record: {reason}", {"reason": reason})
         self.reason = reason
+
+
+def _stored(model: type[M], data: bytes) -> M:
+    """A stored record as ``model``; ``Skipped("corrupt")`` when it is not one."""
+    try:
+        return model.model_validate(codec.decode(data, max_depth=codec.STORED_MAX_DEPTH))
+    except Exception as exc:
+        raise Skipped("corrupt") from exc
 
 
 def account_of(key: str, data: bytes) -> Account:
     """The account stored under ``key``; ``Skipped`` when corrupt or foreign."""
-    try:
-        account = Account.model_validate(codec.decode(data))
-    except Exception as exc:
-        raise Skipped("corrupt") from exc
+    account = _stored(Account, data)
     if account.owner != key:
         raise Skipped("foreign")
     return account
@@ -53,10 +64,7 @@ def account_of(key: str, data: bytes) -> Account:
 
 def auction_view(key: str, data: bytes) -> AuctionView:
     """Stage and what each payer owes, from a full record; ``Skipped`` when unusable."""
-    try:
-        record = AuctionRecord.model_validate(codec.decode(data))
-    except Exception as exc:
-        raise Skipped("corrupt") from exc
+    record = _stored(AuctionRecord, data)
     if record.auction_id != key:
         raise Skipped("foreign")
     return AuctionView(record.stage, record.payments())
