@@ -17,8 +17,9 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
 
-from broker_agents import codec, transport
+from broker_agents import codec, identity, transport
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.identity import Principal
 from broker_agents.kv import open_bucket
 from broker_agents.logging import get_logger
 from broker_agents.messages import envelope
@@ -37,6 +38,8 @@ class Incoming(NamedTuple):
     type_name: str
     is_json: bool
     headers: dict[str, str] | None
+    # The verified signer of a signed message (``broker_agents.identity``); None: unsigned.
+    principal: Principal | None = None
 
 
 def reply_or_raise(data: bytes, headers: dict[str, str] | None, reply_model: type[R] | None,
@@ -81,35 +84,47 @@ class AgentContext:
     def js(self) -> JetStreamContext:
         return self.nc.jetstream()
 
-    async def send(self, agent_id: str, msg: BaseModel, *, type_name: str | None = None) -> None:
-        """One-way message to an agent's inbox (at most once, like core NATS)."""
-        await self.nc.publish(self.subjects.agent(agent_id),
-                              codec.encode(envelope(msg, type_name)))
+    async def send(self, agent_id: str, msg: BaseModel, *, type_name: str | None = None,
+                   signed: bool = False) -> None:
+        """One-way message to an agent's inbox (at most once, like core NATS);
+        ``signed``: an act of this agent's (see ``broker_agents.identity``)."""
+        subject = self.subjects.agent(agent_id)
+        data = codec.encode(envelope(msg, type_name))
+        await self.nc.publish(subject, data, headers=self._signed(subject, data, signed))
         self._out["send"].inc()
+
+    def _signed(self, subject: str, data: bytes, signed: bool) -> dict[str, str] | None:
+        """The signature headers of an act by this agent (its node speaks for it)."""
+        return identity.act_headers(self.nc, subject, data, self.agent_id) if signed else None
 
     async def send_capability(self, capability: str, msg: BaseModel) -> None:
         await self.nc.publish(self.subjects.cap(capability), codec.encode(envelope(msg)))
         self._out["send"].inc()
 
     async def request(self, agent_id: str, msg: BaseModel, *, timeout: float = 5.0,
-                      reply_model: type[R] | None = None, msg_id: str | None = None) -> Any:
-        """Ask an agent and wait for its reply; an error reply is raised as BrokerError."""
+                      reply_model: type[R] | None = None, msg_id: str | None = None,
+                      signed: bool = False) -> Any:
+        """Ask an agent and wait for its reply; an error reply is raised as BrokerError.
+        ``signed``: an act of this agent's, and a retry with the same ``msg_id`` is
+        answered from the callee's cache (which is scoped per signer)."""
         return await self._request(self.subjects.agent(agent_id), msg, timeout, reply_model,
-                                   msg_id, agent_id)
+                                   msg_id, agent_id, signed)
 
     async def request_capability(self, capability: str, msg: BaseModel, *,
                                  timeout: float = 5.0, reply_model: type[R] | None = None,
-                                 msg_id: str | None = None) -> Any:
+                                 msg_id: str | None = None, signed: bool = False) -> Any:
         """Ask any one agent that has the capability (NATS queue group picks it)."""
         return await self._request(self.subjects.cap(capability), msg, timeout, reply_model,
-                                   msg_id, f"capability {capability}")
+                                   msg_id, f"capability {capability}", signed)
 
     async def _request(self, subject: str, msg: BaseModel, timeout: float,
-                       reply_model: type[R] | None, msg_id: str | None, target: str) -> Any:
+                       reply_model: type[R] | None, msg_id: str | None, target: str,
+                       signed: bool) -> Any:
         data = codec.encode(envelope(msg, msg_id=msg_id))
         self._out["request"].inc()
         try:
-            reply = await transport.request(self.nc, subject, data, timeout)
+            reply = await transport.request(self.nc, subject, data, timeout,
+                                            headers=self._signed(subject, data, signed))
         except nats.errors.NoRespondersError as exc:
             raise BrokerError(ErrorCode.UNAVAILABLE, f"no agent is listening for {target}",
                               {"subject": subject}) from exc

@@ -24,10 +24,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
-from broker_agents import codec
+from broker_agents import codec, identity
 from broker_agents.agent import Agent, HandlerSpec
 from broker_agents.context import AgentContext, Incoming
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.identity import HEADER_JWT, Principal, Unauthorized
 from broker_agents.messages import open_envelope
 from broker_agents.metrics import (
     DUPLICATES,
@@ -65,7 +66,8 @@ class AgentRunner:
         self._stop = asyncio.Event()
         self._crash: BaseException | None = None
         self._semaphore = asyncio.Semaphore(max(1, agent.max_concurrency))
-        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        # Replies by (requester, message id): nobody can prime another requester's answer.
+        self._recent: OrderedDict[tuple[str | None, str], bytes] = OrderedDict()
         aid = agent.agent_id
         self._reply_count = MESSAGES_OUT.labels(aid, "reply")
         self._hist = {name: HANDLER_SECONDS.labels(aid, name) for name in agent._handler_specs}
@@ -172,11 +174,22 @@ class AgentRunner:
             self._malformed(exc.code)
             await self._reply(msg.reply, exc.to_payload(), as_json)
             return
-        if msg_id is not None and msg_id in self._recent:
+        principal = None
+        if headers and HEADER_JWT in headers:  # signed: verified before anything runs
+            try:
+                principal = identity.authenticate(self.nc, msg.subject, data, headers,
+                                                  component=self.agent.agent_id)
+            except Unauthorized as exc:
+                self._malformed(exc.code)
+                await self._reply(msg.reply, exc.to_payload(), as_json)
+                return
+        cache_key = _requester(principal, msg.reply), msg_id
+        if msg_id is not None and cache_key in self._recent:
             DUPLICATES.labels(self.agent.agent_id).inc()
-            await self._resend(msg.reply, self._recent[msg_id])
+            await self._resend(msg.reply, self._recent[cache_key])
             return
-        incoming = Incoming(msg.subject, msg.reply, msg_id, type_name, as_json, headers)
+        incoming = Incoming(msg.subject, msg.reply, msg_id, type_name, as_json, headers,
+                            principal)
         spec = self.agent._handler_specs.get(type_name)
         if spec is not None and (spec.concurrent or self.agent.max_concurrency > 1):
             await self._semaphore.acquire()
@@ -210,7 +223,8 @@ class AgentRunner:
             return
         encoded = await self._reply(incoming.reply, payload, incoming.is_json)
         if incoming.msg_id is not None and encoded is not None:
-            self._remember(incoming.msg_id, encoded)
+            self._remember((_requester(incoming.principal, incoming.reply), incoming.msg_id),
+                           encoded)
 
     def _handler_failed(self, exc: Exception, incoming: Incoming) -> dict[str, Any]:
         """Count and log a handler's unexpected exception; the error reply it gets."""
@@ -264,8 +278,8 @@ class AgentRunner:
             return
         self._reply_count.inc()
 
-    def _remember(self, msg_id: str, reply: bytes) -> None:
-        self._recent[msg_id] = reply
+    def _remember(self, key: tuple[str | None, str], reply: bytes) -> None:
+        self._recent[key] = reply
         if len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
 
@@ -275,6 +289,14 @@ class AgentRunner:
 
     def _count_error(self, type_name: str, code: str) -> None:
         HANDLER_ERRORS.labels(self.agent.agent_id, type_name, code).inc()
+
+
+def _requester(principal: Principal | None, reply: str | None) -> str | None:
+    """Whose cache entry a request's answer is: its verified signer's, else its reply
+    subject's (unguessable, so an unsigned request's cached answer is reachable only by a
+    redelivery of that same request). The reply subject's inbox prefix would not do: NATS
+    does not check a reply subject against the publisher's permissions."""
+    return principal.identity if principal is not None else reply
 
 
 def _describe(exc: ValidationError, type_name: str) -> str:

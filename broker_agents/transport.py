@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError, NoServersError, SlowConsumerError
 
+from broker_agents import identity
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.logging import get_logger
 from broker_agents.metrics import (
@@ -25,6 +26,7 @@ from broker_agents.metrics import (
     NATS_RECONNECTS,
     SLOW_CONSUMER_DROPS,
 )
+from broker_agents.ratelog import RateLimitedLog
 
 
 def _not_the_ssl_eof_notice(record: logging.LogRecord) -> bool:
@@ -186,7 +188,8 @@ async def connect_client(servers: str | list[str], *, security: Security | None 
             failure = exc
             continue
         await nc.flush()
-        return nc
+        return identity.attach(nc, identity.Identity.from_creds(
+            security.creds_file if security is not None else None))
     assert failure is not None, "no servers given"
     raise failure
 
@@ -218,12 +221,17 @@ def _subject_kind(subject: str) -> str:
 async def connect(opts: ConnectOptions) -> NATS:
     """Connect with reconnect-forever; connection state and errors go to metrics and logs."""
     log = get_logger(component="nats")
+    # A flood on one subscription drops messages by the thousand: a line per drop would
+    # be a flood of its own, so one line per subject kind and window, with the count.
+    drops = RateLimitedLog(log)
     conn: dict[str, NATS] = {}
 
     async def error_cb(exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):
-            SLOW_CONSUMER_DROPS.labels(_subject_kind(exc.subject)).inc()
-            log.warning("slow consumer: message dropped", subject=exc.subject, sid=exc.sid)
+            kind = _subject_kind(exc.subject)
+            SLOW_CONSUMER_DROPS.labels(kind).inc()
+            drops.warning(kind, "slow consumer: message dropped", subject=exc.subject,
+                          sid=exc.sid)
             return
         NATS_ERRORS.labels(type(exc).__name__).inc()
         log.warning("nats error", error=repr(exc))
@@ -264,4 +272,4 @@ async def connect(opts: ConnectOptions) -> NATS:
     nc = conn["nc"] = await _first_connect(kwargs, opts.initial_connect_timeout, log)
     NATS_CONNECTED.set(1)
     check_server(nc)
-    return nc
+    return identity.attach(nc, identity.Identity.from_creds(opts.security.creds_file))

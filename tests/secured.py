@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import nats
 from nats.aio.client import Client as NATS
 
+from broker_agents import identity
 from broker_agents.transport import Security
 from node.auth.local import LocalAuth
 from node.auth.roles import Role
@@ -49,7 +50,7 @@ async def connect_as(target: Secured, role: Role = Role.NODE, **options: Any) ->
     """A connection as ``role``, flushed once (see ``broker_agents.transport``)."""
     nc = await nats.connect(**connect_kwargs(target, role, **options))
     await nc.flush()
-    return nc
+    return identity.attach(nc, identity.Identity.from_creds(security(target, role).creds_file))
 
 
 def cli_args(target: Secured, role: Role = Role.NODE) -> list[str]:

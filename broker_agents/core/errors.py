@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     NOT_IMPORTABLE = "not_importable"
     START_FAILED = "start_failed"
     RESTART_LIMIT = "restart_limit"
+    UNAUTHORIZED = "unauthorized"  # an act not signed by the principal it names
+    RATE_LIMITED = "rate_limited"  # a requester or agent over its quota: retry later
     FORBIDDEN = "forbidden"  # the connection's role may not (a NATS permissions violation)
     # A code this version does not know (a newer peer's); the text is kept in details.
     UNKNOWN = "unknown"

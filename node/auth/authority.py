@@ -30,7 +30,7 @@ from node.auth import jwt
 from node.auth.creds import Creds
 from node.auth.jwt import JetStreamLimits, KeyKind, NKey
 from node.auth.private import private_dir, write_private
-from node.auth.roles import BUCKET_CONCERNS, DEFAULT_PREFIX, Role, permissions
+from node.auth.roles import BUCKET_CONCERNS, DEFAULT_PREFIX, Role, user_claims
 from node.auth.tls import CertKey, covers, issue_server_cert, new_ca, server_hosts
 
 OPERATOR_NAME = "broker-agents"
@@ -134,7 +134,7 @@ class Authority:
         """A new nkey and user JWT for ``user`` in ``role``, written as a creds file."""
         key = NKey.generate(KeyKind.USER)
         token = jwt.user_jwt(key.public_key, user, self.account,
-                             permissions(Role(role), user, prefix, buckets).claims())
+                             user_claims(Role(role), user, prefix, buckets))
         return Creds(token, key.seed).write(out or self.creds_path(user))
 
     def ensure_user(self, role: Role, user: str, *, prefix: str = DEFAULT_PREFIX) -> Path:
@@ -154,10 +154,10 @@ class Authority:
         except BrokerError:
             return False
         nats = claims.get("nats")
-        wanted = permissions(role, user, prefix).claims()
+        wanted = user_claims(role, user, prefix)
         return (claims.get("iss") == self.account.public_key and isinstance(nats, dict)
                 and all(nats.get(k) == v for k, v in wanted.items())
-                and set(wanted) == {k for k in ("pub", "sub", "resp") if k in nats})
+                and set(wanted) == {k for k in ("pub", "sub", "resp", "tags") if k in nats})
 
     # -- TLS and routes ---------------------------------------------------------------
 

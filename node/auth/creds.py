@@ -6,11 +6,11 @@ every NATS client read.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.natsjwt import parse_creds
 from broker_agents.subjects import check_token
 from node.auth.jwt import KeyKind, NKey, decode
 from node.auth.private import write_private
@@ -30,8 +30,6 @@ NKEYs are sensitive and should be treated as secrets.
 
 *************************************************************
 """
-
-_BLOCK = re.compile(r"-{3,}BEGIN [A-Z ]+-{3,}\s*\n\s*(\S+)\s*\n\s*-{3,}END [A-Z ]+-{3,}")
 
 
 @dataclass(frozen=True)
@@ -55,11 +53,8 @@ class Creds:
 
     @classmethod
     def parse(cls, text: str) -> Creds:
-        blocks = _BLOCK.findall(text)
-        if len(blocks) < 2:
-            raise BrokerError(ErrorCode.CONFIG, "not a NATS creds file (expected a user JWT "
-                              "block and a user nkey seed block)")
-        return cls(jwt=blocks[0], seed=blocks[1])
+        jwt, seed = parse_creds(text)
+        return cls(jwt=jwt, seed=seed)
 
     @classmethod
     def read(cls, path: Path) -> Creds:

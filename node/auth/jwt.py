@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import nacl.exceptions
-import nacl.signing
 import nkeys
 
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.natsjwt import HEADER, decode  # noqa: F401  (node.auth reads JWTs here)
+from broker_agents.core.natsjwt import b64 as _b64
+from broker_agents.core.natsjwt import canonical_json as _json
 
-HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 NO_LIMIT = -1
 
 
@@ -85,18 +84,6 @@ def _keypair(seed: str) -> Any:
     return nkeys.from_seed(bytearray(seed.encode()))
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _json(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
-
-
 def encode(claims: dict[str, Any], issuer: NKey, *, now: int | None = None) -> str:
     """Sign ``claims`` (with ``sub``, ``name`` and ``nats``) as ``issuer``; sets ``iss``,
     ``iat`` and a ``jti`` that is the hash of the rest (as nats-io/jwt does)."""
@@ -107,36 +94,6 @@ def encode(claims: dict[str, Any], issuer: NKey, *, now: int | None = None) -> s
     body["jti"] = base64.b32encode(digest).decode().rstrip("=")
     signed = f"{_b64(_json(HEADER))}.{_b64(_json(body))}"
     return f"{signed}.{_b64(issuer.sign(signed.encode()))}"
-
-
-def decode(token: str, *, verify: bool = True) -> dict[str, Any]:
-    """The claims of ``token``; with ``verify``, only when the issuer's signature holds."""
-    try:
-        header_part, claims_part, signature_part = token.strip().split(".")
-        header = json.loads(_unb64(header_part))
-        claims = json.loads(_unb64(claims_part))
-        signature = _unb64(signature_part)
-    except ValueError as exc:
-        raise BrokerError(ErrorCode.MALFORMED, "not a NATS JWT") from exc
-    if not isinstance(header, dict) or header.get("alg") != HEADER["alg"] \
-            or not isinstance(claims, dict):
-        raise BrokerError(ErrorCode.MALFORMED, "not an ed25519-nkey JWT", {"header": header})
-    if verify and not _signed_by(claims.get("iss"), f"{header_part}.{claims_part}".encode(),
-                                 signature):
-        raise BrokerError(ErrorCode.REJECTED, "the JWT's signature does not match its issuer",
-                          {"iss": claims.get("iss"), "sub": claims.get("sub")})
-    return claims
-
-
-def _signed_by(public_key: Any, data: bytes, signature: bytes) -> bool:
-    if not isinstance(public_key, str):
-        return False
-    try:
-        raw = base64.b32decode(public_key + "=" * (-len(public_key) % 8))
-        nacl.signing.VerifyKey(raw[1:33]).verify(data, signature)
-    except (ValueError, nacl.exceptions.CryptoError):
-        return False
-    return True
 
 
 def _nats(kind: str, **fields: Any) -> dict[str, Any]:

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from broker_agents.core.identity import ROLE_TAG, Role
 from broker_agents.subjects import check_token
 
 DEFAULT_PREFIX = "ba"
@@ -83,12 +83,6 @@ OBSERVER_EVENTS = ("events.>", "auction.*.announce", "auction.*.closed", "auctio
 # Never for clients or admins, whatever the allow lists say.
 PRIVILEGED = ("$KV.>", "$JS.>", "$SYS.>")
 
-
-class Role(StrEnum):
-    NODE = "node"
-    CLIENT = "client"
-    ADMIN = "admin"
-    OBSERVER = "observer"
 
 
 def inbox_prefix(user: str) -> str:
@@ -161,3 +155,10 @@ def permissions(role: Role, user: str, prefix: str = DEFAULT_PREFIX,
         requests += _under(prefix, ADMIN_OPERATIONS)
     return Permissions(pub_allow=requests, sub_allow=(*_under(prefix, CLIENT_EVENTS), inbox),
                        pub_deny=PRIVILEGED, sub_deny=PRIVILEGED)
+
+
+def user_claims(role: Role, user: str, prefix: str = DEFAULT_PREFIX,
+                buckets: Sequence[str] = BUCKET_CONCERNS) -> dict[str, Any]:
+    """A user JWT's ``nats`` grants for ``role``: its permissions, and the role as a tag
+    (``ba-role:<role>``), which is how a signed act's verifier learns the signer's role."""
+    return {**permissions(role, user, prefix, buckets).claims(), "tags": [f"{ROLE_TAG}{role}"]}
