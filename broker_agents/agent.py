@@ -59,14 +59,19 @@ class HandlerSpec:
     method: str
     wants_incoming: bool
     concurrent: bool
+    signed: bool = False  # the reply is an act of the agent's, signed as it
 
 
-def handler(model: type[BaseModel] | str, *, concurrent: bool = False) -> Callable[[F], F]:
-    """Mark a method as the handler of one message type (a pydantic model, or a raw name)."""
+def handler(model: type[BaseModel] | str, *, concurrent: bool = False,
+            signed: bool = False) -> Callable[[F], F]:
+    """Mark a method as the handler of one message type (a pydantic model, or a raw name).
+    ``signed``: its answer is the agent's act (a vote, a bid, an award answer), signed as
+    the agent so that the asker can check who answered (``broker_agents.identity``)."""
 
     def mark(fn: F) -> F:
         params = list(inspect.signature(fn).parameters)
-        fn.__ba_handler__ = (model, len(params) >= 3, concurrent)  # type: ignore[attr-defined]
+        fn.__ba_handler__ = (  # type: ignore[attr-defined]
+            model, len(params) >= 3, concurrent, signed)
         return fn
 
     return mark
@@ -96,13 +101,14 @@ class Agent:
                 marker = getattr(attr, "__ba_handler__", None)
                 if marker is None:
                     continue
-                model, wants_incoming, concurrent = marker
+                model, wants_incoming, concurrent, signed = marker
                 if isinstance(model, str):
-                    specs[model] = HandlerSpec(model, None, name, wants_incoming, concurrent)
+                    specs[model] = HandlerSpec(model, None, name, wants_incoming, concurrent,
+                                               signed)
                 else:
                     type_name = message_type(model)
                     specs[type_name] = HandlerSpec(
-                        type_name, model, name, wants_incoming, concurrent
+                        type_name, model, name, wants_incoming, concurrent, signed
                     )
         cls._handler_specs = specs
 

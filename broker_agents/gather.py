@@ -10,6 +10,10 @@ timer per batch (not a request, future and timer per participant): replies land 
 ``<inbox>.<batch>-<index>`` and complete the batch when the last one arrives. ``ask``
 waits for the whole batch; ``Gatherer.call`` hands out the answers as they arrive (the
 auction's call for bids persists early answers while late ones are on the way).
+
+A call made with ``signed=True`` takes only answers that are acts of the agent asked: each
+must be signed by that agent (its node speaking for it, ``broker_agents.identity``) over
+its own reply subject; anything else becomes that participant's ``unauthorized`` error.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from broker_agents import codec
+from broker_agents import codec, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.identity import Unauthorized
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
@@ -72,10 +77,12 @@ class Call:
     An absent agent (no responders) is an answer too, an ``unavailable`` error.
     """
 
-    __slots__ = ("_everyone", "_taken", "answers", "ids", "results")
+    __slots__ = ("_everyone", "_taken", "answers", "ids", "results", "signed")
 
-    def __init__(self, ids: Sequence[str], everyone: asyncio.Future[None]) -> None:
+    def __init__(self, ids: Sequence[str], everyone: asyncio.Future[None],
+                 signed: bool = False) -> None:
         self.ids = ids
+        self.signed = signed
         self.results: dict[int, Outcome] = {}
         self.answers: list[tuple[str, Outcome]] = []
         self._taken = 0
@@ -128,17 +135,34 @@ class Gatherer:
         token = msg.subject.rsplit(".", 1)[-1]
         batch_id, _, index = token.partition("-")
         call = self.batches.get(batch_id)
-        if call is None or not index.isdigit():
+        if call is None or not index.isdigit() or int(index) >= len(call.ids):
             return
+        if call.signed:
+            refusal = self._refusal(call.ids[int(index)], msg)
+            if refusal is not None:
+                call.arrive(int(index), refusal)
+                return
         call.arrive(int(index), _outcome_of(msg))
+
+    def _refusal(self, target: str, msg: Msg) -> BrokerError | None:
+        """Why an answer is not an act of ``target`` (None: it is)."""
+        if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+            return None  # the server's own "nobody listens": an honest non-answer
+        try:
+            principal = identity.authenticate(self.nc, msg.subject, msg.data, msg.headers,
+                                              component="gather")
+            identity.bind_act(self.nc, principal, target, "answer", component="gather")
+        except Unauthorized as exc:
+            return exc
+        return None
 
     @contextlib.asynccontextmanager
     async def call(self, subjects: Subjects, agent_ids: Sequence[str],
-                   data: bytes) -> AsyncIterator[Call]:
+                   data: bytes, *, signed: bool = False) -> AsyncIterator[Call]:
         """Send ``data`` to every agent's inbox; answers land in the yielded ``Call`` until
-        the block ends (later ones are dropped)."""
+        the block ends (later ones are dropped). ``signed``: see the module's doc."""
         batch_id = f"{next(self.seq):x}"
-        call = Call(agent_ids, asyncio.get_running_loop().create_future())
+        call = Call(agent_ids, asyncio.get_running_loop().create_future(), signed)
         self.batches[batch_id] = call
         try:
             for i, agent_id in enumerate(agent_ids):
@@ -149,10 +173,10 @@ class Gatherer:
             self.batches.pop(batch_id, None)
 
     async def ask(self, subjects: Subjects, agent_ids: Sequence[str], data: bytes,
-                  timeout: float) -> dict[str, Outcome]:
+                  timeout: float, *, signed: bool = False) -> dict[str, Outcome]:
         if not agent_ids:
             return {}
-        async with self.call(subjects, agent_ids, data) as call:
+        async with self.call(subjects, agent_ids, data, signed=signed) as call:
             await call.wait(timeout)
         late = BrokerError(ErrorCode.TIMEOUT, f"no answer within {timeout:g}s")
         return {a: call.results.get(i, late) for i, a in enumerate(agent_ids)}
@@ -173,10 +197,11 @@ async def gatherer(nc: NATS) -> Gatherer:
 
 
 async def ask_all(nc: NATS, subjects: Subjects, agent_ids: Sequence[str], msg: BaseModel,
-                  timeout: float) -> dict[str, Outcome]:
+                  timeout: float, *, signed: bool = False) -> dict[str, Outcome]:
     """agent id -> reply payload or error, for every id, within ``timeout`` seconds."""
     data = codec.encode(envelope(msg))
-    return await (await gatherer(nc)).ask(subjects, list(agent_ids), data, timeout)
+    return await (await gatherer(nc)).ask(subjects, list(agent_ids), data, timeout,
+                                          signed=signed)
 
 
 def parse_answer(outcome: Outcome, model: type[Any]) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker_agents import codec
+from broker_agents import codec, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.logging import get_logger
 from broker_agents.metrics import REPLIES_REFUSED
@@ -56,17 +56,19 @@ def max_payload_of(nc: Any) -> int:
 
 
 async def respond(nc: Any, subject: str | None, payload: Any, as_json: bool, *,
-                  component: str) -> bytes | None:
+                  component: str, signed_as: str | None = None) -> bytes | None:
     """Answer ``subject`` with ``payload`` (a result or an error payload). Returns the
-    bytes sent, or None when there was nobody to answer or the publish failed."""
+    bytes sent, or None when there was nobody to answer or the publish failed.
+    ``signed_as``: the answer is an act of that agent's (``broker_agents.identity``)."""
     if not subject:
         return None
     data, refused = encode_reply(payload, as_json, max_payload_of(nc))
     if refused is not None:
         REPLIES_REFUSED.labels(component, refused.value).inc()
         log.warning("reply replaced by an error", component=component, reason=refused.value)
+    headers = identity.act_headers(nc, subject, data, signed_as) if signed_as else None
     try:
-        await nc.publish(subject, data)
+        await nc.publish(subject, data, headers=headers)
     except Exception as exc:  # closed or draining connection: nobody to tell but the log
         REPLIES_REFUSED.labels(component, "publish_failed").inc()
         log.warning("reply not sent", component=component, error=repr(exc))

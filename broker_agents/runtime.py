@@ -186,7 +186,9 @@ class AgentRunner:
         cache_key = _requester(principal, msg.reply), msg_id
         if msg_id is not None and cache_key in self._recent:
             DUPLICATES.labels(self.agent.agent_id).inc()
-            await self._resend(msg.reply, self._recent[cache_key])
+            spec = self.agent._handler_specs.get(type_name)
+            await self._resend(msg.reply, self._recent[cache_key],
+                               signed=spec is not None and spec.signed)
             return
         incoming = Incoming(msg.subject, msg.reply, msg_id, type_name, as_json, headers,
                             principal)
@@ -221,7 +223,8 @@ class AgentRunner:
             hist.observe(time.perf_counter() - started)
         if not incoming.reply:  # one-way message: nothing to answer or remember
             return
-        encoded = await self._reply(incoming.reply, payload, incoming.is_json)
+        encoded = await self._reply(incoming.reply, payload, incoming.is_json,
+                                    signed=spec is not None and spec.signed)
         if incoming.msg_id is not None and encoded is not None:
             self._remember((_requester(incoming.principal, incoming.reply), incoming.msg_id),
                            encoded)
@@ -260,19 +263,26 @@ class AgentRunner:
             return method(arg, incoming)  # type: ignore[no-any-return]
         return method(arg)  # type: ignore[no-any-return]
 
-    async def _reply(self, reply: str | None, payload: Any, as_json: bool) -> bytes | None:
-        """Answer through the one reply path (too_large / internal guards; never raises)."""
-        data = await respond(self.nc, reply, payload, as_json, component=self.agent.agent_id)
+    async def _reply(self, reply: str | None, payload: Any, as_json: bool,
+                     signed: bool = False) -> bytes | None:
+        """Answer through the one reply path (too_large / internal guards; never raises);
+        ``signed``: as an act of this agent's."""
+        aid = self.agent.agent_id
+        data = await respond(self.nc, reply, payload, as_json, component=aid,
+                             signed_as=aid if signed else None)
         if data is not None:
             self._reply_count.inc()
         return data
 
-    async def _resend(self, reply: str | None, data: bytes) -> None:
-        """A redelivered request: the reply already sent, from the cache."""
+    async def _resend(self, reply: str | None, data: bytes, signed: bool) -> None:
+        """A redelivered request: the reply already sent, from the cache (signed anew: a
+        signature covers the reply subject)."""
         if not reply:
             return
+        headers = (identity.act_headers(self.nc, reply, data, self.agent.agent_id)
+                   if signed else None)
         try:
-            await self.nc.publish(reply, data)
+            await self.nc.publish(reply, data, headers=headers)
         except Exception as exc:  # connection gone: the caller will ask again
             self.log.warning("cached reply not sent", error=repr(exc))
             return
