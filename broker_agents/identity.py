@@ -32,6 +32,7 @@ from broker_agents.core.identity import (
     HEADER_SIGNATURE,
     HEADER_SIGNED_AT,
     Principal,
+    SignedAct,
     Unauthorized,
     act_bytes,
     bind,
@@ -151,6 +152,18 @@ class Authenticator:
             self._claims.popitem(last=False)
         return claims
 
+    def verify_stored(self, act: SignedAct) -> Principal:
+        """The signer of a stored act: signature, issuer and role checked as for a live
+        act, but not its age (evidence is read long after it was made)."""
+        headers = act.headers
+        if HEADER_JWT not in headers:
+            raise Unauthorized("unsigned", "the stored act is not signed")
+        signed_at = headers.get(HEADER_SIGNED_AT, "")
+        now_ms = int(signed_at) if signed_at.isdigit() else 0
+        principal = self._authenticate(act.subject, act.data, headers, now_ms)
+        assert principal is not None
+        return principal
+
     def verify_certificate(self, agent_id: str, public_key: str, certificate: str,
                            node_jwt: str) -> str:
         """The certifying node's name, when ``node_jwt`` is a trusted node's and its key
@@ -214,6 +227,15 @@ def authenticate(nc: Any, subject: str, data: bytes, headers: dict[str, str] | N
     """The principal of an act received on ``nc`` (see ``Authenticator.authenticate``)."""
     return identity_of(nc).authenticator.authenticate(subject, data, headers,
                                                       component=component)
+
+
+def verify_stored(nc: Any, act: SignedAct, *, component: str) -> Principal:
+    """The signer of stored evidence (see ``Authenticator.verify_stored``); counted."""
+    try:
+        return identity_of(nc).authenticator.verify_stored(act)
+    except Unauthorized as exc:
+        refused(component, exc, subject=act.subject)
+        raise
 
 
 def bind_act(nc: Any, principal: Principal | None, claimed: str | None, what: str, *,

@@ -142,8 +142,13 @@ NO_RESPONDERS_RETRIES = (0.005, 0.02, 0.05, 0.1)
 
 
 async def request(nc: NATS, subject: str, data: bytes, timeout: float,
-                  headers: dict[str, str] | None = None) -> Msg:
-    """``nc.request`` that asks again, briefly, when the server says no responders."""
+                  headers: dict[str, str] | None = None, *, signed: bool = False,
+                  acting_for: str | None = None) -> Msg:
+    """``nc.request`` that asks again, briefly, when the server says no responders.
+    ``signed``: the request is an act of the connection's user (or of ``acting_for``,
+    when a node or an admin speaks for someone), see ``broker_agents.identity``."""
+    if signed:
+        headers = identity.act_headers(nc, subject, data, acting_for, headers)
     for pause in NO_RESPONDERS_RETRIES:
         try:
             return await nc.request(subject, data, timeout=timeout, headers=headers)

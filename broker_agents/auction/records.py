@@ -21,6 +21,7 @@ from broker_agents import codec
 from broker_agents.auction.messages import AuctionRequest
 from broker_agents.core.auction import AuctionState, Outcome
 from broker_agents.core.auction.settlement import TERMINAL, Settlement, Stage, payments
+from broker_agents.core.identity import SignedAct
 
 __all__ = ["TERMINAL", "AuctionRecord", "RecordEncoder", "Stage", "peek_lease",
            "settlement_of"]
@@ -42,6 +43,9 @@ class AuctionRecord(BaseModel):
     settled: tuple[str, ...] = ()
     takeovers: int = 0
     failure: str | None = None
+    # Each winner's signed award acknowledgement (``broker_agents.identity``): what lets a
+    # settler, live or a sweeper after a takeover, debit it.
+    ack_evidence: dict[str, SignedAct] = {}
 
     @model_validator(mode="before")
     @classmethod

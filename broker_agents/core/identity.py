@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.tokens import TOKEN
 
@@ -155,3 +157,21 @@ def bind(principal: Principal | None, claimed: str | None, what: str, *,
                            f"{principal.identity!r}",
                            {"field": what, "claimed": claimed, "signer": principal.identity})
     return principal.identity
+
+
+class SignedAct(BaseModel):
+    """A signed act kept as evidence (say, a winner's award acknowledgement in its
+    auction record), so that whoever acts on it later (a sweeper after a takeover) can
+    verify who signed what without trusting the record's writer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    subject: str = Field(max_length=1024)
+    data: bytes = Field(max_length=1 << 20)
+    headers: dict[str, str] = Field(max_length=8)
+
+    @classmethod
+    def of(cls, subject: str, data: bytes, headers: dict[str, str] | None) -> SignedAct:
+        """The act's evidence: its subject, payload and signature headers (no others)."""
+        kept = {k: v for k, v in (headers or {}).items() if k in ACT_HEADERS}
+        return cls(subject=subject, data=data, headers=kept)
