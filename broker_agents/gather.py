@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from broker_agents import codec, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.core.identity import Unauthorized
+from broker_agents.core.identity import SignedAct, Unauthorized
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
@@ -77,12 +77,15 @@ class Call:
     An absent agent (no responders) is an answer too, an ``unavailable`` error.
     """
 
-    __slots__ = ("_everyone", "_taken", "answers", "ids", "results", "signed")
+    __slots__ = ("_everyone", "_taken", "answers", "evidence", "ids", "results", "signed")
 
     def __init__(self, ids: Sequence[str], everyone: asyncio.Future[None],
                  signed: bool = False) -> None:
         self.ids = ids
         self.signed = signed
+        # A signed call keeps each accepted answer as it was signed (agent id -> act), so
+        # that the caller can store it as evidence of what the agent agreed to.
+        self.evidence: dict[str, SignedAct] = {}
         self.results: dict[int, Outcome] = {}
         self.answers: list[tuple[str, Outcome]] = []
         self._taken = 0
@@ -138,10 +141,13 @@ class Gatherer:
         if call is None or not index.isdigit() or int(index) >= len(call.ids):
             return
         if call.signed:
-            refusal = self._refusal(call.ids[int(index)], msg)
+            target = call.ids[int(index)]
+            refusal = self._refusal(target, msg)
             if refusal is not None:
                 call.arrive(int(index), refusal)
                 return
+            if int(index) not in call.results and msg.headers:
+                call.evidence[target] = SignedAct.of(msg.subject, msg.data, msg.headers)
         call.arrive(int(index), _outcome_of(msg))
 
     def _refusal(self, target: str, msg: Msg) -> BrokerError | None:

@@ -73,13 +73,14 @@ Connect = Callable[..., Awaitable[NATS]]
 
 @pytest.fixture
 async def connect(nats_server: NatsServer) -> AsyncIterator[Connect]:
-    """``await connect(Role.CLIENT, target=None, **options)``: a connection as that role to
-    ``target`` (default ``nats_server``), closed after the test."""
+    """``await connect(Role.CLIENT, target=None, user=None, **options)``: a connection as
+    that role (as principal ``user``, say "mallory") to ``target`` (default
+    ``nats_server``), closed after the test."""
     opened: list[NATS] = []
 
     async def open_as(role: Role = Role.NODE, target: Secured | None = None,
-                      **options: Any) -> NATS:
-        nc = await connect_as(target or nats_server, role, **options)
+                      user: str | None = None, **options: Any) -> NATS:
+        nc = await connect_as(target or nats_server, role, user, **options)
         opened.append(nc)
         return nc
 

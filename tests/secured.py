@@ -30,8 +30,11 @@ class Secured(Protocol):
     def auth(self) -> LocalAuth | None: ...
 
 
-def security(target: Secured, role: Role = Role.NODE) -> Security:
+def security(target: Secured, role: Role = Role.NODE, user: str | None = None) -> Security:
+    """``role``'s security on ``target``; ``user``: another principal in that role."""
     assert target.auth is not None, "an open server: connect without security"
+    if user is not None:
+        return target.auth.user_security(role, user)
     return target.auth.security(role)
 
 
@@ -41,16 +44,20 @@ def context(target: Secured, role: Role = Role.NODE) -> Path:
     return target.auth.contexts[role]
 
 
-def connect_kwargs(target: Secured, role: Role = Role.NODE, **options: Any) -> dict[str, Any]:
+def connect_kwargs(target: Secured, role: Role = Role.NODE, user: str | None = None,
+                   **options: Any) -> dict[str, Any]:
     """nats-py ``connect`` arguments for ``role`` on ``target`` (``options`` win)."""
-    return {"servers": target.urls, **security(target, role).kwargs(), **options}
+    return {"servers": target.urls, **security(target, role, user).kwargs(), **options}
 
 
-async def connect_as(target: Secured, role: Role = Role.NODE, **options: Any) -> NATS:
-    """A connection as ``role``, flushed once (see ``broker_agents.transport``)."""
-    nc = await nats.connect(**connect_kwargs(target, role, **options))
+async def connect_as(target: Secured, role: Role = Role.NODE, user: str | None = None,
+                     **options: Any) -> NATS:
+    """A connection as ``role`` (as principal ``user`` when given: its creds are issued
+    on first use), flushed once (see ``broker_agents.transport``), signing its acts."""
+    nc = await nats.connect(**connect_kwargs(target, role, user, **options))
     await nc.flush()
-    return identity.attach(nc, identity.Identity.from_creds(security(target, role).creds_file))
+    creds = security(target, role, user).creds_file
+    return identity.attach(nc, identity.Identity.from_creds(creds))
 
 
 def cli_args(target: Secured, role: Role = Role.NODE) -> list[str]:

@@ -59,6 +59,12 @@ class LocalAuth:
         return Security(creds_file=self.creds[role], tls_ca_file=self.ca,
                         inbox_prefix=inbox_prefix(role.value))
 
+    def user_security(self, role: Role, user: str) -> Security:
+        """Like ``security``, for another principal ``user`` in ``role`` (its creds are
+        issued on first use): two clients that must not pass for each other."""
+        creds = Authority.ensure(self.dir)[0].ensure_user(role, user)
+        return Security(creds_file=creds, tls_ca_file=self.ca, inbox_prefix=inbox_prefix(user))
+
 
 def _identities(directory: Path, prefix: str) -> tuple[Authority, bool, dict[Role, Path]]:
     authority, created = Authority.ensure(directory)
