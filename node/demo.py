@@ -60,7 +60,7 @@ class Step:
 
 async def _ask(nc: NATS, subject: str, payload: Any, raw: bytes | None = None) -> Any:
     reply = await nats_request(nc, subject, raw if raw is not None else codec.encode(payload),
-                             timeout=5)
+                               timeout=5, signed=True)
     return codec.decode(reply.data, reply.headers)
 
 

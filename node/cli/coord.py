@@ -65,7 +65,8 @@ async def _send(where: common.Target, prefix: str, protocol: str, body: Any,
     nc = await common.connect(where)
     try:
         reply = await nats_request(nc, Subjects(prefix).coord(protocol),
-                                   codec.encode(body, as_json=True), timeout=timeout)
+                                   codec.encode(body, as_json=True), timeout=timeout,
+                                   signed=True)
         return codec.decode(reply.data, reply.headers)
     finally:
         await nc.close()
