@@ -19,12 +19,14 @@ The principal's ``identity`` is then the only name the act may carry (``bind``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.tokens import TOKEN
@@ -169,6 +171,22 @@ class SignedAct(BaseModel):
     subject: str = Field(max_length=1024)
     data: bytes = Field(max_length=1 << 20)
     headers: dict[str, str] = Field(max_length=8)
+
+    @field_serializer("data", when_used="json")
+    def _data_out(self, data: bytes) -> str:
+        """Base64 on the wire and in records (``codec`` dumps models in JSON mode, and a
+        signed payload is rarely UTF-8)."""
+        return base64.b64encode(data).decode()
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_in(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except (ValueError, binascii.Error) as exc:
+                raise ValueError("data: not base64") from exc
+        return value
 
     @classmethod
     def of(cls, subject: str, data: bytes, headers: dict[str, str] | None) -> SignedAct:
