@@ -13,8 +13,13 @@ Escrow is reconciled (``reconcile.py``) at every sweep, and for the one auction 
 takeover or an abort: a hold whose auction is terminal, or unknown after
 ``orphan_grace_ms``, is released exactly once.
 
-Config kwargs: ``lease_ms`` (3000), ``sweep_ms`` (lease/2), ``discovery_ms`` (250),
-``orphan_grace_ms`` (30000).
+Acts are bound to their signers (``broker_agents.identity``, ``core.auction.acts``): the
+seller of an auction is its authenticated requester (a node or an admin may name another),
+a pushed bid's bidder is its signer, and a reputation report's reporter is its signer, a
+counterparty of the settled auction, once per auction. The sweeper also decays stored
+reputation scores every ``reputation_decay_ms``.
+
+Config kwargs: ``AuctioneerSettings``.
 """
 
 from __future__ import annotations
@@ -28,13 +33,13 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from broker_agents import codec
-from broker_agents.agent import Agent
+from broker_agents import codec, identity
+from broker_agents.agent import Agent, AgentSettings
 from broker_agents.auction import metrics, settle
-from broker_agents.auction.audit import DEFAULT_GRACE_MS
-from broker_agents.auction.driver import TAKEN_OVER, AuctionDriver, LeaseLost
+from broker_agents.auction.audit import DEFAULT_GRACE_MS, usable_record
+from broker_agents.auction.driver import TAKEN_OVER, AuctionDriver, LeaseLost, bound_bid
 from broker_agents.auction.host import AuctionHost
 from broker_agents.auction.ledger import Ledger
 from broker_agents.auction.messages import (
@@ -49,12 +54,14 @@ from broker_agents.auction.records import TERMINAL, AuctionRecord, Stage, peek_l
 from broker_agents.clock import wall_ms
 from broker_agents.core import auction as core
 from broker_agents.core import reputation
+from broker_agents.core.auction.acts import seller_of
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
+from broker_agents.core.identity import Principal, Unauthorized
 from broker_agents.discovery import Discovery, registry_finder
 from broker_agents.kv import is_cas_conflict, open_bucket
 from broker_agents.kvfeed import KvMirror
 from broker_agents.reply import respond
-from broker_agents.reputation import ReputationBook
+from broker_agents.reputation import ReputationBook, counted_report
 
 _ids = itertools.count(1)
 _prefix = os.urandom(3).hex()
@@ -64,11 +71,30 @@ def new_auction_id() -> str:
     return f"a-{wall_ms():x}-{_prefix}-{next(_ids)}"
 
 
+class AuctioneerSettings(AgentSettings):
+    lease_ms: int = Field(default=3000, ge=1, description="an auction's lease: a record not "
+                          "renewed for this long is taken over by another auctioneer")
+    sweep_ms: float | None = Field(default=None, gt=0,
+                                   description="sweep period (default: lease_ms / 2)")
+    discovery_ms: float = Field(default=250, gt=0, description="participant discovery time")
+    orphan_grace_ms: int = Field(default=DEFAULT_GRACE_MS, ge=0, description="a hold of an "
+                                 "unknown auction is released after this long")
+    reputation_decay_ms: float = Field(default=60_000, gt=0, description="how often the "
+                                       "sweeper rewrites stored reputation scores that "
+                                       "decay has moved")
+    reputation_decay_batch: int = Field(default=100, ge=0, description="at most this many "
+                                        "reputation records rewritten per decay pass")
+
+
 class AuctioneerAgent(Agent):
     capabilities = ["auctioneer"]
+    Settings = AuctioneerSettings
 
     async def on_start(self) -> None:
         ctx = self.ctx
+        self.decay_s = float(self.config.get("reputation_decay_ms", 60_000)) / 1000
+        self.decay_batch = int(self.config.get("reputation_decay_batch", 100))
+        self._decayed_at = 0.0
         self.lease_ms = int(self.config.get("lease_ms", 3000))
         self.sweep_s = float(self.config.get("sweep_ms", self.lease_ms / 2)) / 1000
         self.discovery = Discovery(ctx.nc, ctx.subjects.auction, registry_finder(ctx.services),
@@ -121,12 +147,14 @@ class AuctioneerAgent(Agent):
     async def _serve(self, msg: Msg) -> None:
         as_json = codec.is_json(msg.data, msg.headers)
         try:
+            principal = identity.authenticate(self.ctx.nc, msg.subject, msg.data,
+                                              msg.headers, component="auctioneer")
             payload = codec.decode(msg.data, msg.headers, as_json)
             op = payload.get("op", "run") if isinstance(payload, dict) else "run"
             if op == "report":
-                reply: Any = await self._report(payload)
+                reply: Any = await counted_report(self._report(payload, principal))
             elif op == "run":
-                reply = await self._run(parse_request(payload))
+                reply = await self._run(self._bound(parse_request(payload), principal))
             else:
                 raise RemoteProtocolError(ErrorCode.VALIDATION,
                                           f"invalid auction request: op: unknown op {op!r}",
@@ -141,6 +169,16 @@ class AuctioneerAgent(Agent):
             self.ctx.log.error("auction request failed", error=repr(exc), exc_info=exc)
             reply = BrokerError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}").to_payload()
         await respond(self.ctx.nc, msg.reply, reply, as_json, component="auctioneer")
+
+    def _bound(self, request: AuctionRequest, principal: Principal | None) -> AuctionRequest:
+        """The request with its seller bound to the requester (``acts.seller_of``)."""
+        required = identity.identity_of(self.ctx.nc).authenticator.required
+        try:
+            seller = seller_of(principal, request.seller, required=required)
+        except Unauthorized as exc:
+            identity.refused("auctioneer", exc, field="seller")
+            raise
+        return request.model_copy(update={"seller": seller})
 
     async def _participants(self, request: AuctionRequest) -> list[str]:
         ids = await self.discovery.resolve(request, required=False)
@@ -226,11 +264,18 @@ class AuctioneerAgent(Agent):
 
     # -- reputation reports ------------------------------------------------------------
 
-    async def _report(self, payload: Any) -> Any:
+    async def _report(self, payload: Any, principal: Principal | None) -> Any:
+        """A counterparty's report on a settled auction: the reporter is the signer."""
         try:
             req = ReportRequest.model_validate(payload)
         except ValidationError as exc:
             raise validation_error(exc, "report") from exc
+        reporter = identity.bind_act(self.ctx.nc, principal, req.reporter, "reporter",
+                                     component="reputation")
+        if reporter is None:  # unsecured and unnamed
+            raise RemoteProtocolError(ErrorCode.VALIDATION, "invalid report: reporter: "
+                                      "name the reporter (or sign the report)",
+                                      {"field": "reporter"})
         record = await self._load(req.auction_id)
         if record is None:
             raise BrokerError(ErrorCode.NOT_FOUND, f"no auction {req.auction_id}",
@@ -240,13 +285,18 @@ class AuctioneerAgent(Agent):
                               {"stage": str(record.stage)})
         seller = record.request.seller
         pairs = [(w, seller) for w in record.outcome.winners]
-        parties = next((p for p in pairs if set(p) == {req.reporter, req.subject}), pairs[0])
+        parties = next((p for p in pairs if set(p) == {reporter, req.subject}), pairs[0])
         settled = reputation.SettledAuction(auction_id=record.auction_id,
                                             task_id=record.auction_id, parties=parties)
-        rep = reputation.Report(reporter=req.reporter, subject=req.subject,
-                                auction_id=req.auction_id, task_id=record.auction_id,
-                                quality=req.quality, satisfaction=req.satisfaction)
-        new = await self.host.reputation.report(rep, settled)
+        book = self.host.reputation
+        if req.violation is not None:
+            new = await book.violation(req.subject, reporter, req.violation, settled)
+        else:
+            assert req.quality is not None and req.satisfaction is not None
+            rep = reputation.Report(reporter=reporter, subject=req.subject,
+                                    auction_id=req.auction_id, task_id=record.auction_id,
+                                    quality=req.quality, satisfaction=req.satisfaction)
+            new = await book.report(rep, settled)
         return {"agent": new.agent, "score": new.score, "reports": len(new.entries)}
 
     async def _load(self, aid: str) -> AuctionRecord | None:
@@ -255,7 +305,8 @@ class AuctioneerAgent(Agent):
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.InvalidKeyError):
             return None
         assert entry.value is not None
-        return AuctionRecord.model_validate(codec.decode(entry.value))
+        return AuctionRecord.model_validate(codec.decode(entry.value,
+                                                         max_depth=codec.STORED_MAX_DEPTH))
 
     async def _on_orphan_bid(self, msg: Msg) -> None:
         """A bid for an auction nobody here is driving: answer for finished/unknown ones."""
@@ -264,7 +315,7 @@ class AuctioneerAgent(Agent):
             return
         as_json = codec.is_json(msg.data, msg.headers)
         try:
-            bid = core.parse_bid(codec.decode(msg.data, msg.headers, as_json))
+            bid = bound_bid(self.ctx.nc, msg, as_json)
             record = await self._load(aid)
             if record is None:
                 raise BrokerError(ErrorCode.NOT_FOUND, f"no auction {aid}", {"auction_id": aid})
@@ -286,6 +337,18 @@ class AuctioneerAgent(Agent):
                 await self.sweep()
             except Exception as exc:
                 self.ctx.log.warning("auction sweep failed", error=repr(exc))
+            await self._decay()
+
+    async def _decay(self) -> None:
+        """Every ``reputation_decay_ms``: rewrite stored scores that time has moved."""
+        now = asyncio.get_running_loop().time()
+        if now - self._decayed_at < self.decay_s:
+            return
+        self._decayed_at = now
+        try:
+            await self.host.reputation.decay_stale(self.mirrors[1].values, self.decay_batch)
+        except Exception as exc:
+            self.ctx.log.warning("reputation decay failed", error=repr(exc))
 
     async def sweep(self) -> None:
         """Take over auctions whose lease lapsed, then reconcile escrow."""
@@ -314,9 +377,9 @@ class AuctioneerAgent(Agent):
         except nats.js.errors.KeyNotFoundError:
             return False
         assert entry.value is not None and entry.revision is not None
-        record = AuctionRecord.model_validate(codec.decode(entry.value))
+        record = usable_record(aid, entry.value, entry.revision)  # corrupt: skipped, counted
         now = wall_ms()
-        if aid in self.live or not record.lease_expired(now, self.lease_ms):
+        if record is None or aid in self.live or not record.lease_expired(now, self.lease_ms):
             return False
         mine = record.model_copy(update={"owner": self.agent_id, "heartbeat_ms": now,
                                          "takeovers": record.takeovers + 1})

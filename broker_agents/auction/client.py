@@ -3,6 +3,10 @@
 ``run_auction`` sends a request to ``<p>.coord.auction`` and returns the ``AuctionResult``
 as a dict. It subscribes to the auction's result subject first, so when the auctioneer
 that took the request dies and another one finishes the auction, the result still arrives.
+
+The request is a signed act of the connection's user: its seller is that user unless the
+request names another, which only a node or an admin may (or ``acting_for``: a node
+speaking for an agent it hosts, an admin for any account).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from broker_agents.auction.auctioneer import new_auction_id
 from broker_agents.auction.driver import TAKEN_OVER
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.subjects import Subjects
+from broker_agents.transport import request as nats_request
 
 
 async def run_auction(nc: NATS, request: dict[str, Any], *, timeout: float = 30.0,
-                      subjects: Subjects | None = None, as_json: bool = False) -> dict[str, Any]:
+                      subjects: Subjects | None = None, as_json: bool = False,
+                      acting_for: str | None = None) -> dict[str, Any]:
     """Run one auction; the result dict, or ``BrokerError`` from the auctioneer."""
     subjects = subjects or Subjects()
     request = dict(request)
@@ -34,8 +40,9 @@ async def run_auction(nc: NATS, request: dict[str, Any], *, timeout: float = 30.
             published.set_result(codec.decode(msg.data, msg.headers))
 
     sub = await nc.subscribe(subjects.auction(aid, "result"), cb=on_result)
-    asking = asyncio.ensure_future(nc.request(
-        subjects.coord("auction"), codec.encode(request, as_json=as_json), timeout=timeout))
+    asking = asyncio.ensure_future(nats_request(
+        nc, subjects.coord("auction"), codec.encode(request, as_json=as_json), timeout,
+        signed=True, acting_for=acting_for))
     try:
         # Whichever comes first: our reply, or the result published by a successor.
         waiting: list[asyncio.Future[Any]] = [asking, published]

@@ -13,6 +13,14 @@ thinking, so an auctioneer that takes over keeps both the bids and who already a
 Bids may also be pushed by anyone to ``<p>.auction.<id>.bid`` (``BidReceived``; judged and
 persisted one at a time, answered with the accept/reject record).
 
+Every bid is an act of its bidder (``broker_agents.identity``): answers to calls for bids
+are gathered ``signed=True`` (an answer not signed as the agent asked is that agent's
+``unauthorized`` outcome, its bids dropped and counted), and a pushed bid's bidder must be
+its signer (``bound_bid``). The reply to a pushed bid in a sealed auction does not say how
+many bids came before it (``acts.bid_receipt``). A winner that declines its award or
+ignores it abandoned the task: ``abandoned`` records the seller's ``abandoned_task``
+violation against it in reputation (once per auction).
+
 Time is milliseconds since the epoch. When every target has answered, the core does not
 wait out the round: it ends the round at its end tick (sealed auctions close with reason
 ``all_answered``), so the logical clock may run ahead of the wall clock; ``clock()``
@@ -28,14 +36,16 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from broker_agents import codec, gather
+from broker_agents import codec, gather, identity
 from broker_agents.auction import metrics
 from broker_agents.auction.host import AuctionHost
 from broker_agents.auction.messages import Announce, BidAnswer, BidNotice
 from broker_agents.auction.records import AuctionRecord, RecordEncoder, Stage
 from broker_agents.clock import wall_ms
 from broker_agents.core import auction as core
+from broker_agents.core import reputation
 from broker_agents.core.auction import settlement
+from broker_agents.core.auction.acts import bid_receipt
 from broker_agents.core.auction.types import (
     Admission,
     AuctionClosed,
@@ -66,6 +76,15 @@ class LeaseLost(CodedError):
     def __init__(self, auction_id: str) -> None:
         super().__init__(f"auction {auction_id} moved to another auctioneer",
                          {"auction_id": auction_id, TAKEN_OVER: True})
+
+
+def bound_bid(nc: Any, msg: Msg, as_json: bool) -> Bid:
+    """A pushed bid whose bidder is its signer (``unauthorized`` otherwise, counted)."""
+    principal = identity.authenticate(nc, msg.subject, msg.data, msg.headers,
+                                      component="auction")
+    bid = core.parse_bid(codec.decode(msg.data, msg.headers, as_json))
+    identity.bind_act(nc, principal, bid.bidder, "bidder", component="auction")
+    return bid
 
 
 class AuctionDriver:
@@ -182,7 +201,8 @@ class AuctionDriver:
         started = time.perf_counter()
         took: float | None = None
         try:
-            async with gatherer.call(self.host.subjects, call.targets, data) as pending:
+            async with gatherer.call(self.host.subjects, call.targets, data,
+                                     signed=True) as pending:
                 while took is None:
                     await pending.wait(min(deadline - loop.time(), self.flush_s))
                     arrived = pending.take()
@@ -221,7 +241,9 @@ class AuctionDriver:
             answered.append(target)
             answer = gather.parse_answer(outcome, BidAnswer)
             if isinstance(answer, BrokerError):
-                if answer.code is not ErrorCode.UNAVAILABLE and self.log:  # absent: no noise
+                if answer.code is ErrorCode.UNAUTHORIZED:  # logged where it was refused
+                    metrics.BIDS.labels("unauthorized").inc()
+                elif answer.code is not ErrorCode.UNAVAILABLE and self.log:  # absent: quiet
                     self.log.info("unusable bid answer", bidder=target, error=repr(answer))
                 continue
             for bid in answer.bids:
@@ -297,9 +319,11 @@ class AuctionDriver:
         """A bid pushed to ``<p>.auction.<id>.bid``: judge, persist, answer."""
         as_json = codec.is_json(msg.data, msg.headers)
         try:
-            bid = core.parse_bid(codec.decode(msg.data, msg.headers, as_json))
+            bid = bound_bid(self.host.nc, msg, as_json)
             reply = await self._judge_pushed(bid)
-        except BrokerError as exc:  # LeaseLost included: it says the auction moved
+        except BrokerError as exc:  # LeaseLost and Unauthorized included
+            if exc.code is ErrorCode.UNAUTHORIZED:
+                metrics.BIDS.labels("unauthorized").inc()
             reply = exc.to_payload()
         await respond(self.host.nc, msg.reply, reply, as_json, component="auction")
 
@@ -319,8 +343,28 @@ class AuctionDriver:
             if isinstance(eff, BidRejected) and eff.msg_id == bid.msg_id:
                 return eff.to_error_payload()
             if isinstance(eff, BidAccepted) and eff.msg_id == bid.msg_id:
-                return eff.model_dump(mode="json")
+                return bid_receipt(self.record.state.config.mechanism, eff)
         raise BrokerError(ErrorCode.INTERNAL, "the core did not judge the bid")
+
+    # -- awards ----------------------------------------------------------------------
+
+    async def abandoned(self, winner: str) -> None:
+        """Penalise a winner that declined or ignored its award (on the seller's word, once
+        per auction); reputation trouble never fails the auction."""
+        seller = self.record.request.seller
+        settled = reputation.SettledAuction(auction_id=self.aid, task_id=self.aid,
+                                            parties=(winner, seller))
+        try:
+            await self.host.reputation.violation(winner, seller,
+                                                 reputation.Violation.ABANDONED, settled)
+        except BrokerError as exc:  # already penalised (a resumed award), or contention
+            if exc.code is not ErrorCode.DUPLICATE and self.log:
+                self.log.warning("abandoned award not recorded", winner=winner,
+                                 error=exc.message[:200])
+        except Exception as exc:
+            if self.log:
+                self.log.warning("abandoned award not recorded", winner=winner,
+                                 error=repr(exc))
 
     # -- effects ---------------------------------------------------------------------
 

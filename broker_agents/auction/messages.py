@@ -14,7 +14,9 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker_agents.core.auction import AuctionConfig, Award, Bid, Mechanism, Outcome, PaymentRule
+from broker_agents.core.auction.acts import REQUESTER
 from broker_agents.core.errors import ErrorCode, RemoteProtocolError
+from broker_agents.core.reputation import Violation
 from broker_agents.core.tokens import TOKEN
 
 Money = float
@@ -47,7 +49,10 @@ class AuctionRequest(BaseModel):
     award_timeout_ms: int = Field(default=2000, ge=1, le=600_000)
     payment: PaymentRule = PaymentRule.PAY_AS_BID
     min_reputation: float | None = Field(default=None, ge=0.0, le=1.0)
-    seller: str = Field(default="market", min_length=1, max_length=200)
+    seller: str = Field(default=REQUESTER, max_length=200)
+    """Who sells, and is paid: the authenticated requester (the default, ``REQUESTER``);
+    a node or an admin may name another seller (``auctioneer`` binds it,
+    ``core.auction.acts.seller_of``)."""
     budgets: bool = True
     auction_id: str | None = Field(default=None, min_length=1, max_length=120)
     max_participants: int = Field(default=1000, ge=1, le=10_000)
@@ -56,6 +61,11 @@ class AuctionRequest(BaseModel):
     @classmethod
     def _cap(cls, value: str | None) -> str | None:
         return None if value is None else _token(value, "capability")
+
+    @field_validator("seller")
+    @classmethod
+    def _seller(cls, value: str) -> str:
+        return value if value == REQUESTER else _token(value, "seller")
 
     @field_validator("auction_id")
     @classmethod
@@ -81,7 +91,7 @@ class AuctionRequest(BaseModel):
         """The core's config; ``ms`` durations become ticks (the driver's tick is 1 ms)."""
         return AuctionConfig(
             auction_id=auction_id, mechanism=self.type, item=self.item, items=self.items,
-            seller=self.seller, reserve=self.reserve, start_price=self.start_price,
+            seller=self.seller or None, reserve=self.reserve, start_price=self.start_price,
             increment=self.increment, decrement=self.decrement, round_ticks=self.round_ms,
             max_rounds=self.max_rounds, duration_ticks=self.duration_ms,
             payment=self.payment, min_reputation=self.min_reputation,
@@ -122,16 +132,26 @@ def build_config(request: AuctionRequest, auction_id: str) -> AuctionConfig:
 
 
 class ReportRequest(BaseModel):
-    """Reputation report by one party of a settled auction about the other."""
+    """Reputation report by one party of a settled auction about the other: an outcome
+    (``quality`` and ``satisfaction``) or a ``violation``. The reporter is the signer
+    (``reporter`` may be left out; when given it must be the signer)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     op: Literal["report"]
-    reporter: str = Field(min_length=1)
-    subject: str = Field(min_length=1)
-    auction_id: str = Field(min_length=1)
-    quality: float
-    satisfaction: float
+    reporter: str | None = Field(default=None, min_length=1, max_length=200)
+    subject: str = Field(min_length=1, max_length=200)
+    auction_id: str = Field(min_length=1, max_length=120)
+    quality: float | None = None
+    satisfaction: float | None = None
+    violation: Violation | None = None
+
+    @model_validator(mode="after")
+    def _what(self) -> Self:
+        outcome = self.quality is not None and self.satisfaction is not None
+        if outcome == (self.violation is not None):
+            raise ValueError("violation: give quality and satisfaction, or a violation")
+        return self
 
 
 class AuctionResult(BaseModel):
@@ -222,11 +242,16 @@ class AwardNotice(BaseModel):
 
 
 class AwardAck(BaseModel):
+    """A winner's signed answer to its ``AwardNotice``: it agrees to pay ``total`` for this
+    auction (``accepted``), or declines and says why. Stored as settlement's evidence."""
+
     message_type: ClassVar[str] = "auction.award_ack"
 
     auction_id: str
     bidder: str
     accepted: bool = True
+    total: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class DiscoverCall(BaseModel):

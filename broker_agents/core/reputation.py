@@ -15,8 +15,10 @@ counts like 3 worst-possible reports, fraud like 10.
 
 Anti-gaming: a report must name a settled auction the caller looked up (its two parties),
 come from one party about the other (no self-reports), and each task id is accepted once
-per subject (the record keeps the newest ``seen_limit`` task ids). Out-of-range values are
-refused, not clamped.
+per reporter and subject (the record keeps the newest ``seen_limit`` keys); a violation
+once per task and subject. The reporter is the authenticated signer (the driver binds it).
+Out-of-range values are refused, not clamped. ``needs_decay`` says which stored scores
+``decay`` would move noticeably, so a periodic driver writes only those.
 """
 
 from __future__ import annotations
@@ -163,7 +165,13 @@ def record_report(
                    report.task_id)
     entry = Entry(value=(quality + satisfaction) / 2, weight=1.0, tick=now,
                   task_id=report.task_id)
-    return _add(record, entry, report.task_id, now, policy)
+    return _add(record, entry, report_key(report.task_id, report.reporter), now, policy)
+
+
+def report_key(task_id: str, reporter: str) -> str:
+    """What a record remembers of an accepted report: once per task and reporter (a
+    seller of a multi-winner auction hears from each winner)."""
+    return f"{task_id}@{reporter}"
 
 
 def record_violation(
@@ -176,6 +184,12 @@ def record_violation(
     entry = Entry(value=0.0, weight=PENALTY_WEIGHTS[violation], tick=now,
                   task_id=settled.task_id, kind=str(violation))
     return _add(record, entry, f"{settled.task_id}#violation", now, policy)
+
+
+def needs_decay(record: Reputation, now: int, policy: ReputationPolicy = DEFAULT_POLICY,
+                tolerance: float = 0.001) -> bool:
+    """Whether the stored score is more than ``tolerance`` off its value at ``now``."""
+    return bool(record.entries) and abs(score_at(record, now, policy) - record.score) > tolerance
 
 
 def is_eligible(score: float | None, minimum: float | None) -> bool:

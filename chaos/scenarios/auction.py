@@ -114,7 +114,7 @@ class AuctionClient:
         aid = f"{self.name}-{self.count}-{self.rng.randrange(1 << 30):x}"
         kind = self.rng.choice(("first_price", "vickrey"))
         request = {"auction_id": aid, "type": kind, "participants": bidders(),
-                   "duration_ms": 300, "award_timeout_ms": 1000, "seller": "market"}
+                   "duration_ms": 300, "award_timeout_ms": 1000}
         op = self.history.invoke(self.name, "award", kind, key=aid)
         try:
             result = await run_auction(self.nc, request, timeout=AUCTION_TIMEOUT)
@@ -232,7 +232,7 @@ async def first_success(nc: Any, deadline: float) -> float | None:
     while time.monotonic() < deadline:
         n += 1
         request = {"auction_id": f"probe-{n}", "type": "first_price",
-                   "participants": bidders(), "duration_ms": 200, "seller": "market"}
+                   "participants": bidders(), "duration_ms": 200}
         try:
             await run_auction(nc, request, timeout=3.0)
             return time.monotonic()

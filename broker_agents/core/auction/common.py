@@ -49,13 +49,20 @@ def fresh_state(config: AuctionConfig, now: int) -> AuctionState:
     return AuctionState(config=config, opened_at=now, round_started=now)
 
 
+def seen_key(bid: Bid) -> str:
+    """How ``seen`` remembers a bid message: per bidder (a bidder id is a token, so it
+    holds no ':'), so that one bidder cannot probe or pre-empt another's message ids."""
+    return f"{bid.bidder}:{bid.msg_id}"
+
+
 def reject(state: AuctionState, bid: Bid, reason: RejectReason, message: str) -> Step:
     """Record the message id (so a redelivery is a no-op) and reply with the reason.
 
     Ids of bids for other auctions are not recorded: they are not this auction's to keep.
     """
-    skip = _full(state) or bid.msg_id in state.seen or reason is RejectReason.WRONG_AUCTION
-    seen = state.seen if skip else (*state.seen, bid.msg_id)
+    key = seen_key(bid)
+    skip = _full(state) or key in state.seen or reason is RejectReason.WRONG_AUCTION
+    seen = state.seen if skip else (*state.seen, key)
     effect = _rejected(state, bid, reason, message)
     return Step(state.model_copy(update={"seen": seen}), [effect])
 
@@ -88,7 +95,7 @@ def _precheck(
         return RejectReason.WRONG_AUCTION, (
             f"bid is for auction {bid.auction_id!r}, not {cfg.auction_id!r}"
         )
-    if bid.msg_id in seen:
+    if seen_key(bid) in seen:
         return RejectReason.DUPLICATE, f"message {bid.msg_id!r} was already processed"
     if state.phase is not Phase.OPEN:
         return RejectReason.CLOSED, f"auction {cfg.auction_id} is {state.phase}"
@@ -128,7 +135,7 @@ def accept(state: AuctionState, bid: Bid, now: int, **update: object) -> Step:
     record, effect = _accepted(state, bid, state.next_seq, now)
     new = state.model_copy(update={
         "bids": (*state.bids, record),
-        "seen": (*state.seen, bid.msg_id),
+        "seen": (*state.seen, seen_key(bid)),
         "next_seq": state.next_seq + 1,
         **update,
     })
@@ -171,17 +178,18 @@ class Batch:
 
     def reject(self, bid: Bid, reason: RejectReason, message: str) -> None:
         self.touched = True
-        skip = (len(self.seen) >= self.state.config.max_bids or bid.msg_id in self.seen_set
+        key = seen_key(bid)
+        skip = (len(self.seen) >= self.state.config.max_bids or key in self.seen_set
                 or reason is RejectReason.WRONG_AUCTION)
         if not skip:
-            self._see(bid.msg_id)
+            self._see(key)
         self.effects.append(_rejected(self.state, bid, reason, message))
 
     def accept(self, bid: Bid, now: int) -> None:
         self.touched = True
         record, effect = _accepted(self.state, bid, self.state.next_seq + self.accepted, now)
         self.bids.append(record)
-        self._see(bid.msg_id)
+        self._see(seen_key(bid))
         self.effects.append(effect)
 
     @property
@@ -272,7 +280,7 @@ def submit_on_clock(state: AuctionState, bid: Bid, now: int, admission: Admissio
     mechanism judges it. The clock's own effects come first."""
     was_open = state.phase is Phase.OPEN
     state, effects = tick(state, now)
-    if was_open and state.phase is not Phase.OPEN and bid.msg_id not in state.seen:
+    if was_open and state.phase is not Phase.OPEN and seen_key(bid) not in state.seen:
         late = reject(state, bid, RejectReason.LATE, late_message)
         return Step(late.state, effects + late.effects)
     step = judge(state, bid, now, admission)

@@ -83,7 +83,8 @@ class _Frozen(BaseModel):
 class Bid(_Frozen):
     """One bid as it arrives from a bidder agent.
 
-    ``msg_id`` makes redelivery harmless: a second message with the same id is ignored.
+    ``msg_id`` makes redelivery harmless: a second message from the same bidder with the
+    same id is ignored (ids are per bidder: nobody can take another bidder's).
     ``items`` is the bundle for combinatorial auctions and empty for single-item ones. In a
     Dutch auction a bid is an *accept*: ``amount`` is the price the bidder agrees to pay at
     most (normally the clock price it saw); the winner pays the auctioneer's clock price.
@@ -208,7 +209,8 @@ class AuctionState(_Frozen):
     """Everything an auctioneer needs to continue an auction; stored under CAS.
 
     ``standing`` is the English standing bid; ``clock_steps`` the Dutch clock position;
-    ``seen`` every message id processed (accepted or rejected), so redelivery is a no-op.
+    ``seen`` every message processed (accepted or rejected) as ``bidder:msg_id``
+    (``common.seen_key``), so redelivery is a no-op.
     ``participants`` are the invited bidders (None: anyone may bid); ``answered`` who
     answered the current round's call for bids, with or without bids (a new round clears
     it), so an auctioneer that takes the auction over does not call them again. Both

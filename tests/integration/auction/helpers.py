@@ -47,7 +47,11 @@ async def stats(nc: NATS, agent_id: str) -> dict[str, Any]:
 
 
 async def ask(nc: NATS, subject: str, payload: Any, *, as_json: bool = False,
-              raw: bytes | None = None, timeout: float = 10) -> Any:
+              raw: bytes | None = None, timeout: float = 10, signed: bool = True,
+              acting_for: str | None = None) -> Any:
+    """A request as the connection's user (a signed act unless ``signed=False``; an
+    admin's or a node's may be ``acting_for`` someone); the decoded reply."""
     data = raw if raw is not None else codec.encode(payload, as_json=as_json)
-    reply = await nats_request(nc, subject, data, timeout=timeout)
+    reply = await nats_request(nc, subject, data, timeout=timeout, signed=signed,
+                               acting_for=acting_for)
     return codec.decode(reply.data, reply.headers)

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from broker_agents import codec
+from broker_agents import codec, identity
 from broker_agents.auction.driver import AuctionDriver
 from broker_agents.auction.host import AuctionHost
 from broker_agents.auction.ledger import Ledger
@@ -39,7 +39,8 @@ async def _host(nc: NATS, owner: str) -> AuctionHost:
 
 async def _bidder(nc: NATS, agent_id: str, calls: dict[str, int],
                   answer: Callable[[int], Awaitable[dict[str, Any] | None]]) -> None:
-    """A stand-in bidder: counts the calls for bids it gets, answers as told."""
+    """A stand-in bidder: counts the calls for bids it gets, answers as told (signed as
+    ``agent_id``, its node speaking for it, as the runtime signs an agent's answers)."""
     calls[agent_id] = 0
 
     async def on_call(msg: Msg) -> None:
@@ -48,7 +49,9 @@ async def _bidder(nc: NATS, agent_id: str, calls: dict[str, int],
         calls[agent_id] += 1
         reply = await answer(calls[agent_id])
         if reply is not None:
-            await nc.publish(msg.reply, codec.encode(reply))
+            data = codec.encode(reply)
+            await nc.publish(msg.reply, data,
+                             headers=identity.act_headers(nc, msg.reply, data, agent_id))
 
     await nc.subscribe(S.agent(agent_id), cb=on_call)
 

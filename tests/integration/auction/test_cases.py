@@ -70,6 +70,14 @@ async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
+async def admin(cluster: LocalCluster) -> AsyncIterator[NATS]:
+    """An admin's: it may sell as anyone (a client sells only as itself)."""
+    conn = await cluster.client(Role.ADMIN)
+    yield conn
+    await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def observer(cluster: LocalCluster) -> AsyncIterator[NATS]:
     """An observer's: reading the accounts bucket is not a client's business."""
     conn = await cluster.client(Role.OBSERVER)
@@ -188,11 +196,12 @@ async def test_unacknowledged_award_fails_cleanly_and_releases_escrow(
     assert (after.balance, after.reserved) == (before.balance, 0.0)
 
 
-async def test_budgets_never_negative_under_concurrent_auctions(nc: NATS, observer: NATS) -> None:
+async def test_budgets_never_negative_under_concurrent_auctions(admin: NATS,
+                                                               observer: NATS) -> None:
     book = await ledger(observer)
     # thrifty has 25: enough for two of the four 10.0 wins, whatever the interleaving.
     results = await asyncio.gather(*(
-        run(nc, type="english", participants=["thrifty"], start_price=10.0, seller="shop4")
+        run(admin, type="english", participants=["thrifty"], start_price=10.0, seller="shop4")
         for _ in range(4)))
     settled = [r for r in results if r["status"] == "settled"]
     assert len(settled) == 2
@@ -210,24 +219,28 @@ async def test_budgets_never_negative_under_concurrent_auctions(nc: NATS, observ
     assert (acc.balance, acc.reserved, shop.balance) == (5.0, 0.0, 20.0)
 
 
-async def test_reports_come_only_from_counterparties_once_per_task(nc: NATS) -> None:
+async def test_reports_come_only_from_counterparties_once_per_task(nc: NATS,
+                                                                  admin: NATS) -> None:
     s = S
-    r = await run(nc, type="first_price", participants=["bidder3"], seller="shop")
+    r = await run(admin, type="first_price", participants=["bidder3"], seller="shop")
     base = {"op": "report", "auction_id": r["auction_id"], "quality": 1.0,
             "satisfaction": 0.9}
-    ok = await ask(nc, s.coord("auction"), {**base, "reporter": "shop", "subject": "bidder3"})
+
+    async def report(reporter: str, **fields: Any) -> Any:  # the admin speaks for them
+        return await ask(admin, s.coord("auction"), {**base, **fields}, acting_for=reporter)
+
+    ok = await report("shop", subject="bidder3")
     assert ok["agent"] == "bidder3" and ok["score"] > 0.5
-    dup = await ask(nc, s.coord("auction"), {**base, "reporter": "shop", "subject": "bidder3"})
+    dup = await report("shop", subject="bidder3")
     assert dup["error"]["code"] == "duplicate" and "already" in dup["error"]["message"]
-    self_report = await ask(nc, s.coord("auction"),
-                            {**base, "reporter": "bidder3", "subject": "bidder3"})
+    self_report = await report("bidder3", subject="bidder3")
     assert self_report["error"]["code"] == "rejected"
-    stranger = await ask(nc, s.coord("auction"),
-                         {**base, "reporter": "bidder1", "subject": "bidder3"})
+    stranger = await report("bidder1", subject="bidder3")
     assert stranger["error"]["code"] == "rejected"
-    bad = await ask(nc, s.coord("auction"),
-                    {**base, "reporter": "bidder3", "subject": "shop", "quality": 2.0})
+    bad = await report("bidder3", subject="shop", quality=2.0)
     assert bad["error"]["code"] == "validation_error"
+    named = await ask(nc, s.coord("auction"), {**base, "reporter": "shop", "subject": "bidder3"})
+    assert named["error"]["code"] == "unauthorized"  # a client is not the seller
     # The score now gates: bidder3 (> 0.5) is invited, bidder1 (neutral 0.5) is not.
     gated = await run(nc, type="first_price", participants=["bidder1", "bidder3"],
                       min_reputation=0.6)

@@ -51,11 +51,12 @@ async def _owner_once_stored(nc: NATS, aid: str) -> AuctionRecord:
 
 async def _check_money(nc: NATS, result: dict[str, Any], funded: float) -> None:
     book = await ledger(nc)
-    accounts = {who: await book.account(who) for who in [*PEOPLE, "market"]}
+    seller = result["seller"]  # the client that asked for the auction
+    accounts = {who: await book.account(who) for who in [*PEOPLE, seller]}
     for acc in accounts.values():
         if acc is not None:
             assert acc.balance >= 0.0 and acc.reserved == 0.0
-    market = accounts["market"]
+    market = accounts[seller]
     if result["status"] == "settled":
         winner = accounts[result["winner"]]
         assert winner is not None and market is not None
@@ -67,7 +68,7 @@ async def _check_money(nc: NATS, result: dict[str, Any], funded: float) -> None:
         assert result["status"] == "failed"
         assert market is None or market.balance == 0.0
         assert all(a is None or a.balance == funded for w, a in accounts.items()
-                   if w != "market")
+                   if w != seller)
 
 
 @pytest.mark.timeout(60)

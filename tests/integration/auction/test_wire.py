@@ -17,9 +17,10 @@ from nats.aio.client import Client as NATS
 from broker_agents import codec
 from broker_agents.auction.client import run_auction
 from broker_agents.transport import request as nats_request
+from node.auth.roles import Role
 from node.cluster import LocalCluster
 from tests.integration.auction.helpers import S, ask, auctioneer, bidder
-from tests.secured import discovery_env
+from tests.secured import connect_as, discovery_env
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -70,7 +71,8 @@ async def test_garbage_gets_a_malformed_error_in_kind_and_the_node_keeps_serving
         reply = await ask(nc, COORD, None, raw=raw)
         assert reply["error"]["code"] in ("malformed", "validation_error"), reply
     got = await nats_request(nc, COORD, json.dumps({"type": "vickrey", "participants": ["other"],
-                                              "budgets": False}).encode(), timeout=10)
+                                              "budgets": False}).encode(), timeout=10,
+                             signed=True)
     assert got.data.startswith(b"{")  # JSON in, JSON out
     result = json.loads(got.data)
     assert (result["winner"], result["price"]) == ("other", 0.0)
@@ -89,31 +91,38 @@ async def _push(nc: NATS, aid: str, bid: dict[str, Any]) -> Any:
     raise AssertionError("the auction never took bids")
 
 
-async def test_duplicate_repeated_and_late_bids_do_not_change_the_outcome(nc: NATS) -> None:
+async def test_duplicate_repeated_and_late_bids_do_not_change_the_outcome(
+        nc: NATS, cluster: LocalCluster) -> None:
     aid = "wire-dup-1"
+    quiet = await connect_as(cluster, Role.CLIENT, "quiet")  # bids are signed as the bidder
+    other = await connect_as(cluster, Role.CLIENT, "other")
     running = asyncio.ensure_future(run_auction(
         nc, {"auction_id": aid, "type": "first_price", "participants": ["slow", "quiet"],
              "budgets": False, "duration_ms": 5000}, timeout=20))
     first = {"auction_id": aid, "msg_id": "q-1", "bidder": "quiet", "amount": 20.0}
-    accepted = await _push(nc, aid, first)
+    accepted = await _push(quiet, aid, first)
     assert accepted["kind"] == "bid_accepted", accepted
-    again = await _push(nc, aid, {**first, "amount": 99.0})
+    assert "seq" not in accepted  # sealed: how many bid before is nobody's business
+    again = await _push(quiet, aid, {**first, "amount": 99.0})
     assert again["error"]["code"] == "duplicate"
-    second = await _push(nc, aid, {**first, "msg_id": "q-2", "amount": 50.0})
+    second = await _push(quiet, aid, {**first, "msg_id": "q-2", "amount": 50.0})
     assert second["error"]["code"] == "duplicate"  # one sealed bid per bidder
-    stranger = await _push(nc, aid, {**first, "msg_id": "s-1", "bidder": "other"})
+    stranger = await _push(other, aid, {**first, "msg_id": "s-1", "bidder": "other"})
     assert stranger["error"]["code"] == "rejected"
-    junk = await _push(nc, aid, {"auction_id": aid, "amount": "lots"})
+    junk = await _push(quiet, aid, {"auction_id": aid, "amount": "lots"})
     assert junk["error"]["code"] == "validation_error"
     result = await running
     assert (result["winner"], result["price"], result["num_bids"]) == ("quiet", 20.0, 2)
-    late = await _push(nc, aid, {**first, "msg_id": "q-3", "amount": 500.0})
+    late = await _push(quiet, aid, {**first, "msg_id": "q-3", "amount": 500.0})
     assert late["error"]["code"] == "closed", late
-    replayed = await _push(nc, aid, first)
+    replayed = await _push(quiet, aid, first)
     assert replayed["error"]["code"] in ("duplicate", "closed")
     reply = await nats_request(nc, S.coord("auction"), codec.encode(
-        {"type": "vickrey", "participants": ["other"], "budgets": False}), timeout=10)
+        {"type": "vickrey", "participants": ["other"], "budgets": False}), timeout=10,
+        signed=True)
     assert codec.decode(reply.data)["winner"] == "other"
+    await quiet.close()
+    await other.close()
 
 
 async def _cli(cluster: LocalCluster, *args: str) -> tuple[int, str]:

@@ -24,7 +24,8 @@ def test_a_valid_request_maps_milliseconds_to_core_ticks() -> None:
     cfg = build_config(req, "a-1")
     assert (cfg.round_ticks, cfg.duration_ticks, cfg.increment, cfg.reserve) == (
         250, 900, 2.5, 3.0)
-    assert cfg.seller == "market"
+    assert cfg.seller is None  # the requester, bound by the auctioneer
+    assert build_config(req.model_copy(update={"seller": "shop"}), "a-1").seller == "shop"
 
 
 @pytest.mark.parametrize(("payload", "field"), [
@@ -34,6 +35,7 @@ def test_a_valid_request_maps_milliseconds_to_core_ticks() -> None:
     ({"type": "vickrey", "capability": "x", "min_reputation": 1.5}, "min_reputation"),
     ({"type": "vickrey", "participants": ["ok", "not ok"]}, "participants"),
     ({"type": "vickrey", "capability": "x", "auction_id": "a.b"}, "auction_id"),
+    ({"type": "vickrey", "capability": "x", "seller": "a.b"}, "seller"),
 ])
 def test_invalid_requests_name_the_field(payload: dict[str, Any], field: str) -> None:
     with pytest.raises(BrokerError) as err:
