@@ -51,6 +51,9 @@ class ConsensusNodeService(BaseService):
             if node.id not in group.members:
                 continue
             machine = build_state_machine(group, f"services.consensus.groups.{index}")
+            bind = getattr(machine, "bind_connection", None)
+            if bind is not None:  # it verifies signed acts (variables): trust as we do
+                bind(node.nc, group.name)
             member = RaftMember(
                 node.nc, group.name, node.id, group.members,
                 FileStorage(node.config.node.data_dir / "raft" / group.name, fsync=group.fsync),

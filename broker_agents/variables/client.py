@@ -1,7 +1,10 @@
 """``Variables(nc, group)``: define, set, freeze and read cluster-wide variables.
 
 Writes are proposals to the consensus group (through ``RaftClient``: one request id across
-retries, so a retried write applies once); ``get``/``values``/``history`` are linearizable
+retries, so a retried write applies once), signed by the connection's user: the history
+records the signer as the actor (``actor=`` asks to act for someone else, which only
+admins and nodes may), and freeze, unfreeze and redefining a space are admins' and
+nodes' (``core.variables.acts``); ``get``/``values``/``history`` are linearizable
 reads through the group. For reading on a hot path use ``read_model()``: a local cache kept
 current by change events. A rejected command raises ``BrokerError`` -- for a validation
 failure with ``code == "validation_error"`` and ``details`` naming ``variable``, ``value``
@@ -10,14 +13,16 @@ and ``constraint``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from pydantic import BaseModel, ValidationError
 
 from broker_agents.codec import decode, encode
-from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
 from broker_agents.core.variables.commands import (
     ApplyResult,
     DefineSpace,
@@ -32,6 +37,8 @@ from broker_agents.core.variables.space import VariableSpace
 from broker_agents.raft.client import RaftClient
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
+from broker_agents.variables.acts import proposal
+from broker_agents.variables.metrics import SKIPPED, skipped_record
 from broker_agents.variables.models import FeedbackAck, FeedbackReport, SpaceValues
 from broker_agents.variables.readmodel import ReadModel
 
@@ -43,13 +50,16 @@ class Variables:
                  subjects: Subjects = Subjects(), *, timeout: float = 10.0) -> None:  # noqa: B008
         self.nc, self.group, self.subjects, self.timeout = nc, group, subjects, timeout
         self.raft = RaftClient(nc, group, subjects)
+        self.skipped: dict[str, str] = {}  # space -> why, from the last ``state()``
 
     # -- writes --------------------------------------------------------------------------
 
     async def _propose(self, command: DefineSpace | SetValues | Freeze | Unfreeze) -> ApplyResult:
-        result = await self.raft.propose(command.model_dump(mode="json", exclude_none=True),
+        if command.command_id is None:  # names the act too: a replay of it is a duplicate
+            command = command.model_copy(update={"command_id": uuid.uuid4().hex})
+        result = await self.raft.propose(proposal(self.nc, self.group, command),
                                          request_id=command.command_id, timeout=self.timeout)
-        return ApplyResult.model_validate(result)
+        return _parsed(ApplyResult, result, "apply result")
 
     async def define_space(self, space: VariableSpace | Mapping[str, Any], *,
                            actor: str | None = None) -> ApplyResult:
@@ -78,26 +88,41 @@ class Variables:
         return await self.raft.read(query, timeout=self.timeout)
 
     async def spaces(self) -> list[str]:
-        return list((await self._read({"op": "spaces"}))["spaces"])
+        return _parsed(_Spaces, await self._read({"op": "spaces"}), "spaces").spaces
 
     async def space(self, name: str) -> VariableSpace:
-        return VariableSpace.model_validate((await self._read({"op": "space", "space": name}))
-                                            ["space"])
+        got = _parsed(_Definition, await self._read({"op": "space", "space": name}), "space")
+        return got.space
 
     async def values(self, space: str) -> SpaceValues:
-        return SpaceValues.model_validate(await self._read({"op": "values", "space": space}))
+        return _parsed(SpaceValues, await self._read({"op": "values", "space": space}),
+                       "values")
 
     async def state(self) -> dict[str, SpaceValues]:
-        got = await self._read({"op": "state"})
-        return {n: SpaceValues.model_validate(v) for n, v in got["spaces"].items()}
+        """Every space's values; a space whose record does not validate is skipped (it is
+        then in ``skipped``, counted and logged with its name) instead of failing all."""
+        got = _parsed(_State, await self._read({"op": "state"}), "state")
+        self.skipped = {}
+        out: dict[str, SpaceValues] = {}
+        for name, record in got.spaces.items():
+            try:
+                values = SpaceValues.model_validate(record)
+                if values.space != name:
+                    raise ValueError(f"the record of {name!r} is {values.space!r}'s")
+            except ValueError as exc:  # pydantic's ValidationError is one
+                self.skipped[name] = skipped_record("state", name, exc)
+                continue
+            out[name] = values
+        return out
 
     async def get(self, space: str, name: str) -> VariableView:
-        return VariableView.model_validate(
-            await self._read({"op": "get", "space": space, "name": name}))
+        return _parsed(VariableView, await self._read(
+            {"op": "get", "space": space, "name": name}), "variable")
 
     async def history(self, space: str, name: str) -> list[HistoryEntry]:
-        got = await self._read({"op": "history", "space": space, "name": name})
-        return [HistoryEntry.model_validate(e) for e in got["history"]]
+        got = _parsed(_History, await self._read(
+            {"op": "history", "space": space, "name": name}), "history")
+        return got.history
 
     # -- feedback and the local read model -----------------------------------------------
 
@@ -125,8 +150,39 @@ class Variables:
         err = BrokerError.from_payload(body)
         if err is not None:
             raise err
-        return FeedbackAck.model_validate(body)
+        return _parsed(FeedbackAck, body, "feedback acknowledgement")
 
     def read_model(self, spaces: Iterable[str] | None = None, **kw: Any) -> ReadModel:
         """A local, event-updated cache (call ``await rm.start()``)."""
         return ReadModel(self.nc, self.group, self.subjects, spaces=spaces, **kw)
+
+
+class _Spaces(BaseModel):
+    spaces: list[str]
+
+
+class _Definition(BaseModel):
+    space: VariableSpace
+
+
+class _State(BaseModel):
+    spaces: dict[str, Any]
+
+
+class _History(BaseModel):
+    history: list[HistoryEntry]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parsed(model: type[M], data: Any, what: str) -> M:
+    """A reply from the group as ``model``; one that is not is the group's fault
+    (``malformed``), never an exception from deep inside a caller (the CLI's, say)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        SKIPPED.labels("reply").inc()
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"the group's {what} reply is "
+                                  f"malformed: {exc.errors()[0]['msg']}",
+                                  {"reply": what}) from None

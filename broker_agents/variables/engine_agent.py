@@ -113,7 +113,7 @@ class AdaptationEngineAgent(Agent):
         for name, cfg in self.engine_configs.items():
             self.engines[name] = SpaceEngine(
                 name, cfg, random.Random(rng.random()), nc=nc, subjects=s,
-                actor=f"engine:{self.agent_id}")
+                actor=self.agent_id, group=self.group_name)
             self._subs.append(await nc.subscribe(s.variable_feedback(name), cb=self._on_feedback))
         member.sm.add_listener(self._on_change)
         self._own(asyncio.get_running_loop().create_task(self._work(), name="var-engine-work"))

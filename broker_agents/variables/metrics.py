@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from broker_agents.logging import get_logger
+from broker_agents.ratelog import RateLimitedLog
+
 SETS = Counter("ba_variables_sets_total",
                "Committed set commands that changed a value, as applied by this member",
                ["space"])
@@ -23,3 +26,18 @@ ENGINE_ACTIVE = Gauge("ba_variables_engine_active",
                       ["space"])
 EVENTS_DROPPED = Counter("ba_variables_events_dropped_total",
                          "Change events dropped because the publisher fell behind")
+SKIPPED = Counter("ba_variables_records_skipped_total",
+                  "Corrupt or foreign variables records skipped (a space in a group's "
+                  "reply, a change event) or replies refused as malformed, by source",
+                  ["source"])
+
+_skips = RateLimitedLog(get_logger(component="variables"))
+
+
+def skipped_record(source: str, key: str, exc: Exception) -> str:
+    """Count and log (once per window and source) a record skipped; returns why."""
+    why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    SKIPPED.labels(source).inc()
+    _skips.warning(("skipped", source), "variables.record_skipped", source=source,
+                   record=key[:200], error=why)
+    return why

@@ -17,6 +17,16 @@ Queries (``{"op": ...}``) for linearizable reads through the group:
     {"op": "get", "space": s, "name": v}      -> VariableView
     {"op": "history", "space": s, "name": v}  -> {"history": [HistoryEntry]}
 
+Writes are signed acts (``core.variables.acts``): ``{"op": "signed", "act": ...}``, whose
+signer becomes the command's actor; freeze, unfreeze and redefining a space need an admin
+or a node. The adapter verifies with the authenticator of the member's connection
+(``bind_connection``, which the node calls before the member starts): it trusts the
+account that issued the node's creds, and on an ``--insecure`` connection it requires no
+signature, so plain commands keep their claimed actor there. An adapter never bound
+refuses every write (``unauthorized``, reason ``unbound``): it cannot tell who asked.
+Refusals are error results like any rejection, counted in
+``ba_unauthorized_total{component="variables",reason}`` and logged once per window.
+
 After every command that changes a space, listeners get a ``VariableChange`` carrying the
 space's full values (the publisher sends it on NATS). Listeners run inside ``apply``; they
 must not raise and must not block -- they only queue work.
@@ -27,26 +37,49 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
+from broker_agents import identity
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.identity import Unauthorized
 from broker_agents.core.variables import VariableStateMachine
-from broker_agents.core.variables.commands import DefineSpace, SetValues
+from broker_agents.core.variables.acts import (
+    SIGNED_OP,
+    SignedCommand,
+    authorize,
+    check_subject,
+)
+from broker_agents.core.variables.commands import Command, DefineSpace, SetValues
 from broker_agents.core.variables.functions import DEFAULT_REGISTRY, FunctionRegistry
 from broker_agents.core.variables.statemachine import DEFAULT_HISTORY
+from broker_agents.identity import Authenticator
 from broker_agents.logging import get_logger
 from broker_agents.variables import metrics
 from broker_agents.variables.models import SpaceValues, VariableChange
 
 Listener = Callable[[VariableChange], None]
 _log = get_logger(component="variables.raft_adapter")
+COMPONENT = "variables"
 
 
 class VariablesRaftAdapter:
     """What a consensus group running ``state_machine = "variables"`` applies commands to."""
 
     def __init__(self, registry: FunctionRegistry = DEFAULT_REGISTRY, *,
-                 history_limit: int = DEFAULT_HISTORY) -> None:
+                 history_limit: int = DEFAULT_HISTORY,
+                 authenticator: Authenticator | None = None,
+                 group: str = "variables") -> None:
         self.core = VariableStateMachine(registry, history_limit=history_limit)
+        self.authenticator = authenticator
+        self.group = group
         self._listeners: list[Listener] = []
+
+    def bind_connection(self, nc: Any, group: str) -> None:
+        """Verify signed commands as ``nc`` does (the member's connection: the account it
+        trusts, and whether signatures are required); ``group``: the group's name, which
+        every act names. Call before the member starts (its log replays through apply)."""
+        self.authenticator = identity.identity_of(nc).authenticator
+        self.group = group
 
     # -- listeners -----------------------------------------------------------------------
 
@@ -68,7 +101,11 @@ class VariablesRaftAdapter:
 
     def apply(self, command: Any) -> Any:
         try:
-            cmd = VariableStateMachine.parse(command)
+            cmd = self._authorized(command)
+        except Unauthorized as exc:
+            identity.refused(COMPONENT, exc, group=self.group)
+            metrics.REJECTED.labels(exc.code).inc()
+            return exc.to_payload()
         except BrokerError as exc:
             metrics.REJECTED.labels(exc.code).inc()
             return exc.to_payload()
@@ -95,6 +132,27 @@ class VariablesRaftAdapter:
                 command_id=cmd.command_id,
             ))
         return out
+
+    def _authorized(self, command: Any) -> Command:
+        """The command, its actor bound to the signer; raises ``Unauthorized`` (or
+        ``malformed``). Deterministic: every member decides the same."""
+        auth = self.authenticator
+        if auth is None:
+            raise Unauthorized("unbound", "this variables state machine has no account to "
+                               "trust (it was never bound to its member's connection)")
+        if isinstance(command, dict) and command.get("op") == SIGNED_OP:
+            try:
+                signed = SignedCommand.model_validate(command)
+            except ValidationError as exc:
+                raise BrokerError(ErrorCode.MALFORMED, "bad signed variables command: "
+                                  f"{exc.errors()[0]['msg']}") from None
+            principal = auth.verify_stored(signed.act)
+            cmd = VariableStateMachine.parse(signed.act.data)
+            check_subject(signed.act, self.group, cmd)
+        else:
+            principal, cmd = None, VariableStateMachine.parse(command)
+        return authorize(cmd, principal, required=auth.required,
+                         privileged=self.core.needs_privilege(cmd))
 
     def query(self, query: Any) -> Any:
         try:
@@ -162,5 +220,6 @@ def factory() -> VariablesRaftAdapter:
 
     Every member of a group must use the same functions; a deployment with its own
     registers a ``module:factory`` that passes the same ``FunctionRegistry`` everywhere.
+    The node binds it to its connection (``bind_connection``) before the member starts.
     """
     return VariablesRaftAdapter()

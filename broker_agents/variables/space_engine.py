@@ -27,7 +27,7 @@ from broker_agents.core.variables.commands import SetValues
 from broker_agents.core.variables.space import VariableSpace
 from broker_agents.logging import get_logger
 from broker_agents.subjects import Subjects
-from broker_agents.variables import metrics
+from broker_agents.variables import acts, metrics
 from broker_agents.variables.models import FeedbackAck, FeedbackReport, SpaceValues, VariableChange
 
 MAX_COMMIT_ATTEMPTS = 4
@@ -45,9 +45,12 @@ class Group(Protocol):
 
 class SpaceEngine:
     def __init__(self, name: str, config: EngineConfig, rng: random.Random, *, nc: Any,
-                 subjects: Subjects, actor: str, propose_timeout: float = 2.0) -> None:
+                 subjects: Subjects, actor: str, group: str = "variables",
+                 propose_timeout: float = 2.0) -> None:
+        """``actor``: the engine agent's id; its node signs the engine's proposals acting
+        for it (``variables.acts``), so the history names the agent."""
         self.name, self.config, self.rng = name, config, rng
-        self.nc, self.subjects, self.actor = nc, subjects, actor
+        self.nc, self.subjects, self.actor, self.group = nc, subjects, actor, group
         self.propose_timeout = propose_timeout
         self.engine: AdaptationEngine | None = None
         self.state: SpaceValues | None = None
@@ -176,7 +179,7 @@ class SpaceEngine:
                 f"{proposal.trial} ({proposal.phase})",
                 command_id=f"{self._prefix}{proposal.trial}:{self.state.version}")
             try:
-                res = await group.propose(cmd.model_dump(mode="json", exclude_none=True),
+                res = await group.propose(acts.proposal(self.nc, self.group, cmd, self.actor),
                                           request_id=cmd.command_id,
                                           timeout=self.propose_timeout)
             except BrokerError as exc:

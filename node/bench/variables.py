@@ -8,7 +8,7 @@ on another node" means visible in a process other than the leader's.
 - ``raw_rtt_us_p50``: plain nats-py request/reply in the same run (the yardstick);
 - ``set_us_p50``: one ``Variables.set`` committed (sequential, the leader known);
 - ``updates_per_s``: sets pipelined to the leader (``window`` in flight, shared reply inbox),
-  each a distinct value, every one committed;
+  each a distinct value signed by the client (as ``Variables`` signs), every one committed;
 - ``adapt_ms_p50``: feedback published -> the engine steps, commits a new trial -> the
   change event reaches the read model in the benchmark process.
 """
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from broker_agents.codec import encode
+from broker_agents.core.variables.commands import SetValues
+from broker_agents.variables import acts
 from broker_agents.variables.client import Variables
 from node.auth.roles import Role
 from node.bench.harness import running_cluster
@@ -83,10 +85,14 @@ async def run_variables_bench(*, sets: int = 1000, pipelined: int = 10_000, wind
         assert v.raft.leader is not None
         leader_subject = v.subjects.raft("variables", v.raft.leader, "propose")
         run = uuid.uuid4().hex[:6]
-        rate = await bench_pipelined(nc, leader_subject, pipelined, window, lambda i: {
-            "command": {"op": "set", "space": "bench",
-                        "values": {"x": (i + 1) / (pipelined + 2)}},
-            "request_id": f"vb-{run}-{i}"})
+
+        def signed_set(i: int) -> dict[str, Any]:  # signed as the client does, in the run
+            rid = f"vb-{run}-{i}"
+            command = SetValues(space="bench", values={"x": (i + 1) / (pipelined + 2)},
+                                command_id=rid)
+            return {"command": acts.proposal(nc, "variables", command), "request_id": rid}
+
+        rate = await bench_pipelined(nc, leader_subject, pipelined, window, signed_set)
         adapt = await _adapt(v, Variables(observer), adapt_rounds)
         final = await v.values("bench")
         await observer.close()

@@ -8,10 +8,13 @@
     broker-agents var watch [llm] [--count 10]       # change events as they commit
     broker-agents var history llm temperature
 
-Writes are proposals to the consensus group; reads are linearizable reads through it
-(``--group``, default ``variables``). ``--json`` prints machine-readable output. Values on
-the command line are JSON when they parse as JSON, else strings. Every command is a client's request
-to the group, but ``watch``, which reads change events (an observer's).
+Writes are proposals to the consensus group, signed by the identity the command connects
+with (the history names it); reads are linearizable reads through it (``--group``,
+default ``variables``). ``--json`` prints machine-readable output. Values on the command
+line are JSON when they parse as JSON, else strings. Every command is a client's request
+to the group, but ``freeze`` and ``unfreeze`` (an admin's; so is redefining a space,
+``define --admin``) and ``watch``, which reads change events (an observer's). A space whose
+record is corrupt is listed as skipped; a malformed reply is a ``malformed`` error.
 """
 
 from __future__ import annotations
@@ -61,12 +64,17 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return values
 
 
+ActorOpt = Annotated[str | None, typer.Option(
+    "--actor", help="act for this identity (admins and nodes only; default: yourself)")]
+
+
 def _call(where: common.Target, prefix: str, group: str, as_json: bool,
-          use: Callable[[Variables], Awaitable[T]]) -> T:
-    """Connect, ``use`` a ``Variables`` client, close; errors exit (``common.run``)."""
+          use: Callable[[Variables], Awaitable[T]], role: Role = Role.CLIENT) -> T:
+    """Connect as ``role``, ``use`` a ``Variables`` client, close; errors exit
+    (``common.run``)."""
 
     async def call() -> T:
-        nc = await common.connect(where)
+        nc = await common.connect(where, role=role)
         try:
             return await use(Variables(nc, group, Subjects(prefix)))
         finally:
@@ -90,8 +98,16 @@ def ls(space: Annotated[str | None, typer.Argument(help="only this space")] = No
        group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
     """List spaces with their versions and current values."""
     at = Target(nats_url, context, creds, tls_ca)
-    state = _call(at, prefix, group, as_json, lambda v: v.state())
+    skipped: dict[str, str] = {}
+
+    async def read(v: Variables) -> dict[str, Any]:
+        state = await v.state()
+        skipped.update(v.skipped)
+        return state
+
+    state = _call(at, prefix, group, as_json, read)
     rows = [s for n, s in sorted(state.items()) if space is None or n == space]
+    bad = sorted((n, why) for n, why in skipped.items() if space is None or n == space)
 
     def render() -> Table:
         table = Table(title=f"variables ({group})")
@@ -101,9 +117,12 @@ def ls(space: Annotated[str | None, typer.Argument(help="only this space")] = No
             for name, value in r.values.items():
                 table.add_row(r.space, str(r.version), name, repr(value),
                               "yes" if name in r.frozen else "")
+        for name, why in bad:
+            table.add_row(name, "", "", f"skipped: corrupt record ({why})", "")
         return table
 
-    common.show([r.model_dump(mode="json") for r in rows], as_json, render)
+    common.show([r.model_dump(mode="json") for r in rows]
+                + [{"space": n, "skipped": why} for n, why in bad], as_json, render)
 
 
 @app.command("get")
@@ -125,7 +144,7 @@ def set_(space: str, assignments: Annotated[list[str], typer.Argument(help="name
          expect_version: Annotated[int | None, typer.Option(
              "--expect-version", help="commit only if the space is at this version")] = None,
          reason: Annotated[str, typer.Option("--reason")] = "",
-         actor: Annotated[str, typer.Option("--actor")] = "cli",
+         actor: ActorOpt = None,
          nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
          tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
          group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
@@ -138,14 +157,16 @@ def set_(space: str, assignments: Annotated[list[str], typer.Argument(help="name
 
 @app.command("define")
 def define(path: Annotated[Path, typer.Argument(help="a JSON file holding a VariableSpace")],
+           admin: Annotated[bool, typer.Option(
+               "--admin", help="as an admin: needed to redefine an existing space")] = False,
            nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
            tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
            group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
-    """Define (or redefine) a space."""
+    """Define a space (redefining one takes --admin)."""
     spec = json.loads(path.read_text())
     at = Target(nats_url, context, creds, tls_ca)
-    _show_result(_call(at, prefix, group, as_json,
-                       lambda v: v.define_space(spec, actor="cli")), as_json)
+    _show_result(_call(at, prefix, group, as_json, lambda v: v.define_space(spec),
+                       Role.ADMIN if admin else Role.CLIENT), as_json)
 
 
 def _freezing(frozen: bool) -> Callable[..., None]:
@@ -158,13 +179,14 @@ def _freezing(frozen: bool) -> Callable[..., None]:
                 as_json: JsonOpt = False) -> None:
         def change(v: Variables) -> Awaitable[Any]:
             call = v.freeze if frozen else v.unfreeze
-            return call(space, variable, actor="cli")
+            return call(space, variable)
 
         at = Target(nats_url, context, creds, tls_ca)
-        _show_result(_call(at, prefix, group, as_json, change), as_json)
+        _show_result(_call(at, prefix, group, as_json, change, Role.ADMIN), as_json)
 
     command.__doc__ = ("Freeze a variable: nothing (operator or engine) changes it until "
-                       "unfrozen." if frozen else "Let a frozen variable change again.")
+                       "unfrozen (an admin's)." if frozen else
+                       "Let a frozen variable change again (an admin's).")
     return command
 
 

@@ -10,6 +10,9 @@ Versions: one counter for the whole machine increases by one on every command th
 something. A variable's ``version`` is the counter value of its last change; a space's
 ``version`` is the last change to anything in it. History keeps the last ``history_limit``
 values of each variable.
+
+Who may give a command is decided before it gets here (``acts.authorize``, with
+``needs_privilege`` for the rules that depend on the state); ``actor`` is then the signer.
 """
 
 from __future__ import annotations
@@ -92,8 +95,9 @@ class VariableStateMachine:
             cmd = self.parse(command)
         except BrokerError as exc:
             return ApplyResult(ok=False, version=self.version, error=exc.to_payload()["error"])
-        if cmd.command_id is not None and cmd.command_id in self._recent:
-            return self._recent[cmd.command_id].model_copy(update={"duplicate": True})
+        seen = _dedupe_key(cmd)
+        if seen is not None and seen in self._recent:
+            return self._recent[seen].model_copy(update={"duplicate": True})
         try:
             result = self._dispatch(cmd)
         except Exception as exc:  # a registered composite function may raise anything
@@ -105,8 +109,8 @@ class VariableStateMachine:
                 space=space.name if isinstance(space, VariableSpace) else space,
                 error=exc.to_payload()["error"],
             )
-        if cmd.command_id is not None:
-            self._recent[cmd.command_id] = result
+        if seen is not None:
+            self._recent[seen] = result
             while len(self._recent) > self.dedupe_limit:
                 self._recent.popitem(last=False)
         return result
@@ -159,6 +163,16 @@ class VariableStateMachine:
                 ErrorCode.MALFORMED, f"bad variables command: {errs[0]['msg']}",
                 {"errors": [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in errs]},
             ) from None
+
+    def needs_privilege(self, command: Command) -> bool:
+        """Whether ``command`` is an admin's or a node's to give (``core.variables.acts``):
+        freezing, unfreezing, and redefining a space that exists with another definition."""
+        if isinstance(command, Freeze | Unfreeze):
+            return True
+        if isinstance(command, DefineSpace):
+            old = self._spaces.get(command.space.name)
+            return old is not None and old.space != command.space
+        return False
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -293,6 +307,14 @@ class VariableStateMachine:
         self.version += 1
         st.version = self.version
         return self._result(st, {})
+
+
+def _dedupe_key(cmd: Command) -> str | None:
+    """Command ids are remembered per actor, so nobody can claim another's id ahead of it
+    (the actor is bound to the signer before a command gets here)."""
+    if cmd.command_id is None:
+        return None
+    return cmd.command_id if cmd.actor is None else f"{cmd.actor}\x1f{cmd.command_id}"
 
 
 def _same(a: object, b: object) -> bool:

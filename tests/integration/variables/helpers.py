@@ -39,6 +39,7 @@ async def variables_group(server: Secured, group: str = "variables") -> AsyncIte
         for i, mid in enumerate(IDS):
             nc = await connect_as(server, Role.NODE)
             sm = VariablesRaftAdapter()
+            sm.bind_connection(nc, group)  # as the node does: verify as this member trusts
             member = RaftMember(nc, group, mid, IDS, MemoryStorage(), sm,
                                 rng=random.Random(i), tick_ms=10)
             publisher = ChangePublisher(nc, sm, member_id=mid)

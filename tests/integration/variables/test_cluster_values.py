@@ -114,7 +114,7 @@ async def test_values_agreed_after_the_leaders_node_is_killed(tmp_path: Path) ->
         history = await v.history("q", "y")
         assert [h.version for h in history] == sorted(h.version for h in history)
         assert history[: len(history_before)] == history_before
-        assert any(h.actor and h.actor.startswith("engine:") and h.version > after.space_version
+        assert any(h.actor and h.actor.startswith("var-engine-") and h.version > after.space_version
                    for h in await v.history("q", "x"))
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker_agents.core.raft.statemachine import StateMachine
+from broker_agents.identity import Authenticator
 from broker_agents.variables.models import VariableChange
 from broker_agents.variables.raft_adapter import VariablesRaftAdapter, factory
 from tests.integration.variables.helpers import TEMPERATURE_SPACE
@@ -27,8 +28,37 @@ commands = st.one_of(
 )
 
 
+def _open() -> VariablesRaftAdapter:
+    """An adapter as an ``--insecure`` member binds it: nothing needs a signature."""
+    return VariablesRaftAdapter(authenticator=Authenticator.open())
+
+
 def test_factory_builds_a_raft_state_machine() -> None:
     assert isinstance(factory(), StateMachine)
+
+
+def test_an_unbound_adapter_refuses_every_write_but_answers_reads() -> None:
+    sm = factory()  # the node binds it to its connection before the member starts
+    refused = sm.apply(DEFINE)
+    assert refused["error"]["code"] == "unauthorized"
+    assert refused["error"]["details"]["reason"] == "unbound"
+    assert sm.query({"op": "spaces"}) == {"spaces": []}
+
+
+def test_insecure_commands_keep_their_claimed_actor_and_secured_ones_need_a_signer() -> None:
+    insecure = _open()
+    insecure.apply(DEFINE)
+    insecure.apply({"op": "freeze", "space": "llm", "variable": "batch", "actor": "op"})
+    insecure.apply({"op": "set", "space": "llm", "values": {"temperature": 1.0},
+                    "actor": "op"})
+    assert insecure.query({"op": "history", "space": "llm", "name": "temperature"}
+                          )["history"][-1]["actor"] == "op"
+    secured = VariablesRaftAdapter(authenticator=Authenticator(frozenset({"ATRUSTED"})))
+    refused = secured.apply({**DEFINE, "actor": "operator"})
+    assert refused["error"]["details"]["reason"] == "unsigned"
+    malformed = secured.apply({"op": "signed", "act": {"subject": "x"}})
+    assert malformed["error"]["code"] == "malformed"
+    assert secured.query({"op": "spaces"}) == {"spaces": []}
 
 
 @settings(max_examples=150, deadline=None)
@@ -36,14 +66,14 @@ def test_factory_builds_a_raft_state_machine() -> None:
 def test_replicas_agree_snapshots_restore_exactly_and_events_follow_versions(
     cmds: list[dict[str, Any]],
 ) -> None:
-    a, b = VariablesRaftAdapter(), VariablesRaftAdapter()
+    a, b = _open(), _open()
     events: list[VariableChange] = []
     a.add_listener(events.append)
     results_a = [a.apply(c) for c in [DEFINE, *cmds]]
     results_b = [b.apply(c) for c in [DEFINE, *cmds]]
     assert results_a == results_b
     assert a.snapshot() == b.snapshot()
-    c = VariablesRaftAdapter()
+    c = _open()
     c.restore(a.snapshot())
     assert c.query({"op": "state"}) == a.query({"op": "state"})
     versions = [e.version for e in events]
@@ -58,7 +88,7 @@ def test_replicas_agree_snapshots_restore_exactly_and_events_follow_versions(
 
 
 def test_rejections_and_bad_queries_are_error_payloads_naming_the_constraint() -> None:
-    sm = VariablesRaftAdapter()
+    sm = _open()
     sm.apply(DEFINE)
     bad = sm.apply({"op": "set", "space": "llm", "values": {"temperature": 3.0}})
     assert bad["error"]["code"] == "validation_error"
