@@ -1,16 +1,43 @@
 """Budgets in KV: the pure account operations applied with bounded CAS retry.
 
 Each write is computed from the exact record (and revision) it replaces, so the checks of
-``core.budget`` (balance never negative, escrow within balance) hold under any
-interleaving of auctioneers on any nodes. Reputation lives in ``broker_agents.reputation``.
+``core.budget`` (balance never negative, escrow within balance, debits only against the
+auction's hold) hold under any interleaving of auctioneers on any nodes. Reputation lives
+in ``broker_agents.reputation``.
+
+A stored account is untrusted input: one that does not decode, fails ``Account``'s
+validation or names another owner is ``CorruptAccount`` (``malformed``) for every
+operation on that key, and only that key: the auction that touches it fails, the others
+go on. ``listing`` reads every key and reports the corrupt ones as rows of their own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from broker_agents.core import budget
 from broker_agents.core.budget import Account, Hold
-from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
 from broker_agents.kv import CasBook, all_keys
+
+
+class CorruptAccount(RemoteProtocolError):
+    """The account stored under ``owner`` is not a usable account record."""
+
+    def __init__(self, owner: str, reason: str) -> None:
+        super().__init__(ErrorCode.MALFORMED, f"the account record of {owner} is corrupt: "
+                         f"{reason}", {"owner": owner, "reason": reason[:200]})
+        self.owner = owner
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One key of the accounts bucket: its account, or why it is unusable."""
+
+    key: str
+    account: Account | None
+    problem: str | None = None
 
 
 def _need(account: Account | None, owner: str) -> Account:
@@ -25,6 +52,20 @@ class Ledger(CasBook):
 
     model = Account
 
+    async def read(self, key: str, fresh: bool = True) -> tuple[Any | None, int]:
+        """The account and its revision; ``CorruptAccount`` when the record is unusable."""
+        try:
+            account, rev = await super().read(key, fresh)
+        except BrokerError as exc:
+            if exc.code in (ErrorCode.MALFORMED, ErrorCode.TOO_LARGE):
+                raise CorruptAccount(key, exc.message) from exc
+            raise
+        except ValueError as exc:  # pydantic's ValidationError: the schema's refusal
+            raise CorruptAccount(key, str(exc).splitlines()[0]) from exc
+        if account is not None and account.owner != key:
+            raise CorruptAccount(key, f"it belongs to {account.owner!r}")
+        return account, rev
+
     async def account(self, owner: str) -> Account | None:
         record, _ = await self.read(owner)
         return record
@@ -36,6 +77,16 @@ class Ledger(CasBook):
             if max_per_task is not None and base.max_per_task != max_per_task:
                 base = base.model_copy(update={"max_per_task": max_per_task})
             return budget.deposit(base, op_id, amount)
+        return await self.apply(owner, op)  # type: ignore[no-any-return]
+
+    async def withdraw(self, owner: str, amount: float, op_id: str) -> Account:
+        return await self.apply(  # type: ignore[no-any-return]
+            owner, lambda a: budget.withdraw(_need(a, owner), op_id, amount))
+
+    async def set_frozen(self, owner: str, frozen: bool, op_id: str) -> Account:
+        def op(acc: Account | None) -> Account:
+            base = acc if acc is not None else budget.open_account(owner)
+            return budget.set_frozen(base, op_id, frozen)
         return await self.apply(owner, op)  # type: ignore[no-any-return]
 
     async def reserve(self, owner: str, auction_id: str, amount: float, *,
@@ -59,6 +110,7 @@ class Ledger(CasBook):
         return removed
 
     async def debit(self, owner: str, auction_id: str, amount: float) -> Account:
+        """Pay out of the auction's hold (refused, details ``refusal``, without one)."""
         return await self.apply(  # type: ignore[no-any-return]
             owner, lambda a: budget.debit(_need(a, owner), auction_id, amount))
 
@@ -68,6 +120,22 @@ class Ledger(CasBook):
             return budget.credit(base, auction_id, payer, amount)
         return await self.apply(owner, op)  # type: ignore[no-any-return]
 
+    async def listing(self) -> list[Listed]:
+        """Every key, sorted: its account, or the problem that makes it unusable."""
+        out = []
+        for key in sorted(await all_keys(self.kv)):
+            try:
+                account = await self.account(key)
+            except CorruptAccount as exc:
+                out.append(Listed(key, None, str(exc.details.get("reason", exc.message))))
+                continue
+            if account is not None:
+                out.append(Listed(key, account))
+        return out
+
     async def all_accounts(self) -> list[Account]:
-        accounts = [await self.account(k) for k in sorted(await all_keys(self.kv))]
-        return [a for a in accounts if a is not None]
+        """Every usable account (corrupt records skipped: see ``listing``)."""
+        return [row.account for row in await self.listing() if row.account is not None]
+
+
+__all__ = ["CorruptAccount", "Ledger", "Listed"]

@@ -12,8 +12,10 @@ A terminal stage never changes, so a hold judged by a stale mirror is still orph
 the fresh CAS removes it. An auction the mirror does not know is confirmed absent with a
 direct read of the bucket first: a mirror that lags, or lost its keys in a leader change,
 must not free money a live auction holds. Corrupt or foreign records are skipped and
-counted (``ba_auction_reconcile_skipped_total``), and a release that fails is logged,
-counted and tried again at the next sweep: nothing aborts a sweep.
+counted (``ba_auction_reconcile_skipped_total``) and logged with their key, and a release
+that fails is logged, counted and tried again at the next sweep: nothing aborts a sweep.
+A sweep also screens every auction record it has not seen at its revision, so one whose
+stage cannot even be read (which the takeover sweep passes over) is reported too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Protocol
 import nats.js.errors as jse
 
 from broker_agents.auction import metrics
-from broker_agents.auction.audit import Skipped, account_of, skipped, stage_view
+from broker_agents.auction.audit import Skipped, account_of, report_once, skipped, stage_view
 from broker_agents.auction.ledger import Ledger
 from broker_agents.clock import wall_ms
 from broker_agents.core.auction.audit import AuctionView, HoldReport, Reason, orphans
@@ -52,6 +54,7 @@ class Reconciler:
         self.log = log
         self.skipped: Counter[str] = Counter()
         self._decoded: dict[str, tuple[int, Account | None]] = {}
+        self._screened: dict[str, int] = {}
 
     def _accounts(self, auction_id: str | None) -> list[Account]:
         """Mirrored accounts holding escrow (for ``auction_id`` only, when given); each
@@ -65,7 +68,7 @@ class Reconciler:
                 try:
                     account: Account | None = account_of(key, data)
                 except Skipped as why:
-                    skipped(self.skipped, "accounts", why.reason)
+                    skipped(self.skipped, "accounts", why.reason, key)
                     account = None
                 hit = self._decoded[key] = (rev, account)
             account = hit[1]
@@ -85,13 +88,35 @@ class Reconciler:
             try:
                 views[aid] = stage_view(cached[0])
             except Skipped as why:
-                skipped(self.skipped, "auctions", why.reason)
+                skipped(self.skipped, "auctions", why.reason, aid)
                 views[aid] = None
         return views
+
+    def screen_auctions(self) -> int:
+        """Report each auction record whose stage cannot be read, once per revision; how
+        many were found this time."""
+        found = 0
+        values = self.auctions_mirror.values
+        for key in list(values):
+            data, rev = values[key]
+            if self._screened.get(key) == rev:
+                continue
+            self._screened[key] = rev
+            try:
+                stage_view(data)
+            except Skipped as why:
+                found += 1
+                self.skipped[f"auctions:{why.reason}"] += 1
+                report_once("auctions", key, rev, why.reason)
+        for gone in set(self._screened) - set(values):
+            del self._screened[gone]
+        return found
 
     async def run(self, trigger: str, auction_id: str | None = None) -> int:
         """Release every orphaned hold (of ``auction_id`` only, when given); how many this
         call released. ``trigger`` (sweep, takeover, abort) goes into the log line."""
+        if auction_id is None:
+            self.screen_auctions()
         accounts = self._accounts(auction_id)
         if not accounts:
             return 0

@@ -4,6 +4,16 @@ The table decides the stages, what each transition records and releases, and wha
 comes next; this module only performs the effects against the ledger, the winners' inboxes
 and the auction record, and reports what happened. It resumes from any stored stage, so
 an auctioneer that takes an auction over simply runs the remaining steps.
+
+Awards are signed acts: each winner is asked with a signed gather, so only an answer
+signed as that winner counts, and its signed acknowledgement is kept in the record
+(``ack_evidence``) in the same write that stores ``acked``. Before anyone is paid,
+``_pay`` (the one place that debits, live or after a takeover) checks every payer: an
+escrow hold for this auction covering the amount, and on a secured connection its
+evidence verified as signed by the payer, for this auction, accepted, for at least the
+amount. A record that fails (say, an ``acked`` record written by someone else, naming an
+agent that never bid) is not settled: it fails, its holds are released, and the refusal
+is counted in ``ba_auction_unverifiable_total{reason}`` and logged with the auction key.
 """
 
 from __future__ import annotations
@@ -12,15 +22,17 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import nats.errors
+from prometheus_client import Counter
 
-from broker_agents import codec
+from broker_agents import codec, gather, identity
 from broker_agents.auction import metrics
 from broker_agents.auction.messages import AuctionResult, AwardAck, AwardNotice, allocation_of
 from broker_agents.auction.records import AuctionRecord, Stage, settlement_of
 from broker_agents.clock import wall_ms
+from broker_agents.core import budget
 from broker_agents.core.auction import settlement
 from broker_agents.core.auction.settlement import (
+    AckRefusal,
     Event,
     Happened,
     Pay,
@@ -31,18 +43,34 @@ from broker_agents.core.auction.settlement import (
     SettlementEffect,
 )
 from broker_agents.core.errors import BrokerError, ErrorCode, LocalProtocolError
+from broker_agents.core.identity import SignedAct, Unauthorized
+from broker_agents.logging import get_logger
 from broker_agents.messages import envelope
-from broker_agents.transport import request as nats_request
+from broker_agents.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from broker_agents.auction.driver import AuctionDriver
+
+UNVERIFIABLE = Counter("ba_auction_unverifiable_total",
+                       "Auctions not settled because a payment could not be verified "
+                       "(no covering hold, no or bad signed acknowledgement)", ["reason"])
+RELEASE_ERRORS = Counter("ba_auction_release_errors_total",
+                         "Holds a failing auction could not release (left to the reconcile)")
+COMPONENT = "settlement"
+NO_ACCOUNT = "no_account"
+CORRUPT_ACCOUNT = "corrupt_account"
+UNAUTHORIZED = "unauthorized"
+"""Refusal labels besides ``budget.DebitRefusal`` and ``settlement.AckRefusal``."""
+
+_log = RateLimitedLog(get_logger(component=COMPONENT))
 
 
 async def finish(d: AuctionDriver) -> None:
     """Run the remaining post-close steps until the record is terminal."""
     step = settlement.step(settlement_of(d.record), Event(Happened.RESUME))
+    evidence = dict(d.record.ack_evidence)
     while True:
-        happened = await perform(d, step.effects)
+        happened = await perform(d, step.effects, evidence)
         if happened is None:
             if not step.state.terminal:
                 raise LocalProtocolError(ErrorCode.INTERNAL, "settlement stopped in stage "
@@ -60,16 +88,20 @@ async def fail(d: AuctionDriver, why: str) -> bool:
     return True
 
 
-async def perform(d: AuctionDriver, effects: Sequence[SettlementEffect]) -> Event | None:
-    """Carry the effects out in order; the event the closing work led to, if any."""
+async def perform(d: AuctionDriver, effects: Sequence[SettlementEffect],
+                  evidence: dict[str, SignedAct] | None = None) -> Event | None:
+    """Carry the effects out in order; the event the closing work led to, if any.
+    ``evidence``: the winners' signed acknowledgements gathered so far (stored with the
+    record's next stage)."""
+    evidence = {} if evidence is None else evidence
     holds: list[ReserveHold] = []
     awards: list[SendAward] = []
     pays: list[Pay] = []
     for eff in effects:
         if isinstance(eff, ReleaseHold):
-            await d.host.ledger.release(eff.payer, d.aid)
+            await _release(d, eff.payer)
         elif isinstance(eff, RecordStage):
-            await _record(d, eff)
+            await _record(d, eff, evidence)
         elif isinstance(eff, ReserveHold):
             holds.append(eff)
         elif isinstance(eff, SendAward):
@@ -79,18 +111,31 @@ async def perform(d: AuctionDriver, effects: Sequence[SettlementEffect]) -> Even
     if holds:
         return await _reserve(d, holds)
     if awards:
-        return await _award(d, awards)
+        return await _award(d, awards, evidence)
     if pays:
         return await _pay(d, pays)
     return None
 
 
-async def _record(d: AuctionDriver, eff: RecordStage) -> None:
+async def _release(d: AuctionDriver, payer: str) -> None:
+    """Release one payer's hold; a failure (a corrupt account, NATS trouble) is logged and
+    left to the reconcile, so that the other payers are still released."""
+    try:
+        await d.host.ledger.release(payer, d.aid)
+    except Exception as exc:
+        RELEASE_ERRORS.inc()
+        _log.warning(("release", type(exc).__name__), "auction.release_failed",
+                     auction=d.aid, account=payer, error=repr(exc)[:300])
+
+
+async def _record(d: AuctionDriver, eff: RecordStage, evidence: dict[str, SignedAct]) -> None:
     if eff.stage is Stage.FAILED and d.log:
         d.log.warning("auction failed", reason=eff.failure)
     update: dict[str, object] = {"stage": eff.stage, "reserved": eff.reserved,
                                  "acked": eff.acked, "settled": eff.settled,
                                  "failure": eff.failure}
+    if evidence != d.record.ack_evidence:  # the acknowledgements land with ``acked``
+        update["ack_evidence"] = dict(evidence)
     if eff.finished:
         update["finished_ms"] = wall_ms()
     await d.transition(**update)
@@ -120,33 +165,37 @@ async def _reserve(d: AuctionDriver, holds: list[ReserveHold]) -> Event:
     return Event(Happened.RESERVED)
 
 
-async def _award(d: AuctionDriver, awards: list[SendAward]) -> Event:
-    """Tell every winner what it won; all must acknowledge within the award timeout."""
+async def _award(d: AuctionDriver, awards: list[SendAward],
+                 evidence: dict[str, SignedAct]) -> Event:
+    """Tell every winner what it won; all must acknowledge within the award timeout, each
+    with an answer signed as itself (kept in ``evidence``)."""
     record = d.record
     outcome = record.outcome
     assert outcome is not None
     timeout = record.request.award_timeout_ms / 1000
+    gatherer = await gather.gatherer(d.host.nc)
 
     async def notify(award: SendAward) -> str | None:
         winner = award.winner
         notice = AwardNotice(auction_id=d.aid, total=award.total, seller=record.request.seller,
                              awards=[a for a in outcome.awards if a.bidder == winner])
-        try:
-            msg = await nats_request(d.host.nc,
-                d.host.subjects.agent(winner),
-                codec.encode(envelope(notice, msg_id=f"award-{d.aid}-{winner}")),
-                timeout=timeout)
-            payload = codec.decode(msg.data, msg.headers)
-            err = BrokerError.from_payload(payload)
-            if err is not None:
-                return f"{winner} refused the award: {err.message}"
-            ack = AwardAck.model_validate(payload)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        data = codec.encode(envelope(notice, msg_id=f"award-{d.aid}-{winner}"))
+        async with gatherer.call(d.host.subjects, [winner], data, signed=True) as call:
+            await call.wait(timeout)
+            answer = call.results.get(0)
+            act = call.evidence.get(winner)
+        if answer is None:
             return f"{winner} did not acknowledge the award"
-        except Exception as exc:
-            return f"{winner} answered the award with garbage: {exc!r}"
-        if not ack.accepted or ack.auction_id != d.aid:
-            return f"{winner} declined the award"
+        ack = gather.parse_answer(answer, AwardAck)
+        if isinstance(ack, BrokerError):
+            if ack.code in (ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT):
+                return f"{winner} did not acknowledge the award"
+            return f"{winner} refused the award: {ack.message}"
+        if not ack.accepted or ack.auction_id != d.aid or ack.bidder != winner:
+            reason = f": {ack.reason}" if getattr(ack, "reason", None) else ""
+            return f"{winner} declined the award{reason}"
+        if act is not None:
+            evidence[winner] = act
         return None
 
     problems = [p for p in await asyncio.gather(*(notify(a) for a in awards)) if p]
@@ -156,12 +205,66 @@ async def _award(d: AuctionDriver, awards: list[SendAward]) -> Event:
 
 
 async def _pay(d: AuctionDriver, pays: list[Pay]) -> Event:
-    """Debit each payer and credit the seller, exactly once each (keyed by auction id)."""
+    """Debit each payer and credit the seller, exactly once each (keyed by auction id);
+    every payer verified first (see the module docstring), so a record that fails pays
+    nobody."""
     for pay in pays:
-        await d.host.ledger.debit(pay.payer, d.aid, pay.amount)
+        refusal = await payment_refusal(d, pay)
+        if refusal is not None:
+            return _unverifiable(d, pay, refusal)
+    for pay in pays:
+        try:
+            await d.host.ledger.debit(pay.payer, d.aid, pay.amount)
+        except BrokerError as exc:
+            if "refusal" not in exc.details:
+                raise
+            return _unverifiable(d, pay, str(exc.details["refusal"]))  # the hold just went
         await d.host.ledger.credit(pay.seller, d.aid, pay.payer, pay.amount)
         metrics.SETTLEMENTS.inc()
     return Event(Happened.SETTLED)
+
+
+async def payment_refusal(d: AuctionDriver, pay: Pay) -> str | None:
+    """Why ``pay`` must not be made (a bounded label), or None. A payer already debited
+    for this auction was verified by whoever debited it."""
+    try:
+        account = await d.host.ledger.account(pay.payer)
+    except BrokerError as exc:
+        if exc.code is ErrorCode.MALFORMED:
+            return CORRUPT_ACCOUNT
+        raise
+    if account is None:
+        return NO_ACCOUNT
+    if account.fenced(d.aid) == "paid":
+        return None
+    refusal = budget.can_debit(account, d.aid, pay.amount)
+    if refusal is not None:
+        return str(refusal)
+    nc = d.host.nc
+    if not identity.identity_of(nc).authenticator.required:
+        return None  # --insecure: nothing is signed, the hold is the only check
+    act = d.record.ack_evidence.get(pay.payer)
+    if act is None:
+        return str(AckRefusal.NO_EVIDENCE)
+    try:
+        signer = identity.verify_stored(nc, act, component=COMPONENT).identity
+    except Unauthorized:
+        return UNAUTHORIZED
+    try:
+        ack = codec.decode(act.data, max_depth=codec.STORED_MAX_DEPTH)
+    except BrokerError:
+        return str(AckRefusal.NOT_AN_ACK)
+    verdict = settlement.judge_ack(signer, pay.payer, ack, d.aid, pay.amount)
+    return None if verdict is None else str(verdict)
+
+
+def _unverifiable(d: AuctionDriver, pay: Pay, reason: str) -> Event:
+    UNVERIFIABLE.labels(reason).inc()
+    _log.warning(("unverifiable", reason), "auction.payment_unverifiable", auction=d.aid,
+                 account=pay.payer, amount=pay.amount, reason=reason,
+                 owner=d.record.owner, takeovers=d.record.takeovers)
+    return Event(Happened.UNVERIFIABLE,
+                 f"the payment of {pay.payer} could not be verified: {reason}")
 
 
 def result_of(record: AuctionRecord, bids_ms: float | None = None) -> AuctionResult:

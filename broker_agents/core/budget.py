@@ -29,10 +29,20 @@ sees the other: no hold survives an auction whose escrow was released or paid. T
 auctioneers' reconcile sweep (``core.auction.audit``) is the second line, for a tombstone
 that left the window or a driver that died between its stage write and its releases.
 
-Every account also carries its cumulative ``deposited``, ``paid`` and ``received``, so
-conservation is checkable from the records alone: ``balance == deposited - paid +
-received`` per account, and, once no settlement is in flight, total paid == total received.
-A record from before these fields counts its balance as deposited.
+Every account also carries its cumulative ``deposited``, ``withdrawn``, ``paid`` and
+``received``, so conservation is checkable from the records alone: ``balance == deposited -
+withdrawn - paid + received`` per account, and, once no settlement is in flight, total paid
+== total received. A record from before these fields counts its balance as deposited.
+
+Money enters and leaves only through the treasury (``deposit``, ``withdraw``, each keyed by
+an operation id) and moves only from a payer's hold to a seller: ``debit`` refuses an
+auction for which the payer holds no escrow covering the amount (``can_debit``), so a
+settlement can never take money the auction did not escrow. A ``frozen`` account takes no
+new holds and withdraws nothing (``available`` is 0); holds taken before still settle.
+
+Everything read from the accounts bucket is untrusted: ``Account`` refuses a record with a
+negative or non-finite amount, escrow above the balance, or more applied ids than the
+window (the driver skips, counts and reports such a record, never acts on it).
 
 Money is a float; the checks rely on IEEE rounding being monotone (``b >= a`` implies
 ``b - a >= 0``), so balances stay non-negative exactly, while totals are conserved up to
@@ -42,6 +52,7 @@ float rounding.
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
@@ -50,6 +61,9 @@ from broker_agents.core.errors import BrokerError, ErrorCode
 
 APPLIED_LIMIT = 1000
 """How many applied operation ids an account remembers (oldest forgotten first)."""
+
+TOLERANCE = 1e-6
+"""Absolute slack (money units) when sums of floats are compared with a balance."""
 
 Money = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
@@ -76,11 +90,13 @@ class Account(BaseModel):
     balance: Money = 0.0
     holds: dict[str, Hold] = Field(default_factory=dict)
     max_per_task: Money | None = None
-    applied: tuple[str, ...] = ()
+    applied: tuple[str, ...] = Field(default=(), max_length=APPLIED_LIMIT)
     version: int = 0
     deposited: Money = 0.0
+    withdrawn: Money = 0.0
     paid: Money = 0.0
     received: Money = 0.0
+    frozen: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +115,15 @@ class Account(BaseModel):
                     for k, v in holds.items()}
         return holds
 
+    @model_validator(mode="after")
+    def _escrow_within_balance(self) -> Account:
+        """A record holding more than its balance was not written by ``core.budget``."""
+        reserved = self.reserved
+        if reserved > self.balance and not math.isclose(reserved, self.balance,
+                                                        rel_tol=1e-9, abs_tol=TOLERANCE):
+            raise ValueError(f"holds {self.reserved} exceed the balance {self.balance}")
+        return self
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def reserved(self) -> float:
@@ -106,8 +131,8 @@ class Account(BaseModel):
 
     @property
     def available(self) -> float:
-        """What the owner can still commit: balance minus escrow."""
-        return self.balance - self.reserved
+        """What the owner can still commit: balance minus escrow (nothing when frozen)."""
+        return 0.0 if self.frozen else self.balance - self.reserved
 
     def fenced(self, auction_id: str) -> str | None:
         """Why no hold may be taken for this auction any more: "released", "paid" or None."""
@@ -123,10 +148,18 @@ def open_account(owner: str, balance: float = 0.0, max_per_task: float | None = 
 
 
 def _amount(value: float, what: str = "amount") -> float:
-    if not math.isfinite(value) or value < 0:
+    if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise BrokerError(ErrorCode.VALIDATION, f"{what} must be a finite number >= 0",
                           {"field": what, "value": repr(value)})
-    return value
+    return float(value)
+
+
+def _positive(value: float, what: str = "amount") -> float:
+    """Money from or to outside the ledger: finite and above zero."""
+    if _amount(value, what) == 0:
+        raise BrokerError(ErrorCode.VALIDATION, f"{what} must be above 0",
+                          {"field": what, "value": repr(value)})
+    return float(value)
 
 
 def _changed(account: Account, op_id: str | None = None, **update: object) -> Account:
@@ -160,13 +193,40 @@ def check_cost(account: Account, amount: float) -> None:
 
 
 def deposit(account: Account, op_id: str, amount: float) -> Account:
-    """Add money from outside the ledger (funding); idempotent on ``op_id``."""
+    """Add money from outside the ledger (the treasury); idempotent on ``op_id``."""
     key = f"deposit:{op_id}"
     if key in account.applied:
         return account
-    amount = _amount(amount)
+    amount = _positive(amount)
     return _changed(account, key, balance=account.balance + amount,
                     deposited=account.deposited + amount)
+
+
+def withdraw(account: Account, op_id: str, amount: float) -> Account:
+    """Take money out of the ledger (the treasury); idempotent on ``op_id``. Only what is
+    available: never escrowed money, nothing from a frozen account."""
+    key = f"withdraw:{op_id}"
+    if key in account.applied:
+        return account
+    amount = _positive(amount)
+    if account.frozen:
+        raise BrokerError(ErrorCode.REJECTED, f"account {account.owner} is frozen",
+                          {"owner": account.owner, "frozen": True})
+    if amount > account.available:
+        raise BrokerError(
+            ErrorCode.INSUFFICIENT_FUNDS,
+            f"{account.owner} can withdraw {account.available}, not {amount}",
+            {"owner": account.owner, "available": account.available, "amount": amount})
+    return _changed(account, key, balance=account.balance - amount,
+                    withdrawn=account.withdrawn + amount)
+
+
+def set_frozen(account: Account, op_id: str, frozen: bool) -> Account:
+    """Freeze (no new holds, no withdrawals) or unfreeze; idempotent on ``op_id``."""
+    key = f"{'freeze' if frozen else 'unfreeze'}:{op_id}"
+    if key in account.applied:
+        return account
+    return _changed(account, key, frozen=frozen)
 
 
 def reserve(account: Account, auction_id: str, amount: float, *, taken_ms: int | None = None,
@@ -188,6 +248,9 @@ def reserve(account: Account, auction_id: str, amount: float, *, taken_ms: int |
         raise BrokerError(ErrorCode.CONFLICT,
                           f"the escrow of auction {auction_id} was {fenced} already",
                           {"auction_id": auction_id, "owner": account.owner, "fenced": fenced})
+    if account.frozen:
+        raise BrokerError(ErrorCode.REJECTED, f"account {account.owner} is frozen",
+                          {"owner": account.owner, "frozen": True})
     check_cost(account, amount)
     hold = Hold(amount=amount, taken_ms=taken_ms, by=by, lease=lease)
     return _changed(account, holds={**account.holds, auction_id: hold})
@@ -202,26 +265,50 @@ def release(account: Account, auction_id: str) -> Account:
     return _changed(account, key, holds=_without(account, auction_id))
 
 
-def debit(account: Account, auction_id: str, amount: float) -> Account:
-    """Settlement, payer side: pay ``amount`` and drop the auction's hold, exactly once.
+class DebitRefusal(StrEnum):
+    """Why a debit is refused (a bounded metric label)."""
 
-    The price may be below the hold (Vickrey, VCG); above it, the difference must be
-    available outside other holds.
+    NO_HOLD = "no_hold"            # the payer holds no escrow for this auction
+    HOLD_TOO_SMALL = "hold_too_small"  # the hold does not cover the amount
+    INVALID_AMOUNT = "invalid_amount"
+
+
+def can_debit(account: Account, auction_id: str, amount: float) -> DebitRefusal | None:
+    """Why ``debit(account, auction_id, amount)`` would be refused (None: it would pay, or
+    it was paid already). Settlement checks this before it debits anyone."""
+    if f"debit:{auction_id}" in account.applied:
+        return None
+    if not isinstance(amount, int | float) or not math.isfinite(amount) or amount < 0:
+        return DebitRefusal.INVALID_AMOUNT
+    held = account.holds.get(auction_id)
+    if held is None:
+        return DebitRefusal.NO_HOLD
+    if amount > held.amount:
+        return DebitRefusal.HOLD_TOO_SMALL
+    return None
+
+
+def debit(account: Account, auction_id: str, amount: float) -> Account:
+    """Settlement, payer side: pay ``amount`` out of the auction's hold and drop the hold,
+    exactly once.
+
+    Only against a hold for exactly this auction that covers the amount (the price may be
+    below it: Vickrey, VCG); anything else is refused (``REJECTED``, details ``refusal``):
+    money leaves an account only as escrow its auction took.
     """
     key = f"debit:{auction_id}"
     if key in account.applied:
         return account
-    _amount(amount)
-    holds = _without(account, auction_id)
-    free = account.balance - math.fsum(h.amount for h in holds.values())
-    if amount > account.balance or amount > free:
+    refusal = can_debit(account, auction_id, amount)
+    if refusal is not None:
         raise BrokerError(
-            ErrorCode.INSUFFICIENT_FUNDS,
-            f"{account.owner} cannot pay {amount} for auction {auction_id}",
-            {"owner": account.owner, "balance": account.balance, "cost": amount},
+            ErrorCode.REJECTED,
+            f"{account.owner} holds no escrow of auction {auction_id} covering {amount}",
+            {"owner": account.owner, "auction_id": auction_id, "cost": amount,
+             "refusal": str(refusal)},
         )
-    return _changed(account, key, balance=account.balance - amount, holds=holds,
-                    paid=account.paid + amount)
+    return _changed(account, key, balance=account.balance - amount,
+                    holds=_without(account, auction_id), paid=account.paid + amount)
 
 
 def credit(account: Account, auction_id: str, payer: str, amount: float) -> Account:

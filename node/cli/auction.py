@@ -2,16 +2,21 @@
 
     broker-agents auction run --type vickrey --item gpu-hour --capability bidder --reserve 5
     broker-agents auction accounts [--json]
-    broker-agents auction deposit bidder-1 100 [--max-per-task 20]
+    broker-agents auction deposit bidder-1 100 [--max-per-task 20] [--op-id fund-1]
+    broker-agents auction withdraw bidder-1 30 [--op-id payout-1]
+    broker-agents auction freeze bidder-1 / unfreeze bidder-1
     broker-agents auction audit [--json] [--grace-ms 30000]
 
 ``run`` sends one coordination request to ``<p>.coord.auction`` (any auctioneer agent
 takes it) and prints the outcome as a table, or as JSON with ``--json``. ``audit`` reads
 both buckets and exits non-zero on an orphaned hold or books that do not balance.
+``accounts`` lists a corrupt or foreign account record as a row of its own.
 
 Roles: ``run`` is a client's; ``accounts`` and ``audit`` read buckets (observer);
-``deposit`` still writes the accounts bucket directly, so it needs node creds until
-deposits move behind a request subject.
+``deposit``, ``withdraw``, ``freeze`` and ``unfreeze`` are signed requests to the treasury
+(``<p>.treasury.<op>``, served by ``TreasuryAgent``), which only an admin may send. Each
+has an idempotency id (``--op-id``; a fresh one when left out): repeating a command with
+the same id moves no money twice.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker_agents.core.auction import Mechanism, PaymentRule
-from node.auth.roles import Role
+from broker_agents.core.identity import Role
 from node.cli import common
 from node.cli.common import (
     DEFAULT_PREFIX,
@@ -43,6 +48,10 @@ if TYPE_CHECKING:  # imported when a command needs it
     from broker_agents.auction.audit import Snapshot
     from broker_agents.auction.ledger import Ledger
     from broker_agents.core.auction.audit import Audit
+
+OpIdOpt = Annotated[str | None, typer.Option(
+    "--op-id", help="idempotency id: a repeat with the same id changes nothing "
+    "(default: a fresh one)")]
 
 app = typer.Typer(no_args_is_help=True, help="Auctions: run one, inspect and fund accounts.")
 T = TypeVar("T")
@@ -137,12 +146,20 @@ async def _with_ledger(where: common.Target, prefix: str, role: Role,
 def accounts(nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
              tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
              as_json: JsonOpt = False) -> None:
-    """List every account: balance, reserved (escrow), available, per-task cap."""
+    """List every account: balance, reserved (escrow), available, per-task cap; a record
+    that is corrupt (or another owner's) is listed as such."""
     at = common.Target(nats_url, context, creds, tls_ca)
-    every = common.run(_with_ledger(at, prefix, Role.OBSERVER,
-                                    lambda ledger: ledger.all_accounts()), as_json)
-    rows = [{"owner": a.owner, "balance": a.balance, "reserved": a.reserved,
-             "available": a.available, "max_per_task": a.max_per_task} for a in every]
+    listed = common.run(_with_ledger(at, prefix, Role.OBSERVER,
+                                     lambda ledger: ledger.listing()), as_json)
+    rows: list[dict[str, Any]] = []
+    for row in listed:
+        a = row.account
+        if a is None:
+            rows.append({"owner": row.key, "corrupt": row.problem})
+        else:
+            rows.append({"owner": a.owner, "balance": a.balance, "reserved": a.reserved,
+                         "available": a.available, "max_per_task": a.max_per_task,
+                         "frozen": a.frozen})
     common.show(rows, as_json, lambda: _accounts_table(rows))
 
 
@@ -151,31 +168,94 @@ def _accounts_table(rows: list[dict[str, Any]]) -> Table:
     for col in ("owner", "balance", "reserved", "available", "max/task"):
         table.add_column(col, justify="left" if col == "owner" else "right")
     for r in rows:
+        if "corrupt" in r:
+            table.add_row(escape(r["owner"]), "[red]corrupt[/red]", "-", "-",
+                          escape(str(r["corrupt"])[:60]))
+            continue
         cap = "-" if r["max_per_task"] is None else f"{r['max_per_task']:g}"
-        table.add_row(r["owner"], f"{r['balance']:g}", f"{r['reserved']:g}",
+        owner = escape(r["owner"]) + (" [yellow](frozen)[/yellow]" if r["frozen"] else "")
+        table.add_row(owner, f"{r['balance']:g}", f"{r['reserved']:g}",
                       f"{r['available']:g}", cap)
     return table
+
+
+def _treasury(op: str, payload: dict[str, Any], where: common.Target, prefix: str,
+              timeout: float, as_json: bool) -> None:
+    """One signed treasury request as an admin (the least role that may send it)."""
+    from broker_agents.auction.treasury import treasury_request
+    from broker_agents.subjects import Subjects
+
+    async def work() -> dict[str, Any]:
+        nc = await common.connect(where, role=Role.ADMIN)
+        try:
+            return await treasury_request(nc, op, payload, subjects=Subjects(prefix),
+                                          timeout=timeout)
+        finally:
+            await nc.close()
+
+    row = common.run(work(), as_json)
+    text = f"{row['owner']}: balance {row['balance']:g}, reserved {row['reserved']:g}"
+    if row["frozen"]:
+        text += " (frozen)"
+    if not row["applied"]:
+        text += f" (op {row['op_id']} was applied before)"
+    common.show(row, as_json, lambda: escape(text))
 
 
 @app.command("deposit")
 def deposit(
     owner: str, amount: Annotated[float, typer.Argument(min=0)],
     max_per_task: Annotated[float | None, typer.Option(min=0)] = None,
-    op_id: Annotated[str | None, typer.Option(help="idempotency key")] = None,
+    op_id: OpIdOpt = None, timeout: TimeoutOpt = 10.0,
     nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
     tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add money to an account (created if missing); idempotent with --op-id."""
-    at = common.Target(nats_url, context, creds, tls_ca)
-    # node creds: a deposit still writes the accounts bucket directly (to move behind the
-    # treasury's request subject, ``<p>.treasury.deposit``, with trust part 2)
-    acc = common.run(_with_ledger(at, prefix, Role.NODE, lambda ledger: ledger.deposit(
-        owner, amount, op_id or uuid.uuid4().hex, max_per_task)), as_json)
-    row = {"owner": acc.owner, "balance": acc.balance, "reserved": acc.reserved,
-           "max_per_task": acc.max_per_task}
-    common.show(row, as_json, lambda: f"{acc.owner}: balance {acc.balance:g}, "
-                               f"reserved {acc.reserved:g}")
+    """Add money to an account (created if missing), through the treasury (admin)."""
+    payload: dict[str, Any] = {"op_id": op_id or uuid.uuid4().hex, "owner": owner,
+                               "amount": amount}
+    if max_per_task is not None:
+        payload["max_per_task"] = max_per_task
+    _treasury("deposit", payload, common.Target(nats_url, context, creds, tls_ca), prefix,
+              timeout, as_json)
+
+
+@app.command("withdraw")
+def withdraw(
+    owner: str, amount: Annotated[float, typer.Argument(min=0)],
+    op_id: OpIdOpt = None, timeout: TimeoutOpt = 10.0,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take money out of an account (never escrowed money), through the treasury (admin)."""
+    _treasury("withdraw", {"op_id": op_id or uuid.uuid4().hex, "owner": owner,
+                           "amount": amount},
+              common.Target(nats_url, context, creds, tls_ca), prefix, timeout, as_json)
+
+
+@app.command("freeze")
+def freeze(
+    owner: str, op_id: OpIdOpt = None, timeout: TimeoutOpt = 10.0,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
+    as_json: JsonOpt = False,
+) -> None:
+    """Freeze an account: no new holds (bids) and no withdrawals (admin)."""
+    _treasury("freeze", {"op_id": op_id or uuid.uuid4().hex, "owner": owner},
+              common.Target(nats_url, context, creds, tls_ca), prefix, timeout, as_json)
+
+
+@app.command("unfreeze")
+def unfreeze(
+    owner: str, op_id: OpIdOpt = None, timeout: TimeoutOpt = 10.0,
+    nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+    tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
+    as_json: JsonOpt = False,
+) -> None:
+    """Unfreeze an account (admin)."""
+    _treasury("unfreeze", {"op_id": op_id or uuid.uuid4().hex, "owner": owner},
+              common.Target(nats_url, context, creds, tls_ca), prefix, timeout, as_json)
 
 
 @app.command("audit")
@@ -207,7 +287,8 @@ def audit_command(
             await nc.close()
 
     report, snap = common.run(work(), as_json)
-    data = {**report.to_json(), "grace_ms": grace_ms, "skipped": dict(snap.skipped)}
+    data = {**report.to_json(), "grace_ms": grace_ms, "skipped": dict(snap.skipped),
+            "unusable": dict(sorted(snap.unusable.items()))}
     if as_json:
         common.print_json(data)
     else:
@@ -229,7 +310,8 @@ def _audit_tables(data: dict[str, Any]) -> list[Table]:
         holds.add_row(h["account"], h["auction_id"], f"{h['amount']:g}",
                       h["stage"] or "no record", verdict, taker)
     balances = Table(title="balances")
-    columns = ("balance", "reserved", "available", "deposited", "paid", "received")
+    columns = ("balance", "reserved", "available", "deposited", "withdrawn", "paid",
+               "received")
     balances.add_column("owner")
     for col in columns:
         balances.add_column(col, justify="right")
@@ -237,9 +319,11 @@ def _audit_tables(data: dict[str, Any]) -> list[Table]:
         balances.add_row(b["owner"], *(f"{b[c]:g}" for c in columns))
     t = data["totals"]
     rows = [(name, f"{t[name]:g}") for name in
-            ("accounts", "balance", "held", "deposited", "paid", "received", "settling")]
+            ("accounts", "balance", "held", "deposited", "withdrawn", "paid", "received",
+             "settling")]
     rows.append(("paid == received", "yes" if t["balanced"] else
                  ("in flight" if t["settling"] else "NO")))
     rows += [(f"skipped {k}", str(v)) for k, v in sorted(data["skipped"].items())]
+    rows += [(f"unusable {escape(k)}", v) for k, v in data["unusable"].items()]
     rows.append(("verdict", "ok" if data["ok"] else f"{len(data['problems'])} problem(s)"))
     return [holds, balances, common.pairs_table("conservation", rows)]

@@ -20,11 +20,11 @@ A hold is judged against its auction's stage (``settlement.HOLDS``):
   released on a guess;
 - ``in_flight``: anything else; the auction's driver consumes or releases it.
 
-Conservation: per account ``balance == deposited - paid + received`` (``core.budget``
-keeps the three cumulative fields), balances never negative, escrow within the balance;
-over all accounts, total paid == total received unless a settlement is in flight (an
-auction stored as ``acked``: its payer may be debited while its seller is not credited
-yet). Money is a float: comparisons allow ``TOLERANCE``.
+Conservation: per account ``balance == deposited - withdrawn - paid + received``
+(``core.budget`` keeps the four cumulative fields), balances never negative, escrow within
+the balance; over all accounts, total paid == total received unless a settlement is in
+flight (an auction stored as ``acked``: its payer may be debited while its seller is not
+credited yet). Money is a float: comparisons allow ``TOLERANCE``.
 """
 
 from __future__ import annotations
@@ -144,11 +144,13 @@ class BalanceReport:
     deposited: float
     paid: float
     received: float
+    withdrawn: float = 0.0
+    frozen: bool = False
 
     @classmethod
     def of(cls, acc: Account) -> BalanceReport:
         return cls(acc.owner, acc.balance, acc.reserved, acc.available, acc.deposited,
-                   acc.paid, acc.received)
+                   acc.paid, acc.received, acc.withdrawn, acc.frozen)
 
     def problems(self) -> list[str]:
         out = []
@@ -157,11 +159,11 @@ class BalanceReport:
         if self.reserved > self.balance + TOLERANCE:
             out.append(f"account {self.owner!r} holds {self.reserved}, more than its "
                        f"balance {self.balance}")
-        expected = self.deposited - self.paid + self.received
+        expected = self.deposited - self.withdrawn - self.paid + self.received
         if not math.isclose(self.balance, expected, abs_tol=TOLERANCE):
             out.append(f"account {self.owner!r}: balance {self.balance} != deposited "
-                       f"{self.deposited} - paid {self.paid} + received {self.received} "
-                       f"(= {expected})")
+                       f"{self.deposited} - withdrawn {self.withdrawn} - paid {self.paid} "
+                       f"+ received {self.received} (= {expected})")
         return out
 
 
@@ -174,6 +176,7 @@ class Totals:
     paid: float
     received: float
     settling: int  # auctions stored as acked: a payment may be half applied
+    withdrawn: float = 0.0
 
     @property
     def balanced(self) -> bool:
@@ -229,6 +232,7 @@ def audit(accounts: Iterable[Account], auctions: Mapping[str, AuctionView | None
         accounts=len(every), balance=math.fsum(a.balance for a in every),
         held=math.fsum(a.reserved for a in every),
         deposited=math.fsum(a.deposited for a in every),
+        withdrawn=math.fsum(a.withdrawn for a in every),
         paid=math.fsum(a.paid for a in every), received=math.fsum(a.received for a in every),
         settling=sum(1 for v in auctions.values() if v is not None and v.stage is Stage.ACKED))
     if not totals.settling and not totals.balanced:

@@ -18,7 +18,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from broker_agents import codec
+from broker_agents import codec, identity
 from broker_agents.auction import settle
 from broker_agents.auction.driver import AuctionDriver, LeaseLost
 from broker_agents.auction.host import AuctionHost
@@ -60,16 +60,20 @@ async def _winner(nc: NATS, awards: list[str]) -> None:
     """Bids 7 when called; stays silent on the first award (driver 2's), acknowledges any
     later one (what a winner paused meanwhile would do for the deposed driver)."""
 
+    async def answer(reply: str, payload: Any) -> None:  # signed as the winner's node
+        data = codec.encode(payload)
+        await nc.publish(reply, data, headers=identity.act_headers(nc, reply, data, WINNER))
+
     async def on_message(msg: Msg) -> None:
         kind, data, _ = open_envelope(codec.decode(msg.data))
         if kind == "auction.announce":
-            await nc.publish(msg.reply, codec.encode({"bids": [{
-                "auction_id": AID, "msg_id": "w-bid", "bidder": WINNER, "amount": 7.0}]}))
+            await answer(msg.reply, {"bids": [{
+                "auction_id": AID, "msg_id": "w-bid", "bidder": WINNER, "amount": 7.0}]})
         elif kind == "auction.award":
             awards.append(data["auction_id"])
             if len(awards) > 1:
-                await nc.publish(msg.reply, codec.encode(
-                    {"auction_id": AID, "bidder": WINNER, "accepted": True}))
+                await answer(msg.reply, {"auction_id": AID, "bidder": WINNER,
+                                         "accepted": True, "total": data["total"]})
 
     await nc.subscribe(S.agent(WINNER), cb=on_message)
     await nc.flush()

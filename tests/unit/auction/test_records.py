@@ -10,6 +10,7 @@ from broker_agents import codec
 from broker_agents.auction.messages import build_config, parse_request
 from broker_agents.auction.records import AuctionRecord, RecordEncoder, Stage, peek_lease
 from broker_agents.core import auction as core
+from broker_agents.core.identity import SignedAct
 
 
 def _record(bidders: int) -> AuctionRecord:
@@ -62,3 +63,17 @@ def test_a_record_stored_before_participants_moved_into_the_state_still_loads() 
     assert loaded.participants == ("b0", "b1", "b2") == loaded.state.participants
     assert loaded.state.answered == () and loaded == record
     assert "participants" not in codec.decode(codec.encode(loaded))
+
+
+def test_binary_ack_evidence_survives_the_encoder_and_the_codec() -> None:
+    """A winner's signed acknowledgement is msgpack (binary): stored as it was signed."""
+    act = SignedAct(subject="_INBOX.n.x.1-0", data=codec.encode({"auction_id": "a-1",
+                                                                 "total": 2.5, "b": b"\xff"}),
+                    headers={"Ba-Jwt": "j", "Ba-Sig": "s", "Ba-Signed-At": "1"})
+    record = _record(1).model_copy(update={"stage": Stage.ACKED, "ack_evidence": {"b0": act}})
+    data = RecordEncoder().encode(record)
+    assert data == codec.encode(record)
+    loaded = AuctionRecord.model_validate(codec.decode(data))
+    assert loaded.ack_evidence == {"b0": act} and loaded == record
+    json_loaded = AuctionRecord.model_validate(codec.decode(codec.encode(record, as_json=True)))
+    assert json_loaded.ack_evidence["b0"].data == act.data

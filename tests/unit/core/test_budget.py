@@ -100,23 +100,72 @@ def test_cumulative_totals_follow_deposits_and_settlements() -> None:
         assert acc.balance == acc.deposited - acc.paid + acc.received
 
 
-def test_debit_above_balance_is_refused() -> None:
-    with pytest.raises(BrokerError) as info:
-        B.debit(B.open_account("b", 3.0), "a1", 5.0)
-    assert info.value.code == "insufficient_funds"
-
-
-def test_debit_cannot_spend_money_held_for_another_auction() -> None:
-    account = B.reserve(B.open_account("b", 10.0), "other", 8.0)
-    with pytest.raises(BrokerError):
-        B.debit(account, "a1", 5.0)
+def test_a_debit_needs_a_hold_of_that_auction_covering_the_amount() -> None:
+    """Issue 13: a forged settlement debited an agent that never bid. Money leaves an
+    account only as escrow its auction took."""
+    cases = [(B.open_account("b", 3.0), "no_hold"),  # no hold at all
+             (B.reserve(B.open_account("b", 10.0), "other", 8.0), "no_hold"),  # another's
+             (B.reserve(B.open_account("b", 10.0), "a1", 4.0), "hold_too_small")]
+    for account, refusal in cases:
+        assert B.can_debit(account, "a1", 5.0) == refusal
+        with pytest.raises(BrokerError) as info:
+            B.debit(account, "a1", 5.0)
+        assert info.value.code == "rejected" and info.value.details["refusal"] == refusal
+    held = B.reserve(B.open_account("b", 10.0), "a1", 6.0)
+    assert B.can_debit(held, "a1", 5.0) is None
+    paid = B.debit(held, "a1", 5.0)  # the price may be below the hold (Vickrey)
+    assert (paid.balance, paid.reserved, paid.paid) == (5.0, 0.0, 5.0)
+    assert B.can_debit(paid, "a1", 5.0) is None and B.debit(paid, "a1", 5.0) is paid
+    for bad in (-1.0, math.nan, math.inf):
+        assert B.can_debit(held, "a1", bad) == "invalid_amount"
 
 
 def test_invalid_amounts_are_validation_errors() -> None:
-    for bad in (-1.0, math.nan, math.inf):
+    for bad in (-1.0, 0.0, math.nan, math.inf):
+        for op in (B.deposit, B.withdraw):
+            with pytest.raises(BrokerError) as info:
+                op(B.open_account("b", 5.0), "d", bad)
+            assert info.value.code == "validation_error"
+
+
+def test_withdrawals_take_only_available_money_once_and_keep_the_books() -> None:
+    account = B.reserve(B.deposit(B.open_account("b"), "d1", 10.0), "a1", 4.0)
+    with pytest.raises(BrokerError) as info:
+        B.withdraw(account, "w1", 7.0)  # 4 of the 10 are escrowed
+    assert info.value.code == "insufficient_funds"
+    out = B.withdraw(account, "w1", 6.0)
+    assert (out.balance, out.reserved, out.withdrawn) == (4.0, 4.0, 6.0)
+    assert B.withdraw(out, "w1", 6.0) is out  # the same op id: nothing more
+    assert out.balance == out.deposited - out.withdrawn - out.paid + out.received
+
+
+def test_a_frozen_account_takes_no_hold_and_withdraws_nothing_but_still_settles() -> None:
+    held = B.reserve(B.open_account("b", 10.0), "a1", 4.0)
+    frozen = B.set_frozen(held, "f1", True)
+    assert frozen.frozen and frozen.available == 0.0 and B.set_frozen(frozen, "f1", True) is frozen
+    for attempt in (lambda: B.reserve(frozen, "a2", 1.0),
+                    lambda: B.withdraw(frozen, "w1", 1.0)):
         with pytest.raises(BrokerError) as info:
-            B.deposit(B.open_account("b"), "d", bad)
-        assert info.value.code == "validation_error"
+            attempt()
+        assert info.value.code == "rejected" and info.value.details["frozen"] is True
+    assert B.debit(frozen, "a1", 4.0).balance == 6.0  # a hold taken before still pays
+    thawed = B.set_frozen(frozen, "u1", False)
+    assert B.reserve(thawed, "a2", 1.0).reserved == 5.0
+
+
+@pytest.mark.parametrize("record", [
+    {"owner": "b", "balance": 10.0, "holds": {"a1": -1e9}},           # negative hold
+    {"owner": "b", "balance": -5.0},                                  # negative balance
+    {"owner": "b", "balance": 10.0, "holds": {"a1": 8.0, "a2": 8.0}},  # escrow > balance
+    {"owner": "b", "balance": float("nan")},
+    {"owner": "b", "balance": 1.0, "applied": ["x"] * (B.APPLIED_LIMIT + 1)},
+    {"owner": "", "balance": 1.0},
+    {"balance": 1.0},
+])
+def test_records_no_budget_operation_could_write_are_refused_on_read(
+        record: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        B.Account.model_validate(codec.decode(codec.encode(record)))
 
 
 def test_applied_ids_are_bounded() -> None:
@@ -226,6 +275,7 @@ def _apply(accounts: dict[str, B.Account], op: Op,
 
 def _check(accounts: dict[str, B.Account], total: float) -> None:
     for acc in accounts.values():
+        assert B.Account.model_validate(acc.model_dump()) == acc  # reads back as valid
         assert acc.balance >= 0.0
         assert acc.reserved >= 0.0
         assert acc.reserved <= acc.balance + 1e-9

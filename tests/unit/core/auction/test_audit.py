@@ -108,7 +108,7 @@ def test_an_orphan_or_a_broken_identity_or_unbalanced_totals_are_problems() -> N
     forged = B.open_account("c", 10.0).model_copy(update={"balance": 20.0})
     report = audit([forged], {}, NOW, GRACE)
     assert not report.ok and "balance 20.0 != deposited 10.0" in report.book_problems[0]
-    payer = B.debit(B.open_account("p", 10.0), "a1", 4.0)  # debited, the seller not credited
+    payer = B.debit(B.reserve(B.open_account("p", 10.0), "a1", 4.0), "a1", 4.0)  # unpaid seller
     report = audit([payer], {"a1": AuctionView(Stage.ACKED)}, NOW, GRACE)
     assert report.ok and report.totals.settling == 1  # in flight: not judged
     report = audit([payer], {"a1": AuctionView(Stage.SETTLED)}, NOW, GRACE)

@@ -15,6 +15,7 @@ from broker_agents.core.auction.settlement import (
     HOLDS,
     TERMINAL,
     TRANSITIONS,
+    AckRefusal,
     Event,
     Happened,
     Holds,
@@ -27,6 +28,7 @@ from broker_agents.core.auction.settlement import (
     SettlementEffect,
     Stage,
     allows,
+    judge_ack,
     next_stage,
     step,
 )
@@ -186,7 +188,12 @@ def test_drivers_that_crash_anywhere_keep_the_escrow_invariants_and_settle_once(
                 elif isinstance(eff, SendAward):
                     if data.draw(st.integers(0, 5), label="silent") == 0:
                         happened = Event(Happened.ACK_MISSING, f"{eff.winner} is silent")
-                elif isinstance(eff, Pay) and eff.payer not in ledger.debited:
+                elif (isinstance(eff, Pay) and happened is None and not ledger.debited
+                      and data.draw(st.integers(0, 5), label="unverifiable") == 0):
+                    # the driver checks every payer before it debits anyone
+                    happened = Event(Happened.UNVERIFIABLE, f"{eff.payer}: no_evidence")
+                elif (isinstance(eff, Pay) and happened is None
+                      and eff.payer not in ledger.debited):
                     assert eff.payer in ledger.holds, "a debit consumes the hold"
                     ledger.holds.discard(eff.payer)
                     ledger.debited.append(eff.payer)
@@ -207,3 +214,39 @@ def test_drivers_that_crash_anywhere_keep_the_escrow_invariants_and_settle_once(
         assert stored.acked == stored.payers
     else:
         assert not ledger.debited  # nothing is paid unless the auction settles
+
+
+def test_an_unverifiable_payment_fails_an_acked_auction_and_releases_every_hold() -> None:
+    acked = Settlement(stage=Stage.ACKED, owed=(("b1", 2.0), ("b2", 3.0)), budgets=True,
+                       seller="m", reserved=("b1", "b2"), acked=("b1", "b2"))
+    moved = step(acked, Event(Happened.UNVERIFIABLE, "b2: no_evidence"))
+    assert moved.state.stage is Stage.FAILED and moved.state.failure == "b2: no_evidence"
+    assert moved.effects == [
+        RecordStage(stage=Stage.FAILED, reserved=("b1", "b2"), acked=("b1", "b2"),
+                    settled=(), failure="b2: no_evidence", finished=True),
+        ReleaseHold("b1"), ReleaseHold("b2")]
+
+
+@pytest.mark.parametrize(("signer", "ack", "amount", "refusal"), [
+    ("w", {"auction_id": "a1", "bidder": "w", "accepted": True, "total": 5.0}, 5.0, None),
+    ("w", {"auction_id": "a1", "accepted": True, "total": 9}, 5.0, None),
+    ("m", {"auction_id": "a1", "bidder": "w", "accepted": True, "total": 5.0}, 5.0,
+     AckRefusal.NOT_THE_PAYER),
+    ("w", {"auction_id": "a1", "bidder": "m", "accepted": True, "total": 5.0}, 5.0,
+     AckRefusal.NOT_THE_PAYER),
+    ("w", ["a1", True, 5.0], 5.0, AckRefusal.NOT_AN_ACK),
+    ("w", {"auction_id": "a2", "accepted": True, "total": 5.0}, 5.0,
+     AckRefusal.WRONG_AUCTION),
+    ("w", {"auction_id": "a1", "accepted": False, "total": 5.0}, 5.0, AckRefusal.DECLINED),
+    ("w", {"auction_id": "a1", "accepted": 1, "total": 5.0}, 5.0, AckRefusal.DECLINED),
+    ("w", {"auction_id": "a1", "accepted": True, "total": 4.99}, 5.0,
+     AckRefusal.TOTAL_TOO_LOW),
+    ("w", {"auction_id": "a1", "accepted": True}, 5.0, AckRefusal.TOTAL_TOO_LOW),
+    ("w", {"auction_id": "a1", "accepted": True, "total": True}, 1.0,
+     AckRefusal.TOTAL_TOO_LOW),
+    ("w", {"auction_id": "a1", "accepted": True, "total": float("nan")}, 1.0,
+     AckRefusal.TOTAL_TOO_LOW),
+])
+def test_an_acknowledgement_allows_a_debit_only_when_it_is_the_payers_and_covers_it(
+        signer: str, ack: object, amount: float, refusal: AckRefusal | None) -> None:
+    assert judge_ack(signer, "w", ack, "a1", amount) == refusal
