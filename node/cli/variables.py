@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from broker_agents.codec import decode
 from broker_agents.subjects import Subjects
 from broker_agents.variables.client import Variables
+from broker_agents.variables.metrics import skipped_record
 from broker_agents.variables.models import VariableChange
 from node.auth.roles import Role
 from node.cli import common
@@ -227,7 +229,10 @@ async def _watch(where: common.Target, prefix: str, space: str | None, count: in
         nonlocal shown
         try:
             change = VariableChange.model_validate(decode(msg.data, msg.headers))
-        except Exception:
+        except Exception as exc:  # shown as skipped, never the end of the watch
+            why = skipped_record("event", msg.subject, exc)
+            common.show({"skipped": msg.subject, "error": why}, as_json,
+                        lambda: escape(f"skipped a corrupt event on {msg.subject}: {why}"))
             return
         if seen.get(change.space, -1) >= change.version:
             return  # several members publish each change

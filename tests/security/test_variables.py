@@ -27,6 +27,7 @@ from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from broker_agents.variables.acts import act_subject
 from broker_agents.variables.client import Variables
+from broker_agents.variables.models import VariableChange
 from node.auth.roles import Role
 from node.cli.variables import app
 from node.embedded import NatsServer
@@ -172,3 +173,29 @@ async def test_corrupt_group_replies_are_skipped_and_the_cli_does_not_crash(
             assert _json(out)["error"]["code"] == ErrorCode.MALFORMED, out.output
     finally:
         await sub.unsubscribe()
+
+
+async def test_corrupt_change_events_are_shown_as_skipped_and_the_watch_goes_on(
+        nats_server: NatsServer, nc: NATS) -> None:
+    """Garbage on the change-event subject (only nodes may publish there) is listed as
+    skipped; the watch keeps going and prints the next good event."""
+    runner = CliRunner()
+    watching = asyncio.ensure_future(asyncio.to_thread(
+        runner.invoke, app, ["watch", "llm", "--count", "2", "--json"],
+        env=discovery_env(nats_server)))
+    subject = S.variable_changes("llm")
+    version = 0
+    while not watching.done():  # the watcher subscribes at some point: keep sending
+        version += 1  # between two good events it prints, garbage was sent: one order
+        await nc.publish(subject, b"\xc1 not msgpack")
+        await nc.publish(subject, encode({"space": "llm", "version": "x"}))
+        await nc.publish(subject, encode(VariableChange(
+            space="llm", version=version, values={"t": 1.0}, op="set", sm_version=version)))
+        await asyncio.wait([watching], timeout=0.05)
+    out = watching.result()
+    assert out.exit_code == 0, out.output
+    printed = [json.loads(ln) for ln in out.output.splitlines() if ln.startswith("{")]
+    changes = [p["version"] for p in printed if "op" in p]
+    skipped = [p for p in printed if "skipped" in p]
+    assert len(changes) == 2 and changes[0] < changes[1]
+    assert len(skipped) >= 2 and all(p["skipped"] == subject for p in skipped), printed
