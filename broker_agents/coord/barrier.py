@@ -22,11 +22,12 @@ from pydantic import BaseModel
 from broker_agents import codec
 from broker_agents.clock import wall_ms
 from broker_agents.coord.models import BarrierArrival
+from broker_agents.coord.records import read_screened
 from broker_agents.core.coord.barrier import Arrive, Barrier
 from broker_agents.core.coord.models import BarrierResult
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.machine import Tick
-from broker_agents.kv import open_bucket, read_record, write_record
+from broker_agents.kv import open_bucket, write_record
 from broker_agents.subjects import Subjects
 
 BARRIER_TTL_S = 3600.0
@@ -72,7 +73,10 @@ class BarrierDriver:
         self.kv = kv
 
     async def _read(self, key: str) -> tuple[BarrierRecord | None, int]:
-        return await read_record(self.kv, key, BarrierRecord)
+        """A corrupt or foreign record reads as absent (skipped and counted by
+        ``read_screened``); the next arrival replaces it by compare-and-set."""
+        rec, rev, _ = await read_screened(self.kv, key, BarrierRecord)
+        return rec, rev
 
     async def _write(self, key: str, rec: BarrierRecord, rev: int) -> bool:
         return await write_record(self.kv, key, rec, rev)

@@ -8,6 +8,12 @@ reply: the protocol's result model, or ``{"error": {"code", "message", "details"
 ``no_agents``, ``deadline_exceeded``, ...). Each request runs in its own task, so a slow
 barrier never holds up a vote; nothing a client sends can crash the agent.
 
+Trust (``broker_agents.coord.admission``): a request is a signed act; its signer is the
+requester, the only name it may give as a lock's holder or a role's candidate. Each
+requester has an in-flight and a rate quota per protocol; timeouts, TTLs, participants
+and PBFT groups are bounded. Participants' answers count only when signed by the
+participant asked (votes, predictions).
+
 Every coordination emits ``<p>.events.coord.<protocol>.started|finished`` and updates
 ``ba_coord_duration_seconds{protocol}`` and ``ba_coord_total{protocol,outcome}``.
 Kwargs: ``CoordinatorSettings`` (checked when the node starts).
@@ -28,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from broker_agents import codec
 from broker_agents.agent import Agent, AgentSettings
+from broker_agents.coord.admission import Admission, RequesterQuota
 from broker_agents.coord.barrier import BarrierDriver, open_barriers
 from broker_agents.coord.drivers import (
     CoordEnv,
@@ -45,21 +52,27 @@ from broker_agents.coord.models import (
 )
 from broker_agents.coord.pbft_client import PbftDriver
 from broker_agents.coord.schema import PROTOCOLS, REQUEST_MODELS
+from broker_agents.core.coord.bounds import Bounds
 from broker_agents.core.coord.models import (
     EnsembleResult,
     HierarchicalResult,
     VoteResult,
     parse_request,
 )
+from broker_agents.core.coord.quota import Quotas
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.identity import Principal
 from broker_agents.discovery import Discovery, registry_finder
 from broker_agents.kv import open_bucket
+from broker_agents.logging import get_logger
 from broker_agents.messages import new_message_id
 from broker_agents.metrics import MALFORMED
+from broker_agents.ratelog import RateLimitedLog
 from broker_agents.reply import respond
 
 MAX_PAYLOAD = 1024 * 1024
 STOP_GRACE_S = 5.0
+_intake_log = RateLimitedLog(get_logger(component="coordinator"))
 
 
 def outcome_of(result: BaseModel) -> str:
@@ -83,9 +96,36 @@ class CoordinatorSettings(AgentSettings):
                     "stays silent for them instead of answering unknown_protocol")
     discovery_ms: float = Field(150.0, gt=0, description="how long a capability discovery "
                                 "broadcast collects answers")
-    pbft_tick_ms: float = Field(10.0, gt=0, description="the PBFT client's logical tick")
-    max_inflight: int = Field(1024, ge=1, description="requests served at once; beyond it a "
-                              "request is answered 'unavailable, retry'")
+    pbft_tick_ms: float = Field(10.0, ge=1.0, description="the PBFT logical tick the "
+                                "coordinator's groups run with (at least 1 ms)")
+    max_inflight: int = Field(1024, ge=1, description="requests served at once, whoever "
+                              "asks (the last resort behind the per-requester quotas); "
+                              "beyond it a request is answered 'unavailable, retry'")
+    quota: RequesterQuota = Field(default_factory=RequesterQuota, description="each "
+                                  "requester's in-flight and rate quota, per protocol")
+    quotas: dict[str, RequesterQuota] = Field(default_factory=dict, description="protocol "
+                                              "-> its own quota instead of 'quota'")
+    max_requesters: int = Field(10_000, ge=1, description="requester/protocol pairs whose "
+                                "quota state is kept (idle ones are forgotten beyond it)")
+    max_participants: int = Field(1000, ge=1, description="participants per request, named "
+                                  "or found by capability")
+    max_barrier_timeout_ms: int = Field(600_000, ge=1, description="a barrier's longest "
+                                        "deadline")
+    max_lease_ttl_ms: int = Field(600_000, ge=10, description="the longest lock or leader "
+                                  "lease")
+    max_lock_wait_ms: int = Field(60_000, ge=0, description="the longest an acquire may "
+                                  "wait for a lock")
+    max_pbft_timeout_ms: int = Field(60_000, ge=1, description="a PBFT request's longest "
+                                     "deadline (its group's lifetime)")
+    max_pbft_groups: int = Field(16, ge=1, description="PBFT groups this coordinator runs "
+                                 "at once; beyond it: rate_limited (pbft_groups)")
+
+    def bounds(self) -> Bounds:
+        return Bounds(max_participants=self.max_participants,
+                      max_barrier_timeout_ms=self.max_barrier_timeout_ms,
+                      max_lease_ttl_ms=self.max_lease_ttl_ms,
+                      max_lock_wait_ms=self.max_lock_wait_ms,
+                      max_pbft_timeout_ms=self.max_pbft_timeout_ms)
 
 
 class CoordinatorAgent(Agent):
@@ -97,28 +137,35 @@ class CoordinatorAgent(Agent):
         self.settings = CoordinatorSettings.model_validate(config)
 
     async def on_start(self) -> None:
-        ctx = self.ctx
-        self._foreign = set(self.settings.foreign)
-        self._max_inflight = self.settings.max_inflight
+        ctx, cfg = self.ctx, self.settings
+        self._foreign = set(cfg.foreign)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._serving = 0  # admitted requests not yet answered (refusals do not count)
+        bounds = cfg.bounds()
+        self.admission = Admission(
+            ctx.nc, Quotas(cfg.quota.core(), {p: q.core() for p, q in cfg.quotas.items()},
+                           cfg.max_requesters), bounds, cfg.max_inflight)
         discovery = Discovery(ctx.nc, ctx.subjects.vote, registry_finder(ctx.services),
-                              self.settings.discovery_ms / 1000)
+                              cfg.discovery_ms / 1000)
         self.pbft = PbftDriver(ctx.nc, ctx.subjects, discovery, f"{self.agent_id}-client",
-                               tick_ms=self.settings.pbft_tick_ms)
+                               tick_ms=cfg.pbft_tick_ms, max_groups=cfg.max_pbft_groups,
+                               bounds=bounds)
         self.env = CoordEnv(ctx.nc, ctx.subjects, discovery, ctx.node_id,
-                            random.Random(os.urandom(8)), pbft=self.pbft.run)
+                            random.Random(os.urandom(8)), pbft=self.pbft.run, bounds=bounds)
         self.leases = LeaseStore(await open_bucket(ctx.js, ctx.subjects.bucket("leases")))
         self.barriers = BarrierDriver(
             ctx.nc, ctx.subjects, await open_barriers(ctx.js, ctx.subjects.bucket("barriers")))
-        self._runners: dict[str, Callable[[Any], Awaitable[BaseModel]]] = {
-            "vote": lambda r: run_vote(self.env, r),
-            "hierarchical": lambda r: run_hierarchical(self.env, r),
-            "ensemble": lambda r: run_ensemble(self.env, r),
-            "auto": lambda r: run_auto(self.env, r),
-            "pbft": self.pbft.run,
-            "barrier": self.barriers.arrive,
-            "lock": lambda r: handle_lock(self.leases, r),
-            "leader": lambda r: handle_leader(self.leases, r),
+        bind = self.admission.bind
+        self._runners: dict[str, Callable[[Any, Principal | None], Awaitable[BaseModel]]] = {
+            "vote": lambda r, _: run_vote(self.env, r),
+            "hierarchical": lambda r, _: run_hierarchical(self.env, r),
+            "ensemble": lambda r, _: run_ensemble(self.env, r),
+            "auto": lambda r, _: run_auto(self.env, r),
+            "pbft": lambda r, _: self.pbft.run(r),
+            "barrier": lambda r, _: self.barriers.arrive(r),
+            "lock": lambda r, p: handle_lock(self.leases, r, bind(p, r.holder, "holder")),
+            "leader": lambda r, p: handle_leader(self.leases, r,
+                                                 bind(p, r.candidate, "candidate")),
         }
         # One queue group per subject: the server picks one member per group *name* among
         # all matching subscriptions, so sharing a name would let the catch-all steal.
@@ -147,7 +194,18 @@ class CoordinatorAgent(Agent):
 
     def _callback(self, protocol: str) -> Callable[[Msg], Awaitable[None]]:
         async def on_request(msg: Msg) -> None:
-            self._spawn(self._serve(protocol, msg))
+            # Admitted here, in arrival order, before any task runs: a burst cannot slip
+            # past a quota while its tasks are still being scheduled.
+            try:
+                principal, requester = self.admission.enter(
+                    protocol, msg.subject, msg.data, msg.headers, self._serving)
+            except BrokerError as exc:
+                COORD_TOTAL.labels(protocol, exc.code).inc()
+                self._spawn(self._reply(msg, exc.to_payload(),
+                                        codec.is_json(msg.data, msg.headers)))
+                return
+            self._serving += 1
+            self._spawn(self._serve(protocol, msg, principal, requester))
 
         return on_request
 
@@ -177,13 +235,14 @@ class CoordinatorAgent(Agent):
                                  codec.decode(msg.data, msg.headers, max_size=MAX_PAYLOAD))
         except BrokerError as exc:
             MALFORMED.labels(self.agent_id, exc.code).inc()
-            self.ctx.log.info("coordination request refused", protocol=protocol,
-                              code=exc.code, error=exc.message[:200])
+            _intake_log.info((protocol, exc.code), "coordination request refused",
+                             protocol=protocol, code=exc.code, error=exc.message[:200])
             raise
 
     # -- one request ------------------------------------------------------------------
 
-    async def _serve(self, protocol: str, msg: Msg) -> None:
+    async def _serve(self, protocol: str, msg: Msg, principal: Principal | None,
+                     requester: str) -> None:
         started = time.perf_counter()
         as_json = codec.is_json(msg.data, msg.headers)
         coord_id = new_message_id()
@@ -191,13 +250,11 @@ class CoordinatorAgent(Agent):
         outcome = "ok"
         body: Any
         try:
-            if len(self._tasks) > self._max_inflight:
-                raise BrokerError(ErrorCode.UNAVAILABLE, "coordinator is busy, retry",
-                                  {"inflight": len(self._tasks)})
             req = self._intake(protocol, msg)
+            self.admission.check_bounds(protocol, req)
             began = True
             await self._event(protocol, "started", coord_id=coord_id)
-            result = await self._runners[protocol](req)
+            result = await self._runners[protocol](req, principal)
             outcome = outcome_of(result)
             body = result
         except BrokerError as exc:
@@ -214,6 +271,9 @@ class CoordinatorAgent(Agent):
             outcome = ErrorCode.INTERNAL.value
             body = BrokerError(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}",
                                {"protocol": protocol}).to_payload()
+        finally:
+            self._serving -= 1
+            self.admission.leave(protocol, requester)
         await self._reply(msg, body, as_json)
         elapsed = time.perf_counter() - started
         COORD_DURATION.labels(protocol).observe(elapsed)

@@ -4,6 +4,11 @@ Each driver asks real agents over NATS (in parallel, with the request's deadline
 what they answered to the pure core and returns the core's result model as is. A
 participant that did not answer is reported as a timeout; an error reply is reported as
 an error with its code: nothing is dropped or guessed.
+
+Votes and predictions are acts: participants answer them signed, and the drivers gather
+with ``signed=True``, so only an answer signed by the participant asked counts; anything
+else (unsigned, or signed by someone else) is that participant's ``unauthorized`` error.
+A group found by capability is bounded like a named one (``core.coord.bounds``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -20,8 +25,10 @@ from pydantic import BaseModel
 from broker_agents.coord.metrics import PARTICIPANT_ANSWERS
 from broker_agents.coord.models import AutoResult
 from broker_agents.coord.wire import InfoAsk, PredictAnswer, PredictAsk, VoteAnswer, VoteAsk
+from broker_agents.core.coord import bounds as coord_bounds
 from broker_agents.core.coord import ensemble, hierarchical, voting
 from broker_agents.core.coord.answers import Answer, AnswerStatus
+from broker_agents.core.coord.bounds import Bounds
 from broker_agents.core.coord.hierarchical import (
     AskClusters,
     ClusterAnswered,
@@ -61,6 +68,14 @@ class CoordEnv:
     node_id: str
     rng: random.Random
     pbft: Callable[[PbftRequest], Awaitable[BaseModel]] | None = None
+    bounds: Bounds = field(default_factory=Bounds)
+
+
+async def resolve(env: CoordEnv, req: Any) -> list[str]:
+    """The request's participants, within the bounds however they were found."""
+    ids = await env.discovery.resolve(req)
+    coord_bounds.check_group(env.bounds, len(ids))
+    return ids
 
 
 def _error_text(err: BrokerError) -> str:
@@ -130,12 +145,12 @@ async def members_of(env: CoordEnv, ids: Sequence[str], timeout: float) -> list[
 
 async def ask_votes(env: CoordEnv, ids: Sequence[str], ask: VoteAsk,
                     timeout_ms: int) -> dict[str, Answer]:
-    outcomes = await ask_all(env.nc, env.subjects, ids, ask, timeout_ms / 1000)
+    outcomes = await ask_all(env.nc, env.subjects, ids, ask, timeout_ms / 1000, signed=True)
     return {p: to_answer(o) for p, o in outcomes.items()}
 
 
 async def run_vote(env: CoordEnv, req: VoteRequest) -> VoteResult:
-    ids = await env.discovery.resolve(req)
+    ids = await resolve(env, req)
     voting.check_group(req, len(ids))
     scores = await reputation_of(env, voting.uses_reputation(req), ids)
     ask = VoteAsk(vote_id=new_message_id(), proposal=req.proposal, options=req.options)
@@ -146,7 +161,7 @@ async def run_vote(env: CoordEnv, req: VoteRequest) -> VoteResult:
 async def run_hierarchical(env: CoordEnv, req: HierarchicalRequest) -> HierarchicalResult:
     """The planner names the level-0 clusters; their agents are asked all at once, and
     the planner decides the levels above from what each delegate carries."""
-    ids = await env.discovery.resolve(req)
+    ids = await resolve(env, req)
     hierarchical.check_group(req, len(ids))
     if req.partition is Partition.RANDOM:
         members = [Member(id=i) for i in ids]
@@ -170,7 +185,8 @@ async def _ask_clusters(env: CoordEnv, req: HierarchicalRequest, vote_id: str,
     asked = await asyncio.gather(*(
         ask_all(env.nc, env.subjects, c.members,
                 VoteAsk(vote_id=vote_id, proposal=req.proposal, options=req.options,
-                        level=c.level, cluster=c.cluster_id), req.timeout_ms / 1000)
+                        level=c.level, cluster=c.cluster_id), req.timeout_ms / 1000,
+                signed=True)
         for c in ask.clusters))
     effects: list[AskClusters | Finished] = []
     for c, outcomes in zip(ask.clusters, asked, strict=True):
@@ -194,17 +210,18 @@ def to_prediction(participant: str, outcome: Outcome) -> Prediction:
 
 
 async def run_ensemble(env: CoordEnv, req: EnsembleRequest) -> EnsembleResult:
-    ids = await env.discovery.resolve(req)
+    ids = await resolve(env, req)
     scores = await reputation_of(env, ensemble.uses_reputation(req), ids)
     ask = PredictAsk(ensemble_id=new_message_id(), question=req.question)
-    outcomes = await ask_all(env.nc, env.subjects, ids, ask, req.timeout_ms / 1000)
+    outcomes = await ask_all(env.nc, env.subjects, ids, ask, req.timeout_ms / 1000,
+                             signed=True)
     preds = {p: to_prediction(p, o) for p, o in outcomes.items()}
     return ensemble.aggregate(req, ids, preds, scores=scores)
 
 
 async def run_auto(env: CoordEnv, req: AutoRequest) -> AutoResult:
     """Resolve the group, let the selector pick (it says why), run what it picked."""
-    ids = await env.discovery.resolve(req)
+    ids = await resolve(env, req)
     sized = req.model_copy(update={"group_size": len(ids)})
     selection = select_protocol(sized)
     common: dict[str, Any] = {"participants": ids, "timeout_ms": req.timeout_ms}

@@ -25,11 +25,11 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from broker_agents.clock import wall_ms
+from broker_agents.coord.records import read_screened
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.kv import read_record, write_record
+from broker_agents.kv import write_record
 
 MAX_ATTEMPTS = 16
-
 
 
 class LeaseRecord(BaseModel):
@@ -53,7 +53,14 @@ class LeaseStore:
         self.clock = clock
 
     async def read(self, key: str) -> tuple[LeaseRecord | None, int]:
-        return await read_record(self.kv, key, LeaseRecord)
+        """The lease and its revision. A corrupt or foreign record (skipped and counted
+        by ``read_screened``) reads as a free lease whose last token is its revision:
+        every earlier grant was a write of this key, so its token is at most that, and
+        the next grant stays above every token handed out before."""
+        rec, rev, unusable = await read_screened(self.kv, key, LeaseRecord)
+        if unusable:
+            return LeaseRecord(holder=None, token=rev), rev
+        return rec, rev
 
     async def _write(self, key: str, record: LeaseRecord, revision: int) -> bool:
         return await write_record(self.kv, key, record, revision)

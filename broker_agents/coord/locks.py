@@ -1,4 +1,9 @@
-"""``ba.coord.lock`` and ``ba.coord.leader`` request handlers on top of ``LeaseStore``."""
+"""``ba.coord.lock`` and ``ba.coord.leader`` request handlers on top of ``LeaseStore``.
+
+The holder (candidate) is given by the caller: the requester's authenticated identity
+(``coord.admission``), never a name the request merely claims, so only the holder can
+renew or release a lock or resign a role (an admin may act for it).
+"""
 
 from __future__ import annotations
 
@@ -39,23 +44,23 @@ def _lock_result(name: str, grant: Grant, now: int) -> LockResult:
                       reason=grant.reason)
 
 
-async def handle_lock(store: LeaseStore, req: LockRequest) -> LockResult:
+async def handle_lock(store: LeaseStore, req: LockRequest, holder: str | None) -> LockResult:
     key = lock_key(req.name)
     if req.action is LockAction.QUERY:
         rec, _ = await store.read(key)
         grant = Grant(granted=False, record=rec or LeaseRecord())
         return _lock_result(req.name, grant, wall_ms())
-    holder = _need(req.holder, "holder", req.action.value)
+    who = _need(holder, "holder", req.action.value)
     if req.action is LockAction.RENEW:
-        return _lock_result(req.name, await store.renew(key, holder, req.token, req.ttl_ms),
+        return _lock_result(req.name, await store.renew(key, who, req.token, req.ttl_ms),
                             wall_ms())
     if req.action is LockAction.RELEASE:
-        return _lock_result(req.name, await store.release(key, holder, req.token), wall_ms())
+        return _lock_result(req.name, await store.release(key, who, req.token), wall_ms())
     loop = asyncio.get_running_loop()
     give_up = loop.time() + req.wait_ms / 1000
     pause = 0.01
     while True:
-        grant = await store.acquire(key, holder, req.ttl_ms)
+        grant = await store.acquire(key, who, req.ttl_ms)
         now = wall_ms()
         left = give_up - loop.time()
         if grant.granted or left <= 0:
@@ -65,7 +70,8 @@ async def handle_lock(store: LeaseStore, req: LockRequest) -> LockResult:
         pause = min(pause * 2, 0.25)
 
 
-async def handle_leader(store: LeaseStore, req: LeaderRequest) -> LeaderResult:
+async def handle_leader(store: LeaseStore, req: LeaderRequest,
+                        candidate: str | None) -> LeaderResult:
     key = leader_key(req.role)
     if req.action is LeaderAction.QUERY:
         rec, _ = await store.read(key)
@@ -74,11 +80,11 @@ async def handle_leader(store: LeaseStore, req: LeaderRequest) -> LeaderResult:
         return LeaderResult(role=req.role, leader=rec.holder if rec and live else None,
                             token=rec.token if rec else 0, is_leader=False,
                             expires_at_ms=rec.expires_at_ms if rec and live else None)
-    candidate = _need(req.candidate, "candidate", req.action.value)
+    who = _need(candidate, "candidate", req.action.value)
     if req.action is LeaderAction.RESIGN:
-        grant = await store.release(key, candidate)
+        grant = await store.release(key, who)
     else:
-        grant = await store.acquire(key, candidate, req.ttl_ms)
+        grant = await store.acquire(key, who, req.ttl_ms)
     rec = grant.record
     live = rec.live(wall_ms())
     return LeaderResult(role=req.role, leader=rec.holder if live else None, token=rec.token,

@@ -22,3 +22,14 @@ PBFT_DECIDED = Counter("ba_pbft_decided_total", "Sequences a replica decided", [
 PBFT_VIEW_CHANGES = Counter(
     "ba_pbft_views_entered_total", "New views a replica entered", ["agent"]
 )
+COORD_REFUSED = Counter(
+    "ba_coord_refused_total",
+    "Coordination requests refused before running: a requester's quota "
+    "(requester_inflight, requester_rate), a bound, live PBFT groups, the global limit",
+    ["protocol", "reason"],
+)
+PBFT_SETUP_REFUSED = Counter(
+    "ba_pbft_setup_refused_total",
+    "PBFT set-ups a replica refused: not from a node, tick or lifetime past its bounds, "
+    "too many live groups", ["agent", "reason"],
+)

@@ -47,8 +47,10 @@ class LockRequest(BaseModel):
 
     action: LockAction = Field(default=LockAction.ACQUIRE, description="what to do")
     name: str = _token("lock name")
-    holder: str | None = Field(default=None, min_length=1, max_length=128, pattern=TOKEN_PATTERN,
-                               description="who holds / wants the lock (not for query)")
+    holder: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=TOKEN_PATTERN,
+        description="who holds / wants the lock: the signer's identity (the default); any "
+                    "other name is refused as unauthorized")
     ttl_ms: int = Field(default=10_000, ge=10, le=3_600_000, description="lease length")
     token: int | None = Field(default=None, ge=1, description="renew/release: fencing token")
     wait_ms: int = Field(default=0, ge=0, le=600_000, description="acquire: wait this long")
@@ -80,7 +82,8 @@ class LeaderRequest(BaseModel):
     action: LeaderAction = Field(default=LeaderAction.QUERY, description="what to do")
     role: str = _token("role name, e.g. auctioneer")
     candidate: str | None = Field(default=None, min_length=1, max_length=128, pattern=TOKEN_PATTERN,
-                                  description="campaign/resign: the candidate")
+                                  description="campaign/resign: the candidate, the signer's "
+                                  "identity (the default); any other name is refused")
     ttl_ms: int = Field(default=3000, ge=10, le=3_600_000, description="lease length")
 
 

@@ -8,6 +8,13 @@ by the core; forged, replayed, equivocating and invalid ones are dropped and cou
 ``ba_pbft_rejected_total{agent,kind}``. Messages that arrive before their group's setup
 are held briefly. A group lives until ``ttl_ms`` or shortly after it decided.
 
+Trust: ``pbft_hello`` answers with the replica's key *certified by its node*
+(``PbftKeyInfo``), so a coordinator never has to trust a key it read from a writable
+record. A set-up is accepted only from a node (signed; a client could otherwise make
+groups that tick a node to death), with a tick no shorter than ``min_tick_ms``, a
+lifetime no longer than ``max_ttl_ms``, and at most ``max_groups`` groups alive; each
+refusal is a structured error counted in ``ba_pbft_setup_refused_total{agent,reason}``.
+
 ``fault=`` makes a replica Byzantine on purpose (tests and demos): ``silent`` (sends
 nothing), ``forge`` (signs with a key nobody knows), ``replay`` (sends everything twice),
 ``equivocate`` (as primary, proposes the request to some and a null request to others).
@@ -24,17 +31,25 @@ from typing import Any, ClassVar, Literal
 from nats.aio.msg import Msg
 from pydantic import Field, ValidationError
 
-from broker_agents import codec
+from broker_agents import codec, identity
 from broker_agents.agent import handler
-from broker_agents.coord.metrics import PBFT_DECIDED, PBFT_REJECTED, PBFT_VIEW_CHANGES
+from broker_agents.context import Incoming
+from broker_agents.coord.metrics import (
+    PBFT_DECIDED,
+    PBFT_REJECTED,
+    PBFT_SETUP_REFUSED,
+    PBFT_VIEW_CHANGES,
+)
 from broker_agents.coord.voter import ParticipantAgent, ParticipantSettings
 from broker_agents.coord.wire import (
     PbftHello,
+    PbftKeyInfo,
     PbftSetup,
     PbftSetupAck,
     PbftStatusAsk,
 )
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.identity import Unauthorized
 from broker_agents.core.machine import Tick
 from broker_agents.core.pbft.config import (
     Broadcast,
@@ -54,7 +69,6 @@ from broker_agents.core.pbft.messages import (
 )
 from broker_agents.core.pbft.replica import Replica
 from broker_agents.core.pbft.signing import NkeysSigner, NkeysVerifier, new_user_seed
-from broker_agents.discovery import ParticipantInfo
 
 LINGER_S = 1.0
 """A group stays this long after deciding, to help laggards catch up."""
@@ -101,11 +115,18 @@ class PbftReplicaSettings(ParticipantSettings):
                              "fresh key each start)")
     fault: Literal["silent", "forge", "replay", "equivocate"] | None = Field(
         None, description="Byzantine on purpose, for tests and demos")
+    max_groups: int = Field(32, ge=1, description="PBFT groups alive at once; a set-up "
+                            "beyond them is answered rate_limited")
+    min_tick_ms: float = Field(1.0, gt=0, description="the shortest logical tick a set-up "
+                               "may ask for (each tick steps the core)")
+    max_ttl_ms: int = Field(120_000, ge=1, description="the longest lifetime a set-up may "
+                            "ask for")
 
 
 class PbftReplicaAgent(ParticipantAgent):
     capabilities: ClassVar[list[str]] = ["pbft"]
     Settings: ClassVar[type[PbftReplicaSettings]] = PbftReplicaSettings
+    settings: PbftReplicaSettings
     max_concurrency: ClassVar[int] = 1
 
     def __init__(self, agent_id: str, **config: Any) -> None:
@@ -114,6 +135,7 @@ class PbftReplicaAgent(ParticipantAgent):
         raw = seed.encode() if isinstance(seed, str) else new_user_seed(os.urandom(32))
         self.signer = NkeysSigner(agent_id, raw)
         self.fault: str | None = config.get("fault")
+        self._key_info: PbftKeyInfo | None = None
         self._bogus = NkeysSigner(agent_id, new_user_seed(os.urandom(32)))
         self.groups: dict[str, Group] = {}
         self._early: OrderedDict[str, list[bytes]] = OrderedDict()
@@ -140,8 +162,17 @@ class PbftReplicaAgent(ParticipantAgent):
     # -- set-up ---------------------------------------------------------------------
 
     @handler(PbftHello)
-    async def pbft_hello(self, msg: PbftHello) -> ParticipantInfo:
-        return self.info()
+    async def pbft_hello(self, msg: PbftHello) -> PbftKeyInfo:
+        """Our key, certified by the node hosting us (uncertified when it signs nothing:
+        ``--insecure``)."""
+        if self._key_info is None:
+            key = self.signer.public_key
+            node = identity.identity_of(self.ctx.nc).signer
+            self._key_info = PbftKeyInfo(
+                **self.info().model_dump(),
+                certificate=node.certify(self.agent_id, key) if node else None,
+                node_jwt=node.jwt if node else None)
+        return self._key_info
 
     @handler(PbftStatusAsk)
     async def pbft_status(self, msg: PbftStatusAsk) -> dict[str, Any]:
@@ -151,8 +182,41 @@ class PbftReplicaAgent(ParticipantAgent):
                 "equivocations": t.equivocations, "stale": t.stale, "invalid": t.invalid,
                 "malformed": t.extra.get("malformed", 0)}
 
+    def _refuse(self, reason: str, err: BrokerError) -> BrokerError:
+        PBFT_SETUP_REFUSED.labels(self.agent_id, reason).inc()
+        if isinstance(err, Unauthorized):
+            identity.refused("pbft", err, agent=self.agent_id)
+        return err
+
+    def _admit_setup(self, msg: PbftSetup, incoming: Incoming) -> None:
+        """Only a node sets up groups, within this replica's bounds."""
+        principal = incoming.principal
+        if identity.identity_of(self.ctx.nc).authenticator.required and (
+                principal is None or not principal.privileged):
+            raise self._refuse("unauthorized", Unauthorized(
+                "unsigned" if principal is None else "not_a_node",
+                "a pbft set-up must be signed by a node",
+                {"signer": principal.name if principal else None}))
+        fields = []
+        if msg.tick_ms < self.settings.min_tick_ms:
+            fields.append({"field": "tick_ms", "message": f"at least "
+                           f"{self.settings.min_tick_ms} here, got {msg.tick_ms}"})
+        if msg.ttl_ms > self.settings.max_ttl_ms:
+            fields.append({"field": "ttl_ms", "message": f"at most {self.settings.max_ttl_ms} "
+                           f"here, got {msg.ttl_ms}"})
+        if fields:
+            raise self._refuse("bound", BrokerError(
+                ErrorCode.VALIDATION, "pbft set-up past this replica's bounds",
+                {"fields": fields}))
+        if msg.group_id not in self.groups and len(self.groups) >= self.settings.max_groups:
+            raise self._refuse("pbft_groups", BrokerError(
+                ErrorCode.RATE_LIMITED, f"{self.agent_id} runs {len(self.groups)} pbft "
+                "groups already, retry later",
+                {"reason": "pbft_groups", "limit": self.settings.max_groups}))
+
     @handler(PbftSetup)
-    async def pbft_setup(self, msg: PbftSetup) -> PbftSetupAck:
+    async def pbft_setup(self, msg: PbftSetup, incoming: Incoming) -> PbftSetupAck:
+        self._admit_setup(msg, incoming)
         if msg.public_keys.get(self.agent_id) != self.signer.public_key:
             raise BrokerError(ErrorCode.CONFLICT, "key_mismatch: the group has a stale key "
                               f"for {self.agent_id}", {"public_key": self.signer.public_key})

@@ -12,6 +12,10 @@ and ``coord_info``. ``VoterAgent`` answers ``vote_request``; ``PredictorAgent`` 
 - ``hook="pkg.mod:function"``: ``function(proposal, options) -> str | None``;
 - ``label=...`` / ``value=...`` (predictors), or ``hook`` ``function(question)``;
 - ``delay_ms``: think time before answering; ``fail="text"``: answer with an error.
+
+Votes and predictions are the agent's acts: they are answered signed as the agent (its
+node speaking for it), and the coordinator counts only answers signed by the agent it
+asked.
 """
 
 from __future__ import annotations
@@ -159,7 +163,7 @@ class VoterAgent(ParticipantAgent):
             return self._rng.choice(options)
         return options[0]
 
-    @handler(VoteAsk)
+    @handler(VoteAsk, signed=True)
     async def vote_request(self, msg: VoteAsk) -> dict[str, Any]:
         """A ``VoteAnswer`` on the wire, built as a plain dict (the hot path)."""
         await self.think()
@@ -195,7 +199,7 @@ class PredictorAgent(ParticipantAgent):
             return self.settings.label
         return self.settings.value
 
-    @handler(PredictAsk)
+    @handler(PredictAsk, signed=True)
     async def predict_request(self, msg: PredictAsk) -> PredictAnswer:
         await self.think()
         out = self.predict(msg.question)

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from broker_agents.discovery import ParticipantInfo
+
 _ID = Field(min_length=1, max_length=256)
 
 
@@ -61,6 +63,16 @@ class InfoAsk(BaseModel):
 
 class PbftHello(BaseModel):
     message_type: ClassVar[str] = "pbft_hello"
+
+
+class PbftKeyInfo(ParticipantInfo):
+    """A replica's answer to ``pbft_hello``: its signing key, certified by the node that
+    hosts it (``certificate`` over ``core.identity.key_certificate_bytes``, made with the
+    node's nkey, whose user JWT ``node_jwt`` the account issued). A key without a valid
+    certificate proves nothing on a secured deployment and is refused."""
+
+    certificate: str | None = Field(default=None, max_length=512)
+    node_jwt: str | None = Field(default=None, max_length=8192)
 
 
 class PbftSetup(BaseModel):

@@ -3,7 +3,8 @@
 A module states its layout as ``cluster_agents()``: one list of agent specs per node
 process. ``cluster`` starts those nodes once for the module (in its event loop) and stops
 them afterwards; ``nc`` is a client connection for one test (the public requests);
-``events`` an observer's (it may read events, which a client may not).
+``admin`` an admin's (it acts for named holders), ``events`` an observer's (it may
+read events, which a client may not).
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ async def cluster(request: pytest.FixtureRequest,
 @pytest_asyncio.fixture(loop_scope="module")
 async def nc(cluster: LocalCluster) -> AsyncIterator[NATS]:
     async with client_of(cluster) as conn:
+        yield conn
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def admin(cluster: LocalCluster) -> AsyncIterator[NATS]:
+    """An admin's connection: it may act for anyone (``acting_for``), say for the
+    holders of the lock tests."""
+    async with client_of(cluster, Role.ADMIN) as conn:
         yield conn
 
 

@@ -57,10 +57,11 @@ def spec(cls: str, agent_id: str, caps: list[str] | None = None, **kwargs: Any) 
 
 
 async def coord(nc: NATS, protocol: str, request: Any, *, as_json: bool = False,
-                timeout: float = 15) -> Any:
-    """Send one coordination request; returns the decoded reply (result or error)."""
+                timeout: float = 15, acting_for: str | None = None) -> Any:
+    """Send one coordination request, signed as the connection's user (or as
+    ``acting_for``, for an admin's connection); returns the decoded reply."""
     reply = await nats_request(nc, S.coord(protocol), codec.encode(request, as_json=as_json),
-                             timeout=timeout)
+                               timeout=timeout, signed=True, acting_for=acting_for)
     return codec.decode(reply.data, reply.headers)
 
 

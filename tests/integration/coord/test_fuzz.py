@@ -25,14 +25,17 @@ VALID: dict[str, dict[str, Any]] = {
     "hierarchical": {"proposal": "p", "participants": ["v0"], "cluster_size": 2},
     "pbft": {"operation": "x", "participants": ["a", "b", "c", "d"]},
     "barrier": {"barrier_id": "b", "participants": ["a"], "participant": "a"},
-    "lock": {"name": "l", "holder": "h"},
-    "leader": {"role": "r", "action": "campaign", "candidate": "c"},
+    "lock": {"name": "l", "ttl_ms": 1000},
+    "leader": {"role": "r", "action": "campaign", "ttl_ms": 1000},
     "ensemble": {"question": "q", "participants": ["v0"]},
     "auto": {"proposal": "p", "participants": ["v0"]},
 }
 REQUIRED: dict[str, list[str]] = {  # dropping any one of these makes the request invalid
-    p: [k for k in body if k not in ("cluster_size", "action")] for p, body in VALID.items()
+    p: [k for k in body if k not in ("cluster_size", "action", "ttl_ms")]
+    for p, body in VALID.items()
 }
+# One client sends every example as fast as it can: a quota that never throttles it.
+FUZZ_QUOTA = {"inflight": 1000, "rate_per_s": 100_000, "burst": 100_000}
 BAD_VALUES = st.sampled_from([[None], {"\x00": [None]}])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
@@ -76,8 +79,9 @@ class ClusterThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.cluster = LocalCluster(base, nodes=2, agents=[
-            [spec(COORDINATOR, "coord-1"), spec(VOTER, "v0", choice="yes")],
-            [spec(COORDINATOR, "coord-2")]], extra_env={"BA_NODE__LOG_LEVEL": "warning"})
+            [spec(COORDINATOR, "coord-1", quota=FUZZ_QUOTA), spec(VOTER, "v0", choice="yes")],
+            [spec(COORDINATOR, "coord-2", quota=FUZZ_QUOTA)]],
+            extra_env={"BA_NODE__LOG_LEVEL": "warning"})
         self.call(self.cluster.start())
         self.nc = self.call(self.cluster.client())
 
@@ -85,7 +89,8 @@ class ClusterThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     async def _ask(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Any:
-        reply = await nats_request(self.nc, subject, data, timeout=10, headers=headers)
+        reply = await nats_request(self.nc, subject, data, timeout=10, headers=headers,
+                                   signed=True)
         return reply.data, codec.decode(reply.data, reply.headers)
 
     def ask(self, subject: str, data: bytes, *, json_header: bool = False) -> tuple[bytes, Any]:

@@ -26,6 +26,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 TTL = 600
 
 
+async def acting(admin: NATS, protocol: str, body: dict[str, Any]) -> Any:
+    """A request as an act of the holder (candidate) it names: an admin acts for it."""
+    return await coord(admin, protocol, body, acting_for=body.get("holder")
+                       or body.get("candidate"))
+
+
 def cluster_agents() -> list[list[dict[str, Any]]]:
     """One list of agent specs per node (the ``cluster`` fixture starts them)."""
     return [
@@ -36,52 +42,52 @@ def cluster_agents() -> list[list[dict[str, Any]]]:
     ]
 
 
-async def test_lock_grants_one_holder_and_tokens_grow(nc: NATS) -> None:
-    a = await coord(nc, "lock", {"name": "l1", "holder": "alice", "ttl_ms": 5000})
+async def test_lock_grants_one_holder_and_tokens_grow(admin: NATS) -> None:
+    a = await acting(admin, "lock", {"name": "l1", "holder": "alice", "ttl_ms": 5000})
     assert a["granted"] is True and a["holder"] == "alice"
-    b = await coord(nc, "lock", {"name": "l1", "holder": "bob", "ttl_ms": 5000})
+    b = await acting(admin, "lock", {"name": "l1", "holder": "bob", "ttl_ms": 5000})
     assert b["granted"] is False and "held by alice" in b["reason"]
-    again = await coord(nc, "lock", {"name": "l1", "holder": "alice", "ttl_ms": 5000})
+    again = await acting(admin, "lock", {"name": "l1", "holder": "alice", "ttl_ms": 5000})
     assert again["granted"] is True and again["token"] == a["token"]
-    rel = await coord(nc, "lock", {"action": "release", "name": "l1", "holder": "alice",
-                                   "token": a["token"]})
+    rel = await acting(admin, "lock", {"action": "release", "name": "l1", "holder": "alice",
+                                       "token": a["token"]})
     assert rel["holder"] is None
-    b = await coord(nc, "lock", {"name": "l1", "holder": "bob", "ttl_ms": 5000})
+    b = await acting(admin, "lock", {"name": "l1", "holder": "bob", "ttl_ms": 5000})
     assert b["granted"] is True and b["token"] == a["token"] + 1
 
 
-async def test_concurrent_acquires_grant_exactly_one(nc: NATS) -> None:
+async def test_concurrent_acquires_grant_exactly_one(admin: NATS) -> None:
     replies = await asyncio.gather(*(
-        coord(nc, "lock", {"name": "race", "holder": f"h{i}", "ttl_ms": 5000})
+        acting(admin, "lock", {"name": "race", "holder": f"h{i}", "ttl_ms": 5000})
         for i in range(8)))
     assert sum(r["granted"] for r in replies) == 1
 
 
-async def test_expired_lease_goes_to_a_waiter_with_a_larger_token(nc: NATS) -> None:
-    a = await coord(nc, "lock", {"name": "l2", "holder": "alice", "ttl_ms": 200})
-    b = await coord(nc, "lock", {"name": "l2", "holder": "bob", "ttl_ms": 5000,
-                                 "wait_ms": 3000})
+async def test_expired_lease_goes_to_a_waiter_with_a_larger_token(admin: NATS) -> None:
+    a = await acting(admin, "lock", {"name": "l2", "holder": "alice", "ttl_ms": 200})
+    b = await acting(admin, "lock", {"name": "l2", "holder": "bob", "ttl_ms": 5000,
+                                     "wait_ms": 3000})
     assert b["granted"] is True and b["token"] == a["token"] + 1
-    renew = await coord(nc, "lock", {"action": "renew", "name": "l2", "holder": "alice",
-                                     "token": a["token"]})
+    renew = await acting(admin, "lock", {"action": "renew", "name": "l2",
+                                         "holder": "alice", "token": a["token"]})
     assert renew["granted"] is False and renew["holder"] == "bob"
 
 
-async def test_lock_requests_name_missing_fields(nc: NATS) -> None:
-    err = error_of(await coord(nc, "lock", {"name": "l3"}))
-    assert err.code == "validation_error" and err.details["fields"][0]["field"] == "holder"
-    err = error_of(await coord(nc, "lock", {"name": "a.b", "holder": "x"}))
-    assert err.details["fields"][0]["field"] == "name"
+async def test_lock_holder_is_the_signer_and_requests_name_bad_fields(nc: NATS) -> None:
+    mine = await coord(nc, "lock", {"name": "l3"})
+    assert mine["granted"] is True and mine["holder"] == "client"  # the client's user
+    err = error_of(await coord(nc, "lock", {"name": "a.b"}))
+    assert err.code == "validation_error" and err.details["fields"][0]["field"] == "name"
 
 
-async def test_coordinator_leader_campaign_and_query(nc: NATS) -> None:
-    a = await coord(nc, "leader", {"action": "campaign", "role": "r1", "candidate": "x",
-                                   "ttl_ms": 5000})
-    b = await coord(nc, "leader", {"action": "campaign", "role": "r1", "candidate": "y"})
+async def test_coordinator_leader_campaign_and_query(admin: NATS, nc: NATS) -> None:
+    a = await acting(admin, "leader", {"action": "campaign", "role": "r1", "candidate": "x",
+                                       "ttl_ms": 5000})
+    b = await acting(admin, "leader", {"action": "campaign", "role": "r1", "candidate": "y"})
     q = await coord(nc, "leader", {"role": "r1"})
     assert a["is_leader"] and not b["is_leader"] and q["leader"] == "x"
-    await coord(nc, "leader", {"action": "resign", "role": "r1", "candidate": "x"})
-    b = await coord(nc, "leader", {"action": "campaign", "role": "r1", "candidate": "y"})
+    await acting(admin, "leader", {"action": "resign", "role": "r1", "candidate": "x"})
+    b = await acting(admin, "leader", {"action": "campaign", "role": "r1", "candidate": "y"})
     assert b["is_leader"] and b["token"] == a["token"] + 1
 
 

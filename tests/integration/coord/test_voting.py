@@ -105,7 +105,7 @@ async def test_keyword_rule_decides_from_the_proposal(nc: NATS) -> None:
 
 async def test_json_request_gets_json_reply(nc: NATS) -> None:
     reply = await nats_request(nc, S.coord("vote"), codec.encode(
-        {"proposal": "p", "participants": ["v0"]}, as_json=True), timeout=10)
+        {"proposal": "p", "participants": ["v0"]}, as_json=True), timeout=10, signed=True)
     assert reply.data.startswith(b"{")
     assert codec.decode(reply.data)["decision"] == "yes"
 
