@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker_agents.codec import decode
 from broker_agents.core.errors import BrokerError
+from broker_agents.raft.driver import RaftMember
+from broker_agents.raft.memstore import MemoryStorage
 from broker_agents.subjects import Subjects
+from broker_agents.transport import connect_client
 from broker_agents.variables.client import Variables
-from node.embedded import NatsServer
+from broker_agents.variables.raft_adapter import VariablesRaftAdapter
+from node.embedded import NatsServer, start_server
 from tests.integration.variables.helpers import TEMPERATURE_SPACE, variables_group
 
 
@@ -108,3 +113,25 @@ async def test_read_model_ignores_stale_and_duplicate_events(
             assert len(seen) == 4 and seen == sorted(seen)
             assert rm.events_ignored >= 8
             assert rm.get("llm", "temperature") == 0.8
+
+
+async def test_insecure_groups_keep_claimed_actors_and_let_anyone_freeze(
+        tmp_path: Path) -> None:
+    """``--insecure``: nobody signs, nothing is required; commands keep their claimed
+    actor and any connection may freeze, as before trust part 2."""
+    server = start_server(tmp_path / "nats", secure=False)
+    nc = await connect_client(server.url)
+    sm = VariablesRaftAdapter()
+    sm.bind_connection(nc, "variables")
+    member = RaftMember(nc, "variables", "m1", ["m1"], MemoryStorage(), sm, tick_ms=10)
+    await member.start()
+    try:
+        v = Variables(nc)
+        await v.define_space(TEMPERATURE_SPACE)
+        assert (await v.freeze("llm", "batch", actor="op")).frozen == ["batch"]
+        await v.set("llm", {"temperature": 1.0}, actor="op")
+        assert (await v.history("llm", "temperature"))[-1].actor == "op"
+    finally:
+        await member.stop()
+        await nc.close()
+        server.stop()
