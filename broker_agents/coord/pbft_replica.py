@@ -115,8 +115,9 @@ class PbftReplicaSettings(ParticipantSettings):
                              "fresh key each start)")
     fault: Literal["silent", "forge", "replay", "equivocate"] | None = Field(
         None, description="Byzantine on purpose, for tests and demos")
-    max_groups: int = Field(32, ge=1, description="PBFT groups alive at once; a set-up "
-                            "beyond them is answered rate_limited")
+    max_groups: int = Field(256, ge=1, description="PBFT groups alive at once (a group "
+                            "lingers ~1 s after deciding, or until its lifetime when it does "
+                            "not); a set-up beyond them is answered rate_limited")
     min_tick_ms: float = Field(1.0, gt=0, description="the shortest logical tick a set-up "
                                "may ask for (each tick steps the core)")
     max_ttl_ms: int = Field(120_000, ge=1, description="the longest lifetime a set-up may "
