@@ -134,3 +134,25 @@ def test_score_stays_in_unit_interval(
                 "abandoned_task" if kind == "abandoned" else "fraud"), deal(n), now, policy)
         assert 0.0 <= record.score <= 1.0
         assert 0.0 <= R.score_at(record, now + dt * 10, policy) <= 1.0
+
+
+def test_a_task_is_reported_once_per_reporter_so_each_winner_may_report_its_seller() -> None:
+    two = R.SettledAuction(auction_id="a1", task_id="t1", parties=("buyer", "seller"))
+    other = R.SettledAuction(auction_id="a1", task_id="t1", parties=("buyer2", "seller"))
+    record = R.record_report(R.Reputation(agent="seller"), report(), two, 0)
+    record = R.record_report(record, report(reporter="buyer2"), other, 0)
+    assert len(record.entries) == 2
+    with pytest.raises(BrokerError) as err:
+        R.record_report(record, report(), two, 0)
+    assert err.value.code == "duplicate"
+
+
+@given(st.integers(min_value=0, max_value=10**7), st.floats(min_value=0.0, max_value=1.0))
+def test_needs_decay_exactly_when_decay_moves_the_stored_score(age: int, value: float) -> None:
+    record = R.record_report(R.Reputation(agent="seller"), report(value, value), DEAL, 0)
+    decayed = R.decay(record, age)
+    if R.needs_decay(record, age):
+        assert abs(decayed.score - record.score) > 0.001
+        assert not R.needs_decay(decayed, age)
+    else:
+        assert abs(decayed.score - record.score) <= 0.001
