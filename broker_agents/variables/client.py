@@ -21,6 +21,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
+from broker_agents import identity
 from broker_agents.codec import decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
 from broker_agents.core.variables.commands import (
@@ -131,15 +132,22 @@ class Variables:
                        cost: float | None = None, quality: float | None = None,
                        source: str | None = None, wait: bool = True,
                        timeout: float = 2.0) -> FeedbackAck | None:
-        """Report feedback; with ``wait`` the active engine's acknowledgement is returned."""
+        """Report feedback; with ``wait`` the active engine's acknowledgement is returned.
+        The report is signed: its ``source`` is the signer (a node may name an agent it
+        hosts); an unsigned report is anonymous."""
         report = FeedbackReport(space=space, version=version, reward=reward, latency=latency,
                                 cost=cost, quality=quality, source=source)
         subject = self.subjects.variable_feedback(space)
+        data = encode(report)
+        signer = identity.identity_of(self.nc).signer
+        acting_for = source if signer is not None and source != signer.name else None
         if not wait:
-            await self.nc.publish(subject, encode(report))
+            await self.nc.publish(subject, data, headers=identity.act_headers(
+                self.nc, subject, data, acting_for))
             return None
         try:
-            msg = await nats_request(self.nc, subject, encode(report), timeout=timeout)
+            msg = await nats_request(self.nc, subject, data, timeout=timeout, signed=True,
+                                     acting_for=acting_for)
         except NoRespondersError as exc:
             raise BrokerError(ErrorCode.UNAVAILABLE, f"no adaptation engine for {space!r}",
                               {"space": space}) from exc

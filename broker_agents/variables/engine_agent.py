@@ -26,12 +26,16 @@ from typing import Any, NamedTuple
 
 from pydantic import Field, ValidationError
 
+from broker_agents import identity
 from broker_agents.agent import Agent, AgentSettings
 from broker_agents.codec import decode, is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.identity import Unauthorized, bind
 from broker_agents.core.variables.adaptation import EngineConfig
+from broker_agents.logging import get_logger
 from broker_agents.metrics import MALFORMED
 from broker_agents.raft.driver import RaftMember
+from broker_agents.ratelog import RateLimitedLog
 from broker_agents.reply import respond
 from broker_agents.variables.models import FeedbackReport, VariableChange
 from broker_agents.variables.publisher import ChangePublisher
@@ -40,6 +44,8 @@ from broker_agents.variables.space_engine import SpaceEngine
 from broker_agents.variables.tasks import cancel_all, own
 
 Work = tuple[str, Any, Any]
+FEEDBACK = "variables.feedback"  # the component refusals of feedback are counted under
+_refusals = RateLimitedLog(get_logger(component="variables.engine_agent"))
 
 
 class Asker(NamedTuple):
@@ -151,11 +157,33 @@ class AdaptationEngineAgent(Agent):
             report = _feedback_report(decode(msg.data, msg.headers))
         except BrokerError as exc:  # too deep, a bad header, undecodable, invalid
             MALFORMED.labels(self.agent_id, exc.code).inc()
-            self.ctx.log.info("variables.feedback_refused", code=exc.code,
-                              error=exc.message[:200])
+            _refusals.info((self.agent_id, exc.code), "variables.feedback_refused",
+                           agent=self.agent_id, code=exc.code, error=exc.message[:200])
+            await self._answer(asker, exc.to_payload())
+            return
+        try:
+            report = self._sourced(report, msg)
+        except Unauthorized as exc:  # counted and logged by identity.refused
             await self._answer(asker, exc.to_payload())
             return
         self._queue.put_nowait(("feedback", report, asker))
+
+    def _sourced(self, report: FeedbackReport, msg: Any) -> FeedbackReport:
+        """The report with its ``source`` bound to its signer. Unsigned reports are
+        anonymous (anyone may report feedback); naming a source takes a signature,
+        except on ``--insecure`` connections, where the claim is kept."""
+        nc = self.ctx.nc
+        principal = identity.authenticate(nc, msg.subject, msg.data, msg.headers,
+                                          component=FEEDBACK)
+        required = identity.identity_of(nc).authenticator.required
+        try:
+            source = bind(principal, report.source, "source",
+                          required=required and report.source is not None)
+        except Unauthorized as exc:
+            identity.refused(FEEDBACK, exc, subject=msg.subject)
+            raise
+        return report if source == report.source else report.model_copy(
+            update={"source": source})
 
     async def _answer(self, asker: Asker, payload: Any) -> None:
         await respond(self.ctx.nc, asker.reply, payload, asker.as_json, component=self.agent_id)

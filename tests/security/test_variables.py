@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -23,11 +24,17 @@ from typer.testing import CliRunner
 from broker_agents import identity
 from broker_agents.codec import decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.identity import UNAUTHORIZED
+from broker_agents.raft.driver import RaftMember
+from broker_agents.raft.memstore import MemoryStorage
+from broker_agents.runtime import AgentRunner
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from broker_agents.variables.acts import act_subject
 from broker_agents.variables.client import Variables
+from broker_agents.variables.engine_agent import AdaptationEngineAgent
 from broker_agents.variables.models import VariableChange
+from broker_agents.variables.raft_adapter import VariablesRaftAdapter
 from node.auth.roles import Role
 from node.cli.variables import app
 from node.embedded import NatsServer
@@ -199,3 +206,68 @@ async def test_corrupt_change_events_are_shown_as_skipped_and_the_watch_goes_on(
     skipped = [p for p in printed if "skipped" in p]
     assert len(changes) == 2 and changes[0] < changes[1]
     assert len(skipped) >= 2 and all(p["skipped"] == subject for p in skipped), printed
+
+
+class _Consensus:
+    """What the node's consensus service offers an agent: its member of a group."""
+
+    def __init__(self, member: RaftMember) -> None:
+        self.member = member
+
+    def group(self, name: str) -> RaftMember:
+        return self.member
+
+
+@asynccontextmanager
+async def _engine(nc: NATS) -> AsyncIterator[None]:
+    """A one-member variables group and an adaptation engine on a node connection, as a
+    node hosts them."""
+    sm = VariablesRaftAdapter()
+    sm.bind_connection(nc, "variables")
+    member = RaftMember(nc, "variables", "m1", ["m1"], MemoryStorage(), sm, tick_ms=10)
+    await member.start()
+    agent = AdaptationEngineAgent("var-engine-1", spaces=["llm"], seed=1)
+    runner = AgentRunner(agent, nc, node_id="node-1", subjects=S,
+                         services={"consensus": _Consensus(member)})
+    ready = asyncio.Event()
+    task = asyncio.create_task(runner.run(ready.set))
+    stepped = asyncio.Event()
+
+    async def on_step(msg: Any) -> None:
+        stepped.set()
+
+    steps = await nc.subscribe(S.adaptation_steps("llm"), cb=on_step)
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        await Variables(nc).define_space(TEMPERATURE_SPACE)
+        await asyncio.wait_for(stepped.wait(), 10)  # the engine leads and adapts "llm"
+        yield
+    finally:
+        await steps.unsubscribe()
+        runner.stop()
+        await asyncio.gather(task, return_exceptions=True)
+        await member.stop()
+
+
+async def test_a_client_cannot_report_feedback_as_someone_else(
+        nats_server: NatsServer, nc: NATS, connect: Connect) -> None:
+    """The source of a feedback report is its signer; an unsigned report is anonymous
+    and may not name one."""
+    async with _engine(nc):
+        mallory_nc = await connect(Role.CLIENT, user="mallory")
+        mallory = Variables(mallory_nc)
+        ack = await mallory.feedback("llm", reward=1.0, timeout=5)
+        assert ack is not None and ack.action != "ignored"
+        refused = UNAUTHORIZED.labels("variables.feedback", "acting_for_denied")._value.get()
+        err = await _refused(mallory.feedback("llm", reward=1.0, source="market"))
+        assert err.details["reason"] == "acting_for_denied"
+        assert UNAUTHORIZED.labels("variables.feedback", "acting_for_denied"
+                                   )._value.get() == refused + 1
+        subject = S.variable_feedback("llm")
+        raw = await nats_request(mallory_nc, subject, encode(
+            {"space": "llm", "reward": 1.0, "source": "market"}), 5)
+        assert decode(raw.data)["error"]["details"]["reason"] == "unsigned"
+        anonymous = await nats_request(mallory_nc, subject, encode(
+            {"space": "llm", "reward": 1.0}), 5)
+        assert decode(anonymous.data)["space"] == "llm"  # acknowledged, as nobody's
+        assert (await mallory.feedback("llm", reward=1.0, source="mallory")) is not None
