@@ -12,19 +12,10 @@ level; reading one moves them in.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import msgpack
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_serializer,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker_agents import codec
 from broker_agents.auction.messages import AuctionRequest
@@ -56,31 +47,8 @@ class AuctionRecord(BaseModel):
     takeovers: int = 0
     failure: str | None = None
     # Each winner's signed award acknowledgement (``broker_agents.identity``): what lets a
-    # settler, live or a sweeper after a takeover, debit it (``settle.py``). Stored with
-    # its payload in base64: the signed bytes are binary (msgpack) and must survive as is.
+    # settler, live or a sweeper after a takeover, debit it (``settle.py``).
     ack_evidence: dict[str, SignedAct] = Field(default_factory=dict, max_length=MAX_EVIDENCE)
-
-    @field_serializer("ack_evidence", when_used="json")
-    def _evidence_out(self, evidence: dict[str, SignedAct]) -> dict[str, dict[str, Any]]:
-        return {who: {"subject": act.subject, "data": base64.b64encode(act.data).decode(),
-                      "headers": act.headers} for who, act in evidence.items()}
-
-    @field_validator("ack_evidence", mode="before")
-    @classmethod
-    def _evidence_in(cls, evidence: Any) -> Any:
-        """Stored acts carry their payload in base64 (see ``_evidence_out``)."""
-        if not isinstance(evidence, dict):
-            return evidence
-        out: dict[Any, Any] = {}
-        for who, act in evidence.items():
-            if isinstance(act, dict) and isinstance(act.get("data"), str):
-                try:
-                    data = base64.b64decode(act["data"], validate=True)
-                except (ValueError, binascii.Error) as exc:
-                    raise ValueError(f"evidence of {who!r}: data is not base64") from exc
-                act = {**act, "data": data}
-            out[who] = act
-        return out
 
     @model_validator(mode="before")
     @classmethod
