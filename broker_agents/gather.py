@@ -11,9 +11,13 @@ timer per batch (not a request, future and timer per participant): replies land 
 waits for the whole batch; ``Gatherer.call`` hands out the answers as they arrive (the
 auction's call for bids persists early answers while late ones are on the way).
 
-A call made with ``signed=True`` takes only answers that are acts of the agent asked: each
-must be signed by that agent (its node speaking for it, ``broker_agents.identity``) over
-its own reply subject; anything else becomes that participant's ``unauthorized`` error.
+Who answered: only nodes may publish into a node's inbox (``node/auth/roles.py``; a
+client may answer only a message delivered to it, and none is), and a node speaks for the
+agents it hosts, so an answer landing here is its agent's word by permissions alone. An
+answer that carries a signature must still be signed for the agent asked (anything else is
+that participant's ``unauthorized`` error). A call made with ``signed=True`` also requires
+the signature, and keeps each answer as ``SignedAct`` evidence (``Call.evidence``): for
+acts someone must be able to verify later, such as a winner's award acknowledgement.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pydantic import BaseModel
 
 from broker_agents import codec, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.core.identity import SignedAct, Unauthorized
+from broker_agents.core.identity import HEADER_JWT, SignedAct, Unauthorized
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
@@ -140,13 +144,14 @@ class Gatherer:
         call = self.batches.get(batch_id)
         if call is None or not index.isdigit() or int(index) >= len(call.ids):
             return
-        if call.signed:
+        signed = bool(msg.headers) and HEADER_JWT in msg.headers
+        if signed or call.signed:
             target = call.ids[int(index)]
             refusal = self._refusal(target, msg)
             if refusal is not None:
                 call.arrive(int(index), refusal)
                 return
-            if int(index) not in call.results and msg.headers:
+            if signed and int(index) not in call.results:
                 call.evidence[target] = SignedAct.of(msg.subject, msg.data, msg.headers)
         call.arrive(int(index), _outcome_of(msg))
 
@@ -154,7 +159,7 @@ class Gatherer:
         """Why an answer is not an act of ``target`` (None: it is)."""
         if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
             return None  # the server's own "nobody listens": an honest non-answer
-        try:
+        try:  # unsigned here means required: refused unless the connection is --insecure
             principal = identity.authenticate(self.nc, msg.subject, msg.data, msg.headers,
                                               component="gather")
             identity.bind_act(self.nc, principal, target, "answer", component="gather")

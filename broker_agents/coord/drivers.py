@@ -5,9 +5,11 @@ what they answered to the pure core and returns the core's result model as is. A
 participant that did not answer is reported as a timeout; an error reply is reported as
 an error with its code: nothing is dropped or guessed.
 
-Votes and predictions are acts: participants answer them signed, and the drivers gather
-with ``signed=True``, so only an answer signed by the participant asked counts; anything
-else (unsigned, or signed by someone else) is that participant's ``unauthorized`` error.
+Votes and predictions are acts of the participants asked. Their answers land in this
+node's inbox, where only nodes may publish, and a node speaks for the agents it hosts:
+that is what authenticates them (``broker_agents.gather``); an answer signed by anyone but
+the participant asked is that participant's ``unauthorized`` error. Answers are not
+signed: a signature would prove no more than the permission does, at ~85 µs a voter.
 A group found by capability is bounded like a named one (``core.coord.bounds``).
 """
 
@@ -145,7 +147,7 @@ async def members_of(env: CoordEnv, ids: Sequence[str], timeout: float) -> list[
 
 async def ask_votes(env: CoordEnv, ids: Sequence[str], ask: VoteAsk,
                     timeout_ms: int) -> dict[str, Answer]:
-    outcomes = await ask_all(env.nc, env.subjects, ids, ask, timeout_ms / 1000, signed=True)
+    outcomes = await ask_all(env.nc, env.subjects, ids, ask, timeout_ms / 1000)
     return {p: to_answer(o) for p, o in outcomes.items()}
 
 
@@ -185,8 +187,7 @@ async def _ask_clusters(env: CoordEnv, req: HierarchicalRequest, vote_id: str,
     asked = await asyncio.gather(*(
         ask_all(env.nc, env.subjects, c.members,
                 VoteAsk(vote_id=vote_id, proposal=req.proposal, options=req.options,
-                        level=c.level, cluster=c.cluster_id), req.timeout_ms / 1000,
-                signed=True)
+                        level=c.level, cluster=c.cluster_id), req.timeout_ms / 1000)
         for c in ask.clusters))
     effects: list[AskClusters | Finished] = []
     for c, outcomes in zip(ask.clusters, asked, strict=True):
@@ -213,8 +214,7 @@ async def run_ensemble(env: CoordEnv, req: EnsembleRequest) -> EnsembleResult:
     ids = await resolve(env, req)
     scores = await reputation_of(env, ensemble.uses_reputation(req), ids)
     ask = PredictAsk(ensemble_id=new_message_id(), question=req.question)
-    outcomes = await ask_all(env.nc, env.subjects, ids, ask, req.timeout_ms / 1000,
-                             signed=True)
+    outcomes = await ask_all(env.nc, env.subjects, ids, ask, req.timeout_ms / 1000)
     preds = {p: to_prediction(p, o) for p, o in outcomes.items()}
     return ensemble.aggregate(req, ids, preds, scores=scores)
 

@@ -13,9 +13,8 @@ and ``coord_info``. ``VoterAgent`` answers ``vote_request``; ``PredictorAgent`` 
 - ``label=...`` / ``value=...`` (predictors), or ``hook`` ``function(question)``;
 - ``delay_ms``: think time before answering; ``fail="text"``: answer with an error.
 
-Votes and predictions are the agent's acts: they are answered signed as the agent (its
-node speaking for it), and the coordinator counts only answers signed by the agent it
-asked.
+Votes and predictions are the agent's acts, answered into the coordinator's inbox where
+only nodes may publish (its node speaks for it; see ``broker_agents.gather``).
 """
 
 from __future__ import annotations
@@ -163,7 +162,7 @@ class VoterAgent(ParticipantAgent):
             return self._rng.choice(options)
         return options[0]
 
-    @handler(VoteAsk, signed=True)
+    @handler(VoteAsk)
     async def vote_request(self, msg: VoteAsk) -> dict[str, Any]:
         """A ``VoteAnswer`` on the wire, built as a plain dict (the hot path)."""
         await self.think()
@@ -199,7 +198,7 @@ class PredictorAgent(ParticipantAgent):
             return self.settings.label
         return self.settings.value
 
-    @handler(PredictAsk, signed=True)
+    @handler(PredictAsk)
     async def predict_request(self, msg: PredictAsk) -> PredictAnswer:
         await self.think()
         out = self.predict(msg.question)

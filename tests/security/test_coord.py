@@ -94,8 +94,10 @@ async def test_client_cannot_publish_into_the_coordinators_reply_subjects(
 
 
 async def _forgers(nc: NATS) -> list[str]:
-    """Three participants whose answers are not acts of theirs: unsigned, signed as
-    another agent (v1), signed by their node as itself."""
+    """Participants whose answers are not acts of theirs: signed as another agent (v1),
+    signed by their node as itself. (An unsigned answer into the coordinator's inbox is
+    its node's word for the agent it hosts: only nodes may publish there, which
+    ``test_client_cannot_publish_into_the_coordinators_reply_subjects`` pins.)"""
 
     def responder(acting_for: str | None, sign: bool) -> Callable[[Msg], Coroutine[Any, Any,
                                                                                  None]]:
@@ -105,15 +107,14 @@ async def _forgers(nc: NATS) -> list[str]:
             await nc.publish(msg.reply, data, headers=headers)
         return answer
 
-    for name, acting_for, sign in (("f-unsigned", None, False), ("f-as-v1", "v1", True),
-                                   ("f-as-node", None, True)):
+    for name, acting_for, sign in (("f-as-v1", "v1", True), ("f-as-node", None, True)):
         await nc.subscribe(S.agent(name), cb=responder(acting_for, sign))
     await nc.flush()
-    return ["f-unsigned", "f-as-v1", "f-as-node"]
+    return ["f-as-v1", "f-as-node"]
 
 
 @pytest.mark.parametrize("protocol", ["vote", "hierarchical", "ensemble"])
-async def test_answers_not_signed_by_the_asked_participant_do_not_count(
+async def test_answers_signed_by_anyone_but_the_asked_participant_do_not_count(
         host: Hosted, connect: Connect, protocol: str) -> None:
     for i in (1, 2):
         await host.add(VoterAgent(f"v{i}", choice="yes") if protocol != "ensemble"

@@ -134,8 +134,11 @@ async def test_reply_cache_cannot_be_primed_for_another_requester(host: Hosted,
     assert again["value"] == 42
 
 
-async def test_signed_gather_takes_only_the_asked_agents_signed_answer(
+async def test_gather_refuses_answers_signed_for_someone_else(
         host: Hosted, connect: Connect) -> None:
+    """An answer in a node's inbox is its node's word for the agent asked (only nodes may
+    publish there); a signed one must be signed for that agent. ``signed=True`` also
+    requires the signature, and keeps it as evidence."""
     await host.add(WitnessAgent("honest"))
     await host.add(UnsignedAgent("unsigned"))
     node = await connect(Role.NODE)
@@ -151,12 +154,21 @@ async def test_signed_gather_takes_only_the_asked_agents_signed_answer(
     asker = await connect(Role.NODE)
     g = await gatherer(asker)
     data = codec.encode(envelope(Question()))
-    async with g.call(S, ["honest", "unsigned", "voter-x"], data, signed=True) as answers:
+    ids = ["honest", "unsigned", "voter-x"]
+    async with g.call(S, ids, data) as lenient:
+        assert await lenient.wait(5)
+    outcomes = dict(lenient.answers)
+    assert outcomes["unsigned"] == {"answer": 41, "agent": "unsigned"}
+    assert outcomes["honest"] == {"answer": 42, "agent": "honest"}
+    forged = outcomes["voter-x"]
+    assert isinstance(forged, BrokerError) and forged.code is ErrorCode.UNAUTHORIZED
+
+    async with g.call(S, ids, data, signed=True) as answers:
         assert await answers.wait(5)
     outcomes = dict(answers.answers)
     assert outcomes["honest"] == {"answer": 42, "agent": "honest"}
-    for forged in ("unsigned", "voter-x"):
-        outcome = outcomes[forged]
+    for refused in ("unsigned", "voter-x"):
+        outcome = outcomes[refused]
         assert isinstance(outcome, BrokerError) and outcome.code is ErrorCode.UNAUTHORIZED
     assert set(answers.evidence) == {"honest"}
     evidence = answers.evidence["honest"]
