@@ -144,7 +144,7 @@ class Gatherer:
         call = self.batches.get(batch_id)
         if call is None or not index.isdigit() or int(index) >= len(call.ids):
             return
-        signed = bool(msg.headers) and HEADER_JWT in msg.headers
+        signed = msg.headers is not None and HEADER_JWT in msg.headers
         if signed or call.signed:
             target = call.ids[int(index)]
             refusal = self._refusal(target, msg)

@@ -19,7 +19,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nkeys
 from prometheus_client import Counter
@@ -202,7 +202,10 @@ _INSECURE = Identity(None, Authenticator.open())
 _identities: weakref.WeakKeyDictionary[Any, Identity] = weakref.WeakKeyDictionary()
 
 
-def attach(nc: Any, identity: Identity) -> Any:
+C = TypeVar("C")
+
+
+def attach(nc: C, identity: Identity) -> C:
     """Give a connection its identity (done where connections are made); returns ``nc``."""
     _identities[nc] = identity
     return nc

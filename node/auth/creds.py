@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.core.natsjwt import parse_creds
+from broker_agents.core.natsjwt import decode, parse_creds
 from broker_agents.subjects import check_token
-from node.auth.jwt import KeyKind, NKey, decode
+from node.auth.jwt import KeyKind, NKey
 from node.auth.private import write_private
 from node.auth.roles import inbox_prefix
 

@@ -31,7 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broker_agents.core.identity import ROLE_TAG, Role
+from broker_agents.core.identity import ROLE_TAG
+from broker_agents.core.identity import Role as Role  # re-exported: node.auth names roles here
 from broker_agents.subjects import check_token
 
 DEFAULT_PREFIX = "ba"
