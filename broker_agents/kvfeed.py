@@ -1,24 +1,21 @@
 """The one local KV mirror mechanism: a bucket's entries flow into a sink; snapshot, live
 updates, re-list.
 
-nats-py watches die silently around reconnects and a listing may end early (its
-end-of-snapshot marker before its entries, or served by a replica that is behind), so the
-feed trusts neither; the decisions are the pure ``core/feedwatch.py``. It re-lists after
-every reconnect of its connection (``reconnected``: it compares the connection's reconnect
-count, so owners need not wire ``notify_reconnected``), when a status call every
-``check_interval`` shows the watch not keeping up for ``stall_after`` or the stream not
-answering for as long (``stalled``, ``unreachable``: a failed call counts toward the
-stall), when the stream stays below what was applied (``regressed``) and when the watch
-ends (``watch_ended``). A listing short of the stream's state read before it is listed
-again (``kvfeed.listing_refused``), never reconciled to. Each re-list is a
-``kvfeed.resynced`` log line and ``ba_kvfeed_resyncs_total{feed,reason}``; the catch-up
-bound that follows from the timers is ``catch_up_bound()``.
+nats-py watches die silently around reconnects and a listing may end early (its marker
+before its entries, or a replica behind), so the feed trusts neither; the decisions are
+the pure ``core/feedwatch.py``. It re-lists after a reconnect of its connection
+(``reconnected``), when a status call every ``check_interval`` shows the watch behind or
+the stream silent for ``stall_after`` (``stalled``, ``unreachable``), when the stream stays
+below what was applied (``regressed``) and when the watch ends (``watch_ended``). A listing
+short of the stream's state is listed again (``kvfeed.listing_refused``), never reconciled
+to. Each re-list is a ``kvfeed.resynced`` line and ``ba_kvfeed_resyncs_total{feed,reason}``;
+the catch-up bound that follows from the timers is ``catch_up_bound()``. A value the sink
+cannot use is skipped (``kvskip``), never allowed to stop the feed.
 
 ``BucketFeed`` drives any ``FeedSink`` (the registry's agent index is one); ``KvMirror`` is
 the plain sink: ``key -> (value, revision)`` in a dict, with ``sync()`` to catch up with
 the bucket before a read that must see every acknowledged write.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -41,6 +38,7 @@ from broker_agents.core.feedwatch import (
     StreamMark,
     listing_complete,
 )
+from broker_agents.kvskip import SINK_ERROR, RecordCheck, SkippedRecord, record_skipped, screen
 
 log = structlog.get_logger()
 
@@ -51,9 +49,8 @@ RELIST_BUDGET = 1.0  # one re-list (status, watch, snapshot) and one refused lis
 
 RESYNCS = Counter("ba_kvfeed_resyncs_total", "Re-lists of a bucket by a local mirror",
                   ["feed", "reason"])
-LISTINGS_REFUSED = Counter(
-    "ba_kvfeed_listings_refused_total",
-    "Listings that fell short of the stream's state and were listed again", ["feed"])
+LISTINGS_REFUSED = Counter("ba_kvfeed_listings_refused_total",
+                           "Listings short of the stream's state, listed again", ["feed"])
 RELIST_FAILURES = Counter("ba_kvfeed_relist_failures_total",
                           "Re-list attempts that failed and were retried", ["feed"])
 CHECK_FAILURES = Counter("ba_kvfeed_check_failures_total",
@@ -268,8 +265,16 @@ class BucketFeed:
             resync.cancel()
 
     def _apply(self, entry: Any) -> None:
+        """A value the sink fails on reads as absent (ending the watch re-lists forever)."""
         deleted = entry.operation in (KV_DEL, KV_PURGE)
-        self.sink.apply_entry(entry.key, None if deleted else entry.value, int(entry.revision))
+        key, revision = entry.key, int(entry.revision)
+        try:
+            self.sink.apply_entry(key, None if deleted else entry.value, revision)
+        except Exception as exc:
+            if deleted:
+                raise
+            record_skipped(self.name, key, revision, exc, SINK_ERROR)
+            self.sink.apply_entry(key, None, revision)
 
     async def _monitor(self) -> None:
         """Every ``check_interval``: a reconnect re-lists; otherwise compare what was
@@ -314,14 +319,17 @@ class KvMirror:
     called (one round trip), so a read after it is at least as new as any write
     acknowledged before it. Decisions are still made with CAS on the key, never on the
     mirror alone. Entries are applied idempotently: a watch may deliver one twice, or an
-    older one late.
+    older one late. With a ``check`` (``kvskip.RecordCheck``), a value it refuses is not
+    mirrored: the key reads as absent and ``skipped`` says why (``kvskip``).
     """
 
     def __init__(self, kv: KeyValue, name: str, check_interval: float = CHECK_INTERVAL,
-                 stall_after: float = STALL_AFTER) -> None:
+                 stall_after: float = STALL_AFTER, check: RecordCheck | None = None) -> None:
         self.kv = kv
         self.name = name
+        self.check = check
         self.values: dict[str, tuple[bytes, int]] = {}
+        self.skipped: dict[str, SkippedRecord] = {}
         self._known: dict[str, int] = {}  # last revision per key, deletions included
         self._applied = 0
         self._changed = asyncio.Event()
@@ -370,9 +378,12 @@ class KvMirror:
     def apply_entry(self, key: str, value: bytes | None, revision: int) -> None:
         if revision > self._known.get(key, 0):
             self._known[key] = revision
-            if value is None:
-                self.values.pop(key, None)
-            else:
+            value, skip = screen(self.name, key, value, revision, self.check)
+            self.skipped.pop(key, None)
+            self.values.pop(key, None)
+            if skip is not None:
+                self.skipped[key] = skip
+            if value is not None:
                 self.values[key] = (value, revision)
         self._advance(revision)
 
@@ -381,10 +392,12 @@ class KvMirror:
         for key in [k for k, rev in self._known.items() if k not in present and rev <= high_water]:
             self._known.pop(key, None)
             self.values.pop(key, None)
+            self.skipped.pop(key, None)
         self._advance(high_water)
 
     def reset(self) -> None:
         self.values.clear()
+        self.skipped.clear()
         self._known.clear()
         self._applied = 0
 
@@ -398,3 +411,4 @@ class KvMirror:
         if revision > self._applied:
             self._applied = revision
         self._changed.set()
+

@@ -49,7 +49,7 @@ class Registry:
 
     async def register(self, record: AgentRecord | Mapping[str, Any]) -> AgentRecord:
         """Validate and create; ``registered_at``/``last_heartbeat`` default to now."""
-        validated = _stamped(record)
+        validated = stamped(record)
         self._note(await self.store.register(validated))
         return validated
 
@@ -58,7 +58,7 @@ class Registry:
         """Register or overwrite (a node advertising an agent it hosts): the bucket ends
         up holding exactly this record, retrying through transient failures; raises
         ``unavailable`` when it could not."""
-        validated = _stamped(record)
+        validated = stamped(record)
         self._note(await self.store.put_record(validated, attempts))
         return validated
 
@@ -117,7 +117,7 @@ class Registry:
         return self.view.all_agents()
 
 
-def _stamped(record: AgentRecord | Mapping[str, Any]) -> AgentRecord:
+def stamped(record: AgentRecord | Mapping[str, Any]) -> AgentRecord:
     """Validated, with ``registered_at``/``last_heartbeat`` defaulting to now."""
     data: dict[str, Any] = record.model_dump() if isinstance(record, AgentRecord) \
         else dict(record)

@@ -31,9 +31,6 @@ VIEW_DUPLICATES = Counter(
     "ba_registry_view_ignored_entries_total",
     "Watch entries ignored as duplicates or out of date", ["view"],
 )
-VIEW_UNDECODABLE = Counter(
-    "ba_registry_view_undecodable_total", "Bucket values that failed to decode", ["view"]
-)
 AGENTS = Gauge("ba_registry_agents", "Agents in the local view by health", ["view", "health"])
 WRITES = Counter(
     "ba_registry_writes_total", "Registry writes by operation and outcome", ["op", "outcome"]
@@ -55,4 +52,10 @@ REAPER_VIEW = Counter(
 HEARTBEATS = Counter("ba_registry_node_heartbeats_total", "Node heartbeats written", ["outcome"])
 REQUESTS = Counter(
     "ba_registry_requests_total", "Registry requests served", ["op", "outcome"]
+)
+HEALED = Counter(
+    "ba_registry_healed_total",
+    "Records of this node's live agents it rewrote (deleted, corrupt, foreign, overwritten) "
+    "or records claiming this node for agents it does not host that it removed (orphan)",
+    ["reason"],
 )

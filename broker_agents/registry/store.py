@@ -93,7 +93,8 @@ class RegistryStore:
         """Make the bucket hold ``record`` whatever it holds now: create it when absent,
         CAS-overwrite it when present. Returns the revision.
 
-        For a node (re-)advertising an agent it hosts. Right after a partition heals, a
+        For a node (re-)advertising an agent it hosts (a corrupt or foreign value under
+        the key is overwritten like any other). Right after a partition heals, a
         create can find the key taken while the read that follows finds it gone (a reaper
         raced us, or a server that just rejoined answered from its stale state), and
         JetStream calls fail for a moment (no responders, no stream response, timeouts):
@@ -104,7 +105,7 @@ class RegistryStore:
         failure: BaseException | None = None
         for _ in range(attempts):
             try:
-                current = await self.get(record.agent_id)
+                current = await self._stored(record.agent_id)
                 if current is not None and current[0] == record:
                     revision = current[1]
                 elif current is None:
@@ -129,6 +130,22 @@ class RegistryStore:
                           f"could not write {record.agent_id!r} in {attempts} attempts",
                           {"agent_id": record.agent_id, "attempts": attempts,
                            "last_error": repr(failure)})
+
+    async def _stored(self, agent_id: str) -> tuple[AgentRecord | None, int] | None:
+        """Like ``get``, but a value that is not a record of ``agent_id`` (corrupt, or
+        another agent's) is ``(None, revision)``: something to overwrite, not an error."""
+        try:
+            entry = await self.agents.get(agent_id)
+        except jse.KeyNotFoundError:
+            return None
+        assert entry.value is not None and entry.revision is not None
+        try:
+            record: AgentRecord | None = decode_agent(entry.value)
+        except BrokerError:
+            record = None
+        if record is not None and record.agent_id != agent_id:
+            record = None
+        return record, int(entry.revision)
 
     async def get(self, agent_id: str) -> tuple[AgentRecord, int] | None:
         """The record and its revision, read from the bucket (not the local view)."""

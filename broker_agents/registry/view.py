@@ -29,6 +29,7 @@ from broker_agents.kvfeed import (
     KvMirror,
     catch_up_bound,
 )
+from broker_agents.kvskip import FOREIGN, SkippedRecord, Unusable, record_skipped
 from broker_agents.registry import metrics
 from broker_agents.registry.store import decode_agent, decode_node
 from broker_agents.subjects import Subjects
@@ -107,6 +108,7 @@ class LocalView:
                  ) -> None:
         self.name = name
         self.index = AgentIndex()
+        self.skipped: dict[str, SkippedRecord] = {}  # key -> why its value is not used
         self.feed = BucketFeed(kv, self, name, check_interval, stall_after)
         self.last_update_at: float | None = None
         self.bucket_revision = 0
@@ -149,21 +151,12 @@ class LocalView:
         return self.index.last_revision
 
     def apply_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        if revision > self.index.known_revision(key):
+            self.skipped.pop(key, None)
         if value is None:
             change = self.index.apply(Delete(key, revision))
         else:
-            record: AgentRecord | None
-            try:
-                record = decode_agent(value)
-            except BrokerError as exc:
-                metrics.VIEW_UNDECODABLE.labels(self.name).inc()
-                log.warning("registry.view.undecodable", key=key, revision=revision,
-                            error=exc.message)
-                record = None
-            if record is not None and record.agent_id != key:
-                log.warning("registry.view.key_mismatch", key=key, agent_id=record.agent_id)
-                record = None
-            change = self.index.apply(Put(key, record, revision))
+            change = self.index.apply(Put(key, self._usable(key, value, revision), revision))
         if change is None:
             if revision <= self.index.last_revision and self.index.known_revision(key) >= revision:
                 metrics.VIEW_DUPLICATES.labels(self.name).inc()
@@ -173,13 +166,31 @@ class LocalView:
         metrics.VIEW_REVISION.labels(self.name).set(self.index.last_revision)
         self._wake()
 
+    def _usable(self, key: str, value: bytes, revision: int) -> AgentRecord | None:
+        """The agent stored under ``key``; None (skipped: counted, logged, remembered in
+        ``skipped``) when the value is corrupt or another agent's record. A duplicate
+        entry is not decoded again (the index ignores it anyway)."""
+        if revision <= self.index.known_revision(key):
+            return None
+        try:
+            record = decode_agent(value)
+            if record.agent_id != key:
+                raise Unusable(FOREIGN, f"the record of {record.agent_id!r} is under {key!r}")
+        except BrokerError as exc:
+            self.skipped[key] = record_skipped(self.name, key, revision, exc)
+            return None
+        return record
+
     def reconcile(self, present: dict[str, int], high_water: int) -> None:
+        for key in [k for k in self.skipped if k not in present]:
+            del self.skipped[key]
         for change in self.index.reconcile(present, high_water):
             self._emit(change)
         metrics.VIEW_REVISION.labels(self.name).set(self.index.last_revision)
         self._wake()
 
     def reset(self) -> None:
+        self.skipped.clear()
         for change in self.index.reset():
             self._emit(change)
 
@@ -295,7 +306,7 @@ class NodeView(KvMirror):
     def __init__(self, kv: KeyValue, name: str = "nodes",
                  check_interval: float = CHECK_INTERVAL, stall_after: float = STALL_AFTER,
                  ) -> None:
-        super().__init__(kv, name, check_interval, stall_after)
+        super().__init__(kv, name, check_interval, stall_after, check=check_node)
 
     @classmethod
     async def open(cls, nc: Any, subjects: Subjects | None = None, timeout: float = 10.0,
@@ -316,6 +327,14 @@ class NodeView(KvMirror):
 
     def on_resync(self, reason: str) -> None:
         metrics.VIEW_RESYNCS.labels(self.name, reason).inc()
+
+
+def check_node(key: str, value: bytes) -> NodeRecord:
+    """The heartbeat stored under ``key``; raises when corrupt or another node's."""
+    record = decode_node(value)
+    if record.node_id != key:
+        raise Unusable(FOREIGN, f"the heartbeat of {record.node_id!r} is under {key!r}")
+    return record
 
 
 def _node_or_none(value: bytes) -> NodeRecord | None:

@@ -9,19 +9,24 @@
 Reads a snapshot of the agents bucket directly (no node needs to be running), through the
 same ``LocalView`` and query engine the nodes use: so it connects as an ``observer`` (the
 role that may read buckets), not a client. A client asks over ``<p>.registry.*`` instead.
+Corrupt or foreign records are left out of the answer and named in a note on stderr (the
+JSON on stdout stays a list of records); ``get`` of such a key fails as ``malformed``.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.registry.record import AgentRecord
+from broker_agents.kvskip import SkippedRecord
 from broker_agents.registry.view import LocalView
 from broker_agents.subjects import Subjects
 from node.auth.roles import Role
@@ -71,9 +76,27 @@ async def _with_view(where: common.Target, prefix: str, use: Callable[[LocalView
 
 def _agents(where: common.Target, prefix: str, as_json: bool,
             use: Callable[[LocalView], list[AgentRecord]], title: str) -> None:
-    records = common.run(_with_view(where, prefix, use), as_json)
+    records, skipped = common.run(
+        _with_view(where, prefix, lambda v: (use(v), sorted(v.skipped.values(),
+                                                            key=lambda s: s.key))), as_json)
     common.show([r.model_dump(mode="json") for r in records], as_json,
                 lambda: _agents_table(records, title))
+    _note_skipped(skipped, as_json)
+
+
+def _note_skipped(skipped: list[SkippedRecord], as_json: bool) -> None:
+    """Name the records left out as corrupt or foreign (stderr: stdout stays parseable)."""
+    if not skipped:
+        return
+    rows = [{"key": s.key, "revision": s.revision, "reason": s.reason, "error": s.error}
+            for s in skipped]
+    if as_json:
+        sys.stderr.write(json.dumps({"skipped": rows}) + "\n")
+        return
+    common.err_console.print(f"[yellow]{len(rows)} corrupt or foreign record(s) skipped:[/]")
+    for s in skipped:
+        common.err_console.print(f"  {escape(s.key)} (revision {s.revision}): {s.reason}: "
+                                 f"{escape(s.error)}")
 
 
 def _agents_table(records: list[AgentRecord], title: str) -> Table:
@@ -102,7 +125,13 @@ def get(agent_id: str, nats_url: NatsOpt = None, context: ContextOpt = None,
         as_json: JsonOpt = False) -> None:
     """Show one agent."""
     at = common.Target(nats_url, context, creds, tls_ca)
-    record = common.run(_with_view(at, prefix, lambda v: v.get(agent_id)), as_json)
+    record, skipped = common.run(
+        _with_view(at, prefix, lambda v: (v.get(agent_id), v.skipped.get(agent_id))), as_json)
+    if skipped is not None:
+        common.fail(BrokerError(
+            ErrorCode.MALFORMED, f"the record under {agent_id!r} is {skipped.reason}: "
+            f"{skipped.error}", {"key": skipped.key, "revision": skipped.revision,
+                                 "reason": skipped.reason}), as_json)
     if record is None:
         missing = BrokerError(ErrorCode.NOT_FOUND, f"agent {agent_id!r} is not registered")
         common.fail(missing, as_json)

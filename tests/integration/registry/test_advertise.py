@@ -145,7 +145,7 @@ async def test_agent_started_survives_a_rejoining_server(nc: Any) -> None:
 async def test_an_agent_not_advertised_at_start_is_registered_by_the_next_beat(
         nc: Any) -> None:
     """When the bucket stays unavailable through every retry, the start does not fail;
-    ``restore_missing`` (run after each heartbeat) advertises the agent later."""
+    ``heal`` (run after each heartbeat) advertises the agent later."""
     store, flaky = await _store(nc, no_responders=10**6)
     service, view = await _service(nc, flaky, store)
     try:
@@ -154,7 +154,7 @@ async def test_an_agent_not_advertised_at_start_is_registered_by_the_next_beat(
         await service.agent_started(hosted, restarts=0, attempts=2)
         assert view.get("a1") is None
         flaky.no_responders = 0  # the cluster settled
-        await service.restore_missing()
+        await service.heal()
         await view.wait_for(lambda: view.get("a1") is not None, timeout=5)
     finally:
         await view.stop()
