@@ -29,10 +29,8 @@ from broker_agents.auction import metrics
 from broker_agents.auction.messages import AuctionResult, AwardAck, AwardNotice, allocation_of
 from broker_agents.auction.records import AuctionRecord, Stage, settlement_of
 from broker_agents.clock import wall_ms
-from broker_agents.core import budget
-from broker_agents.core.auction import settlement
+from broker_agents.core.auction import payment, settlement
 from broker_agents.core.auction.settlement import (
-    AckRefusal,
     Event,
     Happened,
     Pay,
@@ -57,10 +55,9 @@ UNVERIFIABLE = Counter("ba_auction_unverifiable_total",
 RELEASE_ERRORS = Counter("ba_auction_release_errors_total",
                          "Holds a failing auction could not release (left to the reconcile)")
 COMPONENT = "settlement"
-NO_ACCOUNT = "no_account"
 CORRUPT_ACCOUNT = "corrupt_account"
 UNAUTHORIZED = "unauthorized"
-"""Refusal labels besides ``budget.DebitRefusal`` and ``settlement.AckRefusal``."""
+"""The driver's refusal labels besides ``payment.payment_refusal``'s."""
 
 _log = RateLimitedLog(get_logger(component=COMPONENT))
 
@@ -185,13 +182,16 @@ async def _award(d: AuctionDriver, awards: list[SendAward],
             answer = call.results.get(0)
             act = call.evidence.get(winner)
         if answer is None:
+            await d.abandoned(winner)
             return f"{winner} did not acknowledge the award"
         ack = gather.parse_answer(answer, AwardAck)
         if isinstance(ack, BrokerError):
             if ack.code in (ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT):
+                await d.abandoned(winner)
                 return f"{winner} did not acknowledge the award"
             return f"{winner} refused the award: {ack.message}"
         if not ack.accepted or ack.auction_id != d.aid or ack.bidder != winner:
+            await d.abandoned(winner)
             reason = f": {ack.reason}" if getattr(ack, "reason", None) else ""
             return f"{winner} declined the award{reason}"
         if act is not None:
@@ -225,37 +225,31 @@ async def _pay(d: AuctionDriver, pays: list[Pay]) -> Event:
 
 
 async def payment_refusal(d: AuctionDriver, pay: Pay) -> str | None:
-    """Why ``pay`` must not be made (a bounded label), or None. A payer already debited
-    for this auction was verified by whoever debited it."""
+    """Why ``pay`` must not be made (a bounded label), or None: the payer's account read
+    fresh and its stored acknowledgement verified, then ``payment.payment_refusal``."""
     try:
         account = await d.host.ledger.account(pay.payer)
     except BrokerError as exc:
         if exc.code is ErrorCode.MALFORMED:
             return CORRUPT_ACCOUNT
         raise
-    if account is None:
-        return NO_ACCOUNT
-    if account.fenced(d.aid) == "paid":
-        return None
-    refusal = budget.can_debit(account, d.aid, pay.amount)
-    if refusal is not None:
-        return str(refusal)
     nc = d.host.nc
-    if not identity.identity_of(nc).authenticator.required:
-        return None  # --insecure: nothing is signed, the hold is the only check
+    secured = identity.identity_of(nc).authenticator.required
+    signer: str | None = None
+    ack: object = None
+    unverified: str | None = None
     act = d.record.ack_evidence.get(pay.payer)
-    if act is None:
-        return str(AckRefusal.NO_EVIDENCE)
-    try:
-        signer = identity.verify_stored(nc, act, component=COMPONENT).identity
-    except Unauthorized:
-        return UNAUTHORIZED
-    try:
-        ack = codec.decode(act.data, max_depth=codec.STORED_MAX_DEPTH)
-    except BrokerError:
-        return str(AckRefusal.NOT_AN_ACK)
-    verdict = settlement.judge_ack(signer, pay.payer, ack, d.aid, pay.amount)
-    return None if verdict is None else str(verdict)
+    if secured and act is not None:
+        try:
+            signer = identity.verify_stored(nc, act, component=COMPONENT).identity
+            ack = codec.decode(act.data, max_depth=codec.STORED_MAX_DEPTH)
+        except Unauthorized:
+            unverified = UNAUTHORIZED
+        except BrokerError:
+            ack = None  # not an acknowledgement at all
+    return payment.payment_refusal(account, d.aid, pay.payer, pay.amount,
+                                      secured=secured, signer=signer, ack=ack,
+                                      unverified=unverified, seller=pay.seller)
 
 
 def _unverifiable(d: AuctionDriver, pay: Pay, reason: str) -> Event:

@@ -32,13 +32,8 @@ last one, so these cost no extra write.
 
 Who may be paid (issue 13): the ``acked`` stage is a claim written to a bucket, and a
 sweeper that takes an auction over acts on what it finds. So before any ``Pay`` the driver
-checks every payer, and reports ``unverifiable`` (the auction fails, every hold is
-released, nobody is debited) unless each one holds an escrow hold for exactly this auction
-that covers its amount (``core.budget.can_debit``; ``debit`` checks it again in its CAS)
-and, on a secured deployment, the record keeps the payer's signed award acknowledgement
-as evidence: signed by the payer, naming this auction, accepted, for a total at least the
-amount (``judge_ack``). The checks depend only on the record and the accounts, so every
-successor reaches the same verdict.
+checks every payer (``core.auction.payment``) and reports ``unverifiable`` unless all
+pass: the auction fails, every hold is released, nobody is debited.
 
 Exactly once: every ledger operation is keyed by the auction id (a hold taken twice,
 released twice, a debit or credit applied twice is a no-op), so a successor that finds the
@@ -51,7 +46,6 @@ in each stored stage, and how none is ever orphaned, is ``HOLDS``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -247,39 +241,6 @@ WORK = (ReserveHold, SendAward, Pay)
 """The effects that end a transition's list and whose outcome the driver reports."""
 
 
-class AckRefusal(StrEnum):
-    """Why a payer's award acknowledgement does not allow its debit (bounded labels)."""
-
-    NO_EVIDENCE = "no_evidence"          # the record keeps no signed acknowledgement
-    NOT_THE_PAYER = "not_the_payer"      # signed by (or naming) someone else
-    NOT_AN_ACK = "not_an_ack"            # the signed payload is not an acknowledgement
-    WRONG_AUCTION = "wrong_auction"      # it acknowledges another auction
-    DECLINED = "declined"                # the payer declined the award
-    TOTAL_TOO_LOW = "total_too_low"      # it agreed to pay less than the amount (or no total)
-
-
-def judge_ack(signer: str, payer: str, ack: object, auction_id: str,
-              amount: float) -> AckRefusal | None:
-    """Whether the acknowledgement ``ack`` (the decoded payload of a signed act whose
-    verified signer is ``signer``) lets ``payer`` be debited ``amount`` for ``auction_id``;
-    None when it does."""
-    if signer != payer:
-        return AckRefusal.NOT_THE_PAYER
-    if not isinstance(ack, Mapping):
-        return AckRefusal.NOT_AN_ACK
-    if ack.get("bidder", payer) != payer:
-        return AckRefusal.NOT_THE_PAYER
-    if ack.get("auction_id") != auction_id:
-        return AckRefusal.WRONG_AUCTION
-    if ack.get("accepted") is not True:
-        return AckRefusal.DECLINED
-    total = ack.get("total")
-    if (not isinstance(total, int | float) or isinstance(total, bool)
-            or not math.isfinite(total) or total < amount):
-        return AckRefusal.TOTAL_TOO_LOW
-    return None
-
-
 def payments(outcome: Outcome | None) -> dict[str, float]:
     """Total owed per winner, summed over its awards."""
     owed: dict[str, float] = {}
@@ -383,7 +344,7 @@ def _collapse_records(effects: Sequence[SettlementEffect]) -> list[SettlementEff
 
 
 __all__ = [
-    "HOLDS", "TERMINAL", "TRANSITIONS", "WORK", "AckRefusal", "Event", "Happened", "Holds",
-    "Pay", "RecordStage", "ReleaseHold", "ReserveHold", "SendAward", "Settlement",
-    "SettlementEffect", "Stage", "allows", "judge_ack", "next_stage", "payments", "step",
+    "HOLDS", "TERMINAL", "TRANSITIONS", "WORK", "Event", "Happened", "Holds", "Pay",
+    "RecordStage", "ReleaseHold", "ReserveHold", "SendAward", "Settlement",
+    "SettlementEffect", "Stage", "allows", "next_stage", "payments", "step",
 ]

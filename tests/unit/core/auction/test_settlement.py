@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker_agents.core.auction.payment import AckRefusal, judge_ack
 from broker_agents.core.auction.settlement import (
     HOLDS,
     TERMINAL,
     TRANSITIONS,
-    AckRefusal,
     Event,
     Happened,
     Holds,
@@ -28,7 +28,6 @@ from broker_agents.core.auction.settlement import (
     SettlementEffect,
     Stage,
     allows,
-    judge_ack,
     next_stage,
     step,
 )
