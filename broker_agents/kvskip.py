@@ -62,10 +62,12 @@ class SkippedRecord:
 
 
 def reason_of(exc: BaseException) -> str:
-    """The skip reason a check's exception stands for."""
-    if isinstance(exc, Unusable):
-        return exc.reason
+    """The skip reason a check's exception stands for (an error whose ``details`` name
+    one of ``REASONS``, like ``Unusable`` or the auction audit's ``Skipped``, says it)."""
     if isinstance(exc, BrokerError):
+        named = exc.details.get("reason")
+        if isinstance(named, str) and named in REASONS:
+            return named
         if exc.code in (ErrorCode.MALFORMED, ErrorCode.TOO_LARGE):
             return UNDECODABLE
         if exc.code == ErrorCode.VALIDATION:
