@@ -8,7 +8,9 @@ in ``broker_agents.reputation``.
 A stored account is untrusted input: one that does not decode, fails ``Account``'s
 validation or names another owner is ``CorruptAccount`` (``malformed``) for every
 operation on that key, and only that key: the auction that touches it fails, the others
-go on. ``listing`` reads every key and reports the corrupt ones as rows of their own.
+go on. Each such read is counted in ``ba_kv_records_skipped_total{bucket="accounts"}`` and
+logged with the key (``kvskip``). ``listing`` reads every key and reports the corrupt ones
+as rows of their own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from broker_agents import kvskip
 from broker_agents.core import budget
 from broker_agents.core.budget import Account, Hold
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
@@ -29,6 +32,15 @@ class CorruptAccount(RemoteProtocolError):
         super().__init__(ErrorCode.MALFORMED, f"the account record of {owner} is corrupt: "
                          f"{reason}", {"owner": owner, "reason": reason[:200]})
         self.owner = owner
+
+
+def _corrupt(owner: str, exc: BaseException, reason: str, problem: str,
+             report: bool) -> CorruptAccount:
+    """The refusal of an unusable account record; ``report``: count and log it (with its
+    key, rate-limited)."""
+    if report:
+        kvskip.record_skipped("accounts", owner, 0, exc, reason)
+    return CorruptAccount(owner, problem)
 
 
 @dataclass(frozen=True)
@@ -53,17 +65,23 @@ class Ledger(CasBook):
     model = Account
 
     async def read(self, key: str, fresh: bool = True) -> tuple[Any | None, int]:
-        """The account and its revision; ``CorruptAccount`` when the record is unusable."""
+        """The account and its revision; ``CorruptAccount`` (counted, logged) when the
+        record is unusable."""
+        return await self._read(key, fresh, report=True)
+
+    async def _read(self, key: str, fresh: bool, *, report: bool) -> tuple[Any | None, int]:
         try:
             account, rev = await super().read(key, fresh)
         except BrokerError as exc:
-            if exc.code in (ErrorCode.MALFORMED, ErrorCode.TOO_LARGE):
-                raise CorruptAccount(key, exc.message) from exc
-            raise
+            if exc.code not in (ErrorCode.MALFORMED, ErrorCode.TOO_LARGE):
+                raise
+            raise _corrupt(key, exc, kvskip.UNDECODABLE, exc.message, report) from exc
         except ValueError as exc:  # pydantic's ValidationError: the schema's refusal
-            raise CorruptAccount(key, str(exc).splitlines()[0]) from exc
+            raise _corrupt(key, exc, kvskip.INVALID, str(exc).splitlines()[0],
+                           report) from exc
         if account is not None and account.owner != key:
-            raise CorruptAccount(key, f"it belongs to {account.owner!r}")
+            problem = CorruptAccount(key, f"it belongs to {account.owner!r}")
+            raise _corrupt(key, problem, kvskip.FOREIGN, problem.message, report)
         return account, rev
 
     async def account(self, owner: str) -> Account | None:
@@ -121,11 +139,12 @@ class Ledger(CasBook):
         return await self.apply(owner, op)  # type: ignore[no-any-return]
 
     async def listing(self) -> list[Listed]:
-        """Every key, sorted: its account, or the problem that makes it unusable."""
+        """Every key, sorted: its account, or the problem that makes it unusable (shown
+        by the caller, so not logged)."""
         out = []
         for key in sorted(await all_keys(self.kv)):
             try:
-                account = await self.account(key)
+                account, _ = await self._read(key, True, report=False)
             except CorruptAccount as exc:
                 out.append(Listed(key, None, str(exc.details.get("reason", exc.message))))
                 continue

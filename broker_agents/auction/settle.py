@@ -192,7 +192,7 @@ async def _award(d: AuctionDriver, awards: list[SendAward],
             return f"{winner} refused the award: {ack.message}"
         if not ack.accepted or ack.auction_id != d.aid or ack.bidder != winner:
             await d.abandoned(winner)
-            reason = f": {ack.reason}" if getattr(ack, "reason", None) else ""
+            reason = f": {ack.reason}" if ack.reason else ""
             return f"{winner} declined the award{reason}"
         if act is not None:
             evidence[winner] = act

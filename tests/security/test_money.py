@@ -38,6 +38,7 @@ from broker_agents.core.errors import BrokerError
 from broker_agents.core.identity import SignedAct
 from broker_agents.identity import UNAUTHORIZED
 from broker_agents.kv import open_bucket
+from broker_agents.kvskip import SKIPPED
 from broker_agents.reputation import ReputationBook
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
@@ -244,10 +245,13 @@ async def test_corrupt_account_records_fail_only_their_own_operations(
     await accounts.put("overheld", codec.encode(
         {"owner": "overheld", "balance": 10.0, "holds": {"a-1": 8.0, "a-2": 8.0}}))
     await accounts.put("foreign", codec.encode({"owner": "honest", "balance": 1e9}))
-    for owner in ("negative", "overheld", "foreign", "junk"):
+    for owner, reason in (("negative", "invalid"), ("overheld", "invalid"),
+                          ("foreign", "foreign"), ("junk", "undecodable")):
+        before = count(SKIPPED, "accounts", reason)
         with pytest.raises(BrokerError) as info:
             await book.reserve(owner, "a-3", 1.0)
         assert info.value.code == "malformed" and info.value.details["owner"] == owner
+        assert count(SKIPPED, "accounts", reason) == before + 1
 
     # An auction between honest parties settles meanwhile.
     hosted = Hosted(await connect(Role.NODE))
