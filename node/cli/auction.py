@@ -74,7 +74,8 @@ def run_command(
     duration_ms: Annotated[int, typer.Option(min=1)] = 2000,
     payment: PaymentRule = PaymentRule.PAY_AS_BID,
     min_reputation: Annotated[float | None, typer.Option(min=0, max=1)] = None,
-    seller: str = "market",
+    seller: Annotated[str | None, typer.Option(
+        help="who sells and is paid (default: you; naming another takes an admin)")] = None,
     no_budgets: Annotated[bool, typer.Option("--no-budgets",
                                              help="no escrow or settlement")] = False,
     timeout: TimeoutOpt = 30.0,
@@ -92,9 +93,9 @@ def run_command(
     request: dict[str, Any] = {
         "type": str(type_), "item": item, "reserve": reserve, "increment": increment,
         "decrement": decrement, "round_ms": round_ms, "duration_ms": duration_ms,
-        "payment": str(payment), "seller": seller, "budgets": not no_budgets,
+        "payment": str(payment), "budgets": not no_budgets,
     }
-    for key, value in (("items", items), ("start_price", start_price),
+    for key, value in (("items", items), ("start_price", start_price), ("seller", seller),
                        ("min_reputation", min_reputation), ("capability", capability),
                        ("participants", participant)):
         if value:

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
     c = LocalCluster(Path(tmp_path_factory.mktemp("auction-wire")), nodes=2, agents=[
-        [auctioneer("auc-1"), bidder("slow", value=10.0, delay_ms=600)],
+        [auctioneer("auc-1"), bidder("slow", value=10.0, delay_ms=600),
+         {"class": "broker_agents.auction.treasury:TreasuryAgent", "id": "treasury"}],
         [auctioneer("auc-2"), bidder("quiet", value=0.0), bidder("other", value=8.0)],
     ])
     await c.start()
@@ -127,7 +128,7 @@ async def test_duplicate_repeated_and_late_bids_do_not_change_the_outcome(
 
 async def _cli(cluster: LocalCluster, *args: str) -> tuple[int, str]:
     """The command as a user on the cluster's machine runs it: it finds the context of
-    the role it needs by itself (client to run, observer to read, node to deposit)."""
+    the role it needs by itself (client to run, observer to read, admin to deposit)."""
     import os
     import sys
 
