@@ -81,7 +81,7 @@ class TreasuryRequest(BaseModel):
 
     op_id: str = Field(min_length=1, max_length=200)
     owner: str = Field(min_length=1, max_length=200)
-    amount: float | None = None
+    amount: float | None = Field(default=None, strict=True)
     max_per_task: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @field_validator("owner")
@@ -210,7 +210,7 @@ class TreasuryAgent(Agent):
             after = await self.ledger.withdraw(req.owner, req.amount, req.op_id)
         else:
             after = await self.ledger.set_frozen(req.owner, op == "freeze", req.op_id)
-        applied = before is None or after.version != before.version
+        applied = before is None or f"{op}:{req.op_id}" not in before.applied  # core.budget
         REQUESTS.labels(op, "applied" if applied else "duplicate").inc()
         answer = summary(after, req.op_id, applied)
         self._answers[key] = answer

@@ -185,6 +185,8 @@ async def test_only_an_admins_signed_request_moves_money_through_the_treasury(
     again = await treasury_request(admin, "deposit", {"op_id": "fund-1", "owner": "victim",
                                                       "amount": FUNDS})
     assert again == first  # a repeat gets the first answer, and moves nothing
+    remembered = await (await ledger(nc)).deposit("victim", FUNDS, "fund-1")
+    assert remembered.balance == FUNDS  # the account itself refuses the repeat too
     for bad in (0.0, -5.0, float("nan"), float("inf"), 1e7, None, "10"):
         before_bad = count(REQUESTS, "deposit", "validation_error")
         err = error_of(await ask(admin, "deposit", {"op_id": f"bad-{bad}", "owner": "victim",
