@@ -1,9 +1,8 @@
 """``broker-agents demo``: a 3-node local cluster, sample agents, real traffic, a table.
 
 Secured like any default deployment: the traffic is a ``client``'s (public requests
-only), the registry view an ``observer``'s (it reads the bucket), and the deposits that
-fund the bidders a ``node``'s (they still write the accounts bucket directly, until
-deposits move behind the treasury's request subject).
+only, signed), the registry view and the balances an ``observer``'s (it reads buckets),
+and the deposits that fund the bidders an ``admin``'s (signed treasury requests).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from nats.aio.client import Client as NATS
 from broker_agents import codec
 from broker_agents.auction.client import run_auction
 from broker_agents.auction.ledger import Ledger
+from broker_agents.auction.treasury import treasury_request
 from broker_agents.core.errors import BrokerError
 from broker_agents.messages import envelope
 from broker_agents.registry.client import Registry
@@ -34,7 +34,8 @@ VOTER = "broker_agents.coord.voter:VoterAgent"
 DEMO_AGENTS: list[list[dict[str, Any]]] = [
     [{"class": "broker_agents.samples:EchoAgent", "id": "echo-a"},
      {"class": "broker_agents.samples:RelayAgent", "id": "relay"},
-     {"class": "broker_agents.auction.auctioneer:AuctioneerAgent", "id": "auctioneer"}],
+     {"class": "broker_agents.auction.auctioneer:AuctioneerAgent", "id": "auctioneer"},
+     {"class": "broker_agents.auction.treasury:TreasuryAgent", "id": "treasury"}],
     [{"class": "broker_agents.samples:EchoAgent", "id": "echo-b"},
      {"class": "broker_agents.samples:CalculatorAgent", "id": "calc"},
      {"class": BIDDER, "id": "bidder-1", "kwargs": {"value": 10.0}},
@@ -70,10 +71,10 @@ class Roles:
 
     client: NATS
     observer: NATS
-    treasury: NATS  # node creds: deposits still write ``ba_accounts`` directly
+    admin: NATS  # the treasury's deposits
 
     async def close(self) -> None:
-        for nc in (self.client, self.observer, self.treasury):
+        for nc in (self.client, self.observer, self.admin):
             await nc.close()
 
 
@@ -142,9 +143,11 @@ async def exercise(roles: Roles, subjects: Subjects) -> list[Step]:
 
 async def _auction(roles: Roles, subjects: Subjects) -> Step:
     """Three bidder agents on two nodes, found by capability, settled against budgets."""
-    ledger = Ledger(await roles.treasury.jetstream().key_value(subjects.bucket("accounts")))
     for bidder in ("bidder-1", "bidder-2", "bidder-3"):
-        await ledger.deposit(bidder, 100.0, op_id=f"demo-fund-{bidder}")
+        await treasury_request(roles.admin, "deposit", {
+            "op_id": f"demo-fund-{bidder}", "owner": bidder, "amount": 100.0},
+            subjects=subjects)
+    ledger = Ledger(await roles.observer.jetstream().key_value(subjects.bucket("accounts")))
     result = await run_auction(roles.client, {"type": "vickrey", "item": "gpu-hour",
                                     "capability": "bidder", "reserve": 5.0,
                                     "duration_ms": 300}, subjects=subjects)
@@ -165,7 +168,7 @@ async def run_demo(base_dir: Path | None = None, *, insecure: bool = False
         await cluster.start()
         try:
             roles = Roles(await cluster.client(Role.CLIENT), await cluster.client(Role.OBSERVER),
-                          await cluster.client(Role.NODE))
+                          await cluster.client(Role.ADMIN))
             try:
                 steps = await exercise(roles, Subjects(cluster.prefix))
             finally:
