@@ -12,6 +12,10 @@ processes beside a plain nats-py scatter-gather to 100 responders, in one run.
 - ``raw_fanout_ms_p50``: one request published to 100 plain nats-py responders (split over
   two processes like the bidders) until all 100 replies arrived;
 - ``english_10_ms_p50``: a whole English auction among 10 bidders (``english_10_rounds``).
+
+Every act is signed and verified as in production (issue 13): the request (its seller is
+the requesting client), each bidder's answer (signed by its node for it, verified by the
+auctioneer: one Ed25519 verification per answer) and the winner's award answer.
 """
 
 from __future__ import annotations

@@ -129,6 +129,19 @@ async def test_violations_are_reported_by_counterparties_only_once(
     assert both.code == "validation_error"
 
 
+async def test_a_winner_that_declines_its_award_is_penalised_once(
+        market: Hosted, connect: Connect) -> None:
+    await market.add(BidderAgent("flaky", value=10.0, accept_awards=False))
+    book = Ledger(await open_bucket(market.nc.jetstream(), S.bucket("accounts")))
+    await book.deposit("flaky", 100.0, "fund-flaky")
+    shop = await connect(Role.CLIENT, user="shop")
+    result = await run_auction(shop, {"type": "first_price", "participants": ["flaky"]})
+    assert result["status"] == "failed" and "declined" in (result["failure"] or "")
+    record = await stored_reputation(market.nc, "flaky")
+    assert record is not None and [e.kind for e in record.entries] == ["abandoned_task"]
+    assert record.score < 0.5 and record.tasks == (f"{result['auction_id']}#violation",)
+
+
 async def test_the_sweeper_decays_stored_scores(connect: Connect) -> None:
     node = await connect(Role.NODE)
     kv = await open_bucket(node.jetstream(), S.bucket("reputation"))
