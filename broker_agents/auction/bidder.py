@@ -206,7 +206,8 @@ class BidderAgent(Agent):
         if refusal is None and not self.accept_awards:
             refusal = f"{self.agent_id} accepts no awards"
         return AwardAck(auction_id=award.auction_id, bidder=self.agent_id,
-                        accepted=refusal is None, total=award.total, reason=refusal)
+                        accepted=refusal is None, total=award.total, seller=award.seller,
+                        reason=refusal)
 
     @handler(BidderStats)
     async def stats(self, _: BidderStats) -> dict[str, Any]:

@@ -242,8 +242,9 @@ class AwardNotice(BaseModel):
 
 
 class AwardAck(BaseModel):
-    """A winner's signed answer to its ``AwardNotice``: it agrees to pay ``total`` for this
-    auction (``accepted``), or declines and says why. Stored as settlement's evidence."""
+    """A winner's signed answer to its ``AwardNotice``: it agrees to pay ``total`` to
+    ``seller`` for this auction (``accepted``), or declines and says why. Stored as
+    settlement's evidence."""
 
     message_type: ClassVar[str] = "auction.award_ack"
 
@@ -251,6 +252,8 @@ class AwardAck(BaseModel):
     bidder: str
     accepted: bool = True
     total: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    seller: str | None = Field(default=None, max_length=200)
+    """Whom it agrees to pay (the notice's seller): settlement pays no one else."""
     reason: str | None = Field(default=None, max_length=500)
 
 

@@ -243,6 +243,7 @@ async def test_a_bidder_declines_an_award_of_an_auction_it_never_bid_in(
                                codec.encode(_notice("never-held", "victim", 95.0, "m-1")), 10)
     ack = codec.decode(reply.data)
     assert ack["accepted"] is False and "did not bid" in ack["reason"]
+    assert ack["seller"] == "mallory"  # what it answered: the notice it was shown
     signer = identity.authenticate(mallory, reply.subject, reply.data, reply.headers,
                                    component="test")
     assert signer is not None and signer.identity == "victim"  # its own signed answer
