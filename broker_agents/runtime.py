@@ -9,6 +9,11 @@ Every request gets one reply, in the caller's encoding, through ``broker_agents.
 the handler's result or a structured error; input refused before any handler runs (too
 large, too deep, a bad header, not an envelope, invalid) is counted per agent and reason
 in ``ba_agent_malformed_messages_total``.
+
+Before even that, each delivered message passes the agent's quota (``broker_agents.quota``:
+rate and backlog), so a flood on one agent is refused cheaply (``rate_limited``) instead of
+starving the node's other agents. What hostile input can repeat (refusals, handler
+failures) is logged once per window, never once per message.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from broker_agents.agent import Agent, HandlerSpec
 from broker_agents.context import AgentContext, Incoming
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import HEADER_JWT, Principal, Unauthorized
+from broker_agents.logging import get_logger
 from broker_agents.messages import open_envelope
 from broker_agents.metrics import (
     DUPLICATES,
@@ -38,11 +44,14 @@ from broker_agents.metrics import (
     MESSAGES_IN,
     MESSAGES_OUT,
 )
+from broker_agents.quota import AgentAdmission, AgentQuota, Refusal
+from broker_agents.ratelog import RateLimitedLog
 from broker_agents.reply import respond
 from broker_agents.subjects import Subjects, check_token
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 RECENT_IDS = 1024
+YIELD_EVERY = 32
 
 
 class AgentRunner:
@@ -50,7 +59,7 @@ class AgentRunner:
 
     def __init__(self, agent: Agent, nc: NATS, *, node_id: str, subjects: Subjects,
                  services: dict[str, Any] | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 pending_msgs_limit: int = 65536) -> None:
+                 pending_msgs_limit: int = 65536, quota: AgentQuota | None = None) -> None:
         check_token(agent.agent_id, "agent id")
         self.agent = agent
         self.nc = nc
@@ -61,6 +70,8 @@ class AgentRunner:
                                 spawner=self.spawn)
         agent.bind(self.ctx)
         self.log = self.ctx.log
+        self._log_once = RateLimitedLog(get_logger(agent_id=agent.agent_id, node_id=node_id))
+        self.admission = AgentAdmission(agent.agent_id, quota or AgentQuota())
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
@@ -131,18 +142,38 @@ class AgentRunner:
 
     async def _subscribe(self) -> None:
         aid = self.agent.agent_id
-        inbox = MESSAGES_IN.labels(aid, "inbox")
-        self._subs.append(await self.nc.subscribe(
-            self.subjects.agent(aid), cb=self._callback(inbox),
-            pending_msgs_limit=self.pending_msgs_limit))
+        await self._subscribe_one(self.subjects.agent(aid), "inbox")
         for cap in self.agent.all_capabilities():
             check_token(cap, "capability")
-            counter = MESSAGES_IN.labels(aid, "capability")
-            self._subs.append(await self.nc.subscribe(
-                self.subjects.cap(cap), queue=self.subjects.cap_queue(cap),
-                cb=self._callback(counter), pending_msgs_limit=self.pending_msgs_limit))
+            await self._subscribe_one(self.subjects.cap(cap), "capability",
+                                      self.subjects.cap_queue(cap))
         # The server has our interest once a round trip after SUB completes.
         await self.nc.flush()
+
+    async def _subscribe_one(self, subject: str, kind: str, queue: str = "") -> None:
+        """One subscription whose messages pass the agent's quota before anything else."""
+        counter = MESSAGES_IN.labels(self.agent.agent_id, kind)
+        admit = self.admission.admit
+        sub: Subscription | None = None
+        seen = 0
+
+        async def on_message(msg: Msg) -> None:
+            nonlocal seen
+            counter.inc()
+            refusal = admit(sub)
+            if refusal is None:
+                await self._dispatch(msg)
+            else:
+                await self._refuse(msg, refusal)
+            seen += 1
+            if seen % YIELD_EVERY == 0:
+                # nats-py hands a backlog over without suspending: let the node's other
+                # agents (and its Raft members) run between slices of this one's
+                await asyncio.sleep(0)
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=on_message,
+                                      pending_msgs_limit=self.pending_msgs_limit)
+        self._subs.append(sub)
 
     async def _unsubscribe(self, drain: bool) -> None:
         subs, self._subs = self._subs, []
@@ -155,14 +186,17 @@ class AgentRunner:
             except Exception as exc:  # connection already gone: nothing left to drain
                 self.log.debug("unsubscribe failed", error=repr(exc))
 
-    def _callback(self, counter: Any) -> Callable[[Msg], Coroutine[Any, Any, None]]:
-        async def on_message(msg: Msg) -> None:
-            counter.inc()
-            await self._dispatch(msg)
-
-        return on_message
-
     # -- dispatch --------------------------------------------------------------------
+
+    async def _refuse(self, msg: Msg, refusal: Refusal) -> None:
+        """Over quota (already counted): answer ``rate_limited`` without decoding anything;
+        a one-way message is dropped."""
+        aid = self.agent.agent_id
+        self._log_once.warning(("quota", refusal.reason), "over quota: refused",
+                               reason=refusal.reason, retry_after_ms=refusal.retry_after_ms)
+        if msg.reply:
+            await self._reply(msg.reply, refusal.error(aid).to_payload(),
+                              codec.is_json(msg.data, msg.headers))
 
     async def _dispatch(self, msg: Msg) -> None:
         data, headers = msg.data, msg.headers
@@ -183,11 +217,11 @@ class AgentRunner:
                 self._malformed(exc.code)
                 await self._reply(msg.reply, exc.to_payload(), as_json)
                 return
-        cache_key = _requester(principal, msg.reply), msg_id
-        if msg_id is not None and cache_key in self._recent:
+        requester = _requester(principal, msg.reply)
+        if msg_id is not None and (requester, msg_id) in self._recent:
             DUPLICATES.labels(self.agent.agent_id).inc()
             spec = self.agent._handler_specs.get(type_name)
-            await self._resend(msg.reply, self._recent[cache_key],
+            await self._resend(msg.reply, self._recent[requester, msg_id],
                                signed=spec is not None and spec.signed)
             return
         incoming = Incoming(msg.subject, msg.reply, msg_id, type_name, as_json, headers,
@@ -232,8 +266,9 @@ class AgentRunner:
     def _handler_failed(self, exc: Exception, incoming: Incoming) -> dict[str, Any]:
         """Count and log a handler's unexpected exception; the error reply it gets."""
         self._count_error(incoming.type_name, ErrorCode.HANDLER_ERROR)
-        self.log.error("handler failed", type=incoming.type_name, msg_id=incoming.msg_id,
-                       error=repr(exc), exc_info=exc)
+        self._log_once.error(("handler", incoming.type_name, type(exc).__name__),
+                             "handler failed", type=incoming.type_name,
+                             msg_id=incoming.msg_id, error=repr(exc), exc_info=exc)
         return BrokerError(ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}",
                            {"type": incoming.type_name}).to_payload()
 
@@ -295,7 +330,7 @@ class AgentRunner:
 
     def _malformed(self, reason: str) -> None:
         MALFORMED.labels(self.agent.agent_id, reason).inc()
-        self.log.info("message refused", reason=reason)
+        self._log_once.info(("malformed", reason), "message refused", reason=reason)
 
     def _count_error(self, type_name: str, code: str) -> None:
         HANDLER_ERRORS.labels(self.agent.agent_id, type_name, code).inc()

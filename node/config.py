@@ -27,9 +27,10 @@ from pydantic_settings import (
 )
 
 from broker_agents.core.errors import CodedError, ErrorCode
-from broker_agents.core.supervision import RestartType, Strategy
+from broker_agents.core.supervision import OnExhausted, RestartType, Strategy
 from broker_agents.core.tokens import TOKEN
 from broker_agents.importer import ImportFromStringError, parse_import_path
+from broker_agents.quota import AgentQuota
 from node.service_settings import ServicesSection
 
 
@@ -151,10 +152,58 @@ class HttpSection(Strict):
 
 class SupervisorSection(Strict):
     strategy: Strategy = Strategy.ONE_FOR_ONE
-    max_restarts: int = Field(5, ge=0)
-    period: float = Field(10.0, gt=0, description="seconds over which restarts are counted")
+    max_restarts: int = Field(
+        5, ge=0, description="each agent's own restart budget: restarts allowed within "
+                             "`period` (an agent's [agents.limits] may override it)")
+    period: float = Field(10.0, gt=0, description="seconds over which an agent's restarts "
+                                                  "are counted")
+    on_exhausted: OnExhausted = Field(
+        OnExhausted.STOP_AGENT,
+        description="an agent past its budget: stop_agent gives that agent up (stopped, "
+                    "deregistered, counted in ba_agent_gave_up_total, listed in readiness "
+                    "as agents_failed) and the node runs on; stop_node stops the node "
+                    "(exit 1)")
     backoff_initial: float = Field(0.05, ge=0)
     backoff_max: float = Field(2.0, ge=0)
+
+
+_QUOTA = AgentQuota()
+
+
+class AgentLimitsSection(Strict):
+    """``[agent_limits]``: the quota of every agent (``[agents.limits]`` overrides it);
+    checked before a message is decoded, refused as ``rate_limited`` and counted in
+    ``ba_agent_rate_limited_total{agent,reason}``. 0 turns a check off."""
+
+    rate: float = Field(_QUOTA.rate, ge=0, description="messages per second one agent "
+                        "accepts, sustained (token bucket); beyond: rate_limited (rate)")
+    burst: int = Field(_QUOTA.burst, ge=1, description="messages one agent accepts at once "
+                       "after a quiet spell (the token bucket's size)")
+    max_pending_msgs: int = Field(
+        _QUOTA.max_pending_msgs, ge=0, description="backlog (delivered, not yet handled) of "
+        "one agent subscription past which its messages are refused: rate_limited (queue)")
+    max_pending_bytes: int = Field(
+        _QUOTA.max_pending_bytes, ge=0, description="the same backlog in bytes")
+
+    def quota(self) -> AgentQuota:
+        return AgentQuota(self.rate, self.burst, self.max_pending_msgs, self.max_pending_bytes)
+
+
+class AgentLimitsOverride(Strict):
+    """``[agents.limits]``: one agent's own quota and restart budget (unset: the node's)."""
+
+    rate: float | None = Field(None, ge=0)
+    burst: int | None = Field(None, ge=1)
+    max_pending_msgs: int | None = Field(None, ge=0)
+    max_pending_bytes: int | None = Field(None, ge=0)
+    max_restarts: int | None = Field(None, ge=0, description="this agent's restart budget")
+    period: float | None = Field(None, gt=0)
+    on_exhausted: OnExhausted | None = None
+
+    def quota(self, defaults: AgentLimitsSection) -> AgentQuota:
+        own = self.model_dump(include={"rate", "burst", "max_pending_msgs",
+                                       "max_pending_bytes"}, exclude_none=True)
+        return defaults.model_copy(update=own).quota()
 
 
 class AgentSection(Strict):
@@ -163,6 +212,10 @@ class AgentSection(Strict):
     count: int = Field(1, ge=1, le=10000)
     restart: RestartType = RestartType.PERMANENT
     capabilities: list[str] = Field(default_factory=list)
+    limits: AgentLimitsOverride = Field(
+        default_factory=AgentLimitsOverride,
+        description="this agent's quota and restart budget (unset fields: [agent_limits] "
+                    "and [supervisor])")
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="checked against the class's Settings at start")
 
@@ -183,6 +236,7 @@ class NodeConfig(BaseSettings):
     nats: NatsSection = Field(default_factory=NatsSection)
     http: HttpSection = Field(default_factory=HttpSection)
     supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
+    agent_limits: AgentLimitsSection = Field(default_factory=AgentLimitsSection)
     agents: list[AgentSection] = Field(default_factory=list)
     services: ServicesSection = Field(
         default_factory=ServicesSection, description="capabilities hosted by the node")

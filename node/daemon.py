@@ -62,6 +62,12 @@ class _NodeHooks(SupervisorHooks):
         for service in self.node.services:
             await service.agent_stopping(child_id)
 
+    async def gave_up(self, child_id: str, error: BaseException | None) -> None:
+        for service in self.node.services:  # deregistered (idempotent), like a stop
+            await service.agent_exited(child_id, error, False)
+        await self.node.publish_event("gave_up", child_id, kind="agent",
+                                      error=repr(error) if error else None)
+
 
 class Node:
     def __init__(self, config: NodeConfig) -> None:
@@ -177,7 +183,8 @@ class Node:
                  and not self._stopping and self.healthy and not problems)
         return {"ready": ready, "nats_connected": connected, "agents_running": running,
                 "agents_expected": expected, "stopping": self._stopping,
-                "problems": problems}
+                "problems": problems,
+                "agents_failed": dict(self.supervisor.failed) if self.supervisor else {}}
 
     # -- run and stop ----------------------------------------------------------------
 

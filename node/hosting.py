@@ -2,23 +2,28 @@
 
 Everything is checked before any agent starts: each class imports and is an ``Agent``,
 each id is a unique subject token, and each ``kwargs`` satisfies the class's ``Settings``.
+Each agent gets its own quota (``[agent_limits]`` and its ``[agents.limits]``) and its own
+restart budget (``[supervisor]`` and its ``[agents.limits]``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
 from pydantic import ValidationError
 
 from broker_agents.agent import Agent
 from broker_agents.importer import ImportFromStringError, import_from_string
+from broker_agents.quota import AgentQuota
 from broker_agents.runtime import AgentRunner
 from broker_agents.subjects import Subjects, check_token
 from node.config import AgentSection, ConfigError, NodeConfig, describe_validation_error
 from node.supervisor import ChildSpec
+
+_T = TypeVar("_T")
 
 
 def import_agent_class(path: str, where: str = "agents") -> type[Agent]:
@@ -53,13 +58,14 @@ class AgentChild:
     services: dict[str, Any]
     max_payload: int
     pending_msgs_limit: int
+    quota: AgentQuota = field(default_factory=AgentQuota)
     runner: AgentRunner | None = field(default=None, init=False)
 
     async def run(self, ready: Callable[[], None]) -> None:
         self.runner = AgentRunner(
             self.agent, self.nc, node_id=self.node_id, subjects=self.subjects,
             services=self.services, max_payload=self.max_payload,
-            pending_msgs_limit=self.pending_msgs_limit)
+            pending_msgs_limit=self.pending_msgs_limit, quota=self.quota)
         await self.runner.run(ready)
 
     def stop(self) -> None:
@@ -79,7 +85,10 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
     specs: list[ChildSpec] = []
     seen: set[str] = set()
     subjects = Subjects(config.node.subject_prefix)
+    sup = config.supervisor
     for index, section in enumerate(config.agents):
+        limits = section.limits
+        quota = limits.quota(config.agent_limits)
         cls = import_agent_class(section.cls, f"agents.{index}.class")
         kwargs = dict(section.kwargs)
         if section.capabilities:
@@ -95,11 +104,20 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
             seen.add(agent_id)
 
             def factory(cls: type[Agent] = cls, agent_id: str = agent_id,
-                        kwargs: dict[str, Any] = kwargs) -> AgentChild:
+                        kwargs: dict[str, Any] = kwargs,
+                        quota: AgentQuota = quota) -> AgentChild:
                 return AgentChild(cls(agent_id, **kwargs), nc, config.node.id, subjects,
                                   services, config.node.max_payload,
-                                  config.nats.pending_msgs_limit)
+                                  config.nats.pending_msgs_limit, quota)
 
-            specs.append(ChildSpec(agent_id, factory, section.restart,
-                                   shutdown_timeout=config.node.shutdown_timeout))
+            specs.append(ChildSpec(
+                agent_id, factory, section.restart,
+                shutdown_timeout=config.node.shutdown_timeout,
+                max_restarts=_or(limits.max_restarts, sup.max_restarts),
+                period=_or(limits.period, sup.period),
+                on_exhausted=limits.on_exhausted or sup.on_exhausted))
     return specs
+
+
+def _or(own: _T | None, default: _T) -> _T:
+    return default if own is None else own

@@ -1,9 +1,14 @@
-"""An OTP-style supervisor in asyncio: strategies, restart types, intensity, backoff.
+"""An OTP-style supervisor in asyncio: strategies, restart types, restart budgets, backoff.
 
 Every child runs as a task the supervisor owns. A child counts as started only after it
-calls ``ready()`` (for agents: once their subscriptions are live). A supervisor is itself a
-child, so trees nest; when its restart intensity is exceeded it stops its children and
-raises ``SupervisorGaveUp`` to its parent (the node, at the root).
+calls ``ready()`` (for agents: once their subscriptions are live). Each child has its own
+restart budget (``max_restarts`` in ``period`` seconds, its spec's or the supervisor's), so
+input that keeps crashing one agent uses up that agent's budget only. When a budget is
+used up, ``on_exhausted`` decides: ``stop_agent`` (the default) gives that child up (it is
+stopped, reported through ``hooks.gave_up``, counted in ``ba_agent_gave_up_total`` and
+listed in ``failed``) while its siblings run on; ``stop_node`` stops every child and
+raises ``SupervisorGaveUp`` to the parent (the node, at the root), as OTP does. A
+supervisor is itself a child, so trees nest.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prometheus_client import Counter
+
 from broker_agents.core.errors import CodedError, ErrorCode
 from broker_agents.core.supervision import (
     Backoff,
+    OnExhausted,
     RestartIntensity,
     RestartType,
     Strategy,
@@ -24,6 +32,9 @@ from broker_agents.core.supervision import (
     should_restart,
 )
 from broker_agents.logging import get_logger
+
+GAVE_UP = Counter("ba_agent_gave_up_total",
+                  "Agents (children) given up after using up their restart budget", ["agent"])
 
 
 class Child(Protocol):
@@ -39,10 +50,13 @@ class ChildSpec:
     restart: RestartType = RestartType.PERMANENT
     shutdown_timeout: float = 5.0
     start_timeout: float = 10.0
+    max_restarts: int | None = None  # this child's restart budget (None: the supervisor's)
+    period: float | None = None
+    on_exhausted: OnExhausted | None = None
 
 
 class SupervisorGaveUp(CodedError):
-    """Restart intensity exceeded: escalate to the parent."""
+    """A child used up its restart budget under ``stop_node``: escalate to the parent."""
 
     CODE = ErrorCode.RESTART_LIMIT
 
@@ -65,6 +79,9 @@ class SupervisorHooks:
     async def stopping(self, child_id: str) -> None:
         """The supervisor is about to stop a child."""
 
+    async def gave_up(self, child_id: str, error: BaseException | None) -> None:
+        """A child used up its restart budget and will not run again (``stop_agent``)."""
+
 
 @dataclass
 class _Running:
@@ -83,12 +100,15 @@ class Supervisor:
     backoff: Backoff = field(default_factory=Backoff)
     hooks: SupervisorHooks = field(default_factory=SupervisorHooks)
     clock: Callable[[], float] = time.monotonic
+    on_exhausted: OnExhausted = OnExhausted.STOP_AGENT
 
     def __post_init__(self) -> None:
-        self._intensity = RestartIntensity(self.max_restarts, self.period)
+        self._budgets = {spec.id: self._budget_of(spec) for spec in self.specs}
         self._running: dict[str, _Running] = {}
         self._stop = asyncio.Event()
         self._restarts: dict[str, int] = {}
+        self.failed: dict[str, str] = {}
+        """Children given up, with why (the node's readiness lists them)."""
         self.log = get_logger(supervisor=self.name)
 
     # -- public ----------------------------------------------------------------------
@@ -129,7 +149,9 @@ class Supervisor:
                 if self._stop.is_set():
                     return
                 for task, cid in tasks.items():
-                    if task.done() and cid in self._running:
+                    entry = self._running.get(cid)
+                    # not a task a restart (one_for_all, rest_for_one) already replaced
+                    if task.done() and entry is not None and entry.task is task:
                         await self._child_exited(cid, task)
         finally:
             stop_waiter.cancel()
@@ -139,45 +161,78 @@ class Supervisor:
         error = None if task.cancelled() else task.exception()
         spec = self._spec(cid)
         restart = should_restart(spec.restart, abnormal=error is not None)
+        exhausted = restart and not self._budgets[cid].allows(self.clock())
         self.log.warning("child exited", child=cid, error=repr(error) if error else None,
-                         restarting=restart)
-        await self.hooks.exited(cid, error, restart)
+                         restarting=restart and not exhausted)
+        await self.hooks.exited(cid, error, restart and not exhausted)
+        if exhausted:
+            await self._exhausted(cid, error)
+            return
         if not restart:
             if spec.restart is RestartType.TEMPORARY or error is None:
-                self.specs = [s for s in self.specs if s.id != cid]
+                self._forget(cid)
             return
         affected = affected_children(self.strategy, self.order, cid)
         await self._stop_children([c for c in affected if c in self._running])
-        await self._start_with_retries(affected, first_is_restart=True)
+        await self._start_with_retries(affected, cause=cid)
 
-    async def _start_with_retries(self, ids: list[str], first_is_restart: bool = False) -> None:
-        """Start children in order; a failed start is a crash and is retried in order."""
+    async def _start_with_retries(self, ids: list[str], cause: str | None = None) -> None:
+        """Start children in order; a failed start is a crash and is retried in order.
+
+        ``cause``: the child whose crash makes this a restart (its budget pays for the
+        first attempt); each retry after a failed start is paid by the child that failed.
+        """
         pending = list(ids)
-        restarting = first_is_restart
+        payer = cause
+        last_error: BaseException | None = None
         while pending:
-            if restarting:
-                self._give_up_if_too_intense(pending[0])
-                delay = self.backoff.delay(self._intensity.recent)
+            if payer is not None:
+                budget = self._budgets[payer]
+                if not budget.record(self.clock()):
+                    await self._exhausted(payer, last_error)
+                    pending = [c for c in pending if c != payer]
+                    payer = None
+                    continue
+                delay = self.backoff.delay(budget.recent)
                 if delay:
                     await asyncio.sleep(delay)  # deliberate restart backoff, not a sync wait
             try:
                 for cid in list(pending):
-                    await self._start_child(cid, restarting)
+                    await self._start_child(cid, cid == payer or cause is not None)
                     pending.remove(cid)
-                restarting = True
             except ChildStartError as exc:
-                self.log.warning("child failed to start", child=pending[0], error=str(exc))
-                restarting = True
-                if self._spec(pending[0]).restart is RestartType.TEMPORARY:
-                    self.specs = [s for s in self.specs if s.id != pending[0]]
+                failed, last_error = pending[0], exc
+                self.log.warning("child failed to start", child=failed, error=str(exc))
+                payer = failed
+                if self._spec(failed).restart is RestartType.TEMPORARY:
+                    self._forget(failed)
                     pending.pop(0)
+                    payer = None  # never restarted; the others did not fail
 
-    def _give_up_if_too_intense(self, cid: str) -> None:
-        if not self._intensity.record(self.clock()):
-            msg = (f"supervisor {self.name} gave up: more than {self.max_restarts} restarts "
-                   f"in {self.period}s (last: {cid})")
-            self.log.error("restart intensity exceeded", child=cid)
-            raise SupervisorGaveUp(msg)
+    async def _exhausted(self, cid: str, error: BaseException | None) -> None:
+        """``cid`` used up its restart budget: give it up, or escalate under stop_node."""
+        spec = self._spec(cid)
+        budget = self._budgets[cid]
+        why = (f"{cid} used up its restart budget: more than {budget.max_restarts} "
+               f"restarts in {budget.period}s")
+        if (spec.on_exhausted or self.on_exhausted) is OnExhausted.STOP_NODE:
+            self.log.error("restart budget used up; escalating (on_exhausted = stop_node)",
+                           child=cid)
+            raise SupervisorGaveUp(f"supervisor {self.name} gave up: {why}")
+        self.log.error("restart budget used up; child given up, its siblings run on",
+                       child=cid, error=repr(error) if error else None)
+        self._forget(cid)
+        self.failed[cid] = why
+        GAVE_UP.labels(cid).inc()
+        await self.hooks.gave_up(cid, error)
+
+    def _forget(self, cid: str) -> None:
+        self.specs = [s for s in self.specs if s.id != cid]
+
+    def _budget_of(self, spec: ChildSpec) -> RestartIntensity:
+        return RestartIntensity(
+            self.max_restarts if spec.max_restarts is None else spec.max_restarts,
+            self.period if spec.period is None else spec.period)
 
     async def _start_child(self, cid: str, is_restart: bool) -> None:
         spec = self._spec(cid)

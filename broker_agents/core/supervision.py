@@ -22,6 +22,13 @@ class Strategy(StrEnum):
     REST_FOR_ONE = "rest_for_one"  # restart the child and those started after it
 
 
+class OnExhausted(StrEnum):
+    """What a supervisor does when one child has used up its restart budget."""
+
+    STOP_AGENT = "stop_agent"  # give that child up; its siblings (and the node) run on
+    STOP_NODE = "stop_node"  # stop every child and escalate (OTP's intensity rule)
+
+
 def should_restart(restart: RestartType, abnormal: bool) -> bool:
     if restart is RestartType.PERMANENT:
         return True
@@ -50,6 +57,11 @@ class RestartIntensity:
     max_restarts: int
     period: float
     _times: deque[float] = field(default_factory=deque)
+
+    def allows(self, now: float) -> bool:
+        """Whether one more restart at ``now`` would stay within the budget (records
+        nothing)."""
+        return sum(1 for t in self._times if now - t <= self.period) < self.max_restarts
 
     def record(self, now: float) -> bool:
         """Record a restart at ``now``; False when the intensity is exceeded."""

@@ -14,7 +14,9 @@ from node.bench.harness import ask, running_cluster
 
 BENCH_AGENTS: list[list[dict[str, Any]]] = [
     [{"class": "node.bench.agents:BenchDriverAgent", "id": "bench-driver"}],
-    [{"class": "node.bench.agents:BenchTargetAgent", "id": "bench-target"}],
+    # a benchmark floods on purpose: the target's quota is off (0), as an operator would
+    [{"class": "node.bench.agents:BenchTargetAgent", "id": "bench-target",
+      "limits": {"rate": 0, "max_pending_msgs": 0, "max_pending_bytes": 0}}],
 ]
 
 

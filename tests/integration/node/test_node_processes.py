@@ -113,9 +113,12 @@ async def test_sigterm_stops_every_node_with_exit_code_zero(tmp_path: Path) -> N
 
 
 async def test_node_exits_nonzero_when_root_supervisor_gives_up(tmp_path: Path) -> None:
+    """Only when configured (on_exhausted = stop_node): by default only the agent stops
+    (tests/security/test_restart_budget.py)."""
     agents = [[{"class": "broker_agents.samples:WorkerAgent", "id": "fragile"}]]
     c = LocalCluster(tmp_path, nodes=1, agents=agents,
-                     extra_env={"BA_SUPERVISOR__MAX_RESTARTS": "0"})
+                     extra_env={"BA_SUPERVISOR__MAX_RESTARTS": "0",
+                                "BA_SUPERVISOR__ON_EXHAUSTED": "stop_node"})
     await c.start()
     nc = await c.client()
     await nats_request(nc, S.agent("fragile"), codec.encode(envelope(Crash())), timeout=5)

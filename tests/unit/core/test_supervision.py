@@ -55,3 +55,13 @@ def test_backoff_grows_exponentially_and_is_capped(n: int) -> None:
     backoff = Backoff(initial=0.01, maximum=1.0)
     assert 0.0 <= backoff.delay(n) <= 1.0
     assert backoff.delay(n + 1) >= backoff.delay(n)
+
+
+@given(st.lists(st.floats(0, 100, allow_nan=False), max_size=40), st.integers(0, 6))
+def test_allows_predicts_what_record_decides(gaps: list[float], limit: int) -> None:
+    intensity = RestartIntensity(max_restarts=limit, period=10.0)
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        predicted = intensity.allows(now)
+        assert intensity.record(now) == predicted

@@ -1,4 +1,4 @@
-"""The supervisor against fake children: strategies, restart types, intensity, order."""
+"""The supervisor against fake children: strategies, restart types, restart budgets, order."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from broker_agents.core.supervision import Backoff, RestartType, Strategy
-from node.supervisor import ChildSpec, Supervisor, SupervisorGaveUp, SupervisorHooks
+from broker_agents.core.supervision import Backoff, OnExhausted, RestartType, Strategy
+from node.supervisor import GAVE_UP, ChildSpec, Supervisor, SupervisorGaveUp, SupervisorHooks
 
 
 @dataclass
@@ -76,6 +76,9 @@ class JournalHooks(SupervisorHooks):
 
     async def exited(self, child_id: str, error: BaseException | None, restarting: bool) -> None:
         self.journal.add("exited", child_id)
+
+    async def gave_up(self, child_id: str, error: BaseException | None) -> None:
+        self.journal.add("gave_up", child_id)
 
 
 def make(journal: Journal, ids: list[str], restart: RestartType = RestartType.PERMANENT,
@@ -172,7 +175,7 @@ async def test_permanent_child_is_restarted_even_after_a_normal_exit() -> None:
     await task
 
 
-async def test_exceeding_restart_intensity_stops_children_and_escalates() -> None:
+async def test_under_stop_node_a_used_up_budget_stops_children_and_escalates() -> None:
     journal = Journal()
     exits: list[tuple[str, bool]] = []
 
@@ -181,7 +184,8 @@ async def test_exceeding_restart_intensity_stops_children_and_escalates() -> Non
                          restarting: bool) -> None:
             exits.append((child_id, restarting))
 
-    sup = make(journal, ["a", "b"], max_restarts=2, period=60.0, hooks=Hooks(journal))
+    sup = make(journal, ["a", "b"], max_restarts=2, period=60.0, hooks=Hooks(journal),
+               on_exhausted=OnExhausted.STOP_NODE)
     task = await started(sup)
     for n in (1, 2):
         journal.live["b"].crash()
@@ -194,10 +198,11 @@ async def test_exceeding_restart_intensity_stops_children_and_escalates() -> Non
     assert len(exits) == 3
 
 
-async def test_a_child_that_never_starts_exhausts_intensity_at_startup() -> None:
+async def test_under_stop_node_a_child_that_never_starts_fails_the_startup() -> None:
     journal = Journal()
     spec = ChildSpec("bad", lambda: FakeChild("bad", journal, fail_start=True))
-    sup = Supervisor("test", [spec], max_restarts=3, period=60.0, backoff=Backoff(0.0))
+    sup = Supervisor("test", [spec], max_restarts=3, period=60.0, backoff=Backoff(0.0),
+                     on_exhausted=OnExhausted.STOP_NODE)
     with pytest.raises(SupervisorGaveUp):
         async with asyncio.timeout(5):
             await sup.run(lambda: None)
@@ -208,7 +213,8 @@ async def test_nested_supervisor_escalation_is_a_crash_of_the_parent_child() -> 
     inner_sups: list[Supervisor] = []
 
     def inner() -> Supervisor:
-        sup = make(journal, ["leaf"], max_restarts=0, period=60.0)
+        sup = make(journal, ["leaf"], max_restarts=0, period=60.0,
+                   on_exhausted=OnExhausted.STOP_NODE)
         inner_sups.append(sup)
         return sup
 
@@ -219,4 +225,86 @@ async def test_nested_supervisor_escalation_is_a_crash_of_the_parent_child() -> 
     await journal.until(lambda: journal.count("supervised", "inner") == 2)
     assert len(inner_sups) == 2 and parent.restarts("inner") == 1
     parent.stop()
+    await task
+
+
+def gave_up_count(cid: str) -> float:
+    return GAVE_UP.labels(cid)._value.get()
+
+
+async def test_a_used_up_budget_gives_up_that_child_only_by_default() -> None:
+    journal = Journal()
+    sup = make(journal, ["a", "bad", "c"], max_restarts=2, period=60.0)
+    before = gave_up_count("bad")
+    task = await started(sup)
+    for n in (1, 2):
+        journal.live["bad"].crash()
+        await journal.until(lambda n=n: journal.count("supervised", "bad") == n + 1)
+    journal.live["bad"].crash()
+    await journal.until(lambda: journal.count("gave_up", "bad") == 1)
+    assert sup.running() == ["a", "c"] and "bad" not in sup.order
+    assert "more than 2 restarts" in sup.failed["bad"]
+    assert gave_up_count("bad") == before + 1
+    assert not task.done()
+    journal.live["c"].crash()  # the others keep their own budgets
+    await journal.until(lambda: journal.count("supervised", "c") == 2)
+    sup.stop()
+    await task
+    assert journal.count("start", "a") == 1
+
+
+async def test_budgets_are_per_child_not_shared() -> None:
+    journal = Journal()
+    sup = make(journal, ["a", "b"], max_restarts=2, period=60.0,
+               on_exhausted=OnExhausted.STOP_NODE)
+    task = await started(sup)
+    for n in (1, 2):  # four restarts in all, two each: within every child's budget
+        for cid in ("a", "b"):
+            journal.live[cid].crash()
+            await journal.until(lambda n=n, cid=cid: journal.count("supervised", cid) == n + 1)
+    assert not task.done() and sup.failed == {}
+    sup.stop()
+    await task
+
+
+async def test_a_spec_may_escalate_where_the_supervisor_would_not() -> None:
+    journal = Journal()
+    specs = [ChildSpec("calm", lambda: FakeChild("calm", journal)),
+             ChildSpec("vital", lambda: FakeChild("vital", journal), max_restarts=0,
+                       on_exhausted=OnExhausted.STOP_NODE)]
+    sup = Supervisor("test", specs, max_restarts=5, period=60.0, backoff=Backoff(0.0),
+                     hooks=JournalHooks(journal))
+    task = await started(sup)
+    journal.live["vital"].crash()
+    with pytest.raises(SupervisorGaveUp, match="vital"):
+        async with asyncio.timeout(5):
+            await task
+    assert journal.live == {}
+
+
+async def test_a_child_that_never_starts_is_given_up_and_the_others_start() -> None:
+    journal = Journal()
+    specs = [ChildSpec("bad", lambda: FakeChild("bad", journal, fail_start=True)),
+             ChildSpec("good", lambda: FakeChild("good", journal))]
+    sup = Supervisor("test", specs, max_restarts=3, period=60.0, backoff=Backoff(0.0),
+                     hooks=JournalHooks(journal))
+    task = await started(sup)
+    assert sup.running() == ["good"] and journal.count("gave_up", "bad") == 1
+    assert "bad" in sup.failed
+    sup.stop()
+    await task
+
+
+async def test_one_for_all_gives_up_the_crashing_child_without_restarting_the_rest() -> None:
+    journal = Journal()
+    sup = make(journal, ["a", "b", "c"], strategy=Strategy.ONE_FOR_ALL, max_restarts=1,
+               period=60.0)
+    task = await started(sup)
+    journal.live["b"].crash()
+    await journal.until(lambda: all(journal.count("supervised", c) == 2 for c in "abc"))
+    journal.live["b"].crash()
+    await journal.until(lambda: journal.count("gave_up", "b") == 1)
+    assert sup.running() == ["a", "c"]
+    assert journal.count("start", "a") == 2 and journal.count("start", "c") == 2
+    sup.stop()
     await task
