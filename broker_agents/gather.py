@@ -14,8 +14,9 @@ auction's call for bids persists early answers while late ones are on the way).
 Who answered: only nodes may publish into a node's inbox (``node/auth/roles.py``; a
 client may answer only a message delivered to it, and none is), and a node speaks for the
 agents it hosts, so an answer landing here is its agent's word by permissions alone. An
-answer that carries a signature must still be signed for the agent asked (anything else is
-that participant's ``unauthorized`` error). A call made with ``signed=True`` also requires
+answer that carries a signature must still be signed for the agent asked; anything else is
+refused without taking the participant's place (``Call.refused``: its ``unauthorized``
+outcome only if its own answer never comes). A call made with ``signed=True`` also requires
 the signature, and keeps each answer as ``SignedAct`` evidence (``Call.evidence``): for
 acts someone must be able to verify later, such as a winner's award acknowledgement.
 """
@@ -81,7 +82,8 @@ class Call:
     An absent agent (no responders) is an answer too, an ``unavailable`` error.
     """
 
-    __slots__ = ("_everyone", "_taken", "answers", "evidence", "ids", "results", "signed")
+    __slots__ = ("_everyone", "_taken", "answers", "evidence", "ids", "refused", "results",
+                 "signed")
 
     def __init__(self, ids: Sequence[str], everyone: asyncio.Future[None],
                  signed: bool = False) -> None:
@@ -90,6 +92,10 @@ class Call:
         # A signed call keeps each accepted answer as it was signed (agent id -> act), so
         # that the caller can store it as evidence of what the agent agreed to.
         self.evidence: dict[str, SignedAct] = {}
+        # Answers refused as not the participant's own act: they do not take its place (a
+        # forger racing the honest answer must not win), and count only if nothing else
+        # arrives.
+        self.refused: dict[int, BrokerError] = {}
         self.results: dict[int, Outcome] = {}
         self.answers: list[tuple[str, Outcome]] = []
         self._taken = 0
@@ -109,6 +115,18 @@ class Call:
         self.answers.append((self.ids[index], outcome))
         if self.everyone_answered and not self._everyone.done():
             self._everyone.set_result(None)
+
+    def refuse(self, index: int, refusal: BrokerError) -> None:
+        """Note an answer refused as not the participant's act (see ``refused``)."""
+        if index not in self.results and index < len(self.ids):
+            self.refused.setdefault(index, refusal)
+
+    def outcome(self, index: int, late: BrokerError) -> Outcome:
+        """The participant's answer; else why its answer was refused; else ``late``."""
+        got = self.results.get(index)
+        if got is not None:
+            return got
+        return self.refused.get(index, late)
 
     async def wait(self, timeout: float) -> bool:
         """Wait until everyone answered or ``timeout`` seconds passed; whether all did."""
@@ -149,7 +167,7 @@ class Gatherer:
             target = call.ids[int(index)]
             refusal = self._refusal(target, msg)
             if refusal is not None:
-                call.arrive(int(index), refusal)
+                call.refuse(int(index), refusal)
                 return
             if signed and int(index) not in call.results:
                 call.evidence[target] = SignedAct.of(msg.subject, msg.data, msg.headers)
@@ -190,7 +208,7 @@ class Gatherer:
         async with self.call(subjects, agent_ids, data, signed=signed) as call:
             await call.wait(timeout)
         late = BrokerError(ErrorCode.TIMEOUT, f"no answer within {timeout:g}s")
-        return {a: call.results.get(i, late) for i, a in enumerate(agent_ids)}
+        return {a: call.outcome(i, late) for i, a in enumerate(agent_ids)}
 
 
 _gatherers: weakref.WeakKeyDictionary[NATS, tuple[Gatherer, asyncio.Task[None]]] = (

@@ -5,11 +5,13 @@ Config kwargs: ``BidderSettings``.
 Each bid's message id is derived from (auction, round, bidder, bundle), so an answer
 repeated after a takeover is recognised as a duplicate by the auctioneer.
 
-Its bid answers and award answers are its acts (``signed=True``: signed as this agent by
-its node). It remembers its own bids of the last ``remember_auctions`` auctions and
-acknowledges only an award of one of them, naming its own bids, at no more than it bid
-(``core.auction.acts.ack_refusal``); any other award is declined with the reason. The
-acknowledgement names the total it agrees to pay: settlement's evidence.
+Its bid answers and award answers are its acts. Both land in the auctioneer's inbox, where
+only nodes may publish (its node speaks for it, ``broker_agents.gather``); the award answer
+is also signed as this agent by its node (``signed=True``), because settlement keeps it as
+evidence of what the winner agreed to pay. It remembers its own bids of the last
+``remember_auctions`` auctions and acknowledges only an award of one of them, naming its
+own bids, at no more than it bid (``core.auction.acts.ack_refusal``); any other award is
+declined with the reason. The acknowledgement names the total it agrees to pay.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ class BidderAgent(Agent):
             while len(mine) > self.remember_bids:
                 del mine[next(iter(mine))]
 
-    @handler(Announce, signed=True)
+    @handler(Announce)
     async def on_announce(self, call: Announce) -> BidAnswer:
         self.calls += 1
         if self.delay:

@@ -13,10 +13,11 @@ thinking, so an auctioneer that takes over keeps both the bids and who already a
 Bids may also be pushed by anyone to ``<p>.auction.<id>.bid`` (``BidReceived``; judged and
 persisted one at a time, answered with the accept/reject record).
 
-Every bid is an act of its bidder (``broker_agents.identity``): answers to calls for bids
-are gathered ``signed=True`` (an answer not signed as the agent asked is that agent's
-``unauthorized`` outcome, its bids dropped and counted), and a pushed bid's bidder must be
-its signer (``bound_bid``). The reply to a pushed bid in a sealed auction does not say how
+Every bid is an act of its bidder (``broker_agents.identity``): an answer to a call for
+bids lands in this node's inbox, where only nodes may publish, and names the target's own
+bids only (an answer signed for anyone else is refused and counted by the gatherer, and
+does not take the bidder's place); a pushed bid's bidder must be its signer
+(``bound_bid``). The reply to a pushed bid in a sealed auction does not say how
 many bids came before it (``acts.bid_receipt``). A winner that declines its award or
 ignores it abandoned the task: ``abandoned`` records the seller's ``abandoned_task``
 violation against it in reputation (once per auction).
@@ -201,8 +202,7 @@ class AuctionDriver:
         started = time.perf_counter()
         took: float | None = None
         try:
-            async with gatherer.call(self.host.subjects, call.targets, data,
-                                     signed=True) as pending:
+            async with gatherer.call(self.host.subjects, call.targets, data) as pending:
                 while took is None:
                     await pending.wait(min(deadline - loop.time(), self.flush_s))
                     arrived = pending.take()
