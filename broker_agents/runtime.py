@@ -319,7 +319,7 @@ class AgentRunner:
         try:
             await self.nc.publish(reply, data, headers=headers)
         except Exception as exc:  # connection gone: the caller will ask again
-            self.log.warning("cached reply not sent", error=repr(exc))
+            self._log_once.warning("resend", "cached reply not sent", error=repr(exc))
             return
         self._reply_count.inc()
 

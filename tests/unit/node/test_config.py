@@ -143,3 +143,51 @@ def test_coord_agent_kwargs_are_checked_at_start_naming_the_field() -> None:
         agents = [{"class": "broker_agents.samples:EchoAgent"}, bad]
         with pytest.raises(ConfigError, match=rf"agents\.1\.kwargs\.{field}\b"):
             build_specs(load_config(None, agents=agents), None, {})  # type: ignore[arg-type]
+
+
+def test_each_agent_gets_the_node_quota_and_budget_unless_its_limits_say_otherwise(
+        tmp_path: Path) -> None:
+    from broker_agents.core.supervision import OnExhausted
+    from broker_agents.quota import AgentQuota
+    from node.hosting import build_specs
+
+    path = tmp_path / "limits.toml"
+    path.write_text(
+        "[supervisor]\nmax_restarts = 4\nperiod = 30.0\n"
+        "[agent_limits]\nrate = 500\nburst = 50\n"
+        "[[agents]]\nclass = \"broker_agents.samples:EchoAgent\"\nid = \"plain\"\n"
+        "[[agents]]\nclass = \"broker_agents.samples:EchoAgent\"\nid = \"exposed\"\n"
+        "[agents.limits]\nrate = 10\nmax_pending_msgs = 0\nmax_restarts = 1\n"
+        "on_exhausted = \"stop_node\"\n")
+    cfg = load_config(path)
+    plain, exposed = build_specs(cfg, None, {})  # type: ignore[arg-type]
+    assert (plain.max_restarts, plain.period, plain.on_exhausted) == (
+        4, 30.0, OnExhausted.STOP_AGENT)
+    assert (exposed.max_restarts, exposed.period, exposed.on_exhausted) == (
+        1, 30.0, OnExhausted.STOP_NODE)
+    assert plain.factory().quota == AgentQuota(rate=500, burst=50)  # type: ignore[attr-defined]
+    assert exposed.factory().quota == AgentQuota(  # type: ignore[attr-defined]
+        rate=10, burst=50, max_pending_msgs=0)
+
+
+def test_defaults_are_safe() -> None:
+    from broker_agents.core.supervision import OnExhausted
+
+    cfg = load_config(None)
+    assert cfg.supervisor.on_exhausted is OnExhausted.STOP_AGENT  # one agent, not the node
+    limits = cfg.agent_limits
+    assert limits.rate > 0 and limits.max_pending_msgs > 0 and limits.max_pending_bytes > 0
+
+
+def test_bad_limits_name_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        "[agent_limits]\nburst = 0\n[supervisor]\non_exhausted = \"panic\"\n"
+        "[[agents]]\nclass = \"broker_agents.samples:EchoAgent\"\n"
+        "[agents.limits]\nrate = -1\nmax_restart = 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    for field in ("agent_limits.burst", "supervisor.on_exhausted", "agents.0.limits.rate",
+                  "agents.0.limits.max_restart"):
+        assert field in text
