@@ -46,9 +46,11 @@ Outcome = dict[str, Any] | BrokerError
 NO_RESPONDERS = "503"
 
 
-async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float) -> Outcome:
+async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float, *,
+                  signed: bool = False) -> Outcome:
+    """One request's outcome; ``signed``: the request is an act of ``nc``'s user."""
     try:
-        reply = await nats_request(nc, subject, data, timeout=timeout)
+        reply = await nats_request(nc, subject, data, timeout=timeout, signed=signed)
     except nats.errors.NoRespondersError:
         return BrokerError(ErrorCode.UNAVAILABLE, "no agent is listening", {"subject": subject})
     except nats.errors.TimeoutError:

@@ -25,12 +25,11 @@ import contextlib
 import os
 from typing import Any
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from broker_agents import codec, identity, transport
+from broker_agents import codec, identity
 from broker_agents.coord.metrics import COORD_REFUSED
 from broker_agents.coord.wire import PbftHello, PbftKeyInfo, PbftSetup
 from broker_agents.core.coord import bounds as coord_bounds
@@ -45,7 +44,7 @@ from broker_agents.core.pbft.messages import Reply, parse_message
 from broker_agents.core.pbft.signing import NkeysSigner, NkeysVerifier, new_user_seed
 from broker_agents.discovery import Discovery
 from broker_agents.gather import Outcome as Answer
-from broker_agents.gather import ask_all, parse_answer
+from broker_agents.gather import ask_all, ask_one, parse_answer
 from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 
@@ -212,21 +211,7 @@ class PbftDriver:
         return dict(zip(replicas, answers, strict=True))
 
     async def _ask_signed(self, replica: str, data: bytes, timeout: float) -> Answer:
-        try:
-            reply = await transport.request(self.nc, self.subjects.agent(replica), data,
-                                            timeout, signed=True)
-            payload = codec.decode(reply.data, reply.headers)
-        except nats.errors.NoRespondersError:
-            return BrokerError(ErrorCode.UNAVAILABLE, "no agent is listening")
-        except nats.errors.TimeoutError:
-            return BrokerError(ErrorCode.TIMEOUT, f"no answer within {timeout:g}s")
-        except BrokerError as exc:
-            return exc
-        err = BrokerError.from_payload(payload)
-        if err is not None:
-            return err
-        return payload if isinstance(payload, dict) else BrokerError(
-            ErrorCode.MALFORMED, "answer is not an object")
+        return await ask_one(self.nc, self.subjects.agent(replica), data, timeout, signed=True)
 
     def _learn(self, acks: dict[str, Any]) -> dict[str, str]:
         """Forget keys a replica says are stale (secured: ask it again next time; a key
