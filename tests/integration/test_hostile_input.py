@@ -91,7 +91,9 @@ class NodeThread:
 
     async def _ask(self, subject: str, data: bytes, headers: dict[str, str] | None
                    ) -> bytes:
-        reply = await nats_request(self.nc, subject, data, timeout=10, headers=headers)
+        # Signed, as any client's requests are: what is hostile here is the payload.
+        reply = await nats_request(self.nc, subject, data, timeout=10, headers=headers,
+                                   signed=True)
         return bytes(reply.data)
 
     def ask(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> bytes:
