@@ -16,13 +16,15 @@ from broker_agents import codec, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.logging import get_logger
 from broker_agents.metrics import REPLIES_REFUSED
+from broker_agents.ratelog import RateLimitedLog
 
 # nats-py's default until the server's INFO says otherwise (the server's default too).
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # How much of an error's message is kept when its details cannot be encoded.
 _ERROR_ROOM = 512
 
-log = get_logger(component="reply")
+# A closed connection fails every reply in flight: one line per component and window.
+log = RateLimitedLog(get_logger(component="reply"))
 
 
 def encode_reply(payload: Any, as_json: bool, max_payload: int
@@ -65,12 +67,14 @@ async def respond(nc: Any, subject: str | None, payload: Any, as_json: bool, *,
     data, refused = encode_reply(payload, as_json, max_payload_of(nc))
     if refused is not None:
         REPLIES_REFUSED.labels(component, refused.value).inc()
-        log.warning("reply replaced by an error", component=component, reason=refused.value)
+        log.warning((component, refused.value), "reply replaced by an error",
+                    component=component, reason=refused.value)
     headers = identity.act_headers(nc, subject, data, signed_as) if signed_as else None
     try:
         await nc.publish(subject, data, headers=headers)
     except Exception as exc:  # closed or draining connection: nobody to tell but the log
         REPLIES_REFUSED.labels(component, "publish_failed").inc()
-        log.warning("reply not sent", component=component, error=repr(exc))
+        log.warning((component, "publish_failed"), "reply not sent", component=component,
+                    error=repr(exc))
         return None
     return data

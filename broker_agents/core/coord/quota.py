@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker_agents.core.quota import TokenBucket
+
 INFLIGHT = "requester_inflight"
 RATE = "requester_rate"
 
@@ -47,8 +49,7 @@ class Refusal:
 
 @dataclass(slots=True)
 class _Bucket:
-    tokens: float
-    updated_s: float
+    rate: TokenBucket
     inflight: int = 0
 
 
@@ -70,19 +71,15 @@ class Quotas:
         key = (requester, protocol)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(quota.burst), now_s)
+            bucket = self._buckets[key] = _Bucket(TokenBucket(quota.rate_per_s, quota.burst))
             self._forget_idle(keep=key)
         else:
             self._buckets.move_to_end(key)
-        elapsed = max(0.0, now_s - bucket.updated_s)
-        bucket.tokens = min(float(quota.burst), bucket.tokens + elapsed * quota.rate_per_s)
-        bucket.updated_s = max(bucket.updated_s, now_s)
         if bucket.inflight >= quota.inflight:
             return Refusal(INFLIGHT, quota.inflight, 0)
-        if bucket.tokens < 1.0:
-            wait_s = (1.0 - bucket.tokens) / quota.rate_per_s
-            return Refusal(RATE, quota.rate_per_s, max(1, int(wait_s * 1000 + 0.999)))
-        bucket.tokens -= 1.0
+        wait_ms = bucket.rate.take(now_s)
+        if wait_ms:
+            return Refusal(RATE, quota.rate_per_s, wait_ms)
         bucket.inflight += 1
         return None
 
