@@ -1,12 +1,15 @@
 """Who asks the coordinator, and whether they may: authentication, quotas, bounds.
 
-Every ``<p>.coord.<protocol>`` request is an act: on a secured deployment it must be
-signed (``broker_agents.identity``), and its requester is the signer's identity (an
-admin or a node may speak for someone with ``Ba-For``); unsigned on an ``--insecure``
-one, everyone is ``anonymous``. Before it runs, a request takes a slot of its requester's
-quota for that protocol (``core.coord.quota``), so one client flooding barriers or votes
-exhausts only its own quota; the global ``max_inflight`` stays as a last resort. Its
-numbers are checked against the deployment's bounds (``core.coord.bounds``).
+A signed ``<p>.coord.<protocol>`` request (``broker_agents.identity``) is its signer's: an
+admin or a node may speak for someone with ``Ba-For``, and a mis-signed one is refused.
+An unsigned request (``nats req`` from any language) is ``anonymous``'s, and may carry no
+identity: a lock's holder or a role's candidate must be the signer (``bind``), so those
+are refused unsigned on a secured deployment. Before it runs, a request takes a slot of
+its requester's quota for that protocol (``core.coord.quota``), so one client flooding
+barriers or votes exhausts only its own quota (all unsigned requests share
+``anonymous``'s: signing is how a client gets a quota of its own); the global
+``max_inflight`` stays as a last resort. Its numbers are checked against the deployment's
+bounds (``core.coord.bounds``).
 
 Every refusal is a structured error (``unauthorized``, ``rate_limited`` with ``reason``
 and ``retry_after_ms``, ``validation_error`` naming the fields, ``unavailable`` when
@@ -32,7 +35,7 @@ from broker_agents.logging import get_logger
 from broker_agents.ratelog import RateLimitedLog
 
 ANONYMOUS = "anonymous"
-"""The requester of unsigned requests on an ``--insecure`` deployment."""
+"""The requester of every unsigned request (they share one quota)."""
 COMPONENT = "coord"
 
 _log = RateLimitedLog(get_logger(component=COMPONENT))
@@ -79,8 +82,7 @@ class Admission:
                 ErrorCode.UNAVAILABLE, "coordinator is busy, retry", {"inflight": inflight}))
         principal = identity.authenticate(self.nc, subject, data, headers,
                                           component=COMPONENT)
-        requester = identity.bind_act(self.nc, principal, None, "request",
-                                      component=COMPONENT) or ANONYMOUS
+        requester = principal.identity if principal is not None else ANONYMOUS
         refusal = self.quotas.admit(requester, protocol, time.monotonic())
         if refusal is not None:
             raise refuse(protocol, refusal.reason, BrokerError(

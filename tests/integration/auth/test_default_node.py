@@ -161,8 +161,8 @@ async def client(node: DefaultNode) -> AsyncIterator[NATS]:
     assert errors == []  # no permissions violation on the way
 
 
-async def ask(nc: NATS, subject: str, payload: Any) -> Any:
-    reply = await nats_request(nc, subject, codec.encode(payload), timeout=10)
+async def ask(nc: NATS, subject: str, payload: Any, *, signed: bool = False) -> Any:
+    reply = await nats_request(nc, subject, codec.encode(payload), timeout=10, signed=signed)
     got = codec.decode(reply.data, reply.headers)
     err = BrokerError.from_payload(got)
     assert err is None, err
@@ -179,8 +179,9 @@ async def test_a_client_votes_and_locks(client: NATS) -> None:
     got = await ask(client, S.coord("vote"), {"capability": "voter", "proposal": "ship?",
                                              "options": ["ship", "wait"]})
     assert got["decision"] == "ship"
-    lock = await ask(client, S.coord("lock"), {"name": "db", "holder": "me", "ttl_ms": 5000})
-    assert lock["granted"] is True
+    # A lock names its holder: a signed act, whose holder is the client's user.
+    lock = await ask(client, S.coord("lock"), {"name": "db", "ttl_ms": 5000}, signed=True)
+    assert (lock["granted"], lock["holder"]) == (True, "client")
 
 
 async def test_a_client_looks_up_the_registry_over_nats(client: NATS) -> None:
