@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from enum import StrEnum
 
-from broker_agents.core.budget import Account, can_debit
+from broker_agents.core.budget import Account, DebitRefusal, can_debit
 
 
 class AckRefusal(StrEnum):
@@ -66,8 +66,8 @@ def payment_refusal(account: Account | None, auction_id: str, payer: str, amount
                     secured: bool, signer: str | None, ack: object,
                     unverified: str | None = None, seller: str | None = None) -> str | None:
     """Why ``payer`` must not be debited ``amount`` for ``auction_id`` (and paid to
-    ``seller``) as a bounded label, or None: it may (or was paid already, by a settler
-    that checked the same).
+    ``seller``) as a bounded label, or None: it may (or was debited already, and its
+    evidence allows paying ``seller``).
 
     ``account``: the payer's, fresh; ``signer``: the verified signer of the stored
     acknowledgement (None: there is none); ``ack``: its decoded payload; ``unverified``:
@@ -76,11 +76,15 @@ def payment_refusal(account: Account | None, auction_id: str, payer: str, amount
     """
     if account is None:
         return NO_ACCOUNT
-    if account.fenced(auction_id) == "paid":
-        return None
-    refusal = can_debit(account, auction_id, amount)
-    if refusal is not None:
-        return str(refusal)
+    if not isinstance(amount, int | float) or not math.isfinite(amount) or amount < 0:
+        return str(DebitRefusal.INVALID_AMOUNT)
+    # Paid already (a settler resuming between the debit and the credits): the hold is
+    # gone, but the evidence is still checked, or a record naming another seller could
+    # have the payee credited money nobody paid it.
+    if account.fenced(auction_id) != "paid":
+        refusal = can_debit(account, auction_id, amount)
+        if refusal is not None:
+            return str(refusal)
     if not secured:
         return None
     if unverified is not None:
