@@ -28,18 +28,18 @@ AgentSpecs = list[list[dict[str, Any]]]
 @asynccontextmanager
 async def running_cluster(
     name: str, agents: AgentSpecs, *, services: dict[str, dict[str, Any]] | None = None,
-    tmp_dir: str | Path | None = None,
+    tmp_dir: str | Path | None = None, env: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[LocalCluster, NATS]]:
     """``len(agents)`` node processes on one embedded nats-server, and a client of it
     (``cluster.client(role)`` opens others: the raw baselines need a node's).
 
-    Node logs go to the (temporary) cluster directory at level warning; every process is
-    stopped on the way out, also when the benchmark fails.
+    Node logs go to the (temporary) cluster directory at level warning; ``env`` adds node
+    settings; every process is stopped on the way out, also when the benchmark fails.
     """
     with tempfile.TemporaryDirectory(prefix=f"ba-bench-{name}-", dir=tmp_dir) as tmp:
         cluster = LocalCluster(Path(tmp), nodes=len(agents), agents=agents,
                                services=services or {},
-                               extra_env={"BA_NODE__LOG_LEVEL": "warning"})
+                               extra_env={"BA_NODE__LOG_LEVEL": "warning", **(env or {})})
         await cluster.start()
         try:
             nc = await cluster.client()

@@ -20,8 +20,14 @@ BENCH_AGENTS: list[list[dict[str, Any]]] = [
 ]
 
 
+# The one-way flood outruns a Python subscriber for a while (raw publishing is about twice
+# as fast as an agent handles): its backlog must fit the subscription's buffer, or
+# nats-py drops the excess as a slow consumer and the count never completes.
+FLOOD_BUFFER = {"BA_NATS__PENDING_MSGS_LIMIT": "1000000"}
+
+
 async def run_messaging_bench(requests: int = 2000, messages: int = 100_000) -> dict[str, Any]:
-    async with running_cluster("messaging", BENCH_AGENTS) as (cluster, nc):
+    async with running_cluster("messaging", BENCH_AGENTS, env=FLOOD_BUFFER) as (cluster, nc):
         driver = Subjects(cluster.prefix).agent("bench-driver")
 
         async def run(msg: BaseModel) -> dict[str, Any]:
