@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-import structlog
 from prometheus_client import Counter
 
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
+from broker_agents.logging import get_logger
 from broker_agents.ratelog import RateLimitedLog
 
 UNDECODABLE: Final = "undecodable"
@@ -39,7 +39,7 @@ SKIPPED = Counter("ba_kv_records_skipped_total",
                   "Stored records a local mirror skipped as corrupt or foreign",
                   ["bucket", "reason"])
 
-_log = RateLimitedLog(structlog.get_logger())
+_log = RateLimitedLog(get_logger(component="kv"))
 
 
 class Unusable(RemoteProtocolError):
