@@ -3,13 +3,13 @@
 A signed ``<p>.coord.<protocol>`` request (``broker_agents.identity``) is its signer's: an
 admin or a node may speak for someone with ``Ba-For``, and a mis-signed one is refused.
 An unsigned request (``nats req`` from any language) is ``anonymous``'s, and may carry no
-identity: a lock's holder or a role's candidate must be the signer (``bind``), so those
-are refused unsigned on a secured deployment. Before it runs, a request takes a slot of
-its requester's quota for that protocol (``core.coord.quota``), so one client flooding
-barriers or votes exhausts only its own quota (all unsigned requests share
-``anonymous``'s: signing is how a client gets a quota of its own); the global
-``max_inflight`` stays as a last resort. Its numbers are checked against the deployment's
-bounds (``core.coord.bounds``).
+identity: a lock's holder, a role's candidate or a barrier's participant must be the
+signer (``bind``), so those are refused unsigned on a secured deployment. Before it
+runs, a request takes a slot of its requester's quota for that protocol
+(``core.coord.quota``), so one client flooding barriers or votes exhausts only its own
+quota (all unsigned requests share ``anonymous``'s: signing is how a client gets a quota
+of its own); the global ``max_inflight`` stays as a last resort. Its numbers are checked
+against the deployment's bounds (``core.coord.bounds``).
 
 Every refusal is a structured error (``unauthorized``, ``rate_limited`` with ``reason``
 and ``retry_after_ms``, ``validation_error`` naming the fields, ``unavailable`` when

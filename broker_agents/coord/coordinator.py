@@ -162,7 +162,8 @@ class CoordinatorAgent(Agent):
             "ensemble": lambda r, _: run_ensemble(self.env, r),
             "auto": lambda r, _: run_auto(self.env, r),
             "pbft": lambda r, _: self.pbft.run(r),
-            "barrier": lambda r, _: self.barriers.arrive(r),
+            "barrier": lambda r, p: self.barriers.arrive(r.model_copy(update={
+                "participant": bind(p, r.participant, "participant")})),
             "lock": lambda r, p: handle_lock(self.leases, r, bind(p, r.holder, "holder")),
             "leader": lambda r, p: handle_leader(self.leases, r,
                                                  bind(p, r.candidate, "candidate")),

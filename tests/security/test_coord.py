@@ -215,6 +215,21 @@ async def test_mallory_cannot_resign_alices_leadership(host: Hosted, connect: Co
     assert query["leader"] == "alice" and query["token"] == led["token"]
 
 
+async def test_mallory_cannot_arrive_at_a_barrier_for_alice(host: Hosted,
+                                                             connect: Connect) -> None:
+    """Arriving for someone else would release a barrier they never reached."""
+    mallory = await connect(Role.CLIENT, user="mallory")
+    body = {"barrier_id": "meet", "participants": ["alice", "mallory"], "timeout_ms": 5000}
+    for signed, reason in ((True, "identity_mismatch"), (False, "unsigned")):
+        err = error_of(await coord(mallory, "barrier", {**body, "participant": "alice"},
+                                   signed=signed))
+        assert (err.code, err.details["reason"]) == ("unauthorized", reason)
+    alice = await connect(Role.CLIENT, user="alice")
+    both = await asyncio.gather(coord(alice, "barrier", {**body, "participant": "alice"}),
+                                coord(mallory, "barrier", {**body, "participant": "mallory"}))
+    assert all(r["released"] and sorted(r["arrived"]) == ["alice", "mallory"] for r in both)
+
+
 # -- 4. PBFT keys -------------------------------------------------------------------
 
 
@@ -286,8 +301,9 @@ async def test_corrupt_lease_and_barrier_records_affect_only_their_key(
     assert bad["granted"] and bad["holder"] == "alice" and bad["token"] > bad_rev
     led = await coord(alice, "leader", {"action": "campaign", "role": "foreign"})
     assert led["is_leader"]
-    released = await coord(alice, "barrier", {"barrier_id": "b-bad", "participants": ["a"],
-                                              "participant": "a", "timeout_ms": 5000})
+    released = await coord(alice, "barrier", {"barrier_id": "b-bad",
+                                              "participants": ["alice"],
+                                              "participant": "alice", "timeout_ms": 5000})
     assert released["released"] is True
     assert skipped("leases", "undecodable") == before[0] + 1
     assert skipped("leases", "invalid") == before[1] + 1

@@ -80,7 +80,8 @@ async def test_one_clients_barriers_do_not_make_others_busy(
     alice = await connect(Role.CLIENT, user="alice")
     before = refused("barrier", "requester_inflight")
     waits = [asyncio.ensure_future(coord(mallory, "barrier", {
-        "barrier_id": f"hold-{i}", "participants": ["m", "never"], "participant": "m",
+        "barrier_id": f"hold-{i}", "participants": ["mallory", "never"],
+        "participant": "mallory",
         "timeout_ms": 600_000}, timeout=30)) for i in range(12)]
     done: list[Any] = []
     while len(done) < 8:  # the 8 beyond her quota come back at once; 4 stay waiting

@@ -131,35 +131,39 @@ async def test_auto_byzantine_runs_pbft_and_says_why(nc: NATS) -> None:
     assert res["result"]["operation"] == "commit"
 
 
-async def test_barrier_releases_everyone_when_the_last_arrives(nc: NATS) -> None:
+async def test_barrier_releases_everyone_when_the_last_arrives(admin: NATS) -> None:
+    """Participants arrive as themselves: an admin acts for each here."""
     who = ["a", "b", "c"]
     replies = await asyncio.gather(*(
-        coord(nc, "barrier", {"barrier_id": "b-all", "participants": who, "participant": p,
-                              "timeout_ms": 5000}) for p in who))
+        coord(admin, "barrier", {"barrier_id": "b-all", "participants": who, "participant": p,
+                              "timeout_ms": 5000}, acting_for=p) for p in who))
     assert all(r["released"] is True and r["missing"] == [] for r in replies)
     assert sorted(replies[0]["arrived"]) == who
 
 
-async def test_barrier_timeout_releases_everyone_naming_who_never_arrived(nc: NATS) -> None:
+async def test_barrier_timeout_releases_everyone_naming_who_never_arrived(admin: NATS) -> None:
     who = ["a", "b", "c"]
     replies = await asyncio.gather(*(
-        coord(nc, "barrier", {"barrier_id": "b-late", "participants": who, "participant": p,
-                              "timeout_ms": 400}) for p in who[:2]))
+        coord(admin, "barrier", {"barrier_id": "b-late", "participants": who, "participant": p,
+                              "timeout_ms": 400}, acting_for=p) for p in who[:2]))
     for r in replies:
         err = error_of(r)
         assert err.code == "timeout" and "never arrived: c" in err.message
         assert err.details["missing"] == ["c"]
-    late = error_of(await coord(nc, "barrier", {"barrier_id": "b-late", "participants": who,
-                                                "participant": "c", "timeout_ms": 400}))
+    late = error_of(await coord(admin, "barrier", {"barrier_id": "b-late", "participants": who,
+                                                "participant": "c", "timeout_ms": 400},
+                                acting_for="c"))
     assert late.details["missing"] == ["c"]
 
 
-async def test_barrier_rejects_a_stranger_and_other_participants(nc: NATS) -> None:
-    err = error_of(await coord(nc, "barrier", {"barrier_id": "b-x", "participants": ["a"],
-                                               "participant": "zed", "timeout_ms": 100}))
+async def test_barrier_rejects_a_stranger_and_other_participants(admin: NATS) -> None:
+    err = error_of(await coord(admin, "barrier", {"barrier_id": "b-x", "participants": ["a"],
+                                               "participant": "zed", "timeout_ms": 100},
+                               acting_for="zed"))
     assert err.code == "bad_request" and err.details["participant"] == "zed"
-    await coord(nc, "barrier", {"barrier_id": "b-y", "participants": ["a"],
-                                "participant": "a", "timeout_ms": 1000})
-    err = error_of(await coord(nc, "barrier", {"barrier_id": "b-y", "participants": ["b"],
-                                               "participant": "b", "timeout_ms": 1000}))
+    await coord(admin, "barrier", {"barrier_id": "b-y", "participants": ["a"],
+                                "participant": "a", "timeout_ms": 1000}, acting_for="a")
+    err = error_of(await coord(admin, "barrier", {"barrier_id": "b-y", "participants": ["b"],
+                                               "participant": "b", "timeout_ms": 1000},
+                               acting_for="b"))
     assert err.code == "conflict" and err.details["field"] == "participants"
