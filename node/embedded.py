@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,21 +100,30 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+# The ports free_port handed out last (bounded: old ones may be free again).
+_handed_out: deque[int] = deque(maxlen=4096)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on, chosen *below* the kernel's ephemeral range.
 
     Port 0 would hand out an ephemeral port, and outgoing connections (NATS clients,
     proxies) take ports from that same range, so a server started a moment later could
-    find its port taken. Below the range only listeners compete.
+    find its port taken. Below the range only listeners compete. A port handed out is not
+    handed out again by this process for a while: callers often take several before
+    starting anything on them (a cluster's client, route and monitor ports).
     """
     low, _ = _ephemeral_range()
     for _ in range(100):
         port = _ports.randrange(10000, max(10001, low))
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
+            _handed_out.append(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
