@@ -251,6 +251,25 @@ def bind_act(nc: Any, principal: Principal | None, claimed: str | None, what: st
         raise
 
 
+def require_privileged(nc: Any, principal: Principal | None, what: str, *, component: str,
+                       reason: str = "not_privileged", own_name: bool = False) -> None:
+    """Only a node or an admin may do ``what`` (``own_name``: in its own name, not acting
+    for anyone). Refused (counted, logged) when unsigned on a secured connection or signed
+    by anyone else; an unsigned act on an ``--insecure`` one passes."""
+    if principal is None:
+        if not identity_of(nc).authenticator.required:
+            return
+        exc = Unauthorized("unsigned", f"{what} must be a signed act")
+    elif not principal.privileged or (own_name and principal.acting_for is not None):
+        exc = Unauthorized(reason, f"{what} is for nodes and admins, not "
+                           f"{principal.identity!r} ({principal.role})",
+                           {"signer": principal.identity})
+    else:
+        return
+    refused(component, exc, what=what)
+    raise exc
+
+
 def refused(component: str, exc: Unauthorized, **fields: Any) -> None:
     """Count a refused act and log it (at most once per window and reason)."""
     UNAUTHORIZED.labels(component, exc.reason).inc()

@@ -167,22 +167,12 @@ class TreasuryAgent(Agent):
         await respond(self.ctx.nc, msg.reply, reply, as_json, component=COMPONENT)
 
     def _authorize(self, msg: Msg) -> None:
-        """Only an admin's or a node's signed act moves money."""
+        """Only an admin's or a node's signed act, in its own name, moves money."""
         nc = self.ctx.nc
         principal = identity.authenticate(nc, msg.subject, msg.data, msg.headers,
                                           component=COMPONENT)
-        if principal is None:
-            if identity.identity_of(nc).authenticator.required:
-                exc = Unauthorized("unsigned", "a treasury request must be a signed act")
-                identity.refused(COMPONENT, exc, subject=msg.subject)
-                raise exc
-            return  # --insecure: the subject's permission is all there is
-        if not principal.privileged or principal.acting_for is not None:
-            exc = Unauthorized("not_treasury", f"the treasury takes requests from admins "
-                               f"and nodes, not from {principal.identity!r} "
-                               f"({principal.role})", {"signer": principal.identity})
-            identity.refused(COMPONENT, exc, subject=msg.subject)
-            raise exc
+        identity.require_privileged(nc, principal, "a treasury request", component=COMPONENT,
+                                    reason="not_treasury", own_name=True)
 
     def _parse(self, op: str, msg: Msg) -> TreasuryRequest:
         payload = codec.decode(msg.data, msg.headers)

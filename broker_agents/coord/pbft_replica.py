@@ -185,19 +185,16 @@ class PbftReplicaAgent(ParticipantAgent):
 
     def _refuse(self, reason: str, err: BrokerError) -> BrokerError:
         PBFT_SETUP_REFUSED.labels(self.agent_id, reason).inc()
-        if isinstance(err, Unauthorized):
-            identity.refused("pbft", err, agent=self.agent_id)
         return err
 
     def _admit_setup(self, msg: PbftSetup, incoming: Incoming) -> None:
         """Only a node sets up groups, within this replica's bounds."""
-        principal = incoming.principal
-        if identity.identity_of(self.ctx.nc).authenticator.required and (
-                principal is None or not principal.privileged):
-            raise self._refuse("unauthorized", Unauthorized(
-                "unsigned" if principal is None else "not_a_node",
-                "a pbft set-up must be signed by a node",
-                {"signer": principal.name if principal else None}))
+        try:
+            identity.require_privileged(self.ctx.nc, incoming.principal, "a pbft set-up",
+                                        component="pbft", reason="not_a_node")
+        except Unauthorized as exc:
+            PBFT_SETUP_REFUSED.labels(self.agent_id, "unauthorized").inc()
+            raise exc from None
         fields = []
         if msg.tick_ms < self.settings.min_tick_ms:
             fields.append({"field": "tick_ms", "message": f"at least "

@@ -35,15 +35,20 @@ async def retrying(op: Callable[[], Awaitable[Any]], attempts: int = 5) -> Any:
 
 
 async def bucket_state(store: RegistryStore) -> dict[str, AgentRecord]:
-    """Ground truth: a fresh snapshot of the bucket."""
-    watcher = await store.agents.watchall()
-    state: dict[str, AgentRecord] = {}
-    while (entry := await watcher.updates(timeout=5)) is not None:
-        if entry.operation is None:
-            state[entry.key] = decode_agent(entry.value)
-        else:
-            state.pop(entry.key, None)
-    await watcher.stop()
+    """Ground truth: a fresh snapshot of the bucket. A listing whose end marker comes
+    before the entries reads as empty (the nats-py race the feed itself guards against,
+    ``MARKER_FIRST``): an empty snapshot of a stream holding values is taken again."""
+    for _ in range(5):
+        watcher = await store.agents.watchall()
+        state: dict[str, AgentRecord] = {}
+        while (entry := await watcher.updates(timeout=5)) is not None:
+            if entry.operation is None:
+                state[entry.key] = decode_agent(entry.value)
+            else:
+                state.pop(entry.key, None)
+        await watcher.stop()
+        if state or (await store.agents.status()).values == 0:
+            return state
     return state
 
 
