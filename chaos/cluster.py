@@ -111,8 +111,9 @@ class NatsNode:
 
 
 def server_binary() -> str:
-    """A clustered JetStream whose CAS is serialized when one is installed (see embedded)."""
-    return find_binary(CLUSTER_CAS_SAFE)
+    """A nats-server >= 2.10, whose clustered CAS is serialized (``node.nats_binary``):
+    refused without one unless BA_NATS_ALLOW_OLD_CLUSTER=1 (to reproduce #4320 on 2.9)."""
+    return find_binary(CLUSTER_CAS_SAFE, cluster=True)
 
 
 def server_version() -> str:

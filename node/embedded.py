@@ -12,16 +12,12 @@ and then for its monitoring ``/healthz`` to report JetStream usable.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import random
-import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -29,64 +25,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker_agents.core.errors import CodedError, ErrorCode
-
 # Compare-and-set on a clustered (replicated) stream is serialized from 2.10 on; 2.9.x may
 # accept two updates made from the same revision (nats-io/nats-server#4320, which our
 # chaos suite reproduces on Debian's 2.9.10). Single-server CAS is fine on 2.9.
 from broker_agents.transport import CLUSTER_CAS_SAFE as CLUSTER_CAS_SAFE
 from node.auth.local import LocalAuth, ensure_cluster, ensure_local
 from node.auth.server_config import ServerSpec
-
-INSTALL_HINT = (
-    "nats-server was not found on PATH. Install it with `sudo apt-get install -y nats-server` "
-    "(Debian/Ubuntu) or download it from the NATS project's releases, or configure "
-    "[nats] servers = [...] to use an existing NATS deployment."
-)
-
-
-class NatsServerError(CodedError):
-    """The nats-server binary is missing or the server did not come up."""
-
-    CODE = ErrorCode.UNAVAILABLE
-
+from node.nats_binary import INSTALL_HINT as INSTALL_HINT
+from node.nats_binary import NatsServerError as NatsServerError
+from node.nats_binary import binary_version as binary_version
+from node.nats_binary import find_binary as find_binary
 
 LOOPBACK = "127.0.0.1"
 WILDCARDS = ("0.0.0.0", "::", "")
-
-
-def _candidates() -> list[str]:
-    found = [os.environ.get("NATS_SERVER_BIN") or "", shutil.which("nats-server") or "",
-             "/usr/sbin/nats-server", "/usr/local/bin/nats-server",
-             str(Path(sys.executable).parent / "nats-server")]
-    seen: list[str] = []
-    for path in found:
-        if path and os.access(path, os.X_OK) and path not in seen:
-            seen.append(path)
-    return seen
-
-
-@functools.cache
-def binary_version(path: str) -> tuple[int, int, int]:
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
-    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", out.stdout + out.stderr)
-    if not match:
-        return (0, 0, 0)
-    major, minor, patch = (int(g) for g in match.groups())
-    return (major, minor, patch)
-
-
-def find_binary(min_version: tuple[int, int] | None = None) -> str:
-    """NATS_SERVER_BIN, else nats-server on PATH, else a known location; with
-    ``min_version``, the first candidate at least that new (falling back to the default)."""
-    candidates = _candidates()
-    if not candidates:
-        raise NatsServerError(INSTALL_HINT)
-    if min_version is not None:
-        for path in candidates:
-            if binary_version(path)[:2] >= min_version:
-                return path
-    return candidates[0]
 
 
 _ports = random.Random()
@@ -170,10 +121,11 @@ class NatsServer:
         return self.process.pid if self.process else None
 
     def command(self) -> list[str]:
+        binary = find_binary(self.min_version, cluster=bool(self.cluster_name))
         if self.config is not None:
-            return [find_binary(self.min_version), "-c", str(self.config), *self.extra_args]
+            return [binary, "-c", str(self.config), *self.extra_args]
         args = [
-            find_binary(), "-js", "-a", self.host, "-p", str(self.port),
+            binary, "-js", "-a", self.host, "-p", str(self.port),
             "-m", str(self.monitor_port), "-sd", str(self.store_dir),
         ]
         if self.server_name:
