@@ -70,6 +70,15 @@ def _tls_block(tls: TlsFiles, *, verify: bool, indent: str) -> list[str]:
     return [*lines, f"{indent}  timeout: {TLS_TIMEOUT_S}", f"{indent}}}"]
 
 
+def _fsync_comment(sync_interval: str | None) -> list[str]:
+    """What the jetstream block below fsyncs, said truthfully in the config itself."""
+    if sync_interval == "always":
+        return ["# JetStream fsyncs every write before acknowledging it (sync_interval: always)."]
+    every = f"every {sync_interval}" if sync_interval else "every 2 minutes, the default"
+    return [f"# JetStream fsyncs lazily ({every}); quorum replication on a cluster is what",
+            "# makes an acknowledged write survive one server's crash, not this disk."]
+
+
 def render(server: ServerSpec, authority: Authority, tls: TlsFiles, store_dir: Path, *,
            peers: Sequence[ServerSpec] = (), cluster_name: str = "ba",
            route_password: str | None = None, advertise: str | None = None,
@@ -102,8 +111,7 @@ def render(server: ServerSpec, authority: Authority, tls: TlsFiles, store_dir: P
         "",
         *_tls_block(tls, verify=False, indent=""),
         "",
-        "# JetStream fsyncs lazily (every 2 minutes by default); quorum replication on a",
-        "# cluster is what makes an acknowledged write survive one server's crash.",
+        *_fsync_comment(sync_interval),
         "jetstream {",
         f"  store_dir: {_q(store_dir)}",
         *([f"  sync_interval: {_q(sync_interval)}"] if sync_interval else []),
