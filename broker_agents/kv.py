@@ -1,6 +1,14 @@
 """JetStream KV helpers every capability shares: open a bucket, CAS-write pydantic records,
 tell a lost race from a failure, list keys without mistaking a hiccup for an empty bucket,
-and ``CasBook``, the read-modify-CAS loop the ledger and the reputation book are built on."""
+and ``CasBook``, the read-modify-CAS loop the ledger and the reputation book are built on.
+
+Replicas: a bucket opened without ``replicas`` gets the process's configured count
+(``configure_replicas``, which the node calls with ``[nats] bucket_replicas``), else 3 when
+the server we are connected to says its cluster has at least 3 servers (the client URLs
+its INFO advertises), else 1. Buckets are created with leader-only reads (direct get off):
+accounts, auctions, leases and barriers decide on what they read, and a follower may lag.
+A bucket that exists with another replica count is left as it is, with a warning.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +19,45 @@ from typing import Any, Protocol, TypeVar
 import nats.js.errors as jse
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
+from prometheus_client import Counter
 from pydantic import BaseModel
 
 from broker_agents import codec
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.logging import get_logger
+from broker_agents.ratelog import RateLimitedLog
 
 M = TypeVar("M", bound=BaseModel)
 # JetStream's "wrong last sequence" API error codes (a create or update lost a race).
 WRONG_LAST_SEQUENCE = (10071, 10164)
+CLUSTER_REPLICAS = 3  # the default once the cluster has this many servers
+
+REPLICAS_MISMATCH = Counter(
+    "ba_kv_bucket_replicas_mismatch_total",
+    "Buckets opened that exist with another replica count than configured (left as is)")
+_log = RateLimitedLog(get_logger(component="kv"))
+_configured: int | None = None
+
+
+def configure_replicas(replicas: int | None) -> None:
+    """The replica count of every bucket this process creates (None: from the cluster)."""
+    global _configured
+    _configured = replicas
+
+
+def cluster_size(js: Any) -> int:
+    """How many servers the connected server's cluster has, from its INFO: 1 outside a
+    cluster, else the distinct client URLs it advertises (``connect_urls``, its own too)."""
+    info: dict[str, Any] = getattr(getattr(js, "_nc", None), "_server_info", None) or {}
+    if not info.get("cluster"):
+        return 1
+    return max(1, len(set(info.get("connect_urls") or [])))
+
+
+def default_replicas(js: Any) -> int:
+    if _configured is not None:
+        return _configured
+    return CLUSTER_REPLICAS if cluster_size(js) >= CLUSTER_REPLICAS else 1
 
 
 def is_cas_conflict(exc: BaseException) -> bool:
@@ -27,20 +66,31 @@ def is_cas_conflict(exc: BaseException) -> bool:
         isinstance(exc, jse.APIError) and exc.err_code in WRONG_LAST_SEQUENCE)
 
 
-async def open_bucket(js: Any, name: str, *, replicas: int = 1,
-                      ttl: float | None = None) -> KeyValue:
-    """Bind to a bucket, creating it (history 1) when missing; another process creating it
-    at the same moment is fine."""
-    kv: KeyValue
+async def open_bucket(js: Any, name: str, *, replicas: int | None = None,
+                      ttl: float | None = None, direct: bool = False) -> KeyValue:
+    """Bind to a bucket, creating it (history 1, ``replicas`` or ``default_replicas``,
+    leader-only reads unless ``direct``) when missing; another process creating it at the
+    same moment is fine. An existing bucket keeps its replicas (a warning if they differ)."""
+    wanted = replicas if replicas is not None else default_replicas(js)
     try:
-        kv = await js.key_value(name)
-    except jse.BucketNotFoundError:
-        config = KeyValueConfig(bucket=name, history=1, replicas=replicas, ttl=ttl)
+        info = await js.stream_info(f"KV_{name}")
+    except jse.NotFoundError:
+        config = KeyValueConfig(bucket=name, history=1, replicas=wanted, ttl=ttl,
+                                direct=direct)
         try:
-            kv = await js.create_key_value(config)
-        except jse.APIError:
-            kv = await js.key_value(name)  # created concurrently
-    return kv
+            return await js.create_key_value(config)  # type: ignore[no-any-return]
+        except jse.APIError as exc:
+            try:
+                return await js.key_value(name)  # type: ignore[no-any-return]  # raced
+            except jse.BucketNotFoundError:
+                raise exc from None  # not a race: the server refused it (e.g. replicas)
+    have = info.config.num_replicas or 1
+    if have != wanted:
+        REPLICAS_MISMATCH.inc()
+        _log.warning(("replicas", name), "bucket exists with another replica count; left as "
+                     "is (recreate it, or `nats kv edit`, to change it)", bucket=name,
+                     replicas=have, configured=wanted)
+    return await js.key_value(name)  # type: ignore[no-any-return]
 
 
 async def read_record(kv: KeyValue, key: str, model: type[M]) -> tuple[M | None, int]:

@@ -103,6 +103,9 @@ class NatsSection(Strict):
     initial_connect_timeout: float = Field(
         60.0, gt=0, description="keep trying the first connection this long (s)")
     pending_msgs_limit: int = Field(65536, gt=0, description="per-subscription buffer")
+    bucket_replicas: int | None = Field(None, ge=1, le=5, description="replicas of every KV "
+                                        "bucket created (default: 3 in a cluster of >= 3 "
+                                        "servers, else 1); an existing bucket keeps its own")
     embedded: EmbeddedSection = Field(default_factory=EmbeddedSection)
 
     @field_validator("servers")

@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from broker_agents import codec
 from broker_agents.agent import Agent
 from broker_agents.core.supervision import Backoff
+from broker_agents.kv import configure_replicas
 from broker_agents.logging import get_logger
 from broker_agents.metrics import AGENTS_RUNNING, NODE_HEALTHY, RESTARTS
 from broker_agents.subjects import Subjects
@@ -73,6 +74,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.id = config.node.id
+        configure_replicas(config.nats.bucket_replicas)  # every bucket this process opens
         self.subjects = Subjects(config.node.subject_prefix)
         self.log = get_logger(node_id=self.id)
         self.nc: NATS | None = None

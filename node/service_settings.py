@@ -58,7 +58,8 @@ class RegistrySettings(ServiceSettings):
     window: float = Field(5.0, gt=0, description="a node silent this long is unhealthy (s)")
     grace: float = Field(5.0, ge=0, description="then its agents are removed after this (s)")
     reap_interval: float = Field(1.0, gt=0, description="seconds between reaper sweeps")
-    replicas: int = Field(1, ge=1, description="replicas of the registry buckets")
+    replicas: int | None = Field(None, ge=1, le=5, description="replicas of the registry "
+                                 "buckets (default: [nats] bucket_replicas)")
 
     @model_validator(mode="after")
     def _beat_within_window(self) -> RegistrySettings:

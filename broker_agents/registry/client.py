@@ -34,7 +34,8 @@ class Registry:
         self._written = 0
 
     @classmethod
-    async def connect(cls, nc: Any, subjects: Subjects | None = None, replicas: int = 1,
+    async def connect(cls, nc: Any, subjects: Subjects | None = None,
+                      replicas: int | None = None,
                       js_timeout: float = 5.0, **view_options: Any) -> Registry:
         subjects = subjects or Subjects()
         store = await RegistryStore.open(nc, subjects, replicas, js_timeout=js_timeout)

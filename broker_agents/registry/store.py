@@ -46,7 +46,7 @@ class RegistryStore:
         self.max_attempts = max_attempts
 
     @classmethod
-    async def open(cls, nc: Any, subjects: Subjects | None = None, replicas: int = 1,
+    async def open(cls, nc: Any, subjects: Subjects | None = None, replicas: int | None = None,
                    max_attempts: int = 16, js_timeout: float = 5.0) -> RegistryStore:
         """``js_timeout`` bounds each KV write: a heartbeat stuck behind a partition must
         give up in time for the next one, not block the loop for nats-py's default 5 s."""
