@@ -65,6 +65,14 @@ class TlsSection(Strict):
 class EmbeddedSection(Strict):
     host: str = "127.0.0.1"
     port: int = Field(4222, ge=0, le=65535, description="0 picks a free port")
+    max_restarts: int = Field(
+        3, ge=0, description="restarts of the embedded nats-server allowed within "
+                             "`restart_period`; one more and the node exits 1")
+    restart_period: float = Field(60.0, gt=0, description="seconds over which the embedded "
+                                                          "server's restarts are counted")
+    restart_backoff_initial: float = Field(0.2, ge=0, description="seconds before the first "
+                                           "restart (doubling for each one in a row)")
+    restart_backoff_max: float = Field(5.0, ge=0)
 
 
 NatsAuth = Literal["local", "creds", "none"]

@@ -24,12 +24,13 @@ from broker_agents.logging import get_logger
 from broker_agents.metrics import AGENTS_RUNNING, NODE_HEALTHY, RESTARTS
 from broker_agents.subjects import Subjects
 from broker_agents.transport import ConnectOptions, connect
+from node import health
 from node.config import NodeConfig
 from node.embedded import NatsServer
 from node.exitcodes import ExitCode
 from node.hosting import AgentChild, build_specs
-from node.http import HttpServer, ReadinessSource
-from node.nats_access import open_access
+from node.http import HttpServer
+from node.nats_access import EmbeddedSupervisor, open_access
 from node.services import NodeService, build_services
 from node.supervisor import Child, Supervisor, SupervisorGaveUp, SupervisorHooks
 
@@ -79,6 +80,7 @@ class Node:
         self.log = get_logger(node_id=self.id)
         self.nc: NATS | None = None
         self.embedded: NatsServer | None = None
+        self.embedded_supervisor: EmbeddedSupervisor | None = None
         self._servers: list[str] = list(config.nats.servers)
         self.http: HttpServer | None = None
         self.services: list[NodeService] = build_services(config.services)
@@ -102,7 +104,7 @@ class Node:
     async def start(self) -> None:
         cfg = self.config
         access = await open_access(cfg, self.log)
-        self.embedded = access.embedded
+        self.embedded, self.embedded_supervisor = access.embedded, access.supervisor
         self._servers = access.servers
         self._connect_options = ConnectOptions(
             servers=access.servers, name=f"ba-node-{self.id}", security=access.security,
@@ -110,7 +112,7 @@ class Node:
             max_reconnect_wait=cfg.nats.max_reconnect_wait,
             initial_connect_timeout=cfg.nats.initial_connect_timeout)
         self.nc = await connect(self._connect_options)
-        self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, lambda: self.healthy)
+        self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, self.liveness)
         port = await self.http.start()
         self.log.info("http listening", host=cfg.http.host, port=port)
         for service in self.services:
@@ -175,18 +177,10 @@ class Node:
         self._connect_options.on_reconnect.append(hook)
 
     def readiness(self) -> dict[str, Any]:
-        connected = bool(self.nc and self.nc.is_connected)
-        expected = len(self.supervisor.specs) if self.supervisor else 0
-        running = len(self.agents)
-        problems = {name: why for service in self.services
-                    if isinstance(service, ReadinessSource)
-                    for name, why in service.unready().items()}
-        ready = (connected and self._agents_ready.is_set() and running == expected
-                 and not self._stopping and self.healthy and not problems)
-        return {"ready": ready, "nats_connected": connected, "agents_running": running,
-                "agents_expected": expected, "stopping": self._stopping,
-                "problems": problems,
-                "agents_failed": dict(self.supervisor.failed) if self.supervisor else {}}
+        return health.readiness(self)
+
+    def liveness(self) -> dict[str, Any]:
+        return health.liveness(self)
 
     # -- run and stop ----------------------------------------------------------------
 
@@ -194,10 +188,14 @@ class Node:
         """Run until ``stop`` is set or the root supervisor gives up; return the exit code."""
         assert self._supervisor_task is not None
         stop_wait = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([stop_wait, self._supervisor_task],
+        embedded = self.embedded_supervisor.task if self.embedded_supervisor else None
+        await asyncio.wait([stop_wait, self._supervisor_task, *([embedded] if embedded else [])],
                            return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
         code = ExitCode.OK
+        if embedded is not None and embedded.done() and not stop.is_set():
+            self.healthy = False
+            code = ExitCode.FAILURE
         if self._supervisor_task.done() and not stop.is_set():
             exc = self._supervisor_task.exception()
             self.healthy = False
@@ -230,7 +228,9 @@ class Node:
                 await self.nc.close()
         if self.http is not None:
             await self.http.stop()
-        if self.embedded is not None:
+        if self.embedded_supervisor is not None:
+            await self.embedded_supervisor.stop()
+        elif self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         self.log.info("node stopped")
 

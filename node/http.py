@@ -1,8 +1,10 @@
 """The node's HTTP face: Prometheus metrics, liveness and readiness.
 
-``/readyz`` answers 503 with the node's readiness record while it is not ready; a part of
-the node that can stop serving on its own (a fail-stopped consensus member) says why in
-``problems`` by being a ``ReadinessSource``.
+``/healthz`` answers 503 with the node's liveness record (``healthy``, ``problems``) while
+the process is not worth keeping; ``/readyz`` answers 503 with its readiness record while
+it cannot serve. ``node.health`` decides both; a part of the node that can stop serving on
+its own (a fail-stopped consensus member) says why in ``problems`` by being a
+``ReadinessSource``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class ReadinessSource(Protocol):
 
 class HttpServer:
     def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]],
-                 liveness: Callable[[], bool]) -> None:
+                 liveness: Callable[[], dict[str, Any]]) -> None:
         self.host = host
         self.port = port
         self._readiness = readiness
@@ -53,9 +55,8 @@ class HttpServer:
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        alive = self._liveness()
-        return web.json_response({"status": "ok" if alive else "unhealthy"},
-                                 status=200 if alive else 503)
+        state = self._liveness()
+        return web.json_response(state, status=200 if state.get("healthy") else 503)
 
     async def _readyz(self, _: web.Request) -> web.Response:
         state = self._readiness()

@@ -9,22 +9,35 @@
 - ``auth = "none"``: no authentication and no TLS, the embedded server open to anyone who
   reaches it. For experiments only: the node says what is turned off at WARNING and
   exports ``ba_nats_insecure 1``; so does a ``creds`` node that was given no identity.
+
+The embedded server is supervised (``EmbeddedSupervisor``): a server that dies is started
+again on the same ports and store, with backoff, within ``[nats.embedded]``'s restart
+intensity; past it the supervisor gives up and the node exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 from dataclasses import dataclass, field, replace
 
+from prometheus_client import Counter, Gauge
 from structlog.typing import FilteringBoundLogger
 
-from broker_agents.metrics import NATS_INSECURE
+from broker_agents.core.supervision import Backoff, RestartIntensity
+from broker_agents.metrics import NATS_INSECURE, NODE_HEALTHY
 from broker_agents.transport import Security
 from node.auth.context import ClientContext
 from node.auth.creds import creds_inbox_prefix
 from node.auth.roles import Role
-from node.config import NatsSection, NodeConfig
-from node.embedded import NatsServer, reap_stale, secured_server
+from node.config import EmbeddedSection, NatsSection, NodeConfig
+from node.embedded import NatsServer, NatsServerError, reap_stale, secured_server
+
+EMBEDDED_RESTARTS = Counter("ba_nats_embedded_restarts_total",
+                            "Restarts of the node's embedded nats-server after it died")
+EMBEDDED_UP = Gauge("ba_nats_embedded_up", "1 while the node's embedded nats-server runs")
 
 TURNED_OFF = (
     "authentication: anyone who reaches the server may connect",
@@ -42,6 +55,7 @@ class NatsAccess:
     security: Security
     embedded: NatsServer | None = None
     turned_off: list[str] = field(default_factory=list)
+    supervisor: EmbeddedSupervisor | None = None
 
 
 def configured_security(nats: NatsSection) -> tuple[list[str], Security]:
@@ -114,9 +128,112 @@ async def _embedded(config: NodeConfig, *, secure: bool, log: FilteringBoundLogg
                             port=embedded.port, extra_args=extra)
         security = Security()
     await asyncio.to_thread(server.start)
+    supervisor = EmbeddedSupervisor(server, embedded, log)
+    supervisor.start()
     if server.auth is not None:
         log.info("embedded nats-server started", url=server.url, auth="local",
                  auth_dir=str(server.auth.dir), client_context=str(server.auth.context))
     else:
         log.info("embedded nats-server started", url=server.url, auth="none")
-    return NatsAccess([server.url], security, server)
+    return NatsAccess([server.url], security, server, supervisor=supervisor)
+
+
+class EmbeddedSupervisor:
+    """Keeps the embedded nats-server running: restarts it when it dies, within an intensity.
+
+    ``task`` ends only when the supervisor gives up (then ``gave_up`` says why) or is
+    stopped; the daemon waits on it as on its agents' supervisor. ``problem`` is what the
+    node's health reports while the server is not serving.
+    """
+
+    def __init__(self, server: NatsServer, settings: EmbeddedSection,
+                 log: FilteringBoundLogger) -> None:
+        self.server = server
+        self.intensity = RestartIntensity(settings.max_restarts, settings.restart_period)
+        self.backoff = Backoff(settings.restart_backoff_initial, settings.restart_backoff_max)
+        self.log = log
+        self.restarts = 0
+        self.problem: str | None = None  # why the server is not serving right now
+        self.gave_up: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._starting: asyncio.Future[NatsServer] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        EMBEDDED_UP.set(1)
+        self.task = asyncio.create_task(self._run(), name="embedded-nats-supervisor")
+
+    async def stop(self) -> None:
+        """Stop the server for good (no restart), then the supervisor."""
+        self._stopping = True
+        if self._starting is not None:  # a restart in flight: let it finish, then stop
+            await asyncio.gather(self._starting, return_exceptions=True)
+        await asyncio.to_thread(self.server.stop)
+        EMBEDDED_UP.set(0)
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _exited(self) -> int:
+        """The server process's exit status, awaited without blocking the loop (a daemon
+        thread waits, so a node that exits without stopping it is not held up)."""
+        proc = self.server.process
+        assert proc is not None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+
+        def settle(code: int) -> None:
+            if not done.done():
+                done.set_result(code)
+
+        def wait() -> None:
+            code = proc.wait()
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, code)
+
+        threading.Thread(target=wait, name="embedded-nats-wait", daemon=True).start()
+        return await done
+
+    async def _run(self) -> None:
+        while True:
+            code = await self._exited()
+            if self._stopping:
+                return
+            EMBEDDED_UP.set(0)
+            why = f"embedded nats-server exited with status {code}"
+            while True:
+                if not self.intensity.record(time.monotonic()):
+                    self._give_up(why)
+                    return
+                delay = self.backoff.delay(self.intensity.recent)
+                self.problem = f"{why}; restarting (restart {self.intensity.recent} of " \
+                               f"{self.intensity.max_restarts} in {self.intensity.period:g}s)"
+                self.log.error("embedded nats-server died; restarting", exit_status=code,
+                               retry_in=delay, restarts_recent=self.intensity.recent,
+                               max_restarts=self.intensity.max_restarts)
+                await asyncio.sleep(delay)  # sleep-ok: restart backoff
+                if self._stopping:
+                    return
+                self._starting = asyncio.ensure_future(asyncio.to_thread(self.server.start))
+                try:
+                    await asyncio.shield(self._starting)
+                except NatsServerError as exc:
+                    why = f"embedded nats-server did not start again: {exc}".splitlines()[0]
+                    continue
+                finally:
+                    self._starting = None
+                break
+            self.restarts += 1
+            EMBEDDED_RESTARTS.inc()
+            EMBEDDED_UP.set(1)
+            self.problem = None
+            self.log.warning("embedded nats-server restarted", url=self.server.url,
+                             pid=self.server.pid, restarts=self.restarts)
+
+    def _give_up(self, why: str) -> None:
+        self.gave_up = self.problem = (
+            f"{why}; gave up: more than {self.intensity.max_restarts} restarts within "
+            f"{self.intensity.period:g}s")
+        NODE_HEALTHY.set(0)
+        self.log.error("embedded nats-server supervisor gave up; the node exits",
+                       reason=self.gave_up)
