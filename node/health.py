@@ -31,7 +31,7 @@ def liveness(node: Node) -> dict[str, Any]:
     if task is not None and task.done() and not node._stopping:
         exc = None if task.cancelled() else task.exception()
         problems["supervisor"] = f"the agents' supervisor ended: {exc!r}"
-    if not node.healthy and "supervisor" not in problems:
+    if not node.healthy and not problems:
         problems["supervisor"] = "the agents' supervisor gave up"
     healthy = not problems
     if not healthy:

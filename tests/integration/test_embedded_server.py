@@ -1,7 +1,13 @@
+import asyncio
 from pathlib import Path
+from typing import Any
 
+from broker_agents.logging import get_logger
 from node.auth.roles import Role
-from node.embedded import NatsCluster, start_server
+from node.config import EmbeddedSection
+from node.embedded import NatsCluster, NatsServer, start_server
+from node.nats_access import EmbeddedSupervisor
+from tests.integration.raft.helpers import wait_for
 from tests.secured import connect_as
 
 
@@ -28,3 +34,42 @@ async def test_three_server_cluster_replicates_kv(nats_cluster: NatsCluster) -> 
     assert (await kv2.get("k")).value == b"v"
     await nc.close()
     await other.close()
+
+
+def _supervised(server: NatsServer, **settings: Any) -> EmbeddedSupervisor:
+    supervisor = EmbeddedSupervisor(server, EmbeddedSection(**settings),
+                                    get_logger(component="test"))
+    supervisor.start()
+    return supervisor
+
+
+async def test_supervisor_restarts_a_killed_server_on_its_port(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "s")
+    supervisor = _supervised(server, restart_backoff_initial=0.05)
+    try:
+        old_pid, url = server.pid, server.url
+        await asyncio.to_thread(server.kill)
+        await wait_for(lambda: supervisor.restarts == 1, 10, "the restart")
+        assert server.pid != old_pid and server.url == url and supervisor.problem is None
+        nc = await connect_as(server, Role.NODE)  # it serves again, JetStream and all
+        assert (await nc.jetstream().account_info()).streams >= 0
+        await nc.close()
+    finally:
+        await supervisor.stop()
+    assert server.process is not None and server.process.poll() is not None
+    assert supervisor.task is not None and supervisor.task.done()
+
+
+async def test_supervisor_gives_up_past_its_intensity(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "s")
+    supervisor = _supervised(server, max_restarts=1, restart_backoff_initial=0.05)
+    try:
+        await asyncio.to_thread(server.kill)
+        await wait_for(lambda: supervisor.restarts == 1, 10, "the first restart")
+        await asyncio.to_thread(server.kill)
+        assert supervisor.task is not None
+        await asyncio.wait_for(asyncio.shield(supervisor.task), 10)  # it ends: gave up
+        assert supervisor.gave_up is not None and "gave up" in supervisor.gave_up
+        assert server.process is not None and server.process.poll() is not None
+    finally:
+        await supervisor.stop()
