@@ -4,6 +4,12 @@ Everything is checked before any agent starts: each class imports and is an ``Ag
 each id is a unique subject token, and each ``kwargs`` satisfies the class's ``Settings``.
 Each agent gets its own quota (``[agent_limits]`` and its ``[agents.limits]``) and its own
 restart budget (``[supervisor]`` and its ``[agents.limits]``).
+
+Agent ids are unique cluster-wide: the registry service claims every planned id before
+agents start (``planned_agents``; ``broker_agents/registry/claims.py``). An id a live node
+holds is refused: its spec is built ``refused`` (the supervisor lists it in ``failed``
+and never starts it: no subscription, one responder), or, under ``[services.registry]
+on_duplicate_id = "fail"``, the registry service fails the start.
 """
 
 from __future__ import annotations
@@ -80,12 +86,39 @@ def agent_ids(section: AgentSection, cls: type[Agent]) -> list[str]:
     return [f"{base}-{i}" for i in range(1, section.count + 1)]
 
 
+def _checked_ids(index: int, section: AgentSection, cls: type[Agent],
+                 seen: set[str]) -> list[str]:
+    """The section's ids, each a subject token and new to this config."""
+    ids = agent_ids(section, cls)
+    for agent_id in ids:
+        try:
+            check_token(agent_id, "agent id")
+        except ValueError as exc:
+            raise ConfigError(f"agents.{index}.id: {exc}") from exc
+        if agent_id in seen:
+            raise ConfigError(f"agents.{index}.id: duplicate agent id {agent_id!r}")
+        seen.add(agent_id)
+    return ids
+
+
+def planned_agents(config: NodeConfig) -> list[tuple[str, str]]:
+    """``(agent_id, class name)`` of every agent the config hosts, in start order."""
+    planned: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for index, section in enumerate(config.agents):
+        cls = import_agent_class(section.cls, f"agents.{index}.class")
+        planned.extend((a, cls.__name__) for a in _checked_ids(index, section, cls, seen))
+    return planned
+
+
 def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[ChildSpec]:
-    """Child specs in start order; validates classes and ids before anything starts."""
+    """Child specs in start order; validates classes and ids before anything starts.
+    An id the registry service refused (``refused``: id -> why) gets a refused spec."""
     specs: list[ChildSpec] = []
     seen: set[str] = set()
     subjects = Subjects(config.node.subject_prefix)
     sup = config.supervisor
+    refused: dict[str, str] = getattr(services.get("registry"), "refused", {})
     for index, section in enumerate(config.agents):
         limits = section.limits
         quota = limits.quota(config.agent_limits)
@@ -94,14 +127,7 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
         if section.capabilities:
             kwargs["capabilities"] = section.capabilities
         check_kwargs(cls, kwargs, f"agents.{index}.kwargs")
-        for agent_id in agent_ids(section, cls):
-            try:
-                check_token(agent_id, "agent id")
-            except ValueError as exc:
-                raise ConfigError(f"agents.{index}.id: {exc}") from exc
-            if agent_id in seen:
-                raise ConfigError(f"agents.{index}.id: duplicate agent id {agent_id!r}")
-            seen.add(agent_id)
+        for agent_id in _checked_ids(index, section, cls, seen):
 
             def factory(cls: type[Agent] = cls, agent_id: str = agent_id,
                         kwargs: dict[str, Any] = kwargs,
@@ -115,7 +141,8 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
                 shutdown_timeout=config.node.shutdown_timeout,
                 max_restarts=_or(limits.max_restarts, sup.max_restarts),
                 period=_or(limits.period, sup.period),
-                on_exhausted=limits.on_exhausted or sup.on_exhausted))
+                on_exhausted=limits.on_exhausted or sup.on_exhausted,
+                refused=refused.get(agent_id)))
     return specs
 
 

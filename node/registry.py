@@ -10,6 +10,13 @@ agent's record, an overwrite) is written back at once (at most once per heartbea
 per agent, so two nodes that both claim an agent cannot storm the bucket), and after every
 beat whatever is still damaged; records claiming this node for agents it does not run are
 removed. Each is ``ba_registry_healed_total{reason}`` and a rate-limited log line.
+
+Before any agent starts, the node claims every id its config hosts
+(``broker_agents/registry/claims.py``): an id a live node holds is refused
+(``already_exists``, ``ba_registry_claims_total{outcome="refused"}``, a warning naming the
+holder). ``on_duplicate_id = "refuse"`` (the default) skips that agent (``/readyz`` lists
+it in ``agents_failed``); ``"fail"`` releases this start's claims and fails the start
+(``DuplicateAgentId``, a ``ConfigError``: exit 2).
 """
 
 from __future__ import annotations
@@ -29,15 +36,24 @@ from broker_agents.kvskip import FOREIGN
 from broker_agents.logging import get_logger
 from broker_agents.ratelog import RateLimitedLog
 from broker_agents.registry import metrics
+from broker_agents.registry.claims import Claim, claim, release
 from broker_agents.registry.client import Registry, stamped
 from broker_agents.registry.liveness import Heartbeater, Reaper, deregister_node
 from broker_agents.registry.service import RegistryService
 from broker_agents.registry.view import NodeView
+from node.config import ConfigError
+from node.hosting import planned_agents
 from node.service_settings import RegistrySettings
 from node.services import BaseService
 
 if TYPE_CHECKING:
     from node.daemon import Node
+
+
+class DuplicateAgentId(ConfigError):
+    """The config hosts an agent id that a live node holds (``on_duplicate_id = "fail"``)."""
+
+    CODE = ErrorCode.ALREADY_EXISTS
 
 
 class _NodeHeartbeater(Heartbeater):
@@ -85,6 +101,8 @@ class RegistryNodeService(BaseService):
         self._healed_at: dict[str, float] = {}
         self._unsubscribe: Any = None
         self._heal_log: RateLimitedLog | None = None
+        self.refused: dict[str, str] = {}
+        """Agent ids a live node holds (id -> why): not hosted here."""
 
     async def start(self, node: Node) -> None:
         assert node.nc is not None
@@ -106,9 +124,37 @@ class RegistryNodeService(BaseService):
         self.heartbeater = _NodeHeartbeater(self, registry.store, node.id,
                                             self.settings.heartbeat_interval,
                                             view=registry.view)
-        await self.heartbeater.beat()
+        await self.heartbeater.beat()  # before claiming: a claimer must see us live
+        config = getattr(node, "config", None)  # a host without one claims nothing
+        await self._claim(planned_agents(config) if config is not None else [])
         self.heartbeater.start()
         self.reaper.start()
+
+    async def _claim(self, planned: list[tuple[str, str]]) -> None:
+        """Claim every planned id (see the module docstring). Won ids count as restarting
+        until their agent runs, so the heal does not remove them as orphans."""
+        assert self.registry is not None
+        won: list[Claim] = []
+        self.refused = {}
+        for agent_id, name in planned:
+            outcome = await claim(self.registry.store, agent_id, name, self.node_id,
+                                  window=self.settings.window)
+            if outcome.won:
+                won.append(outcome)
+                self._restarting.add(agent_id)
+                continue
+            err = outcome.error()
+            self.refused[agent_id] = f"{err.code}: {err.message}"
+            self._warn(("duplicate", agent_id), "registry: agent id held by a live node; "
+                       "not hosting it", agent_id=agent_id, holder=outcome.holder,
+                       code=err.code, policy=self.settings.on_duplicate_id)
+            if self.settings.on_duplicate_id == "fail":
+                for done in won:
+                    with contextlib.suppress(Exception):
+                        await release(self.registry.store, done)
+                raise DuplicateAgentId(
+                    f"{err.message} (services.registry.on_duplicate_id = \"fail\")",
+                    err.details)
 
     async def _nodes_reconnected(self) -> None:
         self.nodes.notify_reconnected()

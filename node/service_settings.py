@@ -8,7 +8,7 @@ and this module imports no driver, so loading a config starts nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -60,6 +60,9 @@ class RegistrySettings(ServiceSettings):
     reap_interval: float = Field(1.0, gt=0, description="seconds between reaper sweeps")
     replicas: int | None = Field(None, ge=1, le=5, description="replicas of the registry "
                                  "buckets (default: [nats] bucket_replicas)")
+    on_duplicate_id: Literal["refuse", "fail"] = Field(
+        "refuse", description="an agent id a live node holds: refuse (skip that agent) "
+        "or fail (the node does not start, exit 2)")
 
     @model_validator(mode="after")
     def _beat_within_window(self) -> RegistrySettings:

@@ -8,7 +8,8 @@ used up, ``on_exhausted`` decides: ``stop_agent`` (the default) gives that child
 stopped, reported through ``hooks.gave_up``, counted in ``ba_agent_gave_up_total`` and
 listed in ``failed``) while its siblings run on; ``stop_node`` stops every child and
 raises ``SupervisorGaveUp`` to the parent (the node, at the root), as OTP does. A
-supervisor is itself a child, so trees nest.
+supervisor is itself a child, so trees nest. A spec built ``refused`` (its agent id is
+held by another live node) is never started and is listed in ``failed`` with why.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ChildSpec:
     max_restarts: int | None = None  # this child's restart budget (None: the supervisor's)
     period: float | None = None
     on_exhausted: OnExhausted | None = None
+    refused: str | None = None  # why this child may not run (its id is held elsewhere)
 
 
 class SupervisorGaveUp(CodedError):
@@ -103,12 +105,13 @@ class Supervisor:
     on_exhausted: OnExhausted = OnExhausted.STOP_AGENT
 
     def __post_init__(self) -> None:
+        self.failed: dict[str, str] = {s.id: s.refused for s in self.specs if s.refused}
+        """Children given up, with why, and refused ones (the node's readiness lists them)."""
+        self.specs = [s for s in self.specs if not s.refused]
         self._budgets = {spec.id: self._budget_of(spec) for spec in self.specs}
         self._running: dict[str, _Running] = {}
         self._stop = asyncio.Event()
         self._restarts: dict[str, int] = {}
-        self.failed: dict[str, str] = {}
-        """Children given up, with why (the node's readiness lists them)."""
         self.log = get_logger(supervisor=self.name)
 
     # -- public ----------------------------------------------------------------------

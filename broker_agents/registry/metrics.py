@@ -59,3 +59,9 @@ HEALED = Counter(
     "or records claiming this node for agents it does not host that it removed (orphan)",
     ["reason"],
 )
+CLAIMS = Counter(
+    "ba_registry_claims_total",
+    "Agent id claims before hosting: created, reclaimed (this node held it), taken_over "
+    "(a dead node held it), refused (a live node holds it: already_exists), conflict",
+    ["outcome"],
+)

@@ -105,7 +105,7 @@ class RegistryStore:
         failure: BaseException | None = None
         for _ in range(attempts):
             try:
-                current = await self._stored(record.agent_id)
+                current = await self.stored(record.agent_id)
                 if current is not None and current[0] == record:
                     revision = current[1]
                 elif current is None:
@@ -131,7 +131,7 @@ class RegistryStore:
                           {"agent_id": record.agent_id, "attempts": attempts,
                            "last_error": repr(failure)})
 
-    async def _stored(self, agent_id: str) -> tuple[AgentRecord | None, int] | None:
+    async def stored(self, agent_id: str) -> tuple[AgentRecord | None, int] | None:
         """Like ``get``, but a value that is not a record of ``agent_id`` (corrupt, or
         another agent's) is ``(None, revision)``: something to overwrite, not an error."""
         try:
