@@ -12,8 +12,8 @@
 - ``run``: run a command's coroutine; a ``BrokerError`` (or NATS trouble) becomes a
   structured error and ``ExitCode.FAILURE``;
 - output: results on stdout as a rich table, or one JSON document with ``--json``; errors
-  as ``{"error": {"code", "message", "details"}}`` on stdout with ``--json``, else as a red
-  line (and the details) on stderr;
+  as ``{"error": {"code", "message", "details"}}`` on stdout with ``--json``, else as one
+  unwrapped line ``<code> <message>`` on stderr: never a traceback (``crash``);
 - ``ExitCode`` (re-exported from ``node.exitcodes``): what every exit status means.
 """
 
@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import nats.errors
+import nats.js.errors
 import typer
 from nats.aio.client import Client as NATS
 from rich.console import Console, JustifyMethod, RenderableType
@@ -135,7 +138,8 @@ async def connect(where: Target, *, role: Role = Role.CLIENT, reconnect: bool = 
                "$BA_CONTEXT, or run where ./data/auth is)")
         raise BrokerError(ErrorCode.UNAVAILABLE,
                           f"cannot connect to NATS at {', '.join(servers)} as {role} with "
-                          f"{who}: {exc}", {"servers": servers, "role": str(role)}) from exc
+                          f"{who}: {describe(exc)}",
+                          {"servers": servers, "role": str(role)}) from exc
 
 
 def warn_insecure() -> None:
@@ -148,7 +152,9 @@ def warn_insecure() -> None:
 
 def run(work: Coroutine[Any, Any, T], as_json: bool = False) -> T:
     """``asyncio.run(work)``; an error is printed (see ``fail``) and exits FAILURE. A
-    request the server refused to carry (a permissions violation) is ``forbidden``."""
+    request the server refused to carry (a permissions violation) is ``forbidden``; NATS
+    trouble is ``unavailable``; anything else is ``internal``, one line too (a traceback
+    only with ``$BA_DEBUG`` set)."""
     _denied.clear()
     try:
         return asyncio.run(work)
@@ -164,23 +170,48 @@ def run(work: Coroutine[Any, Any, T], as_json: bool = False) -> T:
         if isinstance(exc, nats.errors.NoRespondersError):
             fail(BrokerError(ErrorCode.UNAVAILABLE, "nobody is listening for this request"),
                  as_json)
-        fail(BrokerError(ErrorCode.TIMEOUT, f"no reply in time: {exc!r}"), as_json)
+        fail(BrokerError(ErrorCode.TIMEOUT, f"no reply in time: {describe(exc)}"), as_json)
+    except nats.js.errors.ServiceUnavailableError:
+        fail(BrokerError(ErrorCode.UNAVAILABLE, "JetStream does not answer on this server "
+                         "(is it enabled, for this account?)"), as_json)
     except (OSError, nats.errors.Error) as exc:
-        fail(BrokerError(ErrorCode.UNAVAILABLE, f"cannot reach NATS: {exc!r}"), as_json)
+        fail(BrokerError(ErrorCode.UNAVAILABLE, f"cannot reach NATS: {describe(exc)}"),
+             as_json)
+    except (typer.Exit, typer.Abort, typer.BadParameter):
+        raise
+    except Exception as exc:
+        crash(exc, as_json)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its message, or its type when it has none
+    (``TimeoutError()``, nats-py's ``ServiceUnavailableError``)."""
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return f"{name}: {text}" if text and name not in text else text or name
+
+
+def crash(exc: BaseException, as_json: bool = False) -> NoReturn:
+    """A bug or an unforeseen condition: ``internal``, one line, ``ExitCode.FAILURE``; the
+    traceback only with ``$BA_DEBUG`` set (a user gets a message, a developer the stack)."""
+    if os.environ.get("BA_DEBUG"):
+        traceback.print_exception(exc)
+    fail(BrokerError(ErrorCode.INTERNAL, f"{describe(exc)} (set BA_DEBUG=1 for the "
+                     "traceback)", {"type": type(exc).__name__}), as_json)
 
 
 def fail(err: BrokerError, as_json: bool = False, *, label: str | None = None,
          code: ExitCode = ExitCode.FAILURE) -> NoReturn:
-    """Print ``err`` (as its wire payload with ``--json``) and exit with ``code``.
+    """Print ``err`` and exit with ``code``: with ``--json`` its wire payload on stdout,
+    else ``<code> <message>`` on stderr, never wrapped (the details are in ``--json``).
 
     ``label`` replaces the error code at the start of the line (``config error``).
     """
     if as_json:
         print_json(err.to_payload())
     else:
-        err_console.print(f"[red]{escape(label or str(err.code))}[/red] {escape(err.message)}")
-        if err.details:
-            err_console.print_json(json.dumps(err.details, default=str))
+        err_console.print(f"[red]{escape(label or str(err.code))}[/red] {escape(err.message)}",
+                          soft_wrap=True)
     raise typer.Exit(code)
 
 

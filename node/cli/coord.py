@@ -7,7 +7,8 @@
 Both are mounted at the top level of ``broker-agents``; ``app`` holds them as a group
 too. The request (inline JSON or ``@file``) is sent as JSON to ``<prefix>.coord.<protocol>``;
 ``--json`` prints the reply as one JSON line instead of tables. An error reply exits
-``ExitCode.FAILURE``, request JSON that does not parse ``ExitCode.USAGE``.
+``ExitCode.FAILURE`` (so does a result in which every participant answered with an error),
+request JSON that does not parse ``ExitCode.USAGE``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import typer
 from rich.console import Group
 
 from broker_agents import codec
-from broker_agents.core.errors import BrokerError
+from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from node.cli import common
@@ -48,9 +49,9 @@ def schema_command(
 
     every = schemas()
     if protocol is not None and protocol not in every:
-        common.err_console.print(f"[red]unknown protocol[/red] {protocol!r}; known: "
-                          f"{', '.join(PROTOCOLS)}")
-        raise typer.Exit(ExitCode.USAGE)
+        common.fail(BrokerError(ErrorCode.UNKNOWN_PROTOCOL, f"{protocol!r}; known: "
+                                f"{', '.join(PROTOCOLS)}"), label="unknown protocol",
+                    code=ExitCode.USAGE)
     sys.stdout.write(json.dumps(every[protocol] if protocol else every, indent=2) + "\n")
 
 
@@ -89,14 +90,31 @@ def request_command(
     try:
         body = _load(request_json)
     except (OSError, ValueError) as exc:
-        common.err_console.print(f"[red]bad request JSON[/red] {exc}")
-        raise typer.Exit(ExitCode.USAGE) from None
+        common.fail(BrokerError(ErrorCode.BAD_REQUEST, common.describe(exc)), as_json,
+                    label="bad request JSON", code=ExitCode.USAGE)
     at = common.Target(nats_url, context, creds, tls_ca)
     reply = common.run(_send(at, prefix, protocol, body, timeout), as_json)
     err = BrokerError.from_payload(reply)
     if err is not None:
         common.fail(err, as_json)
     common.show(reply, as_json, lambda: Group(*renderables(reply, f"{protocol} result")))
+    nobody = all_errored(reply)
+    if nobody is not None:
+        common.fail(nobody, as_json)
+
+
+def all_errored(reply: Any) -> BrokerError | None:
+    """A result every participant of which answered with an error decided nothing: the
+    command fails (exit 1) rather than print a decision-less result and exit 0."""
+    if not isinstance(reply, dict):
+        return None
+    asked, errored = reply.get("participants"), reply.get("errored")
+    if not isinstance(asked, int) or not isinstance(errored, list) or asked <= 0:
+        return None
+    if len(errored) < asked:
+        return None
+    return BrokerError(ErrorCode.HANDLER_ERROR, f"all {asked} participant(s) answered with an "
+                       "error: nothing was decided", {"errored": errored})
 
 
 app.command("schema")(schema_command)

@@ -2,33 +2,99 @@
 
 Exit status: the daemon's own (``ExitCode.OK`` on a clean stop, ``FAILURE`` when its root
 supervisor gave up, ``FORCED`` on a second signal), or ``CONFIG`` for a config that
-cannot be used or a NATS server that would not start.
+cannot be used or a NATS server that would not start. A port another process holds (the
+HTTP port, the embedded server's) is ``CONFIG`` too, said in one line before anything
+starts, rather than a bind traceback or a server that waits out its start timeout.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
+from typing import TYPE_CHECKING
+
 import typer
 
-from node.cli.common import ConfigOpt, fail
+from broker_agents.core.errors import BrokerError, ErrorCode
+from node.cli.common import ConfigOpt, describe, fail
 from node.exitcodes import ExitCode
 
+if TYPE_CHECKING:
+    from node.config import NodeConfig
+
 app = typer.Typer(no_args_is_help=True, help="Run a node daemon.")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` (a bind with SO_REUSEADDR, as servers
+    bind, fails only then: a port in TIME_WAIT counts as free)."""
+    if port == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _port_taken(what: str, host: str, port: int, setting: str) -> BrokerError:
+    return BrokerError(ErrorCode.CONFIG, f"{what} port {host}:{port} is already in use by "
+                       f"another process: stop it, or choose another port ({setting}, 0 "
+                       "picks a free one)", {"host": host, "port": port, "setting": setting})
+
+
+def check_ports(cfg: NodeConfig) -> None:
+    """Refuse, in one line, ports someone else holds. A nats-server a killed node left on
+    its data dir is not someone else: it is stopped first (``reap_stale``), as the node
+    would."""
+    from node.embedded import reap_stale
+
+    if port_in_use(cfg.http.host, cfg.http.port):
+        raise _port_taken("HTTP", cfg.http.host, cfg.http.port, "[http] port, BA_HTTP__PORT")
+    embedded = cfg.nats.embedded
+    if cfg.nats.embedded_server and port_in_use(embedded.host, embedded.port):
+        reap_stale(cfg.node.data_dir / "nats" / "nats-server.pid")
+        if port_in_use(embedded.host, embedded.port):
+            raise _port_taken("NATS", embedded.host, embedded.port,
+                              "[nats.embedded] port, BA_NATS__EMBEDDED__PORT")
+
+
+def _first_and_last(text: str) -> str:
+    """A server's failure in one line: what failed and its last log line (the fatal one)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if len(lines) < 2 else f"{lines[0]} {lines[-1]}"
 
 
 @app.command("run")
 def node_run(config: ConfigOpt = None) -> None:
     """Run a node daemon until SIGINT/SIGTERM (a second signal forces exit)."""
+    from nats.aio.client import Client as NATS
+
     from broker_agents.logging import configure_logging
     from node.config import ConfigError, load_config
     from node.daemon import run
     from node.embedded import NatsServerError
+    from node.hosting import build_specs
 
     try:
         cfg = load_config(config)
+        build_specs(cfg, NATS(), {})  # every agent class, id and kwargs, before NATS and HTTP
+        check_ports(cfg)
         configure_logging(cfg.node.log_format, cfg.node.log_level)
         code = run(cfg)
     except ConfigError as exc:
         fail(exc, label="config error", code=ExitCode.CONFIG)
     except NatsServerError as exc:
-        fail(exc, label="cannot start NATS", code=ExitCode.CONFIG)
+        fail(BrokerError(ErrorCode.UNAVAILABLE, _first_and_last(str(exc))),
+             label="cannot start NATS", code=ExitCode.CONFIG)
+    except BrokerError as exc:  # a port taken (config_error), or the start refused
+        fail(exc, code=ExitCode.CONFIG if exc.code == ErrorCode.CONFIG else ExitCode.FAILURE)
+    except OSError as exc:  # a port taken between the check and the bind
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        fail(BrokerError(ErrorCode.CONFIG, describe(exc)), label="port in use",
+             code=ExitCode.CONFIG)
     raise typer.Exit(code)

@@ -31,6 +31,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from broker_agents.codec import decode
+from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.subjects import Subjects
 from broker_agents.variables.client import Variables
 from broker_agents.variables.metrics import skipped_record
@@ -47,6 +48,7 @@ from node.cli.common import (
     Target,
     TlsCaOpt,
 )
+from node.exitcodes import ExitCode
 
 app = typer.Typer(no_args_is_help=True, help="Cluster-wide variables: ls, get, set, watch, "
                   "history, define, freeze.")
@@ -153,8 +155,15 @@ def set_(space: str, assignments: Annotated[list[str], typer.Argument(help="name
     """Commit new values (validated as a whole configuration)."""
     values = parse_assignments(assignments)
     at = Target(nats_url, context, creds, tls_ca)
-    _show_result(_call(at, prefix, group, as_json, lambda v: v.set(
-        space, values, expected_version=expect_version, actor=actor, reason=reason)), as_json)
+    result = _call(at, prefix, group, as_json, lambda v: v.set(
+        space, values, expected_version=expect_version, actor=actor, reason=reason))
+    _show_result(result, as_json)
+    held = sorted(set(values) & set(result.frozen))
+    if held:  # the group refuses a new value; the same value commits, but changes nothing
+        common.fail(BrokerError(
+            ErrorCode.VALIDATION, f"{', '.join(held)} {'is' if len(held) == 1 else 'are'} "
+            f"frozen: the set changed nothing there (var unfreeze {space} {held[0]} first)",
+            {"space": space, "frozen": held}), as_json)
 
 
 @app.command("define")
@@ -165,7 +174,11 @@ def define(path: Annotated[Path, typer.Argument(help="a JSON file holding a Vari
            tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
            group: GroupOpt = DEFAULT_GROUP, as_json: JsonOpt = False) -> None:
     """Define a space (redefining one takes --admin)."""
-    spec = json.loads(path.read_text())
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        common.fail(BrokerError(ErrorCode.BAD_REQUEST, f"{path}: {common.describe(exc)}"),
+                    as_json, label="bad space JSON", code=ExitCode.USAGE)
     at = Target(nats_url, context, creds, tls_ca)
     _show_result(_call(at, prefix, group, as_json, lambda v: v.define_space(spec),
                        Role.ADMIN if admin else Role.CLIENT), as_json)
