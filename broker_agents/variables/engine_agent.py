@@ -15,6 +15,10 @@ changes (``ChangePublisher``), so change events keep flowing whichever member su
 Feedback arrives on ``<p>.variables.<space>.feedback`` (a ``FeedbackReport``; request/reply
 gets a ``FeedbackAck`` from the active engine -- standbys stay silent -- or plain publish).
 Everything the agent does to one space happens on one worker task, in arrival order.
+
+An operator's set wins: the engine leaves each variable someone else set alone for
+``operator_hold_s`` (per space in its config, or for all spaces in the agent's kwargs;
+0 adapts it again at once), decided by the pure engine (``AdaptationEngine.sync``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,13 @@ def _feedback_report(payload: Any) -> FeedbackReport:
                                  include_input=False)}) from None
 
 
+def _with_hold(config: EngineConfig, hold_s: float | None) -> EngineConfig:
+    """The agent's ``operator_hold_s`` for a space whose own config does not set one."""
+    if hold_s is None or "operator_hold_s" in config.model_fields_set:
+        return config
+    return config.model_copy(update={"operator_hold_s": hold_s})
+
+
 class AdaptationEngineSettings(AgentSettings):
     group: str = Field("variables", description="the consensus group running the variables")
     spaces: dict[str, EngineConfig | None] | list[str] = Field(
@@ -72,6 +83,9 @@ class AdaptationEngineSettings(AgentSettings):
     seed: int | None = None
     publish_changes: bool = True
     leader_check_ms: float = Field(10.0, gt=0)
+    operator_hold_s: float | None = Field(
+        None, ge=0, description="seconds the engine leaves a variable an operator set alone, "
+        "for every space whose config does not say (default: EngineConfig's)")
 
 
 class AdaptationEngineAgent(Agent):
@@ -85,7 +99,8 @@ class AdaptationEngineAgent(Agent):
         spaces = settings.spaces
         if isinstance(spaces, list):
             spaces = dict.fromkeys(spaces)
-        self.engine_configs = {n: c or EngineConfig() for n, c in spaces.items()}
+        self.engine_configs = {n: _with_hold(c or EngineConfig(), settings.operator_hold_s)
+                               for n, c in spaces.items()}
         self.seed = settings.seed
         self.publish_changes = settings.publish_changes
         self.leader_check_s = settings.leader_check_ms / 1000.0

@@ -113,7 +113,7 @@ class SpaceEngine:
         fb = Feedback(space=report.space, trial=trial, reward=report.reward,
                       latency=report.latency, cost=report.cost, quality=report.quality,
                       source=report.source)
-        out = self.engine.observe(fb)
+        out = self.engine.observe(fb, now=time.monotonic())
         version = await self._handle(group, out)
         metrics.ENGINE_STEP.labels(self.name).observe(time.perf_counter() - started)
         ex = out.explanation
@@ -134,20 +134,24 @@ class SpaceEngine:
             return
         if self.engine is None or self.state is None or change.version <= self.state.version:
             return
-        await self._take(group, change.as_values())
+        await self._take(group, change.as_values(), set(change.changed))
 
-    async def _take(self, group: Group, new: SpaceValues) -> None:
+    async def _take(self, group: Group, new: SpaceValues, operator: set[str]) -> None:
         """Sync the engine with committed values someone else set."""
-        out = self._sync(new)
+        out = self._sync(new, operator)
         if out is not None:
             await self._handle(group, out)
 
-    def _sync(self, new: SpaceValues) -> EngineOutput | None:
+    def _sync(self, new: SpaceValues, operator: set[str] | None = None) -> EngineOutput | None:
+        """Hand the engine committed values; ``operator``: the names someone else set (by
+        default those that moved), which the engine holds (``operator_hold_s``)."""
         assert self.engine is not None and self.state is not None
         adapted = set(self.engine.proposal.values) if self.engine.proposal else set()
         moved = {n for n, v in new.values.items() if self.state.values.get(n) != v}
         self.state = new
-        return self.engine.sync(new.values, new.frozen, reset=bool(moved & adapted))
+        return self.engine.sync(new.values, new.frozen, reset=bool(moved & adapted),
+                                operator=moved if operator is None else operator | moved,
+                                now=time.monotonic())
 
     # -- outputs -------------------------------------------------------------------------
 

@@ -13,6 +13,11 @@ a centre update that would break one is refused (momentum zeroed) and logged as
 Frozen variables never change: they are left out of every proposal (``Proposal.values``) and
 their committed value is used in every configuration the engine validates. The driver feeds
 freezes and operator changes in with ``sync``.
+
+An operator's set wins: a variable an operator set is *held*, treated as frozen, for
+``operator_hold_s`` of the driver's clock (``now``, handed in); the first ``observe`` after
+the hold ends restarts the iteration with it adapting again. With ``operator_hold_s = 0``
+the engine adapts it again at once, and its explanation says why it overrides.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class AdaptationEngine:
             for n, v in self._choices.items()
         }
         self.frozen: set[str] = set(frozen)
+        self.holds: dict[str, float] = {}  # operator-set variable -> until (driver's clock)
         self.step = 0
         self.iteration = 0
         self.trial = 0
@@ -98,13 +104,21 @@ class AdaptationEngine:
         """Begin adapting: the first trial to run."""
         return self._next_iteration("start", "first trial", {}, None)
 
-    def observe(self, feedback: Feedback) -> EngineOutput:
-        """Take one feedback record; maybe move on to a new trial."""
+    def observe(self, feedback: Feedback, *, now: float | None = None) -> EngineOutput:
+        """Take one feedback record; maybe move on to a new trial. ``now`` (the driver's
+        clock) ends operator holds that are over: the record then only restarts the
+        iteration, with those variables adapting again (it measured a trial without them)."""
         self.step += 1
+        ended = self._end_holds(now)
+        if ended:
+            return self._next_iteration("restart", f"operator hold on {', '.join(ended)} "
+                                        "ended: adapting again", {}, None)
         if feedback.space != self.space.name:
             return self._ignore(f"feedback for space {feedback.space!r}")
         if self._proposal is None:
-            return self._ignore("no trial running (not started, or nothing to adapt)")
+            held = f"; held for the operator: {', '.join(sorted(self.holds))}" \
+                if self.holds else ""
+            return self._ignore(f"no trial running (not started, or nothing to adapt){held}")
         if feedback.trial is not None and feedback.trial != self.trial:
             return self._ignore(f"stale: trial {feedback.trial}, current {self.trial}")
         try:
@@ -127,42 +141,81 @@ class AdaptationEngine:
         return self._next_iteration("update", "iteration complete", self._scores, step, score)
 
     def sync(
-        self, values: Mapping[str, Scalar], frozen: Iterable[str], *, reset: bool = False
+        self, values: Mapping[str, Scalar], frozen: Iterable[str], *, reset: bool = False,
+        operator: Iterable[str] = (), now: float | None = None,
     ) -> EngineOutput | None:
         """Take in committed changes the engine did not make.
 
         Values of variables the engine does not currently adapt are always taken; with
         ``reset`` (an operator override) the adapted ones are too and momentum is forgotten.
-        A change of the frozen set or a reset restarts the iteration with a new trial.
+        ``operator``: the variables an operator set; with ``now`` and a hold time each one
+        the engine adapts is held until ``now + operator_hold_s`` (its value taken, the
+        others keeping their momentum). A change of the frozen or held set or a reset
+        restarts the iteration with a new trial.
         """
         frozen = set(frozen)
+        held = self._hold(operator, now)
+        reset = reset and not held
         adapted = self._active_numeric() | self._active_choices()
         for var in self.space.free_variables:
             n = var.name
-            if n in values and (reset or n not in adapted or n in frozen):
+            if n in values and (reset or n not in adapted or n in frozen or n in held):
                 self.values[n] = values[n]
         self.values = self.space.validate_config(
             {v.name: self.values[v.name] for v in self.space.free_variables}, self.registry
         )
-        if frozen == self.frozen and not reset:
+        if frozen == self.frozen and not reset and not held:
             return None
         self.frozen = frozen
         carry = {} if reset else dict(self._opt.centre)
         self._opt = self._optimizer(carry, keep=None if reset else self._opt)
-        return self._next_iteration("restart", "frozen set or values changed", {}, None)
+        if held:
+            until = max(self.holds[n] for n in held)
+            reason = f"operator set {', '.join(held)}: held until {until:g}"
+        elif reset and self.config.operator_hold_s == 0 and set(operator) & adapted:
+            reason = "operator set adapted values; operator_hold_s = 0: adapting them again"
+        else:
+            reason = "frozen set or values changed"
+        return self._next_iteration("restart", reason, {}, None)
+
+    def _hold(self, operator: Iterable[str], now: float | None) -> list[str]:
+        """Hold the adaptable variables in ``operator`` (a new set re-arms a hold)."""
+        if now is None or self.config.operator_hold_s <= 0:
+            return []
+        adaptable = set(self._numeric) | set(self._choices)
+        held = sorted(set(operator) & adaptable)
+        for n in held:
+            self.holds[n] = now + self.config.operator_hold_s
+        return held
+
+    def _end_holds(self, now: float | None) -> list[str]:
+        """Drop the holds that are over at ``now``; the variables they released."""
+        if now is None:
+            return []
+        ended = sorted(n for n, until in self.holds.items() if until <= now)
+        for n in ended:
+            del self.holds[n]
+        if ended:
+            carry = dict(self._opt.centre)
+            self._opt = self._optimizer(carry, keep=self._opt)
+        return ended
 
     def centre(self) -> Config:
         """The engine's current best configuration: the centre and each bandit's best arm."""
         return self._config(self._opt.centre, {n: b.best() for n, b in self._bandits.items()
-                                               if n not in self.frozen}, check=False)
+                                               if n not in self._paused()}, check=False)
 
     # -- internals -------------------------------------------------------------------------
 
+    def _paused(self) -> set[str]:
+        """Variables the engine leaves alone now: frozen ones and operator-held ones."""
+        return self.frozen | set(self.holds)
+
     def _active_numeric(self) -> set[str]:
-        return {n for n in self._numeric if n not in self.frozen}
+        return {n for n in self._numeric if n not in self._paused()}
 
     def _active_choices(self) -> set[str]:
-        return {n for n in self._choices if n not in self.frozen}
+        return {n for n in self._choices if n not in self._paused()}
 
     def _optimizer(
         self, carry: Mapping[str, float], keep: SpsaOptimizer | None = None
@@ -289,7 +342,7 @@ class AdaptationEngine:
             centre_before=self._explain_centre(None), centre_after=self._explain_centre(None),
             arms={n: self._choices[n].options[i] for n, i in self._arms.items()},
             bandits={n: b.stats() for n, b in self._bandits.items()},
-            frozen=sorted(self.frozen),
+            frozen=sorted(self.frozen), held=dict(sorted(self.holds.items())),
         )
 
     def _ignore(self, reason: str) -> EngineOutput:

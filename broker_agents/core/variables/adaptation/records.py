@@ -43,6 +43,10 @@ class EngineConfig(BaseModel):
     exploration: float = Field(default=1.4142, ge=0)  # UCB1's c
     variables: list[str] | None = None  # which free variables adapt; None = all
     max_probe_attempts: int = Field(default=8, ge=1)
+    # an operator's set wins: the engine leaves each variable it set alone this long (in
+    # the driver's seconds); 0: the engine adapts it again at once, and its explanation
+    # says so
+    operator_hold_s: float = Field(default=300.0, ge=0)
 
 
 class Proposal(BaseModel):
@@ -89,6 +93,7 @@ class Explanation(BaseModel):
     arms: dict[str, Scalar] = Field(default_factory=dict)  # choice values this iteration
     bandits: dict[str, list[ArmStats]] = Field(default_factory=dict)
     frozen: list[str] = Field(default_factory=list)
+    held: dict[str, float] = Field(default_factory=dict)  # operator-set variable -> until
 
 
 class EngineOutput(BaseModel):
