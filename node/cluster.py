@@ -4,6 +4,10 @@ Used by ``broker-agents up``, the demo, the benchmarks and the tests. Nodes are 
 through ``BA_*`` environment variables (on top of an optional base TOML file), and we wait
 for each node's ``<p>.events.node.ready`` event rather than polling it.
 
+A base file keeps its ``[services]`` and its ``[[agents]]`` unless the caller gives its
+own (``services``, ``agents``). Its agents are spread over the nodes by ``split_agents``:
+every node reads the same file, so without that each node would try to host every id.
+
 Secured by default: one ``ensure_local`` (or ``ensure_cluster``) in the base directory
 makes the operator, the users of every role, a CA and the server configs; node processes
 get the node creds and the CA through their environment, and ``client(role)`` connects
@@ -19,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,29 @@ from broker_agents.subjects import Subjects
 from broker_agents.transport import Security, connect_client
 from node.auth.local import LocalAuth
 from node.auth.roles import Role
+from node.config import ConfigError
 from node.embedded import NatsCluster, NatsServer, free_port, start_cluster, start_server
+
+HOST_KEY = "node"  # an [[agents]] key that only `up` reads: which node hosts the section
+
+
+def split_agents(config: Path, nodes: int) -> list[list[dict[str, Any]]]:
+    """The file's ``[[agents]]`` per node: a section names its node (``node = "node-2"``,
+    the key is taken out before the node sees it), or runs on node-1."""
+    try:
+        sections = tomllib.loads(config.read_text()).get("agents", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{config}: {exc}") from exc
+    names = [f"node-{i}" for i in range(1, nodes + 1)]
+    per_node: list[list[dict[str, Any]]] = [[] for _ in names]
+    for index, section in enumerate(sections):
+        section = dict(section)
+        host = section.pop(HOST_KEY, names[0])
+        if host not in names:
+            raise ConfigError(f"agents.{index}.{HOST_KEY}: {host!r} is not one of the "
+                              f"{nodes} node(s) ({', '.join(names)})")
+        per_node[names.index(host)].append(section)
+    return per_node
 
 
 @dataclass
@@ -75,7 +102,7 @@ class LocalCluster:
     nodes: int = 3
     nats_cluster: bool = False
     agents: list[list[dict[str, Any]]] | None = None
-    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    services: dict[str, dict[str, Any]] | None = None
     config: Path | None = None
     prefix: str = "ba"
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -106,6 +133,8 @@ class LocalCluster:
         else:
             where = self.base_dir if secure else self.base_dir / "nats"
             self.nats = await asyncio.to_thread(start_server, where, secure=secure)
+        if self.agents is None and self.config is not None:
+            self.agents = split_agents(self.config, self.nodes)
         for i in range(1, self.nodes + 1):
             self.procs.append(self._node(i))
         await self._spawn_and_wait(self.procs)
@@ -125,9 +154,10 @@ class LocalCluster:
             "BA_NATS__SERVERS": json.dumps(servers),
             "BA_HTTP__PORT": str(free_port()),
             "BA_AGENTS": json.dumps(agents),
-            "BA_SERVICES": json.dumps(self.services),
             **self._auth_env(),
         })
+        if self.services is not None or self.config is None:  # else the file's services
+            env["BA_SERVICES"] = json.dumps(self.services or {})
         env.update(self.extra_env)
         return NodeProcess(node_id, env, self.base_dir / f"{node_id}.log",
                            int(env["BA_HTTP__PORT"]))

@@ -1,8 +1,16 @@
-"""``broker-agents up``: N node daemons as separate processes until Ctrl-C."""
+"""``broker-agents up``: N node daemons as separate processes until Ctrl-C.
+
+``--config FILE`` gives every node the file's settings and ``[services]``, and spreads its
+``[[agents]]`` over the nodes (a section's ``node = "node-2"`` picks one; default node-1).
+Once the nodes are ready it writes each role's context where every command looks by
+itself (``$XDG_CONFIG_HOME/broker-agents/``), so another shell needs no flags; it never
+replaces a context it did not write, and removes its own when it stops.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import tempfile
 from pathlib import Path
@@ -11,10 +19,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from broker_agents.core.errors import BrokerError, ErrorCode
+from node.auth.context import ENV_VAR, ClientContext, candidates
 from node.auth.local import LocalAuth
 from node.auth.roles import Role
-from node.cli.common import ConfigOpt, InsecureOpt, console, warn_insecure
+from node.cli.common import ConfigOpt, InsecureOpt, console, fail, warn_insecure
 from node.exitcodes import ExitCode
+
+MARK = "broker-agents up"  # the description of the contexts `up` writes, and may remove
 
 
 def up(
@@ -25,9 +37,16 @@ def up(
     insecure: InsecureOpt = False,
 ) -> None:
     """Start N node daemons as separate processes on local NATS; Ctrl-C stops them all."""
+    from node.config import ConfigError
+
     if insecure:
         warn_insecure()
-    codes = asyncio.run(_run_until_interrupted(nodes, nats_cluster, config, insecure))
+    try:
+        codes = asyncio.run(_run_until_interrupted(nodes, nats_cluster, config, insecure))
+    except ConfigError as exc:
+        fail(exc, label="config error", code=ExitCode.CONFIG)
+    except (RuntimeError, TimeoutError) as exc:  # a node exited or hung while starting
+        fail(BrokerError(ErrorCode.UNAVAILABLE, str(exc)), label="start failed")
     console.print("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()))
     clean = all(c == ExitCode.OK for c in codes.values())
     raise typer.Exit(ExitCode.OK if clean else ExitCode.FAILURE)
@@ -45,7 +64,11 @@ async def _run_until_interrupted(nodes: int, nats_cluster: bool, config: Path | 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):  # before we tell anyone to press it
             loop.add_signal_handler(sig, stop.set)
-        await cluster.start()
+        try:
+            await cluster.start()
+        except BaseException:
+            await asyncio.to_thread(cluster.stop)
+            raise
         table = Table(title=f"{nodes} node(s) up")
         for col in ("node", "pid", "http (/metrics /healthz /readyz)"):
             table.add_column(col, no_wrap=True)
@@ -53,24 +76,75 @@ async def _run_until_interrupted(nodes: int, nats_cluster: bool, config: Path | 
             table.add_row(proc.node_id, str(proc.pid), f"http://127.0.0.1:{proc.http_port}")
         console.print(table)
         console.print(f"logs: {tmp}/node-N.log")
-        console.print(f"NATS: {', '.join(cluster.urls)}  —  Ctrl-C to stop")
+        console.print(f"NATS: {', '.join(cluster.urls)}  —  Ctrl-C to stop", soft_wrap=True)
+        written: dict[Path, str] = {}
         if cluster.auth is not None:
-            _print_contexts(cluster.auth)
-        await stop.wait()
+            written = publish_contexts(cluster.auth)
+            _print_contexts(cluster.auth, written)
+        try:
+            await stop.wait()
+        finally:
+            withdraw_contexts(written)
         return await asyncio.to_thread(cluster.stop)
 
 
-def _print_contexts(auth: LocalAuth) -> None:
-    """Where each role's context is, and how a shell uses the client's."""
+def user_context(role: Role) -> Path:
+    """Where commands look for ``role``'s context when nothing names one."""
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    return candidates(env=env, role=role)[0]
+
+
+def publish_contexts(auth: LocalAuth) -> dict[Path, str]:
+    """Copy every role's context to the user's config dir unless one not ours is there;
+    the paths written, with what was written (to remove only our own later)."""
+    written: dict[Path, str] = {}
+    for role, source in auth.contexts.items():
+        target = user_context(role)
+        if target.exists() and not _ours(target):
+            continue
+        ctx = ClientContext.read(source)
+        ctx = ClientContext(ctx.servers, ctx.creds, ctx.ca, ctx.inbox_prefix,
+                            ctx.subject_prefix, f"{MARK} {role} (pid {os.getpid()})")
+        ctx.write(target)
+        written[target] = target.read_text()
+    return written
+
+
+def withdraw_contexts(written: dict[Path, str]) -> None:
+    """Remove the contexts we wrote, unless someone replaced them meanwhile."""
+    for path, text in written.items():
+        try:
+            if path.read_text() == text:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _ours(path: Path) -> bool:
+    try:
+        return ClientContext.read(path).description.startswith(MARK)
+    except BrokerError:
+        return False
+
+
+def _print_contexts(auth: LocalAuth, written: dict[Path, str]) -> None:
+    """Where each role's context is, and whether other shells find it by themselves."""
     table = Table(title=f"credentials (0600, in {auth.dir}; gone when this stops)")
     for col in ("role", "context"):
         table.add_column(col, no_wrap=True)
     for role, path in auth.contexts.items():
         table.add_row(str(role), str(path))
     console.print(table)
-    console.print("use it from another shell:\n"
-                  f"  export BA_CONTEXT={auth.context}\n"
-                  "  broker-agents request vote '{\"proposal\": \"go?\", \"capability\": "
-                  "\"voter\"}'\n"
-                  "  (registry ls needs the observer's: --context "
+    client = user_context(Role.CLIENT)
+    if client in written:
+        console.print(f"contexts written to {client.parent} (removed when this stops): "
+                      "commands in any shell find them, e.g.\n"
+                      "  broker-agents request vote '{\"proposal\": \"go?\", \"capability\": "
+                      "\"voter\"}'", soft_wrap=True)
+        if os.environ.get(ENV_VAR):
+            console.print(f"[yellow]${ENV_VAR} is set in this shell and wins over them[/yellow]")
+        return
+    console.print(f"{client} is not ours: left alone. Use the cluster from another shell "
+                  f"with\n  export {ENV_VAR}={auth.context}\n"
+                  f"  (bucket reads need the observer's: --context "
                   f"{auth.contexts[Role.OBSERVER]})", soft_wrap=True)
