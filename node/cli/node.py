@@ -50,13 +50,17 @@ def check_ports(cfg: NodeConfig) -> None:
     """Refuse, in one line, ports someone else holds. A nats-server a killed node left on
     its data dir is not someone else: it is stopped first (``reap_stale``), as the node
     would."""
+    from broker_agents.logging import get_logger
     from node.embedded import reap_stale
 
     if port_in_use(cfg.http.host, cfg.http.port):
         raise _port_taken("HTTP", cfg.http.host, cfg.http.port, "[http] port, BA_HTTP__PORT")
     embedded = cfg.nats.embedded
     if cfg.nats.embedded_server and port_in_use(embedded.host, embedded.port):
-        reap_stale(cfg.node.data_dir / "nats" / "nats-server.pid")
+        stale = reap_stale(cfg.node.data_dir / "nats" / "nats-server.pid")
+        if stale is not None:
+            get_logger(component="node", node=cfg.node.id).warning(
+                "stopped a nats-server left by a killed node", pid=stale)
         if port_in_use(embedded.host, embedded.port):
             raise _port_taken("NATS", embedded.host, embedded.port,
                               "[nats.embedded] port, BA_NATS__EMBEDDED__PORT")
@@ -82,8 +86,8 @@ def node_run(config: ConfigOpt = None) -> None:
     try:
         cfg = load_config(config)
         build_specs(cfg, NATS(), {})  # every agent class, id and kwargs, before NATS and HTTP
-        check_ports(cfg)
         configure_logging(cfg.node.log_format, cfg.node.log_level)
+        check_ports(cfg)
         code = run(cfg)
     except ConfigError as exc:
         fail(exc, label="config error", code=ExitCode.CONFIG)

@@ -15,6 +15,9 @@ line are JSON when they parse as JSON, else strings. Every command is a client's
 to the group, but ``freeze`` and ``unfreeze`` (an admin's; so is redefining a space,
 ``define --admin``) and ``watch``, which reads change events (an observer's). A space whose
 record is corrupt is listed as skipped; a malformed reply is a ``malformed`` error.
+
+``set`` wins over the adaptation engine, which leaves each variable set alone for its
+``operator_hold_s``; ``set`` naming a frozen variable changes nothing there and exits 1.
 """
 
 from __future__ import annotations

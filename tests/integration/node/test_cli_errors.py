@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
 from broker_agents import codec
 from broker_agents.subjects import Subjects
@@ -65,6 +66,20 @@ def test_json_errors_are_one_document_on_stdout(tmp_path: Path) -> None:
                  cwd=tmp_path)
     assert result.returncode == ExitCode.FAILURE and "Traceback" not in result.stderr
     assert codec.decode(result.stdout.encode(), None)["error"]["code"] == "unavailable"
+
+
+def test_an_unforeseen_exception_is_one_internal_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from node.cli import common
+
+    async def broken() -> None:
+        raise KeyError("a bug")
+
+    with pytest.raises(typer.Exit) as done:
+        common.run(broken())
+    assert done.value.exit_code == ExitCode.FAILURE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("internal KeyError: 'a bug'"), err
 
 
 def test_version() -> None:
