@@ -44,10 +44,7 @@ HOST_KEY = "node"  # an [[agents]] key that only `up` reads: which node hosts th
 def split_agents(config: Path, nodes: int) -> list[list[dict[str, Any]]]:
     """The file's ``[[agents]]`` per node: a section names its node (``node = "node-2"``,
     the key is taken out before the node sees it), or runs on node-1."""
-    try:
-        sections = tomllib.loads(config.read_text()).get("agents", [])
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{config}: {exc}") from exc
+    sections = _agent_sections(config)
     names = [f"node-{i}" for i in range(1, nodes + 1)]
     per_node: list[list[dict[str, Any]]] = [[] for _ in names]
     for index, section in enumerate(sections):
@@ -58,6 +55,23 @@ def split_agents(config: Path, nodes: int) -> list[list[dict[str, Any]]]:
                               f"{nodes} node(s) ({', '.join(names)})")
         per_node[names.index(host)].append(section)
     return per_node
+
+
+def file_agents(config: Path) -> list[dict[str, Any]]:
+    """The file's ``[[agents]]`` in its order, as one node config (``up``'s key taken out):
+    validating them together checks every section once and every id cluster-wide."""
+    return [{k: v for k, v in section.items() if k != HOST_KEY}
+            for section in _agent_sections(config)]
+
+
+def _agent_sections(config: Path) -> list[dict[str, Any]]:
+    try:
+        sections = tomllib.loads(config.read_text()).get("agents", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{config}: {exc}") from exc
+    if not isinstance(sections, list) or not all(isinstance(s, dict) for s in sections):
+        raise ConfigError(f"{config}: agents must be [[agents]] tables")
+    return sections
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -57,6 +58,8 @@ async def _run_until_interrupted(nodes: int, nats_cluster: bool, config: Path | 
     """Start the cluster, print where it is, wait for SIGINT/SIGTERM; the exit codes."""
     from node.cluster import LocalCluster
 
+    if config is not None:
+        check_config(config, nodes)
     with tempfile.TemporaryDirectory(prefix="ba-up-") as tmp:
         cluster = LocalCluster(Path(tmp), nodes=nodes, nats_cluster=nats_cluster,
                                config=config, insecure=insecure)
@@ -86,6 +89,22 @@ async def _run_until_interrupted(nodes: int, nats_cluster: bool, config: Path | 
         finally:
             withdraw_contexts(written)
         return await asyncio.to_thread(cluster.stop)
+
+
+def check_config(config: Path, nodes: int) -> None:
+    """The nodes' config, every agent class imported, its kwargs checked and every id
+    unique, before any process starts: one ``ConfigError`` (exit 2) instead of a node's
+    log. The nodes run ``python -m`` here, so this directory is on their path: on ours."""
+    from nats.aio.client import Client as NATS
+
+    from node.cluster import file_agents, split_agents
+    from node.config import load_config
+    from node.hosting import build_specs
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    split_agents(config, nodes)  # every section's node exists
+    build_specs(load_config(config, agents=file_agents(config)), NATS(), {})
 
 
 def user_context(role: Role) -> Path:

@@ -2,11 +2,13 @@
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from broker_agents.coord.schema import schemas
+from node.cli.up import check_config
 from node.cluster import split_agents
 from node.config import ConfigError
 
@@ -47,3 +49,20 @@ def test_split_agents_defaults_to_node_1_and_refuses_an_unknown_node(tmp_path: P
                                        [{"class": "a:B", "id": "y"}]]
     with pytest.raises(ConfigError, match=r"agents.1.node: 'node-2' is not one of"):
         split_agents(config, 1)
+
+
+def test_up_checks_the_playground_and_names_a_class_that_does_not_import(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` refuses a file its nodes could not run before starting any process."""
+    monkeypatch.chdir(README.parent)  # where the README says to start it
+    monkeypatch.setattr(sys, "path", list(sys.path))  # check_config puts the cwd on it
+    playground = README.parent / "config" / "playground.toml"
+    check_config(playground, 3)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(playground.read_text().replace("examples.greeter:", "mypkg.greeter:"))
+    with pytest.raises(ConfigError, match=r"agents.4.class: cannot import module 'mypkg"):
+        check_config(bad, 3)
+    twice = tmp_path / "twice.toml"
+    twice.write_text(playground.read_text().replace('id = "echo-2"', 'id = "echo-1"'))
+    with pytest.raises(ConfigError, match=r"duplicate agent id 'echo-1'"):
+        check_config(twice, 3)
