@@ -149,8 +149,9 @@ class Node:
         else:
             payload["agent_id"] = agent_id
         await self.nc.publish(self.subjects.events(kind, event), codec.encode(payload))
-        if kind == "node":
-            await self.nc.flush()
+        if kind == "node":  # bounded: NATS may be gone again (a killed embedded server)
+            with contextlib.suppress(TimeoutError, nats.errors.Error):
+                await self.nc.flush(timeout=1)
 
     async def _start_service(self, service: NodeService) -> None:
         """Services open JetStream buckets; during a partition that times out. Retry
