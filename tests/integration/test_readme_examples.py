@@ -141,3 +141,21 @@ def test_readme_examples_run(playground: Playground, tmp_path: Path) -> None:
         assert done.returncode == 0, f"README line {block.line}:\n{done.stdout}\n{done.stderr}"
         assert done.stdout.splitlines() == expected_prints(block.code), (
             f"README line {block.line} printed:\n{done.stdout}")
+
+
+def test_an_agent_class_that_does_not_import_stops_the_node_before_nats_and_http(
+        tmp_path: Path) -> None:
+    """What "Where the node finds your code" promises: exit 2 naming the section, and
+    nothing started (no embedded server, no HTTP) for a class the node cannot import."""
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[node]\ndata_dir = "{tmp_path / "data"}"\nlog_format = "json"\n'
+                      '[nats.embedded]\nport = 0\n[http]\nport = 0\n'
+                      '[[agents]]\nclass = "mypkg.greeter:Greeter"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BA_")}
+    env["PATH"] = f"{BIN}:{env['PATH']}:/usr/sbin"
+    done = subprocess.run([str(BIN / "broker-agents"), "node", "run", "--config", str(config)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "agents.0.class: cannot import module 'mypkg.greeter'" in done.stderr
+    assert "http listening" not in done.stdout + done.stderr
+    assert not (tmp_path / "data" / "nats").exists()  # the embedded server never ran
