@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError, NoServersError, SlowConsumerError
 
 from broker_agents import identity
-from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
 from broker_agents.logging import get_logger
 from broker_agents.metrics import (
     CLUSTER_CAS_UNSAFE,
@@ -199,23 +199,71 @@ async def connect_client(servers: str | list[str], *, security: Security | None 
     raise failure
 
 
-async def _first_connect(kwargs: dict[str, Any], timeout: float, log: Any) -> NATS:
-    """nats-py only reconnects after a first success: retry that one too, with backoff,
-    so a node started during a partition waits for NATS instead of exiting."""
+class NatsUnreachable(CodedError):
+    """No server took the first connection within ``initial_connect_timeout``."""
+
+    CODE = ErrorCode.UNAVAILABLE
+
+
+async def _attempt_first(kwargs: dict[str, Any]) -> NATS:
+    """One pass over the servers (each tried at most twice: nats-py's smallest bound; any
+    negative or zero bound loops forever inside ``connect``), then reconnect-forever.
+    A failed or cancelled attempt closes its client, so it leaves no task behind."""
+    nc = NATS()
+    try:
+        await nc.connect(**{**kwargs, "allow_reconnect": False, "max_reconnect_attempts": 1})
+        await nc.flush()  # see connect_client
+    except BaseException:
+        # Bounded: closing a transport whose TLS handshake broke off can wait forever.
+        await close(nc, kwargs.get("connect_timeout", 2.0))
+        raise
+    nc.options["allow_reconnect"] = kwargs.get("allow_reconnect", True)
+    nc.options["max_reconnect_attempts"] = kwargs.get("max_reconnect_attempts", -1)
+    return nc
+
+
+async def _first_connect(kwargs: dict[str, Any], opts: ConnectOptions,
+                         log: RateLimitedLog) -> NATS:
+    """nats-py only reconnects after a first success: retry that one too, with backoff
+    (``reconnect_wait`` doubling up to ``max_reconnect_wait``), so a node started during a
+    partition waits for NATS instead of exiting; past ``initial_connect_timeout`` it gives
+    up with ``NatsUnreachable``. Cancelling it (a signal) stops at once."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.1
+    deadline = loop.time() + opts.initial_connect_timeout
+    delay = opts.reconnect_wait
     while True:
         try:
-            nc = await _connect_without_reconnects(kwargs)
-            await nc.flush()  # see connect_client
-            return nc
-        except (NoServersError, OSError, TimeoutError) as exc:
+            return await _attempt_first(kwargs)
+        except (NoServersError, OSError, TimeoutError) as exc:  # not a refusal: raised
             if loop.time() + delay > deadline:
-                raise
-            log.warning("cannot reach NATS yet; retrying", error=repr(exc), retry_in=delay)
+                raise NatsUnreachable(
+                    f"no NATS server answered within {opts.initial_connect_timeout}s",
+                    {"servers": list(opts.servers), "error": repr(exc)}) from None
+            log.warning("first_connect", "cannot reach NATS yet; retrying",
+                        error=repr(exc), retry_in=delay)
             await asyncio.sleep(delay)  # connection backoff
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, opts.max_reconnect_wait)
+
+
+async def close(nc: NATS, timeout: float = 2.0) -> None:
+    """Close a connection in any state, within ``timeout``, without raising.
+
+    While disconnected, nats-py keeps what was published meanwhile and, on ``close``,
+    writes it into the lost socket: that raises ``ConnectionResetError`` and skips the
+    rest of its cleanup, leaving every subscription's task behind. What was never
+    delivered cannot be now, so it is dropped first. Its last step, waiting for a TLS
+    transport to close, can wait forever on a server that went away mid-handshake:
+    bounded (subscriptions and tasks are released before it).
+    """
+    if nc.is_closed:
+        return
+    if not nc.is_connected:
+        nc._pending = []  # see above: nats-py has no public way to discard it
+        nc._pending_data_size = 0
+    try:
+        await asyncio.wait_for(nc.close(), max(timeout, 0.1))
+    except Exception as exc:  # an unexpected failure of nats-py's own cleanup, or late
+        get_logger(component="nats").info("nats close did not finish", error=repr(exc))
 
 
 def _subject_kind(subject: str) -> str:
@@ -229,6 +277,7 @@ async def connect(opts: ConnectOptions) -> NATS:
     # A flood on one subscription drops messages by the thousand: a line per drop would
     # be a flood of its own, so one line per subject kind and window, with the count.
     drops = RateLimitedLog(log)
+    trouble = RateLimitedLog(log)
     conn: dict[str, NATS] = {}
 
     async def error_cb(exc: Exception) -> None:
@@ -239,7 +288,9 @@ async def connect(opts: ConnectOptions) -> NATS:
                           sid=exc.sid)
             return
         NATS_ERRORS.labels(type(exc).__name__).inc()
-        log.warning("nats error", error=repr(exc))
+        # nats-py reports every failed (re)connect attempt here: one line per kind of
+        # error and window while NATS is away, with the count.
+        trouble.warning(type(exc).__name__, "nats error", error=repr(exc))
         nc = conn.get("nc")
         if nc is not None and nc.is_reconnecting:
             # nats-py waits a fixed reconnect_time_wait between attempts but reads it anew
@@ -250,6 +301,8 @@ async def connect(opts: ConnectOptions) -> NATS:
             await hook(nc, exc)
 
     async def disconnected_cb() -> None:
+        if "nc" not in conn:  # a failed first attempt: _first_connect says so, with backoff
+            return
         NATS_CONNECTED.set(0)
         NATS_DISCONNECTS.inc()
         log.warning("nats disconnected")
@@ -274,7 +327,7 @@ async def connect(opts: ConnectOptions) -> NATS:
         reconnected_cb=reconnected_cb, closed_cb=closed_cb,
     )
     kwargs.update(opts.security.kwargs())
-    nc = conn["nc"] = await _first_connect(kwargs, opts.initial_connect_timeout, log)
+    nc = conn["nc"] = await _first_connect(kwargs, opts, trouble)
     NATS_CONNECTED.set(1)
     check_server(nc)
     return identity.attach(nc, identity.Identity.from_creds(opts.security.creds_file))

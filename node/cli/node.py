@@ -1,10 +1,12 @@
 """``broker-agents node run``: one node daemon in this process.
 
-Exit status: the daemon's own (``ExitCode.OK`` on a clean stop, ``FAILURE`` when its root
-supervisor gave up, ``FORCED`` on a second signal), or ``CONFIG`` for a config that
-cannot be used or a NATS server that would not start. A port another process holds (the
-HTTP port, the embedded server's) is ``CONFIG`` too, said in one line before anything
-starts, rather than a bind traceback or a server that waits out its start timeout.
+Exit status: the daemon's own (``ExitCode.OK`` on a stop by signal, in any state of its
+NATS connection; ``FAILURE`` when a supervisor gave up or no NATS server answered within
+``nats.initial_connect_timeout``; ``FORCED`` on a second signal), or ``CONFIG`` for a
+config that cannot be used or a NATS server that would not start. A port another
+process holds (the HTTP port, the embedded server's) is ``CONFIG`` too, said in one line
+before anything starts, rather than a bind traceback or a server that waits out its start
+timeout.
 """
 
 from __future__ import annotations
