@@ -6,7 +6,11 @@ kills that process with SIGKILL and watches the node restart it, or give up and 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from broker_agents.transport import request as nats_request
 from node.auth.roles import Role
 from node.config import load_config
 from node.daemon import Node
+from node.exitcodes import ExitCode
 from tests.integration.raft.helpers import wait_for
 from tests.secured import connect_as
 
@@ -90,6 +95,26 @@ async def test_killed_embedded_server_is_restarted_and_the_node_serves_again(
     assert node.embedded.process is not None and node.embedded.process.poll() is not None
 
 
+async def test_embedded_server_dying_past_its_intensity_exits_the_node_non_zero(
+        tmp_path: Path) -> None:
+    node = Node(config(tmp_path, max_restarts=0))
+    await node.start()
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(node.wait(stop))
+    try:
+        assert node.embedded is not None and node.embedded_supervisor is not None
+        node.embedded.kill()
+        code = await asyncio.wait_for(running, 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 15)
+    assert code == ExitCode.FAILURE
+    alive = node.liveness()
+    assert not alive["healthy"] and "gave up" in alive["problems"]["nats.embedded"]
+    assert metric("ba_node_healthy") == 0
+    assert node.embedded.process is not None and node.embedded.process.poll() is not None
+
+
 async def test_a_dead_raft_member_makes_the_node_unready_but_alive(tmp_path: Path) -> None:
     node = Node(config(tmp_path))
     await node.start()
@@ -123,3 +148,38 @@ async def test_a_saturated_coordinator_makes_the_node_unready(tmp_path: Path) ->
         assert (await get(node, "/readyz"))[0] == 200
     finally:
         await node.shutdown()
+
+
+async def test_a_node_process_whose_server_keeps_dying_exits_1_saying_why(
+        tmp_path: Path) -> None:
+    """As a process manager sees it: kill -9 of the embedded server, past the intensity
+    (here 0 restarts), and the node process exits 1 within 10 s with one clear line."""
+    env = dict(os.environ, BA_NODE__ID="solo", BA_NODE__DATA_DIR=str(tmp_path),
+               BA_NATS__EMBEDDED__PORT="0", BA_NATS__EMBEDDED__MAX_RESTARTS="0",
+               BA_HTTP__PORT="0", BA_NODE__SHUTDOWN_TIMEOUT="3",
+               BA_AGENTS='[{"class": "broker_agents.samples:EchoAgent", "id": "e"}]')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node.cli", "node", "run", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    try:
+        while b"node ready" not in await asyncio.wait_for(proc.stderr.readline(), 30):
+            pass
+        pid = int((tmp_path / "nats" / "nats-server.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        reading = asyncio.ensure_future(proc.stderr.read())  # a full pipe would block it
+        try:
+            code = await asyncio.wait_for(proc.wait(), 10)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            rest = await asyncio.wait_for(reading, 5)
+        assert code == ExitCode.FAILURE, rest.decode()[-3000:]
+        assert time.monotonic() - started < 10
+        assert b"embedded nats-server supervisor gave up" in rest
+        assert b"Traceback" not in rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
