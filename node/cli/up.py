@@ -36,12 +36,18 @@ def up(
                                                help="3 routed nats-servers")] = False,
     config: ConfigOpt = None,
     insecure: InsecureOpt = False,
+    allow_old_nats: Annotated[bool, typer.Option(
+        "--allow-old-nats", help="run --nats-cluster on a nats-server older than 2.10 "
+        "(KV compare-and-set is not serialized there: experiments only)")] = False,
 ) -> None:
     """Start N node daemons as separate processes on local NATS; Ctrl-C stops them all."""
     from node.config import ConfigError
+    from node.nats_binary import ALLOW_OLD_ENV
 
     if insecure:
         warn_insecure()
+    if allow_old_nats:
+        os.environ[ALLOW_OLD_ENV] = "1"  # the binary choice warns on the console if used
     try:
         codes = asyncio.run(_run_until_interrupted(nodes, nats_cluster, config, insecure))
     except ConfigError as exc:
