@@ -33,6 +33,7 @@ from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from node.auth.roles import Role
 from tests.integration.test_runtime import Hosted
+from tests.security.violations import Violations
 
 S = Subjects()
 Connect = Callable[..., Coroutine[Any, Any, NATS]]
@@ -49,20 +50,6 @@ def error_of(reply: Any) -> BrokerError:
     err = BrokerError.from_payload(reply)
     assert err is not None, f"expected an error reply, got {reply!r}"
     return err
-
-
-class Violations:
-    """A connection's async errors (the server's permissions violations)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Exception] = asyncio.Queue()
-
-    async def on_error(self, exc: Exception) -> None:
-        self.queue.put_nowait(exc)
-
-    async def expect(self, subject: str) -> None:
-        error = str(await asyncio.wait_for(self.queue.get(), 5)).lower()
-        assert error == f'nats: permissions violation for publish to "{subject.lower()}"', error
 
 
 @pytest.fixture

@@ -46,25 +46,12 @@ from node.auth.roles import Role
 from node.embedded import NatsServer
 from tests.integration.test_runtime import Hosted
 from tests.secured import cli_args
+from tests.security.violations import Violations
 
 S = Subjects()
 Connect = Callable[..., Coroutine[Any, Any, NATS]]
 FUNDS = 100.0
 PRICE = 40.0
-
-
-class Violations:
-    """A connection's async errors (the server's permissions violations)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Exception] = asyncio.Queue()
-
-    async def on_error(self, exc: Exception) -> None:
-        self.queue.put_nowait(exc)
-
-    async def expect(self, subject: str) -> None:
-        error = str(await asyncio.wait_for(self.queue.get(), 5)).lower()
-        assert error == f'nats: permissions violation for publish to "{subject.lower()}"', error
 
 
 def count(counter: Any, *labels: str) -> float:

@@ -38,6 +38,7 @@ from node.cli.registry import app
 from node.embedded import NatsServer
 from node.registry import RegistryNodeService
 from tests.secured import discovery_env
+from tests.security.violations import Violations
 
 S = Subjects()
 AGENTS = S.bucket("agents")
@@ -48,20 +49,6 @@ GARBAGE = b"\xc1 not msgpack"
 
 def counted(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-class Violations:
-    """A connection's async errors (the server's permissions violations)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Exception] = asyncio.Queue()
-
-    async def on_error(self, exc: Exception) -> None:
-        self.queue.put_nowait(exc)
-
-    async def expect(self, subject: str) -> None:
-        error = str(await asyncio.wait_for(self.queue.get(), 5)).lower()
-        assert error == f'nats: permissions violation for publish to "{subject.lower()}"', error
 
 
 def _agent(agent_id: str) -> Any:
