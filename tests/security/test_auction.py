@@ -23,7 +23,6 @@ from broker_agents.auction.bidder import BidderAgent
 from broker_agents.auction.client import run_auction
 from broker_agents.auction.ledger import Ledger
 from broker_agents.auction.messages import AwardNotice
-from broker_agents.auction.records import AuctionRecord
 from broker_agents.core.auction import Award
 from broker_agents.core.errors import BrokerError
 from broker_agents.gather import gatherer
@@ -33,6 +32,7 @@ from broker_agents.messages import envelope
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from node.auth.roles import Role
+from tests.integration.auction.helpers import watch_record
 from tests.integration.test_runtime import Hosted
 from tests.security.violations import Violations
 
@@ -84,19 +84,6 @@ def error_of(reply: Any) -> BrokerError:
 
 def unauthorized(component: str, reason: str) -> float:
     return UNAUTHORIZED.labels(component, reason)._value.get()
-
-
-async def stored(nc: NATS, aid: str) -> AuctionRecord:
-    """Wait (KV watch) until the auction's record exists; return it."""
-    kv = await open_bucket(nc.jetstream(), S.bucket("auctions"))
-    watcher = await kv.watch(aid)
-    try:
-        while True:
-            entry = await watcher.updates(timeout=10)
-            if entry is not None and entry.value:
-                return AuctionRecord.model_validate(codec.decode(entry.value))
-    finally:
-        await watcher.stop()
 
 
 async def no_record(nc: NATS, aid: str) -> bool:
@@ -156,7 +143,7 @@ async def test_a_bid_pushed_in_someone_elses_name_is_unauthorized(
     running = asyncio.ensure_future(run_auction(shop, {
         "auction_id": aid, "type": "first_price", "participants": ["victim", "slowpoke"],
         "duration_ms": 5000}))
-    await stored(market.nc, aid)
+    await watch_record(market.nc, aid)
     forged = {"auction_id": aid, "msg_id": "m-1", "bidder": "victim", "amount": 95.0}
     for signed, reason in ((True, "identity_mismatch"), (False, "unsigned")):
         err = error_of(await ask(mallory, S.auction(aid, "bid"), forged, signed=signed))
@@ -306,7 +293,7 @@ async def test_nothing_a_participant_receives_reveals_another_sealed_bid(
     running = asyncio.ensure_future(run_auction(shop, {
         "auction_id": aid, "type": "first_price", "budgets": False,
         "participants": ["alice", "bob", "slowpoke"], "duration_ms": 5000}))
-    await stored(market.nc, aid)
+    await watch_record(market.nc, aid)
     bob_bid = {"auction_id": aid, "msg_id": "b-1", "bidder": "bob", "amount": 30.0}
     receipt = await ask(bob, S.auction(aid, "bid"), bob_bid)
     assert receipt["kind"] == "bid_accepted" and "seq" not in receipt

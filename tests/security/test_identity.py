@@ -7,7 +7,7 @@ Each attack runs as the least-privileged principal that could try it: a client
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -25,9 +25,7 @@ from broker_agents.samples import Calculate, CalculatorAgent
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from node.auth.roles import Role
-from node.embedded import NatsServer
 from tests.integration.test_runtime import Hosted
-from tests.secured import connect_as
 
 S = Subjects()
 Connect = Callable[..., Coroutine[Any, Any, NATS]]
@@ -59,15 +57,6 @@ class UnsignedAgent(Agent):
     @handler(Question)
     async def answer(self, msg: Question) -> dict[str, Any]:
         return {"answer": 41, "agent": self.agent_id}
-
-
-@pytest.fixture
-async def host(nats_server: NatsServer) -> AsyncIterator[Hosted]:
-    nc = await connect_as(nats_server, Role.NODE)
-    hosted = Hosted(nc)
-    yield hosted
-    await hosted.stop_all()
-    await nc.close()
 
 
 async def call(nc: NATS, agent: str, msg: BaseModel, *, signed: bool = True,

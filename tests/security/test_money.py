@@ -44,6 +44,7 @@ from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 from node.auth.roles import Role
 from node.embedded import NatsServer
+from tests.integration.auction.helpers import watch_record
 from tests.integration.test_runtime import Hosted
 from tests.secured import cli_args
 from tests.security.violations import Violations
@@ -108,21 +109,6 @@ async def record_for(nc: NATS, aid: str, winner: str, stage: Stage, *, amount: f
         state = core.step(state, core.BidReceived(offer, 0)).state
     state = core.step(state, core.Close(0)).state
     return record.model_copy(update={"stage": stage, "state": state, "heartbeat_ms": 0})
-
-
-async def final_stage(nc: NATS, aid: str) -> AuctionRecord:
-    """Wait (KV watch) until the auction's record is terminal; return it."""
-    kv = await open_bucket(nc.jetstream(), S.bucket("auctions"))
-    watcher = await kv.watch(aid)
-    try:
-        while True:
-            entry = await watcher.updates(timeout=15)
-            if entry is not None and entry.value:
-                record = AuctionRecord.model_validate(codec.decode(entry.value))
-                if record.terminal:
-                    return record
-    finally:
-        await watcher.stop()
 
 
 async def sweeper(connect: Connect) -> Hosted:
@@ -320,7 +306,7 @@ async def test_a_forged_acked_record_does_not_debit_an_agent_that_never_agreed(
 
     hosted = await sweeper(connect)
     try:
-        final = await final_stage(nc, aid)
+        final = await watch_record(nc, aid, lambda r: r.terminal, 15)
     finally:
         await hosted.stop_all()
     victim, mallory_acc = await book.account("victim"), await book.account("mallory")
@@ -369,7 +355,7 @@ async def test_corrupt_auction_records_are_skipped_and_the_others_swept(
 
     hosted = await sweeper(connect)
     try:
-        final = await final_stage(nc, "a-orphan")
+        final = await watch_record(nc, "a-orphan", lambda r: r.terminal, 15)
         # Both were met before the orphan was driven on (the sweep screens and takes
         # over in one pass, before the takeover's own task runs).
         assert count(RECONCILE_SKIPPED, "auctions", "corrupt") == before + 2

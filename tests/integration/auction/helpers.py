@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -9,6 +10,7 @@ from nats.aio.client import Client as NATS
 from broker_agents import codec
 from broker_agents.auction.bidder import BidderStats
 from broker_agents.auction.ledger import Ledger
+from broker_agents.auction.records import AuctionRecord
 from broker_agents.core.errors import BrokerError
 from broker_agents.kv import open_bucket
 from broker_agents.messages import envelope
@@ -55,3 +57,20 @@ async def ask(nc: NATS, subject: str, payload: Any, *, as_json: bool = False,
     reply = await nats_request(nc, subject, data, timeout=timeout, signed=signed,
                                acting_for=acting_for)
     return codec.decode(reply.data, reply.headers)
+
+
+async def watch_record(nc: NATS, aid: str,
+                       ready: Callable[[AuctionRecord], bool] = lambda r: True,
+                       timeout: float = 10) -> AuctionRecord:
+    """Watch the auction's key (no polling) until a stored record satisfies ``ready``."""
+    kv = await open_bucket(nc.jetstream(), S.bucket("auctions"))
+    watcher = await kv.watch(aid)
+    try:
+        while True:
+            entry = await watcher.updates(timeout=timeout)
+            if entry is not None and entry.value:
+                record = AuctionRecord.model_validate(codec.decode(entry.value))
+                if ready(record):
+                    return record
+    finally:
+        await watcher.stop()

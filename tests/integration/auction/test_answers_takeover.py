@@ -22,7 +22,7 @@ from broker_agents.clock import wall_ms
 from broker_agents.kv import open_bucket
 from broker_agents.messages import open_envelope
 from broker_agents.reputation import ReputationBook
-from tests.integration.auction.helpers import S
+from tests.integration.auction.helpers import S, watch_record
 
 AID = "answers-1"
 LEASE_MS = 300  # answers are persisted at a third of it while someone is still silent
@@ -56,21 +56,6 @@ async def _bidder(nc: NATS, agent_id: str, calls: dict[str, int],
     await nc.subscribe(S.agent(agent_id), cb=on_call)
 
 
-async def _stored_once(nc: NATS, ready: Callable[[AuctionRecord], bool]) -> AuctionRecord:
-    """Watch the auction's key until a stored record satisfies ``ready`` (no polling)."""
-    kv = await open_bucket(nc.jetstream(), S.bucket("auctions"))
-    watcher = await kv.watch(AID)
-    try:
-        while True:
-            entry = await watcher.updates(timeout=10)
-            if entry is not None and entry.value:
-                record = AuctionRecord.model_validate(codec.decode(entry.value))
-                if ready(record):
-                    return record
-    finally:
-        await watcher.stop()
-
-
 @pytest.mark.timeout(30)
 async def test_a_takeover_mid_round_keeps_who_has_answered(nc: NATS) -> None:
     calls: dict[str, int] = {}
@@ -102,7 +87,7 @@ async def test_a_takeover_mid_round_keeps_who_has_answered(nc: NATS) -> None:
                                                ["fast-1", "fast-2", "slow"], wall_ms())
     dying = await AuctionDriver.create(first, record, effects)
     running = asyncio.ensure_future(dying.run_open())
-    stored = await _stored_once(nc, lambda r: len(r.state.answered) == 2)
+    stored = await watch_record(nc, AID, lambda r: len(r.state.answered) == 2)
     running.cancel()  # the first auctioneer dies mid-round: nothing more is written
     await asyncio.gather(running, return_exceptions=True)
     assert set(stored.state.answered) == {"fast-1", "fast-2"}

@@ -12,13 +12,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
-from broker_agents import codec
 from broker_agents.auction.client import run_auction
-from broker_agents.auction.records import AuctionRecord
-from broker_agents.kv import open_bucket
 from node.auth.roles import Role
 from node.cluster import LocalCluster
-from tests.integration.auction.helpers import S, auctioneer, bidder, ledger, stats
+from tests.integration.auction.helpers import auctioneer, bidder, ledger, stats, watch_record
 
 LEASE = {"lease_ms": 1000, "sweep_ms": 250}
 PEOPLE = ["n1-a", "n1-b", "n2-a", "n2-b", "n2-slow"]
@@ -34,19 +31,6 @@ async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
     await c.start()
     yield c
     await asyncio.to_thread(c.stop)
-
-
-async def _owner_once_stored(nc: NATS, aid: str) -> AuctionRecord:
-    """Wait (KV watch, no polling) until the auction record exists; return it."""
-    kv = await open_bucket(nc.jetstream(), S.bucket("auctions"))
-    watcher = await kv.watch(aid)
-    try:
-        while True:
-            entry = await watcher.updates(timeout=10)
-            if entry is not None and entry.value:
-                return AuctionRecord.model_validate(codec.decode(entry.value))
-    finally:
-        await watcher.stop()
 
 
 async def _check_money(nc: NATS, result: dict[str, Any], funded: float) -> None:
@@ -85,7 +69,7 @@ async def test_auctioneer_killed_mid_auction_is_taken_over_exactly_once(
     request = {"auction_id": aid, "type": "first_price", "participants": PEOPLE,
                "duration_ms": 6000}
     running = asyncio.ensure_future(run_auction(nc, request, timeout=30))
-    record = await _owner_once_stored(observer, aid)
+    record = await watch_record(observer, aid)
     assert record.stage == "open"
     victim = 0 if record.owner == "auc-1" else 1
     cluster.kill(victim)
