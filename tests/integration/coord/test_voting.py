@@ -134,7 +134,9 @@ async def test_hierarchical_15_agents_builds_the_issue_tree(nc: NATS) -> None:
     sizes = [len(level["clusters"]) for level in res["levels"]]
     assert sizes[0] == 5 and sizes[1] <= 2 and sizes[-1] == 1 and res["depth"] <= 3
     assert all(len(c["members"]) == 3 for c in res["levels"][0]["clusters"])
-    assert res["decision"] in ("yes", "no")
+    # Clusters are drawn at random: a 2-delegate cluster that splits 1-1 has no majority,
+    # and then the tree honestly decides nothing (about 1 run in 8).
+    assert res["decision"] in ("yes", "no", None)
     top = res["levels"][-1]["clusters"][0]
     assert top["decision"] == res["decision"]
     delegates = {c["delegate"] for c in res["levels"][0]["clusters"]}
