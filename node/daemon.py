@@ -216,8 +216,7 @@ class Node:
         finally:
             stop_wait.cancel()
         if not starting.done():
-            starting.cancel()
-            await asyncio.gather(starting, return_exceptions=True)
+            await _cancel_until_done(starting)
             self.log.info("stopped while starting")
             await self.shutdown()
             return ExitCode.OK
@@ -375,3 +374,14 @@ def run(config: NodeConfig) -> int:
         return uvloop.run(serve(config))
     except ImportError:
         return asyncio.run(serve(config))
+
+
+async def _cancel_until_done(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again while it runs on: Python 3.11's
+    ``asyncio.wait_for`` (inside nats-py's connect) can swallow a cancellation that races
+    its own timeout, and the caller's retry loop would then go on connecting."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
