@@ -2,7 +2,8 @@
 
 ``run`` shows progress while scenarios run, ends with a table and a JSON report, and
 exits ``ExitCode.FAILURE`` if any scenario found a violation, could not decide, or
-crashed (``ExitCode.USAGE`` for an unknown scenario name).
+crashed (``ExitCode.USAGE`` for an unknown scenario or network name, and for
+``--network netns`` where namespaces are not permitted: one line says why).
 """
 
 from __future__ import annotations
@@ -40,8 +41,24 @@ def run(
     report: Annotated[Path, typer.Option("--report", help="JSON report path")] = DEFAULT_REPORT,
     workdir: Annotated[Path | None, typer.Option("--workdir", help="keep cluster data here")]
     = None,
+    network: str = typer.Option(
+        "loopback", "--network",
+        help="loopback: one interface, faults through proxies; netns: each server and node "
+             "daemon a host in its own network namespace, faults as nft drops (root)"),
 ) -> None:
     """Run scenarios under a seeded fault schedule and check their histories."""
+    if network not in scenarios.NETWORKS:
+        err_console.print(f"[red]unknown network[/red] {network!r}; known: "
+                          f"{list(scenarios.NETWORKS)}")
+        raise typer.Exit(ExitCode.USAGE)
+    if network == "netns":
+        from chaos.netns.hosts import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason is not None:
+            err_console.print(f"--network netns is not possible here: {reason}",
+                              markup=False)
+            raise typer.Exit(ExitCode.USAGE)
     # the scenario's own clients log through structlog; keep the progress view readable
     configure_logging(level="error")
     scenarios.load_builtin()
@@ -52,10 +69,11 @@ def run(
                           f"{scenarios.names()}")
         raise typer.Exit(ExitCode.USAGE)
     chosen_seed = seed if seed is not None else int(time.time()) % 1_000_000
-    result = ChaosReport()
+    result = ChaosReport(network=network, seed=chosen_seed)
     for name in names:
         console.print(f"[bold]{name}[/bold] seed={chosen_seed} duration={duration:g}s "
-                      f"(replay: --scenario {name} --seed {chosen_seed})")
+                      f"network={network} (replay: --network {network} --scenario {name} "
+                      f"--seed {chosen_seed})")
         with console.status(f"{name}: starting") as status:
             def progress(msg: str, name: str = name, status: object = status) -> None:
                 console.log(f"{name}: {msg}")
@@ -63,7 +81,7 @@ def run(
 
             result.scenarios.append(scenarios.run_scenario(
                 name, chosen_seed, duration,
-                workdir / name if workdir else None, progress=progress))
+                workdir / name if workdir else None, progress=progress, network=network))
     result.write(report)
     result.render(console)
     console.print(f"report: {report}")

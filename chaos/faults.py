@@ -1,9 +1,11 @@
-"""Fault primitives over the Toxiproxy client, each with a heal, and a seeded schedule.
+"""Process faults, the network faults every cluster offers, and a seeded schedule.
 
-A fault is an object with ``inject()`` and ``heal()`` (blocking: the toxiproxy client is
-synchronous). ``FaultSchedule`` plans inject/heal steps from a seeded ``random.Random``
-(so a seed replays the same plan), runs them, and records what happened when, on the
-monotonic clock. Every fault still active at the end is healed.
+A fault is an object with ``inject()`` and ``heal()`` (``chaos.fault``; blocking). The
+network faults are the cluster's own (``NatsCluster``: proxies on loopback, nft rules in
+namespaces), so a scenario plans the same faults on either network. ``FaultSchedule``
+plans inject/heal steps from a seeded ``random.Random`` (so a seed replays the same plan),
+runs them, and records what happened when, on the monotonic clock. Every fault still
+active at the end is healed.
 """
 
 from __future__ import annotations
@@ -20,67 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chaos.cluster import ProxiedNatsCluster
+from chaos.cluster import NatsCluster
+from chaos.fault import Fault as Fault
 from chaos.process import ManagedProcess
-from chaos.toxiproxy.client import ToxiproxyClient
-
-
-class Fault(Protocol):
-    kind: str
-    target: str
-
-    def inject(self) -> None: ...
-
-    def heal(self) -> None: ...
-
-
-@dataclass
-class DisableProxies:
-    """Take proxies down: live connections drop, new ones are refused (a clean cut)."""
-
-    toxi: ToxiproxyClient
-    proxies: list[str]
-    kind: str = "disable"
-    target: str = ""
-
-    def inject(self) -> None:
-        for name in self.proxies:
-            self.toxi.set_enabled(name, False)
-
-    def heal(self) -> None:
-        for name in self.proxies:
-            self.toxi.set_enabled(name, True)
-
-
-@dataclass
-class ToxicSpec:
-    proxy: str
-    type: str
-    stream: str
-    attributes: dict[str, int]
-
-
-@dataclass
-class ToxicFault:
-    """Add toxics (named after the fault, so heals remove exactly these) to proxies."""
-
-    toxi: ToxiproxyClient
-    toxics: list[ToxicSpec]
-    kind: str = "toxic"
-    target: str = ""
-    name: str = "chaos"
-
-    def _name(self, spec: ToxicSpec) -> str:
-        return f"{self.name}_{spec.type}_{spec.stream}"
-
-    def inject(self) -> None:
-        for spec in self.toxics:
-            self.toxi.add_toxic(spec.proxy, spec.type, stream=spec.stream,
-                                name=self._name(spec), **spec.attributes)
-
-    def heal(self) -> None:
-        for spec in self.toxics:
-            self.toxi.remove_toxic(spec.proxy, self._name(spec))
+from chaos.proxyfaults import bandwidth as bandwidth
+from chaos.proxyfaults import slow_links as slow_links
 
 
 @dataclass
@@ -102,7 +48,7 @@ class KillProcess:
 class KillServer:
     """kill -9 one nats-server; heal restarts it on the same ports and store."""
 
-    cluster: ProxiedNatsCluster
+    cluster: NatsCluster
     index: int
     kind: str = "kill_server"
     target: str = ""
@@ -182,62 +128,27 @@ def pause_process(proc: HasPid, name: str) -> PauseProcess:
     return PauseProcess(proc, target=name)
 
 
-def isolate_client(cluster: ProxiedNatsCluster, client: str = "client") -> DisableProxies:
+def isolate_client(cluster: NatsCluster, client: str = "client") -> Fault:
     """Cut one client (or node daemon) off from every NATS server."""
-    return DisableProxies(cluster.toxi, cluster.client_proxies(client), kind="isolate_client",
-                          target=client)
+    return cluster.isolate(client)
 
 
-def cut_server(cluster: ProxiedNatsCluster, index: int) -> DisableProxies:
+def cut_server(cluster: NatsCluster, index: int) -> Fault:
     """Cut server ``index``'s routes to the other servers (clients still reach it)."""
-    names = [p for other in range(cluster.size) if other != index
-             for p in cluster.route_proxies(index, other)]
-    return DisableProxies(cluster.toxi, names, kind="cut_server", target=f"server-{index}")
+    return cluster.cut_server(index)
 
 
-def partition(cluster: ProxiedNatsCluster, groups: Sequence[Sequence[int]]) -> DisableProxies:
+def partition(cluster: NatsCluster, groups: Sequence[Sequence[int]]) -> Fault:
     """Cut every route between servers in different groups."""
-    where = {i: g for g, members in enumerate(groups) for i in members}
-    names = [cluster.route_proxies(a, b)[0] for a in range(cluster.size)
-             for b in range(cluster.size) if a != b and where.get(a) != where.get(b)]
-    return DisableProxies(cluster.toxi, names, kind="partition",
-                          target="|".join(",".join(map(str, g)) for g in groups))
+    return cluster.partition(groups)
 
 
-def asymmetric_cut(cluster: ProxiedNatsCluster, src: int, dst: int,
-                   mode: str = "timeout") -> ToxicFault:
-    """Drop traffic from server ``src`` to ``dst`` only; ``dst`` to ``src`` still flows.
-
-    ``mode`` "timeout" silently drops the bytes and holds the connection open;
-    "limit_data" closes any connection as soon as ``src`` sends a byte towards ``dst``.
-    """
-    attrs = {"timeout": 0} if mode == "timeout" else {"bytes": 0}
-    specs = [
-        # on src->dst's proxy the client is src: its bytes to dst travel upstream
-        ToxicSpec(cluster.route_proxies(src, dst)[0], mode, "upstream", attrs),
-        # on dst->src's proxy the server is src: its bytes to dst travel downstream
-        ToxicSpec(cluster.route_proxies(src, dst)[1], mode, "downstream", attrs),
-    ]
-    return ToxicFault(cluster.toxi, specs, kind="asymmetric_cut", target=f"{src}->{dst}",
-                      name=f"asym_{src}_{dst}")
+def asymmetric_cut(cluster: NatsCluster, src: int, dst: int, mode: str = "timeout") -> Fault:
+    """Drop traffic from server ``src`` to ``dst`` only; ``dst`` to ``src`` still flows."""
+    return cluster.asymmetric_cut(src, dst, mode)
 
 
-def slow_links(toxi: ToxiproxyClient, proxies: Sequence[str], latency_ms: int,
-               jitter_ms: int = 0) -> ToxicFault:
-    """Latency (and jitter) on both directions of the given proxies."""
-    attrs = {"latency": latency_ms, "jitter": jitter_ms}
-    specs = [ToxicSpec(p, "latency", s, attrs) for p in proxies
-             for s in ("upstream", "downstream")]
-    return ToxicFault(toxi, specs, kind="latency", target=",".join(proxies), name="slow")
-
-
-def bandwidth(toxi: ToxiproxyClient, proxies: Sequence[str], rate_kb: int) -> ToxicFault:
-    specs = [ToxicSpec(p, "bandwidth", s, {"rate": rate_kb}) for p in proxies
-             for s in ("upstream", "downstream")]
-    return ToxicFault(toxi, specs, kind="bandwidth", target=",".join(proxies), name="narrow")
-
-
-def kill_server(cluster: ProxiedNatsCluster, index: int) -> KillServer:
+def kill_server(cluster: NatsCluster, index: int) -> KillServer:
     return KillServer(cluster, index, target=f"server-{index}")
 
 

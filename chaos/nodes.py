@@ -29,7 +29,7 @@ import nats.js.errors
 from nats.js.api import KeyValueConfig
 
 from broker_agents.transport import Security
-from chaos.cluster import HOST, ProxiedNatsCluster, http_json
+from chaos.cluster import HOST, NatsCluster, http_json
 from chaos.faults import PauseProcess
 from chaos.process import ManagedProcess, ProcessError
 from node.auth.roles import Role
@@ -45,6 +45,7 @@ class NodeDaemon:
     node_id: str
     http_port: int
     proc: ManagedProcess
+    http_host: str = HOST
     agents: list[dict[str, Any]] = field(default_factory=list)
     restart_errors: list[str] = field(default_factory=list)
     _restart: threading.Thread | None = None
@@ -54,7 +55,7 @@ class NodeDaemon:
         return self.proc.alive
 
     def ready(self) -> bool:
-        status, _ = http_json(f"http://{HOST}:{self.http_port}/readyz", timeout=0.5)
+        status, _ = http_json(f"http://{self.http_host}:{self.http_port}/readyz", timeout=0.5)
         return status == 200
 
     def agent_ids(self) -> list[str]:
@@ -69,7 +70,7 @@ class NodeDaemon:
     def metrics_text(self, timeout: float = 1.0) -> str:
         """The node's Prometheus exposition ('' when unreachable)."""
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{self.http_port}/metrics",
+            with urllib.request.urlopen(f"http://{self.http_host}:{self.http_port}/metrics",
                                         timeout=timeout) as resp:
                 return str(resp.read().decode())
         except (OSError, urllib.error.URLError):
@@ -155,7 +156,7 @@ class KillNode:
 
 def node_env(node_id: str, servers: list[str], http_port: int, data_dir: str,
              agents: list[dict[str, Any]], services: dict[str, Any], security: Security,
-             prefix: str = "ba") -> dict[str, str]:
+             prefix: str = "ba", http_host: str = HOST) -> dict[str, str]:
     """The ``BA_*`` environment of one node daemon (same keys as ``LocalCluster``)."""
     return {
         "BA_NATS__AUTH": "creds",
@@ -166,6 +167,7 @@ def node_env(node_id: str, servers: list[str], http_port: int, data_dir: str,
         "BA_NODE__SUBJECT_PREFIX": prefix,
         "BA_NODE__LOG_FORMAT": "json",
         "BA_NATS__SERVERS": json.dumps(servers),
+        "BA_HTTP__HOST": http_host,
         "BA_HTTP__PORT": str(http_port),
         "BA_AGENTS": json.dumps(agents),
         "BA_SERVICES": json.dumps(services),
@@ -173,18 +175,20 @@ def node_env(node_id: str, servers: list[str], http_port: int, data_dir: str,
     }
 
 
-def add_node(cluster: ProxiedNatsCluster, node_id: str, agents: list[dict[str, Any]],
+def add_node(cluster: NatsCluster, node_id: str, agents: list[dict[str, Any]],
              services: dict[str, Any] | None = None, prefix: str = "ba") -> NodeDaemon:
-    """Declare (not start) a node daemon whose NATS connection uses its own proxies."""
+    """Declare (not start) a node daemon placed as the cluster's network places it: on
+    loopback behind its own proxies, or on its own host in a namespace."""
+    link = cluster.node_link(node_id)
     port = free_port()
     base = cluster.base_dir / node_id
     base.mkdir(parents=True, exist_ok=True)
-    env = node_env(node_id, cluster.client_urls(node_id), port, str(base / "data"), agents,
-                   services or {}, cluster.security(Role.NODE), prefix)
-    argv = [sys.executable, "-m", "node.cli", "node", "run"]
+    env = node_env(node_id, link.servers, port, str(base / "data"), agents,
+                   services or {}, cluster.security(Role.NODE), prefix, link.http_host)
+    argv = link.wrap([sys.executable, "-m", "node.cli", "node", "run"])
     proc = cluster.add_process(node_id, argv, env=env, cwd=_repo_root(),
                                log_path=base / "node.log")
-    daemon = NodeDaemon(node_id, port, proc, list(agents))
+    daemon = NodeDaemon(node_id, port, proc, link.http_host, list(agents))
     proc.probe = daemon.ready
     return daemon
 

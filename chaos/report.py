@@ -20,6 +20,8 @@ class ScenarioReport(BaseModel):
     scenario: str
     seed: int
     duration_s: float
+    network: str = "loopback"
+    hosts: list[dict[str, Any]] = Field(default_factory=list)
     fault_plan: list[dict[str, Any]] = Field(default_factory=list)
     faults: list[dict[str, Any]] = Field(default_factory=list)
     ops: dict[str, int] = Field(default_factory=lambda: {
@@ -45,7 +47,8 @@ class ScenarioReport(BaseModel):
         return "ok"
 
     def replay_hint(self) -> str:
-        return f"broker-agents chaos run --scenario {self.scenario} --seed {self.seed}"
+        return (f"broker-agents chaos run --network {self.network} --scenario {self.scenario}"
+                f" --seed {self.seed} --duration {self.duration_s:g}")
 
     def to_json_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
@@ -56,7 +59,14 @@ class ScenarioReport(BaseModel):
 
 
 class ChaosReport(BaseModel):
+    network: str = "loopback"
+    seed: int | None = None
     scenarios: list[ScenarioReport] = Field(default_factory=list)
+
+    @property
+    def hosts(self) -> list[dict[str, Any]]:
+        """The hosts of the run (each scenario builds the same network afresh)."""
+        return next((s.hosts for s in self.scenarios if s.hosts), [])
 
     @property
     def failed(self) -> bool:
@@ -64,7 +74,8 @@ class ChaosReport(BaseModel):
         return any(s.verdict != "ok" for s in self.scenarios)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {"scenarios": [s.to_json_dict() for s in self.scenarios],
+        return {"network": self.network, "seed": self.seed, "hosts": self.hosts,
+                "scenarios": [s.to_json_dict() for s in self.scenarios],
                 "failed": self.failed}
 
     def write(self, path: Path) -> None:

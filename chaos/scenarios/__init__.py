@@ -1,7 +1,9 @@
 """The scenario registry: named async runs that return a ScenarioReport.
 
 A scenario receives a ScenarioContext (seed, duration, a work dir, the Toxiproxy client,
-a seeded rng and a progress callback). Workload scenarios register themselves with
+the network to run on, a seeded rng and a progress callback) and makes its cluster with
+``ctx.cluster(...)``: on ``loopback`` every link runs through proxies, on ``netns`` servers
+and node daemons are hosts in network namespaces. Workload scenarios register themselves with
 ``@scenario("name", "what it proves")``; ``run_scenario`` sets up Toxiproxy (real one via
 ``TOXIPROXY_URL`` or the in-process server) and turns a crash into an "error" report.
 """
@@ -17,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaos.cluster import NatsCluster, ProxiedNatsCluster
 from chaos.report import ScenarioReport
 from chaos.toxiproxy.client import ToxiproxyClient, toxiproxy_client
 
 Progress = Callable[[str], None]
+NETWORKS = ("loopback", "netns")
 
 
 @dataclass
@@ -31,9 +35,26 @@ class ScenarioContext:
     toxi: ToxiproxyClient
     rng: random.Random = field(init=False)
     progress: Progress = print
+    network: str = "loopback"
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+
+    def cluster(self, base_dir: Path, prefix: str, node_hosts: list[str] | None = None
+                ) -> NatsCluster:
+        """A (not yet started) 3-server cluster on this run's network; on netns each of
+        ``node_hosts`` (the node daemons' ids) gets a host of its own."""
+        if self.network == "netns":
+            from chaos.netns.cluster import NetnsNatsCluster  # root-only machinery: lazily
+
+            return NetnsNatsCluster(base_dir, self.toxi, prefix=prefix,
+                                    node_hosts=list(node_hosts or []))
+        return ProxiedNatsCluster(base_dir, self.toxi, prefix=prefix)
+
+    def describe(self, report: ScenarioReport, cluster: NatsCluster) -> None:
+        """Record the network and its hosts in the report."""
+        report.network = self.network
+        report.hosts = cluster.hosts()
 
 
 Runner = Callable[[ScenarioContext], Coroutine[Any, Any, ScenarioReport]]
@@ -67,7 +88,7 @@ def names() -> list[str]:
 
 
 def run_scenario(name: str, seed: int, duration: float, workdir: Path | None = None,
-                 progress: Progress = print) -> ScenarioReport:
+                 progress: Progress = print, network: str = "loopback") -> ScenarioReport:
     """Run one scenario to completion (blocking); never raises for a scenario failure."""
     load_builtin()
     spec = REGISTRY[name]
@@ -75,8 +96,9 @@ def run_scenario(name: str, seed: int, duration: float, workdir: Path | None = N
     base.mkdir(parents=True, exist_ok=True)
     try:
         with toxiproxy_client() as toxi:
-            ctx = ScenarioContext(seed, duration, base, toxi, progress=progress)
+            ctx = ScenarioContext(seed, duration, base, toxi, progress=progress,
+                                  network=network)
             return asyncio.run(spec.run(ctx))
     except Exception as exc:
-        return ScenarioReport(scenario=name, seed=seed, duration_s=duration,
+        return ScenarioReport(scenario=name, seed=seed, duration_s=duration, network=network,
                               error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")

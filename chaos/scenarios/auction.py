@@ -51,6 +51,7 @@ from chaos.scenarios.support import (
     drive,
     flapping,
     harness,
+    host_faults,
     seeded,
     window,
 )
@@ -173,6 +174,7 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
         window(schedule, isolate_client(h.cluster, rng.choice(ids)), (1.0, 2.5)),
         window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
         flapping(schedule, isolate_client(h.cluster, rng.choice(AUCTIONEER_NODES)), 3.0),
+        *host_faults(schedule, h, rng),
     ]
     cover_plan(schedule, kinds, ctx.duration)
     return schedule
@@ -249,7 +251,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
     report = ScenarioReport(scenario="auction", seed=ctx.seed, duration_s=ctx.duration,
                             nats_server=server_version())
     nodes = {n: node_agents(n) for n in VALUES}
-    async with harness(ctx, "auc", nodes, service_env()) as h:
+    async with harness(ctx, "auc", nodes, service_env(), report) as h:
         js = h.admin.jetstream(timeout=5)
         accounts_kv = await js.key_value("ba_accounts")
         auctions_kv = await js.key_value("ba_auctions")

@@ -67,6 +67,7 @@ from chaos.scenarios.support import (
     cover_plan,
     flapping,
     harness,
+    host_faults,
     seeded,
     until_ok,
     window,
@@ -275,6 +276,8 @@ def plan_faults(ctx: ScenarioContext, h: Harness, at_leader: list[AtLeader]
     rng = seeded(ctx, "targets")
     a, b = rng.sample(range(h.cluster.size), 2)
     slow = rng.choice(NODE_IDS)
+    if h.cluster.network == "netns":
+        slow = "c0"  # a node on its own host dials the servers directly: slow a client
     kill_leader, isolate_leader, pause_leader = at_leader
     kinds = [
         window(schedule, pause_leader, (1.0, 2.0)),
@@ -287,6 +290,7 @@ def plan_faults(ctx: ScenarioContext, h: Harness, at_leader: list[AtLeader]
         window(schedule, slow_links(h.cluster.toxi, h.cluster.client_proxies(slow), 40, 30),
                 (1.0, 2.0)),
         flapping(schedule, isolate_leader, 2.5),
+        *host_faults(schedule, h, rng),
     ]
     cover_plan(schedule, kinds, ctx.duration, gap=(0.3, 0.8))
     return schedule
@@ -328,7 +332,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
                             nats_server=server_version())
     broken = os.environ.get(BREAK_ENV) == "stale-reads"
     nodes: dict[str, list[dict[str, Any]]] = {n: [] for n in NODE_IDS}
-    async with harness(ctx, "raft", nodes, consensus_services()) as h:
+    async with harness(ctx, "raft", nodes, consensus_services(), report) as h:
         history = History()
         clients = [RegisterClient(f"c{i}", await h.client(f"c{i}", Role.CLIENT), history,
                                   seeded(ctx, f"c{i}"), stale_reads=broken)

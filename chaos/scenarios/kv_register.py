@@ -31,7 +31,7 @@ from nats.js.errors import (
 
 from broker_agents.transport import Security, connect_client
 from chaos.checkers import check_no_lost_writes, check_register
-from chaos.cluster import ProxiedNatsCluster, server_version
+from chaos.cluster import NatsCluster, ProxiedNatsCluster, server_version
 from chaos.faults import (
     Fault,
     FaultSchedule,
@@ -134,12 +134,14 @@ class RegisterWorker:
                 await self.cas(key)
 
 
-def plan_faults(ctx: ScenarioContext, cluster: ProxiedNatsCluster) -> FaultSchedule:
+def plan_faults(ctx: ScenarioContext, cluster: NatsCluster) -> FaultSchedule:
     schedule = FaultSchedule(random.Random(ctx.seed))
     candidates: list[Fault] = [cut_server(cluster, i) for i in range(cluster.size)]
     candidates += [kill_server(cluster, i) for i in range(cluster.size)]
     candidates += [isolate_client(cluster, "w0"), asymmetric_cut(cluster, 0, 1),
-                   slow_links(cluster.toxi, cluster.route_proxies(1, 2), 100, 50)]
+                   slow_links(cluster.toxi, cluster.route_proxies(1, 2)
+                              if isinstance(cluster, ProxiedNatsCluster)
+                              else cluster.client_proxies("w1"), 100, 50)]
     schedule.random_plan(candidates, duration=ctx.duration, gap=(0.3, 1.2), hold=(1.0, 2.5))
     return schedule
 
@@ -171,13 +173,14 @@ async def run_rw(ctx: ScenarioContext) -> ScenarioReport:
 
 async def run(ctx: ScenarioContext, name: str, weights: tuple[int, int, int]) -> ScenarioReport:
     """Start the cluster, drive the workload under the seeded faults, check the history."""
-    cluster = ProxiedNatsCluster(ctx.workdir / "cluster", ctx.toxi, prefix=f"kv{ctx.seed}_")
-    ctx.progress("starting a proxied 3-server JetStream cluster")
+    cluster = ctx.cluster(ctx.workdir / "cluster", f"kv{ctx.seed}_")
+    ctx.progress(f"starting a 3-server JetStream cluster ({ctx.network})")
     await asyncio.to_thread(cluster.start)
     conns: list[Any] = []
     history = History()
     report = ScenarioReport(scenario=name, seed=ctx.seed, duration_s=ctx.duration,
                             nats_server=server_version())
+    ctx.describe(report, cluster)
     try:
         admin = await connect(cluster.client_urls("admin"), "admin",
                               cluster.security(Role.NODE))

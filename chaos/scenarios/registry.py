@@ -60,6 +60,7 @@ from chaos.scenarios.support import (
     drive,
     flapping,
     harness,
+    host_faults,
     outages,
     seeded,
     window,
@@ -197,6 +198,7 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
         window(schedule, CpuStarvation(workers=2, max_seconds=2 * STARVE_HOLD[1]),
                STARVE_HOLD),
         flapping(schedule, isolate_client(h.cluster, rng.choice(ids)), 3.0),
+        *host_faults(schedule, h, rng),
     ]
     cover_plan(schedule, kinds, ctx.duration)
     return schedule
@@ -300,7 +302,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
     report = ScenarioReport(scenario="registry", seed=ctx.seed, duration_s=ctx.duration,
                             nats_server=server_version())
     nodes = {f"node-{i}": node_agents(i) for i in range(1, NODES + 1)}
-    async with harness(ctx, "reg", nodes, service_env(LIVENESS)) as h:
+    async with harness(ctx, "reg", nodes, service_env(LIVENESS), report) as h:
         kv = await h.admin.jetstream(timeout=5).key_value("ba_agents")
         monitor = await RegistryMonitor.open(await h.client("monitor", Role.OBSERVER))
         added: dict[str, list[float]] = {}

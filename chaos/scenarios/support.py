@@ -17,8 +17,10 @@ from typing import Any
 
 from broker_agents.core.registry.index import Change, ChangeKind
 from broker_agents.registry.client import Registry
-from chaos.cluster import ProxiedNatsCluster
-from chaos.faults import Fault, FaultEvent, FaultSchedule
+from chaos.cluster import NatsCluster
+from chaos.faults import Fault, FaultEvent, FaultSchedule, PauseProcess
+from chaos.netns import nemesis
+from chaos.netns.cluster import NetnsNatsCluster
 from chaos.nodes import NodeDaemon, add_node, create_buckets, start_nodes
 from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext
@@ -28,10 +30,10 @@ from node.auth.roles import Role
 
 @dataclass
 class Harness:
-    """A proxied 3-server cluster, its node daemons and an admin connection (node creds:
-    it creates buckets and funds accounts, what only nodes may do today)."""
+    """A 3-server cluster on the run's network, its node daemons and an admin connection
+    (node creds: it creates buckets and funds accounts, what only nodes may do)."""
 
-    cluster: ProxiedNatsCluster
+    cluster: NatsCluster
     nodes: list[NodeDaemon]
     admin: Any
     conns: list[Any] = field(default_factory=list)
@@ -53,23 +55,33 @@ class Harness:
 
 @asynccontextmanager
 async def harness(ctx: ScenarioContext, tag: str, nodes: dict[str, list[dict[str, Any]]],
-                  services: dict[str, Any]) -> AsyncIterator[Harness]:
-    """Start the cluster, create replicated buckets, start the daemons; stop it all after."""
+                  services: dict[str, Any], report: ScenarioReport | None = None
+                  ) -> AsyncIterator[Harness]:
+    """Start the cluster and the daemons (recording the network in ``report``); stop it
+    all after.
+
+    On loopback the servers advertise no addresses (a route must not bypass a cut), so a
+    node cannot tell it is on a cluster: the replicated buckets are created up front. On
+    netns nothing is: the nodes create them as a deployment's do (``broker_agents.kv``:
+    3 replicas on a cluster of 3, leader-only reads)."""
     base = ctx.workdir / "cluster"
     if base.exists():  # a fresh JetStream store: ids from an earlier run of a seed repeat
         await asyncio.to_thread(shutil.rmtree, base)
-    cluster = ProxiedNatsCluster(base, ctx.toxi, prefix=f"{tag}{ctx.seed}_")
-    ctx.progress("starting a proxied 3-server JetStream cluster")
+    cluster = ctx.cluster(base, f"{tag}{ctx.seed}_", node_hosts=list(nodes))
+    ctx.progress(f"starting a 3-server JetStream cluster ({ctx.network})")
     await asyncio.to_thread(cluster.start)
     h: Harness | None = None
     try:
+        if report is not None:
+            ctx.describe(report, cluster)
         admin = await connect(cluster.client_urls("admin"), "admin",
                               cluster.security(Role.NODE))
         h = Harness(cluster, [], admin, [admin])
-        await create_buckets(admin.jetstream(timeout=5))
+        if cluster.network == "loopback":
+            await create_buckets(admin.jetstream(timeout=5))
         h.nodes = [add_node(cluster, node_id, agents, services)
                    for node_id, agents in nodes.items()]
-        ctx.progress(f"starting {len(h.nodes)} node daemons through their own proxies")
+        ctx.progress(f"starting {len(h.nodes)} node daemons")
         await start_nodes(h.nodes)
         yield h
     finally:
@@ -90,6 +102,29 @@ def cover_plan(schedule: FaultSchedule, kinds: Sequence[Callable[[float], float]
     while order or t < duration:
         kind = order.pop(0) if order else rng.choice(list(kinds))
         t = kind(t) + rng.uniform(*gap)
+
+
+def host_faults(schedule: FaultSchedule, h: Harness, rng: random.Random
+                ) -> list[Callable[[float], float]]:
+    """The faults only real hosts allow (netns; none on loopback), for ``cover_plan``: a
+    majority/minority split and a bridge over every host, a one-way drop from a node's
+    host to a server's, a flapping node host, and a paused nats-server (SIGSTOP)."""
+    cluster = h.cluster
+    if not isinstance(cluster, NetnsNatsCluster):
+        return []
+    firewall = cluster.firewall
+    assert firewall is not None
+    servers, others = cluster.server_hosts, cluster.node_hosts
+    paused = rng.randrange(cluster.size)
+    return [
+        window(schedule, nemesis.majority_split(firewall, servers, others, rng), (1.0, 2.0)),
+        window(schedule, nemesis.random_bridge(firewall, servers, others, rng), (1.0, 2.0)),
+        window(schedule, nemesis.one_way_drop(firewall, rng.choice(others),
+                                              rng.choice(servers)), (1.0, 2.0)),
+        flapping(schedule, nemesis.isolate_host(firewall, rng.choice(others)), 2.0),
+        window(schedule, PauseProcess(cluster.nodes[paused].process(), kind="pause_server",
+                                      target=f"server-{paused}"), (1.0, 2.0)),
+    ]
 
 
 def window(schedule: FaultSchedule, fault: Fault, hold: tuple[float, float]

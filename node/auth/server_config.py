@@ -42,6 +42,7 @@ class ServerSpec:
     cluster_port: int = 6222
     http_port: int | None = 8222
     listen: str = "0.0.0.0"
+    http_listen: str = "127.0.0.1"  # monitoring stays on loopback unless asked otherwise
     store_dir: Path | None = None
 
     @property
@@ -99,7 +100,7 @@ def render(server: ServerSpec, authority: Authority, tls: TlsFiles, store_dir: P
         f"max_control_line: {MAX_CONTROL_LINE}",
     ]
     if server.http_port is not None:
-        lines.append(f"http: {_q(hostport('127.0.0.1', server.http_port))}")
+        lines.append(f"http: {_q(hostport(server.http_listen, server.http_port))}")
     lines += [
         "",
         f"operator: {_q(authority.operator_jwt_path)}",
