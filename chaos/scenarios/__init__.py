@@ -11,6 +11,8 @@ and node daemons are hosts in network namespaces. Workload scenarios register th
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import random
 import tempfile
 import traceback
@@ -78,8 +80,11 @@ def scenario(name: str, description: str) -> Callable[[Runner], Runner]:
 
 
 def load_builtin() -> None:
-    """Import the built-in scenarios so they register (kept lazy: they import nats)."""
-    from chaos.scenarios import auction, consensus, kv_register, registry  # noqa: F401
+    """Import the built-in scenarios (every module of this package but ``support``) so
+    they register; kept lazy: they import nats."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "support":
+            importlib.import_module(f"{__name__}.{module.name}")
 
 
 def names() -> list[str]:
