@@ -9,7 +9,6 @@ from typing import Any, cast
 
 from chaos.cluster import ProxiedNatsCluster
 from chaos.faults import (
-    DisableProxies,
     FaultSchedule,
     asymmetric_cut,
     cut_server,
@@ -17,6 +16,7 @@ from chaos.faults import (
     partition,
     slow_links,
 )
+from chaos.proxyfaults import DisableProxies
 from chaos.toxiproxy.client import ToxiproxyClient
 
 
