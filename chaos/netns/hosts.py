@@ -201,6 +201,9 @@ class HostNetwork:
         """Kill what still runs inside, delete the namespaces and the bridge (idempotent)."""
         for host in list(self.hosts.values()):
             _kill_inside(host.namespace)
+            # the veth first: the kernel frees a deleted namespace (and the veth in it)
+            # later, asynchronously; a link deleted by name is gone when `ip` returns
+            ip("link", "del", host.veth, check=False)
             ip("netns", "del", host.namespace, check=False)
         self.hosts.clear()
         ip("link", "del", self.bridge, check=False)
