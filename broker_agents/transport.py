@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError, NoServersError, SlowConsumerError
 
-from broker_agents import identity
+from broker_agents import deadlinks, identity
 from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
 from broker_agents.logging import get_logger
 from broker_agents.metrics import (
@@ -109,11 +109,18 @@ class ConnectOptions:
     reconnect_wait: float = 0.25
     max_reconnect_wait: float = 2.0
     initial_connect_timeout: float = 60.0
+    # A link that silently drops packets (an unplugged host, a firewall) shows no error
+    # until pings go unanswered: nats-py's default (2 min x 2) keeps a node on a dead
+    # server for minutes. These bound it to ping_interval * (max_outstanding_pings + 1).
+    ping_interval: float = 5.0
+    max_outstanding_pings: int = 3
     on_reconnect: list[Any] = field(default_factory=list)
     on_error: list[Any] = field(default_factory=list)  # async (connection, exception)
 
 
 CLUSTER_CAS_SAFE = (2, 10)
+
+deadlinks.install()  # every connection of this process: a dead link must not stall reconnects
 
 
 def check_server(nc: NATS) -> bool:
@@ -323,6 +330,7 @@ async def connect(opts: ConnectOptions) -> NATS:
     kwargs: dict[str, Any] = dict(
         servers=opts.servers, name=opts.name, connect_timeout=opts.connect_timeout,
         max_reconnect_attempts=-1, reconnect_time_wait=opts.reconnect_wait,
+        ping_interval=opts.ping_interval, max_outstanding_pings=opts.max_outstanding_pings,
         allow_reconnect=True, error_cb=error_cb, disconnected_cb=disconnected_cb,
         reconnected_cb=reconnected_cb, closed_cb=closed_cb,
     )

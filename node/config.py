@@ -110,6 +110,12 @@ class NatsSection(Strict):
         2.0, gt=0, description="reconnect backoff doubles up to this (s)")
     initial_connect_timeout: float = Field(
         60.0, gt=0, description="keep trying the first connection this long (s)")
+    ping_interval: float = Field(
+        5.0, gt=0, description="seconds between pings to the server: a link that silently "
+                               "drops packets is found dead after ping_interval * "
+                               "(max_outstanding_pings + 1), then another server is tried")
+    max_outstanding_pings: int = Field(3, ge=1, description="unanswered pings before the "
+                                                            "connection counts as dead")
     pending_msgs_limit: int = Field(65536, gt=0, description="per-subscription buffer")
     bucket_replicas: int | None = Field(None, ge=1, le=5, description="replicas of every KV "
                                         "bucket created (default: 3 in a cluster of >= 3 "

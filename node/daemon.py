@@ -122,7 +122,9 @@ class Node:
             servers=access.servers, name=f"ba-node-{self.id}", security=access.security,
             connect_timeout=cfg.nats.connect_timeout, reconnect_wait=cfg.nats.reconnect_wait,
             max_reconnect_wait=cfg.nats.max_reconnect_wait,
-            initial_connect_timeout=cfg.nats.initial_connect_timeout)
+            initial_connect_timeout=cfg.nats.initial_connect_timeout,
+            ping_interval=cfg.nats.ping_interval,
+            max_outstanding_pings=cfg.nats.max_outstanding_pings)
         # HTTP first: /healthz and /readyz answer (not ready) while NATS is still away.
         self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, self.liveness)
         port = await self.http.start()
