@@ -22,6 +22,7 @@ with bounded busy workers, isolates a node, cuts a server and flaps a link. Chec
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Iterable
@@ -281,10 +282,10 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         report.ops = history.counts()
         final_awards = {aid: record_award(r) for aid, r in records.items()}
         views = {aid: AuctionView(r.stage, r.payments()) for aid, r in records.items()}
+        settled, balances = debits(accounts), {a.owner: cents(a.balance) for a in accounts}
         report.checks = [
-            check_awards(ops, final_awards, debits(accounts)),
-            check_balances({}, {a.owner: cents(a.balance) for a in accounts},
-                           watch.snapshots, minted=minted),
+            check_awards(ops, final_awards, settled),
+            check_balances({}, balances, watch.snapshots, minted=minted),
             check_no_dangling_holds(audit, views),
             check_books(audit, minted=FUNDS * len(bidders())),
         ]
@@ -304,5 +305,9 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             sum(len(n.restart_errors) for n in h.nodes))
         path = ctx.workdir / "history.jsonl"
         history.to_jsonl(path)
+        # what the checkers read besides the history: re-check (or plant bugs) offline
+        (ctx.workdir / "inputs.json").write_text(json.dumps(
+            {"final_awards": final_awards, "debits": settled, "balances": balances,
+             "snapshots": watch.snapshots, "minted": minted}))
         report.history_path = str(path)
     return report

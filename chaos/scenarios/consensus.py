@@ -29,6 +29,7 @@ instead of the group (a deliberate bug, to see the checker catch it).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import time
@@ -370,10 +371,11 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             (committed, probe.raft.leader or "?", watch.term_of(probe.raft.leader), "leader")]
         ops = history.operations()
         report.ops = history.counts()
+        leaders = ([(m, t, r) for _, m, t, r in watch.samples]
+                   + [(m, t, "leader") for m, t in elected])
         report.checks = [
             check_register(ops),
-            check_one_leader_per_term([(m, t, r) for _, m, t, r in watch.samples]
-                                      + [(m, t, "leader") for m, t in elected]),
+            check_one_leader_per_term(leaders),
             check_no_lost_writes(ops, final),
             check_leader_recovery(healed, recovered, within=2.0),
         ]
@@ -385,5 +387,9 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
                            else round(committed - healed, 3)}
         path = ctx.workdir / "history.jsonl"
         history.to_jsonl(path)
+        # what the checkers read besides the history: re-check (or plant bugs) offline
+        (ctx.workdir / "inputs.json").write_text(json.dumps(
+            {"final": final, "leaders": leaders, "healed": healed,
+             "recovered": recovered}))
         report.history_path = str(path)
     return report

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from typing import Any
@@ -35,6 +36,7 @@ from chaos.cluster import NatsCluster, ProxiedNatsCluster, server_version
 from chaos.faults import (
     Fault,
     FaultSchedule,
+    PauseProcess,
     asymmetric_cut,
     cut_server,
     isolate_client,
@@ -42,6 +44,8 @@ from chaos.faults import (
     slow_links,
 )
 from chaos.history import History
+from chaos.netns import nemesis
+from chaos.netns.cluster import NetnsNatsCluster
 from chaos.report import ScenarioReport
 from chaos.scenarios import ScenarioContext, scenario
 from node.auth.roles import Role
@@ -142,8 +146,35 @@ def plan_faults(ctx: ScenarioContext, cluster: NatsCluster) -> FaultSchedule:
                    slow_links(cluster.toxi, cluster.route_proxies(1, 2)
                               if isinstance(cluster, ProxiedNatsCluster)
                               else cluster.client_proxies("w1"), 100, 50)]
-    schedule.random_plan(candidates, duration=ctx.duration, gap=(0.3, 1.2), hold=(1.0, 2.5))
+    hosts = host_faults(cluster, random.Random(f"{ctx.seed}-hosts"))
+    if not hosts:
+        schedule.random_plan(candidates, duration=ctx.duration, gap=(0.3, 1.2),
+                             hold=(1.0, 2.5))
+        return schedule
+    # netns: each host fault once (a short run must see them), then seeded picks of all
+    rng, t = schedule.rng, schedule.rng.uniform(0.3, 1.2)
+    rng.shuffle(hosts)
+    for fault in hosts:
+        held = rng.uniform(1.0, 2.0)
+        schedule.window(fault, t, held)
+        t += held + rng.uniform(0.3, 1.2)
+    while t < ctx.duration:
+        held = min(rng.uniform(1.0, 2.5), max(ctx.duration - t, 0.1))
+        schedule.window(rng.choice([*candidates, *hosts]), t, held)
+        t += held + rng.uniform(0.3, 1.2)
     return schedule
+
+
+def host_faults(cluster: NatsCluster, rng: random.Random) -> list[Fault]:
+    """On netns (no node hosts here: the clients sit on the control host): a bridge over
+    the three server hosts (one server sees both others, they do not see each other) and
+    a paused nats-server (SIGSTOP: a JetStream leader that wakes up still leading)."""
+    if not isinstance(cluster, NetnsNatsCluster) or cluster.firewall is None:
+        return []
+    paused = rng.randrange(cluster.size)
+    return [nemesis.random_bridge(cluster.firewall, cluster.server_hosts, [], rng),
+            PauseProcess(cluster.nodes[paused].process(), kind="pause_server",
+                         target=f"server-{paused}")]
 
 
 async def _until_ok(call: Any, deadline: float) -> Any:
@@ -225,6 +256,8 @@ async def run(ctx: ScenarioContext, name: str, weights: tuple[int, int, int]) ->
         report.checks = [check_register(ops), check_no_lost_writes(ops, final)]
         path = ctx.workdir / "history.jsonl"
         history.to_jsonl(path)
+        # what the checkers read besides the history: re-check (or plant bugs) offline
+        (ctx.workdir / "inputs.json").write_text(json.dumps({"final": final}))
         report.history_path = str(path)
         return report
     finally:

@@ -24,6 +24,7 @@ Checks after the final heal:
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Callable
@@ -345,8 +346,9 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
                 for kind in ("kill_node", "pause_node")
                 for target, start, end in outages(schedule.events, kind)]
         report.ops = history.counts()
+        agreed = agreement(views, snapshots)
         report.checks = [
-            check_convergence(healed, agreement(views, snapshots), True, CONVERGE_WITHIN),
+            check_convergence(healed, agreed, True, CONVERGE_WITHIN),
             check_live_agents_registered(healed, [(t, frozenset(b)) for t, b in snapshots],
                                          hosted, CONVERGE_WITHIN),
             check_reaped_within(down, monitor.removed, REAP_BOUND, added),
@@ -364,5 +366,11 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             sum(len(n.restart_errors) for n in h.nodes))
         path = ctx.workdir / "history.jsonl"
         history.to_jsonl(path)
+        # what the checkers read besides the history: re-check (or plant bugs) offline
+        (ctx.workdir / "inputs.json").write_text(json.dumps(
+            {"healed": healed, "converge_within": CONVERGE_WITHIN, "agreement": agreed,
+             "snapshots": [(t, sorted(b)) for t, b in snapshots], "hosted": hosted,
+             "final": final, "reaper_ops": [o.model_dump() for o in ops
+                                            if o.process == "reaper"]}))
         report.history_path = str(path)
     return report
