@@ -10,24 +10,32 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chaos.netns.firewall import Firewall, Rule, control_cut, cut, one_way
 
 
 @dataclass
 class NetFault:
-    """Drop ``rules`` while injected."""
+    """Drop ``rules`` while injected.
+
+    A heal releases only claims this fault holds: a heal without its inject (one whose
+    inject raised, or a second heal) must not release an overlapping fault's drop."""
 
     firewall: Firewall
     rules: list[Rule]
     kind: str
     target: str
+    held: int = field(default=0, init=False, compare=False)
 
     def inject(self) -> None:
+        self.held += 1  # first: block counts its claims even when nft then fails
         self.firewall.block(self.rules)
 
     def heal(self) -> None:
+        if self.held == 0:
+            return
+        self.held -= 1
         self.firewall.unblock(self.rules)
 
 
