@@ -53,7 +53,25 @@ def implied(rule: str, participants: int, choices: list[str], quorum: float = 2 
     return leader, None
 
 
-def _vote_violations(op: Operation, prefs: Mapping[str, str | None]) -> list[str]:
+@dataclass(frozen=True)
+class Silence:
+    """``voters`` could not answer from ``start`` to ``end``: their node was killed (down
+    until its restart) or paused (SIGSTOP: a stopped process sends nothing)."""
+
+    voters: frozenset[str]
+    start: float
+    end: float
+    why: str = "down"
+
+
+def _silenced(op: Operation, silences: Iterable[Silence]) -> dict[str, str]:
+    """Voters that were silent for the whole of ``op``: none of them can have answered."""
+    return {v: s.why for s in silences
+            if s.start <= op.invoke_time and op.complete_time <= s.end for v in s.voters}
+
+
+def _vote_violations(op: Operation, prefs: Mapping[str, str | None],
+                     silent: Mapping[str, str]) -> list[str]:
     args, res = op.args or {}, op.result or {}
     asked = list(args.get("participants", []))
     answers = res.get("answers", [])
@@ -64,6 +82,9 @@ def _vote_violations(op: Operation, prefs: Mapping[str, str | None]) -> list[str
     choices = []
     for a in answers:
         who, status = a.get("participant"), a.get("status")
+        if status in ("choice", "abstain") and who in silent:
+            out.append(f"{who} answered {a.get('choice')!r} while its node was "
+                       f"{silent[who]} for the whole vote")
         if status == "choice":
             if who not in prefs or prefs[who] is ABSTAIN or a.get("choice") != prefs[who]:
                 out.append(f"{who} counted as {a.get('choice')!r}, prefers "
@@ -83,21 +104,27 @@ def _vote_violations(op: Operation, prefs: Mapping[str, str | None]) -> list[str
     return [f"{op.describe()}: {v}" for v in out]
 
 
-def check_votes(ops: Iterable[Operation], prefs: Mapping[str, str | None]) -> CheckResult:
-    """Every acknowledged ``vote`` decided exactly what its counted answers imply, and
-    every counted answer is its voter's preference (``prefs``: voter -> option|None)."""
+def check_votes(ops: Iterable[Operation], prefs: Mapping[str, str | None],
+                silences: Iterable[Silence] = ()) -> CheckResult:
+    """Every acknowledged ``vote`` decided exactly what its counted answers imply, every
+    counted answer is its voter's preference (``prefs``: voter -> option|None), and no
+    voter answered a vote that ran entirely while it was silenced (a stale answer)."""
+    silences = list(silences)
     violations: list[str] = []
-    decided = undecided = partial = 0
+    decided = undecided = partial = during_silence = 0
     for op in ops:
         if op.f != "vote" or op.status != "ok":
             continue
-        violations += _vote_violations(op, prefs)
+        silent = _silenced(op, silences)
+        during_silence += bool(silent)
+        violations += _vote_violations(op, prefs, silent)
         res = op.result or {}
         decided += res.get("decision") is not None
         undecided += res.get("decision") is None
         partial += bool(res.get("timed_out") or res.get("errored"))
     return CheckResult.of("vote-decisions-implied", violations, decided=decided,
-                          undecided=undecided, with_unreachable=partial)
+                          undecided=undecided, with_unreachable=partial,
+                          during_silence=during_silence)
 
 
 @dataclass(frozen=True)

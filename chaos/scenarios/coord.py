@@ -38,8 +38,9 @@ from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.pbft.messages import Reply, parse_message
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
-from chaos.checkers.coord import Decision, check_pbft, check_votes
+from chaos.checkers.coord import Decision, Silence, check_pbft, check_votes
 from chaos.cluster import server_version
+from chaos.fault import Fault
 from chaos.faults import FaultSchedule, isolate_client
 from chaos.history import History, Operation
 from chaos.nodes import service_env
@@ -68,9 +69,10 @@ OPTIONS = ["yes", "no"]
 VOTE_TIMEOUT_MS = 600
 PBFT_TIMEOUT_MS = 3000
 HOLD = (1.0, 2.0)
-WORKLOAD = ("vote", "vote", "pbft", "pbft")  # one client each
+WORKLOAD = ("vote",) * 4 + ("pbft",) * 2  # one client each
 KIND_S = 2.2  # a kind's mean hold plus gap
 DECISIONS = "pbft_decisions.jsonl"
+INPUTS = "inputs.json"  # the voters' silences (kill -9, SIGSTOP) the vote check read
 S = Subjects()
 
 
@@ -125,7 +127,7 @@ class CoordClient:
             if everyone:
                 body.update(participants=sorted(PREFS), rule="majority")
             args: Any = {k: body[k] for k in ("participants", "rule")}
-            timeout = VOTE_TIMEOUT_MS / 1000 + 1.0
+            timeout = VOTE_TIMEOUT_MS / 1000 + 0.5
         else:
             body = self.pbft_request()
             args, timeout = body["operation"], PBFT_TIMEOUT_MS / 1000 + 2.0
@@ -184,17 +186,50 @@ def load_decisions(path: Path) -> list[Decision]:
     return [Decision(**json.loads(line)) for line in path.read_text().splitlines() if line]
 
 
-def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
+def load_silences(path: Path) -> list[Silence]:
+    return [Silence(**{**s, "voters": frozenset(s["voters"])})
+            for s in json.loads(path.read_text())["silences"]]
+
+
+class Silencing:
+    """A kill -9 or SIGSTOP of a node that records when its voters were certainly silent:
+    from after the signal was sent until before the heal (restart or SIGCONT) starts."""
+
+    def __init__(self, fault: Fault, voters: frozenset[str], why: str) -> None:
+        self.fault, self.voters, self.why = fault, voters, why
+        self.kind, self.target = fault.kind, fault.target
+        self.silences: list[Silence] = []
+        self._since: float | None = None
+
+    def inject(self) -> None:
+        self.fault.inject()
+        self._since = time.monotonic()
+
+    def heal(self) -> None:
+        if self._since is not None:
+            self.silences.append(Silence(self.voters, self._since, time.monotonic(),
+                                         self.why))
+            self._since = None
+        self.fault.heal()
+
+
+def voters_of(node_id: str) -> frozenset[str]:
+    return frozenset(v for v in PREFS if v[1] == node_id[-1])
+
+
+def plan_faults(ctx: ScenarioContext, h: Harness) -> tuple[FaultSchedule, list[Silencing]]:
     """A voter's node isolated, one killed (kill -9, restarted at the heal), one paused
     (SIGSTOP/SIGCONT), and the host nemeses, in a seeded order. Every kind takes ~2 s:
     a short run (the CI's) plays a seeded selection that alternates host and node faults,
     ``duration / KIND_S`` kinds (at least 3), so it fits its budget."""
     schedule = FaultSchedule(random.Random(ctx.seed))
     rng = seeded(ctx, "targets")
+    killed, paused = rng.choice(NODES), rng.choice(NODES)
+    silencing = [Silencing(h.node(killed).kill_fault(), voters_of(killed), "killed"),
+                 Silencing(h.node(paused).pause_fault(), voters_of(paused), "paused")]
     node_kinds = [
         window(schedule, isolate_client(h.cluster, rng.choice(NODES)), HOLD),
-        window(schedule, h.node(rng.choice(NODES)).kill_fault(), HOLD),
-        window(schedule, h.node(rng.choice(NODES)).pause_fault(), HOLD),
+        *(window(schedule, fault, HOLD) for fault in silencing),
     ]
     hosts = host_faults(schedule, h, rng)
     pick = random.Random(f"{ctx.seed}-kinds")
@@ -203,7 +238,7 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
     mixed = [k for pair in zip_longest(hosts, node_kinds) for k in pair if k is not None]
     cover_plan(schedule, mixed[:max(3, int(ctx.duration / KIND_S))], ctx.duration,
                gap=(0.3, 0.8))
-    return schedule
+    return schedule, silencing
 
 
 async def first_decided(probe: CoordClient, protocol: str, deadline: float
@@ -244,7 +279,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         history = History()
         clients = [CoordClient(f"c{i}", await h.client(f"c{i}", Role.CLIENT), history,
                                seeded(ctx, f"c{i}")) for i in range(len(WORKLOAD))]
-        schedule = plan_faults(ctx, h)
+        schedule, silencing = plan_faults(ctx, h)
         report.fault_plan = schedule.plan()
         ctx.progress(f"votes and PBFT for {ctx.duration:.0f}s, "
                      f"{sum(s['action'] == 'inject' for s in report.fault_plan)} faults planned")
@@ -259,7 +294,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         await tap.stop()
         ops = history.operations()
         report.ops = history.counts()
-        report.checks = [check_votes(ops, PREFS), check_pbft(tap.decisions, ops)]
+        silences = [s for f in silencing for s in f.silences]
+        report.checks = [check_votes(ops, PREFS, silences), check_pbft(tap.decisions, ops)]
         heals = [e.at for e in schedule.events if e.action == "heal" and e.at < healed]
         during = heal_recoveries(heals, ops)
         report.recovery = {
@@ -272,5 +308,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         path = ctx.workdir / "history.jsonl"
         history.to_jsonl(path)
         save_decisions(tap.decisions, ctx.workdir / DECISIONS)
+        (ctx.workdir / INPUTS).write_text(json.dumps({"silences": [
+            {**asdict(s), "voters": sorted(s.voters)} for s in silences]}))
         report.history_path = str(path)
     return report

@@ -9,7 +9,7 @@ from typing import Any
 from broker_agents.core.coord.answers import Answer
 from broker_agents.core.coord.models import VoteSpec
 from broker_agents.core.coord.voting import tally_votes
-from chaos.checkers.coord import Decision, check_pbft, check_votes, implied
+from chaos.checkers.coord import Decision, Silence, check_pbft, check_votes, implied
 from tests.chaos.checkers.histories import op
 
 PREFS: dict[str, str | None] = {"a": "yes", "b": "yes", "c": "no", "d": None, "e": "no"}
@@ -119,3 +119,16 @@ def test_a_client_result_that_disagrees_with_its_replicas_is_caught() -> None:
     bad.result["replicas"][1]["operation"] = "y"
     res = check_pbft(replies("g1", "x"), [bad])
     assert not res.ok and "replica r2" in res.violations[0]
+
+
+def test_an_answer_from_a_silenced_voter_is_caught() -> None:
+    ops = honest()
+    silences = [Silence(frozenset({"b"}), 0.9, 1.6, "killed")]
+    res = check_votes(ops, PREFS, silences)  # op 1 (t 1..1.5): b timed out, as it must
+    assert res.ok and res.details["during_silence"] == 1, res.violations
+    stale = ops[1].result
+    b = next(a for a in stale["answers"] if a["participant"] == "b")
+    b.update(status="choice", choice="yes")
+    stale.update(votes_cast=4, decision=None, rule_met=False)  # yes 2, no 2: a tie
+    res = check_votes(ops, PREFS, silences)
+    assert not res.ok and "b answered 'yes' while its node was killed" in res.violations[0]

@@ -16,7 +16,7 @@ from chaos.checkers.coord import Decision, check_pbft, check_votes
 from chaos.history import History, Operation
 from chaos.report import ScenarioReport
 from chaos.scenarios import run_scenario
-from chaos.scenarios.coord import DECISIONS, PREFS, load_decisions
+from chaos.scenarios.coord import DECISIONS, INPUTS, PREFS, load_decisions, load_silences
 from tests.chaos.netns.conftest import requires_netns
 
 pytestmark = [pytest.mark.chaos, requires_netns]
@@ -52,6 +52,7 @@ def test_votes_decide_what_the_answers_imply_and_pbft_decides_one_value(
     assert checks["vote-decisions-implied"].details["decided"] > 20, why
     assert checks["pbft-one-value"].details["decided"] > 10, why
     assert checks["pbft-one-value"].details["replies"] > 30, why
+    assert checks["vote-decisions-implied"].details["during_silence"] >= 1, why
     assert report.recovery["vote_ok_s"] is not None, why
     assert report.recovery["pbft_ok_s"] is not None, why
 
@@ -92,3 +93,23 @@ def test_the_pbft_checker_catches_a_second_value_in_this_history(
                               for v in res.violations)
     unproposed = [*decisions, Decision("g-planted", "r1", 1, "never-proposed")]
     assert any("no client proposed" in v for v in check_pbft(unproposed, ops).violations)
+
+
+def test_the_vote_checker_catches_a_stale_answer_in_this_history(
+        run: tuple[ScenarioReport, Path]) -> None:
+    """A voter whose node was killed or paused for a whole vote answered it."""
+    ops, _ = load(run[1])
+    silences = load_silences(run[1] / INPUTS)
+    assert check_votes(ops, PREFS, silences).ok
+    silence, victim = next((s, o) for o in ops if o.f == "vote" and o.status == "ok"
+                           for s in silences
+                           if s.start <= o.invoke_time and o.complete_time <= s.end
+                           and set(o.args["participants"]) & s.voters)
+    voter = sorted(set(victim.args["participants"]) & silence.voters)[0]
+    answer = next(a for a in victim.result["answers"] if a["participant"] == voter)
+    assert answer["status"] == "timeout", answer
+    answer.update(status="abstain")  # changes no tally: only the silence gives it away
+    res = check_votes(ops, PREFS, silences)
+    assert not res.ok
+    assert any(f"{voter} answered None while its node was {silence.why}" in v
+               for v in res.violations), res.violations
