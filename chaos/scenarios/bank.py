@@ -46,7 +46,7 @@ from chaos.checkers.escrow import check_no_dangling_holds
 from chaos.checkers.money import check_books
 from chaos.checkers.result import CheckResult
 from chaos.cluster import server_version
-from chaos.faults import FaultSchedule
+from chaos.faults import FaultSchedule, cut_server, isolate_client
 from chaos.history import History
 from chaos.nodes import service_env
 from chaos.report import ScenarioReport
@@ -276,18 +276,28 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
     target = h.node(rng.choice(auctioneers))
     process = (window(schedule, target.kill_fault(), (0.8, 1.5)) if rng.random() < 0.5
                else window(schedule, target.pause_fault(), PAUSE_S))  # one: CI's budget
-    kinds = [process, *host_faults(schedule, h, rng)]
+    network = host_faults(schedule, h, rng) or [  # loopback: what its proxies can do
+        window(schedule, isolate_client(h.cluster, rng.choice(list(VALUES))), (1.0, 2.0)),
+        window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0))]
+    kinds = [process, *network]
     cover_plan(schedule, kinds, ctx.duration, gap=(0.3, 0.8))
     return schedule
 
 
-async def first_transfer(sellers: Sellers, deadline: float) -> float | None:
-    """Run auctions until one is awarded; when it returned (None: never)."""
-    ops = sellers.history
+async def first_transfer(sellers: Sellers, healed: float, deadline: float) -> float | None:
+    """When the first transfer after the final heal succeeded: the first acknowledged
+    award or treasury move the workloads saw complete after ``healed``; if none did (they
+    stop at the heal), the first probe auction that is awarded (None: never)."""
+    ops = sellers.history.operations()
+    done = [o.complete_time for o in ops if o.status == "ok" and o.f != "fund"
+            and healed <= o.complete_time]
+    if done:
+        return min(done)
     while time.monotonic() < deadline:
-        before = len(ops.operations())
+        before = len(ops)
         await sellers.one()
-        if any(o.status == "ok" for o in ops.operations()[before:]):
+        ops = sellers.history.operations()
+        if any(o.status == "ok" for o in ops[before:]):
             return time.monotonic()
     return None
 
@@ -332,7 +342,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         healed = await drive(h, schedule, [*(s.run for s in sellers), treasurer.run,
                                            heal_checks.run], report)
         ctx.progress("final heal: a transfer, every auction finished, then the books")
-        ok_at = await first_transfer(sellers[0], time.monotonic() + 20)
+        ok_at = await first_transfer(sellers[0], healed, time.monotonic() + 20)
         records, audit = await wait_finished(auctions_kv, accounts_kv, time.monotonic() + 20)
         conserved_at = time.monotonic()
         final, pays = await until_ok(lambda: bank_state(book, auctions_kv),
