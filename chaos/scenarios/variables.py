@@ -21,6 +21,8 @@ variable's history from each member. Checks (``chaos.checkers.variables``):
   unfreeze, on any member;
 - ``convergence``: every member agrees within ``CONVERGE_S`` of the final heal.
 
+Recovery: ``settled_s`` (the final heal to every node daemon ready again: a killed one
+restarts), ``set_ok_s`` (to the first set acknowledged after that) and ``converged_s``.
 The members' histories are saved beside ``history.jsonl`` as ``inputs.json``
 (``{"histories": {member: {"space/variable": [[version, value, actor], ...]}}}``), so the
 checks can be re-run offline on a run's data.
@@ -311,6 +313,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         healed = await drive(h, schedule, [
             *(c.run for c in clients), freezer.run,
             lambda stop: feedback(fb_nc, fb_rng, fb_counts, stop)], report)
+        settled = time.monotonic()  # every node daemon ready again (a killed one restarted)
         ctx.progress("final heal: a set, then every member's state until they agree")
         probe = clients[0]
         deadline = time.monotonic() + 20
@@ -336,6 +339,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             feedback=fb_counts)
         report.checks[2].details.update(frozen_keys=sorted({w.key for w in wins}))
         report.recovery = {
+            "settled_s": round(max(settled - healed, 0.0), 3),
             "set_ok_s": None if set_ok is None else round(max(set_ok - healed, 0.0), 3),
             "converged_s": report.checks[3].details["recovery_s"],
             "node_start_failures": float(sum(len(n.restart_errors) for n in h.nodes)),
