@@ -7,12 +7,14 @@ r3 and r4 on node-3). Clients run votes (a seeded subset of the voters, a seeded
 majority, quorum or unanimous) and PBFT instances (a fresh operation each, the replica
 order rotated so the primary moves) while a seeded schedule isolates a voter's node,
 kills one with kill -9, pauses one with SIGSTOP and applies the host nemeses
-(``host_faults``). A node connection taps the PBFT wire: every reply a replica sends is
+(``host_faults``); a short run plays a seeded selection of these (``plan_faults``).
+A node connection taps the PBFT wire: every reply a replica sends is
 a decision it made, seen whether or not the client still listens. Checks:
 
 - ``vote-decisions-implied``: every acknowledged vote decided what the answers it
-  counted imply (recomputed independently), and each counted answer is the named
-  voter's preference (``chaos.checkers.coord.check_votes``);
+  counted imply (recomputed independently), each counted answer is the named voter's
+  preference, and no voter answered a vote that ran entirely while its node was killed
+  or paused (``chaos.checkers.coord.check_votes``; the faults record those silences);
 - ``pbft-one-value``: no PBFT instance decided two values, every decided value was
   proposed, client results agree with the replicas (``check_pbft``).
 
