@@ -82,10 +82,14 @@ class Firewall:
             self._apply("delete", removed)
 
     def clear(self) -> None:
-        """Heal everything (the end of a run, whatever faults are still active)."""
+        """Heal everything (the end of a run, whatever faults are still active): both sets
+        flushed on every host, so it heals even where a failed call left nft unlike the
+        claims (deleting an element nft does not hold fails the host's whole batch)."""
         with self._lock:
-            rules, self.claims = list(self.claims), Counter()
-            self._apply("delete", rules)
+            self.claims = Counter()
+            self._each_host({host: [f"flush set inet {TABLE} {DROP_FROM}",
+                                    f"flush set inet {TABLE} {DROP_TO}"]
+                             for host in self.network.hosts})
 
     def active(self) -> list[Rule]:
         with self._lock:
@@ -96,5 +100,17 @@ class Firewall:
         for host, chain_set, peer in rules:
             by_host.setdefault(host, []).append(
                 f"{verb} element inet {TABLE} {chain_set} {{ {peer} }}")
+        self._each_host(by_host)
+
+    def _each_host(self, by_host: dict[str, list[str]]) -> None:
+        """One nft batch per host; every host is tried before the first failure is raised
+        (one host's error must not leave the others' drops in place)."""
+        errors: list[Exception] = []
         for host, commands in by_host.items():
-            self.network[host].run(["nft", "-f", "-"], input_text="\n".join(commands) + "\n")
+            try:
+                self.network[host].run(["nft", "-f", "-"],
+                                       input_text="\n".join(commands) + "\n")
+            except Exception as exc:  # raised below, after the other hosts
+                errors.append(exc)
+        if errors:
+            raise errors[0]
