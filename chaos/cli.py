@@ -49,7 +49,7 @@ def run(
     """Run scenarios under a seeded fault schedule and check their histories."""
     if network not in scenarios.NETWORKS:
         err_console.print(f"[red]unknown network[/red] {network!r}; known: "
-                          f"{list(scenarios.NETWORKS)}")
+                          f"{list(scenarios.NETWORKS)}", soft_wrap=True)
         raise typer.Exit(ExitCode.USAGE)
     if network == "netns":
         from chaos.netns.hosts import unavailable_reason
@@ -57,7 +57,7 @@ def run(
         reason = unavailable_reason()
         if reason is not None:
             err_console.print(f"--network netns is not possible here: {reason}",
-                              markup=False)
+                              markup=False, soft_wrap=True)
             raise typer.Exit(ExitCode.USAGE)
     # the scenario's own clients log through structlog; keep the progress view readable
     configure_logging(level="error")
@@ -66,7 +66,7 @@ def run(
     unknown = [n for n in names if n not in scenarios.REGISTRY]
     if unknown:
         err_console.print(f"[red]unknown scenario(s)[/red] {unknown}; known: "
-                          f"{scenarios.names()}")
+                          f"{scenarios.names()}", soft_wrap=True)
         raise typer.Exit(ExitCode.USAGE)
     chosen_seed = seed if seed is not None else int(time.time()) % 1_000_000
     result = ChaosReport(network=network, seed=chosen_seed)

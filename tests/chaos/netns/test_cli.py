@@ -72,8 +72,6 @@ def test_netns_is_refused_where_namespaces_are_not_permitted(kind: str, no_repor
     assert not no_report.exists()  # refused before anything ran
 
 
-@pytest.mark.xfail(strict=True, reason="chaos/cli.py prints the refusal through rich, which "
-                   "wraps it at 80 columns off a terminal (fix: soft_wrap=True): integrator")
 @pytest.mark.parametrize("kind", list(UNPRIVILEGED))
 def test_the_refusal_is_one_line(kind: str, no_report: Path) -> None:
     done = refused(kind, no_report)
