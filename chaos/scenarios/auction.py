@@ -271,6 +271,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         ctx.progress(f"auctions for {ctx.duration:.0f}s from {CLIENTS} clients, "
                      f"{sum(s['action'] == 'inject' for s in report.fault_plan)} faults planned")
         healed = await drive(h, schedule, [c.run for c in clients], report)
+        ready = time.monotonic()  # drive waits for restarted daemons: apart from auctions
         ctx.progress("final heal: waiting for every auction to finish, then checking money")
         ok_at = await first_success(h.admin, time.monotonic() + 15)
         records, audit = await wait_finished(auctions_kv, accounts_kv,
@@ -301,6 +302,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             "auction_ok_s": None if ok_at is None else round(ok_at - healed, 3),
             "all_finished_s": round(max(finished_at - healed, 0.0), 3),
         }
+        report.recovery["nodes_ready_s"] = round(ready - healed, 3)
         report.recovery["node_start_failures"] = float(
             sum(len(n.restart_errors) for n in h.nodes))
         path = ctx.workdir / "history.jsonl"

@@ -9,12 +9,14 @@ dropped acknowledged write, a stale read, two leaders in one term, a doubled awa
 debit, money minted from nothing, a registry view that never converges) turns the
 verdict into "violation".
 
-Replay a run with ``broker-agents chaos run --network netns --scenario NAME --seed N``.
+Replay a run with ``pytest tests/chaos/netns/test_scenarios_netns.py --seed N`` (or
+``broker-agents chaos run --network netns --scenario NAME --seed N``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,9 +62,11 @@ class Run:
         return f"replay: {r.replay_hint()}: {r.error} {r.violations}"
 
 
-def run_netns(name: str, factory: pytest.TempPathFactory) -> Run:
-    workdir = factory.mktemp(name)
-    report = run_scenario(name, SEED, DURATION, workdir, progress=lambda _: None,
+def run_netns(name: str, request: pytest.FixtureRequest) -> Run:
+    one = request.config.getoption("--seed") or os.environ.get("BA_SIM_SEED")
+    seed = int(one) if one is not None else SEED
+    workdir = request.getfixturevalue("tmp_path_factory").mktemp(name)
+    report = run_scenario(name, seed, DURATION, workdir, progress=lambda _: None,
                           network="netns")
     ops: list[Operation] = []
     if report.history_path:
@@ -138,8 +142,8 @@ def verdict(result: Any) -> str:
 # -- kv-register ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def kv_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    return run_netns("kv-register", tmp_path_factory)
+def kv_run(request: pytest.FixtureRequest) -> Run:
+    return run_netns("kv-register", request)
 
 
 def test_kv_register_passes_on_netns(kv_run: Run) -> None:
@@ -160,8 +164,8 @@ def test_kv_register_checkers_catch_planted_bugs(kv_run: Run) -> None:
 # -- consensus ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def consensus_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    return run_netns("consensus", tmp_path_factory)
+def consensus_run(request: pytest.FixtureRequest) -> Run:
+    return run_netns("consensus", request)
 
 
 def test_consensus_passes_on_netns(consensus_run: Run) -> None:
@@ -195,8 +199,8 @@ def test_consensus_checkers_catch_planted_bugs(consensus_run: Run) -> None:
 # -- auction --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def auction_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    return run_netns("auction", tmp_path_factory)
+def auction_run(request: pytest.FixtureRequest) -> Run:
+    return run_netns("auction", request)
 
 
 def test_auction_passes_on_netns(auction_run: Run) -> None:
@@ -231,8 +235,8 @@ def test_auction_checkers_catch_planted_bugs(auction_run: Run) -> None:
 # -- registry -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def registry_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
-    return run_netns("registry", tmp_path_factory)
+def registry_run(request: pytest.FixtureRequest) -> Run:
+    return run_netns("registry", request)
 
 
 def test_registry_passes_on_netns(registry_run: Run) -> None:
