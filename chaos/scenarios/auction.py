@@ -50,6 +50,7 @@ from chaos.scenarios.support import (
     Harness,
     cover_plan,
     drive,
+    fault_budget,
     flapping,
     harness,
     host_faults,
@@ -175,9 +176,9 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
         window(schedule, isolate_client(h.cluster, rng.choice(ids)), (1.0, 2.5)),
         window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0)),
         flapping(schedule, isolate_client(h.cluster, rng.choice(AUCTIONEER_NODES)), 3.0),
-        *host_faults(schedule, h, rng),
     ]
-    cover_plan(schedule, kinds, ctx.duration)
+    cover_plan(schedule, kinds, ctx.duration, hosts=host_faults(schedule, h, rng),
+               budget=fault_budget(ctx))
     return schedule
 
 

@@ -71,6 +71,7 @@ from chaos.scenarios.support import (
     Harness,
     cover_plan,
     drive,
+    fault_budget,
     harness,
     host_faults,
     seeded,
@@ -274,13 +275,14 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
     auctioneers = [n for n in VALUES if any(a["id"].startswith("auc-")
                                             for a in bank_agents(n))]
     target = h.node(rng.choice(auctioneers))
-    process = (window(schedule, target.kill_fault(), (0.8, 1.5)) if rng.random() < 0.5
-               else window(schedule, target.pause_fault(), PAUSE_S))  # one: CI's budget
-    network = host_faults(schedule, h, rng) or [  # loopback: what its proxies can do
-        window(schedule, isolate_client(h.cluster, rng.choice(list(VALUES))), (1.0, 2.0)),
-        window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0))]
-    kinds = [process, *network]
-    cover_plan(schedule, kinds, ctx.duration, gap=(0.3, 0.8))
+    kinds = [window(schedule, target.kill_fault(), (0.8, 1.5)),
+             window(schedule, target.pause_fault(), PAUSE_S)]
+    if h.cluster.network == "loopback":  # what its proxies can do; netns: the host nemeses
+        kinds += [
+            window(schedule, isolate_client(h.cluster, rng.choice(list(VALUES))), (1.0, 2.0)),
+            window(schedule, cut_server(h.cluster, rng.randrange(h.cluster.size)), (1.0, 2.0))]
+    cover_plan(schedule, kinds, ctx.duration, gap=(0.3, 0.8),
+               hosts=host_faults(schedule, h, rng), budget=fault_budget(ctx))
     return schedule
 
 

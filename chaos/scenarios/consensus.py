@@ -66,6 +66,7 @@ from chaos.scenarios import ScenarioContext, scenario
 from chaos.scenarios.support import (
     Harness,
     cover_plan,
+    fault_budget,
     flapping,
     harness,
     host_faults,
@@ -291,9 +292,9 @@ def plan_faults(ctx: ScenarioContext, h: Harness, at_leader: list[AtLeader]
         window(schedule, slow_links(h.cluster.toxi, h.cluster.client_proxies(slow), 40, 30),
                 (1.0, 2.0)),
         flapping(schedule, isolate_leader, 2.5),
-        *host_faults(schedule, h, rng),
     ]
-    cover_plan(schedule, kinds, ctx.duration, gap=(0.3, 0.8))
+    cover_plan(schedule, kinds, ctx.duration, gap=(0.3, 0.8), hosts=host_faults(schedule, h, rng),
+               budget=fault_budget(ctx))
     return schedule
 
 

@@ -31,7 +31,6 @@ import statistics
 import time
 from dataclasses import asdict
 from functools import partial
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from chaos.scenarios.support import (
     Harness,
     cover_plan,
     drive,
+    fault_budget,
     harness,
     host_faults,
     seeded,
@@ -72,7 +72,6 @@ VOTE_TIMEOUT_MS = 600
 PBFT_TIMEOUT_MS = 3000
 HOLD = (1.0, 2.0)
 WORKLOAD = ("vote",) * 4 + ("pbft",) * 2  # one client each
-KIND_S = 2.2  # a kind's mean hold plus gap
 DECISIONS = "pbft_decisions.jsonl"
 INPUTS = "inputs.json"  # the voters' silences (kill -9, SIGSTOP) the vote check read
 S = Subjects()
@@ -221,9 +220,8 @@ def voters_of(node_id: str) -> frozenset[str]:
 
 def plan_faults(ctx: ScenarioContext, h: Harness) -> tuple[FaultSchedule, list[Silencing]]:
     """A voter's node isolated, one killed (kill -9, restarted at the heal), one paused
-    (SIGSTOP/SIGCONT), and the host nemeses, in a seeded order. Every kind takes ~2 s:
-    a short run (the CI's) plays a seeded selection that alternates host and node faults,
-    ``duration / KIND_S`` kinds (at least 3), so it fits its budget."""
+    (SIGSTOP/SIGCONT), and the host nemeses, in a seeded order (on netns, a short run
+    plays the selection that fits its duration: ``support.cover_plan``)."""
     schedule = FaultSchedule(random.Random(ctx.seed))
     rng = seeded(ctx, "targets")
     killed, paused = rng.choice(NODES), rng.choice(NODES)
@@ -233,13 +231,8 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> tuple[FaultSchedule, list[S
         window(schedule, isolate_client(h.cluster, rng.choice(NODES)), HOLD),
         *(window(schedule, fault, HOLD) for fault in silencing),
     ]
-    hosts = host_faults(schedule, h, rng)
-    pick = random.Random(f"{ctx.seed}-kinds")
-    pick.shuffle(node_kinds)
-    pick.shuffle(hosts)
-    mixed = [k for pair in zip_longest(hosts, node_kinds) for k in pair if k is not None]
-    cover_plan(schedule, mixed[:max(3, int(ctx.duration / KIND_S))], ctx.duration,
-               gap=(0.3, 0.8))
+    cover_plan(schedule, node_kinds, ctx.duration, gap=(0.3, 0.8),
+               hosts=host_faults(schedule, h, rng), budget=fault_budget(ctx))
     return schedule, silencing
 
 

@@ -59,6 +59,7 @@ from chaos.scenarios.support import (
     RegistryMonitor,
     cover_plan,
     drive,
+    fault_budget,
     flapping,
     harness,
     host_faults,
@@ -199,9 +200,9 @@ def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
         window(schedule, CpuStarvation(workers=2, max_seconds=2 * STARVE_HOLD[1]),
                STARVE_HOLD),
         flapping(schedule, isolate_client(h.cluster, rng.choice(ids)), 3.0),
-        *host_faults(schedule, h, rng),
     ]
-    cover_plan(schedule, kinds, ctx.duration)
+    cover_plan(schedule, kinds, ctx.duration, hosts=host_faults(schedule, h, rng),
+               budget=fault_budget(ctx))
     return schedule
 
 

@@ -63,6 +63,7 @@ from chaos.scenarios.support import (
     Harness,
     cover_plan,
     drive,
+    fault_budget,
     harness,
     host_faults,
     seeded,
@@ -91,7 +92,6 @@ CLIENTS = 2
 OP_TIMEOUT = 3.0
 DEFINITE = {ErrorCode.VALIDATION, ErrorCode.CONFLICT, ErrorCode.NOT_FOUND}
 CONVERGE_S = 20.0
-HOST_KINDS = 2  # of host_faults' five, to fit the plan in the CI budget
 
 
 def services() -> dict[str, Any]:
@@ -268,14 +268,12 @@ async def histories(nc: Any) -> dict[str, dict[str, list[Entry]]]:
 def plan_faults(ctx: ScenarioContext, h: Harness) -> FaultSchedule:
     schedule = FaultSchedule(random.Random(ctx.seed))
     rng = seeded(ctx, "targets")
-    hosts = host_faults(schedule, h, rng)
-    rng.shuffle(hosts)
     kinds = [
         window(schedule, h.node(rng.choice(NODE_IDS)).kill_fault(), (1.5, 2.5)),
         window(schedule, h.node(rng.choice(NODE_IDS)).pause_fault(), (1.0, 2.0)),
-        *hosts[:HOST_KINDS],
     ]
-    cover_plan(schedule, kinds, ctx.duration)
+    cover_plan(schedule, kinds, ctx.duration, hosts=host_faults(schedule, h, rng),
+               budget=fault_budget(ctx))
     return schedule
 
 

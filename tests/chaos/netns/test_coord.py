@@ -17,13 +17,13 @@ from chaos.history import History, Operation
 from chaos.report import ScenarioReport
 from chaos.scenarios import run_scenario
 from chaos.scenarios.coord import DECISIONS, INPUTS, PREFS, load_decisions, load_silences
+from chaos.scenarios.support import HOST_KINDS
 from tests.chaos.netns.conftest import requires_netns
 
 pytestmark = [pytest.mark.chaos, requires_netns]
 
 SEED = 7
 DURATION = 6.0
-HOST_KINDS = {"majority_split", "bridge", "one_way", "isolate_host", "pause_server"}
 
 
 @pytest.fixture(scope="module")
