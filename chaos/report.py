@@ -22,6 +22,7 @@ class ScenarioReport(BaseModel):
     duration_s: float
     network: str = "loopback"
     hosts: list[dict[str, Any]] = Field(default_factory=list)
+    buckets: dict[str, dict[str, Any]] = Field(default_factory=dict)  # as the nodes made them
     fault_plan: list[dict[str, Any]] = Field(default_factory=list)
     faults: list[dict[str, Any]] = Field(default_factory=list)
     ops: dict[str, int] = Field(default_factory=lambda: {

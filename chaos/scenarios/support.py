@@ -84,6 +84,8 @@ async def harness(ctx: ScenarioContext, tag: str, nodes: dict[str, list[dict[str
                    for node_id, agents in nodes.items()]
         ctx.progress(f"starting {len(h.nodes)} node daemons")
         await start_nodes(h.nodes)
+        if report is not None:
+            report.buckets = await bucket_layout(admin.jetstream(timeout=5))
         yield h
     finally:
         for nc in (h.conns if h else []):
@@ -94,6 +96,17 @@ async def harness(ctx: ScenarioContext, tag: str, nodes: dict[str, list[dict[str
 
 Kind = Callable[[float], float]  # plan(start) -> end: schedules its own windows
 KIND_S = 2.5  # a kind's mean hold plus gap: how many fit in a short run
+
+
+async def bucket_layout(js: Any) -> dict[str, dict[str, Any]]:
+    """Each KV bucket's replicas and read mode, as the nodes (or the harness) made them."""
+    layout = {}
+    for info in await js.streams_info():
+        if info.config.name.startswith("KV_"):
+            layout[info.config.name.removeprefix("KV_")] = {
+                "replicas": info.config.num_replicas,
+                "direct": bool(info.config.allow_direct)}
+    return layout
 
 
 def cover_plan(schedule: FaultSchedule, kinds: Sequence[Kind], duration: float,
