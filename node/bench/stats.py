@@ -1,8 +1,18 @@
-"""Small statistics helpers shared by the benchmarks (samples are in seconds)."""
+"""Small statistics helpers shared by the benchmarks (samples are in seconds).
+
+Every reported figure carries a bootstrap 95% confidence interval (``<name>_ci95``: the
+2.5th and 97.5th percentiles of the statistic over resamples of the samples), so a
+reader and ``bench compare`` can tell a change from noise. Resampling is seeded: the same
+samples give the same interval.
+"""
 
 from __future__ import annotations
 
+import random
 import statistics
+from collections.abc import Callable, Sequence
+
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -37,3 +47,42 @@ def beside_rtt(raw_s: list[float], samples_s: list[float], name: str) -> dict[st
         f"{name}_us_p99": round(percentile(samples_s, 99) * 1e6, 1),
         f"{name}_to_rtt_ratio": round(p50 / rtt_p50, 2),
     }
+
+
+def ci95(samples: Sequence[float], stat: Callable[[list[float]], float] | None = None,
+         resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95% interval of ``stat`` (default: the median) over ``samples``;
+    (NaN, NaN) for no samples."""
+    if not samples:
+        return float("nan"), float("nan")
+    stat = stat or statistics.median
+    data = list(samples)
+    rng = random.Random(seed)
+    n = len(data)
+    values = sorted(stat(rng.choices(data, k=n)) for _ in range(resamples))
+    return values[int(0.025 * (resamples - 1))], values[int(0.975 * (resamples - 1))]
+
+
+def quantile_stat(q: float) -> Callable[[list[float]], float]:
+    """The nearest-rank ``q``-th percentile as a statistic for ``ci95``."""
+    return lambda xs: percentile(xs, q)
+
+
+def figure(name: str, samples: Sequence[float], q: float = 50, scale: float = 1.0,
+           digits: int = 1) -> dict[str, float | list[float]]:
+    """``{name: the q-th percentile of samples * scale, name_ci95: [low, high]}``: one
+    reported figure with its bootstrap interval (``scale`` 1e6 for seconds -> µs)."""
+    data = [x * scale for x in samples]
+    low, high = ci95(data, quantile_stat(q))
+    return {name: round(percentile(data, q), digits),
+            f"{name}_ci95": [round(low, digits), round(high, digits)]}
+
+
+def rate_figure(name: str, counts: Sequence[float], seconds: Sequence[float],
+                digits: int = 1) -> dict[str, float | list[float]]:
+    """A throughput figure from repeated rounds (``counts[i]`` done in ``seconds[i]``):
+    the median round's rate, with the bootstrap interval of the median over rounds."""
+    rates = [c / s for c, s in zip(counts, seconds, strict=True) if s > 0]
+    low, high = ci95(rates)
+    return {name: round(statistics.median(rates), digits) if rates else float("nan"),
+            f"{name}_ci95": [round(low, digits), round(high, digits)]}
