@@ -17,17 +17,20 @@ Checks after the final heal:
 - the agents of a killed or paused node were removed within ``REAP_BOUND``
   (``dead-node-agents-reaped``), and a paused node's reaped agents were registered
   again within ``CONVERGE_WITHIN`` of the resume (``paused-agents-return``);
-- no acknowledged registration or update was lost (``no-lost-writes``; a removal the
-  monitor saw a reaper mark before is a legitimate write of "absent").
+- no acknowledged registration or update was lost (``no-lost-writes``; a removal by a
+  reaper, seen by the monitor after a mark or logged by the reaper, is a legitimate write
+  of "absent").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError
@@ -266,13 +269,47 @@ async def observe_convergence(h: Harness, kv: Any, healed: float,
         await asyncio.sleep(0.1)  # sleep-ok: sampling period of the convergence probe
 
 
+def logged_reaps(h: Harness, wall_to_mono: float) -> dict[str, list[tuple[float, float]]]:
+    """(marked, removed) times, monotonic, of each agent the reapers removed, from their own
+    log lines (``registry.reaper.acted``): the ground truth a watch can miss, since a key's
+    mark and removal may both land between two of the monitor's deliveries (a bucket keeps
+    one revision per key)."""
+    marks: dict[str, list[float]] = {}
+    out: dict[str, list[tuple[float, float]]] = {}
+    lines = []
+    for node in h.nodes:
+        path = node.proc.log_path
+        if path is not None and path.exists():
+            lines += [line for line in path.read_text(errors="replace").splitlines()
+                      if '"registry.reaper.acted"' in line]
+    events = []
+    for line in lines:
+        with contextlib.suppress(ValueError, KeyError):
+            entry = json.loads(line)
+            at = datetime.fromisoformat(entry["timestamp"]).timestamp() - wall_to_mono
+            events.append((at, entry["action"], entry["target"]))
+    for at, action, target in sorted(events):
+        if action == "mark_unhealthy":
+            marks.setdefault(target, []).append(at)
+        elif action == "remove_agent":
+            marked = [m for m in marks.get(target, ()) if m <= at]
+            out.setdefault(target, []).append((marked[-1] if marked else at, at))
+    return out
+
+
 def reaper_ops(monitor: RegistryMonitor, workers: list[RegistryWorker],
-               first_id: int) -> list[Operation]:
+               first_id: int, logged: dict[str, list[tuple[float, float]]]) -> list[Operation]:
     """Each removal of a worker's agent that a reaper may have made (a mark was seen before
-    it, or the worker's heartbeats failed within the liveness span before it) as an
-    acknowledged write of "absent"."""
+    it, the worker's heartbeats failed within the liveness span before it, or a reaper
+    logged it) as an acknowledged write of "absent"."""
     span = LIVENESS["window"] + LIVENESS["grace"] + 2.0
     ops: list[Operation] = []
+
+    def reaped(key: str, since: float, removed: float) -> None:
+        ops.append(Operation(op_id=first_id + len(ops), process="reaper", f="write", key=key,
+                             args=None, result=None, status="ok", invoke_time=since,
+                             complete_time=removed))
+
     for worker in workers:
         for key in worker.keys:
             marks = sorted(monitor.marked.get(key, ()))
@@ -280,10 +317,9 @@ def reaper_ops(monitor: RegistryMonitor, workers: list[RegistryWorker],
                 causes = [m for m in marks if m <= removed] + [
                     f for f in worker.heartbeater.failed_at if removed - span <= f <= removed]
                 if causes:
-                    ops.append(Operation(
-                        op_id=first_id + len(ops), process="reaper", f="write", key=key,
-                        args=None, result=None, status="ok", invoke_time=min(causes),
-                        complete_time=removed))
+                    reaped(key, min(causes), removed)
+            for marked, removed in logged.get(key, ()):
+                reaped(key, marked, removed)
     return ops
 
 
@@ -315,6 +351,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
 
         monitor.registry.subscribe(on_added)
         history = History()
+        wall_to_mono = time.time() - time.monotonic()  # node logs carry wall-clock times
         workers = []
         for i in range(WORKERS):
             name = f"w{i}"
@@ -341,7 +378,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             await worker.registry.close()
         await monitor.close()
         ops = history.operations()
-        ops += reaper_ops(monitor, workers, len(ops) + 1_000_000)
+        ops += reaper_ops(monitor, workers, len(ops) + 1_000_000,
+                          logged_reaps(h, wall_to_mono))
         hosted = [a for n in h.nodes if n.alive for a in n.agent_ids()]
         down = [Outage(target, tuple(h.node(target).agent_ids()), start, end, kind)
                 for kind in ("kill_node", "pause_node")
