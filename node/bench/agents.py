@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel
 
 from broker_agents.agent import Agent, handler
-from node.bench.stats import summary_us
+from node.bench.stats import figure
 
 
 class Ping(BaseModel):
@@ -43,6 +43,7 @@ class RunThroughput(BaseModel):
     message_type: ClassVar[str] = "run_throughput"
     target: str
     messages: int = 100_000
+    rounds: int = 1
 
 
 def raw_echo_subject(prefix: str, agent_id: str) -> str:
@@ -118,13 +119,20 @@ class BenchDriverAgent(Agent):
             t2 = time.perf_counter()
             agent_s.append(t1 - t0)
             raw_s.append(t2 - t1)
-        return {**summary_us(agent_s, "agent_rtt"), **summary_us(raw_s, "raw_rtt")}
+        return {**figure("agent_rtt_us_p50", agent_s, 50, 1e6),
+                **figure("agent_rtt_us_p99", agent_s, 99, 1e6),
+                **figure("raw_rtt_us_p50", raw_s, 50, 1e6),
+                **figure("raw_rtt_us_p99", raw_s, 99, 1e6)}
 
     @handler(RunThroughput)
-    async def run_throughput(self, msg: RunThroughput) -> dict[str, float]:
-        raw_rate = await self._flood(msg, raw=True)
-        agent_rate = await self._flood(msg, raw=False)
-        return {"agent_msgs_per_s": round(agent_rate), "raw_msgs_per_s": round(raw_rate)}
+    async def run_throughput(self, msg: RunThroughput) -> dict[str, list[float]]:
+        """Seconds per flood of ``messages``, raw and ours alternated ``rounds`` times."""
+        raw_s: list[float] = []
+        agent_s: list[float] = []
+        for _ in range(max(1, msg.rounds)):
+            raw_s.append(await self._flood(msg, raw=True))
+            agent_s.append(await self._flood(msg, raw=False))
+        return {"raw_seconds": raw_s, "agent_seconds": agent_s}
 
     async def _flood(self, msg: RunThroughput, raw: bool) -> float:
         nc, prefix = self.ctx.nc, self.ctx.subjects.prefix
@@ -148,4 +156,4 @@ class BenchDriverAgent(Agent):
         await asyncio.wait_for(done.wait(), timeout=120)
         elapsed = time.perf_counter() - t0
         await sub.unsubscribe()
-        return msg.messages / elapsed
+        return elapsed

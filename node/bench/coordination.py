@@ -7,10 +7,13 @@ until the reply):
 - ``vote_10_ms_p50``: majority vote among 10 voter agents on two nodes;
 - ``raw_fanout10_ms_p50``: one message published to 10 plain nats-py responders (split
   over two processes like the voters) until all 10 replies arrived (same run);
+- ``vote_100_ms_p50`` beside ``raw_fanout100_ms_p50``: the same among 100;
 - ``pbft_4_ms_p50``: PBFT among 4 replica agents (set-up, 3 phases, f+1 replies);
 - ``hierarchical_100_ms_p50``: hierarchical majority over 100 voters (clusters of 5).
 
-Targets: vote <= 2x raw fan-out; PBFT 4 <= 10 ms; hierarchical 100 <= 50 ms.
+Targets: vote <= 2x raw fan-out (10 and 100); PBFT 4 <= 10 ms; hierarchical 100 <= 50 ms.
+Every figure carries its bootstrap ``<name>_ci95``; the raw fan-outs run between the vote
+blocks, alternated, so both see the same machine state.
 
 Every request is a signed act of the client (as the CLI sends them), every vote answer
 is signed by its voter and checked by the coordinator: the figures include that cost.
@@ -31,7 +34,7 @@ from broker_agents.subjects import Subjects
 from node.auth.roles import Role
 from node.bench.fanout import raw_fanout
 from node.bench.harness import running_cluster
-from node.bench.stats import ms
+from node.bench.stats import figure
 from node.cluster import LocalCluster
 
 COORDINATOR = "broker_agents.coord.coordinator:CoordinatorAgent"
@@ -53,12 +56,12 @@ def _agents() -> list[list[dict[str, Any]]]:
     return nodes
 
 
-async def _raw_fanout(cluster: LocalCluster, runs: int) -> list[float]:
+async def _raw_fanout(cluster: LocalCluster, runs: int, responders: int) -> list[float]:
     assert cluster.auth is not None
     nc = await cluster.client(Role.NODE)  # a subject of our own, beside the protocol's
     try:
         return await raw_fanout(nc, cluster.auth.contexts[Role.NODE],
-                                "ba.bench.coord.raw.fanout", FANOUT, runs,
+                                f"ba.bench.coord.raw.fanout{responders}", responders, runs,
                                 b"\x81\xa4vote\x01")
     finally:
         await nc.close()
@@ -81,29 +84,42 @@ async def _timed(nc: NATS, protocol: str, request: dict[str, Any], runs: int,
     return samples
 
 
-async def run_coordination_bench(runs: int = 100, raw_runs: int = 300) -> dict[str, Any]:
-    voters10 = [f"bv-{i}" for i in range(FANOUT)]
-    vote = {"proposal": "bench?", "options": ["yes", "no"], "participants": voters10}
+async def run_coordination_bench(runs: int = 100, raw_runs: int = 300,
+                                 blocks: int = 2) -> dict[str, Any]:
+    """``blocks``: the votes and their raw fan-outs alternate in that many blocks each."""
+    def vote_among(n: int) -> dict[str, Any]:
+        return {"proposal": "bench?", "options": ["yes", "no"],
+                "participants": [f"bv-{i}" for i in range(n)]}
     hier = {"proposal": "bench?", "participants": [f"bv-{i}" for i in range(HIERARCHY)],
             "cluster_size": 5, "max_depth": 3}
     pbft = {"operation": "bench-op", "participants": [f"br-{i}" for i in range(4)]}
+    samples: dict[str, list[float]] = {
+        name: [] for name in ("vote_10", "raw_fanout10", "vote_100", "raw_fanout100")}
     async with running_cluster("coord", _agents()) as (cluster, nc):
-        for protocol, req, check in (("vote", vote, "rule_met"),
+        for protocol, req, check in (("vote", vote_among(FANOUT), "rule_met"),
+                                     ("vote", vote_among(HIERARCHY), "rule_met"),
                                      ("hierarchical", hier, "depth"),
                                      ("pbft", pbft, "decided")):
             await _timed(nc, protocol, req, 5, check)  # warm-up: caches, keys, inboxes
-        raw = await _raw_fanout(cluster, raw_runs)
-        votes = await _timed(nc, "vote", vote, runs, "rule_met")
+        blocks = max(1, blocks)
+        for _ in range(blocks):
+            for n in (FANOUT, HIERARCHY):
+                samples[f"raw_fanout{n}"] += await _raw_fanout(
+                    cluster, max(1, raw_runs // blocks), n)
+                samples[f"vote_{n}"] += await _timed(
+                    nc, "vote", vote_among(n), max(1, runs // blocks), "rule_met")
         pbfts = await _timed(nc, "pbft", pbft, runs, "decided")
         hiers = await _timed(nc, "hierarchical", hier, max(10, runs // 2), "depth")
+    samples |= {"pbft_4": pbfts, "hierarchical_100": hiers}
     result: dict[str, Any] = {"suite": "coordination", "runs": runs}
-    for name, samples in (("vote_10", votes), ("raw_fanout10", raw), ("pbft_4", pbfts),
-                          ("hierarchical_100", hiers)):
-        result[f"{name}_ms_p50"] = ms(samples, 50, digits=3)
-        result[f"{name}_ms_p99"] = ms(samples, 99, digits=3)
-    result["vote_to_raw_ratio"] = round(result["vote_10_ms_p50"]
-                                        / result["raw_fanout10_ms_p50"], 2)
-    result["target_vote_le_2x_raw"] = result["vote_to_raw_ratio"] <= 2.0
+    for name, values in samples.items():
+        for q in (50, 99):
+            result |= figure(f"{name}_ms_p{q}", values, q, scale=1000, digits=3)
+    for n in (FANOUT, HIERARCHY):
+        suffix = "" if n == FANOUT else f"_{n}"
+        ratio = round(result[f"vote_{n}_ms_p50"] / result[f"raw_fanout{n}_ms_p50"], 2)
+        result[f"vote_to_raw_ratio{suffix}"] = ratio
+        result[f"target_vote{suffix}_le_2x_raw"] = ratio <= 2.0
     result["target_pbft_4_le_10ms"] = result["pbft_4_ms_p50"] <= 10.0
     result["target_hierarchical_100_le_50ms"] = result["hierarchical_100_ms_p50"] <= 50.0
     return result
