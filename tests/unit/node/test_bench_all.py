@@ -1,0 +1,86 @@
+"""``bench all``: the suite registry's kwargs handling and a report that survives a crash."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from node.bench import report as report_mod
+from node.bench import suites as suites_mod
+from node.bench.suites import SUITES, Suite, run_suite_sync
+from node.cli import app
+
+
+@pytest.fixture
+def fake_suite(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """``node.bench.fake`` whose ``run_fake_bench`` records the kwargs it was called with."""
+    calls: list[dict[str, Any]] = []
+
+    async def run_fake_bench(runs: int = 100, size: int = 10) -> dict[str, Any]:
+        calls.append({"runs": runs, "size": size})
+        return {"suite": "fake", "runs": runs, "x_us_p50": 1.0, "x_us_p50_ci95": [0.9, 1.1]}
+
+    module = types.ModuleType("node.bench.fake")
+    module.run_fake_bench = run_fake_bench  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "node.bench.fake", module)
+    monkeypatch.setitem(SUITES, "fake", Suite("fake", {"runs": 3, "gone_knob": 7}))
+    return calls
+
+
+def test_quick_counts_apply_and_unknown_kwargs_are_dropped_and_listed(
+        fake_suite: list[dict[str, Any]]) -> None:
+    quick = run_suite_sync("fake", quick=True, size=5)
+    assert fake_suite[-1] == {"runs": 3, "size": 5}
+    assert quick["ignored_kwargs"] == ["gone_knob"]
+    full = run_suite_sync("fake", quick=False)
+    assert fake_suite[-1] == {"runs": 100, "size": 10}
+    assert "ignored_kwargs" not in full
+
+
+def test_every_registered_suite_exists_with_its_quick_knobs() -> None:
+    for suite in SUITES.values():
+        fn = suite.function()
+        kept, dropped = suites_mod.split_kwargs(fn, suite.quick)
+        assert kept, f"{suite.name}: none of its quick kwargs is accepted ({dropped})"
+
+
+def test_a_crashing_suite_is_recorded_and_the_others_still_run(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def fake_run(name: str, *, quick: bool, timeout: float | None) -> dict[str, Any]:
+        if name == "registry":
+            raise RuntimeError("boom")
+        if name == "auction":
+            raise TimeoutError
+        return {"suite": name, "quick": quick}
+
+    monkeypatch.setattr(report_mod, "run_suite_sync", fake_run)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["bench", "all", "--quick", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    report = json.loads(out.read_text())
+    assert list(report["suites"]) == list(SUITES)
+    assert report["suites"]["registry"]["error"] == "RuntimeError: boom"
+    assert "timed out" in report["suites"]["auction"]["error"]
+    assert report["suites"]["messaging"] == {"suite": "messaging", "quick": True}
+    assert report_mod.failed(report) == ["registry", "auction"]
+    assert report["quick"] is True
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu_model"]
+    assert report["versions"]["python"] and "nats_server" in report["versions"]
+    assert set(report["git"]) == {"revision", "branch", "dirty"}
+
+
+def test_all_suites_ok_exits_0_and_an_unknown_suite_is_a_usage_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_mod, "run_suite_sync",
+                        lambda name, *, quick, timeout: {"suite": name})
+    ok = CliRunner().invoke(app, ["bench", "all", "--suite", "messaging", "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert list(json.loads(ok.stdout.strip().splitlines()[-1])["suites"]) == ["messaging"]
+    bad = CliRunner().invoke(app, ["bench", "all", "--suite", "nope"])
+    assert bad.exit_code == 2
