@@ -11,7 +11,7 @@ from node.embedded import NatsServer
 async def test_consensus_bench_reports_all_figures(nats_server: NatsServer,
                                                   tmp_path: Path) -> None:
     out = await run_consensus_bench(nats_server, proposals=30, pipelined=300, window=64,
-                                    tmp_dir=tmp_path)
+                                    tmp_dir=tmp_path, in_process=True)
     for key in ("commit_us_p50", "commit_us_p99", "raw_rtt_us_p50", "commits_per_s",
                 "failover_ms"):
         assert out[key] > 0, key

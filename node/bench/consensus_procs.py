@@ -1,0 +1,270 @@
+"""``bench consensus`` as a deployment runs it: 3 node daemons (one OS process each,
+hosting one member of a consensus group through the ``consensus`` service) on a secured
+3-server nats cluster that fsyncs every JetStream write, measured beside JetStream's own
+replicated write (an R3 KV put) on that same cluster, in the same run.
+
+Each round alternates the two systems (1 client sequentially, then ``concurrency``
+clients in a closed loop), so drift on a shared machine hits both alike; ratios are the
+median of the per-round ratios. Leader changes come from the members' own metrics (the
+Raft term: every new leader needs a new term). Failover kills the leader's process with
+SIGKILL and times the next commit through a client, which retries under one request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from broker_agents.codec import encode
+from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.raft.client import RaftClient
+from broker_agents.transport import connect_client
+from node.auth.roles import Role
+from node.bench.jetstream import r3_bucket, start_fsync_cluster
+from node.bench.load import Loaded, closed_loop, sequential
+from node.bench.proposals import raw_rtt
+from node.bench.stats import ci95, figure, percentile, rate_figure
+from node.cluster import LocalCluster
+
+GROUP = "bench"
+_METRIC = re.compile(r'^(ba_raft_\w+)\{group="(\w+)",member="([\w-]+)"\} (\S+)$', re.M)
+
+
+class BenchCluster(LocalCluster):
+    """A LocalCluster whose nats cluster fsyncs every JetStream write."""
+
+    async def start(self) -> LocalCluster:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.nats = await asyncio.to_thread(start_fsync_cluster, self.base_dir / "nats")
+        self.procs.extend(self._node(i) for i in range(1, self.nodes + 1))
+        await self._spawn_and_wait(self.procs)
+        return self
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {name: float(value) for name, group, _member, value in _METRIC.findall(text)
+            if group == GROUP}
+
+
+async def member_metrics(cluster: LocalCluster) -> dict[str, dict[str, float]]:
+    """The live members' Raft metrics by node id (a killed node is left out)."""
+    out = {}
+    for proc in cluster.procs:
+        if proc.process is not None and proc.process.poll() is None:
+            out[proc.node_id] = await asyncio.to_thread(_scrape, proc.http_port)
+    return out
+
+
+def _term(metrics: dict[str, dict[str, float]]) -> int:
+    return int(max(m.get("ba_raft_term", 0) for m in metrics.values()))
+
+
+def fsync_floor(directory: Path, n: int) -> list[float]:
+    """Seconds per small write + os.fsync in ``directory`` (the members' disk)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    samples = []
+    try:
+        for i in range(n):
+            started = time.perf_counter()
+            os.write(fd, f"{i:08d}\n".encode())
+            os.fsync(fd)
+            samples.append(time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return samples
+
+
+RETRYABLE = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT})
+
+
+class Proposer:
+    """One benchmark client: RaftClient proposals that survive a leader change.
+
+    RaftClient retries a timeout or not_leader itself; a member that stops while holding
+    our proposal answers ``unavailable`` (the entry may or may not commit), which it
+    raises. We propose again under the SAME request id (the group's dedup table applies
+    it at most once) and count it: a proposal that fails over is retried, never lost."""
+
+    def __init__(self, client: RaftClient, attempts: int = 5) -> None:
+        self.client, self.attempts, self.failed_over = client, attempts, 0
+
+    async def __call__(self, command: Any, timeout: float = 30.0) -> Any:
+        rid = uuid.uuid4().hex
+        for attempt in range(self.attempts):
+            try:
+                return await self.client.propose(command, request_id=rid, timeout=timeout)
+            except BrokerError as exc:
+                if exc.code not in RETRYABLE or attempt == self.attempts - 1:
+                    raise
+                self.failed_over += 1
+        raise AssertionError("unreachable")
+
+    @property
+    def retries(self) -> int:
+        return self.client.retries + self.failed_over
+
+
+def _command(i: int) -> dict[str, Any]:
+    return {"op": "put", "key": f"k{i % 64}", "value": i}
+
+
+async def run_procs_bench(
+    *, proposals: int = 1500, concurrency: int = 64, seconds: float = 12.0, rounds: int = 3,
+    failovers: int = 3, connections: int = 4, fsync: bool = True,
+    tmp_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """All figures of one run; ``proposals`` sequential and ``seconds`` of closed loop per
+    system in total, split over ``rounds``."""
+    ids = ["node-1", "node-2", "node-3"]
+    services: dict[str, dict[str, Any]] = {"registry": {"enabled": False},
+                "consensus": {"groups": [{"name": GROUP, "members": ids, "fsync": fsync}]}}
+    with tempfile.TemporaryDirectory(prefix="ba-bench-consensus-", dir=tmp_dir) as tmp:
+        cluster = BenchCluster(Path(tmp), nodes=3, services=services,
+                               extra_env={"BA_NODE__LOG_LEVEL": "warning"})
+        try:
+            await cluster.start()
+            return await _measure(cluster, ids, proposals=proposals, concurrency=concurrency,
+                                  seconds=seconds, rounds=max(1, rounds),
+                                  failovers=failovers, connections=max(1, connections),
+                                  fsync=fsync)
+        finally:
+            await asyncio.to_thread(cluster.stop)
+
+
+async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
+                   concurrency: int, seconds: float, rounds: int, failovers: int,
+                   connections: int, fsync: bool) -> dict[str, Any]:
+    assert cluster.nats is not None
+    one = [cluster.nats.urls[0]]  # the raw baseline: both ends on the same server
+    node_sec, client_sec = cluster.security(Role.NODE), cluster.security(Role.CLIENT)
+    probe_a = await connect_client(one, security=node_sec)
+    probe_b = await connect_client(one, security=node_sec)
+    clients = [await connect_client(cluster.urls, security=client_sec)
+               for _ in range(connections)]
+    js_ncs = [await connect_client(cluster.urls, security=node_sec) for _ in range(connections)]
+    try:
+        raw = await raw_rtt(probe_a, probe_b, max(50, proposals // 2), encode(
+            {"command": _command(0), "request_id": "x" * 32}))
+        fsyncs = await asyncio.to_thread(fsync_floor, cluster.base_dir / ids[0],
+                                         max(50, proposals // 4))
+        rafts = [Proposer(RaftClient(clients[c % connections], GROUP)) for c in range(concurrency)]
+        kvs = [await r3_bucket(nc) for nc in js_ncs]
+        await rafts[0](_command(0))  # a leader is elected
+
+        async def commit(c: int, i: int) -> object:
+            return await rafts[c](_command(i))
+
+        async def put(c: int, i: int) -> object:
+            return await kvs[c % connections].put(f"k{i % 64}", encode(_command(i)))
+
+        await put(0, 0)
+        seq: dict[str, list[list[float]]] = {"raft": [], "js": []}
+        loaded: dict[str, list[Loaded]] = {"raft": [], "js": []}
+        changes: list[int] = []
+        for _ in range(rounds):
+            seq["raft"].append(await sequential(commit, max(1, proposals // rounds)))
+            seq["js"].append(await sequential(put, max(1, proposals // rounds)))
+            before = _term(await member_metrics(cluster))
+            loaded["raft"].append(await closed_loop(commit, concurrency, seconds / rounds))
+            changes.append(_term(await member_metrics(cluster)) - before)
+            loaded["js"].append(await closed_loop(put, concurrency, seconds / rounds))
+        retries_c64 = sum(r.retries for r in rafts)
+        failover = [await _failover(cluster, rafts[0].client, ids, restart=k < failovers - 1)
+                    for k in range(failovers)]
+    finally:
+        for nc in [probe_a, probe_b, *clients, *js_ncs]:
+            await nc.close()
+    return _report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, proposals=proposals,
+                   concurrency=concurrency, seconds=seconds, rounds=rounds, fsync=fsync)
+
+
+async def _failover(cluster: LocalCluster, client: RaftClient, ids: list[str], *,
+                    restart: bool) -> float:
+    """kill -9 the leader's process; seconds until the next commit through ``client``.
+    With ``restart``, the node comes back and its member catches up before we return."""
+    await client.propose(_command(1), timeout=30)  # learns the current leader
+    leader = client.leader
+    if leader not in ids:
+        raise RuntimeError(f"no leader named in the commit reply ({leader!r})")
+    index = ids.index(leader)
+    await asyncio.to_thread(cluster.kill, index)
+    started = time.perf_counter()
+    await client.propose(_command(2), timeout=30)
+    took = time.perf_counter() - started
+    if restart:
+        await cluster.restart(index)
+        await _caught_up(cluster, ids[index])
+    return took
+
+
+async def _caught_up(cluster: LocalCluster, node_id: str, timeout: float = 30.0) -> None:
+    """Until ``node_id``'s member has applied what the leader had committed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        metrics = await member_metrics(cluster)
+        leaders = [m for m in metrics.values() if m.get("ba_raft_is_leader") == 1]
+        mine = metrics.get(node_id, {})
+        if leaders and mine.get("ba_raft_applied_index", -1) >= leaders[0].get(
+                "ba_raft_commit_index", 0):
+            return
+        await asyncio.sleep(0.05)  # sleep-ok: polling another process's metrics
+    raise TimeoutError(f"{node_id} did not catch up in {timeout}s")
+
+
+def _ratio(name: str, ours: list[float], theirs: list[float]) -> dict[str, Any]:
+    """The median per-round ratio (each round measured both systems back to back)."""
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True) if b > 0]
+    low, high = ci95(ratios)
+    return {name: round(statistics.median(ratios), 3) if ratios else float("nan"),
+            f"{name}_ci95": [round(low, 3), round(high, 3)]}
+
+
+def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float]]],
+            loaded: dict[str, list[Loaded]], changes: list[int], failover: list[float],
+            retries_c64: int, **params: Any) -> dict[str, Any]:
+    def flat(rounds: list[list[float]]) -> list[float]:
+        return [x for r in rounds for x in r]
+
+    raft_c, js_c = loaded["raft"], loaded["js"]
+    p50 = [[percentile(r, 50) for r in seq[k]] for k in ("raft", "js")]
+    p99c = [[percentile(r.samples, 99) for r in loaded[k]] for k in ("raft", "js")]
+    rate = [[r.count / r.seconds for r in loaded[k]] for k in ("raft", "js")]
+    total_changes = sum(changes)
+    return {
+        **figure("commit_us_p50", flat(seq["raft"]), 50, 1e6),
+        **figure("commit_us_p99", flat(seq["raft"]), 99, 1e6),
+        **figure("commit_us_p99_c64", flat([r.samples for r in raft_c]), 99, 1e6),
+        **rate_figure("commits_per_s_c64", [r.count for r in raft_c], [r.seconds for r in raft_c]),
+        "leader_changes_c64": total_changes,
+        "leader_changes_c64_ci95": [total_changes, total_changes],  # a count, not a sample
+        "leader_changes_c64_per_round": changes,
+        "retries_c64": retries_c64,
+        **figure("failover_ms", failover, 50, 1e3),
+        "failover_ms_samples": [round(x * 1e3, 1) for x in failover],
+        **figure("raw_rtt_us_p50", raw, 50, 1e6),
+        **figure("fsync_us_p50", fsyncs, 50, 1e6),
+        **figure("js_r3_put_us_p50", flat(seq["js"]), 50, 1e6),
+        **figure("js_r3_put_us_p99", flat(seq["js"]), 99, 1e6),
+        **figure("js_r3_put_us_p99_c64", flat([r.samples for r in js_c]), 99, 1e6),
+        **rate_figure("js_r3_puts_per_s_c64", [r.count for r in js_c], [r.seconds for r in js_c]),
+        **_ratio("commit_to_js_r3_p50_ratio", p50[0], p50[1]),
+        **_ratio("commit_p99_c64_to_js_r3_ratio", p99c[0], p99c[1]),
+        **_ratio("commits_c64_to_js_r3_ratio", rate[0], rate[1]),
+        **_ratio("commit_to_rtt_ratio", p50[0], [statistics.median(raw)] * len(p50[0])),
+        **_ratio("commit_to_fsync_ratio", p50[0], [statistics.median(fsyncs)] * len(p50[0])),
+        "members": 3, "processes": 3, "nats_servers": 3, "in_process": False,
+        "js_sync_interval": "always", **params,
+    }
