@@ -11,6 +11,7 @@ others still run; ``failed(report)`` lists them so the CLI can exit non-zero.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -123,8 +124,10 @@ def run_one(name: str, quick: bool, timeout: float) -> tuple[dict[str, Any], flo
 def build_report(*, quick: bool = False, suites: Iterable[str] | None = None,
                  timeout: float | None = None,
                  progress: Callable[[str, dict[str, Any], float], None] | None = None,
-                 ) -> dict[str, Any]:
-    """Run ``suites`` (default: all, in registry order) one after the other."""
+                 out: Path | None = None) -> dict[str, Any]:
+    """Run ``suites`` (default: all, in registry order) one after the other; with ``out``,
+    the report so far is (re)written there after each suite, so a run cut short by an
+    outer ``timeout`` still leaves the suites it finished."""
     names = list(suites or SUITES)
     unknown = [n for n in names if n not in SUITES]
     if unknown:
@@ -141,9 +144,19 @@ def build_report(*, quick: bool = False, suites: Iterable[str] | None = None,
         result, seconds = run_one(name, quick, limit)
         report["suites"][name] = result
         report["seconds"][name] = seconds
+        if out is not None:
+            write(report, out)
         if progress is not None:
             progress(name, result, seconds)
     return report
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    """``report`` as JSON at ``out``, replaced atomically (a reader never sees half)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(report, indent=1) + "\n")
+    partial.replace(out)
 
 
 def failed(report: dict[str, Any]) -> list[str]:

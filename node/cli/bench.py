@@ -132,13 +132,11 @@ def run_all(
         err_console.print(f"bench {name}: {state} ({seconds:.0f} s)", soft_wrap=True)
 
     try:
-        report = build_report(quick=quick, suites=suite, timeout=timeout, progress=progress)
+        report = build_report(quick=quick, suites=suite, timeout=timeout, progress=progress,
+                              out=out)
     except ValueError as exc:
         err_console.print(f"[red]usage[/red] {escape(str(exc))}")
         raise typer.Exit(ExitCode.USAGE) from None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1, sort_keys=False) + "\n")
     if as_json:
         print_json(report)
     else:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -84,3 +87,36 @@ def test_all_suites_ok_exits_0_and_an_unknown_suite_is_a_usage_error(
     assert list(json.loads(ok.stdout.strip().splitlines()[-1])["suites"]) == ["messaging"]
     bad = CliRunner().invoke(app, ["bench", "all", "--suite", "nope"])
     assert bad.exit_code == 2
+
+
+REPO = Path(__file__).resolve().parents[3]
+FAKE_CLI = """#!/usr/bin/env bash
+echo "fake $*" >> "$(dirname "$0")/../../calls.log"
+if [ "$2" = all ]; then
+  out="${@: -1}"; echo '{"suites": {}}' > "$out"; exit 1
+fi
+echo "compare table"; exit 1
+"""
+
+
+@pytest.mark.parametrize("tests_exit", [0, 3])
+def test_ci_keeps_the_test_commands_exit_code_whatever_the_benchmarks_say(
+        tmp_path: Path, tests_exit: int) -> None:
+    """.ci/run: the tests decide; ``bench all`` failing and ``bench compare`` finding a
+    regression are printed only."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(REPO / ".ci" / "run", tmp_path / ".ci" / "run")
+    for path, text in ((tmp_path / "scripts" / "bootstrap", f"#!/bin/sh\nexit {tests_exit}\n"),
+                       (tmp_path / ".venv" / "bin" / "broker-agents", FAKE_CLI),
+                       (tmp_path / "bench" / "baseline.json", "{}")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+    env = {**os.environ, "BA_CI_BENCH_OUT": str(tmp_path / "new.json")}
+    done = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == tests_exit, done.stdout + done.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[0].startswith("fake bench all --quick --json --out")
+    assert calls[1] == f"fake bench compare bench/baseline.json {tmp_path / 'new.json'}"
+    assert "compare table" in done.stdout
