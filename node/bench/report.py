@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from node.bench.suites import SUITES, run_suite_sync
+from node.bench.suites import SUITES, SuiteTimeout, run_suite_sync
 
 SCHEMA = 1
 REPO = Path(__file__).resolve().parents[2]
@@ -113,8 +113,8 @@ def run_one(name: str, quick: bool, timeout: float) -> tuple[dict[str, Any], flo
     start = time.monotonic()
     try:
         result = run_suite_sync(name, quick=quick, timeout=timeout)
-    except TimeoutError:
-        result = {"error": f"timed out after {timeout:.0f} s"}
+    except SuiteTimeout as exc:
+        result = {"error": str(exc)}
     except (Exception, SystemExit) as exc:  # one crash must not lose the other suites
         result = {"error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc(limit=8)}

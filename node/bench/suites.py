@@ -94,11 +94,22 @@ async def run_suite(name: str, *, quick: bool = False, **kwargs: Any) -> dict[st
     return result
 
 
+class SuiteTimeout(Exception):
+    """The suite overran the time ``run_suite_sync`` gave it (not a timeout inside it)."""
+
+
 def run_suite_sync(name: str, *, quick: bool = False, timeout: float | None = None,
                    **kwargs: Any) -> dict[str, Any]:
     """``run_suite`` on an event loop of its own (one per suite: a suite that crashes or
     leaks tasks cannot spoil the next), bounded by ``timeout`` seconds."""
     async def bounded() -> dict[str, Any]:
-        return await asyncio.wait_for(run_suite(name, quick=quick, **kwargs), timeout)
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit:
+                return await run_suite(name, quick=quick, **kwargs)
+        except TimeoutError:
+            if limit.expired():
+                raise SuiteTimeout(f"timed out after {timeout:.0f} s") from None
+            raise  # a request inside the suite timed out: the suite's own error
 
     return asyncio.run(bounded())

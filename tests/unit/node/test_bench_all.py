@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from node.bench import report as report_mod
 from node.bench import suites as suites_mod
-from node.bench.suites import SUITES, Suite, run_suite_sync
+from node.bench.suites import SUITES, Suite, SuiteTimeout, run_suite_sync
 from node.cli import app
 
 
@@ -41,7 +42,7 @@ def test_quick_counts_apply_and_unknown_kwargs_are_dropped_and_listed(
     quick = run_suite_sync("fake", quick=True, size=5)
     assert fake_suite[-1] == {"runs": 3, "size": 5}
     assert quick["ignored_kwargs"] == ["gone_knob"]
-    full = run_suite_sync("fake", quick=False)
+    full = run_suite_sync("fake", quick=False, timeout=30)
     assert fake_suite[-1] == {"runs": 100, "size": 10}
     assert "ignored_kwargs" not in full
 
@@ -59,7 +60,9 @@ def test_a_crashing_suite_is_recorded_and_the_others_still_run(
         if name == "registry":
             raise RuntimeError("boom")
         if name == "auction":
-            raise TimeoutError
+            raise SuiteTimeout("timed out after 300 s")
+        if name == "variables":
+            raise TimeoutError  # a request inside the suite: its own error, not ours
         return {"suite": name, "quick": quick}
 
     monkeypatch.setattr(report_mod, "run_suite_sync", fake_run)
@@ -71,7 +74,9 @@ def test_a_crashing_suite_is_recorded_and_the_others_still_run(
     assert report["suites"]["registry"]["error"] == "RuntimeError: boom"
     assert "timed out" in report["suites"]["auction"]["error"]
     assert report["suites"]["messaging"] == {"suite": "messaging", "quick": True}
-    assert report_mod.failed(report) == ["registry", "auction"]
+    assert report["suites"]["variables"]["error"].startswith("TimeoutError")
+    assert "traceback" in report["suites"]["variables"]
+    assert report_mod.failed(report) == ["registry", "auction", "variables"]
     assert report["quick"] is True
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu_model"]
     assert report["versions"]["python"] and "nats_server" in report["versions"]
@@ -120,3 +125,23 @@ def test_ci_keeps_the_test_commands_exit_code_whatever_the_benchmarks_say(
     assert calls[0].startswith("fake bench all --quick --json --out")
     assert calls[1] == f"fake bench compare bench/baseline.json {tmp_path / 'new.json'}"
     assert "compare table" in done.stdout
+
+
+def test_a_suite_overrunning_its_time_is_told_apart_from_a_timeout_inside_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_slow_bench() -> dict[str, Any]:
+        await asyncio.Event().wait()  # never set: only the limit ends it
+        return {}
+
+    async def run_inner_bench() -> dict[str, Any]:
+        raise TimeoutError
+
+    for name, fn in (("slow", run_slow_bench), ("inner", run_inner_bench)):
+        module = types.ModuleType(f"node.bench.{name}")
+        setattr(module, f"run_{name}_bench", fn)
+        monkeypatch.setitem(sys.modules, f"node.bench.{name}", module)
+        monkeypatch.setitem(SUITES, name, Suite(name))
+    with pytest.raises(SuiteTimeout):
+        run_suite_sync("slow", timeout=0.05)
+    with pytest.raises(TimeoutError):
+        run_suite_sync("inner", timeout=30)
