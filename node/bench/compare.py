@@ -173,6 +173,22 @@ def machine_differences(base: dict[str, Any], new: dict[str, Any]) -> dict[str, 
     return {k: (b.get(k), n.get(k)) for k in MACHINE_KEYS if b.get(k) != n.get(k)}
 
 
+def busy_notes(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """A warning per report whose machine was busier than its cores while it ran (the
+    1-minute load average after a suite above the core count): other work competed."""
+    notes = []
+    for label, rep in (("base", base), ("new", new)):
+        cores = (rep.get("machine") or {}).get("cores")
+        loads = {k: v for k, v in (rep.get("load") or {}).items() if _number(v) is not None}
+        busy = {k: v for k, v in loads.items() if isinstance(cores, int) and v > cores}
+        if busy:
+            worst = max(busy, key=lambda k: busy[k])
+            notes.append(f"the {label} run's machine was busy (load {busy[worst]} on {cores} "
+                         f"cores after {worst}; {len(busy)} suite(s) above the core count): "
+                         "its absolute figures are suspect")
+    return notes
+
+
 def compare(base: dict[str, Any], new: dict[str, Any], tolerance: float = 0.1) -> Comparison:
     """Every figure of every suite in either report, judged (see the module docstring)."""
     if tolerance < 0:
@@ -189,4 +205,5 @@ def compare(base: dict[str, Any], new: dict[str, Any], tolerance: float = 0.1) -
             rows.extend(compare_suite(suite, b_suites[suite], n_suites[suite], tolerance))
     if bool(base.get("quick")) != bool(new.get("quick")):
         notes.append("one report is --quick and the other is not: sample counts differ")
+    notes.extend(busy_notes(base, new))
     return Comparison(rows, machine_differences(base, new), notes)

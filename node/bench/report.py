@@ -108,6 +108,15 @@ def git_revision() -> dict[str, Any]:
             "dirty": None if status is None else bool(status)}
 
 
+def _load_1m() -> float | None:
+    """The 1-minute load average when a suite ends: other work on the machine (other
+    benchmarks, builds) shows here, and ``bench compare`` warns about it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def run_one(name: str, quick: bool, timeout: float) -> tuple[dict[str, Any], float]:
     """One suite's dict (or its error) and the seconds it took."""
     start = time.monotonic()
@@ -138,12 +147,13 @@ def build_report(*, quick: bool = False, suites: Iterable[str] | None = None,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": quick, "argv": sys.argv[1:],
         "machine": machine(), "versions": versions(), "git": git_revision(),
-        "seconds": {}, "suites": {},
+        "seconds": {}, "load": {}, "suites": {},
     }
     for name in names:
         result, seconds = run_one(name, quick, limit)
         report["suites"][name] = result
         report["seconds"][name] = seconds
+        report["load"][name] = _load_1m()
         if out is not None:
             write(report, out)
         if progress is not None:

@@ -81,6 +81,7 @@ def test_a_crashing_suite_is_recorded_and_the_others_still_run(
     assert report["machine"]["cores"] >= 1 and report["machine"]["cpu_model"]
     assert report["versions"]["python"] and "nats_server" in report["versions"]
     assert set(report["git"]) == {"revision", "branch", "dirty"}
+    assert set(report["load"]) == set(SUITES)
 
 
 def test_all_suites_ok_exits_0_and_an_unknown_suite_is_a_usage_error(
@@ -145,3 +146,20 @@ def test_a_suite_overrunning_its_time_is_told_apart_from_a_timeout_inside_it(
         run_suite_sync("slow", timeout=0.05)
     with pytest.raises(TimeoutError):
         run_suite_sync("inner", timeout=30)
+
+
+def test_in_process_is_refused_clearly_by_a_consensus_bench_without_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_consensus_bench(proposals: int = 10) -> dict[str, Any]:
+        return {"proposals": proposals}
+
+    module = types.ModuleType("node.bench.consensus_old")
+    module.run_consensus_old_bench = run_consensus_bench  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "node.bench.consensus_old", module)
+    monkeypatch.setitem(SUITES, "consensus", Suite("consensus_old"))
+    refused = CliRunner().invoke(app, ["bench", "consensus", "--in-process"])
+    assert refused.exit_code == 2
+    assert "in-process" in refused.stderr
+    ran = CliRunner().invoke(app, ["bench", "consensus", "--json", "--proposals", "3"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.stdout.strip().splitlines()[-1]) == {"proposals": 3}

@@ -124,6 +124,15 @@ def test_different_machines_and_quick_modes_are_flagged() -> None:
     assert same.machine_differences == {} and same.notes == []
 
 
+def test_a_busy_machine_is_flagged() -> None:
+    suites = {"consensus": fig("commit_us_p50", 1000, 990, 1010)}
+    quiet = {**report(suites), "load": {"consensus": 0.4}}
+    busy = {**report(suites), "load": {"consensus": 5.2}}
+    assert compare(quiet, quiet).notes == []
+    notes = compare(quiet, busy).notes
+    assert len(notes) == 1 and "new run's machine was busy (load 5.2 on 2 cores" in notes[0]
+
+
 def test_booleans_and_non_finite_values_are_not_figures() -> None:
     base = report({"coordination": {"target_vote_le_2x_raw": True, "vote_10_ms_p50": 1.0,
                                     "vote_10_ms_p50_ci95": [float("nan"), float("nan")]}})
