@@ -38,7 +38,7 @@ async def run_consensus_bench(
     server: NatsServer | None = None, *, proposals: int = 1500,
     tmp_dir: str | Path | None = None, pipelined: int = 20_000, window: int = 512,
     fsync: bool = True, in_process: bool = False, concurrency: int = 64,
-    seconds: float = 12.0, rounds: int = 3, failovers: int = 3,
+    seconds: float = 10.0, rounds: int = 3, failovers: int = 3,
 ) -> dict[str, Any]:
     """The suite's figures. Default: node processes on a nats cluster of their own
     (``server`` is not used; ``proposals``, ``concurrency``, ``seconds``, ``rounds``,

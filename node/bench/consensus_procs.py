@@ -121,7 +121,7 @@ def _command(i: int) -> dict[str, Any]:
 
 
 async def run_procs_bench(
-    *, proposals: int = 1500, concurrency: int = 64, seconds: float = 12.0, rounds: int = 3,
+    *, proposals: int = 1500, concurrency: int = 64, seconds: float = 10.0, rounds: int = 3,
     failovers: int = 3, connections: int = 4, fsync: bool = True,
     tmp_dir: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -134,11 +134,15 @@ async def run_procs_bench(
         cluster = BenchCluster(Path(tmp), nodes=3, services=services,
                                extra_env={"BA_NODE__LOG_LEVEL": "warning"})
         try:
+            started = time.perf_counter()
             await cluster.start()
-            return await _measure(cluster, ids, proposals=proposals, concurrency=concurrency,
+            up = time.perf_counter() - started
+            out = await _measure(cluster, ids, proposals=proposals, concurrency=concurrency,
                                   seconds=seconds, rounds=max(1, rounds),
                                   failovers=failovers, connections=max(1, connections),
                                   fsync=fsync)
+            out["phase_s"] = {"start": round(up, 1), **out["phase_s"]}
+            return out
         finally:
             await asyncio.to_thread(cluster.stop)
 
@@ -154,6 +158,7 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
     clients = [await connect_client(cluster.urls, security=client_sec)
                for _ in range(connections)]
     js_ncs = [await connect_client(cluster.urls, security=node_sec) for _ in range(connections)]
+    begun = time.perf_counter()
     try:
         raw = await raw_rtt(probe_a, probe_b, max(50, proposals // 2), encode(
             {"command": _command(0), "request_id": "x" * 32}))
@@ -170,6 +175,7 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
             return await kvs[c % connections].put(f"k{i % 64}", encode(_command(i)))
 
         await put(0, 0)
+        phases = {"baselines": time.perf_counter()}
         seq: dict[str, list[list[float]]] = {"raft": [], "js": []}
         loaded: dict[str, list[Loaded]] = {"raft": [], "js": []}
         changes: list[int] = []
@@ -181,13 +187,18 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
             changes.append(_term(await member_metrics(cluster)) - before)
             loaded["js"].append(await closed_loop(put, concurrency, seconds / rounds))
         retries_c64 = sum(r.retries for r in rafts)
+        phases["rounds"] = time.perf_counter()
         failover = [await _failover(cluster, rafts[0].client, ids, restart=k < failovers - 1)
                     for k in range(failovers)]
+        phases["failovers"] = time.perf_counter()
     finally:
         for nc in [probe_a, probe_b, *clients, *js_ncs]:
             await nc.close()
+    marks = [begun, *phases.values()]
+    spent = {name: round(b - a, 1) for name, a, b in zip(phases, marks, marks[1:], strict=False)}
     return _report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, proposals=proposals,
-                   concurrency=concurrency, seconds=seconds, rounds=rounds, fsync=fsync)
+                   concurrency=concurrency, seconds=seconds, rounds=rounds, fsync=fsync,
+                   phase_s=spent)
 
 
 async def _failover(cluster: LocalCluster, client: RaftClient, ids: list[str], *,
