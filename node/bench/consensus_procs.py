@@ -49,6 +49,27 @@ class BenchCluster(LocalCluster):
         return self
 
 
+_HOOK = """import atexit, cProfile, os
+_profile = cProfile.Profile()
+_profile.enable()
+def _dump():
+    _profile.disable()
+    node = os.environ.get("BA_NODE__ID", "proc")
+    _profile.dump_stats(os.path.join({out!r}, f"{{node}}-{{os.getpid()}}.prof"))
+atexit.register(_dump)
+"""
+
+
+def profiled(out: Path, hook_dir: Path) -> dict[str, str]:
+    """The environment that runs a Python process under cProfile (a ``sitecustomize``
+    on its path), dumping its profile into ``out`` at a graceful exit."""
+    out.mkdir(parents=True, exist_ok=True)
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    (hook_dir / "sitecustomize.py").write_text(_HOOK.format(out=str(out.resolve())))
+    path = os.pathsep.join(p for p in (str(hook_dir), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path}
+
+
 def _scrape(port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
@@ -67,6 +88,27 @@ async def member_metrics(cluster: LocalCluster) -> dict[str, dict[str, float]]:
 
 def _term(metrics: dict[str, dict[str, float]]) -> int:
     return int(max(m.get("ba_raft_term", 0) for m in metrics.values()))
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def server_pids(cluster: LocalCluster) -> tuple[list[int], list[int]]:
+    """(the node processes, the nats-servers): whose CPU a replicated write costs."""
+    assert cluster.nats is not None
+    servers = cluster.nats.servers if hasattr(cluster.nats, "servers") else [cluster.nats]
+    nodes = [p.pid for p in cluster.procs if p.pid is not None]
+    return nodes, [s.pid for s in servers if s.pid is not None]
 
 
 def fsync_floor(directory: Path, n: int) -> list[float]:
@@ -123,16 +165,20 @@ def _command(i: int) -> dict[str, Any]:
 async def run_procs_bench(
     *, proposals: int = 1500, concurrency: int = 64, seconds: float = 10.0, rounds: int = 3,
     failovers: int = 3, connections: int = 4, fsync: bool = True,
-    tmp_dir: str | Path | None = None,
+    tmp_dir: str | Path | None = None, profile_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """All figures of one run; ``proposals`` sequential and ``seconds`` of closed loop per
-    system in total, split over ``rounds``."""
+    system in total, split over ``rounds``. With ``profile_dir``, each node process runs
+    under cProfile and writes ``<node id>-<pid>.prof`` there when it stops gracefully (a
+    killed one writes nothing: use ``failovers=0``)."""
     ids = ["node-1", "node-2", "node-3"]
     services: dict[str, dict[str, Any]] = {"registry": {"enabled": False},
                 "consensus": {"groups": [{"name": GROUP, "members": ids, "fsync": fsync}]}}
     with tempfile.TemporaryDirectory(prefix="ba-bench-consensus-", dir=tmp_dir) as tmp:
-        cluster = BenchCluster(Path(tmp), nodes=3, services=services,
-                               extra_env={"BA_NODE__LOG_LEVEL": "warning"})
+        env = {"BA_NODE__LOG_LEVEL": "warning"}
+        if profile_dir is not None:
+            env.update(profiled(Path(profile_dir), Path(tmp) / "profile-hook"))
+        cluster = BenchCluster(Path(tmp), nodes=3, services=services, extra_env=env)
         try:
             started = time.perf_counter()
             await cluster.start()
@@ -179,14 +225,20 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
         seq: dict[str, list[list[float]]] = {"raft": [], "js": []}
         loaded: dict[str, list[Loaded]] = {"raft": [], "js": []}
         changes: list[int] = []
+        nodes, servers = server_pids(cluster)
+        cpu: dict[str, list[float]] = {"raft": [], "js": []}
         for _ in range(rounds):
             seq["raft"].append(await sequential(commit, max(1, proposals // rounds)))
             seq["js"].append(await sequential(put, max(1, proposals // rounds)))
-            before = _term(await member_metrics(cluster))
+            before, used = _term(await member_metrics(cluster)), _cpu_seconds(nodes + servers)
             loaded["raft"].append(await closed_loop(commit, concurrency, seconds / rounds))
+            cpu["raft"].append((_cpu_seconds(nodes + servers) - used) / loaded["raft"][-1].count)
             changes.append(_term(await member_metrics(cluster)) - before)
+            used = _cpu_seconds(servers)
             loaded["js"].append(await closed_loop(put, concurrency, seconds / rounds))
+            cpu["js"].append((_cpu_seconds(servers) - used) / loaded["js"][-1].count)
         retries_c64 = sum(r.retries for r in rafts)
+        leader_c64 = rafts[0].client.leader
         phases["rounds"] = time.perf_counter()
         failover = [await _failover(cluster, rafts[0].client, ids, restart=k < failovers - 1)
                     for k in range(failovers)]
@@ -196,9 +248,10 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
             await nc.close()
     marks = [begun, *phases.values()]
     spent = {name: round(b - a, 1) for name, a, b in zip(phases, marks, marks[1:], strict=False)}
-    return _report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, proposals=proposals,
+    return _report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, cpu,
+                   proposals=proposals,
                    concurrency=concurrency, seconds=seconds, rounds=rounds, fsync=fsync,
-                   phase_s=spent)
+                   phase_s=spent, leader=leader_c64)
 
 
 async def _failover(cluster: LocalCluster, client: RaftClient, ids: list[str], *,
@@ -245,7 +298,8 @@ def _ratio(name: str, ours: list[float], theirs: list[float]) -> dict[str, Any]:
 
 def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float]]],
             loaded: dict[str, list[Loaded]], changes: list[int], failover: list[float],
-            retries_c64: int, **params: Any) -> dict[str, Any]:
+            retries_c64: int, cpu: dict[str, list[float]] | None = None,
+            **params: Any) -> dict[str, Any]:
     def flat(rounds: list[list[float]]) -> list[float]:
         return [x for r in rounds for x in r]
 
@@ -271,6 +325,9 @@ def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[floa
         **figure("js_r3_put_us_p99", flat(seq["js"]), 99, 1e6),
         **figure("js_r3_put_us_p99_c64", flat([r.samples for r in js_c]), 99, 1e6),
         **rate_figure("js_r3_puts_per_s_c64", [r.count for r in js_c], [r.seconds for r in js_c]),
+        # CPU of the nodes and nats-servers (ours) or the nats-servers (theirs) per write
+        **figure("cpu_us_per_commit_c64", (cpu or {}).get("raft", []), 50, 1e6),
+        **figure("js_r3_cpu_us_per_put_c64", (cpu or {}).get("js", []), 50, 1e6),
         **_ratio("commit_to_js_r3_p50_ratio", p50[0], p50[1]),
         **_ratio("commit_p99_c64_to_js_r3_ratio", p99c[0], p99c[1]),
         **_ratio("commits_c64_to_js_r3_ratio", rate[0], rate[1]),

@@ -21,7 +21,7 @@ CONTRACT = ("commit_us_p50", "commit_us_p99", "commit_us_p99_c64", "commits_per_
             "leader_changes_c64", "failover_ms", "raw_rtt_us_p50", "fsync_us_p50",
             "js_r3_put_us_p50", "js_r3_put_us_p99_c64", "js_r3_puts_per_s_c64",
             "commit_to_js_r3_p50_ratio", "commit_p99_c64_to_js_r3_ratio",
-            "commits_c64_to_js_r3_ratio")
+            "commits_c64_to_js_r3_ratio", "cpu_us_per_commit_c64", "js_r3_cpu_us_per_put_c64")
 
 
 async def test_default_run_is_node_processes_beside_jetstream_r3(tmp_path: Path) -> None:

@@ -67,13 +67,26 @@ def test_ratio_is_the_median_of_paired_rounds() -> None:
 def test_report_has_every_contract_figure_with_its_interval() -> None:
     seq = {"raft": [[0.002, 0.003]], "js": [[0.001, 0.002]]}
     loaded = {"raft": [Loaded([0.01, 0.02, 0.03], 1.0)], "js": [Loaded([0.01, 0.01], 1.0)]}
-    out = _report([0.0004], [0.0001], seq, loaded, [0], [0.25], 0)
+    out = _report([0.0004], [0.0001], seq, loaded, [0], [0.25], 0,
+                  {"raft": [0.0002], "js": [0.0001]})
     for name in ("commit_us_p50", "commit_us_p99", "commit_us_p99_c64", "commits_per_s_c64",
                  "leader_changes_c64", "failover_ms", "raw_rtt_us_p50", "fsync_us_p50",
                  "js_r3_put_us_p50", "js_r3_put_us_p99_c64", "js_r3_puts_per_s_c64",
                  "commit_to_js_r3_p50_ratio", "commit_p99_c64_to_js_r3_ratio",
-                 "commits_c64_to_js_r3_ratio"):
+                 "commits_c64_to_js_r3_ratio", "cpu_us_per_commit_c64",
+                 "js_r3_cpu_us_per_put_c64"):
         assert name in out and f"{name}_ci95" in out, name
     assert out["commits_per_s_c64"] == 3.0 and out["js_r3_puts_per_s_c64"] == 2.0
     assert out["commits_c64_to_js_r3_ratio"] == 1.5
     assert out["failover_ms"] == 250.0
+
+
+def test_cpu_seconds_of_this_process_grow_with_work() -> None:
+    import os
+
+    from node.bench.consensus_procs import _cpu_seconds
+
+    before = _cpu_seconds([os.getpid()])
+    sum(i * i for i in range(2_000_000))
+    assert _cpu_seconds([os.getpid()]) > before
+    assert _cpu_seconds([2**30]) == 0  # a gone process counts nothing
