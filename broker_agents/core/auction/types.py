@@ -99,7 +99,8 @@ class Bid(_Frozen):
     @field_validator("items")
     @classmethod
     def _sorted_items(cls, items: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(sorted(items))
+        # one bid per answer, mostly single-item: nothing to sort (and no new tuple)
+        return items if len(items) < 2 else tuple(sorted(items))
 
 
 class BidRecord(_Frozen):
