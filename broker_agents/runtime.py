@@ -199,50 +199,52 @@ class AgentRunner:
         One coroutine from delivery to the handler's call for a sequential handler (this
         is the per-message floor beside a raw subscription): no wrapper per step."""
         counter.inc()
-        if self._quota_on and (refusal := self.admission.admit(
-                holder[0] if holder else None)) is not None:
-            await self._refuse(msg, refusal)
-        else:
-            data, headers, reply = msg.data, msg.headers, msg.reply
-            as_json = codec.is_json(data, headers)
-            try:
-                type_name, body, msg_id = open_envelope(
-                    codec.decode(data, headers, as_json, max_size=self.max_payload))
-            except BrokerError as exc:  # too large, too deep, a bad header, not an envelope
-                self._malformed(exc.code)
-                await self._reply(reply, exc.to_payload(), as_json)
-                return
-            principal = None
-            if headers and HEADER_JWT in headers:  # signed: verified before anything runs
+        try:
+            if self._quota_on and (refusal := self.admission.admit(
+                    holder[0] if holder else None)) is not None:
+                await self._refuse(msg, refusal)
+            else:
+                data, headers, reply = msg.data, msg.headers, msg.reply
+                as_json = codec.is_json(data, headers)
                 try:
-                    principal = identity.authenticate(self.nc, msg.subject, data, headers,
-                                                      component=self.agent.agent_id)
-                except Unauthorized as exc:
+                    type_name, body, msg_id = open_envelope(
+                        codec.decode(data, headers, as_json, max_size=self.max_payload))
+                except BrokerError as exc:  # too large, too deep, a bad header, not an envelope
                     self._malformed(exc.code)
                     await self._reply(reply, exc.to_payload(), as_json)
                     return
-            spec = self._specs.get(type_name)
-            # Only answers are remembered, by signer or reply subject: an unsigned one-way
-            # message (no reply) can never find itself in the cache.
-            if msg_id is not None and (reply or principal is not None):
-                key = (_requester(principal, reply), msg_id)
-                if key in self._recent:
-                    DUPLICATES.labels(self.agent.agent_id).inc()
-                    await self._resend(reply, self._recent[key],
-                                       signed=spec is not None and spec.signed)
-                    return
-            incoming = Incoming(msg.subject, reply, msg_id, type_name, as_json, headers,
-                                principal)
-            if spec is not None and (spec.concurrent or self._concurrent):
-                await self._semaphore.acquire()
-                self.spawn(self._run_concurrent(spec, body, incoming))
-            else:
-                await self._handle(spec, body, incoming)
-        self._seen += 1
-        if self._seen % YIELD_EVERY == 0:
-            # nats-py hands a backlog over without suspending: let the node's other
-            # agents (and its Raft members) run between slices of this one's
-            await asyncio.sleep(0)
+                principal = None
+                if headers and HEADER_JWT in headers:  # signed: verified before anything runs
+                    try:
+                        principal = identity.authenticate(self.nc, msg.subject, data, headers,
+                                                          component=self.agent.agent_id)
+                    except Unauthorized as exc:
+                        self._malformed(exc.code)
+                        await self._reply(reply, exc.to_payload(), as_json)
+                        return
+                spec = self._specs.get(type_name)
+                # Only answers are remembered, by signer or reply subject: an unsigned one-way
+                # message (no reply) can never find itself in the cache.
+                if msg_id is not None and (reply or principal is not None):
+                    key = (_requester(principal, reply), msg_id)
+                    if key in self._recent:
+                        DUPLICATES.labels(self.agent.agent_id).inc()
+                        await self._resend(reply, self._recent[key],
+                                           signed=spec is not None and spec.signed)
+                        return
+                incoming = Incoming(msg.subject, reply, msg_id, type_name, as_json, headers,
+                                    principal)
+                if spec is not None and (spec.concurrent or self._concurrent):
+                    await self._semaphore.acquire()
+                    self.spawn(self._run_concurrent(spec, body, incoming))
+                else:
+                    await self._handle(spec, body, incoming)
+        finally:  # refused, malformed and duplicate messages count too
+            self._seen += 1
+            if self._seen % YIELD_EVERY == 0:
+                # nats-py hands a backlog over without suspending: let the node's other
+                # agents (and its Raft members) run between slices of this one's
+                await asyncio.sleep(0)
 
     async def _run_concurrent(self, spec: HandlerSpec, body: Any, incoming: Incoming) -> None:
         try:
