@@ -102,6 +102,8 @@ class RaftMember:
         request_ttl: float = 30.0,
         max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
         max_term_jump: int = DEFAULT_MAX_TERM_JUMP,
+        dedup_capacity: int = 100_000,
+        dedup_window: int = 0,
         rng: random.Random | None = None,
     ) -> None:
         check_token(group, "group")
@@ -119,7 +121,8 @@ class RaftMember:
             member_id=member_id, members=members, election_ticks=election_ticks,
             heartbeat_ticks=heartbeat_ticks, snapshot_threshold=snapshot_threshold,
             max_append_entries=max_append_entries, max_inflight=max_inflight,
-            max_term_jump=max_term_jump,
+            max_term_jump=max_term_jump, dedup_capacity=dedup_capacity,
+            dedup_window=dedup_window,
         )
         self.rng = rng or random.Random()
         self.core: RaftCore | None = None

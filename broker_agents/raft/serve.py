@@ -42,6 +42,8 @@ class MemberConfig:
     heartbeat_ticks: int = 2
     snapshot_threshold: int = 10_000
     max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
+    dedup_capacity: int = 100_000
+    dedup_window: int = 0
     fsync: bool = True
     servers: list[str] = field(default_factory=list)
     security: Security = field(default_factory=Security)
@@ -62,6 +64,7 @@ async def serve_member(config: MemberConfig, stop: asyncio.Event | None = None) 
         election_ticks=config.election_ticks, heartbeat_ticks=config.heartbeat_ticks,
         snapshot_threshold=config.snapshot_threshold,
         max_command_bytes=config.max_command_bytes,
+        dedup_capacity=config.dedup_capacity, dedup_window=config.dedup_window,
     )
     try:
         await member.start()
@@ -95,6 +98,10 @@ def parse_args(argv: list[str]) -> MemberConfig:
     p.add_argument("--snapshot-threshold", type=int, default=10_000)
     p.add_argument("--max-command-bytes", type=int, default=DEFAULT_MAX_COMMAND_BYTES,
                    help="refuse commands whose stored form is larger (too_large)")
+    p.add_argument("--dedup-capacity", type=int, default=100_000,
+                   help="request ids remembered for exactly-once retries")
+    p.add_argument("--dedup-window", type=int, default=0,
+                   help="forget a request id this many log entries later (0: never)")
     p.add_argument("--no-fsync", action="store_true", help="unsafe: skip fsync (tests)")
     p.add_argument("--creds", type=Path, default=os.environ.get("BA_CREDS") or None,
                    help="the node user's .creds file")
@@ -110,6 +117,7 @@ def parse_args(argv: list[str]) -> MemberConfig:
         tick_ms=a.tick_ms, election_ticks=a.election_ticks,
         heartbeat_ticks=a.heartbeat_ticks, snapshot_threshold=a.snapshot_threshold,
         max_command_bytes=a.max_command_bytes, fsync=not a.no_fsync,
+        dedup_capacity=a.dedup_capacity, dedup_window=a.dedup_window,
         security=Security(creds_file=a.creds, tls_ca_file=a.tls_ca,
                           inbox_prefix=a.inbox_prefix),
     )

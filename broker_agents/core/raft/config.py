@@ -34,6 +34,7 @@ class RaftConfig:
     max_inflight: int = 32
     snapshot_threshold: int = 10_000
     dedup_capacity: int = 100_000
+    dedup_window: int = 0
     max_term_jump: int = DEFAULT_MAX_TERM_JUMP
 
     def __post_init__(self) -> None:
@@ -46,7 +47,7 @@ class RaftConfig:
                 ErrorCode.BAD_REQUEST, "need 1 <= heartbeat_ticks < election_ticks"
             )
         if min(self.max_append_entries, self.max_inflight, self.snapshot_threshold,
-               self.max_term_jump) < 1:
+               self.max_term_jump, self.dedup_capacity) < 1 or self.dedup_window < 0:
             raise LocalProtocolError(ErrorCode.BAD_REQUEST, "limits must be positive")
 
     @property

@@ -51,7 +51,8 @@ from broker_agents.core.raft.statemachine import Applier, StateMachine
 
 class Replication:
     __slots__ = (
-        "_broadcast_due", "_cfg", "_heartbeat_due", "_id", "_out", "_peers", "_reads", "_term",
+        "_broadcast_due", "_cfg", "_heartbeat_due", "_id", "_out", "_peers", "_reads",
+        "_snapshot_phase", "_term",
         "applied", "applier", "commit", "log", "pending", "progress", "self_match",
     )
 
@@ -63,9 +64,11 @@ class Replication:
         self._out = out
         self._reads = reads  # confirmed reads are served as soon as apply catches up
         self._term = 0  # the term we lead in (leader side only)
+        position = sorted(cfg.members).index(cfg.member_id)
+        self._snapshot_phase = position * cfg.snapshot_threshold // len(cfg.members)
         snap = initial.snapshot
         self.log = RaftLog(snap, initial.entries)
-        self.applier = Applier(sm, cfg.dedup_capacity)
+        self.applier = Applier(sm, cfg.dedup_capacity, cfg.dedup_window)
         if snap is not None:
             self.applier.restore(snap.data)
         self.applied = snap.index if snap else 0
@@ -245,7 +248,18 @@ class Replication:
         out.unstable.extend(added)
         last_new = m.prev_index + len(m.entries)
         self.commit_to(min(m.commit, last_new))
-        out.send(AppendResponse(term, self._id, m.src, True, last_new))
+        response = AppendResponse(term, self._id, m.src, True, last_new)
+        sent = out.messages
+        if sent:
+            # Appends that arrived together are answered by one response: acknowledging
+            # the highest index acknowledges (and frees the leader's window for) every
+            # one before it; the Ready persists all of them before it is sent.
+            prev = sent[-1]
+            if (type(prev) is AppendResponse and prev.success and prev.dst == m.src
+                    and prev.term == term and prev.index <= last_new):
+                sent[-1] = response
+                return
+        out.send(response)
 
     def on_heartbeat(self, m: Heartbeat, term: int) -> None:
         self.commit_to(min(m.commit, self.log.last_index))
@@ -304,7 +318,11 @@ class Replication:
             self._out.replies.extend(self._reads.serve(self.applied, self.applier.sm))
 
     def _maybe_compact(self) -> None:
-        if self.applied - self.log.base_index < self._cfg.snapshot_threshold:
+        """Snapshot each time ``applied`` crosses a multiple of the threshold, shifted by
+        this member's phase: members of a group compact at different entries, so at most
+        one of them pays for a snapshot at a time while the others keep the quorum."""
+        every, phase = self._cfg.snapshot_threshold, self._snapshot_phase
+        if (self.applied + phase) // every == (self.log.base_index + phase) // every:
             return
         term = self.log.term_at(self.applied)
         assert term is not None

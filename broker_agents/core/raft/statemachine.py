@@ -7,7 +7,7 @@ msgpack can carry (the dedup table stores results and travels inside snapshots).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from typing import Any, Protocol, runtime_checkable
 
 import msgpack
@@ -36,26 +36,43 @@ def error_result(code: ErrorCode, message: str) -> dict[str, Any]:
 
 
 class Applier:
-    """Applies entries through a bounded table of request id -> (index, result).
+    """Applies entries through a bounded, expiring table of request id -> (index, result).
 
     The table is replicated state (every member builds the same one, and it is part of the
     snapshot), so a client that retries after a timeout -- even at a new leader -- gets the
-    first result instead of a second application. Capacity bounds memory; eviction is
-    oldest-first and therefore identical on every member.
+    first result instead of a second application.
+
+    Bounded two ways, both deterministic (every member evicts the same rows at the same
+    entry, so apply stays deterministic): at most ``capacity`` rows, and a row expires
+    once ``window`` newer log entries have been applied (0: no age limit). Wall-clock age
+    would differ between members. Exactly-once therefore holds for a retry that arrives
+    within ``window`` entries (and ``capacity`` requests) of its first application; at
+    R commits/s that is ``min(window, capacity) / R`` seconds. A retry after that is
+    applied a second time (at-least-once): clients must not retry for longer.
+
+    Each row is packed (msgpack) once, when it is added, so a snapshot joins bytes that
+    already exist instead of serialising the whole table in the event loop (100,000 rows
+    took ~100 ms there; the join is a memcpy).
     """
 
-    __slots__ = ("capacity", "dedup", "sm")
+    __slots__ = ("_order", "_packer", "_rows", "capacity", "dedup", "sm", "window")
 
-    def __init__(self, sm: StateMachine, capacity: int = 100_000) -> None:
+    def __init__(self, sm: StateMachine, capacity: int = 100_000, window: int = 0) -> None:
         self.sm = sm
         self.capacity = capacity
-        self.dedup: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self.window = window
+        self.dedup: dict[str, tuple[int, Any]] = {}
+        self._order: deque[tuple[int, str]] = deque()  # (index, request id), oldest first
+        self._rows: deque[bytes] = deque()  # the same rows, packed, for snapshots
+        self._packer = msgpack.Packer(use_bin_type=True)
 
     def lookup(self, request_id: str) -> tuple[int, Any] | None:
         return self.dedup.get(request_id)
 
     def apply(self, index: int, command: Any, request_id: str | None) -> tuple[Any, bool]:
         """Returns (result, duplicate)."""
+        if self.window and self._order:
+            self._expire(index - self.window)
         if request_id is not None:
             seen = self.dedup.get(request_id)
             if seen is not None:
@@ -65,27 +82,53 @@ class Applier:
         except Exception as exc:  # the SM rejected the command; deterministic everywhere
             result = error_result(ErrorCode.REJECTED, f"{type(exc).__name__}: {exc}")
         if request_id is not None:
-            self.dedup[request_id] = (index, result)
-            if len(self.dedup) > self.capacity:
-                self.dedup.popitem(last=False)
+            self._add(request_id, index, result, self._packer.pack([request_id, index, result]))
+            if len(self._order) > self.capacity:
+                self._evict_oldest()
         return result, False
 
+    def _add(self, rid: str, index: int, result: Any, row: bytes) -> None:
+        self.dedup[rid] = (index, result)
+        self._order.append((index, rid))
+        self._rows.append(row)
+
+    def _evict_oldest(self) -> None:
+        _index, rid = self._order.popleft()
+        self._rows.popleft()
+        del self.dedup[rid]
+
+    def _expire(self, upto: int) -> None:
+        """Forget every row applied at or before ``upto``."""
+        order = self._order
+        while order and order[0][0] <= upto:
+            self._evict_oldest()
+
     def snapshot(self) -> bytes:
-        table = [[rid, idx, res] for rid, (idx, res) in self.dedup.items()]
         packed: bytes = msgpack.packb(
-            {"sm": self.sm.snapshot(), "dedup": table}, use_bin_type=True
+            {"sm": self.sm.snapshot(), "rows": b"".join(self._rows)}, use_bin_type=True
         )
         return packed
 
     def restore(self, data: bytes) -> None:
+        """Accepts this snapshot format and the older one (``dedup``: a list of rows)."""
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
             sm_data = obj["sm"]
-            table = obj["dedup"]
-            dedup: OrderedDict[str, tuple[int, Any]] = OrderedDict(
-                (str(rid), (int(idx), res)) for rid, idx, res in table
-            )
+            if "rows" in obj:
+                unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+                unpacker.feed(obj["rows"])
+                table = list(unpacker)
+            else:
+                table = obj["dedup"]
+            rows = [(str(rid), int(idx), res) for rid, idx, res in table]
         except (ValueError, KeyError, TypeError, msgpack.ExtraData) as exc:
             raise RemoteProtocolError(ErrorCode.MALFORMED, f"bad snapshot: {exc}") from exc
         self.sm.restore(sm_data)
-        self.dedup = dedup
+        self.dedup = {}
+        self._order = deque()
+        self._rows = deque()
+        pack = self._packer.pack
+        for rid, idx, res in rows:
+            self._add(rid, idx, res, pack([rid, idx, res]))
+        while len(self._order) > self.capacity:
+            self._evict_oldest()

@@ -18,6 +18,7 @@ from broker_agents.core.raft import (
     SnapshotOp,
     TruncateOp,
 )
+from broker_agents.raft.snapfiles import snap_path, snapshot_indexes
 from broker_agents.raft.storage import LOG_NAME, FileStorage, MemoryStorage
 
 
@@ -78,13 +79,68 @@ def test_snapshot_compaction_rewrites_file_and_keeps_later_entries(tmp_path: Pat
     st_.save([AppendOp(entries(1, 200)), HardStateOp(HardState(2, "m0", 200))])
     before = st_.size_bytes
     st_.save([SnapshotOp(Snapshot(150, 1, b"state@150"), reset_log=False)])
+    assert st_.size_bytes == before  # the snapshot goes to a file of its own, not the log
+    st_.wait_snapshots()
+    assert snapshot_indexes(tmp_path) == [150]
+    st_.save([AppendOp(entries(201, 201))])  # the next write compacts the log
     assert st_.rewrites == 1
     assert st_.size_bytes < before
     st_.close()
     got = FileStorage(tmp_path).load()
     assert got.snapshot == Snapshot(150, 1, b"state@150")
-    assert [e.index for e in got.entries] == list(range(151, 201))
+    assert [e.index for e in got.entries] == list(range(151, 202))
     assert got.hard_state == HardState(2, "m0", 200)
+    assert FileStorage.inspect(tmp_path) == got
+
+
+def test_older_snapshot_files_go_once_the_log_names_a_newer_one(tmp_path: Path) -> None:
+    st_ = FileStorage(tmp_path, rewrite_min_bytes=0)
+    st_.save([AppendOp(entries(1, 100))])
+    for at in (40, 80):
+        st_.save([SnapshotOp(Snapshot(at, 1, b"s%d" % at), reset_log=False)])
+        st_.wait_snapshots()
+        st_.save([HardStateOp(HardState(1, None, at))])  # the next write compacts
+    assert snapshot_indexes(tmp_path) == [80]
+    st_.close()
+    got = FileStorage(tmp_path).load()
+    assert got.snapshot == Snapshot(80, 1, b"s80")
+    assert [e.index for e in got.entries] == list(range(81, 101))
+
+
+def test_crash_before_the_snapshot_file_keeps_every_entry(tmp_path: Path) -> None:
+    st_ = FileStorage(tmp_path, rewrite_min_bytes=0)
+    st_.save([AppendOp(entries(1, 50))])
+    st_.save([SnapshotOp(Snapshot(30, 1, b"s30"), reset_log=False)])
+    st_.close()
+    for index in snapshot_indexes(tmp_path):  # the crash came before the file was whole
+        snap_path(tmp_path, index).unlink()
+    got = FileStorage(tmp_path).load()
+    assert got.snapshot is None
+    assert [e.index for e in got.entries] == list(range(1, 51))
+
+
+def test_a_snapshot_file_newer_than_the_log_is_adopted(tmp_path: Path) -> None:
+    """A crash after the snapshot file was written, before the rewrite named it."""
+    st_ = FileStorage(tmp_path, rewrite_min_bytes=1 << 30)  # never rewrites
+    st_.save([AppendOp(entries(1, 50)), HardStateOp(HardState(1, None, 50))])
+    st_.save([SnapshotOp(Snapshot(30, 1, b"s30"), reset_log=False)])
+    st_.close()
+    assert st_.rewrites == 0
+    got = FileStorage(tmp_path).load()
+    assert got.snapshot == Snapshot(30, 1, b"s30")
+    assert [e.index for e in got.entries] == list(range(31, 51))
+
+
+def test_a_damaged_snapshot_file_is_not_adopted(tmp_path: Path) -> None:
+    st_ = FileStorage(tmp_path, rewrite_min_bytes=1 << 30)
+    st_.save([AppendOp(entries(1, 50))])
+    st_.save([SnapshotOp(Snapshot(30, 1, b"s30"), reset_log=False)])
+    st_.close()
+    path = snap_path(tmp_path, 30)
+    path.write_bytes(path.read_bytes()[:-2] + b"xx")
+    got = FileStorage(tmp_path).load()
+    assert got.snapshot is None
+    assert [e.index for e in got.entries] == list(range(1, 51))
 
 
 def test_installed_snapshot_resets_the_log(tmp_path: Path) -> None:

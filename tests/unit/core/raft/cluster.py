@@ -48,6 +48,9 @@ class Checker:
     ref_upto: int = 0
     ref_history: dict[str, list[tuple[int, Any]]] = field(default_factory=dict)
     first_application: dict[str, int] = field(default_factory=dict)
+    # every index a request was applied at, and how many requests were applied before it
+    applications: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    applied_requests: int = 0
     reads_checked: int = 0
     commands: dict[str, Any] = field(default_factory=dict)
     commit_seen: dict[str, int] = field(default_factory=dict)
@@ -140,20 +143,34 @@ class Checker:
             if (ref_result, ref_dup) != (result, dup):
                 self.fail(f"apply at {index}: {(result, dup)}, reference {(ref_result, ref_dup)}")
             if not dup:
-                if rid in self.first_application:
-                    first = self.first_application[rid]
-                    self.fail(f"request {rid} applied twice ({first}, {index})")
-                self.first_application[rid] = index
+                self.check_once(rid, index)
+                self.first_application.setdefault(rid, index)
+                self.applications.setdefault(rid, []).append((index, self.applied_requests))
+                self.applied_requests += 1
                 key = command["key"]
                 self.ref_history.setdefault(key, []).append((index, self.ref.sm.get(key)))
+
+    def check_once(self, rid: str, index: int) -> None:
+        """Exactly once within the dedup window: a request may apply again only once its
+        row expired -- ``dedup_window`` entries later, or ``dedup_capacity`` requests
+        later (computed here from the applied sequence, not by the Applier)."""
+        earlier = self.applications.get(rid)
+        if not earlier:
+            return
+        last, seq = earlier[-1]
+        window, capacity = self.ref.window, self.ref.capacity
+        expired = (window and index - last >= window) or (
+            self.applied_requests - seq > capacity)
+        if not expired:
+            self.fail(f"request {rid} applied twice ({last}, {index}) inside its dedup window")
 
     def on_ack(self, rid: str, index: int) -> None:
         ident = self.committed.get(index)
         if ident is None or ident[1] != rid:
             self.fail(f"ack of {rid} at {index} but the committed entry there is {ident}")
-        first = self.first_application.get(rid)
-        if first is not None and first != index:
-            self.fail(f"ack of {rid} names index {index}, first applied at {first}")
+        applied_at = [i for i, _seq in self.applications.get(rid, [])]
+        if applied_at and index not in applied_at:
+            self.fail(f"ack of {rid} names index {index}, applied at {applied_at}")
         self.acked[rid] = index
         self.max_acked = max(self.max_acked, index)
 
@@ -196,7 +213,9 @@ class Cluster:
         self.storage = {m: MemoryStorage() for m in self.ids}
         self.nodes: dict[str, RaftCore | None] = {}
         self.incarnation = dict.fromkeys(self.ids, 0)
-        self.check = Checker()
+        self.check = Checker(ref=Applier(
+            KVStateMachine(), self.cfg_kw.get("dedup_capacity", 100_000),
+            self.cfg_kw.get("dedup_window", 0)))
         self.pending: dict[str, PendingOp] = {}
         self.replies: list[tuple[str, Reply]] = []
         self.next_rid = 0

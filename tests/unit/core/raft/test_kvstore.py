@@ -85,3 +85,32 @@ def test_dedup_table_travels_in_the_snapshot_and_is_bounded() -> None:
     other.restore(applier.snapshot())
     assert other.lookup("r4") == applier.lookup("r4")
     assert other.apply(9, {"op": "put", "key": "k", "value": 99}, "r4")[1] is True
+
+
+def test_dedup_rows_expire_after_the_window_and_a_late_retry_applies_again() -> None:
+    applier = Applier(KVStateMachine(), capacity=100, window=10)
+    applier.apply(1, {"op": "put", "key": "k", "value": 1}, "r1")
+    assert applier.apply(10, {"op": "put", "key": "k", "value": 1}, "r1")[1] is True
+    applier.apply(11, {"op": "put", "key": "j", "value": 2}, "r2")  # r1 is 10 entries old
+    assert applier.lookup("r1") is None
+    result, dup = applier.apply(12, {"op": "put", "key": "k", "value": 1}, "r1")
+    assert dup is False and result["version"] == 3  # outside the window: applied again
+
+
+def test_snapshot_restores_the_same_table_and_reads_the_older_format() -> None:
+    import msgpack
+
+    applier = Applier(KVStateMachine(), capacity=50, window=0)
+    for i in range(80):
+        applier.apply(i + 1, {"op": "put", "key": f"k{i % 7}", "value": i}, f"r{i}")
+    other = Applier(KVStateMachine(), capacity=50)
+    other.restore(applier.snapshot())
+    assert other.dedup == applier.dedup and len(other.dedup) == 50
+    assert other.snapshot() == applier.snapshot()
+    old = msgpack.packb({"sm": applier.sm.snapshot(),
+                         "dedup": [[r, i, res] for r, (i, res) in applier.dedup.items()]},
+                        use_bin_type=True)
+    third = Applier(KVStateMachine(), capacity=50)
+    third.restore(old)
+    assert third.dedup == applier.dedup
+    assert third.apply(99, {"op": "put", "key": "z", "value": 0}, "r79")[1] is True

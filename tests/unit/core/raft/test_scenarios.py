@@ -224,6 +224,54 @@ def test_lagging_member_catches_up_through_install_snapshot() -> None:
     assert c.node(lagger).applier.sm.data == c.node(lead).applier.sm.data
 
 
+def test_snapshots_taken_with_proposals_in_flight_keep_their_answers() -> None:
+    """Every member snapshots while the next proposals are still in flight; a member that
+    restores the snapshot (installed from the leader) still answers a retry of a request
+    the snapshot covers from its dedup table, and applies nothing twice."""
+    c, lead = elected(3, snapshot_threshold=8)
+    lagger = next(m for m in c.ids if m != lead)
+    c.crash(lagger)
+    rids = []
+    for i in range(30):  # several proposals per round: snapshots cut through batches
+        rids += [c.write(lead, put(f"k{i % 3}", i)), c.write(lead, put("j", i))]
+        c.step_one()  # part of the traffic moves; the rest is in flight at the next write
+        c.step_one()
+        if i % 3 == 2:
+            c.run(1)
+    c.run(5)
+    assert c.node(lead).log.base_index >= 8
+    assert all(r in c.check.acked for r in rids)
+    c.restart(lagger)
+    c.settle()
+    assert c.storage[lagger].snapshot is not None  # it caught up from a snapshot
+    c.crash(lead)  # the member that restored the table may now lead
+    c.run(60)
+    new = c.leader()
+    assert new is not None
+    c.write(new, put("k0", -1), rid=rids[0])  # a retry of the very first request
+    c.run(3)
+    again = [r for m, r in c.replies if m == new and r.request_id == rids[0]]
+    assert isinstance(again[-1], ProposalResult)
+    assert again[-1].index == c.check.acked[rids[0]]  # answered, not applied again
+    assert all(c.node(m).applier.sm.get("k0") != -1 for m in c.live())
+
+
+def test_a_retry_after_the_dedup_window_applies_again_the_same_on_every_member() -> None:
+    c, lead = elected(3, dedup_window=10)
+    rid = c.write(lead, put("n", 1))
+    c.run(3)
+    for i in range(12):
+        c.write(lead, put("other", i))
+        c.run(1)
+    c.write(lead, put("n", 1), rid=rid)  # the client gave up too late: at least once
+    c.run(3)
+    assert [i for i, _seq in c.check.applications[rid]] == sorted(
+        {i for i, _seq in c.check.applications[rid]})
+    assert len(c.check.applications[rid]) == 2
+    versions = {c.node(m).applier.sm.data["n"] for m in c.ids}
+    assert len(versions) == 1  # deterministic: every member applied it again
+
+
 def test_retry_with_same_request_id_after_leader_change_applies_once() -> None:
     c, lead = elected(3)
     rid = c.write(lead, {"op": "put", "key": "n", "value": 7})
