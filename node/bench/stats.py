@@ -20,8 +20,7 @@ def percentile(samples: list[float], q: float) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+    return ordered[_rank(len(ordered), q)]
 
 
 def ms(samples_s: list[float], q: float = 50, digits: int = 2) -> float:
@@ -52,20 +51,38 @@ def beside_rtt(raw_s: list[float], samples_s: list[float], name: str) -> dict[st
 def ci95(samples: Sequence[float], stat: Callable[[list[float]], float] | None = None,
          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
     """Bootstrap 95% interval of ``stat`` (default: the median) over ``samples``;
-    (NaN, NaN) for no samples."""
+    (NaN, NaN) for no samples. A percentile (``quantile_stat``) takes a shortcut: the k-th
+    smallest of n resampled ranks is distributed as n * Beta(k+1, n-k), so each resample
+    costs O(1) instead of drawing and sorting n values (64 clients give ~30k samples)."""
     if not samples:
         return float("nan"), float("nan")
-    stat = stat or statistics.median
-    data = list(samples)
     rng = random.Random(seed)
+    data = list(samples)
     n = len(data)
-    values = sorted(stat(rng.choices(data, k=n)) for _ in range(resamples))
+    q = getattr(stat, "quantile", None)
+    if q is not None:
+        ordered = sorted(data)
+        k = _rank(n, q)
+        values = sorted(ordered[min(n - 1, int(n * rng.betavariate(k + 1, n - k)))]
+                        for _ in range(resamples))
+    else:
+        stat = stat or statistics.median
+        values = sorted(stat(rng.choices(data, k=n)) for _ in range(resamples))
     return values[int(0.025 * (resamples - 1))], values[int(0.975 * (resamples - 1))]
+
+
+def _rank(n: int, q: float) -> int:
+    """The nearest rank (0-based) of the ``q``-th percentile among ``n`` values."""
+    return min(n - 1, max(0, round(q / 100 * (n - 1))))
 
 
 def quantile_stat(q: float) -> Callable[[list[float]], float]:
     """The nearest-rank ``q``-th percentile as a statistic for ``ci95``."""
-    return lambda xs: percentile(xs, q)
+    def stat(xs: list[float]) -> float:
+        return percentile(xs, q)
+
+    stat.quantile = q  # type: ignore[attr-defined]
+    return stat
 
 
 def figure(name: str, samples: Sequence[float], q: float = 50, scale: float = 1.0,
