@@ -7,10 +7,11 @@ Improvements are judged the same way the other way round; overlapping intervals 
 ``noise``. Point values alone never decide (a figure without an interval in both reports
 is ``no interval``): a single run on a shared machine moves too much for that.
 
-Which direction is bad comes from the name: throughput (``per_s``, ``throughput``) is
-better higher; times (``_us``, ``_ms``, ``_ns``), ratios of ours to raw, ``leader_changes``
-and ``relists`` are better lower. Raw baselines (``raw_*``), the peer and the floor we
-measure against (``js_*``, ``fsync_*``) are context: shown, never a regression.
+Which direction is bad comes from the name: times (``_us``, ``_ms``, ``_ns``) are better
+lower; rates (``per_s``, ``throughput``, and ratios of counts: ``commits_..._ratio``) better
+higher; other ratios of ours to raw (times), ``leader_changes`` and ``relists`` lower.
+Raw baselines (``raw_*``), the peer and the floor we measure against (``js_*``,
+``fsync_*``) are context: shown, never a regression.
 """
 
 from __future__ import annotations
@@ -45,16 +46,23 @@ class Verdict(StrEnum):
     ERROR = "error"  # the suite crashed in the new report
 
 
+RATE_WORDS = {"throughput", "commits", "puts", "msgs", "updates", "writes"}
+UNIT_WORDS = {"us", "ms", "ns"}
+LOWER_WORDS = {"ratio", "vs", "relists"}
+
+
 def direction(name: str) -> Direction:
-    """Which way is better for figure ``name`` (see the module docstring)."""
+    """Which way is better for figure ``name`` (see the module docstring): a time unit
+    decides first (``sealed_100_bids_ms_p50``), then a rate (``per_s``, or a ratio of
+    counts such as ``commits_c64_to_js_r3_ratio``), then a ratio of times."""
     if name.startswith(CONTEXT_PREFIXES):
         return Direction.CONTEXT
     tokens = name.split("_")
-    if "throughput" in tokens or any(a == "per" and b == "s"
-                                     for a, b in pairwise(tokens)):
+    if UNIT_WORDS & set(tokens):
+        return Direction.LOWER
+    if RATE_WORDS & set(tokens) or any(a == "per" and b == "s" for a, b in pairwise(tokens)):
         return Direction.HIGHER
-    if {"us", "ms", "ns", "ratio", "relists"} & set(tokens) or name.startswith(
-            "leader_changes"):
+    if LOWER_WORDS & set(tokens) or name.startswith("leader_changes"):
         return Direction.LOWER
     return Direction.UNKNOWN
 
