@@ -247,22 +247,28 @@ class BucketFeed:
         self.ready.set()
 
     async def _follow(self) -> None:
-        watcher = self._watcher
+        """Apply the watch's entries until it ends or a re-list is asked for.
+
+        One reader task drains the watch's queue, so a burst is applied in one go (an
+        ``await`` on a non-empty queue does not suspend); a task per entry applied one
+        entry per loop turn, fell behind a bulk load and was re-listed as stalled."""
+        reader = asyncio.create_task(self._drain(self._watcher))
         resync = asyncio.create_task(self._resync.wait())
         try:
-            while True:
-                nxt = asyncio.ensure_future(watcher.updates(timeout=None))
-                done, _ = await asyncio.wait({nxt, resync}, return_when=asyncio.FIRST_COMPLETED)
-                if resync in done:
-                    nxt.cancel()
-                    return
-                entry = nxt.result()
-                if isinstance(entry, StopIterSentinel):
-                    return
-                if entry is not None:
-                    self._apply(entry)
+            await asyncio.wait({reader, resync}, return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()  # the watch ended (or failed: raised to ``_run``)
         finally:
+            reader.cancel()
             resync.cancel()
+
+    async def _drain(self, watcher: Any) -> None:
+        while True:
+            entry = await watcher.updates(timeout=None)
+            if isinstance(entry, StopIterSentinel):
+                return
+            if entry is not None:
+                self._apply(entry)
 
     def _apply(self, entry: Any) -> None:
         """A value the sink fails on reads as absent (ending the watch re-lists forever)."""
