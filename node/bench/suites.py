@@ -39,13 +39,13 @@ class Suite:
 # Quick counts: the whole ``bench all --quick`` in about two minutes on a 2-core VM. Knobs
 # that keep a figure's meaning (e.g. 64 concurrent clients in ``*_c64``) are not shrunk.
 SUITES: dict[str, Suite] = {s.name: s for s in (
-    Suite("messaging", {"requests": 500, "messages": 10_000, "rounds": 4}),
+    Suite("messaging", {"requests": 500, "messages": 20_000, "rounds": 5}),
     Suite("registry", {"agents": 2_000, "samples": 100}),
-    Suite("consensus", {"proposals": 200, "pipelined": 2_000, "seconds": 3.0, "rounds": 2,
-                        "failovers": 2}),
-    Suite("auction", {"sealed_runs": 20, "english_runs": 3, "raw_runs": 100,
-                      "large_runs": 16}),
-    Suite("coordination", {"runs": 40, "raw_runs": 100}),
+    Suite("consensus", {"proposals": 300, "pipelined": 2_000, "seconds": 3.0, "rounds": 3,
+                        "failovers": 3}),
+    Suite("auction", {"sealed_runs": 30, "english_runs": 3, "raw_runs": 150,
+                      "large_runs": 20}),
+    Suite("coordination", {"runs": 60, "raw_runs": 150}),
     Suite("variables", {"sets": 200, "pipelined": 2_000, "adapt_rounds": 40, "raw": 200}),
 )}
 
