@@ -17,6 +17,7 @@ Raw baselines (``raw_*``), the peer and the floor we measure against (``js_*``,
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from itertools import pairwise
@@ -60,7 +61,7 @@ def direction(name: str) -> Direction:
     tokens = name.split("_")
     if UNIT_WORDS & set(tokens):
         return Direction.LOWER
-    if RATE_WORDS & set(tokens) or any(a == "per" and b == "s" for a, b in pairwise(tokens)):
+    if RATE_WORDS & set(tokens) or _is_rate(tokens):
         return Direction.HIGHER
     if LOWER_WORDS & set(tokens) or name.startswith("leader_changes"):
         return Direction.LOWER
@@ -101,6 +102,7 @@ class Row:
     new: float | None = None
     base_ci: Interval | None = None
     new_ci: Interval | None = None
+    scale: float | None = None  # --relative: how much the suite's baselines moved
 
     @property
     def change(self) -> float | None:
@@ -148,8 +150,39 @@ def _figures(result: dict[str, Any]) -> dict[str, float]:
             if not k.endswith(CI_SUFFIX) and (v := _number(raw)) is not None}
 
 
+def _is_rate(tokens: list[str]) -> bool:
+    return any(a == "per" and b == "s" for a, b in pairwise(tokens))
+
+
+def absolute(name: str) -> bool:
+    """A time (with its unit) or a rate per second, not a ratio: what machine load moves."""
+    tokens = name.split("_")
+    return not LOWER_WORDS & set(tokens) and (bool(UNIT_WORDS & set(tokens))
+                                              or _is_rate(tokens))
+
+
+def raw_move(base: dict[str, Any], new: dict[str, Any], better: Direction) -> float | None:
+    """How much a suite's own baselines (``raw_*``, ``js_*``, ``fsync_*``, measured in the
+    same runs) moved from base to new: the median new/base over their p50 times (for a
+    time) or their rates per second (for a rate); None when the suite has none."""
+    moves = []
+    for name, b in _figures(base).items():
+        n = _number(new.get(name))
+        if direction(name) is not Direction.CONTEXT or n is None or b <= 0 or n <= 0:
+            continue
+        tokens = name.split("_")
+        time_p50 = bool(UNIT_WORDS & set(tokens)) and "p50" in tokens
+        if (better is Direction.LOWER and time_p50) or (
+                better is Direction.HIGHER and _is_rate(tokens)):
+            moves.append(n / b)
+    return statistics.median(moves) if moves else None
+
+
 def compare_suite(suite: str, base: dict[str, Any], new: dict[str, Any],
-                  tolerance: float) -> list[Row]:
+                  tolerance: float, relative: bool = False) -> list[Row]:
+    """``relative``: an absolute figure's new interval is first divided by how much the
+    suite's baselines moved (``raw_move``), so a machine twice as busy is not a regression
+    of ours; the row records that factor (``scale``)."""
     if "error" in new:
         return [Row(suite, "(suite)", Verdict.ERROR)]
     if "error" in base:
@@ -171,7 +204,11 @@ def compare_suite(suite: str, base: dict[str, Any], new: dict[str, Any],
         elif b_ci is None or n_ci is None:
             verdict = Verdict.NO_INTERVAL
         else:
-            verdict = judge(b_ci, n_ci, better, tolerance)
+            scale = raw_move(base, new, better) if relative and absolute(name) else None
+            judged = n_ci if scale is None else (n_ci[0] / scale, n_ci[1] / scale)
+            verdict = judge(b_ci, judged, better, tolerance)
+            rows.append(Row(suite, name, verdict, b, n, b_ci, n_ci, scale))
+            continue
         rows.append(Row(suite, name, verdict, b, n, b_ci, n_ci))
     return rows
 
@@ -197,8 +234,10 @@ def busy_notes(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return notes
 
 
-def compare(base: dict[str, Any], new: dict[str, Any], tolerance: float = 0.1) -> Comparison:
-    """Every figure of every suite in either report, judged (see the module docstring)."""
+def compare(base: dict[str, Any], new: dict[str, Any], tolerance: float = 0.1,
+            relative: bool = False) -> Comparison:
+    """Every figure of every suite in either report, judged (see the module docstring;
+    ``relative``: see ``compare_suite``)."""
     if tolerance < 0:
         raise ValueError("tolerance must be >= 0")
     b_suites, n_suites = base.get("suites") or {}, new.get("suites") or {}
@@ -210,7 +249,8 @@ def compare(base: dict[str, Any], new: dict[str, Any], tolerance: float = 0.1) -
         elif suite not in b_suites:
             rows.append(Row(suite, "(suite)", Verdict.NEW))
         else:
-            rows.extend(compare_suite(suite, b_suites[suite], n_suites[suite], tolerance))
+            rows.extend(compare_suite(suite, b_suites[suite], n_suites[suite], tolerance,
+                                      relative))
     if bool(base.get("quick")) != bool(new.get("quick")):
         notes.append("one report is --quick and the other is not: sample counts differ")
     notes.extend(busy_notes(base, new))

@@ -179,6 +179,8 @@ def comparison_table(result: Any, tolerance: float, show_all: bool) -> Table:
         if not show_all and verdict not in _SHOWN:
             continue
         change = "-" if row.change is None else f"{row.change:+.1%}"
+        if row.scale is not None:
+            change += f" (raw {row.scale - 1:+.0%})"
         style = _STYLE.get(verdict, "")
         table.add_row(row.suite, row.figure, _with_ci(row.base, row.base_ci),
                       _with_ci(row.new, row.new_ci), change,
@@ -207,12 +209,15 @@ def compare_reports(
     as_json: JsonOpt = False,
     show_all: Annotated[bool, typer.Option("--all", help="also rows that are not judged "
                                                          "(counts, settings)")] = False,
+    relative: Annotated[bool, typer.Option(
+        "--relative", help="judge times and rates after dividing out how much the suite's "
+                           "own raw baselines moved between the runs (machine load)")] = False,
 ) -> None:
     """Which figures changed beyond their 95% intervals and the tolerance; exit 1 on a
     regression (or a suite that crashed in NEW)."""
     from node.bench.compare import compare
 
-    result = compare(_load(base), _load(new), tolerance)
+    result = compare(_load(base), _load(new), tolerance, relative)
     if result.machine_differences:
         differ = "; ".join(f"{k}: {b!r} vs {n!r}"
                            for k, (b, n) in result.machine_differences.items())

@@ -136,6 +136,38 @@ def test_a_busy_machine_is_flagged() -> None:
     assert len(notes) == 1 and "new run's machine was busy (load 5.2 on 2 cores" in notes[0]
 
 
+def test_relative_divides_out_how_much_the_suites_own_baselines_moved() -> None:
+    base = report({"auction": {**fig("sealed_100_ms_p50", 10, 9.5, 10.5),
+                               **fig("raw_fanout_ms_p50", 2, 1.9, 2.1),
+                               **fig("sealed_to_raw_ratio", 5, 4.8, 5.2)}})
+    busy = report({"auction": {**fig("sealed_100_ms_p50", 20, 19, 21),  # all twice as slow
+                               **fig("raw_fanout_ms_p50", 4, 3.8, 4.2),
+                               **fig("sealed_to_raw_ratio", 5, 4.8, 5.2)}})
+    worse = report({"auction": {**fig("sealed_100_ms_p50", 30, 29, 31),  # ours 3x, raw 2x
+                                **fig("raw_fanout_ms_p50", 4, 3.8, 4.2),
+                                **fig("sealed_to_raw_ratio", 7.5, 7.2, 7.8)}})
+    assert verdicts(base, busy)["sealed_100_ms_p50"] is Verdict.REGRESSION
+    rows = {r.figure: r for r in compare(base, busy, relative=True).rows}
+    assert rows["sealed_100_ms_p50"].verdict is Verdict.NOISE
+    assert rows["sealed_100_ms_p50"].scale == 2.0
+    assert rows["sealed_to_raw_ratio"].scale is None  # a ratio is already relative
+    assert {r.figure: r.verdict for r in compare(base, worse, relative=True).rows}[
+        "sealed_100_ms_p50"] is Verdict.REGRESSION
+
+
+def test_relative_moves_rates_by_the_raw_rates() -> None:
+    base = report({"messaging": {**fig("agent_msgs_per_s", 100, 95, 105),
+                                 **fig("raw_msgs_per_s", 200, 190, 210),
+                                 **fig("raw_rtt_us_p50", 300, 290, 310)}})
+    slow = report({"messaging": {**fig("agent_msgs_per_s", 50, 48, 52),
+                                 **fig("raw_msgs_per_s", 100, 95, 105),
+                                 **fig("raw_rtt_us_p50", 300, 290, 310)}})
+    assert verdicts(base, slow)["agent_msgs_per_s"] is Verdict.REGRESSION
+    rows = {r.figure: r for r in compare(base, slow, relative=True).rows}
+    assert rows["agent_msgs_per_s"].verdict is Verdict.NOISE
+    assert rows["agent_msgs_per_s"].scale == 0.5
+
+
 def test_booleans_and_non_finite_values_are_not_figures() -> None:
     base = report({"coordination": {"target_vote_le_2x_raw": True, "vote_10_ms_p50": 1.0,
                                     "vote_10_ms_p50_ci95": [float("nan"), float("nan")]}})
