@@ -22,14 +22,13 @@ from broker_agents.core.registry.query import (
     is_number,
 )
 from broker_agents.core.registry.record import AgentRecord
-from broker_agents.core.registry.scan import column, compare, flags, keep, kinds_of
+from broker_agents.core.registry.scan import ScanCache, flags, keep
 
 # Keys and their records, in id order, as parallel lists (see ``scan``).
 Rows = tuple[list[str], list[AgentRecord]]
 Part = tuple[str, str]
 # At most this many cached combinations; more, and the cache starts afresh.
 MAX_CACHED = 4096
-MAX_COLUMNS = 16
 
 
 @dataclass(frozen=True)
@@ -97,10 +96,7 @@ class AgentIndex:
         # all of them; and each (field, value) -> the cached combinations it is part of
         self._rows: dict[frozenset[Part], Rows] = {}
         self._rows_with: dict[Part, set[frozenset[Part]]] = {}
-        # for scans, until any record changes: every key and record in key order, and
-        # the columns of the fields scanned (values, their types)
-        self._all: Rows | None = None
-        self._columns: dict[str, tuple[list[Any], frozenset[type]]] = {}
+        self._scan_cache = ScanCache()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -144,15 +140,15 @@ class AgentIndex:
         if previous is not None:
             self._unindex(key, previous)
         self.tombstones.pop(key, None)
-        self._all = None
-        if self._columns:
-            self._columns.clear()
+        last = False
         if previous is None:
             if key < self._max_key:
                 self._in_key_order = False
             else:
                 self._max_key = key
+                last = self._in_key_order
         self.records[key] = record
+        self._scan_cache.put(key, record, last)
         self.revisions[key] = revision
         self._index(key, record)
         kind = ChangeKind.ADDED if previous is None else ChangeKind.UPDATED
@@ -164,9 +160,7 @@ class AgentIndex:
         previous = self.records.pop(key, None)
         if previous is None:
             return None
-        self._all = None
-        if self._columns:
-            self._columns.clear()
+        self._scan_cache.drop()
         self._unindex(key, previous)
         return Change(ChangeKind.REMOVED, key, previous, previous, revision)
 
@@ -282,32 +276,21 @@ class AgentIndex:
             records.update(ordered)
             self._in_key_order = True
             self._max_key = ordered[-1][0] if ordered else ""
-            self._all = None
-            self._columns.clear()
+            self._scan_cache.drop()
         return records
 
     def _scan(self, crits: list[Criterion]) -> Rows:
         """Every record, filtered: the first criterion the vectorised scan takes at C
-        speed (over its column, cached until a record changes), the others record by
-        record."""
-        records = self._key_ordered()
-        if self._all is None:
-            self._all = list(records), list(records.values())
-        keys, values = self._all
+        speed (over its cached column), the others record by record."""
+        cache = self._scan_cache
+        cache.fill(self._key_ordered())
+        assert cache.keys is not None
         for i, crit in enumerate(crits):
-            cached = self._columns.get(crit.field)
-            if cached is None:
-                found = column(values, crit.field)
-                if found is None:
-                    continue
-                if len(self._columns) >= MAX_COLUMNS:
-                    self._columns.clear()
-                cached = self._columns[crit.field] = found, kinds_of(found)
-            truth = compare(crit, *cached)
+            truth = cache.truth(crit)
             if truth is not None:
-                rows = keep(keys, truth), keep(values, truth)
+                rows = keep(cache.keys, truth), keep(cache.records, truth)
                 return _filtered(rows, [], crits[:i] + crits[i + 1:])
-        return _filtered((list(keys), list(values)), [], crits)
+        return _filtered((list(cache.keys), list(cache.records)), [], crits)
 
     def _select(self, criteria: Iterable[Criterion]) -> Rows:
         """Keys and records matching every criterion, in id order; starts from the most

@@ -97,3 +97,70 @@ def flags(records: Collection[Any], crit: Criterion) -> list[Any] | None:
 def keep(items: list[T], truth: list[Any]) -> list[T]:
     """The items whose truth value is true (``compress``: no loop turn per item)."""
     return list(compress(items, truth))
+
+
+def value_of(record: Any, field: str) -> Any:
+    """One record's entry of ``column(..., field)`` (a path ``column`` accepts)."""
+    root, _, rest = field.partition(".")
+    found = getattr(record, root)
+    return found.get(rest) if rest else found
+
+
+class ScanCache:
+    """Every key and record in key order, and the columns of the fields scanned, kept
+    across writes: an update rewrites its position, a key that sorts last is appended,
+    anything else (a removal, a key out of order) drops the cache. Rebuilding the
+    column after every write cost the first scan after it 1.7x a plain comprehension."""
+
+    MAX_COLUMNS = 16
+
+    def __init__(self) -> None:
+        self.keys: list[str] | None = None
+        self.records: list[Any] = []
+        self._pos: dict[str, int] = {}
+        self._columns: dict[str, tuple[list[Any], frozenset[type]]] = {}
+
+    def drop(self) -> None:
+        if self.keys is not None:
+            self.keys = None
+            self.records = []
+            self._pos = {}
+            self._columns = {}
+
+    def fill(self, ordered: dict[str, Any]) -> None:
+        """Start from ``ordered`` (key -> record, in key order) unless already filled."""
+        if self.keys is None:
+            self.keys, self.records = list(ordered), list(ordered.values())
+            self._pos = {k: i for i, k in enumerate(self.keys)}
+
+    def put(self, key: str, record: Any, last: bool) -> None:
+        """``key`` now holds ``record``; ``last``: a new key that sorts after all."""
+        if self.keys is None:
+            return
+        pos = self._pos.get(key)
+        if pos is None:
+            if not last:
+                self.drop()
+                return
+            pos = self._pos[key] = len(self.keys)
+            self.keys.append(key)
+            self.records.append(record)
+            for col, _ in self._columns.values():
+                col.append(None)
+        self.records[pos] = record
+        for field, (col, kinds) in self._columns.items():
+            found = col[pos] = value_of(record, field)
+            if type(found) not in kinds:
+                self._columns[field] = col, kinds | {type(found)}
+
+    def truth(self, crit: Criterion) -> list[Any] | None:
+        """``crit`` for every cached record (fast path only), or None."""
+        cached = self._columns.get(crit.field)
+        if cached is None:
+            found = column(self.records, crit.field)
+            if found is None:
+                return None
+            if len(self._columns) >= self.MAX_COLUMNS:
+                self._columns.clear()
+            cached = self._columns[crit.field] = found, kinds_of(found)
+        return compare(crit, *cached)

@@ -116,3 +116,27 @@ def test_many_pending_writes_merge_in_one_sort() -> None:
         ordered.add(n - i, f"a{i}")
     ordered.remove(1, f"a{n - 1}")
     assert ordered.items() == sorted((float(n - i), f"a{i}") for i in range(n - 1))
+
+
+def test_scan_cache_follows_in_place_updates_appends_and_removals() -> None:
+    index = AgentIndex()
+
+    def put(key: str, zone: str, rev: int) -> None:
+        index.apply(Put(key, AgentRecord(agent_id=key, name="n", node_id="n",
+                                         metadata={"zone": zone}), rev))
+
+    for rev, key in enumerate(["a", "b", "c"], start=1):
+        put(key, "eu", rev)
+    eu = parse_criteria([["metadata.zone", "eq", "eu"]])
+    assert index.query_ids(eu) == ["a", "b", "c"]
+    put("b", "us", 4)  # in place
+    assert index.query_ids(eu) == ["a", "c"]
+    put("d", "eu", 5)  # sorts last: appended
+    assert index.query_ids(eu) == ["a", "c", "d"]
+    put("d", "ap", 6)
+    put("b", "eu", 7)
+    assert index.query_ids(eu) == ["a", "b", "c"]
+    index.apply(Delete("a", 8))
+    put("0", "eu", 9)  # out of order
+    assert index.query_ids(eu) == ["0", "b", "c"]
+    assert index.query_ids(parse_criteria([["metadata.zone", "neq", "eu"]])) == ["d"]
