@@ -8,8 +8,13 @@ read from the members' own counters after it, not inferred from a sleep.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import pytest
+
+from broker_agents.core.raft import Snapshot
+from broker_agents.raft import snapfiles
 from broker_agents.raft.client import RaftClient
 from node.auth.roles import Role
 from node.embedded import NatsServer
@@ -47,6 +52,45 @@ async def test_no_election_under_concurrent_load_with_snapshots(
         assert min(snapshots) > 0, "the load must cross the snapshot threshold"
         assert leader.is_leader and all(m.term == term for m in members)
         assert sum(m.core.elections for m in members if m.core is not None) == elections
+    finally:
+        for m in members:
+            await m.stop()
+        for nc in [*conns, client_nc]:
+            await nc.close()
+
+
+async def test_a_slow_snapshot_write_stalls_neither_commits_nor_leadership(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every member's snapshot file takes 400 ms to write -- longer than the leader's
+    check-quorum window (10 ticks of 20 ms). The log's writer must not wait for it: when
+    it did, both followers stopped answering at the same snapshot index and the leader
+    stepped down (seen as 0-5 leader changes per 15 s of load)."""
+    slow_writes: list[int] = []
+    real_write = snapfiles.write_snapshot_file
+
+    def slow_write(directory: Path, snap: Snapshot, fsync: bool = True) -> None:
+        slow_writes.append(snap.index)
+        time.sleep(0.4)  # sleep-ok: a slow disk, on the snapshot thread
+        real_write(directory, snap, fsync)
+
+    monkeypatch.setattr(snapfiles, "write_snapshot_file", slow_write)
+    conns, members = await start_group(nats_server, "slowsnap", ["a", "b", "c"], tmp_path,
+                                       snapshot_threshold=150)
+    client_nc = await connect_as(nats_server, Role.CLIENT)
+    try:
+        leader = await wait_for(lambda: leader_of(members), what="a leader")
+        await RaftClient(client_nc, "slowsnap").propose({"op": "put", "key": "w", "value": 0})
+        term = leader.term
+
+        async def proposer(k: int) -> None:
+            own = RaftClient(client_nc, "slowsnap")
+            for i in range(PER_CLIENT):
+                await own.propose({"op": "put", "key": f"c{k}-{i % 8}", "value": i})
+
+        await asyncio.gather(*(proposer(k) for k in range(CLIENTS)))
+        assert len(slow_writes) >= 3, "every member must have written a snapshot"
+        assert leader.is_leader and all(m.term == term for m in members)
     finally:
         for m in members:
             await m.stop()
