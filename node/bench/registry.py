@@ -37,11 +37,11 @@ TARGETS = {"lookup_ns_p50": 1000.0, "query_us_p50_50k": 100.0, "register_vs_raw_
 SCAN = [{"field": "metadata.zone", "op": "eq", "value": "eu"}]
 
 
-def _resyncs(view: LocalView) -> int:
-    """The view's re-lists so far, every reason (its counter, not a guess)."""
-    return int(sum(sample.value for family in metrics.VIEW_RESYNCS.collect()
-                   for sample in family.samples
-                   if sample.name.endswith("_total") and sample.labels["view"] == view.name))
+def _resyncs(view: LocalView) -> dict[str, int]:
+    """The view's re-lists so far by reason (its counter, not a guess)."""
+    return {sample.labels["reason"]: int(sample.value)
+            for family in metrics.VIEW_RESYNCS.collect() for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels["view"] == view.name}
 
 
 def _comprehension(records: list[AgentRecord]) -> list[AgentRecord]:
@@ -110,7 +110,9 @@ async def run_registry_bench(server: NatsServer, agents: int = 50_000, samples: 
         written_s = time.perf_counter() - t0
         await view.wait_for(lambda: len(view) >= agents + 2 * samples, timeout=120)
         load_s = time.perf_counter() - t0
-        relists = _resyncs(view) - relists_before
+        reasons = {reason: n - relists_before.get(reason, 0)
+                   for reason, n in _resyncs(view).items()
+                   if n > relists_before.get(reason, 0)}
 
         ids = [r.agent_id for r in records[:agents + 2 * samples]]
         batch = [rng.choice(ids) for _ in range(1000)]
@@ -140,7 +142,8 @@ async def run_registry_bench(server: NatsServer, agents: int = 50_000, samples: 
             **figure("query_us_p50", query_s, scale=1e6),
             "query_result_size_p50": statistics.median(sizes),
             **scan,
-            "relists_during_load": relists,
+            "relists_during_load": sum(reasons.values()),
+            "relist_reasons_during_load": reasons,
             "load_s": round(load_s, 2),
             "load_written_s": round(written_s, 2),
             **figure("register_us_p50", register_us),
