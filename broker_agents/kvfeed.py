@@ -297,6 +297,11 @@ class BucketFeed:
                 self._listed_at_reconnects = self._reconnects()
                 log.info("kvfeed.resync_requested", feed=self.name, reason="reconnected")
                 self.request_resync("reconnected")
+            # What was applied before the call, not after: entries keep arriving while
+            # the answer is in flight, and under a bulk load the view had applied past
+            # the stream's answer at every check, which read as a regressed stream for
+            # a second: the view was reset (every agent reported removed) and re-listed.
+            applied = self.sink.applied_revision
             try:
                 mark = await self._stream_mark(min(self.op_timeout, self.stall_after))
             except asyncio.CancelledError:
@@ -307,7 +312,6 @@ class BucketFeed:
                 effects = self.freshness.step(CheckFailed(time.monotonic()))
                 last = lag = -1
             else:
-                applied = self.sink.applied_revision
                 effects = self.freshness.step(Checked(time.monotonic(), mark.last_seq, applied))
                 last, lag = mark.last_seq, max(0, mark.last_seq - applied)
             for resync in effects:
