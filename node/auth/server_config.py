@@ -30,6 +30,10 @@ TLS_TIMEOUT_S = 2
 # A client's CONNECT line carries its user JWT, and a role with per-bucket JetStream
 # permissions (the observer) has a JWT past the default 4 KiB control line.
 MAX_CONTROL_LINE = 16384
+# A Raft snapshot goes to a lagging follower as one message: its dedup table alone is
+# ~6.6 MB at the default 100,000 ids, past the default 1 MB payload (8 MB is NATS's
+# recommended ceiling).
+MAX_PAYLOAD = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ def render(server: ServerSpec, authority: Authority, tls: TlsFiles, store_dir: P
         f"server_name: {_q(server.name)}",
         f"listen: {_q(hostport(server.listen, server.port))}",
         f"max_control_line: {MAX_CONTROL_LINE}",
+        f"max_payload: {MAX_PAYLOAD}",
     ]
     if server.http_port is not None:
         lines.append(f"http: {_q(hostport(server.http_listen, server.http_port))}")
