@@ -6,7 +6,7 @@ were absent, and never stops the feed that read it. Each skip is
 ``ba_kv_records_skipped_total{bucket,reason}`` and a ``kv.record_skipped`` log line naming
 the key (one per bucket and reason per window: a node writing garbage under many keys
 cannot flood the log; the suppressed lines are counted into the next one). The one home of
-this rule for every feed: ``kvfeed.BucketFeed``, ``kvfeed.KvMirror``, the registry view.
+this rule for every feed: ``kvfeed.BucketFeed``, ``kvmirror.KvMirror``, the registry view.
 """
 
 from __future__ import annotations

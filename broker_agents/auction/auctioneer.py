@@ -59,7 +59,7 @@ from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolErro
 from broker_agents.core.identity import Principal, Unauthorized
 from broker_agents.discovery import Discovery, registry_finder
 from broker_agents.kv import is_cas_conflict, open_bucket
-from broker_agents.kvfeed import KvMirror
+from broker_agents.kvmirror import KvMirror
 from broker_agents.reply import respond
 from broker_agents.reputation import ReputationBook, counted_report
 

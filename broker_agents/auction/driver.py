@@ -60,7 +60,7 @@ from broker_agents.core.auction.types import (
 )
 from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
 from broker_agents.kv import is_cas_conflict
-from broker_agents.kvfeed import KvMirror
+from broker_agents.kvmirror import KvMirror
 from broker_agents.messages import envelope
 from broker_agents.reply import respond
 

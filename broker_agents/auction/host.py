@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
 from broker_agents.auction.ledger import Ledger
-from broker_agents.kvfeed import KvMirror
+from broker_agents.kvmirror import KvMirror
 from broker_agents.reputation import ReputationBook
 from broker_agents.subjects import Subjects
 

@@ -34,7 +34,7 @@ from broker_agents.core.budget import Account
 
 
 class MirrorView(Protocol):
-    """What the reconcile reads of a local bucket copy (``kvfeed.KvMirror``)."""
+    """What the reconcile reads of a local bucket copy (``kvmirror.KvMirror``)."""
 
     values: dict[str, tuple[bytes, int]]
 

@@ -26,9 +26,9 @@ from broker_agents.kvfeed import (
     RELIST_BUDGET,
     STALL_AFTER,
     BucketFeed,
-    KvMirror,
     catch_up_bound,
 )
+from broker_agents.kvmirror import KvMirror
 from broker_agents.kvskip import FOREIGN, SkippedRecord, Unusable, record_skipped
 from broker_agents.registry import metrics
 from broker_agents.registry.store import decode_agent, decode_node

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from broker_agents import codec, kvskip
 from broker_agents.core.registry.record import AgentRecord, NodeRecord
 from broker_agents.kv import open_bucket
-from broker_agents.kvfeed import KvMirror
+from broker_agents.kvmirror import KvMirror
 from broker_agents.ratelog import RateLimitedLog
 from broker_agents.registry.store import decode_agent
 from broker_agents.registry.view import LocalView, NodeView

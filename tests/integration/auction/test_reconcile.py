@@ -27,7 +27,7 @@ from broker_agents.core import auction as core
 from broker_agents.core.auction.settlement import Stage
 from broker_agents.core.budget import Account
 from broker_agents.kv import open_bucket
-from broker_agents.kvfeed import KvMirror
+from broker_agents.kvmirror import KvMirror
 from broker_agents.reputation import ReputationBook
 from node.auth.roles import Role
 from node.cluster import LocalCluster

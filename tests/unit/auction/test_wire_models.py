@@ -15,7 +15,7 @@ from broker_agents.core import auction as core
 from broker_agents.core.auction.strategy import BidderView, decide
 from broker_agents.core.errors import BrokerError
 from broker_agents.discovery import from_registry
-from broker_agents.kvfeed import KvMirror
+from broker_agents.kvmirror import KvMirror
 
 
 def test_a_valid_request_maps_milliseconds_to_core_ticks() -> None:

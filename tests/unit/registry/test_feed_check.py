@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from broker_agents.kvfeed import KvMirror
+from broker_agents.kvmirror import KvMirror
 
 
 class _StatusOnly:
