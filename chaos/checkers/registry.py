@@ -10,8 +10,12 @@ re-registers what was reaped while it was away.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 from chaos.checkers.result import CheckResult
 
@@ -148,3 +152,31 @@ def _what(out: Outage) -> str:
 
 def _act(out: Outage) -> str:
     return "pause" if out.kind == "pause_node" else "kill"
+
+
+def reaps_from_logs(paths: Iterable[Path], wall_to_mono: float
+                    ) -> dict[str, list[tuple[float, float]]]:
+    """(marked, removed) times, monotonic, of each agent the reapers removed, from their own
+    log lines (``registry.reaper.acted``, wall-clock times shifted by ``wall_to_mono``):
+    the ground truth a watch can miss, since a key's mark and removal may both land
+    between two of its deliveries (a bucket keeps one revision per key)."""
+    events = []
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if '"registry.reaper.acted"' not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError):
+                entry = json.loads(line)
+                at = datetime.fromisoformat(entry["timestamp"]).timestamp() - wall_to_mono
+                events.append((at, entry["action"], entry["target"]))
+    marks: dict[str, list[float]] = {}
+    out: dict[str, list[tuple[float, float]]] = {}
+    for at, action, target in sorted(events):
+        if action == "mark_unhealthy":
+            marks.setdefault(target, []).append(at)
+        elif action == "remove_agent":
+            marked = [m for m in marks.get(target, ()) if m <= at]
+            out.setdefault(target, []).append((marked[-1] if marked else at, at))
+    return out

@@ -25,12 +25,10 @@ Checks after the final heal:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError
@@ -49,6 +47,7 @@ from chaos.checkers.registry import (
     check_back_after_pause,
     check_live_agents_registered,
     check_reaped_within,
+    reaps_from_logs,
 )
 from chaos.cluster import server_version
 from chaos.faults import CpuStarvation, FaultSchedule, cut_server, isolate_client
@@ -269,34 +268,6 @@ async def observe_convergence(h: Harness, kv: Any, healed: float,
         await asyncio.sleep(0.1)  # sleep-ok: sampling period of the convergence probe
 
 
-def logged_reaps(h: Harness, wall_to_mono: float) -> dict[str, list[tuple[float, float]]]:
-    """(marked, removed) times, monotonic, of each agent the reapers removed, from their own
-    log lines (``registry.reaper.acted``): the ground truth a watch can miss, since a key's
-    mark and removal may both land between two of the monitor's deliveries (a bucket keeps
-    one revision per key)."""
-    marks: dict[str, list[float]] = {}
-    out: dict[str, list[tuple[float, float]]] = {}
-    lines = []
-    for node in h.nodes:
-        path = node.proc.log_path
-        if path is not None and path.exists():
-            lines += [line for line in path.read_text(errors="replace").splitlines()
-                      if '"registry.reaper.acted"' in line]
-    events = []
-    for line in lines:
-        with contextlib.suppress(ValueError, KeyError):
-            entry = json.loads(line)
-            at = datetime.fromisoformat(entry["timestamp"]).timestamp() - wall_to_mono
-            events.append((at, entry["action"], entry["target"]))
-    for at, action, target in sorted(events):
-        if action == "mark_unhealthy":
-            marks.setdefault(target, []).append(at)
-        elif action == "remove_agent":
-            marked = [m for m in marks.get(target, ()) if m <= at]
-            out.setdefault(target, []).append((marked[-1] if marked else at, at))
-    return out
-
-
 def reaper_ops(monitor: RegistryMonitor, workers: list[RegistryWorker],
                first_id: int, logged: dict[str, list[tuple[float, float]]]) -> list[Operation]:
     """Each removal of a worker's agent that a reaper may have made (a mark was seen before
@@ -379,7 +350,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         await monitor.close()
         ops = history.operations()
         ops += reaper_ops(monitor, workers, len(ops) + 1_000_000,
-                          logged_reaps(h, wall_to_mono))
+                          reaps_from_logs([n.proc.log_path for n in h.nodes
+                                           if n.proc.log_path is not None], wall_to_mono))
         hosted = [a for n in h.nodes if n.alive for a in n.agent_ids()]
         down = [Outage(target, tuple(h.node(target).agent_ids()), start, end, kind)
                 for kind in ("kill_node", "pause_node")
