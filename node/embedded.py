@@ -277,7 +277,8 @@ class NatsCluster:
             server.stop()
 
 
-def _start_all(servers: list[NatsServer]) -> None:
+def start_all(servers: list[NatsServer]) -> None:
+    """Start every server, then wait until each is healthy; stop them all on a failure."""
     try:
         for server in servers:
             server.start(wait_jetstream=False)
@@ -307,7 +308,7 @@ def start_cluster(base_dir: Path, size: int = 3, name: str = "ba", *,
                               cluster_port=spec.cluster_port, server_name=spec.name,
                               config=config, tls=True, auth=auth)
                    for spec, config in zip(specs, auth.server_configs, strict=True)]
-        _start_all(secured)
+        start_all(secured)
         return NatsCluster(secured, auth)
     servers = [
         NatsServer(store_dir=base_dir / f"n{i}", cluster_name=name, server_name=f"{name}-{i}")
@@ -320,5 +321,5 @@ def start_cluster(base_dir: Path, size: int = 3, name: str = "ba", *,
     routes = [f"nats://127.0.0.1:{s.cluster_port}" for s in servers]
     for server in servers:
         server.routes = [r for r in routes if not r.endswith(f":{server.cluster_port}")]
-    _start_all(servers)
+    start_all(servers)
     return NatsCluster(servers)

@@ -16,7 +16,7 @@ from typing import Any
 from broker_agents.subjects import Subjects
 from node.auth.local import ensure_cluster, ensure_identities
 from node.auth.server_config import ServerSpec, write_configs
-from node.embedded import LOOPBACK, NatsCluster, NatsServer, free_port
+from node.embedded import LOOPBACK, NatsCluster, NatsServer, free_port, start_all
 
 BUCKET = Subjects().bucket("raw")  # the one bucket a node may write for baselines
 
@@ -36,15 +36,7 @@ def start_fsync_cluster(base_dir: Path, size: int = 3, name: str = "bench") -> N
                           cluster_port=spec.cluster_port, server_name=spec.name,
                           config=config, tls=True, auth=auth)
                for spec, config in zip(specs, configs, strict=True)]
-    try:
-        for server in servers:
-            server.start(wait_jetstream=False)
-        for server in servers:
-            server.wait_healthy(30.0)
-    except Exception:
-        for server in servers:
-            server.stop()
-        raise
+    start_all(servers)
     for config in configs:  # a bench must not measure another setting by mistake
         if 'sync_interval: "always"' not in config.read_text():
             raise RuntimeError(f"{config}: sync_interval is not always")
