@@ -146,6 +146,14 @@ class AccountWatch:
         self._task: asyncio.Task[None] | None = None
         self._watcher: Any = None
 
+    @classmethod
+    async def observing(cls, h: Harness) -> AccountWatch:
+        """A watch on the accounts bucket through an observer connection of its own."""
+        watch = cls()
+        monitor = await h.client("monitor", Role.OBSERVER)
+        await watch.start(await monitor.jetstream(timeout=5).key_value("ba_accounts"))
+        return watch
+
     async def start(self, kv: Any) -> None:
         self._watcher = await kv.watchall()
         self._task = asyncio.create_task(self._run(), name="account-watch")
@@ -258,9 +266,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         accounts_kv = await js.key_value("ba_accounts")
         auctions_kv = await js.key_value("ba_auctions")
         book = Ledger(accounts_kv)
-        watch = AccountWatch()
-        monitor = await h.client("monitor", Role.OBSERVER)  # watches the accounts
-        await watch.start(await monitor.jetstream(timeout=5).key_value("ba_accounts"))
+        watch = await AccountWatch.observing(h)
         for who in bidders():
             await book.deposit(who, FUNDS, "chaos-funding")
         minted = cents(FUNDS) * len(bidders())

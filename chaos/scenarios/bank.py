@@ -28,7 +28,6 @@ import asyncio
 import dataclasses
 import json
 import random
-import statistics
 import time
 from typing import Any
 
@@ -74,6 +73,7 @@ from chaos.scenarios.support import (
     fault_budget,
     harness,
     host_faults,
+    p50_max,
     seeded,
     until_ok,
     window,
@@ -304,12 +304,6 @@ async def first_transfer(sellers: Sellers, healed: float, deadline: float) -> fl
     return None
 
 
-def p50_max(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return round(statistics.median(values), 3), round(max(values), 3)
-
-
 @scenario("bank", "transfers between six accounts through auctions (sellers rotate) and "
           "treasury withdraw/deposit under kill -9 and SIGSTOP of an auctioneer's node and "
           "host partitions; money conserved after every heal and at the end, no balance "
@@ -323,9 +317,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         accounts_kv = await js.key_value("ba_accounts")
         auctions_kv = await js.key_value("ba_auctions")
         book = Ledger(accounts_kv)
-        watch = AccountWatch()
-        monitor = await h.client("monitor", Role.OBSERVER)
-        await watch.start(await monitor.jetstream(timeout=5).key_value("ba_accounts"))
+        watch = await AccountWatch.observing(h)
         history = History()
         treasurer = Treasurer(await h.client("treasurer", Role.ADMIN), history,
                               seeded(ctx, "treasurer"))

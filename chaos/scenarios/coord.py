@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import statistics
 import time
 from dataclasses import asdict
 from functools import partial
@@ -54,6 +53,7 @@ from chaos.scenarios.support import (
     fault_budget,
     harness,
     host_faults,
+    p50_max,
     seeded,
     window,
 )
@@ -292,12 +292,12 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         silences = [s for f in silencing for s in f.silences]
         report.checks = [check_votes(ops, PREFS, silences), check_pbft(tap.decisions, ops)]
         heals = [e.at for e in schedule.events if e.action == "heal" and e.at < healed]
-        during = heal_recoveries(heals, ops)
+        heal_p50, heal_max = p50_max(heal_recoveries(heals, ops))
         report.recovery = {
             "vote_ok_s": None if vote_at is None else round(vote_at - healed, 3),
             "pbft_ok_s": None if pbft_at is None else round(pbft_at - healed, 3),
-            "vote_heal_p50_s": round(statistics.median(during), 3) if during else None,
-            "vote_heal_max_s": max(during) if during else None,
+            "vote_heal_p50_s": heal_p50,
+            "vote_heal_max_s": heal_max,
             "node_start_failures": float(sum(len(n.restart_errors) for n in h.nodes)),
         }
         path = ctx.workdir / "history.jsonl"

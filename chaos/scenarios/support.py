@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import random
 import shutil
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -238,6 +239,13 @@ async def until_ok(call: Callable[[], Any], deadline: float, each: float = 1.0) 
                 raise
             await asyncio.sleep(delay)  # sleep-ok: retry backoff while the cluster recovers
             delay = min(delay * 2, 0.5)
+
+
+def p50_max(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """The median and the worst of recovery times, in seconds (None, None: none)."""
+    if not values:
+        return None, None
+    return round(statistics.median(values), 3), round(max(values), 3)
 
 
 def seeded(ctx: ScenarioContext, label: str) -> random.Random:
