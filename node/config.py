@@ -46,6 +46,8 @@ class NodeSection(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: float = Field(10.0, gt=0, description="graceful shutdown deadline (s)")
     max_payload: int = Field(1024 * 1024, gt=0, description="largest agent message (bytes)")
+    status_interval_s: float = Field(2.0, gt=0, description="seconds between the node's "
+                                     "status events (<p>.events.node.<id>.status)")
 
     @field_validator("id", "subject_prefix")
     @classmethod
@@ -167,6 +169,20 @@ class HttpSection(Strict):
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
 
 
+class DashboardSection(Strict):
+    """``[dashboard]``: ``enabled`` serves the dashboard inside the node (pages at ``/ui``,
+    API at ``/api/`` on the ``[http]`` server); ``host``/``port`` are where
+    ``broker-agents dashboard --config`` listens by default."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    prometheus_url: str | None = Field(None, description="alerts from Prometheus' "
+                                       "/api/v1/alerts, beside the dashboard's own")
+    context: Path | None = Field(None, description="the observer context the dashboard "
+                                 "connects with (default: found like a CLI command's)")
+
+
 class SupervisorSection(Strict):
     strategy: Strategy = Strategy.ONE_FOR_ONE
     max_restarts: int = Field(
@@ -252,6 +268,7 @@ class NodeConfig(BaseSettings):
     node: NodeSection = Field(default_factory=NodeSection)
     nats: NatsSection = Field(default_factory=NatsSection)
     http: HttpSection = Field(default_factory=HttpSection)
+    dashboard: DashboardSection = Field(default_factory=DashboardSection)
     supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
     agent_limits: AgentLimitsSection = Field(default_factory=AgentLimitsSection)
     agents: list[AgentSection] = Field(default_factory=list)

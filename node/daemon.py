@@ -35,6 +35,7 @@ from node.hosting import AgentChild, build_specs
 from node.http import HttpServer
 from node.nats_access import EmbeddedSupervisor, open_access
 from node.services import NodeService, build_services
+from node.status import StatusPublisher
 from node.supervisor import Child, Supervisor, SupervisorGaveUp, SupervisorHooks
 
 
@@ -95,6 +96,8 @@ class Node:
         self._stopping = False
         self.stopping = asyncio.Event()
         self.healthy = True
+        self.status: StatusPublisher | None = None
+        self.dashboard: Any = None  # node.dashboard.innode.NodeDashboard when enabled
 
     @property
     def nats_url(self) -> str:
@@ -126,10 +129,21 @@ class Node:
             ping_interval=cfg.nats.ping_interval,
             max_outstanding_pings=cfg.nats.max_outstanding_pings)
         # HTTP first: /healthz and /readyz answer (not ready) while NATS is still away.
-        self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, self.liveness)
+        mounts = []
+        if cfg.dashboard.enabled:
+            from node.dashboard.innode import NodeDashboard
+
+            self.dashboard = NodeDashboard(self)
+            mounts.append(self.dashboard.mount)
+        self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, self.liveness,
+                               mounts)
         port = await self.http.start()
         self.log.info("http listening", host=cfg.http.host, port=port)
         self.nc = await connect(self._connect_options)
+        self.status = StatusPublisher(self, cfg.node.status_interval_s)
+        self.status.start()
+        if self.dashboard is not None:
+            self.dashboard.start()
         for service in self.services:
             await self._start_service(service)
             self.service_map[service.name] = service
@@ -290,6 +304,9 @@ class Node:
             elif not stopping.cancelled() and stopping.exception() is not None:
                 self.log.warning("service failed to stop", service=service.name,
                                  error=repr(stopping.exception()))
+        for part in (self.status, self.dashboard):
+            if part is not None:
+                await _within(asyncio.ensure_future(part.stop()), 0.5)
         await self._close_nats(end - loop.time())
         if overran:
             self.log.warning("graceful shutdown deadline passed; finishing on a closed "

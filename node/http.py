@@ -4,12 +4,13 @@
 the process is not worth keeping; ``/readyz`` answers 503 with its readiness record while
 it cannot serve. ``node.health`` decides both; a part of the node that can stop serving on
 its own (a fail-stopped consensus member) says why in ``problems`` by being a
-``ReadinessSource``.
+``ReadinessSource``. ``mounts`` add routes before it starts (the dashboard's ``/ui`` and
+``/api/`` with ``[dashboard] enabled``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
@@ -24,8 +25,10 @@ class ReadinessSource(Protocol):
 
 class HttpServer:
     def __init__(self, host: str, port: int, readiness: Callable[[], dict[str, Any]],
-                 liveness: Callable[[], dict[str, Any]]) -> None:
+                 liveness: Callable[[], dict[str, Any]],
+                 mounts: Sequence[Callable[[web.Application], None]] = ()) -> None:
         self.host = host
+        self._mounts = list(mounts)
         self.port = port
         self._readiness = readiness
         self._liveness = liveness
@@ -36,6 +39,8 @@ class HttpServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        for mount in self._mounts:
+            mount(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from node.cli import auction, auth, bench, coord, demo, registry, up, variables
+from node.cli import auction, auth, bench, coord, dashboard, demo, registry, up, variables
 from node.cli import node as node_commands
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -32,6 +32,7 @@ app.add_typer(variables.app, name="var")
 app.add_typer(auth.app, name="auth")
 app.command("schema")(coord.schema_command)
 app.command("request")(coord.request_command)
+app.command("dashboard")(dashboard.dashboard)
 
 
 def version() -> str:

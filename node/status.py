@@ -1,0 +1,152 @@
+"""The node's live status on NATS: one compact document every ``status_interval_s``.
+
+    <p>.events.node.<node_id>.status
+
+What a dashboard needs and the buckets do not hold: health, readiness and its problems,
+version, uptime, per hosted agent its message counters, errors, restarts and handler
+latency histogram, and each consensus member's role, term, commit and applied indexes.
+It is built from the node's own state and its Prometheus registry (read, never written),
+so it reports what ``/metrics`` would. It is an event: the observer role may read it, and a
+node that stops publishing is ``down`` to a reader after ``3 x interval`` (``DOWN_AFTER``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY
+from prometheus_client.registry import Collector
+
+from broker_agents import codec
+from broker_agents.logging import get_logger
+from node import health
+
+if TYPE_CHECKING:
+    from node.daemon import Node
+
+DOWN_AFTER = 3  # intervals of silence after which a reader calls a node down
+
+_AGENT_FAMILIES = {
+    "ba_agent_messages_in": "in", "ba_agent_messages_out": "out",
+    "ba_agent_handler_errors": "errors", "ba_agent_restarts": "restarts",
+}
+_LATENCY = "ba_agent_handler_seconds"
+
+log = get_logger()
+
+
+def version() -> str | None:
+    try:
+        return importlib.metadata.version("broker-agents")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def agent_metrics(agents: Iterable[str], registry: Collector = REGISTRY) -> dict[str, Any]:
+    """Per agent: cumulative ``in``, ``out``, ``errors``, ``restarts`` and the handler
+    latency histogram (``le`` bounds, cumulative ``counts``), summed over other labels."""
+    wanted = set(agents)
+    out: dict[str, dict[str, Any]] = {a: {"in": 0.0, "out": 0.0, "errors": 0.0,
+                                           "restarts": 0.0, "le": [], "counts": []}
+                                       for a in wanted}
+    hist: dict[str, dict[float, float]] = {a: {} for a in wanted}
+    for family in registry.collect():
+        field = _AGENT_FAMILIES.get(family.name)
+        if field is None and family.name != _LATENCY:
+            continue
+        for sample in family.samples:
+            agent = sample.labels.get("agent")
+            if agent not in wanted:
+                continue
+            if field is not None and sample.name.endswith("_total"):
+                out[agent][field] += sample.value
+            elif field is None and sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                hist[agent][le] = hist[agent].get(le, 0.0) + sample.value
+    for agent, buckets in hist.items():
+        bounds = sorted(buckets)
+        out[agent]["le"] = [b if b != float("inf") else None for b in bounds]
+        out[agent]["counts"] = [buckets[b] for b in bounds]
+    return out
+
+
+def groups_status(node: Node) -> dict[str, Any]:
+    """Each consensus member this node hosts: role, term, commit, applied, leader."""
+    service = node.service_map.get("consensus")
+    members = getattr(service, "members", {}) if service is not None else {}
+    out: dict[str, Any] = {}
+    for name, member in members.items():
+        try:
+            leader = member.leader
+            role = ("leader" if member.is_leader else "follower" if leader is not None
+                    else "candidate")
+            out[name] = {"role": role, "term": member.term, "commit_index": member.commit_index,
+                         "applied_index": member.applied_index, "leader": leader,
+                         "failed": member.failed}
+        except Exception as exc:  # a fail-stopped member: say so, keep publishing
+            out[name] = {"role": "unknown", "term": None, "commit_index": None,
+                         "applied_index": None, "leader": None, "failed": repr(exc)}
+    return out
+
+
+def build_status(node: Node, interval: float, started_at: float) -> dict[str, Any]:
+    live = health.liveness(node)
+    ready = health.readiness(node)
+    agents = sorted(node.agents)
+    now = time.time()
+    return {
+        "node_id": node.id, "at": now, "interval_s": interval, "version": version(),
+        "started_at": started_at, "uptime_s": round(now - started_at, 3),
+        "healthy": bool(live.get("healthy")), "ready": bool(ready.get("ready")),
+        "problems": {**live.get("problems", {}), **ready.get("problems", {})},
+        "stopping": node.stopping.is_set(), "nats_url": node.nats_url,
+        "nats_connected": bool(node.nc is not None and node.nc.is_connected),
+        "nats_version": _server_version(node),
+        "agents": agent_metrics(agents), "groups": groups_status(node),
+    }
+
+
+def _server_version(node: Node) -> str | None:
+    info = getattr(node.nc, "_server_info", None) if node.nc is not None else None
+    return info.get("version") if isinstance(info, dict) else None
+
+
+class StatusPublisher:
+    """Publishes ``build_status`` every ``interval`` seconds until stopped."""
+
+    def __init__(self, node: Node, interval: float) -> None:
+        self.node = node
+        self.interval = interval
+        self.started_at = time.time()
+        self.subject = node.subjects.events("node", node.id, "status")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"node-{self.node.id}-status")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def publish_once(self) -> None:
+        nc = self.node.nc
+        if nc is None or not nc.is_connected:
+            return
+        doc = build_status(self.node, self.interval, self.started_at)
+        await nc.publish(self.subject, codec.encode(doc))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.publish_once()
+            except Exception as exc:  # never let status reporting take the node down
+                log.warning("status.publish_failed", error=repr(exc))
+            await asyncio.sleep(self.interval)  # the publishing period, not a sync
