@@ -52,6 +52,7 @@ from broker_agents.coord.models import (
 )
 from broker_agents.coord.pbft_client import PbftDriver
 from broker_agents.coord.schema import PROTOCOLS, REQUEST_MODELS
+from broker_agents.coord.summary import run_summary
 from broker_agents.core.coord.bounds import Bounds
 from broker_agents.core.coord.models import (
     EnsembleResult,
@@ -250,6 +251,8 @@ class CoordinatorAgent(Agent):
         began = False
         outcome = "ok"
         body: Any
+        req: BaseModel | None = None
+        result: BaseModel | None = None
         try:
             req = self._intake(protocol, msg)
             self.admission.check_bounds(protocol, req)
@@ -281,7 +284,7 @@ class CoordinatorAgent(Agent):
         COORD_TOTAL.labels(protocol, outcome).inc()
         if began:
             await self._event(protocol, "finished", coord_id=coord_id, outcome=outcome,
-                              duration_ms=round(elapsed * 1000, 3))
+                              duration_ms=round(elapsed * 1000, 3), **run_summary(req, result))
 
     async def _event(self, protocol: str, what: str, **fields: Any) -> None:
         payload = {"protocol": protocol, "node_id": self.ctx.node_id,
