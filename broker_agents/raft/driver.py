@@ -402,7 +402,7 @@ class RaftMember:
         """Queue the write; unless the Ready is early, wait until it (and every earlier
         write) is durable before anything is sent."""
         if ready.persist:
-            durable = self._writer.submit(ready.persist, ready.mark)
+            durable = self._writer.submit(ready.persist, ready.mark, now=not ready.early)
             if not ready.early:
                 await durable
         elif not ready.early:
