@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from broker_agents import codec, identity
 from broker_agents.agent import Agent, AgentSettings
 from broker_agents.auction.ledger import Ledger
+from broker_agents.auction.moneywatch import MoneyWatch
 from broker_agents.core.budget import Account
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import Unauthorized
@@ -132,6 +133,8 @@ class TreasuryAgent(Agent):
         ctx = self.ctx
         self.settings = TreasurySettings.model_validate(self.config)
         self.ledger = Ledger(await open_bucket(ctx.js, ctx.subjects.bucket("accounts")))
+        self.money = MoneyWatch(self.ledger.kv, ctx.subjects.bucket("accounts"))
+        await self.money.start()
         self._answers: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         queue = f"{ctx.subjects.prefix}-treasury"
         self._subs = [await ctx.nc.subscribe(subject(ctx.subjects, op), queue=queue,
@@ -142,6 +145,7 @@ class TreasuryAgent(Agent):
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        await self.money.stop()
 
     async def _on_request(self, msg: Msg) -> None:
         self.ctx.spawn(self._serve(msg), name="treasury-request")
