@@ -8,15 +8,23 @@
   has ``unready()``) reporting a problem, the registry's watch live, no coordinator
   saturated, not stopping.
 
-Both answer JSON naming what is wrong in ``problems`` (part -> why).
+Both answer JSON naming what is wrong in ``problems`` (part -> why). ``ba_node_healthy``
+follows liveness, ``ba_node_ready`` readiness (set each time it is computed, and the node's
+status publisher computes it every ``status_interval_s``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Gauge
+
 from broker_agents.metrics import NODE_HEALTHY
 from node.http import ReadinessSource
+
+NODE_READY = Gauge("ba_node_ready",
+                   "1 while the node can serve (what /readyz answers); refreshed whenever "
+                   "readiness is computed: /readyz, and the status publisher's every tick")
 
 if TYPE_CHECKING:
     from node.daemon import Node
@@ -97,6 +105,7 @@ def readiness(node: Node) -> dict[str, Any]:
         found.setdefault("nats", "not connected")
     ready = (connected and node._agents_ready.is_set() and running == expected
              and not node._stopping and node.healthy and not found)
+    NODE_READY.set(1 if ready else 0)
     return {"ready": ready, "nats_connected": connected, "agents_running": running,
             "agents_expected": expected, "stopping": node._stopping,
             "problems": found, "agents_failed": failed}

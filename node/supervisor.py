@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from broker_agents.core.errors import CodedError, ErrorCode
 from broker_agents.core.supervision import (
@@ -36,6 +36,13 @@ from broker_agents.logging import get_logger
 
 GAVE_UP = Counter("ba_agent_gave_up_total",
                   "Agents (children) given up after using up their restart budget", ["agent"])
+# The restart budget beside ba_agent_restarts_total, so an alert can see a child near its
+# limit before it is given up (restarts in the window / limit).
+RESTART_LIMIT = Gauge("ba_agent_restart_limit",
+                      "Restarts a child may make within its period before it is given up",
+                      ["agent"])
+RESTARTS_IN_PERIOD = Gauge("ba_agent_restarts_in_period",
+                           "Restarts a child made within its budget's period (now)", ["agent"])
 
 
 class Child(Protocol):
@@ -109,6 +116,9 @@ class Supervisor:
         """Children given up, with why, and refused ones (the node's readiness lists them)."""
         self.specs = [s for s in self.specs if not s.refused]
         self._budgets = {spec.id: self._budget_of(spec) for spec in self.specs}
+        for cid, budget in self._budgets.items():
+            RESTART_LIMIT.labels(cid).set(budget.max_restarts)
+            RESTARTS_IN_PERIOD.labels(cid).set_function(self._in_period(budget))
         self._running: dict[str, _Running] = {}
         self._stop = asyncio.Event()
         self._restarts: dict[str, int] = {}
@@ -228,6 +238,14 @@ class Supervisor:
         self.failed[cid] = why
         GAVE_UP.labels(cid).inc()
         await self.hooks.gave_up(cid, error)
+
+    def _in_period(self, budget: RestartIntensity) -> Callable[[], float]:
+        """Restarts within the budget's window at scrape time (``recent`` only shrinks
+        at the next restart, so it would show an old burst forever)."""
+        def count() -> float:
+            now = self.clock()
+            return float(sum(1 for t in budget._times if now - t <= budget.period))
+        return count
 
     def _forget(self, cid: str) -> None:
         self.specs = [s for s in self.specs if s.id != cid]
