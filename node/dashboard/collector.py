@@ -82,6 +82,11 @@ class Collector:
         self.mirrors: dict[str, _Mirror] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Any = None
+        self._opened = asyncio.Event()
+
+    async def opened(self, timeout: float) -> None:
+        """Wait until every bucket's mirror has listed its bucket."""
+        await asyncio.wait_for(self._opened.wait(), timeout)
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(self.subjects.events(">"), cb=self._on_event)
@@ -132,9 +137,12 @@ class Collector:
                 mirror = _Mirror(kv, f"dashboard-{concern}", self._sink(concern))
                 await mirror.start()
                 self.mirrors[concern] = mirror
+                if len(self.mirrors) == len(BUCKETS):
+                    self._opened.set()
                 return
             except (nats.js.errors.BucketNotFoundError, nats.errors.Error, TimeoutError) as exc:
-                log.debug("dashboard.bucket_unavailable", bucket=name, error=repr(exc))
+                log.info("dashboard.bucket_unavailable", bucket=name, error=repr(exc),
+                         retry_in_s=OPEN_RETRY_S)
             await asyncio.sleep(OPEN_RETRY_S)  # retry period for a bucket not there yet
 
     def _sink(self, concern: str) -> Callable[[str, bytes | None], None]:

@@ -8,6 +8,7 @@ report are ``None``, never invented.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,10 +51,12 @@ class ClusterModel:
     alert_since: dict[str, float] = field(default_factory=dict)
     nats: dict[str, dict[str, Any]] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)  # kind -> change counter
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set by every touch
 
     def touch(self, *kinds: str) -> None:
         for kind in kinds:
             self.versions[kind] = self.versions.get(kind, 0) + 1
+        self.changed.set()
 
     # -- nodes ----------------------------------------------------------------------
 

@@ -60,7 +60,8 @@ class DashboardSettings(BaseModel):
 
 
 async def connect_observer(settings: DashboardSettings,
-                           reconnected: Callable[[], None] | None = None) -> NATS:
+                           reconnected: Callable[[], None] | None = None,
+                           errors: Callable[[Exception], None] | None = None) -> NATS:
     """The dashboard's own long-lived observer connection (reconnects for ever);
     ``reconnected`` is called after each reconnect (mirrors re-list)."""
     from node.cli.common import Target
@@ -71,6 +72,8 @@ async def connect_observer(settings: DashboardSettings,
 
     async def on_error(exc: Exception) -> None:
         log.warning("dashboard.nats_error", error=repr(exc))
+        if errors is not None:
+            errors(exc)
 
     async def on_reconnect() -> None:
         if reconnected is not None:
