@@ -98,7 +98,7 @@ class RaftMember:
         heartbeat_ticks: int = 2,
         snapshot_threshold: int = 10_000,
         max_append_entries: int = 512,
-        max_inflight: int = 32,
+        max_inflight: int = 4,  # under load: fewer, larger appends, less CPU per commit
         request_ttl: float = 30.0,
         max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
         max_term_jump: int = DEFAULT_MAX_TERM_JUMP,
