@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from broker_agents import kvskip
+from broker_agents import codec, kvskip
 from broker_agents.core import budget
 from broker_agents.core.budget import Account, Hold
 from broker_agents.core.errors import BrokerError, ErrorCode, RemoteProtocolError
-from broker_agents.kv import CasBook, all_keys
+from broker_agents.kv import CasBook, all_keys, is_cas_conflict
 
 
 class CorruptAccount(RemoteProtocolError):
@@ -127,10 +127,30 @@ class Ledger(CasBook):
         await self.apply(owner, op)
         return removed
 
-    async def debit(self, owner: str, auction_id: str, amount: float) -> Account:
-        """Pay out of the auction's hold (refused, details ``refusal``, without one)."""
-        return await self.apply(  # type: ignore[no-any-return]
-            owner, lambda a: budget.debit(_need(a, owner), auction_id, amount))
+    async def debit(self, owner: str, auction_id: str, amount: float, *,
+                    known: tuple[Account | None, int] | None = None) -> Account:
+        """Pay out of the auction's hold (refused, details ``refusal``, without one).
+
+        ``known``: the account and its revision as just read from the bucket (settlement
+        read it to verify the payment): the debit is computed from it and written with a
+        CAS on that revision, with no read before the write. If the account moved since,
+        the CAS fails and the debit starts over from a fresh read, so it is still computed
+        from the exact record it replaces (a hold released meanwhile refuses it).
+        """
+        def op(a: Account | None) -> Account:
+            return budget.debit(_need(a, owner), auction_id, amount)
+        if known is not None and known[1] > 0:
+            account, rev = known
+            new = op(account)
+            if new is account:
+                return new
+            try:
+                await self.kv.update(owner, codec.encode(new), last=rev)
+                return new
+            except Exception as exc:
+                if not is_cas_conflict(exc):
+                    raise
+        return await self.apply(owner, op)  # type: ignore[no-any-return]
 
     async def credit(self, owner: str, auction_id: str, payer: str, amount: float) -> Account:
         def op(acc: Account | None) -> Account:

@@ -19,6 +19,7 @@ is counted in ``ba_auction_unverifiable_total{reason}`` and logged with the auct
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ from broker_agents.core.auction.settlement import (
     SendAward,
     SettlementEffect,
 )
+from broker_agents.core.budget import Account
 from broker_agents.core.errors import BrokerError, ErrorCode, LocalProtocolError
 from broker_agents.core.identity import SignedAct, Unauthorized
 from broker_agents.logging import get_logger
@@ -89,29 +91,50 @@ async def perform(d: AuctionDriver, effects: Sequence[SettlementEffect],
                   evidence: dict[str, SignedAct] | None = None) -> Event | None:
     """Carry the effects out in order; the event the closing work led to, if any.
     ``evidence``: the winners' signed acknowledgements gathered so far (stored with the
-    record's next stage)."""
+    record's next stage).
+
+    When the work is paying, the payers' accounts are read while the stage record (the
+    ``acked`` write) is in flight: reads only, so nothing is paid before that write
+    stands, and every debit is a CAS on the revision read (see ``_pay``).
+    """
     evidence = {} if evidence is None else evidence
     holds: list[ReserveHold] = []
     awards: list[SendAward] = []
-    pays: list[Pay] = []
-    for eff in effects:
-        if isinstance(eff, ReleaseHold):
-            await _release(d, eff.payer)
-        elif isinstance(eff, RecordStage):
-            await _record(d, eff, evidence)
-        elif isinstance(eff, ReserveHold):
-            holds.append(eff)
-        elif isinstance(eff, SendAward):
-            awards.append(eff)
-        else:
-            pays.append(eff)
-    if holds:
-        return await _reserve(d, holds)
-    if awards:
-        return await _award(d, awards, evidence)
-    if pays:
-        return await _pay(d, pays)
-    return None
+    pays = [eff for eff in effects if isinstance(eff, Pay)]
+    reading = asyncio.ensure_future(_read_payers(d, pays)) if pays else None
+    try:
+        for eff in effects:
+            if isinstance(eff, ReleaseHold):
+                await _release(d, eff.payer)
+            elif isinstance(eff, RecordStage):
+                await _record(d, eff, evidence)
+            elif isinstance(eff, ReserveHold):
+                holds.append(eff)
+            elif isinstance(eff, SendAward):
+                awards.append(eff)
+        if holds:
+            return await _reserve(d, holds)
+        if awards:
+            return await _award(d, awards, evidence)
+        if reading is not None:
+            return await _pay(d, pays, await reading)
+        return None
+    finally:
+        if reading is not None and not reading.done():  # the record write failed
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reading
+
+
+Read = tuple[Account | None, int] | BaseException
+"""A payer's account and revision as read from the bucket, or why the read failed."""
+
+
+async def _read_payers(d: AuctionDriver, pays: list[Pay]) -> dict[str, Read]:
+    """Every payer's account, fresh from the bucket, read concurrently (different keys)."""
+    reads = await asyncio.gather(*(d.host.ledger.read(p.payer) for p in pays),
+                                 return_exceptions=True)
+    return {p.payer: r for p, r in zip(pays, reads, strict=True)}
 
 
 async def _release(d: AuctionDriver, payer: str) -> None:
@@ -204,17 +227,20 @@ async def _award(d: AuctionDriver, awards: list[SendAward],
     return Event(Happened.ACKNOWLEDGED)
 
 
-async def _pay(d: AuctionDriver, pays: list[Pay]) -> Event:
+async def _pay(d: AuctionDriver, pays: list[Pay], read: dict[str, Read]) -> Event:
     """Debit each payer and credit the seller, exactly once each (keyed by auction id);
     every payer verified first (see the module docstring), so a record that fails pays
-    nobody."""
+    nobody. ``read``: the payers' accounts as read after their holds were taken; each
+    debit is a CAS on that revision (a fresh read and retry if the account moved)."""
     for pay in pays:
-        refusal = await payment_refusal(d, pay)
+        refusal = await payment_refusal(d, pay, read.get(pay.payer))
         if refusal is not None:
             return _unverifiable(d, pay, refusal)
     for pay in pays:
+        got = read.get(pay.payer)
+        known = got if isinstance(got, tuple) else None
         try:
-            await d.host.ledger.debit(pay.payer, d.aid, pay.amount)
+            await d.host.ledger.debit(pay.payer, d.aid, pay.amount, known=known)
         except BrokerError as exc:
             if "refusal" not in exc.details:
                 raise
@@ -224,11 +250,16 @@ async def _pay(d: AuctionDriver, pays: list[Pay]) -> Event:
     return Event(Happened.SETTLED)
 
 
-async def payment_refusal(d: AuctionDriver, pay: Pay) -> str | None:
+async def payment_refusal(d: AuctionDriver, pay: Pay, read: Read | None = None) -> str | None:
     """Why ``pay`` must not be made (a bounded label), or None: the payer's account read
-    fresh and its stored acknowledgement verified, then ``payment.payment_refusal``."""
+    fresh (``read``, when the caller read it already) and its stored acknowledgement
+    verified, then ``payment.payment_refusal``."""
     try:
-        account = await d.host.ledger.account(pay.payer)
+        if read is None:
+            read = await d.host.ledger.read(pay.payer)
+        if isinstance(read, BaseException):
+            raise read
+        account = read[0]
     except BrokerError as exc:
         if exc.code is ErrorCode.MALFORMED:
             return CORRUPT_ACCOUNT
