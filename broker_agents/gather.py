@@ -11,6 +11,14 @@ timer per batch (not a request, future and timer per participant): replies land 
 waits for the whole batch; ``Gatherer.call`` hands out the answers as they arrive (the
 auction's call for bids persists early answers while late ones are on the way).
 
+One publish for many (``broker_agents.fanout``): on a node's connection the envelope goes
+ONCE to ``<p>.fanout`` for the participants this gatherer has seen answer before, and every
+node hands it to the ones it hosts through their inbox path. A participant never heard from
+still gets its own inbox publish, so one nobody hosts is ``unavailable`` at once (the
+server's no-responders); a known one that went away times out at the deadline, and is
+asked through its inbox again next time. A connection that may not publish on the fan-out
+subject (a client's) always uses the per-inbox path.
+
 Who answered: only nodes may publish into a node's inbox (``node/auth/roles.py``; a
 client may answer only a message delivered to it, and none is), and a node speaks for the
 agents it hosts, so an answer landing here is its agent's word by permissions alone. An
@@ -35,7 +43,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from broker_agents import codec, identity
+from broker_agents import codec, fanout, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import HEADER_JWT, SignedAct, Unauthorized
 from broker_agents.messages import envelope
@@ -44,6 +52,7 @@ from broker_agents.transport import request as nats_request
 
 Outcome = dict[str, Any] | BrokerError
 NO_RESPONDERS = "503"
+REACHED = 100_000  # participants remembered as reachable by fan-out (oldest forgotten)
 
 
 async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float, *,
@@ -152,6 +161,8 @@ class Gatherer:
         self.batches: dict[str, Call] = {}
         self.seq = itertools.count(1)
         self._sub: Any = None
+        # Participants that answered before (insertion order ~ age): asked by fan-out.
+        self.reached: dict[str, None] = {}
 
     async def start(self) -> None:
         self.prefix = self.nc.new_inbox()
@@ -173,7 +184,16 @@ class Gatherer:
                 return
             if signed and int(index) not in call.results:
                 call.evidence[target] = SignedAct.of(msg.subject, msg.data, msg.headers)
+        if msg.data or not msg.headers or msg.headers.get("Status") != NO_RESPONDERS:
+            self._reach(call.ids[int(index)])
         call.arrive(int(index), _outcome_of(msg))
+
+    def _reach(self, agent_id: str) -> None:
+        reached = self.reached
+        if agent_id not in reached:
+            reached[agent_id] = None
+            if len(reached) > REACHED:
+                del reached[next(iter(reached))]
 
     def _refusal(self, target: str, msg: Msg) -> BrokerError | None:
         """Why an answer is not an act of ``target`` (None: it is)."""
@@ -195,13 +215,28 @@ class Gatherer:
         batch_id = f"{next(self.seq):x}"
         call = Call(agent_ids, asyncio.get_running_loop().create_future(), signed)
         self.batches[batch_id] = call
+        reply = f"{self.prefix}.{batch_id}"
+        direct: Sequence[tuple[int, str]] = list(enumerate(agent_ids))
+        fanned: list[tuple[int, str]] = []
+        if len(agent_ids) > 1 and fanout.hosts(self.nc):
+            reached = self.reached
+            fanned = [t for t in direct if t[1] in reached]
+            if len(fanned) > 1:
+                direct = [t for t in direct if t[1] not in reached]
+            else:
+                fanned = []
         try:
-            for i, agent_id in enumerate(agent_ids):
-                await self.nc.publish(subjects.agent(agent_id), data,
-                                      reply=f"{self.prefix}.{batch_id}-{i}")
+            if fanned:
+                await self.nc.publish(subjects.fanout(), data, reply=reply, headers={
+                    fanout.HEADER: fanout.encode_targets(fanned)})
+            for i, agent_id in direct:
+                await self.nc.publish(subjects.agent(agent_id), data, reply=f"{reply}-{i}")
             yield call
         finally:
             self.batches.pop(batch_id, None)
+            for i, agent_id in fanned:  # silent: gone? its inbox is asked next time
+                if i not in call.results:
+                    self.reached.pop(agent_id, None)
 
     async def ask(self, subjects: Subjects, agent_ids: Sequence[str], data: bytes,
                   timeout: float, *, signed: bool = False) -> dict[str, Outcome]:

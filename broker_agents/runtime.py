@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
-from broker_agents import codec, identity
+from broker_agents import codec, fanout, identity
 from broker_agents.agent import Agent, HandlerSpec
 from broker_agents.context import AgentContext, Incoming
 from broker_agents.core.errors import BrokerError, ErrorCode
@@ -61,8 +61,12 @@ class AgentRunner:
 
     def __init__(self, agent: Agent, nc: NATS, *, node_id: str, subjects: Subjects,
                  services: dict[str, Any] | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 pending_msgs_limit: int = 65536, quota: AgentQuota | None = None) -> None:
+                 pending_msgs_limit: int = 65536, quota: AgentQuota | None = None,
+                 fanout: bool = False) -> None:
+        """``fanout``: also take asks for this agent from the node fan-out subject
+        (``broker_agents.fanout``; a node's connection only: nobody else may subscribe)."""
         check_token(agent.agent_id, "agent id")
+        self.fanout = fanout
         self.agent = agent
         self.nc = nc
         self.subjects = subjects
@@ -156,6 +160,9 @@ class AgentRunner:
             check_token(cap, "capability")
             await self._subscribe_one(self.subjects.cap(cap), "capability",
                                       self.subjects.cap_queue(cap))
+        if self.fanout:  # the same callback as the inbox's, counted as kind "fanout"
+            await fanout.host(self.nc, self.subjects).add(aid, partial(
+                self._on_message, MESSAGES_IN.labels(aid, "fanout")))
         # The server has our interest once a round trip after SUB completes.
         await self.nc.flush()
 
@@ -170,6 +177,8 @@ class AgentRunner:
         self._subs.append(sub)
 
     async def _unsubscribe(self, drain: bool) -> None:
+        if self.fanout:
+            fanout.host(self.nc, self.subjects).remove(self.agent.agent_id)
         subs, self._subs = self._subs, []
         for sub in subs:
             try:

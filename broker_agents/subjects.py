@@ -2,6 +2,8 @@
 
     <p>.agent.<agent_id>              an agent's inbox
     <p>.cap.<capability>              any one agent with the capability (queue group)
+    <p>.fanout                        one ask to many agents: every node delivers it to the
+                                      participants it hosts (nodes only; broker_agents.fanout)
     <p>.coord.<protocol>              external coordination requests (request/reply)
     <p>.raft.<group>.<member>         consensus traffic to one member
     <p>.auction.<id>.<step>           auction choreography
@@ -35,6 +37,9 @@ class Subjects:
 
     def agent(self, agent_id: str) -> str:
         return f"{self.prefix}.agent.{agent_id}"
+
+    def fanout(self) -> str:
+        return f"{self.prefix}.fanout"
 
     def cap(self, capability: str) -> str:
         return f"{self.prefix}.cap.{capability}"

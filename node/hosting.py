@@ -71,7 +71,7 @@ class AgentChild:
         self.runner = AgentRunner(
             self.agent, self.nc, node_id=self.node_id, subjects=self.subjects,
             services=self.services, max_payload=self.max_payload,
-            pending_msgs_limit=self.pending_msgs_limit, quota=self.quota)
+            pending_msgs_limit=self.pending_msgs_limit, quota=self.quota, fanout=True)
         await self.runner.run(ready)
 
     def stop(self) -> None:

@@ -10,7 +10,8 @@ its own prefix only, so nobody reads someone else's replies. Node daemons answer
 requests, possibly long after they came in (a barrier, a Raft commit), so the node role
 may publish to ``_INBOX.>``; the other roles answer only through ``allow_responses``.
 
-- **node**: ``p.>``; ``$JS.API.>`` (streams, consumers, KV buckets); ``$KV.<bucket>.>``
+- **node**: ``p.>`` (``p.fanout``, the node fan-out, is for nodes only: ``NODE_ONLY``);
+  ``$JS.API.>`` (streams, consumers, KV buckets); ``$KV.<bucket>.>``
   of the prefix's buckets; ``$JS.ACK.>`` and ``$JS.FC.>`` (acks and flow control);
   replies to every ``_INBOX.>``; its own inbox.
 - **client**: publishes only the public request subjects (``CLIENT_REQUESTS``),
@@ -84,6 +85,12 @@ OBSERVER_EVENTS = ("events.>", "auction.*.announce", "auction.*.closed", "auctio
 # Never for clients or admins, whatever the allow lists say.
 PRIVILEGED = ("$KV.>", "$JS.>", "$SYS.>")
 
+# Subjects under the prefix only nodes publish and subscribe to: the node fan-out
+# (``broker_agents.fanout``: an ask there reaches agents through their inbox path, so a
+# client must neither inject one nor read the asks). Denied to the other roles explicitly,
+# so that no future allow-list wildcard lets it through.
+NODE_ONLY = ("fanout",)
+
 
 
 def inbox_prefix(user: str) -> str:
@@ -150,12 +157,14 @@ def permissions(role: Role, user: str, prefix: str = DEFAULT_PREFIX,
         return Permissions(
             pub_allow=(*_under(prefix, OBSERVER_REQUESTS), "$JS.API.INFO", *reads),
             sub_allow=(*_under(prefix, OBSERVER_EVENTS), inbox),
+            pub_deny=_under(prefix, NODE_ONLY), sub_deny=_under(prefix, NODE_ONLY),
             allow_responses=False)
     requests = _under(prefix, CLIENT_REQUESTS)
     if role is Role.ADMIN:
         requests += _under(prefix, ADMIN_OPERATIONS)
+    node_only = _under(prefix, NODE_ONLY)
     return Permissions(pub_allow=requests, sub_allow=(*_under(prefix, CLIENT_EVENTS), inbox),
-                       pub_deny=PRIVILEGED, sub_deny=PRIVILEGED)
+                       pub_deny=(*PRIVILEGED, *node_only), sub_deny=(*PRIVILEGED, *node_only))
 
 
 def user_claims(role: Role, user: str, prefix: str = DEFAULT_PREFIX,

@@ -1,0 +1,102 @@
+"""Node-level group fan-out: one publish, every node delivers to the participants it hosts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from broker_agents import fanout
+from broker_agents.core.errors import BrokerError
+from broker_agents.gather import ask_all, gatherer
+from broker_agents.metrics import MESSAGES_IN
+from broker_agents.samples import Echo, EchoAgent
+from broker_agents.subjects import Subjects
+from node.auth.roles import Role
+from node.embedded import NatsServer
+from tests.integration.test_runtime import Hosted
+from tests.secured import connect_as
+
+S = Subjects()
+
+
+@pytest.fixture
+async def nodes(nats_server: NatsServer) -> AsyncIterator[tuple[Hosted, Hosted]]:
+    """Two nodes' connections, each hosting agents with fan-out delivery on."""
+    a = Hosted(await connect_as(nats_server, Role.NODE))
+    b = Hosted(await connect_as(nats_server, Role.NODE))
+    yield a, b
+    for h in (a, b):
+        await h.stop_all()
+        await h.nc.close()
+
+
+def fanned(agent_id: str) -> float:
+    return MESSAGES_IN.labels(agent_id, "fanout").value
+
+
+async def test_known_participants_are_asked_with_one_fanout_publish(
+        nodes: tuple[Hosted, Hosted]) -> None:
+    a, b = nodes
+    for i in range(3):
+        await a.add(EchoAgent(f"fa-{i}"), fanout=True)
+        await b.add(EchoAgent(f"fb-{i}"), fanout=True)
+    ids = [f"fa-{i}" for i in range(3)] + [f"fb-{i}" for i in range(3)]
+    out_before = a.nc.stats["out_msgs"]
+    first = await ask_all(a.nc, S, ids, Echo(text="hi"), 5)  # first contact: inboxes
+    assert all(fanned(i) == 0 for i in ids)
+    # a's connection sent 6 asks and its 3 agents' answers
+    assert a.nc.stats["out_msgs"] - out_before == 6 + 3
+    out_before = a.nc.stats["out_msgs"]
+    second = await ask_all(a.nc, S, ids, Echo(text="hi"), 5)
+    assert second == first  # the same answers a direct message gets
+    assert {k: v["agent_id"] for k, v in second.items()  # type: ignore[index]
+            } == {i: i for i in ids}
+    assert all(fanned(i) == 1 for i in ids)
+    assert a.nc.stats["out_msgs"] - out_before == 1 + 3  # one ask for six participants
+
+
+async def test_unhosted_participant_is_unavailable_at_once_and_a_gone_one_times_out(
+        nodes: tuple[Hosted, Hosted]) -> None:
+    a, b = nodes
+    await a.add(EchoAgent("g-1"), fanout=True)
+    await b.add(EchoAgent("g-2"), fanout=True)
+    ids = ["g-1", "g-2", "ghost"]
+    await ask_all(a.nc, S, ids, Echo(text="x"), 5)
+    started = time.perf_counter()
+    out = await ask_all(a.nc, S, ids, Echo(text="x"), 5)
+    assert isinstance(out["ghost"], BrokerError) and out["ghost"].code == "unavailable"
+    assert time.perf_counter() - started < 4  # nobody waited for the deadline
+    b.runners["g-2"].stop()
+    await b.tasks["g-2"]
+    out = await ask_all(a.nc, S, ids, Echo(text="x"), 0.5)  # known, gone: its deadline
+    assert isinstance(out["g-2"], BrokerError) and out["g-2"].code == "timeout"
+    assert "g-2" not in (await gatherer(a.nc)).reached
+    out = await ask_all(a.nc, S, ids, Echo(text="x"), 5)  # asked at its inbox again
+    assert isinstance(out["g-2"], BrokerError) and out["g-2"].code == "unavailable"
+    assert not isinstance(out["g-1"], BrokerError)
+
+
+async def test_a_client_connection_keeps_the_per_inbox_path(
+        nodes: tuple[Hosted, Hosted], nc: NATS) -> None:
+    a, _ = nodes
+    for i in range(2):
+        await a.add(EchoAgent(f"c-{i}"), fanout=True)
+    ids = ["c-0", "c-1"]
+    for _ in range(2):
+        out = await ask_all(nc, S, ids, Echo(text="c"), 5)
+        assert not any(isinstance(v, BrokerError) for v in out.values())
+    assert not fanout.hosts(nc)
+    assert all(fanned(i) == 0 for i in ids)
+
+
+async def test_a_stopped_agent_leaves_its_hosts_fanout_table(
+        nodes: tuple[Hosted, Hosted]) -> None:
+    a, _ = nodes
+    await a.add(EchoAgent("s-1"), fanout=True)
+    assert "s-1" in fanout.host(a.nc, S).agents
+    a.runners["s-1"].stop()
+    await a.tasks["s-1"]
+    assert "s-1" not in fanout.host(a.nc, S).agents
