@@ -38,12 +38,13 @@ CLUSTER_SAFE = (2, 10)  # sync_interval needs it
 # gnatsd_varz_<field> of every numeric top-level field of nats-server's /varz (the list
 # below is a 2.15 server's) and -healthz gnatsd_healthz_status (0 ok, 1 not ok). A
 # dashboard or rule using any other gnatsd_ name charts nothing.
-VARZ_FIELDS = (
-    "auth_timeout connections cores cpu gomaxprocs http_port https_port in_bytes "
-    "in_client_bytes in_client_msgs in_msgs leafnodes max_connections max_control_line "
-    "max_payload max_pending mem out_bytes out_client_bytes out_client_msgs out_msgs "
-    "ping_interval ping_max port proto remotes routes slow_consumers stale_connections "
-    "stalled_clients subscriptions tls_timeout total_connections write_deadline").split()
+VARZ_FIELDS = [
+    "auth_timeout", "connections", "cores", "cpu", "gomaxprocs", "http_port", "https_port",
+    "in_bytes", "in_client_bytes", "in_client_msgs", "in_msgs", "leafnodes",
+    "max_connections", "max_control_line", "max_payload", "max_pending", "mem", "out_bytes",
+    "out_client_bytes", "out_client_msgs", "out_msgs", "ping_interval", "ping_max", "port",
+    "proto", "remotes", "routes", "slow_consumers", "stale_connections", "stalled_clients",
+    "subscriptions", "tls_timeout", "total_connections", "write_deadline"]
 EXPORTER_METRICS = frozenset({*(f"gnatsd_varz_{f}" for f in VARZ_FIELDS),
                               "gnatsd_healthz_status"})
 
