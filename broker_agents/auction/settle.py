@@ -162,27 +162,37 @@ async def _record(d: AuctionDriver, eff: RecordStage, evidence: dict[str, Signed
 
 
 async def _reserve(d: AuctionDriver, holds: list[ReserveHold]) -> Event:
-    """Escrow every payer's payment, in order; the first refusal ends it.
+    """Escrow every payer's payment, all at once (different accounts, so no order between
+    them matters: ``closed`` allows any subset of the holds, and ``failed`` releases every
+    payer's); the first refusal in payer order is the one reported.
 
     Each hold names its auction, the time, this auctioneer and its lease (the record's
     takeover count). A refusal because the auction's escrow was already released or paid
     (``fenced``) means we were deposed without knowing it yet: the failure we then try to
-    record loses the CAS, and we stop.
+    record loses the CAS, and we stop. Trouble other than a refusal (NATS) is raised once
+    every hold has been tried.
     """
-    for hold in holds:
-        try:
-            await d.host.ledger.reserve(hold.payer, d.aid, hold.amount, taken_ms=wall_ms(),
-                                        by=d.host.owner, lease=d.record.takeovers)
-        except BrokerError as exc:
-            fenced = exc.details.get("fenced")
-            if fenced is not None:
-                metrics.HOLDS_FENCED.labels(str(fenced)).inc()
-                if d.log:
-                    d.log.warning("auction.hold_fenced", account=hold.payer, auction=d.aid,
-                                  amount=hold.amount, fenced=str(fenced))
-            return Event(Happened.RESERVE_REFUSED,
-                         f"escrow for {hold.payer} refused: {exc.message}")
-    return Event(Happened.RESERVED)
+    taken = wall_ms()
+    outcomes = await asyncio.gather(*(
+        d.host.ledger.reserve(hold.payer, d.aid, hold.amount, taken_ms=taken,
+                              by=d.host.owner, lease=d.record.takeovers)
+        for hold in holds), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, BrokerError):
+            raise outcome
+    refused: Event | None = None
+    for hold, outcome in zip(holds, outcomes, strict=True):
+        if not isinstance(outcome, BrokerError):
+            continue
+        fenced = outcome.details.get("fenced")
+        if fenced is not None:
+            metrics.HOLDS_FENCED.labels(str(fenced)).inc()
+            if d.log:
+                d.log.warning("auction.hold_fenced", account=hold.payer, auction=d.aid,
+                              amount=hold.amount, fenced=str(fenced))
+        refused = refused or Event(Happened.RESERVE_REFUSED,
+                                   f"escrow for {hold.payer} refused: {outcome.message}")
+    return refused or Event(Happened.RESERVED)
 
 
 async def _award(d: AuctionDriver, awards: list[SendAward],

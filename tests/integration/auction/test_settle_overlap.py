@@ -63,29 +63,32 @@ async def _host(nc: NATS, owner: str, ledger: Ledger) -> AuctionHost:
                        reputation=ReputationBook(await open_bucket(js, S.bucket("reputation"))))
 
 
-async def _winner(nc: NATS, aid: str, on_award: Hook | None = None) -> list[str]:
-    """Bids ``PRICE`` when called and acknowledges every award (signed as the winner's
-    node), after ``on_award`` (a fault hook) the first time."""
+async def _winner(nc: NATS, aid: str, on_award: Hook | None = None, *, who: str = WINNER,
+                  items: list[str] | None = None) -> list[str]:
+    """Bids ``PRICE`` (for ``items``, when given) when called and acknowledges every award
+    (signed as ``who``'s node), after ``on_award`` (a fault hook) the first time."""
     awards: list[str] = []
 
     async def answer(reply: str, payload: Any) -> None:
         data = codec.encode(payload)
-        await nc.publish(reply, data, headers=identity.act_headers(nc, reply, data, WINNER))
+        await nc.publish(reply, data, headers=identity.act_headers(nc, reply, data, who))
 
     async def on_message(msg: Msg) -> None:
         kind, data, _ = open_envelope(codec.decode(msg.data))
         if kind == "auction.announce":
-            await answer(msg.reply, {"bids": [{
-                "auction_id": aid, "msg_id": f"{aid}-bid", "bidder": WINNER,
-                "amount": PRICE}]})
+            bid: dict[str, Any] = {"auction_id": aid, "msg_id": f"{aid}-{who}-bid",
+                                   "bidder": who, "amount": PRICE}
+            if items:
+                bid["items"] = items
+            await answer(msg.reply, {"bids": [bid]})
         elif kind == "auction.award":
             awards.append(data["auction_id"])
             if on_award is not None and len(awards) == 1:
                 await on_award()
-            await answer(msg.reply, {"auction_id": aid, "bidder": WINNER, "accepted": True,
+            await answer(msg.reply, {"auction_id": aid, "bidder": who, "accepted": True,
                                      "total": data["total"], "seller": data["seller"]})
 
-    await nc.subscribe(S.agent(WINNER), cb=on_message)
+    await nc.subscribe(S.agent(who), cb=on_message)
     await nc.flush()
     return awards
 
@@ -188,3 +191,34 @@ async def test_the_acked_write_losing_its_lease_mid_read_pays_exactly_once(nc: N
     assert [a for a in payer.applied if a.startswith("debit:")] == [f"debit:{aid}"]
     assert seller is not None and seller.balance == PRICE
     assert len([a for a in seller.applied if a.startswith("credit:")]) == 1
+
+
+@pytest.mark.timeout(30)
+async def test_a_refused_hold_among_concurrent_holds_releases_every_hold(nc: NATS) -> None:
+    """Holds are taken all at once: one payer refused (a frozen account) fails the auction,
+    and the other payer's hold, taken meanwhile, is released and fenced."""
+    aid = "overlap-holds"
+    accounts = await open_bucket(nc.jetstream(), S.bucket("accounts"))
+    book = Ledger(accounts)
+    for who in (WINNER, "v"):
+        await book.deposit(who, 100.0, "funding")
+    await _winner(nc, aid, items=["cpu"])
+    await _winner(nc, aid, who="v", items=["mem"])
+    host = await _host(nc, "auc-1", book)
+    request = parse_request({"auction_id": aid, "type": "combinatorial", "seller": SELLER,
+                             "participants": [WINNER, "v"], "items": ["cpu", "mem"],
+                             "duration_ms": 10_000, "award_timeout_ms": 3000})
+    record, effects = AuctionDriver.new_record(host, request, build_config(request, aid),
+                                               [WINNER, "v"], wall_ms())
+    driver = await AuctionDriver.create(host, record, effects)
+    await asyncio.wait_for(driver.run_open(), 10)
+    assert sorted(driver.record.payments()) == ["v", WINNER]
+    await book.set_frozen("v", True, "freeze")  # after admission: only escrow can refuse
+    await asyncio.wait_for(settle.finish(driver), 10)
+
+    assert str(driver.record.stage) == "failed"
+    assert "escrow for v refused" in (driver.record.failure or "")
+    for who in (WINNER, "v"):
+        acc = await book.account(who)
+        assert acc is not None and acc.holds == {} and acc.balance == 100.0
+        assert acc.fenced(aid) == "released"
