@@ -79,11 +79,10 @@ class MoneyWatch:
 
     async def start(self, timeout: float = 10.0) -> None:
         await self.mirror.start(timeout)
-        _Current.watch = weakref.ref(self)
+        _LIVE.append(weakref.ref(self))
 
     async def stop(self) -> None:
-        if _Current.watch is not None and _Current.watch() is self:
-            _Current.watch = None
+        _LIVE[:] = [ref for ref in _LIVE if ref() not in (self, None)]
         await self.mirror.stop()
 
     def accounts(self) -> list[Account]:
@@ -107,13 +106,21 @@ class MoneyWatch:
         return len(self.mirror.skipped)
 
 
-class _Current:
-    watch: weakref.ref[MoneyWatch] | None = None
+_LIVE: list[weakref.ref[MoneyWatch]] = []
+"""The started, not yet stopped watchers of this process, oldest first."""
+
+
+def _newest() -> MoneyWatch | None:
+    for ref in reversed(_LIVE):
+        watch = ref()
+        if watch is not None:
+            return watch
+    return None
 
 
 def _read(field: str) -> Callable[[], float]:
     def value() -> float:
-        watch = _Current.watch() if _Current.watch is not None else None
+        watch = _newest()
         if watch is None:
             return math.nan  # no watcher in this process: absent rather than a false 0
         if field == "corrupt":

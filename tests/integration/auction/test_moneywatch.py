@@ -92,10 +92,14 @@ async def test_the_treasury_reports_where_the_money_is(
     assert gauge("ba_money_balances") == pytest.approx(620.0)
 
 
-async def test_no_watcher_no_false_zero(nc: NATS) -> None:
-    watch = MoneyWatch(await open_bucket(nc.jetstream(), S.bucket("accounts")),
-                       S.bucket("accounts"))
-    await watch.start()
-    await watch.stop()
+async def test_the_newest_live_watcher_answers_and_none_means_no_value(nc: NATS) -> None:
+    kv = await open_bucket(nc.jetstream(), S.bucket("accounts"))
+    await Ledger(kv).deposit("carol", 5.0, "d-carol")
+    older, newer = MoneyWatch(kv, S.bucket("accounts")), MoneyWatch(kv, S.bucket("accounts"))
+    await older.start()
+    await newer.start()
+    await newer.stop()  # the older one still watches: it answers
+    assert gauge("ba_money_balances") == pytest.approx(5.0)
+    await older.stop()
     value = gauge("ba_money_balances")
     assert value is not None and value != value  # NaN: absent, never a fake conservation
