@@ -63,6 +63,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     "--capability", "bidder", "--reserve", "5")
         running.cli(Role.CLIENT, "request", "vote", json.dumps(
             {"capability": "voter", "proposal": "ship?", "options": ["ship", "wait"]}))
+        running.cli(Role.CLIENT, "var", "define", "examples/space.json")
+        for temperature in ("0.7", "0.9"):
+            running.cli(Role.CLIENT, "var", "set", "serving", f"temperature={temperature}")
         yield running
     finally:
         running.stop()
@@ -164,7 +167,10 @@ def test_coordination_shows_the_vote_with_every_answer(page: Page, artifacts: Pa
 
 def test_variables_page_draws(page: Page, artifacts: Path) -> None:
     show(page, "variables")
-    expect(page.locator("#spaces")).not_to_be_empty(timeout=WAIT_MS)
+    space = page.locator("[data-testid=space-card][data-space=serving]")
+    expect(space.locator("[data-variable=temperature]")).to_contain_text("0.9",
+                                                                         timeout=WAIT_MS)
+    expect(space.locator("canvas").first).to_be_visible()
     page.screenshot(path=str(artifacts / "variables.png"), full_page=True)
 
 
@@ -173,7 +179,9 @@ def test_a_killed_node_turns_down_on_the_overview(page: Page, stack: Stack,
     show(page, "overview")
     node3 = page.locator("[data-testid=node-row][data-node-id=node-3]")
     expect(node3).to_have_attribute("data-state", "up", timeout=WAIT_MS)
+    page.evaluate("window.sameDocument = true")  # gone if the page reloaded
     os.kill(stack.pids["node-3"], signal.SIGKILL)
     expect(node3).to_have_attribute("data-state", "down", timeout=10_000)
+    assert page.evaluate("window.sameDocument") is True, "the page reloaded"
     expect(page.locator("[data-testid=node-row][data-state=up]")).to_have_count(2)
     page.screenshot(path=str(artifacts / "overview-node-down.png"), full_page=True)

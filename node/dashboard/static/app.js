@@ -42,9 +42,18 @@ function table(headers, rows, emptyText = "nothing yet") {
                                                  : `<th>${esc(h)}</th>`)).join("");
   return `<table><thead><tr>${th}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
 }
+/** Replace a region's HTML if it changed, keeping which <details data-key> were open. */
+const drawn = new WeakMap();  // element -> the HTML last drawn into it
 function setHTML(id, html) {
   const el = document.getElementById(id);
-  if (el && el.innerHTML !== html) el.innerHTML = html;
+  if (!el || drawn.get(el) === html) return;
+  const open = new Set([...el.querySelectorAll("details[open][data-key]")]
+    .map(d => d.dataset.key));
+  el.innerHTML = html;
+  drawn.set(el, html);
+  for (const d of el.querySelectorAll("details[data-key]")) {
+    if (open.has(d.dataset.key)) d.open = true;
+  }
 }
 
 /* ---- routing ---- */

@@ -38,7 +38,8 @@ const Charts = (() => {
         label: s.label, stroke: COLOURS[i % COLOURS.length], width: 1.5, spanGaps: true,
         paths: points ? () => null : undefined,
         points: points ? {show: true, size: 7, fill: COLOURS[i % COLOURS.length]} : {}}))],
-      scales: {x: {time: true}},
+      scales: {x: {time: true, range: (u, lo, hi) => (hi - lo < 1 ? [lo - 30, hi + 30]
+                                                                  : [lo, hi])}},
     }, data);
   }
 

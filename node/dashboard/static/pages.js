@@ -7,6 +7,10 @@
 const Pages = {};
 
 /* ---- Overview ---- */
+function lastKnown(v) {  // a node that is not up: its last report, not a current fact
+  return `<span class="muted" title="last reported before it stopped reporting">${dash(v)}</span>`;
+}
+
 Pages.overview = {
   kinds: ["cluster"],
   shell: () => `<div id="page-error"></div>
@@ -30,7 +34,8 @@ Pages.overview = {
       (doc.nodes || []).map(n => `<tr data-testid="node-row" data-node-id="${esc(n.id)}"
           data-state="${esc(n.state)}">
         <td><b>${esc(n.id)}</b></td><td>${badge(n.state)}</td>
-        <td>${badge(n.healthy)}</td><td>${badge(n.ready)}</td><td>${dash(n.version)}</td>
+        <td>${n.state === "up" ? badge(n.healthy) : lastKnown(n.healthy)}</td>
+        <td>${n.state === "up" ? badge(n.ready) : lastKnown(n.ready)}</td><td>${dash(n.version)}</td>
         <td>${n.state === "up" ? duration(n.uptime_s) : "—"}</td><td>${when(n.last_seen)}</td>
         <td>${(n.agents || []).length} <span class="muted">${(n.agents || []).map(a =>
           `<a href="#/agents/${encodeURIComponent(a)}">${esc(a)}</a>`).join(", ")}</span></td>
@@ -148,7 +153,7 @@ Pages.consensus = {
           <td>${esc(m.id)}</td><td>${badge(m.role)}</td><td>${badge(m.up)}</td>
           <td class="num">${dash(m.term)}</td><td class="num">${dash(m.commit_index)}</td>
           <td class="num">${dash(m.applied_index)}</td></tr>`))}
-      <details><summary>${(g.elections || []).length} election(s)</summary>
+      <details data-key="elections-${esc(g.group)}"><summary>${(g.elections || []).length} election(s)</summary>
       ${table(["at", "#term", "leader"], (g.elections || []).slice().reverse().map(e =>
         `<tr><td>${when(e.at)}</td><td class="num">${dash(e.term)}</td>
          <td>${dash(e.leader)}</td></tr>`))}</details></div>`).join("")

@@ -8,7 +8,7 @@ function bidsCell(a) {
   const bids = a.bids || [];
   if (a.sealed && a.state === "open") return `<span class="muted">sealed until close</span>`;
   if (!bids.length) return "—";
-  return `<details><summary>${bids.length} bid(s)</summary>${table(["bidder", "#amount", "at"],
+  return `<details data-key="bids-${esc(a.id)}"><summary>${bids.length} bid(s)</summary>${table(["bidder", "#amount", "at"],
     bids.map(b => `<tr data-testid="bid-row"><td>${esc(b.bidder)}</td>
       <td class="num">${num(b.amount)}</td><td>${when(b.at)}</td></tr>`))}</details>`;
 }
@@ -78,8 +78,10 @@ Pages.money = {
       (doc.transfers || []).map(x => `<tr data-testid="transfer-row"><td>${when(x.at)}</td>
         <td>${dash(x.from)}</td><td>${dash(x.to)}</td><td class="num">${num(x.amount)}</td>
         <td class="muted">${dash(x.auction)}</td></tr>`), "no transfers yet"));
+    const now = Date.now() / 1000;  // each balance holds until the next document: draw it so
     Charts.lines("chart-balances", "balances since this page opened",
-      [...balanceHistory].map(([id, points]) => ({label: id, points})));
+      [...balanceHistory].map(([id, points]) => ({
+        label: id, points: [...points, [now, points[points.length - 1][1]]]})));
   },
 };
 
