@@ -86,15 +86,32 @@ Pages.money = {
 };
 
 /* ---- Coordination ---- */
+function answerItem(a) {
+  const what = a.error ? `<span class="err">${esc(a.error)}</span>`
+    : a.answer === null || a.answer === undefined ? `<span class="muted">no answer</span>`
+    : esc(typeof a.answer === "string" ? a.answer : JSON.stringify(a.answer));
+  return `<li data-testid="answer" data-participant="${esc(a.participant)}"
+    data-status="${esc(a.status)}"><b>${esc(a.participant)}</b>: ${what}</li>`;
+}
+
+/** Answers as a list; hierarchical runs (answers carry level and cluster) as a tree. */
 function answersList(run) {
-  const items = (run.answers || []).map(a => {
-    const what = a.error ? `<span class="err">${esc(a.error)}</span>`
-      : a.answer === null || a.answer === undefined ? `<span class="muted">no answer</span>`
-      : esc(typeof a.answer === "string" ? a.answer : JSON.stringify(a.answer));
-    return `<li data-testid="answer" data-participant="${esc(a.participant)}">
-      <b>${esc(a.participant)}</b>: ${what}</li>`;
-  });
-  return items.length ? `<ul class="tree">${items.join("")}</ul>` : "—";
+  const answers = run.answers || [];
+  if (!answers.length) return "—";
+  if (!answers.some(a => a.level !== undefined && a.level !== null)) {
+    return `<ul class="tree">${answers.map(answerItem).join("")}</ul>`;
+  }
+  const levels = new Map();  // level -> cluster -> answers
+  for (const a of answers) {
+    if (!levels.has(a.level)) levels.set(a.level, new Map());
+    const clusters = levels.get(a.level);
+    if (!clusters.has(a.cluster)) clusters.set(a.cluster, []);
+    clusters.get(a.cluster).push(a);
+  }
+  return `<ul class="tree" data-testid="hierarchy">${[...levels].map(([level, clusters]) =>
+    `<li>level ${esc(level)}<ul class="tree">${[...clusters].map(([cluster, items]) =>
+      `<li>cluster ${esc(cluster)}<ul class="tree">${items.map(answerItem).join("")}</ul></li>`)
+      .join("")}</ul></li>`).join("")}</ul>`;
 }
 
 const GOOD = new Set(["ok", "decided", "committed", "accepted", "agreed"]);
