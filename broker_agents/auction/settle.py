@@ -14,6 +14,37 @@ evidence verified as signed by the payer, for this auction, accepted, for at lea
 amount. A record that fails (say, an ``acked`` record written by someone else, naming an
 agent that never bid) is not settled: it fails, its holds are released, and the refusal
 is counted in ``ba_auction_unverifiable_total{reason}`` and logged with the auction key.
+
+The durable steps of a sold, budgeted auction, in order (``|`` = at the same time)::
+
+    1 create record      (auctions CAS)   one id is one auction; before any call goes out
+    2 bids + close       (auctions CAS)   who answered, the bids and ``closed`` in one write
+    3 holds, all payers  (accounts CAS |) the fence of the award: a release's tombstone
+                                          refuses a deposed driver's hold, so it awards nobody
+    4 award + ack        (signed gather)  per winner, concurrently
+    5 acked + evidence   (auctions CAS) | fresh read of every payer's account (a read only)
+    6 debit per payer    (accounts CAS on the revision read in 5; no read before the write)
+    7 credit the seller  (accounts CAS)   only after its payer's debit stood
+    8 settled            (auctions CAS)   only after every credit stood
+
+Before issue 16 the holds were taken one after another, step 5's read came after the
+``acked`` write (a round trip more), and step 6 computed the debit from the accounts
+mirror (a CAS conflict and a fresh read whenever the mirror lagged behind the hold).
+A crash between any two steps leaves a stored stage the table resumes from: ``closed``
+(holds: any subset; a successor holds again, idempotently, and re-sends the award, whose
+message id makes the winner's answer a repeat), ``acked`` (per payer its hold or its debit:
+debit and credit are keyed by the auction, so re-running them is a no-op), or a terminal
+stage (the reconcile releases what a failed auction still holds). What cannot overlap,
+and why: the close with a hold (``open`` allows no hold; a deposed driver's hold would
+outlive its close, or differ in amount from its successor's), a hold with the award (the
+hold is the award's fence, above), the ``acked`` write with a debit (a successor finding
+``closed`` would be refused its hold by the debit's tombstone and fail an auction whose
+payer paid), a debit with its credit (the seller would be paid money a refused debit never
+moved), the last credit with ``settled`` (a crash between them would leave a seller unpaid
+in a terminal record nobody resumes). The payers' read in step 5 is safe beside the write
+because nothing is paid until that write stands, and the debit is a CAS on the revision
+read: an account that moved meanwhile (a deposit, a release) fails the CAS, and the debit
+is recomputed from a fresh read (``Ledger.debit(known=)``).
 """
 
 from __future__ import annotations
