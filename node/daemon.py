@@ -29,6 +29,7 @@ from broker_agents.subjects import Subjects
 from broker_agents.transport import ConnectOptions, NatsUnreachable, connect
 from node import health
 from node.config import NodeConfig
+from node.dashboard.innode import attach as attach_dashboard
 from node.embedded import NatsServer
 from node.exitcodes import ExitCode
 from node.hosting import AgentChild, build_specs
@@ -129,14 +130,8 @@ class Node:
             ping_interval=cfg.nats.ping_interval,
             max_outstanding_pings=cfg.nats.max_outstanding_pings)
         # HTTP first: /healthz and /readyz answer (not ready) while NATS is still away.
-        mounts = []
-        if cfg.dashboard.enabled:
-            from node.dashboard.innode import NodeDashboard
-
-            self.dashboard = NodeDashboard(self)
-            mounts.append(self.dashboard.mount)
         self.http = HttpServer(cfg.http.host, cfg.http.port, self.readiness, self.liveness,
-                               mounts)
+                               attach_dashboard(self))
         port = await self.http.start()
         self.log.info("http listening", host=cfg.http.host, port=port)
         self.nc = await connect(self._connect_options)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import time
 from collections.abc import Iterable, Sequence
@@ -50,7 +51,9 @@ PUBLISH_SECONDS = Histogram("ba_node_status_seconds",
                             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1))
 
 
+@functools.cache
 def version() -> str | None:
+    """The installed package's version (read once: a metadata scan costs ~1.5 ms)."""
     try:
         return importlib.metadata.version("broker-agents")
     except importlib.metadata.PackageNotFoundError:
@@ -90,6 +93,7 @@ def groups_status(node: Node) -> dict[str, Any]:
     """Each consensus member this node hosts: role, term, commit, applied, leader."""
     service = node.service_map.get("consensus")
     members = getattr(service, "members", {}) if service is not None else {}
+    machines = {g.name: g.state_machine for g in getattr(service, "groups", ())}
     out: dict[str, Any] = {}
     for name, member in members.items():
         try:
@@ -98,7 +102,7 @@ def groups_status(node: Node) -> dict[str, Any]:
                     else "candidate")
             out[name] = {"role": role, "term": member.term, "commit_index": member.commit_index,
                          "applied_index": member.applied_index, "leader": leader,
-                         "failed": member.failed}
+                         "failed": member.failed, "state_machine": machines.get(name)}
         except Exception as exc:  # a fail-stopped member: say so, keep publishing
             out[name] = {"role": "unknown", "term": None, "commit_index": None,
                          "applied_index": None, "leader": None, "failed": repr(exc)}

@@ -88,6 +88,7 @@ class Collector:
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Any = None
         self._opened = asyncio.Event()
+        self._variables_read: set[str] = set()
 
     async def opened(self, timeout: float) -> None:
         """Wait until every bucket's mirror has listed its bucket."""
@@ -199,6 +200,7 @@ class Collector:
         m = self.model
         if kind == "node" and len(tokens) == 3 and tokens[2] == "status":
             m.apply_status({**payload, "node_id": tokens[1]}, now)
+            self._read_variables(payload)
             kind = "status"
         elif kind == "node" and len(tokens) == 2:
             m.node_event(str(payload.get("node_id") or "?"), tokens[1], payload, now)
@@ -211,6 +213,33 @@ class Collector:
         elif kind == "adaptation":
             m.adaptation_step(payload, now)
         EVENTS.labels(kind).inc()
+
+    # -- variables ------------------------------------------------------------------
+
+    def _read_variables(self, status: dict[str, Any]) -> None:
+        """Once per variables group (named in a status event): read its current state
+        (a linearizable Raft read, which the observer may send), so the page has values
+        before the next change event."""
+        for group, g in (status.get("groups") or {}).items():
+            if g.get("state_machine") == "variables" and group not in self._variables_read:
+                self._variables_read.add(group)
+                self._tasks.append(asyncio.create_task(self._variables_state(group),
+                                                       name=f"dashboard-variables-{group}"))
+
+    async def _variables_state(self, group: str) -> None:
+        from broker_agents.raft.client import RaftClient
+
+        try:
+            state = await RaftClient(self.nc, group, self.subjects).read({"op": "state"},
+                                                                         timeout=5.0)
+        except Exception as exc:
+            self._variables_read.discard(group)  # try again at the next status event
+            log.info("dashboard.variables_unread", group=group, error=repr(exc))
+            return
+        now = time.time()
+        for values in ((state or {}).get("spaces") or {}).values():
+            if isinstance(values, dict):
+                self.model.variable_change(values, now)
 
     # -- prometheus -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -31,6 +32,15 @@ if TYPE_CHECKING:
     from node.daemon import Node
 
 log = get_logger(component="dashboard")
+
+
+def attach(node: Node) -> list[Callable[[web.Application], None]]:
+    """The HTTP mounts of ``node``'s dashboard (none unless enabled); sets
+    ``node.dashboard``, which the daemon starts once connected and stops at shutdown."""
+    if not node.config.dashboard.enabled:
+        return []
+    node.dashboard = NodeDashboard(node)
+    return [node.dashboard.mount]
 
 
 class NodeDashboard:

@@ -42,9 +42,13 @@ class Live:
     errors: list[str] = field(default_factory=list)
 
     def cli(self, role: Role, *args: str) -> Any:
-        assert self.cluster.auth is not None
+        return Live.cli_in(self.cluster, role, *args)
+
+    @staticmethod
+    def cli_in(cluster: LocalCluster, role: Role, *args: str) -> Any:
+        assert cluster.auth is not None
         done = subprocess.run([str(BIN / "broker-agents"), *args, "--json", "--context",
-                               str(self.cluster.auth.contexts[role])], cwd=ROOT,
+                               str(cluster.auth.contexts[role])], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
         return json.loads(done.stdout.splitlines()[-1])
@@ -83,6 +87,9 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
                            ready_timeout=90)
     await cluster.start()
     assert cluster.auth is not None
+    for step in (("var", "define", "examples/space.json"),
+                 ("var", "set", "serving", "temperature=0.7")):  # before the dashboard
+        await asyncio.to_thread(Live.cli_in, cluster, Role.CLIENT, *step)
     errors: list[str] = []
     settings = DashboardSettings(context=cluster.auth.contexts[Role.OBSERVER])
     nc = await connect_observer(settings, errors=lambda exc: errors.append(str(exc)))
@@ -183,9 +190,23 @@ async def test_a_vote_with_every_participants_answer(live: Live) -> None:
     assert vote["duration_ms"] > 0
 
 
-async def test_variables_document_has_its_shape(live: Live) -> None:
-    doc = await live.get("/api/variables")
-    assert isinstance(doc["spaces"], list)
+async def test_variables_values_before_and_changes_after_the_dashboard_started(
+        live: Live) -> None:
+    def temperature(doc: Any) -> dict[str, Any] | None:
+        for space in doc["spaces"]:
+            for var in space["variables"]:
+                if space["space"] == "serving" and var["name"] == "temperature":
+                    return dict(var)
+        return None
+
+    before = await live.until("/api/variables", lambda d: temperature(d) is not None)
+    assert temperature(before)["value"] == 0.7  # type: ignore[index]
+    await asyncio.to_thread(live.cli, Role.CLIENT, "var", "set", "serving",
+                            "temperature=0.8")
+    after = await live.until("/api/variables", lambda d: (
+        temperature(d) or {}).get("value") == 0.8)
+    history = [v for _, v in temperature(after)["history"]]  # type: ignore[index]
+    assert history[-2:] == [0.7, 0.8]
 
 
 async def test_errors_are_structured(live: Live) -> None:
