@@ -67,6 +67,7 @@ class Stack:
     home: Path
     up: subprocess.Popen[str]
     pids: dict[str, int]
+    http: dict[str, str]  # node id -> its HTTP base (the in-node dashboard is at /ui/)
     env: dict[str, str]
     base: str = ""
     dashboard: subprocess.Popen[str] | None = None
@@ -133,7 +134,7 @@ def wait_http(url: str, ok: Any, proc: subprocess.Popen[str],
 def start_playground(home: Path) -> Stack:
     """``broker-agents up --config config/playground.toml``; returns once contexts exist."""
     env = dict(os.environ, XDG_CONFIG_HOME=str(home), COLUMNS="200",
-               BA_NODE__STATUS_INTERVAL_S="0.5")
+               BA_NODE__STATUS_INTERVAL_S="0.5", BA_DASHBOARD__ENABLED="true")
     env.pop("BA_CONTEXT", None)
     proc = subprocess.Popen([CLI, "up", "--config", "config/playground.toml"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -145,5 +146,6 @@ def start_playground(home: Path) -> Stack:
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
-    pids = {m[1]: int(m[2]) for m in re.finditer(r"(node-\d+)\W+(\d+)\W+http://", text)}
-    return Stack(home, proc, pids, env, logs=[out])
+    rows = re.findall(r"(node-\d+)\W+(\d+)\W+(http://127\.0\.0\.1:\d+)", text)
+    return Stack(home, proc, {n: int(pid) for n, pid, _ in rows},
+                 {n: url for n, _, url in rows}, env, logs=[out])

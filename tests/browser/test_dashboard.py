@@ -174,6 +174,21 @@ def test_variables_page_draws(page: Page, artifacts: Path) -> None:
     page.screenshot(path=str(artifacts / "variables.png"), full_page=True)
 
 
+def test_a_node_serves_the_same_pages_at_ui(page: Page, stack: Stack,
+                                            artifacts: Path) -> None:
+    page.goto(f"{stack.http['node-1']}/ui#/overview")  # redirects to /ui/
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "open",
+                                                                 timeout=WAIT_MS)
+    # the pages and their static files resolve under /ui/ (relative paths, vendored uPlot);
+    # what the node's dashboard shows live depends on its observer context (`up` gives
+    # its nodes none yet: dashboard.no_observer_context in their log)
+    expect(page.locator("#page")).to_have_attribute("data-page", "overview")
+    expect(page.get_by_test_id("total-nodes-up")).to_be_visible(timeout=WAIT_MS)
+    assert page.evaluate("typeof uPlot") == "function"
+    page.screenshot(path=str(artifacts / "in-node-ui.png"), full_page=True)
+    page.goto(f"{stack.base}/#/overview")
+
+
 def test_a_killed_node_turns_down_on_the_overview(page: Page, stack: Stack,
                                                   artifacts: Path) -> None:
     show(page, "overview")
