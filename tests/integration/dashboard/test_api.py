@@ -300,6 +300,22 @@ async def _until(ok: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)  # waits for an asynchronous error callback
 
 
+async def test_malformed_events_are_counted_and_dropped(live: Live) -> None:
+    from node.dashboard.collector import EVENTS
+
+    before = EVENTS.labels("malformed")._value.get()
+    node = await live.cluster.client(Role.NODE)
+    try:
+        for data in (b"\xff\x00 not a document", b"[1, 2]", b"{" * 100):
+            await node.publish("ba.events.node.node-1.status", data)
+        await node.flush()
+    finally:
+        await node.close()
+    await _until(lambda: EVENTS.labels("malformed")._value.get() >= before + 3)
+    doc = await live.get("/api/cluster")
+    assert {n["id"] for n in doc["nodes"]} == {"node-1", "node-2", "node-3"}
+
+
 async def test_a_killed_node_is_down_within_a_few_seconds(live: Live) -> None:
     await live.until("/api/cluster", lambda d: d["totals"]["nodes_up"] == 3)
     live.cluster.kill(2)  # node-3, SIGKILL: no stopped event
@@ -308,5 +324,3 @@ async def test_a_killed_node_is_down_within_a_few_seconds(live: Live) -> None:
         n["id"] == "node-3" and n["state"] == "down" for n in d["nodes"]), timeout=10)
     assert asyncio.get_running_loop().time() - started < 5.0
     assert any(a["name"] == "NodeDown" for a in doc["alerts"])
-
-

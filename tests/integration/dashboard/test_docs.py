@@ -75,3 +75,53 @@ def test_elections_are_recorded_once_per_term() -> None:
     status("n2", 2, "n2", 3.5)
     elections = docs.groups_doc(model, 3.6)["groups"][0]["elections"]
     assert [(e["term"], e["leader"]) for e in elections] == [(1, "n1"), (2, "n2")]
+
+
+def test_prometheus_firing_alerts_in_the_apis_shape() -> None:
+    from node.dashboard.alerts import from_prometheus
+
+    got = from_prometheus({"data": {"alerts": [
+        {"state": "firing", "labels": {"alertname": "RaftNoLeader", "severity": "critical"},
+         "annotations": {"summary": "group config has no leader"},
+         "activeAt": "2026-01-01T00:00:00Z"},
+        {"state": "pending", "labels": {"alertname": "Later"}},
+        {"state": "firing", "labels": {"alertname": "Odd", "severity": "page"}}]}})
+    assert [(a["name"], a["severity"]) for a in got] == [("RaftNoLeader", "critical"),
+                                                          ("Odd", "warning")]
+    assert got[0]["since"] == 1767225600.0 and got[0]["summary"].startswith("group")
+    assert got[1]["since"] is None
+
+
+def test_run_summaries_of_pbft_and_hierarchical_runs() -> None:
+    from broker_agents.coord.summary import run_summary
+    from broker_agents.core.coord.models import (
+        ClusterReport,
+        HierarchicalResult,
+        LevelReport,
+        PbftReplicaResult,
+        PbftRequest,
+        PbftResult,
+        VoteResult,
+    )
+
+    pbft = run_summary(PbftRequest(operation="commit x", capability="pbft"), PbftResult(
+        decided=True, seq=1, operation="commit x", f=1, n=4, view=0, replicas=[
+            PbftReplicaResult(replica="p1", decided=True, seq=1, operation="commit x"),
+            PbftReplicaResult(replica="p2", decided=False)]))
+    assert pbft["proposal"] == "commit x"
+    assert [(a["participant"], a["answer"], a["error"]) for a in pbft["answers"]] == [
+        ("p1", "commit x", None), ("p2", None, "not decided")]
+    vote = VoteResult.model_validate({
+        "rule": "majority", "decision": "ship", "leading": "ship", "rule_met": True,
+        "reason": None, "tally": {"ship": 1}, "confidence": 1.0, "participants": 2,
+        "votes_cast": 1, "abstained": [], "timed_out": ["v2"], "errored": [], "answers": [
+            {"participant": "v1", "status": "choice", "choice": "ship", "weight": 1},
+            {"participant": "v2", "status": "timeout", "weight": 1}]})
+    tree = run_summary(None, HierarchicalResult(
+        decision="ship", rule_met=True, reason=None, depth=1, levels=[LevelReport(
+            level=0, clusters=[ClusterReport(cluster_id="L0C0", members=["v1", "v2"],
+                                             delegate="v1", decision="ship", result=vote)])]))
+    assert tree["proposal"] is None
+    assert [(a["participant"], a["answer"], a["error"], a["cluster"])
+            for a in tree["answers"]] == [("v1", "ship", None, "L0C0"),
+                                          ("v2", None, "timeout", "L0C0")]
