@@ -22,11 +22,13 @@ from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import Principal
 from broker_agents.kv import open_bucket
 from broker_agents.logging import get_logger
-from broker_agents.messages import envelope
+from broker_agents.messages import envelope_bytes
 from broker_agents.metrics import MESSAGES_OUT
 from broker_agents.subjects import Subjects
 
 R = TypeVar("R", bound=BaseModel)
+# How many inbox subjects a context remembers (see ``AgentContext._inbox``).
+INBOX_CACHE = 1024
 
 
 class Incoming(NamedTuple):
@@ -73,6 +75,18 @@ class AgentContext:
         self.log = get_logger(node_id=self.node_id, agent_id=self.agent_id)
         self._out = {k: MESSAGES_OUT.labels(self.agent_id, k)
                      for k in ("send", "request", "publish", "reply")}
+        self._sent = self._out["send"]
+        self._inboxes: dict[str, str] = {}
+
+    def _inbox(self, agent_id: str) -> str:
+        """An agent's inbox subject, remembered for the agents this one talks to (a
+        bounded number: the cache starts over past ``INBOX_CACHE``)."""
+        subject = self._inboxes.get(agent_id)
+        if subject is None:
+            if len(self._inboxes) >= INBOX_CACHE:
+                self._inboxes.clear()
+            subject = self._inboxes[agent_id] = self.subjects.agent(agent_id)
+        return subject
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         """Start a task the agent owns (awaited at stop; its failure crashes the agent)."""
@@ -88,18 +102,19 @@ class AgentContext:
                    signed: bool = False) -> None:
         """One-way message to an agent's inbox (at most once, like core NATS);
         ``signed``: an act of this agent's (see ``broker_agents.identity``)."""
-        subject = self.subjects.agent(agent_id)
-        data = codec.encode(envelope(msg, type_name))
-        await self.nc.publish(subject, data, headers=self._signed(subject, data, signed))
-        self._out["send"].inc()
+        subject = self._inbox(agent_id)
+        data = envelope_bytes(msg, type_name)
+        await self.nc.publish(subject, data,
+                              headers=self._signed(subject, data, True) if signed else None)
+        self._sent.inc()
 
     def _signed(self, subject: str, data: bytes, signed: bool) -> dict[str, str] | None:
         """The signature headers of an act by this agent (its node speaks for it)."""
         return identity.act_headers(self.nc, subject, data, self.agent_id) if signed else None
 
     async def send_capability(self, capability: str, msg: BaseModel) -> None:
-        await self.nc.publish(self.subjects.cap(capability), codec.encode(envelope(msg)))
-        self._out["send"].inc()
+        await self.nc.publish(self.subjects.cap(capability), envelope_bytes(msg))
+        self._sent.inc()
 
     async def request(self, agent_id: str, msg: BaseModel, *, timeout: float = 5.0,
                       reply_model: type[R] | None = None, msg_id: str | None = None,
@@ -107,7 +122,7 @@ class AgentContext:
         """Ask an agent and wait for its reply; an error reply is raised as BrokerError.
         ``signed``: an act of this agent's, and a retry with the same ``msg_id`` is
         answered from the callee's cache (which is scoped per signer)."""
-        return await self._request(self.subjects.agent(agent_id), msg, timeout, reply_model,
+        return await self._request(self._inbox(agent_id), msg, timeout, reply_model,
                                    msg_id, agent_id, signed)
 
     async def request_capability(self, capability: str, msg: BaseModel, *,
@@ -120,7 +135,7 @@ class AgentContext:
     async def _request(self, subject: str, msg: BaseModel, timeout: float,
                        reply_model: type[R] | None, msg_id: str | None, target: str,
                        signed: bool) -> Any:
-        data = codec.encode(envelope(msg, msg_id=msg_id))
+        data = envelope_bytes(msg, msg_id=msg_id)
         self._out["request"].inc()
         try:
             reply = await transport.request(self.nc, subject, data, timeout,
