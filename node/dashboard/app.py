@@ -151,13 +151,16 @@ class Dashboard:
         await response.prepare(request)
         queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=64)
         now = time.time()
-        for kind in docs.KINDS:  # the current state first: the page needs no GETs
-            await response.write(_event(kind, docs.document(kind, self.model, now)))
+        # The current state first (the page needs no GETs), built before the queue joins
+        # with no await between: whatever the hub queues later is built later, so newer.
+        state = [_event(kind, docs.document(kind, self.model, now)) for kind in docs.KINDS]
         self._clients.add(queue)
         CLIENTS.set(len(self._clients))
         if self._hub is None or self._hub.done():
             self._hub = asyncio.create_task(self._broadcast(), name="dashboard-sse")
         try:
+            for chunk_bytes in state:
+                await response.write(chunk_bytes)
             while True:
                 try:
                     chunk = await asyncio.wait_for(queue.get(), PING_EVERY)
