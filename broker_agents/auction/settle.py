@@ -163,6 +163,11 @@ Read = tuple[Account | None, int] | BaseException
 
 async def _read_payers(d: AuctionDriver, pays: list[Pay]) -> dict[str, Read]:
     """Every payer's account, fresh from the bucket, read concurrently (different keys)."""
+    if len(pays) == 1:
+        try:
+            return {pays[0].payer: await d.host.ledger.read(pays[0].payer)}
+        except Exception as exc:
+            return {pays[0].payer: exc}
     reads = await asyncio.gather(*(d.host.ledger.read(p.payer) for p in pays),
                                  return_exceptions=True)
     return {p.payer: r for p, r in zip(pays, reads, strict=True)}
@@ -204,10 +209,20 @@ async def _reserve(d: AuctionDriver, holds: list[ReserveHold]) -> Event:
     every hold has been tried.
     """
     taken = wall_ms()
-    outcomes = await asyncio.gather(*(
-        d.host.ledger.reserve(hold.payer, d.aid, hold.amount, taken_ms=taken,
-                              by=d.host.owner, lease=d.record.takeovers)
-        for hold in holds), return_exceptions=True)
+
+    async def reserve(hold: ReserveHold) -> Account | BaseException:
+        try:
+            return await d.host.ledger.reserve(hold.payer, d.aid, hold.amount,
+                                               taken_ms=taken, by=d.host.owner,
+                                               lease=d.record.takeovers)
+        except BrokerError as exc:
+            return exc
+
+    if len(holds) == 1:  # one payer (most auctions): no task hop through a busy loop
+        outcomes: list[Account | BaseException] = [await reserve(holds[0])]
+    else:
+        outcomes = list(await asyncio.gather(*(reserve(h) for h in holds),
+                                             return_exceptions=True))
     for outcome in outcomes:
         if isinstance(outcome, BaseException) and not isinstance(outcome, BrokerError):
             raise outcome
