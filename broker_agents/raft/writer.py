@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from broker_agents.core.raft import Persisted, PersistOp
 from broker_agents.raft.memstore import MemoryStorage, Storage
+
+QUICK_MAX_S = 0.002
+"""A write is done on the loop only while recent ones took less than this (a moving
+average): a disk whose fsyncs slow down (contention, a busy device) must not stall every
+other service of the node; its writes go back to the thread until the average recovers."""
 
 
 class LogWriter:
@@ -29,6 +35,7 @@ class LogWriter:
         self._busy = False
         self._last: asyncio.Future[None] | None = None
         self.failed: BaseException | None = None
+        self.write_s = 0.0  # moving average of a write's duration, on either path
 
     def submit(self, ops: Sequence[PersistOp], mark: Persisted | None, *,
                now: bool = False) -> asyncio.Future[None]:
@@ -38,7 +45,8 @@ class LogWriter:
         follower's append, answered only once durable), so while no write is in flight a
         plain append + fsync is done here, on the loop: two thread hand-offs cost more
         than the fsync itself (measured: ~200 us of a ~2 ms commit). Anything heavier
-        (a snapshot, a log rewrite) still goes to the thread.
+        (a snapshot, a log rewrite) still goes to the thread, and so does every write
+        while recent ones were slow (``QUICK_MAX_S``).
         """
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failed is not None:
@@ -51,9 +59,11 @@ class LogWriter:
                 self.on_durable(mark)
             return fut
         quick = getattr(self.storage, "save_quick", None) if now else None
-        if quick is not None and not self._busy:
+        if quick is not None and not self._busy and self.write_s < QUICK_MAX_S:
             try:
+                started = time.perf_counter()
                 done = quick(ops)
+                self._observe(time.perf_counter() - started)
             except Exception as exc:
                 self.failed = exc
                 fut.set_exception(exc)
@@ -84,8 +94,16 @@ class LogWriter:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="raft-writer")
         self._busy = True
-        done = asyncio.get_running_loop().run_in_executor(self._executor, self.storage.save, ops)
+        done = asyncio.get_running_loop().run_in_executor(self._executor, self._timed_save, ops)
         done.add_done_callback(lambda f: self._finished(batch, f))
+
+    def _timed_save(self, ops: Sequence[PersistOp]) -> None:
+        started = time.perf_counter()
+        self.storage.save(ops)
+        self._observe(time.perf_counter() - started)
+
+    def _observe(self, seconds: float) -> None:
+        self.write_s += (seconds - self.write_s) / 8
 
     def _finished(self, batch: list[tuple[Sequence[PersistOp], Persisted | None,
                                           asyncio.Future[None]]],

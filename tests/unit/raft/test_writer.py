@@ -107,3 +107,15 @@ async def test_a_failed_write_now_fails_the_writer(tmp_path: Path) -> None:
     later = w.submit([AppendOp(entries(2, 2))], None, now=True)
     with pytest.raises(ValueError):
         await later
+
+
+async def test_slow_writes_go_back_to_the_thread(tmp_path: Path) -> None:
+    st, rec = FileStorage(tmp_path), Recorder()
+    w = writer_for(st, rec)
+    w.write_s = 1.0  # recent writes were slow: the disk is busy
+    fut = w.submit([AppendOp(entries(1, 1))], None, now=True)
+    assert not fut.done()  # handed to the thread, not fsynced on the loop
+    await fut
+    assert w.write_s < 1.0  # the thread's write is measured too
+    await w.close()
+    st.close()
