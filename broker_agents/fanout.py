@@ -22,6 +22,7 @@ refused before any agent sees it, counted in ``ba_agent_malformed_messages_total
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Awaitable, Callable
 
@@ -31,7 +32,7 @@ from nats.aio.subscription import Subscription
 
 from broker_agents import codec
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.core.tokens import TOKEN
+from broker_agents.core.tokens import TOKEN_PATTERN
 from broker_agents.logging import get_logger
 from broker_agents.metrics import MALFORMED
 from broker_agents.ratelog import RateLimitedLog
@@ -42,6 +43,9 @@ HEADER = "Ba-Fanout"
 MAX_PARTICIPANTS = 10_000
 COMPONENT = "fanout"
 
+_ID = TOKEN_PATTERN.strip("^$")
+# The whole header in one match (one regex call, not one per participant).
+_TARGETS = re.compile(rf"[0-9]{{1,6}}={_ID}(?:,[0-9]{{1,6}}={_ID})*")
 Deliver = Callable[[list[Subscription], Msg], Awaitable[None]]
 _log = RateLimitedLog(get_logger(component=COMPONENT))
 
@@ -58,11 +62,11 @@ def decode_targets(value: str | None) -> list[tuple[int, str]]:
     pairs = value.split(",")
     if len(pairs) > MAX_PARTICIPANTS:
         raise BrokerError(ErrorCode.MALFORMED, f"fan-out to more than {MAX_PARTICIPANTS}")
+    if _TARGETS.fullmatch(value) is None:
+        raise BrokerError(ErrorCode.MALFORMED, f"bad {HEADER} header {value[:80]!r}")
     out = []
     for pair in pairs:
         index, _, agent_id = pair.partition("=")
-        if not index.isdigit() or len(index) > 6 or not TOKEN.match(agent_id):
-            raise BrokerError(ErrorCode.MALFORMED, f"bad {HEADER} entry {pair[:80]!r}")
         out.append((int(index), agent_id))
     return out
 
