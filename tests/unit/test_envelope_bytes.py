@@ -103,3 +103,23 @@ def test_refusals_are_the_old_ones() -> None:
         envelope_bytes([1, 2])  # type: ignore[arg-type]
     with pytest.raises(EncodeError):
         envelope_bytes({"n": 2**70}, "big")  # the wire cannot carry it
+
+
+envelope_parts = st.one_of(st.none(), st.integers(), st.text(max_size=300), st.binary(max_size=5),
+                           st.lists(st.integers(), max_size=2))
+
+
+@given(st.one_of(st.dictionaries(st.sampled_from(["type", "data", "id", "x"]), envelope_parts,
+                                 max_size=4), envelope_parts))
+def test_open_envelope_fast_path_agrees_with_the_full_checks(payload: Any) -> None:
+    """The receiver's shortcut accepts exactly what the full checks accept, alike."""
+    from broker_agents.core.errors import RemoteProtocolError
+    from broker_agents.messages import _open_checked
+
+    def outcome(fn: Any) -> Any:
+        try:
+            return fn(payload)
+        except RemoteProtocolError as exc:
+            return ("refused", exc.code, str(exc))
+
+    assert outcome(open_envelope) == outcome(_open_checked)
