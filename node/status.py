@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Histogram
 from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, Field
 
 from broker_agents import codec
 from broker_agents import metrics as agent_metric
@@ -49,6 +50,24 @@ AGENT_COLLECTORS: tuple[Collector, ...] = (
 PUBLISH_SECONDS = Histogram("ba_node_status_seconds",
                             "Building and publishing one node status event",
                             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1))
+
+
+class NodeStatus(BaseModel):
+    """What a reader checks of a status event before using it (the fields it computes
+    with); other fields pass through. A document that fails is refused and counted."""
+
+    model_config = ConfigDict(extra="allow")
+
+    node_id: str | None = None
+    at: float | None = None
+    interval_s: float = Field(2.0, gt=0, allow_inf_nan=False)
+    started_at: float | None = Field(None, allow_inf_nan=False)
+    healthy: bool | None = None
+    ready: bool | None = None
+    stopping: bool = False
+    problems: dict[str, str] = Field(default_factory=dict)
+    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 @functools.cache

@@ -32,6 +32,7 @@ from broker_agents.logging import get_logger
 from broker_agents.subjects import Subjects
 from node.dashboard.alerts import from_prometheus
 from node.dashboard.model import ClusterModel
+from node.status import NodeStatus
 
 EVENTS = Counter("ba_dashboard_events_total", "Events and bucket changes the dashboard read",
                  ["kind"])
@@ -199,7 +200,13 @@ class Collector:
         now = time.time()
         m = self.model
         if kind == "node" and len(tokens) == 3 and tokens[2] == "status":
-            m.apply_status({**payload, "node_id": tokens[1]}, now)
+            try:
+                status = NodeStatus.model_validate({**payload, "node_id": tokens[1]})
+            except ValueError:
+                EVENTS.labels("malformed").inc()
+                return
+            payload = status.model_dump()
+            m.apply_status(payload, now)
             self._read_variables(payload)
             kind = "status"
         elif kind == "node" and len(tokens) == 2:

@@ -306,12 +306,13 @@ async def test_malformed_events_are_counted_and_dropped(live: Live) -> None:
     before = EVENTS.labels("malformed")._value.get()
     node = await live.cluster.client(Role.NODE)
     try:
-        for data in (b"\xff\x00 not a document", b"[1, 2]", b"{" * 100):
+        for data in (b"\xff\x00 not a document", b"[1, 2]", b"{" * 100,
+                     b'{"interval_s": "soon", "agents": [1]}'):
             await node.publish("ba.events.node.node-1.status", data)
         await node.flush()
     finally:
         await node.close()
-    await _until(lambda: EVENTS.labels("malformed")._value.get() >= before + 3)
+    await _until(lambda: EVENTS.labels("malformed")._value.get() >= before + 4)
     doc = await live.get("/api/cluster")
     assert {n["id"] for n in doc["nodes"]} == {"node-1", "node-2", "node-3"}
 
