@@ -5,7 +5,8 @@ observer, a JSON API and server-sent events over it, and static pages.
 - ``collector``: bucket mirrors and event subscriptions feeding the model;
 - ``alerts``: conditions the dashboard evaluates itself, and Prometheus' firing alerts;
 - ``app``: the aiohttp routes (GET only) and the SSE hub;
-- ``server``: ``DashboardSettings``, ``serve``/``run`` (standalone) and ``Embedded`` (in a
-  node, at ``/ui``).
+- ``server``: ``DashboardSettings``, ``serve``/``run`` (standalone) and ``Embedded``;
+- ``innode``: the same inside a node (``[dashboard] enabled``: ``/ui`` and ``/api/``);
+- ``cost``: what it costs the cluster, measured (``python -m node.dashboard.cost``).
 The node side is ``node.status``: each node's status event, which the model reads.
 """
