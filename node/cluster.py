@@ -177,11 +177,15 @@ class LocalCluster:
                            int(env["BA_HTTP__PORT"]))
 
     def _auth_env(self) -> dict[str, str]:
-        """The node creds and the CA (the inbox prefix follows from the creds' user)."""
+        """The node creds and the CA (the inbox prefix follows from the creds' user), and
+        the observer context a node's own dashboard (``[dashboard] enabled``) reads with."""
         if self.auth is None:
             return {"BA_NATS__AUTH": "none"}
-        return {"BA_NATS__AUTH": "creds", "BA_NATS__CREDS": str(self.auth.creds[Role.NODE]),
-                "BA_NATS__TLS_CA": str(self.auth.ca)}
+        env = {"BA_NATS__AUTH": "creds", "BA_NATS__CREDS": str(self.auth.creds[Role.NODE]),
+               "BA_NATS__TLS_CA": str(self.auth.ca)}
+        if Role.OBSERVER in self.auth.contexts:
+            env["BA_DASHBOARD__CONTEXT"] = str(self.auth.contexts[Role.OBSERVER])
+        return env
 
     async def _spawn_and_wait(self, procs: list[NodeProcess]) -> None:
         nc = await self.client(Role.OBSERVER)  # lifecycle events are an observer's to read
