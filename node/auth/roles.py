@@ -39,9 +39,10 @@ from broker_agents.subjects import check_token
 DEFAULT_PREFIX = "ba"
 
 # Every KV bucket concern the code opens today (Subjects.bucket): registry, budgets,
-# auctions, reputation, coordination, variables, and the benchmark's raw baseline.
+# auctions, reputation, coordination, variables, feature flags, and the benchmark's raw
+# baseline.
 BUCKET_CONCERNS = ("agents", "nodes", "accounts", "reputation", "auctions", "leases",
-                   "barriers", "variables", "raw")
+                   "barriers", "variables", "features", "raw")
 
 # What a client may send to a consensus group (``p.raft.<group>.<verb>``): a Raft member
 # may not be named after one, or its peer subject would be a public one.
@@ -72,7 +73,10 @@ ADMIN_OPERATIONS: dict[str, str] = {
     "treasury.unfreeze": "unfreeze an account",
     "admin.variables.freeze": "freeze a variable against the adaptation engine",
     "admin.variables.unfreeze": "unfreeze a variable",
-    "admin.membership.*": "change the members of a consensus group",
+    "admin.membership.>": "read or change the members of a consensus group, or move its "
+                          "leadership (admin.membership.<group>[.<member>])",
+    "admin.drain.*": "drain a node: move its agents and Raft leaderships away (admin.drain.<node>)",
+    "admin.features.*": "list, enable or disable a cluster-wide feature flag",
     "admin.roles.*": "grant or revoke an identity's role",
 }
 
@@ -87,9 +91,10 @@ PRIVILEGED = ("$KV.>", "$JS.>", "$SYS.>")
 
 # Subjects under the prefix only nodes publish and subscribe to: the node fan-out
 # (``broker_agents.fanout``: an ask there reaches agents through their inbox path, so a
-# client must neither inject one nor read the asks). Denied to the other roles explicitly,
+# client must neither inject one nor read the asks) and agent handover between nodes
+# (``p.handover.<node>``: a drained node asks another to start one of its agents). Denied to the other roles explicitly,
 # so that no future allow-list wildcard lets it through.
-NODE_ONLY = ("fanout",)
+NODE_ONLY = ("fanout", "handover.>")
 
 
 
