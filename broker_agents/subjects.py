@@ -9,6 +9,11 @@
     <p>.auction.<id>.<step>           auction choreography
     <p>.vote.<id>.<step>              voting choreography
     <p>.node.<node_id>.<what>         node control and heartbeats
+    <p>.handover.<node_id>            a drained node asks another to start one of its agents
+                                      (nodes only)
+    <p>.admin.<operation>...          privileged operations (admins and nodes; roles.py
+                                      ADMIN_OPERATIONS): membership.<group>[.<member>],
+                                      drain.<node>, features.<verb>
     <p>.events.<kind>...              events
     <p>.events.variables.<space>      a committed change of a variable space (full values)
     <p>.events.adaptation.<space>     one adaptation step (the engine's explanation)
@@ -61,6 +66,12 @@ class Subjects:
 
     def node(self, node_id: str, *parts: str) -> str:
         return ".".join((self.prefix, "node", node_id, *parts))
+
+    def handover(self, node_id: str) -> str:
+        return f"{self.prefix}.handover.{node_id}"
+
+    def admin(self, *parts: str) -> str:
+        return ".".join((self.prefix, "admin", *parts))
 
     def events(self, *parts: str) -> str:
         return ".".join((self.prefix, "events", *parts))
