@@ -44,6 +44,8 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"  # an act not signed by the principal it names
     RATE_LIMITED = "rate_limited"  # a requester or agent over its quota: retry later
     FORBIDDEN = "forbidden"  # the connection's role may not (a NATS permissions violation)
+    UNSUPPORTED_VERSION = "unsupported_version"  # a record/message of a newer schema (v)
+    FEATURE_UNSUPPORTED = "feature_unsupported"  # a feature some node does not announce
     # A code this version does not know (a newer peer's); the text is kept in details.
     UNKNOWN = "unknown"
 
