@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import tomllib
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
@@ -264,6 +265,26 @@ class AgentSection(Strict):
         return value
 
 
+class HostingSection(Strict):
+    """``[hosting]``: which agents this node takes over from a draining node
+    (``broker-agents node drain``). A handed-over spec is checked exactly as this node's own
+    ``[[agents]]`` (import, ``Agent`` subclass, ``Settings``, id token) and its class must
+    match one of ``classes`` (``fnmatch`` globs on ``module:Class``); without ``classes``,
+    the classes this node's own ``[[agents]]`` name."""
+
+    accept_handover: bool = Field(True, description="take agents over from draining nodes")
+    classes: list[str] = Field(default_factory=list, description="globs of 'module:Class' "
+                               "this node may host when handed over (empty: the classes "
+                               "of its own [[agents]])")
+    max_agents: int | None = Field(None, ge=0, description="refuse a handover once this "
+                                   "many agents run here (unset: no limit)")
+
+    def allows(self, cls_path: str, own: list[str]) -> bool:
+        """Whether a handed-over ``module:Class`` may run here."""
+        patterns = self.classes or own
+        return any(fnmatchcase(cls_path, pattern) for pattern in patterns)
+
+
 class NodeConfig(BaseSettings):
     node: NodeSection = Field(default_factory=NodeSection)
     nats: NatsSection = Field(default_factory=NatsSection)
@@ -272,6 +293,7 @@ class NodeConfig(BaseSettings):
     supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
     agent_limits: AgentLimitsSection = Field(default_factory=AgentLimitsSection)
     agents: list[AgentSection] = Field(default_factory=list)
+    hosting: HostingSection = Field(default_factory=HostingSection)
     services: ServicesSection = Field(
         default_factory=ServicesSection, description="capabilities hosted by the node")
 

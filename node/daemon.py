@@ -30,6 +30,7 @@ from broker_agents.transport import ConnectOptions, NatsUnreachable, connect
 from node import health
 from node.config import NodeConfig
 from node.dashboard.innode import attach as attach_dashboard
+from node.drain import DrainService
 from node.embedded import NatsServer
 from node.exitcodes import ExitCode
 from node.hosting import AgentChild, build_specs
@@ -88,7 +89,7 @@ class Node:
         self.embedded_supervisor: EmbeddedSupervisor | None = None
         self._servers: list[str] = list(config.nats.servers)
         self.http: HttpServer | None = None
-        self.services: list[NodeService] = build_services(config.services)
+        self.services: list[NodeService] = [*build_services(config.services), DrainService()]
         self.service_map: dict[str, Any] = {}
         self.agents: dict[str, Agent] = {}
         self.supervisor: Supervisor | None = None

@@ -10,6 +10,11 @@ agents start (``planned_agents``; ``broker_agents/registry/claims.py``). An id a
 holds is refused: its spec is built ``refused`` (the supervisor lists it in ``failed``
 and never starts it: no subscription, one responder), or, under ``[services.registry]
 on_duplicate_id = "fail"``, the registry service fails the start.
+
+An agent can also move between nodes (``node/drain.py``): ``HandoverSpec`` is one agent's
+spec on the wire (class path, id, kwargs, capabilities, restart type, limits), what a
+draining node sends and what the new host checks exactly as its own config
+(``handover_child``) before it starts the agent under its supervisor.
 """
 
 from __future__ import annotations
@@ -19,14 +24,21 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from nats.aio.client import Client as NATS
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from broker_agents.agent import Agent
+from broker_agents.core.supervision import RestartType
 from broker_agents.importer import ImportFromStringError, import_from_string
 from broker_agents.quota import AgentQuota
 from broker_agents.runtime import AgentRunner
 from broker_agents.subjects import Subjects, check_token
-from node.config import AgentSection, ConfigError, NodeConfig, describe_validation_error
+from node.config import (
+    AgentLimitsOverride,
+    AgentSection,
+    ConfigError,
+    NodeConfig,
+    describe_validation_error,
+)
 from node.supervisor import ChildSpec
 
 _T = TypeVar("_T")
@@ -116,8 +128,6 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
     An id the registry service refused (``refused``: id -> why) gets a refused spec."""
     specs: list[ChildSpec] = []
     seen: set[str] = set()
-    subjects = Subjects(config.node.subject_prefix)
-    sup = config.supervisor
     refused: dict[str, str] = getattr(services.get("registry"), "refused", {})
     for index, section in enumerate(config.agents):
         limits = section.limits
@@ -128,22 +138,88 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
             kwargs["capabilities"] = section.capabilities
         check_kwargs(cls, kwargs, f"agents.{index}.kwargs")
         for agent_id in _checked_ids(index, section, cls, seen):
-
-            def factory(cls: type[Agent] = cls, agent_id: str = agent_id,
-                        kwargs: dict[str, Any] = kwargs,
-                        quota: AgentQuota = quota) -> AgentChild:
-                return AgentChild(cls(agent_id, **kwargs), nc, config.node.id, subjects,
-                                  services, config.node.max_payload,
-                                  config.nats.pending_msgs_limit, quota)
-
-            specs.append(ChildSpec(
-                agent_id, factory, section.restart,
-                shutdown_timeout=config.node.shutdown_timeout,
-                max_restarts=_or(limits.max_restarts, sup.max_restarts),
-                period=_or(limits.period, sup.period),
-                on_exhausted=limits.on_exhausted or sup.on_exhausted,
-                refused=refused.get(agent_id)))
+            specs.append(_child_spec(config, nc, services, cls, agent_id, kwargs,
+                                     section.restart, limits, quota,
+                                     refused.get(agent_id)))
     return specs
+
+
+def _child_spec(config: NodeConfig, nc: NATS, services: dict[str, Any], cls: type[Agent],
+                agent_id: str, kwargs: dict[str, Any], restart: RestartType,
+                limits: AgentLimitsOverride, quota: AgentQuota,
+                refused: str | None = None) -> ChildSpec:
+    """One agent's supervised child (a fresh instance on every start)."""
+    subjects = Subjects(config.node.subject_prefix)
+    sup = config.supervisor
+
+    def factory() -> AgentChild:
+        return AgentChild(cls(agent_id, **kwargs), nc, config.node.id, subjects,
+                          services, config.node.max_payload,
+                          config.nats.pending_msgs_limit, quota)
+
+    return ChildSpec(agent_id, factory, restart,
+                     shutdown_timeout=config.node.shutdown_timeout,
+                     max_restarts=_or(limits.max_restarts, sup.max_restarts),
+                     period=_or(limits.period, sup.period),
+                     on_exhausted=limits.on_exhausted or sup.on_exhausted,
+                     refused=refused)
+
+
+MAX_KWARGS_BYTES = 64 * 1024
+
+
+class HandoverSpec(BaseModel):
+    """One hosted agent, as a draining node hands it to another (``<p>.handover.<node>``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    agent_id: str = Field(max_length=128)
+    cls: str = Field(alias="class", max_length=512, description="module.path:ClassName")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    capabilities: list[str] = Field(default_factory=list, max_length=256)
+    restart: RestartType = RestartType.PERMANENT
+    limits: AgentLimitsOverride = Field(default_factory=AgentLimitsOverride)
+
+
+def own_specs(config: NodeConfig) -> dict[str, HandoverSpec]:
+    """The handover spec of every agent the config hosts, by id."""
+    found: dict[str, HandoverSpec] = {}
+    for index, section in enumerate(config.agents):
+        cls = import_agent_class(section.cls, f"agents.{index}.class")
+        for agent_id in agent_ids(section, cls):
+            found[agent_id] = HandoverSpec(
+                agent_id=agent_id, cls=section.cls, kwargs=dict(section.kwargs),
+                capabilities=list(section.capabilities), restart=section.restart,
+                limits=section.limits)
+    return found
+
+
+def handover_child(config: NodeConfig, nc: NATS, services: dict[str, Any],
+                   spec: HandoverSpec, *, check_class: bool = True) -> ChildSpec:
+    """The child for a handed-over agent, checked as this node's own config would be:
+    the class allowed here (``[hosting]``), importable, an ``Agent``; the id a subject
+    token; the kwargs valid for the class's ``Settings``. ``ConfigError`` names the fault."""
+    try:
+        check_token(spec.agent_id, "agent id")
+    except ValueError as exc:
+        raise ConfigError(f"handover.agent_id: {exc}") from exc
+    own = [section.cls for section in config.agents]
+    if check_class and not config.hosting.allows(spec.cls, own):
+        raise ConfigError(f"handover.class: {spec.cls!r} is not a class this node hosts "
+                          f"([hosting] classes)", {"class": spec.cls})
+    cls = import_agent_class(spec.cls, "handover.class")
+    kwargs = dict(spec.kwargs)
+    if spec.capabilities:
+        kwargs["capabilities"] = list(spec.capabilities)
+    check_kwargs(cls, kwargs, "handover.kwargs")
+    try:
+        cls(spec.agent_id, **kwargs)  # what each start does: fail here, not in the child
+    except Exception as exc:
+        raise ConfigError(f"handover.kwargs: {cls.__name__} refuses them: "
+                          f"{type(exc).__name__}: {exc}"[:300]) from None
+    quota = spec.limits.quota(config.agent_limits)
+    return _child_spec(config, nc, services, cls, spec.agent_id, kwargs, spec.restart,
+                       spec.limits, quota)
 
 
 def _or(own: _T | None, default: _T) -> _T:

@@ -10,6 +10,11 @@ listed in ``failed``) while its siblings run on; ``stop_node`` stops every child
 raises ``SupervisorGaveUp`` to the parent (the node, at the root), as OTP does. A
 supervisor is itself a child, so trees nest. A spec built ``refused`` (its agent id is
 held by another live node) is never started and is listed in ``failed`` with why.
+
+Children can also come and go while the supervisor runs (``add_child``, ``remove_child``):
+a node that takes over an agent from a draining node adds it, and the draining node
+removes the agents it handed over (``node/drain.py``). Dynamic children restart like the
+others; strategies spanning siblings see them in the order they were added.
 """
 
 from __future__ import annotations
@@ -121,6 +126,7 @@ class Supervisor:
             RESTARTS_IN_PERIOD.labels(cid).set_function(self._in_period(budget))
         self._running: dict[str, _Running] = {}
         self._stop = asyncio.Event()
+        self._changed = asyncio.Event()  # wakes the loop: a child was added
         self._restarts: dict[str, int] = {}
         self.log = get_logger(supervisor=self.name)
 
@@ -143,6 +149,39 @@ class Supervisor:
     def stop(self) -> None:
         self._stop.set()
 
+    def spec(self, child_id: str) -> ChildSpec | None:
+        return next((s for s in self.specs if s.id == child_id), None)
+
+    async def add_child(self, spec: ChildSpec) -> None:
+        """Start one more child now (``ChildStartError`` if it does not become ready: it
+        is then forgotten, not retried), and supervise it like the others."""
+        if self._stop.is_set():
+            raise ChildStartError(f"supervisor {self.name} is stopping", {"child": spec.id})
+        if self.spec(spec.id) is not None:
+            raise ChildStartError(f"a child {spec.id!r} exists already", {"child": spec.id})
+        self.specs.append(spec)
+        self.failed.pop(spec.id, None)
+        budget = self._budgets[spec.id] = self._budget_of(spec)
+        RESTART_LIMIT.labels(spec.id).set(budget.max_restarts)
+        RESTARTS_IN_PERIOD.labels(spec.id).set_function(self._in_period(budget))
+        try:
+            await self._start_child(spec.id, False)
+        except BaseException:
+            self._forget(spec.id)
+            raise
+        self._changed.set()
+
+    async def remove_child(self, child_id: str, *, notify: bool = True) -> bool:
+        """Stop a child gracefully (its subscriptions drain, in-flight work finishes, within
+        its shutdown timeout) and forget it. ``notify=False`` skips ``hooks.stopping``: the
+        caller does the bookkeeping (an agent handed over keeps its registry record, now
+        the new host's). False if there was no such child."""
+        if self.spec(child_id) is None:
+            return False
+        await self._stop_children([child_id], notify=notify)
+        self._forget(child_id)
+        return True
+
     async def run(self, ready: Callable[[], None]) -> None:
         try:
             await self._start_with_retries(list(self.order))
@@ -158,7 +197,13 @@ class Supervisor:
         try:
             while not self._stop.is_set():
                 tasks = {entry.task: cid for cid, entry in self._running.items()}
-                await asyncio.wait([stop_waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                self._changed.clear()
+                changed = asyncio.ensure_future(self._changed.wait())
+                try:
+                    await asyncio.wait([stop_waiter, changed, *tasks],
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
                 if self._stop.is_set():
                     return
                 for task, cid in tasks.items():
@@ -278,13 +323,14 @@ class Supervisor:
         self._running[cid] = _Running(child, task)
         await self.hooks.started(cid, child, self._restarts.get(cid, 0))
 
-    async def _stop_children(self, ids: list[str]) -> None:
+    async def _stop_children(self, ids: list[str], notify: bool = True) -> None:
         """Stop children in reverse start order, each within its shutdown timeout."""
         for cid in reversed([c for c in self.order if c in ids]):
             entry = self._running.pop(cid, None)
             if entry is None:
                 continue
-            await self.hooks.stopping(cid)
+            if notify:
+                await self.hooks.stopping(cid)
             entry.child.stop()
             timeout = self._spec(cid).shutdown_timeout
             done, _ = await asyncio.wait([entry.task], timeout=timeout)

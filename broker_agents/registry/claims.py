@@ -6,6 +6,8 @@ that already holds a record is
 
 - ours (the record names this node: it restarted): reclaimed;
 - a live node's: refused with ``already_exists``;
+- the node handing the agent over (``handover_from``: a draining node stopped it and asked
+  this one to host it, ``node/drain.py``): taken over with compare-and-set;
 - a dead node's, or unusable (corrupt, another key's value): taken over with
   compare-and-set on the revision read, so two nodes taking over cannot both win.
 
@@ -39,6 +41,7 @@ class ClaimOutcome(StrEnum):
     CREATED = "created"        # nobody held the id
     RECLAIMED = "reclaimed"    # this node held it (a restart)
     TAKEN_OVER = "taken_over"  # a dead node held it, or the key held garbage
+    HANDED_OVER = "handed_over"  # the node handing it over held it
     REFUSED = "refused"        # a live node holds it
 
 
@@ -66,7 +69,7 @@ def holder_alive(node: NodeRecord | None, now: float, window: float) -> bool:
 
 
 async def claim(store: RegistryStore, agent_id: str, name: str, node_id: str, *,
-                window: float, attempts: int = 8,
+                window: float, attempts: int = 8, handover_from: str | None = None,
                 clock: Callable[[], float] = time.time) -> Claim:
     """Claim ``agent_id`` for ``node_id``; see the module docstring. Lost CAS races go round
     again (``attempts`` times, then ``conflict``); NATS errors propagate (the caller's
@@ -88,6 +91,11 @@ async def claim(store: RegistryStore, agent_id: str, name: str, node_id: str, *,
         holder = held.node_id if held is not None else None
         if holder == node_id:
             return _counted(Claim(agent_id, ClaimOutcome.RECLAIMED, holder, revision))
+        if holder is not None and holder == handover_from:
+            written = await store.cas_put(agent_id, record, revision)
+            if written is not None:
+                return _counted(Claim(agent_id, ClaimOutcome.HANDED_OVER, holder, written))
+            continue
         if holder is not None:
             node = await _node(store, holder)
             if holder_alive(node, clock(), window):

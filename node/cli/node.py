@@ -1,4 +1,6 @@
 """``broker-agents node run``: one node daemon in this process.
+``broker-agents node drain <id>`` / ``node undrain <id>``: move a node's agents and Raft
+leaderships away before it stops, or take it back into service (admin; ``node/drain.py``).
 
 Exit status: the daemon's own (``ExitCode.OK`` on a stop by signal, in any state of its
 NATS connection; ``FAILURE`` when a supervisor gave up or no NATS server answered within
@@ -13,18 +15,34 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Group
+from rich.table import Table
 
 from broker_agents.core.errors import BrokerError, ErrorCode
-from node.cli.common import ConfigOpt, describe, fail
+from node.cli import common
+from node.cli.common import (
+    DEFAULT_PREFIX,
+    ConfigOpt,
+    ContextOpt,
+    CredsOpt,
+    JsonOpt,
+    NatsOpt,
+    PrefixOpt,
+    Target,
+    TlsCaOpt,
+    describe,
+    fail,
+)
 from node.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from node.config import NodeConfig
 
-app = typer.Typer(no_args_is_help=True, help="Run a node daemon.")
+app = typer.Typer(no_args_is_help=True, help="Run a node daemon; drain or undrain one.")
+NodeArg = Annotated[str, typer.Argument(help="node id")]
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -104,3 +122,74 @@ def node_run(config: ConfigOpt = None) -> None:
         fail(BrokerError(ErrorCode.CONFIG, describe(exc)), label="port in use",
              code=ExitCode.CONFIG)
     raise typer.Exit(code)
+
+
+def _drain_call(at: Target, prefix: str, node_id: str, op: str, timeout: float,
+                as_json: bool) -> dict[str, Any]:
+    """Send the admin request, print its answer (JSON, or tables)."""
+    from broker_agents.subjects import Subjects
+    from node.auth.roles import Role
+    from node.drain import request_drain
+
+    async def call() -> dict[str, Any]:
+        nc = await common.connect(at, role=Role.ADMIN)
+        try:
+            return await request_drain(nc, Subjects(prefix), node_id, op, timeout)
+        finally:
+            await nc.close()
+
+    report = common.run(call(), as_json)
+    if op == "drain":
+        common.show(report, as_json, lambda: render_drain(report))
+    else:
+        common.show(report, as_json, lambda: common.pairs_table(
+            f"node {node_id}", [(k, str(v)) for k, v in report.items()]))
+    return report
+
+
+def render_drain(report: dict[str, Any]) -> Group:
+    """The drain report as tables: agents (moved or not, and why), leaderships."""
+    agents = Table(title=f"node {report.get('node')}: agents")
+    for column in ("agent", "moved to", "gap (ms)", "not moved because"):
+        agents.add_column(column)
+    gaps = report.get("gaps_ms", {})
+    for agent_id, target in sorted(report.get("moved", {}).items()):
+        agents.add_row(agent_id, target, str(gaps.get(agent_id, "")), "")
+    for agent_id, why in sorted(report.get("not_moved", {}).items()):
+        agents.add_row(agent_id, "", "", why)
+    groups = Table(title="raft leadership")
+    for column in ("group", "new leader", "not moved because"):
+        groups.add_column(column)
+    for group, leader in sorted(report.get("leadership", {}).items()):
+        groups.add_row(group, leader, "")
+    for group, why in sorted(report.get("leadership_not_moved", {}).items()):
+        groups.add_row(group, "", why)
+    ready = report.get("ready_to_stop")
+    agents.caption = (f"draining: {report.get('draining')} · ready to stop: {ready} · "
+                      f"{report.get('elapsed_s', 0)} s")
+    return Group(agents, groups)
+
+
+@app.command("drain")
+def node_drain(node_id: NodeArg,
+               timeout: Annotated[float, typer.Option(
+                   "--timeout", help="seconds the whole drain may take")] = 60.0,
+               nats_url: NatsOpt = None, context: ContextOpt = None, creds: CredsOpt = None,
+               tls_ca: TlsCaOpt = None, prefix: PrefixOpt = DEFAULT_PREFIX,
+               as_json: JsonOpt = False) -> None:
+    """Drain a node: no new work, its agents started on other nodes, its Raft leaderships
+    moved. Exit 1 unless the report says ready_to_stop."""
+    report = _drain_call(Target(nats_url, context, creds, tls_ca), prefix, node_id, "drain",
+                         timeout, as_json)
+    if not report.get("ready_to_stop"):
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+@app.command("undrain")
+def node_undrain(node_id: NodeArg, nats_url: NatsOpt = None, context: ContextOpt = None,
+                 creds: CredsOpt = None, tls_ca: TlsCaOpt = None,
+                 prefix: PrefixOpt = DEFAULT_PREFIX, as_json: JsonOpt = False) -> None:
+    """Take a drained (not stopped) node back into service: ready again, it takes
+    handovers; agents already moved stay where they are."""
+    _drain_call(Target(nats_url, context, creds, tls_ca), prefix, node_id, "undrain", 10.0,
+                as_json)
