@@ -11,6 +11,10 @@ Version N is the code as it is. N+1 adds:
   sits behind the cluster-wide feature flag ``demo-next`` (``FEATURE``), which is
   effective only while every registered node announces it; a client proposes ``incr``
   only while the flag is effective.
+- a field its models add (``EXTRA_FIELD``): on every account it writes (the accounts
+  bucket, read-modified-written by whichever auctioneer settles an auction, N or N+1) and
+  on every bid answer its bidders send (read by N auctioneers). N must tolerate both and
+  keep the account's through its own updates (``broker_agents.core.versioning``).
 - the feature's registration in the build's supported set
   (``broker_agents.core.features.register_feature``, when the build has feature flags).
 
@@ -24,11 +28,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from broker_agents.auction.messages import BidAnswer
+from broker_agents.core.budget import Account
 from broker_agents.core.raft.kvstore import KVStateMachine
 from node.service_settings import register_state_machine
 
 FEATURE = "demo-next"
-BUILD_ENV = "BA_BUILD"
+EXTRA_FIELD = "demo_next"
 
 
 class NextKVStateMachine(KVStateMachine):
@@ -58,8 +67,17 @@ def features_available() -> bool:
     return True
 
 
+def add_field(model: type[BaseModel], name: str, default: str) -> None:
+    """Declare a new field on ``model`` in place, as N+1's source would (every module that
+    imported the class sees it)."""
+    model.model_fields[name] = FieldInfo.from_annotated_attribute(str, default)
+    model.model_rebuild(force=True)
+
+
 def install() -> None:
     """Make this process the N+1 build (call before the node loads its config)."""
+    add_field(Account, EXTRA_FIELD, "N+1")
+    add_field(BidAnswer, EXTRA_FIELD, "N+1")
     register_state_machine("kv", f"{__name__}:NextKVStateMachine")
     if features_available():
         features = importlib.import_module("broker_agents.core.features")

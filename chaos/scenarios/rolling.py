@@ -51,6 +51,7 @@ from chaos.scenarios.rolling_load import (
     FeatureGate,
     IncrClient,
     LoadProgress,
+    MarkedAccounts,
     UniqueWriter,
     rollback_safe,
 )
@@ -119,7 +120,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         accounts_kv, auctions_kv = (await js.key_value("ba_accounts"),
                                     await js.key_value("ba_auctions"))
         book = Ledger(accounts_kv)
-        watch = await auction.AccountWatch.observing(h)
+        watch = await MarkedAccounts.observing(h)
+        assert isinstance(watch, MarkedAccounts)
         for who in auction.bidders():
             await book.deposit(who, auction.FUNDS, "rolling-funding")
         minted = auction.cents(auction.FUNDS) * len(auction.bidders())
@@ -197,6 +199,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             check_no_dangling_holds(audit, views),
             check_books(audit, minted=auction.FUNDS * len(auction.bidders())),
             check_votes(ops, coord.PREFS),
+            watch.check(),
             gate.check(),
         ]
         report.checks[5].details.update(auctions=len(records), settled=sum(

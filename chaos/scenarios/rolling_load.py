@@ -9,15 +9,19 @@ import asyncio
 import importlib.util
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.builds import FEATURE
+from broker_agents import codec
+from broker_agents.core.budget import Account
+from chaos.builds import EXTRA_FIELD, FEATURE
 from chaos.checkers.result import CheckResult
 from chaos.history import History, Operation
 from chaos.nodes import NodeDaemon
 from chaos.rolling import CommitClock, build_of, leader_commit, snapshot_index, wait_gauges
+from chaos.scenarios.auction import AccountWatch, cents
 from chaos.scenarios.consensus import RegisterClient
 from chaos.scenarios.support import Harness
 from node.auth.roles import Role
@@ -245,3 +249,38 @@ async def rollback_safe(node: NodeDaemon, nodes: Sequence[NodeDaemon], group: st
     assert target is not None
     await wait_gauges(nodes, group, f"{node.node_id}'s snapshot past index {target}",
                       timeout, lambda g: snapshot_index(g.get(node.node_id, {})) >= target)
+
+
+class MarkedAccounts(AccountWatch):
+    """The auction scenario's account watch, also noting which versions of each account
+    carry N+1's field: once one does, every later version must (N keeps unknown fields
+    through its read-modify-writes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[tuple[str, bool]] = []  # (owner, has the field), in bucket order
+
+    async def _run(self) -> None:
+        async for entry in self._watcher:
+            if entry is None or not entry.value:
+                continue
+            raw = codec.decode(entry.value)
+            account = Account.model_validate(raw)
+            self.snapshots.append((time.monotonic(), account.owner, cents(account.balance)))
+            self.marks.append((account.owner, EXTRA_FIELD in raw))
+
+    def check(self) -> CheckResult:
+        marked: set[str] = set()
+        dropped: list[str] = []
+        later = 0
+        for owner, has in self.marks:
+            if owner in marked:
+                later += 1
+                if not has:
+                    dropped.append(f"{owner}: a write dropped N+1's field {EXTRA_FIELD!r}")
+                    marked.discard(owner)
+            elif has:
+                marked.add(owner)
+        return CheckResult.of("unknown-fields-kept", dropped, versions=len(self.marks),
+                              marked_accounts=len({o for o, has in self.marks if has}),
+                              writes_after_marked=later)
