@@ -169,17 +169,19 @@ class DrainService(BaseService):
         moved: dict[str, str] = {}
         not_moved: dict[str, str] = {}
         gaps: dict[str, float] = {}
+        given: dict[str, int] = {}
         sup = self.node.supervisor
         for agent_id in list(sup.order if sup else []):
             if loop.time() >= deadline:
                 not_moved[agent_id] = f"the drain's timeout ({timeout}s) passed"
                 continue
-            target, why, gap = await self._move(agent_id, deadline)
+            target, why, gap = await self._move(agent_id, deadline, given)
             if target is None:
                 not_moved[agent_id] = why
                 HANDOVERS.labels("not_moved").inc()
             else:
                 moved[agent_id], gaps[agent_id] = target, round(gap * 1000, 2)
+                given[target] = given.get(target, 0) + 1
                 HANDOVERS.labels("moved").inc()
         leaders, not_led = await self._move_leadership(deadline)
         report = {"node": self.node.id, "draining": True, "moved": moved,
@@ -205,20 +207,21 @@ class DrainService(BaseService):
             beater.metadata.pop(DRAINING_KEY, None)
         await beater.beat()
 
-    def _candidates(self) -> list[str]:
-        """Live, non-draining other nodes, fewest agents first."""
+    def _candidates(self, given: dict[str, int]) -> list[str]:
+        """Live, non-draining other nodes, fewest agents first (counting those this drain
+        gave them already: their heartbeats may not say so yet)."""
         registry = self.node.service_map.get("registry")
         nodes = getattr(registry, "nodes", None)
         if nodes is None:
             return []
         window = registry.settings.window  # type: ignore[union-attr]
         now = time.time()
-        live = [(rec.agent_count, node_id) for node_id, (rec, _) in nodes.nodes.items()
-                if rec is not None and node_id != self.node.id and not rec.stopping
+        live = [(rec.agent_count + given.get(node_id, 0), node_id)
+                for node_id, (rec, _) in nodes.nodes.items() if rec is not None and node_id != self.node.id and not rec.stopping
                 and now - rec.last_heartbeat <= window and not rec.metadata.get(DRAINING_KEY)]
         return [node_id for _, node_id in sorted(live)]
 
-    async def _move(self, agent_id: str, deadline: float
+    async def _move(self, agent_id: str, deadline: float, given: dict[str, int]
                     ) -> tuple[str | None, str, float]:
         """Hand one agent over: (target, "", gap) or (None, why, 0)."""
         spec = self.specs.get(agent_id)
@@ -228,7 +231,7 @@ class DrainService(BaseService):
         refusals: dict[str, str] = {}
         body = {"from_node": self.node.id, "spec": spec.model_dump(by_alias=True,
                                                                    mode="json")}
-        for target in self._candidates():
+        for target in self._candidates(given):
             step = min(STEP_TIMEOUT_S, deadline - loop.time())
             if step <= 0:
                 break

@@ -1,0 +1,168 @@
+"""``node drain`` on a real secured 3-node cluster (one OS process per node), under load.
+
+The node that leads the consensus group is drained while clients keep asking its agents:
+every request succeeds (with the documented retry: a ``no responders`` answer is asked
+again for up to 1 s, the handover gap), the agents answer from other nodes and their
+registry records name them, the drained node is not ready (``draining``), then it stops
+on SIGTERM and nothing fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from nats.errors import NoRespondersError
+
+from broker_agents import codec
+from broker_agents.messages import envelope
+from broker_agents.raft.client import RaftClient
+from broker_agents.raft.driver import RaftMember
+from broker_agents.registry.client import Registry
+from broker_agents.samples import Calculate, Echo
+from broker_agents.subjects import Subjects
+from node.auth.roles import Role
+from node.cluster import LocalCluster
+from node.drain import request_drain
+from tests.integration.raft.helpers import wait_for
+
+S = Subjects()
+RETRY_WINDOW_S = 1.0  # the documented client retry of "no responders" during a handover
+GROUP = {"name": "cfg", "members": ["node-1", "node-2", "node-3"]}
+SERVICES = {"registry": {"heartbeat_interval": 0.2, "window": 1.0, "grace": 0.5,
+                         "reap_interval": 0.2},
+            "consensus": {"groups": [GROUP]}}
+AGENTS = [[{"class": "broker_agents.samples:EchoAgent", "id": f"echo-{i}"},
+           {"class": "broker_agents.samples:CalculatorAgent", "id": f"calc-{i}"}]
+          for i in (1, 2, 3)]
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    c = LocalCluster(tmp_path, nodes=3, agents=AGENTS, services=SERVICES,
+                     extra_env={"BA_NODE__SHUTDOWN_TIMEOUT": "5"})
+    await c.start()
+    yield c
+    await asyncio.to_thread(c.stop)
+
+
+RETRIES: list[str] = []
+
+
+async def ask(nc: Any, subject: str, msg: Any) -> dict[str, Any]:
+    """One request, retrying "no responders" for up to ``RETRY_WINDOW_S``."""
+    deadline = time.monotonic() + RETRY_WINDOW_S
+    while True:
+        try:
+            reply = await nc.request(subject, codec.encode(envelope(msg)), timeout=5)
+            return dict(codec.decode(reply.data))
+        except NoRespondersError:
+            if time.monotonic() > deadline:
+                raise
+            RETRIES.append(subject)
+            await asyncio.sleep(0.005)  # sleep-ok: the documented retry's backoff
+
+
+class Load:
+    """Clients asking the drained node's agents all along; failures are kept."""
+
+    def __init__(self, nc: Any, node_index: int) -> None:
+        self.nc, self.i = nc, node_index
+        self.ok = 0
+        self.failures: list[str] = []
+        self.answered_by: list[tuple[float, str]] = []
+        self._stop = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            try:
+                echo = await ask(self.nc, S.agent(f"echo-{self.i}"), Echo(text=str(n)))
+                assert echo["text"] == str(n), echo
+                calc = await ask(self.nc, S.agent(f"calc-{self.i}"),
+                                 Calculate(op="add", a=n, b=1))
+                assert calc["value"] == n + 1, calc
+                self.ok += 1
+                self.answered_by.append((time.monotonic(), echo["node_id"]))
+            except Exception as exc:
+                self.failures.append(repr(exc))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await self.task
+
+
+async def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+        return resp.status, json.loads(await resp.text())
+
+
+async def test_draining_the_leaders_node_moves_its_agents_and_leadership_nothing_fails(
+        cluster: LocalCluster) -> None:
+    client = await cluster.client()
+    admin = await cluster.client(Role.ADMIN)
+    observer = await cluster.client(Role.OBSERVER)
+    registry = await Registry.connect(observer)
+    load: Load | None = None
+    try:
+        raft = RaftClient(client, "cfg")
+        assert (await raft.propose({"op": "put", "key": "before", "value": 1}))["ok"]
+        leader = raft.leader
+        assert leader in GROUP["members"]
+        index = int(leader.split("-")[1])
+        drained = cluster.procs[index - 1]
+        await registry.view.wait_for(lambda: registry.count() == 6, 10)
+        load = Load(client, index)
+        await wait_for(lambda: load.ok >= 20, 20, "load before the drain")
+
+        report = await request_drain(admin, S, leader, "drain", 30)
+
+        mine = {f"echo-{index}", f"calc-{index}"}
+        assert set(report["moved"]) == mine, report
+        assert report["not_moved"] == {}, report
+        assert all(t != leader and t in GROUP["members"] for t in report["moved"].values())
+        print("drain report:", json.dumps(report))
+        if hasattr(RaftMember, "transfer_leadership"):
+            assert report["leadership"].get("cfg") not in (None, leader), report
+            assert report["ready_to_stop"] is True, report
+        await registry.view.wait_for(lambda: all(
+            (r := registry.lookup(a)) is not None and r.node_id == report["moved"][a]
+            and r.state == "running" for a in mine), 10)
+        status, ready = await readyz(drained.http_port)
+        assert status == 503 and "draining" in ready["problems"], ready
+        moved_at = time.monotonic()
+        await wait_for(lambda: any(t > moved_at and n != leader for t, n in load.answered_by),
+                       10, "answers from the new hosts")
+
+        drained.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(drained.wait, 20) == 0
+        stopped_at = time.monotonic()
+        before = load.ok
+        await wait_for(lambda: load.ok >= before + 20, 20, "load after the stop")
+        assert all(n != leader for t, n in load.answered_by if t > stopped_at)
+        assert (await raft.propose({"op": "put", "key": "after", "value": 2},
+                                   timeout=10))["ok"]
+        await load.stop()
+        assert load.failures == [], load.failures[:5]
+        print(f"requests: {load.ok} pairs ok, {len(RETRIES)} no-responders retries")
+        for a in mine:
+            assert registry.lookup(a).node_id == report["moved"][a]  # type: ignore[union-attr]
+    finally:
+        if load is not None and not load.task.done():
+            await load.stop()
+        await registry.close()
+        for nc in (client, admin, observer):
+            with contextlib.suppress(Exception):
+                await nc.close()
+
