@@ -217,7 +217,8 @@ class DrainService(BaseService):
         window = registry.settings.window  # type: ignore[union-attr]
         now = time.time()
         live = [(rec.agent_count + given.get(node_id, 0), node_id)
-                for node_id, (rec, _) in nodes.nodes.items() if rec is not None and node_id != self.node.id and not rec.stopping
+                for node_id, (rec, _) in nodes.nodes.items()
+                if rec is not None and node_id != self.node.id and not rec.stopping
                 and now - rec.last_heartbeat <= window and not rec.metadata.get(DRAINING_KEY)]
         return [node_id for _, node_id in sorted(live)]
 
