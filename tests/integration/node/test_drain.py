@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -166,3 +168,39 @@ async def test_draining_the_leaders_node_moves_its_agents_and_leadership_nothing
             with contextlib.suppress(Exception):
                 await nc.close()
 
+
+
+async def test_cli_drain_prints_the_report_and_undrain_takes_the_node_back(
+        tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path, nodes=2, agents=AGENTS[:2],
+                           services={"registry": SERVICES["registry"]})
+    await cluster.start()
+    try:
+        assert cluster.auth is not None
+        where = ["--nats", cluster.urls[0], "--context",
+                 str(cluster.auth.contexts[Role.ADMIN])]
+        drained = await asyncio.to_thread(cli, "drain", "node-1", "--timeout", "20", "--json",
+                                          *where)
+        assert drained.returncode == 0, drained.stderr
+        report = json.loads(drained.stdout)
+        assert report["moved"] == {"echo-1": "node-2", "calc-1": "node-2"}, report
+        assert report["ready_to_stop"] is True and report["draining"] is True
+        table = await asyncio.to_thread(cli, "drain", "node-1", *where)  # nothing left
+        assert table.returncode == 0 and "ready to stop: True" in table.stdout, table.stdout
+        assert (await readyz(cluster.procs[0].http_port))[0] == 503
+        back = await asyncio.to_thread(cli, "undrain", "node-1", "--json", *where)
+        assert back.returncode == 0 and json.loads(back.stdout)["draining"] is False
+        status, ready = await readyz(cluster.procs[0].http_port)
+        assert status == 200, ready
+        # a client (not an admin) is refused by the server: forbidden, exit 1
+        denied = await asyncio.to_thread(cli, "drain", "node-2", "--json", "--nats",
+                                         cluster.urls[0], "--context",
+                                         str(cluster.auth.contexts[Role.CLIENT]))
+        assert denied.returncode == 1 and "forbidden" in denied.stdout + denied.stderr
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node.cli", "node", *args],
+                          capture_output=True, text=True, timeout=60)
