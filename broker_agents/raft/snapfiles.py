@@ -23,10 +23,12 @@ import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
-from broker_agents.core.raft import Snapshot
+from broker_agents.core.errors import LocalProtocolError
+from broker_agents.core.raft import Membership, Snapshot
 
 _HEADER = struct.Struct("<II")
 _PREFIX, _SUFFIX = "snap-", ".bin"
@@ -46,7 +48,10 @@ def fsync_dir(directory: Path) -> None:
 
 def write_snapshot_file(directory: Path, snap: Snapshot, fsync: bool = True) -> None:
     """Atomically: the file is either absent or whole once this returns."""
-    body: bytes = msgpack.packb([snap.index, snap.term, snap.data], use_bin_type=True)
+    fields: list[Any] = [snap.index, snap.term, snap.data]
+    if snap.membership is not None:  # the configuration in force at the snapshot
+        fields.append(snap.membership.to_command())
+    body: bytes = msgpack.packb(fields, use_bin_type=True)
     final = snap_path(directory, snap.index)
     tmp = final.with_suffix(".tmp")
     with open(tmp, "wb") as fh:
@@ -73,10 +78,11 @@ def read_snapshot_file(directory: Path, index: int) -> Snapshot | None:
     if len(body) != length or zlib.crc32(body) != crc:
         return None
     try:
-        i, term, payload = msgpack.unpackb(body, raw=False)
-    except (ValueError, TypeError, msgpack.ExtraData):
+        i, term, payload, *rest = msgpack.unpackb(body, raw=False)
+        members = Membership.from_command(rest[0]) if rest else None
+    except (ValueError, TypeError, msgpack.ExtraData, LocalProtocolError):
         return None
-    return Snapshot(int(i), int(term), bytes(payload)) if i == index else None
+    return Snapshot(int(i), int(term), bytes(payload), members) if i == index else None
 
 
 def snapshot_indexes(directory: Path) -> list[int]:

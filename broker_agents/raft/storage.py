@@ -32,6 +32,7 @@ from broker_agents.core.raft import (
     HardState,
     HardStateOp,
     InitialState,
+    Membership,
     PersistOp,
     Snapshot,
     SnapshotOp,
@@ -61,7 +62,8 @@ def _encode_op(op: PersistOp) -> list[Any]:
     if isinstance(op, TruncateOp):
         return [3, op.from_index]
     snap = op.snapshot
-    return [4, snap.index, snap.term, snap.data, op.reset_log]
+    rec = [4, snap.index, snap.term, snap.data, op.reset_log]
+    return rec if snap.membership is None else [*rec, snap.membership.to_command()]
 
 
 def _decode_op(rec: list[Any]) -> PersistOp:
@@ -73,7 +75,8 @@ def _decode_op(rec: list[Any]) -> PersistOp:
     if kind == 3:
         return TruncateOp(rec[1])
     if kind == 4:
-        return SnapshotOp(Snapshot(rec[1], rec[2], rec[3]), bool(rec[4]))
+        members = Membership.from_command(rec[5]) if len(rec) > 5 else None
+        return SnapshotOp(Snapshot(rec[1], rec[2], rec[3], members), bool(rec[4]))
     raise ValueError(f"unknown record type {kind}")
 
 

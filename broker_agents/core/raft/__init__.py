@@ -21,8 +21,23 @@ from broker_agents.core.raft.effects import (
     SnapshotOp,
     TruncateOp,
 )
-from broker_agents.core.raft.events import Forget, Persisted, Propose, Read
-from broker_agents.core.raft.messages import Entry, EntryKind, HardState, Message, Snapshot
+from broker_agents.core.raft.events import (
+    ChangeMembers,
+    Forget,
+    Persisted,
+    Propose,
+    Read,
+    TransferLeadership,
+)
+from broker_agents.core.raft.membership import Membership
+from broker_agents.core.raft.messages import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    Snapshot,
+    TimeoutNow,
+)
 from broker_agents.core.raft.node import RaftCore, RaftEvent
 from broker_agents.core.raft.raft import Role
 from broker_agents.core.raft.statemachine import StateMachine
@@ -31,6 +46,7 @@ __all__ = [
     "Answer",
     "AppendOp",
     "Applied",
+    "ChangeMembers",
     "Entry",
     "EntryKind",
     "Failed",
@@ -38,6 +54,7 @@ __all__ = [
     "HardState",
     "HardStateOp",
     "InitialState",
+    "Membership",
     "Message",
     "NotLeader",
     "PersistOp",
@@ -59,5 +76,7 @@ __all__ = [
     "SnapshotOp",
     "StateMachine",
     "Tick",
+    "TimeoutNow",
+    "TransferLeadership",
     "TruncateOp",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from broker_agents.core.errors import ErrorCode, LocalProtocolError
+from broker_agents.core.raft.membership import Membership
 from broker_agents.core.raft.messages import Entry, HardState, Snapshot
 
 DEFAULT_MAX_TERM_JUMP = 1 << 16
@@ -21,6 +22,13 @@ class RaftConfig:
     refused, so one forged message cannot push the group's term out of reach (a term only
     grows by one per election, and pre-vote keeps failed elections from growing it; a
     member that really missed this many elections needs the limit raised to rejoin).
+
+    ``members`` is the BOOTSTRAP configuration (all voters): it applies only until the log
+    or a snapshot holds a configuration of its own (membership.py). ``member_id`` need not
+    be among them: such a member is a joiner that never campaigns until a configuration
+    makes it a voter. ``catchup_rounds``: a member being added has this many election
+    timeouts (``catchup_rounds * election_ticks`` ticks) to catch up as a learner before
+    the leader abandons the change.
     """
 
     member_id: str
@@ -36,10 +44,11 @@ class RaftConfig:
     dedup_capacity: int = 100_000
     dedup_window: int = 0
     max_term_jump: int = DEFAULT_MAX_TERM_JUMP
+    catchup_rounds: int = 10
 
     def __post_init__(self) -> None:
-        if self.member_id not in self.members:
-            raise LocalProtocolError(ErrorCode.BAD_REQUEST, "member_id must be one of members")
+        if not self.members or not self.member_id:
+            raise LocalProtocolError(ErrorCode.BAD_REQUEST, "need a member id and members")
         if len(set(self.members)) != len(self.members):
             raise LocalProtocolError(ErrorCode.BAD_REQUEST, "members must be distinct")
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
@@ -47,12 +56,18 @@ class RaftConfig:
                 ErrorCode.BAD_REQUEST, "need 1 <= heartbeat_ticks < election_ticks"
             )
         if min(self.max_append_entries, self.max_inflight, self.snapshot_threshold,
-               self.max_term_jump, self.dedup_capacity) < 1 or self.dedup_window < 0:
+               self.max_term_jump, self.dedup_capacity, self.catchup_rounds) < 1 \
+                or self.dedup_window < 0:
             raise LocalProtocolError(ErrorCode.BAD_REQUEST, "limits must be positive")
 
     @property
     def quorum(self) -> int:
+        """The bootstrap configuration's quorum (``RaftCore.quorum`` is the active one)."""
         return len(self.members) // 2 + 1
+
+    @property
+    def bootstrap(self) -> Membership:
+        return Membership(frozenset(self.members))
 
 
 @dataclass(slots=True)

@@ -132,6 +132,7 @@ class RefusalReason(StrEnum):
     WRONG_DESTINATION = "wrong_destination"  # addressed to another member
     TERM_JUMP = "term_jump"  # a term further ahead of ours than RaftConfig.max_term_jump
     BEYOND_LOG = "beyond_log"  # acknowledges an index (or read round) we never sent
+    NOT_LEADER = "not_leader"  # a TimeoutNow from a member that is not our leader
     # found by the driver before the core sees the message:
     MALFORMED = "malformed"  # not a wire message at all
     NUMBER_OUT_OF_RANGE = "number_out_of_range"  # a term or index past wire.MAX_WIRE_INT

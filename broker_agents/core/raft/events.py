@@ -54,3 +54,23 @@ class Forget:
     """The driver gave up waiting for ``request_id`` (timeout): stop tracking it."""
 
     request_id: str
+
+
+@dataclass(slots=True)
+class ChangeMembers:
+    """Add (as a learner, promoted to voter once caught up) or remove one member; leader
+    only. Answered ``ProposalResult(request_id, index, {"voters", "learners"})`` once the
+    final CONFIG entry commits, or ``Failed``/``NotLeader`` (see reconfig.py)."""
+
+    request_id: str
+    action: str  # "add" or "remove"
+    member: str
+
+
+@dataclass(slots=True)
+class TransferLeadership:
+    """Hand leadership to ``target`` (None: the most up-to-date other voter); leader only.
+    Answered ``ProposalResult(request_id, 0, {"leader": target})`` or ``Failed``."""
+
+    request_id: str
+    target: str | None = None

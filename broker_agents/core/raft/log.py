@@ -1,7 +1,8 @@
 """The in-memory view of a member's log: a snapshot base plus the entries after it.
 
 Entry ``i`` lives at ``entries[i - base_index - 1]``; everything up to ``base_index`` has
-been folded into ``snapshot`` and only its term is still known.
+been folded into ``snapshot`` and only its term is still known. ``configs`` follows the
+configurations the log holds (membership.py): every mutation below keeps it current.
 """
 
 from __future__ import annotations
@@ -9,20 +10,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from broker_agents.core.errors import ErrorCode, LocalProtocolError
-from broker_agents.core.raft.messages import Entry, Snapshot
+from broker_agents.core.raft.membership import ConfigTrack, Membership
+from broker_agents.core.raft.messages import Entry, EntryKind, Snapshot
+
+_CONFIG = EntryKind.CONFIG
 
 
 class RaftLog:
-    __slots__ = ("base_index", "base_term", "entries", "snapshot")
+    __slots__ = ("base_index", "base_term", "configs", "entries", "snapshot")
 
-    def __init__(self, snapshot: Snapshot | None = None, entries: Sequence[Entry] = ()) -> None:
+    def __init__(self, snapshot: Snapshot | None = None, entries: Sequence[Entry] = (),
+                 bootstrap: Membership | None = None) -> None:
         self.snapshot = snapshot
         self.base_index = snapshot.index if snapshot else 0
         self.base_term = snapshot.term if snapshot else 0
         self.entries: list[Entry] = list(entries)
+        self.configs = ConfigTrack(bootstrap or Membership(frozenset()),
+                                   snapshot.membership if snapshot else None)
         for offset, entry in enumerate(self.entries):
             if entry.index != self.base_index + 1 + offset:
                 raise LocalProtocolError(ErrorCode.INTERNAL, "log entries are not contiguous")
+            if entry.kind == _CONFIG:
+                self.configs.add(entry.index, entry.command)
+
+    def append(self, entry: Entry) -> None:
+        """The leader's own append (its index is ``last_index + 1``)."""
+        self.entries.append(entry)
+        if entry.kind == _CONFIG:
+            self.configs.add(entry.index, entry.command)
 
     @property
     def last_index(self) -> int:
@@ -97,12 +112,16 @@ class RaftLog:
                         ErrorCode.INTERNAL, f"refusing to truncate committed entry {entry.index}"
                     )
                 del self.entries[entry.index - self.base_index - 1 :]
+                self.configs.truncate(entry.index)
                 truncated = entry.index
                 new_from = k
                 break
         added = entries[new_from:]
         if added:
             self.entries.extend(added)
+            for entry in added:
+                if entry.kind == _CONFIG:
+                    self.configs.add(entry.index, entry.command)
         return truncated, added
 
     def compact(self, snapshot: Snapshot) -> None:
@@ -113,6 +132,7 @@ class RaftLog:
         if self.term_at(index) != snapshot.term:
             raise LocalProtocolError(ErrorCode.INTERNAL, f"cannot compact to index {index}")
         del self.entries[: index - self.base_index]
+        self.configs.compact(index, snapshot.membership)
         self.base_index = index
         self.base_term = snapshot.term
         self.snapshot = snapshot
@@ -120,6 +140,7 @@ class RaftLog:
     def reset(self, snapshot: Snapshot) -> None:
         """Replace everything with ``snapshot`` (installed from the leader)."""
         self.entries = []
+        self.configs.reset(snapshot.membership)
         self.base_index = snapshot.index
         self.base_term = snapshot.term
         self.snapshot = snapshot

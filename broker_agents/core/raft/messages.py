@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from broker_agents.core.raft.membership import Membership
+
 
 class EntryKind(IntEnum):
     NORMAL = 0
     NOOP = 1  # appended by every new leader so it can commit (and serve reads) in its term
+    CONFIG = 2  # command: {"voters": [ids], "learners": [ids]} (membership.py)
 
 
 @dataclass(slots=True, frozen=True)
@@ -28,11 +31,14 @@ class Entry:
 
 @dataclass(slots=True, frozen=True)
 class Snapshot:
-    """State-machine image (incl. the dedup table) as of ``index``/``term``."""
+    """State-machine image (incl. the dedup table) as of ``index``/``term``, and the
+    configuration in force there (None: a snapshot from before membership changes; the
+    bootstrap configuration applies)."""
 
     index: int
     term: int
     data: bytes
+    membership: Membership | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +58,7 @@ class VoteRequest:
     last_index: int
     last_term: int
     pre_vote: bool = False
+    transfer: bool = False  # sent on a TimeoutNow: granted even inside a leader's lease
 
 
 @dataclass(slots=True, frozen=True)
@@ -149,8 +156,17 @@ class ReadIndexResponse:
     index: int
 
 
+@dataclass(slots=True, frozen=True)
+class TimeoutNow:
+    """The leader hands over leadership (thesis §3.10): campaign at once, no pre-vote."""
+
+    term: int
+    src: str
+    dst: str
+
+
 Message = (
     VoteRequest | VoteResponse | AppendRequest | AppendResponse | Heartbeat
     | HeartbeatResponse | InstallSnapshot | ForwardProposals | ReadIndexRequest
-    | ReadIndexResponse
+    | ReadIndexResponse | TimeoutNow
 )

@@ -24,8 +24,16 @@ import random
 from broker_agents.core.machine import Tick
 from broker_agents.core.raft.config import InitialState, RaftConfig
 from broker_agents.core.raft.effects import Ready
-from broker_agents.core.raft.events import Forget, Persisted, Propose, Read
+from broker_agents.core.raft.events import (
+    ChangeMembers,
+    Forget,
+    Persisted,
+    Propose,
+    Read,
+    TransferLeadership,
+)
 from broker_agents.core.raft.log import RaftLog
+from broker_agents.core.raft.membership import Membership
 from broker_agents.core.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -36,6 +44,7 @@ from broker_agents.core.raft.messages import (
     Message,
     ReadIndexRequest,
     ReadIndexResponse,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
 )
@@ -45,11 +54,14 @@ from broker_agents.core.raft.readindex import ReadIndex
 from broker_agents.core.raft.replication import Replication
 from broker_agents.core.raft.statemachine import Applier, StateMachine
 
-RaftEvent = Message | Propose | Read | Tick | Persisted | Forget
+RaftEvent = (
+    Message | Propose | Read | Tick | Persisted | Forget | ChangeMembers | TransferLeadership
+)
 
 _PEER_MESSAGES = (  # the most frequent first: isinstance tries them in order
     AppendResponse, AppendRequest, HeartbeatResponse, Heartbeat, ForwardProposals,
     ReadIndexRequest, ReadIndexResponse, VoteRequest, VoteResponse, InstallSnapshot,
+    TimeoutNow,
 )
 
 
@@ -61,7 +73,7 @@ class RaftCore:
     ``Persisted`` event to step back once its write is durable.
     """
 
-    __slots__ = ("_out", "_quorum", "_raft", "_reads", "_rep")
+    __slots__ = ("_out", "_raft", "_reads", "_rep")
 
     def __init__(
         self,
@@ -71,7 +83,6 @@ class RaftCore:
         initial: InitialState | None = None,
     ) -> None:
         initial = initial or InitialState()
-        self._quorum = config.quorum
         self._out = Outbox(initial.hard_state)
         self._reads = ReadIndex()
         self._rep = Replication(config, initial, state_machine, self._out, self._reads)
@@ -91,9 +102,12 @@ class RaftCore:
             raft.persisted(event)
         elif isinstance(event, Read):
             raft.read(event)
+        elif isinstance(event, (ChangeMembers, TransferLeadership)):
+            raft.request(event)
         else:
             self._rep.pending.discard(event.request_id)
             self._reads.forget(event.request_id)
+        raft.after_step()
 
     def ready(self) -> Ready:
         """Everything produced since the last call: persist, then send, then reply (a
@@ -135,7 +149,27 @@ class RaftCore:
 
     @property
     def quorum(self) -> int:
-        return self._quorum
+        """The active configuration's quorum (of its voters)."""
+        return self._rep.quorum
+
+    @property
+    def membership(self) -> Membership:
+        """The active configuration: the latest in the log, committed or not."""
+        return self._rep.membership
+
+    @property
+    def voters(self) -> frozenset[str]:
+        return self._rep.membership.voters
+
+    @property
+    def learners(self) -> frozenset[str]:
+        return self._rep.membership.learners
+
+    @property
+    def transferring(self) -> str | None:
+        """The target of a leadership transfer in progress (leader only)."""
+        transfer = self._raft.reconf.transfer
+        return transfer.target if transfer is not None else None
 
     @property
     def commit(self) -> int:

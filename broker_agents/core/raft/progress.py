@@ -140,27 +140,33 @@ class Progress:
         return True
 
 
-def committed_index(progress: Collection[Progress], self_match: int, quorum: int) -> int:
-    """The highest index a quorum holds, the leader counting up to ``self_match``."""
-    matches = sorted([pr.match for pr in progress] + [self_match])
+def committed_index(voters: Collection[Progress], self_match: int | None, quorum: int) -> int:
+    """The highest index a quorum of voters holds, the leader counting up to ``self_match``
+    (None: the leader is not a voter of the active configuration, thesis §4.2.2)."""
+    matches = [pr.match for pr in voters]
+    if self_match is not None:
+        matches.append(self_match)
+    matches.sort()
     return matches[len(matches) - quorum]
 
 
-def acked_read_seq(progress: Collection[Progress], quorum: int, next_seq: int) -> int:
-    """The highest heartbeat ctx a quorum (counting the leader) has answered; ``next_seq``
-    when the leader is a quorum on its own."""
-    need = quorum - 1  # the leader acknowledges itself
+def acked_read_seq(voters: Collection[Progress], quorum: int, next_seq: int,
+                   self_counts: bool = True) -> int:
+    """The highest heartbeat ctx a quorum of voters (counting the leader if it votes) has
+    answered; ``next_seq`` when the leader is a quorum on its own."""
+    need = quorum - 1 if self_counts else quorum
     if need == 0:
         return next_seq
-    acks = sorted((pr.read_ack for pr in progress), reverse=True)
+    acks = sorted((pr.read_ack for pr in voters), reverse=True)
     return acks[need - 1]
 
 
-def quorum_active(progress: Collection[Progress], quorum: int) -> bool:
-    """Check-quorum: whether a quorum (counting the leader) was heard from since the last
-    check; starts the next period."""
-    active = 1 + sum(1 for pr in progress if pr.recent_active)
-    for pr in progress:
+def quorum_active(voters: Collection[Progress], everyone: Collection[Progress], quorum: int,
+                  self_counts: bool = True) -> bool:
+    """Check-quorum: whether a quorum of voters (counting the leader if it votes) was heard
+    from since the last check; starts the next period for ``everyone``."""
+    active = int(self_counts) + sum(1 for pr in voters if pr.recent_active)
+    for pr in everyone:
         pr.recent_active = False
     return active >= quorum
 

@@ -13,6 +13,14 @@ Elections use PRE-VOTE (a member first asks whether it *could* win without bumpi
 term, so a member rejoining from a partition cannot depose a healthy leader) and
 CHECK-QUORUM (a leader that has not heard from a majority within an election timeout
 steps down, and a member that hears from a live leader ignores votes).
+
+MEMBERSHIP: every quorum is over the voters of the log's active configuration
+(membership.py), which ``sync_config`` follows after each step; only a voter campaigns or
+is counted. A member outside the configuration may still ask for votes (thesis §4.2.3:
+it may be a voter we have not heard of yet) and, while we are not a voter ourselves, act
+as our leader (we may be a joiner whose log has not caught up). Membership changes and
+leadership transfer are the leader's business in reconfig.py; ``TimeoutNow`` from our
+leader makes a voter campaign at once, without pre-vote, with ``VoteRequest.transfer``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,13 @@ from typing import Any
 
 from broker_agents.core.raft.config import RaftConfig
 from broker_agents.core.raft.effects import NotLeader, ProposalResult, Redirect, RefusalReason
-from broker_agents.core.raft.events import Persisted, Propose, Read
+from broker_agents.core.raft.events import (
+    ChangeMembers,
+    Persisted,
+    Propose,
+    Read,
+    TransferLeadership,
+)
 from broker_agents.core.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -37,18 +51,21 @@ from broker_agents.core.raft.messages import (
     Message,
     ReadIndexRequest,
     ReadIndexResponse,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
 )
 from broker_agents.core.raft.outbox import Outbox
 from broker_agents.core.raft.progress import vote_outcome
 from broker_agents.core.raft.readindex import ReadIndex, ReadRequest
+from broker_agents.core.raft.reconfig import Reconfig
 from broker_agents.core.raft.replication import Replication
 
 MAX_RELAYS = 2
 """A relayable proposal is relayed at most this often (a stale leader hint bounces it)."""
 
 _FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
+_LEADER_ONLY = (AppendRequest, Heartbeat, InstallSnapshot, TimeoutNow)
 
 
 class Role(IntEnum):
@@ -58,7 +75,7 @@ class Role(IntEnum):
     LEADER = 3
 
 
-RoleEvent = Message | Propose | Read
+RoleEvent = Message | Propose | Read | ChangeMembers | TransferLeadership
 
 
 class Raft:
@@ -66,18 +83,19 @@ class Raft:
 
     __slots__ = (
         "_cfg", "_election_elapsed", "_forward_buf", "_heartbeat_elapsed", "_members",
-        "_out", "_peers", "_reads", "_rep", "_rng", "_step_role", "_tick_role", "_ticks",
-        "_timeout", "_votes", "elections", "id", "leader", "role", "term", "vote",
+        "_out", "_reads", "_rep", "_rng", "_step_role", "_tick_role", "_ticks",
+        "_timeout", "_voters", "_votes", "elections", "id", "leader", "reconf", "role", "term",
+        "vote",
     )
 
     def __init__(self, config: RaftConfig, rng: random.Random, hard_state: HardState,
                  rep: Replication, reads: ReadIndex, out: Outbox) -> None:
         self._cfg = config
         self.id = config.member_id
-        self._members = frozenset(config.members)
-        self._peers = tuple(m for m in config.members if m != config.member_id)
         self._rng = rng
         self._rep, self._reads, self._out = rep, reads, out
+        self.reconf = Reconfig(config, rep, out)
+        self._members, self._voters = rep.membership.members, rep.membership.voters
         self._ticks = 0
         self.term = hard_state.term
         self.vote = hard_state.vote
@@ -107,6 +125,36 @@ class Raft:
 
     def read(self, e: Read) -> None:
         self._step_role(e)
+
+    def request(self, e: ChangeMembers | TransferLeadership) -> None:
+        if self.role != Role.LEADER:
+            self._out.reply(NotLeader(e.request_id, self.leader))
+        elif isinstance(e, ChangeMembers):
+            if self.reconf.start_change(e, self.term, self._ticks):
+                self.sync_config()
+        else:
+            self.reconf.start_transfer(e, self.term, self._ticks)
+
+    def after_step(self) -> None:
+        """Follow a configuration change; let a leader move its change or transfer on."""
+        rep = self._rep
+        if rep.config_version != rep.log.configs.version:
+            self.sync_config()
+        if self.role != Role.LEADER:
+            return
+        if self.reconf.busy and self.reconf.advance(self.term, self._ticks):
+            self.sync_config()
+        if not rep.self_voter and rep.commit >= rep.log.configs.last_index:
+            # the configuration that removed us is committed: hand over and step down
+            target = self.reconf.handover_target()
+            if target is not None:
+                self._out.send(TimeoutNow(self.term, self.id, target))
+            self._become_follower(self.term, None)
+
+    def sync_config(self) -> None:
+        rep = self._rep
+        rep.set_membership(self._ticks)
+        self._members, self._voters = rep.membership.members, rep.membership.voters
 
     def tick(self) -> None:
         self._ticks += 1
@@ -155,7 +203,7 @@ class Raft:
         e = self._cfg.election_ticks
         self._timeout = e + self._rng.randrange(e)
 
-    def _become_follower(self, term: int, leader: str | None) -> None:
+    def _become_follower(self, term: int, leader: str | None, cause: str | None = None) -> None:
         was_leader = self.role == Role.LEADER
         if term != self.term:
             self.term = term
@@ -164,11 +212,15 @@ class Raft:
         self.leader = leader
         self._reset_timeout()
         if was_leader:
-            self._rep.progress = {}
+            self._rep.unlead()
+            self.reconf.stepped_down(cause, leader)
             for rid in self._reads.drop_unconfirmed():
                 self._out.reply(NotLeader(rid, leader))
 
     def _campaign(self) -> None:
+        if self.id not in self._voters:  # a learner, a joiner or a removed member
+            self._reset_timeout()
+            return
         if not self._cfg.pre_vote:
             self._become_candidate()
             return
@@ -177,27 +229,28 @@ class Raft:
         self._reset_timeout()
         self._request_votes(self.term + 1, pre_vote=True)
 
-    def _become_candidate(self) -> None:
+    def _become_candidate(self, transfer: bool = False) -> None:
         self.term += 1
         self.vote = self.id
         self._set_role(Role.CANDIDATE)
         self.leader = None
         self._reset_timeout()
         self.elections += 1
-        self._request_votes(self.term, pre_vote=False)
+        self._request_votes(self.term, pre_vote=False, transfer=transfer)
 
-    def _request_votes(self, term: int, pre_vote: bool) -> None:
+    def _request_votes(self, term: int, pre_vote: bool, transfer: bool = False) -> None:
         self._votes = {self.id: True}
         if self._tally():
             return
         log = self._rep.log
         last_index, last_term = log.last_index, log.last_term
-        for peer in self._peers:
-            self._out.send(VoteRequest(term, self.id, peer, last_index, last_term, pre_vote))
+        for peer in sorted(self._voters - {self.id}):
+            self._out.send(VoteRequest(term, self.id, peer, last_index, last_term, pre_vote,
+                                       transfer))
 
     def _tally(self) -> bool:
         """Act on the votes so far; True when the campaign is decided."""
-        won = vote_outcome(self._votes, self._cfg.quorum)
+        won = vote_outcome(self._votes, self._rep.quorum)
         if won is None:
             return False
         if not won:
@@ -250,21 +303,23 @@ class Raft:
         if m.dst != self.id:
             self._out.refuse(m, RefusalReason.WRONG_DESTINATION)
             return False
-        if m.src not in self._members or m.src == self.id:
+        if (m.src not in self._members and not isinstance(m, VoteRequest) and not (
+                isinstance(m, _LEADER_ONLY) and self.id not in self._voters)) or m.src == self.id:
             self._out.refuse(m, RefusalReason.NOT_MEMBER)
             return False
         if m.term > self.term:
             if m.term - self.term > self._cfg.max_term_jump:
                 self._out.refuse(m, RefusalReason.TERM_JUMP)
                 return False
-            if isinstance(m, VoteRequest) and self._in_lease():
+            if isinstance(m, VoteRequest) and not m.transfer and self._in_lease():
                 return False  # we hear a live leader: do not let a stray candidate disrupt it
             if isinstance(m, VoteRequest) and m.pre_vote:
                 pass  # a pre-vote never changes our term
             elif isinstance(m, VoteResponse) and m.pre_vote and m.granted:
                 pass  # granted pre-votes carry the term we would campaign in
             else:
-                self._become_follower(m.term, m.src if isinstance(m, _FROM_LEADER) else None)
+                self._become_follower(m.term, m.src if isinstance(m, _FROM_LEADER) else None,
+                                      m.src)
         elif m.term < self.term:
             if isinstance(m, (AppendRequest, Heartbeat)):
                 # Tell a stale leader about the newer term so it steps down.
@@ -279,6 +334,10 @@ class Raft:
         if isinstance(e, AppendResponse):
             rep.on_append_response(e, self._ticks)
         elif isinstance(e, Propose):
+            transfer = self.reconf.transfer
+            if transfer is not None:  # handing over: the client retries at the target
+                self._out.reply(NotLeader(e.request_id, transfer.target))
+                return
             rep.pending.add(e.request_id)
             rep.append(e.command, e.request_id)
         elif isinstance(e, HeartbeatResponse):
@@ -286,6 +345,8 @@ class Raft:
         elif isinstance(e, Read):
             rep.leader_read(ReadRequest(e.request_id, e.query, None))
         elif isinstance(e, ForwardProposals):
+            if self.reconf.transfer is not None:
+                return  # handing over: the follower's callers time out and retry
             for command, rid in e.items:
                 if rep.applier.lookup(rid) is None:
                     rep.append(command, rid)
@@ -298,7 +359,7 @@ class Raft:
     def _step_candidate(self, e: RoleEvent) -> None:
         """Pre-candidates and candidates count the votes of the campaign they run."""
         if isinstance(e, VoteResponse):
-            if e.pre_vote == (self.role == Role.PRE_CANDIDATE):
+            if e.pre_vote == (self.role == Role.PRE_CANDIDATE) and e.src in self._voters:
                 self._votes.setdefault(e.src, e.granted)
                 self._tally()
         else:
@@ -318,6 +379,11 @@ class Raft:
                 self._rep.on_snapshot(e, self.term)
         elif isinstance(e, VoteRequest):
             self._on_vote_request(e)
+        elif isinstance(e, TimeoutNow):
+            if e.src != self.leader or e.term != self.term:
+                self._out.refuse(e, RefusalReason.NOT_LEADER)
+            elif self.id in self._voters:
+                self._become_candidate(transfer=True)  # thesis 3.10: no pre-vote, no wait
         elif isinstance(e, Propose):
             self._hand_on(e)
         elif isinstance(e, Read):

@@ -8,8 +8,10 @@ the follower sends a hint that lets the leader skip a whole conflicting term at 
 
 ``Replication`` owns the log, the commit and apply indexes, the state machine (behind its
 dedup ``Applier``), the proposals waiting to be answered here and, while leading, one
-``Progress`` per follower and the read-index rounds those followers confirm. It never
-changes role or term: ``Raft`` decides those (the election half of the protocol) and
+``Progress`` per follower (voter or learner) and the read-index rounds those followers
+confirm. Every quorum is over the VOTERS of the active configuration (``set_membership``
+follows it; learners are fed but never counted). It never changes role or term: ``Raft``
+decides those (the election half of the protocol) and
 calls in here with the term to speak in.
 """
 
@@ -52,22 +54,23 @@ from broker_agents.core.raft.statemachine import Applier, StateMachine
 class Replication:
     __slots__ = (
         "_broadcast_due", "_cfg", "_heartbeat_due", "_id", "_out", "_peers", "_reads",
-        "_snapshot_phase", "_term",
-        "applied", "applier", "commit", "log", "pending", "progress", "self_match",
+        "_snapshot_phase", "_term", "_voter_progress",
+        "applied", "applier", "commit", "config_version", "leading", "log", "membership",
+        "pending", "progress", "quorum", "self_match", "self_voter",
     )
 
     def __init__(self, cfg: RaftConfig, initial: InitialState, sm: StateMachine, out: Outbox,
                  reads: ReadIndex) -> None:
         self._cfg = cfg
         self._id = cfg.member_id
-        self._peers = tuple(m for m in cfg.members if m != cfg.member_id)
         self._out = out
         self._reads = reads  # confirmed reads are served as soon as apply catches up
         self._term = 0  # the term we lead in (leader side only)
-        position = sorted(cfg.members).index(cfg.member_id)
-        self._snapshot_phase = position * cfg.snapshot_threshold // len(cfg.members)
+        everyone = sorted({*cfg.members, cfg.member_id})
+        position = everyone.index(cfg.member_id)
+        self._snapshot_phase = position * cfg.snapshot_threshold // len(everyone)
         snap = initial.snapshot
-        self.log = RaftLog(snap, initial.entries)
+        self.log = RaftLog(snap, initial.entries, cfg.bootstrap)
         self.applier = Applier(sm, cfg.dedup_capacity, cfg.dedup_window)
         if snap is not None:
             self.applier.restore(snap.data)
@@ -75,6 +78,9 @@ class Replication:
         self.commit = max(self.applied, min(initial.hard_state.commit, self.log.last_index))
         self.pending: set[str] = set()  # proposals to answer here once applied
         self.progress: dict[str, Progress] = {}
+        self.leading = False
+        self._voter_progress: list[Progress] = []
+        self.set_membership(0)
         # The leader's own match index: how far its log is known to be durable. It counts
         # toward the commit majority only up to here (writes may trail replication).
         self.self_match = self.log.last_index
@@ -83,16 +89,39 @@ class Replication:
 
     # -- leader --------------------------------------------------------------------------
 
+    def set_membership(self, now: int) -> None:
+        """Follow the log's active configuration: peers, quorum, and (leading) one
+        ``Progress`` per member -- a new one probes from the latest CONFIG entry."""
+        m = self.log.configs.active
+        self.config_version = self.log.configs.version
+        self.membership = m
+        self._peers = tuple(sorted(m.members - {self._id}))
+        self.self_voter = self._id in m.voters
+        self.quorum = m.quorum
+        if self.leading:
+            start = max(1, min(self.log.configs.last_index, self.log.last_index))
+            old = self.progress
+            self.progress = {p: old.get(p) or Progress(start, now) for p in self._peers}
+        self._voter_progress = [self.progress[p] for p in self._peers
+                                if p in m.voters and p in self.progress]
+
     def lead(self, term: int, now: int) -> None:
         """Start feeding every follower as the leader of ``term``."""
         self._term = term
         nxt = self.log.last_index + 1
         self.progress = {peer: Progress(nxt, now) for peer in self._peers}
+        self.leading = True
+        self.set_membership(now)
+
+    def unlead(self) -> None:
+        self.progress = {}
+        self._voter_progress = []
+        self.leading = False
 
     def append(self, command: Any, request_id: str | None,
                kind: EntryKind = EntryKind.NORMAL) -> None:
         entry = Entry(self._term, self.log.last_index + 1, command, request_id, kind)
-        self.log.entries.append(entry)
+        self.log.append(entry)
         self._out.unstable.append(entry)
         self._broadcast_due = True
 
@@ -144,7 +173,8 @@ class Replication:
     def maybe_commit(self) -> bool:
         """Advance commit to the highest index a majority holds -- only if it is from this
         term (Raft paper 5.4.2: older-term entries commit indirectly). True if it moved."""
-        index = committed_index(self.progress.values(), self.self_match, self._cfg.quorum)
+        index = committed_index(self._voter_progress,
+                                self.self_match if self.self_voter else None, self.quorum)
         if index <= self.commit or self.log.term_at(index) != self._term:
             return False
         self.commit_to(index)
@@ -207,7 +237,8 @@ class Replication:
             self._out.send(Heartbeat(self._term, self._id, peer, commit, ctx))
 
     def quorum_active(self) -> bool:
-        return quorum_active(self.progress.values(), self._cfg.quorum)
+        return quorum_active(self._voter_progress, self.progress.values(), self.quorum,
+                             self.self_voter)
 
     def leader_read(self, request: ReadRequest) -> None:
         if self.log.term_at(self.commit) != self._term:
@@ -216,7 +247,7 @@ class Replication:
             self._reads.before_commit.append(request)
             return
         self._reads.queue.add(self.commit, request)
-        if self._cfg.quorum == 1:
+        if self.quorum == int(self.self_voter):  # we are the only voter
             self.confirm_reads()
         else:
             self._heartbeat_due = True
@@ -225,7 +256,8 @@ class Replication:
         queue = self._reads.queue
         if not queue.pending:
             return
-        acked = acked_read_seq(self.progress.values(), self._cfg.quorum, queue.seq + 1)
+        acked = acked_read_seq(self._voter_progress, self.quorum, queue.seq + 1,
+                               self.self_voter)
         for origin, (index, rids) in self._reads.confirm(acked).items():
             self._out.send(ReadIndexResponse(self._term, self._id, origin, tuple(rids), index))
         self.serve_reads()
@@ -299,8 +331,9 @@ class Replication:
         while self.applied < self.commit:
             self.applied += 1
             entry = log.entry(self.applied)
-            if entry.kind == EntryKind.NOOP:
-                out.applied.append(Applied(entry.index, entry.term, None, None, False))
+            if entry.kind != EntryKind.NORMAL:  # NOOP, or CONFIG (result: its membership)
+                result = entry.command if entry.kind == EntryKind.CONFIG else None
+                out.applied.append(Applied(entry.index, entry.term, None, result, False))
                 continue
             result, dup = applier.apply(entry.index, entry.command, entry.request_id)
             rid = entry.request_id
@@ -326,6 +359,7 @@ class Replication:
             return
         term = self.log.term_at(self.applied)
         assert term is not None
-        snap = Snapshot(self.applied, term, self.applier.snapshot())
+        snap = Snapshot(self.applied, term, self.applier.snapshot(),
+                        self.log.configs.at(self.applied))
         self._out.write(SnapshotOp(snap, reset_log=False))
         self.log.compact(snap)

@@ -5,14 +5,18 @@ encode. ``decode_message`` raises ``RemoteProtocolError`` on anything malformed,
 garbage packet can never crash a member. Terms and indexes are bounded by
 ``MAX_WIRE_INT``: a forged term near 2^64 would be adopted, persisted, and overflow the
 first election after it. The error's ``details["reason"]`` is a ``RefusalReason`` value.
+
+Fields added later ride at the end and are only sent when set (``VoteRequest.transfer``,
+a snapshot's membership), so a message without them -- an older peer's -- still decodes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from broker_agents.core.errors import ErrorCode, RemoteProtocolError
+from broker_agents.core.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from broker_agents.core.raft.effects import RefusalReason
+from broker_agents.core.raft.membership import Membership
 from broker_agents.core.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -26,6 +30,7 @@ from broker_agents.core.raft.messages import (
     ReadIndexRequest,
     ReadIndexResponse,
     Snapshot,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
 )
@@ -33,7 +38,10 @@ from broker_agents.core.raft.messages import (
 MAX_WIRE_INT = 2**53 - 1
 """The largest term, index or counter a peer may send (exact in every JSON reader too)."""
 
-_ARITY = {1: 7, 2: 6, 3: 8, 4: 8, 5: 6, 6: 5, 7: 7, 8: 5, 9: 5, 10: 6}
+_ARITY: dict[int, tuple[int, ...]] = {
+    1: (7, 8), 2: (6,), 3: (8,), 4: (8,), 5: (6,), 6: (5,), 7: (7, 8), 8: (5,), 9: (5,),
+    10: (6,), 11: (4,),
+}
 
 
 def encode_entry(e: Entry) -> list[Any]:
@@ -52,17 +60,21 @@ def encode_message(m: Message) -> list[Any]:
     if isinstance(m, HeartbeatResponse):
         return [6, m.term, m.src, m.dst, m.ctx]
     if isinstance(m, VoteRequest):
-        return [1, m.term, m.src, m.dst, m.last_index, m.last_term, m.pre_vote]
+        vote = [1, m.term, m.src, m.dst, m.last_index, m.last_term, m.pre_vote]
+        return [*vote, True] if m.transfer else vote
     if isinstance(m, VoteResponse):
         return [2, m.term, m.src, m.dst, m.granted, m.pre_vote]
     if isinstance(m, InstallSnapshot):
         s = m.snapshot
-        return [7, m.term, m.src, m.dst, s.index, s.term, s.data]
+        snap = [7, m.term, m.src, m.dst, s.index, s.term, s.data]
+        return snap if s.membership is None else [*snap, s.membership.to_command()]
     if isinstance(m, ForwardProposals):
         head = [8, m.term, m.src, m.dst]
         return [*head, [[cmd, rid] for cmd, rid in m.items]]
     if isinstance(m, ReadIndexRequest):
         return [9, m.term, m.src, m.dst, list(m.request_ids)]
+    if isinstance(m, TimeoutNow):
+        return [11, m.term, m.src, m.dst]
     return [10, m.term, m.src, m.dst, list(m.request_ids), m.index]
 
 
@@ -91,20 +103,29 @@ def _strs(v: Any) -> tuple[str, ...]:
     return tuple(_str(x) for x in v)
 
 
+def _membership(v: Any) -> Membership:
+    try:
+        return Membership.from_command(v)
+    except LocalProtocolError as exc:
+        raise _bad(str(exc)) from exc
+
+
 def decode_entry(v: Any) -> Entry:
     if not isinstance(v, list) or len(v) != 5:
         raise _bad("entry must be [term, index, kind, request_id, command]")
     term, index, kind, rid, command = v
-    if kind not in (0, 1):
+    if kind not in (0, 1, 2):
         raise _bad("unknown entry kind")
     if rid is not None:
         _str(rid)
+    if kind == 2:
+        _membership(command)
     return Entry(_int(term), _int(index), command, rid, EntryKind(kind))
 
 
 def decode_message(v: Any) -> Message:
     if not isinstance(v, list) or not v or type(v[0]) is not int or v[0] not in _ARITY \
-            or len(v) != _ARITY[v[0]]:
+            or len(v) not in _ARITY[v[0]]:
         raise _bad("unknown type or wrong arity")
     kind, term, src, dst = v[0], _int(v[1]), _str(v[2]), _str(v[3])
     if kind == 3:
@@ -123,13 +144,15 @@ def decode_message(v: Any) -> Message:
     if kind == 6:
         return HeartbeatResponse(term, src, dst, _int(v[4]))
     if kind == 1:
-        return VoteRequest(term, src, dst, _int(v[4]), _int(v[5]), bool(v[6]))
+        transfer = len(v) == 8 and bool(v[7])
+        return VoteRequest(term, src, dst, _int(v[4]), _int(v[5]), bool(v[6]), transfer)
     if kind == 2:
         return VoteResponse(term, src, dst, bool(v[4]), bool(v[5]))
     if kind == 7:
         if not isinstance(v[6], bytes):
             raise _bad("snapshot data must be bytes")
-        return InstallSnapshot(term, src, dst, Snapshot(_int(v[4]), _int(v[5]), v[6]))
+        members = _membership(v[7]) if len(v) == 8 else None
+        return InstallSnapshot(term, src, dst, Snapshot(_int(v[4]), _int(v[5]), v[6], members))
     if kind == 8:
         if not isinstance(v[4], list):
             raise _bad("items must be a list")
@@ -141,6 +164,8 @@ def decode_message(v: Any) -> Message:
         return ForwardProposals(term, src, dst, tuple(items))
     if kind == 9:
         return ReadIndexRequest(term, src, dst, _strs(v[4]))
+    if kind == 11:
+        return TimeoutNow(term, src, dst)
     return ReadIndexResponse(term, src, dst, _strs(v[4]), _int(v[5]))
 
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker_agents.core.raft import (
+    Answer,
+    ChangeMembers,
+    EntryKind,
     Forget,
     NotLeader,
     Persisted,
@@ -19,9 +22,11 @@ from broker_agents.core.raft import (
     Read,
     ReadResult,
     Ready,
+    Redirect,
     Reply,
     Role,
     Tick,
+    TransferLeadership,
 )
 from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.core.raft.messages import Message
@@ -56,6 +61,10 @@ class Checker:
     commit_seen: dict[str, int] = field(default_factory=dict)
     commit_term: dict[int, int] = field(default_factory=dict)
     member_terms: dict[str, int] = field(default_factory=dict)
+    # membership: the committed CONFIG entries (index -> membership command), and the
+    # changes a leader acknowledged (index -> the membership it answered)
+    committed_configs: dict[int, Any] = field(default_factory=dict)
+    acked_changes: dict[int, Any] = field(default_factory=dict)
 
     def fail(self, what: str) -> None:
         raise InvariantViolation(what)
@@ -67,6 +76,7 @@ class Checker:
                 self.fail(f"two leaders in term {core.term}: {other} and {core.id}")
             if not was_leader:
                 self.check_leader_complete(core)
+            self.check_one_pending_config(core)
         self.check_log(core)
         self.member_terms[core.id] = core.term
         for a in ready.applied:
@@ -93,6 +103,18 @@ class Checker:
                     f" (term {term}, has {mine})"
                 )
 
+    def check_one_pending_config(self, core: RaftCore) -> None:
+        """Single-server changes: a leader's log never holds two uncommitted CONFIGs."""
+        pending = [i for i, _m in core.log.configs.entries if i > core.commit]
+        if len(pending) > 1:
+            self.fail(f"leader {core.id} (term {core.term}) has uncommitted configs {pending}")
+
+    def on_change_acked(self, index: int, membership: Any) -> None:
+        seen = self.committed_configs.get(index)
+        if seen is not None and seen != membership:
+            self.fail(f"change acked at {index} as {membership}, committed there: {seen}")
+        self.acked_changes[index] = membership
+
     def check_log(self, core: RaftCore) -> None:
         """Log matching: (index, term) names one entry, with one predecessor term."""
         log = core.log
@@ -116,6 +138,9 @@ class Checker:
             seen = self.committed.setdefault(index, ident)
             if seen != ident:
                 self.fail(f"{core.id} committed {ident} at {index} but {seen} was committed")
+            if (e.kind == EntryKind.CONFIG
+                    and self.committed_configs.setdefault(index, e.command) != e.command):
+                self.fail(f"{core.id} committed config {e.command} at {index}")
 
     def record_applied(
         self, member: str, index: int, term: int, rid: str | None, result: Any, dup: bool
@@ -208,6 +233,8 @@ class Cluster:
         self.seed = seed
         self.rng = random.Random(seed)
         self.ids = tuple(f"m{i}" for i in range(n))
+        self.bootstrap = self.ids  # RaftConfig.members of every member, joiners included
+        self.admin: dict[str, Answer | None] = {}  # membership/transfer requests: answer
         self.cfg_kw = {"election_ticks": 6, "heartbeat_ticks": 1, **cfg}
         self.net: SimNetwork[Message] = net or SimNetwork(random.Random(seed * 7919 + 1))
         self.storage = {m: MemoryStorage() for m in self.ids}
@@ -233,7 +260,25 @@ class Cluster:
     # -- members ---------------------------------------------------------------------------
 
     def config(self, member: str) -> RaftConfig:
-        return RaftConfig(member_id=member, members=self.ids, **self.cfg_kw)
+        return RaftConfig(member_id=member, members=self.bootstrap, **self.cfg_kw)
+
+    def add_node(self, member: str) -> None:
+        """Start a fresh member outside the bootstrap configuration (a joiner)."""
+        self.ids = (*self.ids, member)
+        self.storage[member] = MemoryStorage()
+        self.incarnation[member] = 0
+        self.writing[member] = []
+        self.start(member)
+
+    def request(self, member: str, event: ChangeMembers | TransferLeadership) -> str:
+        """Step a membership change or transfer into ``member``; its answer lands in
+        ``admin[request_id]``."""
+        self.admin[event.request_id] = None
+        core = self.node(member)
+        was = core.role == Role.LEADER
+        core.step(event)
+        self.process(member, was)
+        return event.request_id
 
     def start(self, member: str) -> None:
         self.incarnation[member] += 1
@@ -377,7 +422,8 @@ class Cluster:
             target = core.commit
             if core.log.term_at(target) != core.term:
                 continue  # commit indexes are re-learned; wait for one in this term
-            if all(self.node(m).applied == target for m in self.live()):
+            if all(self.node(m).applied == target for m in self.live()
+                   if m in core.membership.members):
                 return
         raise AssertionError(f"cluster did not settle (seed {self.seed})")
 
@@ -410,6 +456,11 @@ class Cluster:
 
     def on_reply(self, member: str, reply: Reply) -> None:
         self.replies.append((member, reply))
+        if reply.request_id in self.admin and not isinstance(reply, Redirect):
+            self.admin[reply.request_id] = reply
+            if isinstance(reply, ProposalResult) and reply.index:
+                self.check.on_change_acked(reply.index, reply.result)
+            return
         op = self.pending.get(reply.request_id)
         if op is None or op.member != member:
             return

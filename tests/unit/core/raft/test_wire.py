@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from broker_agents.core.errors import RemoteProtocolError
 from broker_agents.core.raft.effects import RefusalReason
+from broker_agents.core.raft.membership import Membership
 from broker_agents.core.raft.messages import (
     AppendRequest,
     AppendResponse,
@@ -23,6 +24,7 @@ from broker_agents.core.raft.messages import (
     ReadIndexRequest,
     ReadIndexResponse,
     Snapshot,
+    TimeoutNow,
     VoteRequest,
     VoteResponse,
 )
@@ -43,26 +45,36 @@ plain = st.recursive(
 )
 
 
+memberships = st.builds(
+    Membership.of, st.sets(st.sampled_from(["a", "b", "c"]), min_size=1),
+    st.sets(st.sampled_from(["d", "e"])))
+
+
+@st.composite
+def entry(draw: st.DrawFn, index: int) -> Entry:
+    kind = draw(st.sampled_from(list(EntryKind)))
+    command = (draw(memberships).to_command() if kind == EntryKind.CONFIG else draw(plain))
+    return Entry(draw(n), index, command, draw(st.none() | st.text(max_size=6)), kind)
+
+
 @st.composite
 def appends(draw: st.DrawFn) -> AppendRequest:
     prev = draw(st.integers(0, 1000))
     k = draw(st.integers(0, 4))
-    entries = tuple(
-        Entry(draw(n), prev + 1 + i, draw(plain), draw(st.none() | st.text(max_size=6)),
-              draw(st.sampled_from(list(EntryKind))))
-        for i in range(k)
-    )
+    entries = tuple(draw(entry(prev + 1 + i)) for i in range(k))
     return AppendRequest(draw(n), draw(ids), draw(ids), prev, draw(n), entries, draw(n))
 
 
 messages = st.one_of(
-    st.builds(VoteRequest, n, ids, ids, n, n, st.booleans()),
+    st.builds(VoteRequest, n, ids, ids, n, n, st.booleans(), st.booleans()),
     st.builds(VoteResponse, n, ids, ids, st.booleans(), st.booleans()),
     appends(),
     st.builds(AppendResponse, n, ids, ids, st.booleans(), n, n, n),
     st.builds(Heartbeat, n, ids, ids, n, n),
     st.builds(HeartbeatResponse, n, ids, ids, n),
-    st.builds(InstallSnapshot, n, ids, ids, st.builds(Snapshot, n, n, st.binary())),
+    st.builds(InstallSnapshot, n, ids, ids,
+              st.builds(Snapshot, n, n, st.binary(), st.none() | memberships)),
+    st.builds(TimeoutNow, n, ids, ids),
     st.builds(ForwardProposals, n, ids, ids,
               st.lists(st.tuples(plain, st.text(max_size=5)), max_size=3).map(tuple)),
     st.builds(ReadIndexRequest, n, ids, ids, st.lists(st.text(), max_size=3).map(tuple)),
@@ -90,6 +102,11 @@ def test_garbage_never_decodes_into_a_message_by_accident_or_crashes(junk: Any) 
     [4, -1, "a", "b", True, 1, 0, 0],                    # negative term
     [5, 1, "a", 7, 0, 0],                                # dst not a string
     [7, 1, "a", "b", 1, 1, "not-bytes"],
+    [7, 1, "a", "b", 1, 1, b"s", {"voters": [], "learners": []}],  # no voter
+    [3, 1, "a", "b", 0, 0, 0, [[1, 1, 2, None, {"voters": ["a"]}]]],  # config lacks learners
+    [3, 1, "a", "b", 0, 0, 0, [[1, 1, 2, None, {"voters": ["a", "a"], "learners": []}]]],
+    [3, 1, "a", "b", 0, 0, 0, [[1, 1, 2, None, {"voters": ["a"], "learners": ["a"]}]]],
+    [11, 1, "a", "b", 0],  # TimeoutNow has no body
     [99, 1, "a", "b"],
     [],
 ])
@@ -132,3 +149,15 @@ def test_a_split_message_says_what_the_whole_said(msg: Any) -> None:
         assert first.items + second.items == msg.items
     else:
         assert first.request_ids + second.request_ids == msg.request_ids
+
+
+def test_messages_of_a_peer_from_before_membership_changes_still_decode() -> None:
+    """A VoteRequest without ``transfer`` and a snapshot without membership (older peers)
+    decode; the new fields are only sent when set."""
+    assert decode_message([1, 3, "a", "b", 9, 2, False]) == VoteRequest(3, "a", "b", 9, 2)
+    assert decode_message([7, 3, "a", "b", 9, 2, b"s"]) == InstallSnapshot(
+        3, "a", "b", Snapshot(9, 2, b"s"))
+    assert len(encode_message(VoteRequest(3, "a", "b", 9, 2))) == 7
+    assert len(encode_message(InstallSnapshot(3, "a", "b", Snapshot(9, 2, b"s")))) == 7
+    moved = VoteRequest(3, "a", "b", 9, 2, transfer=True)
+    assert decode_message(encode_message(moved)).transfer
