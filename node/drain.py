@@ -64,7 +64,11 @@ if TYPE_CHECKING:
 
 COMPONENT = "drain"
 MAX_TIMEOUT_S = 600.0
-STEP_TIMEOUT_S = 10.0  # one handover request, at most
+STEP_TIMEOUT_S = 10.0  # one handover check, at most
+# A start is answered once the agent is live there, or failed after the target's own start
+# timeout (ChildSpec.start_timeout, 10 s): wait longer than that, so a slow start is not
+# taken for a failed one (the agent would then run on both nodes).
+START_TIMEOUT_S = 15.0
 
 DRAINING = Gauge("ba_node_draining", "1 while this node is draining (node drain)")
 DRAIN_REQUESTS = Counter("ba_drain_requests_total", "Drain requests this node answered, by "
@@ -245,12 +249,14 @@ class DrainService(BaseService):
             began = time.monotonic()
             await self._release_here(agent_id)
             try:
-                await ask(self.node.nc, subject, {"phase": "start", **body},
-                          max(STEP_TIMEOUT_S, step))
+                await ask(self.node.nc, subject, {"phase": "start", **body}, START_TIMEOUT_S)
             except BrokerError as exc:
-                refusals[target] = f"{exc.code.value}: {exc.message}"
-                await self._restart_here(spec)
-                break
+                if await self._holder(agent_id) != target:  # it did not start there
+                    refusals[target] = f"{exc.code.value}: {exc.message}"
+                    await self._restart_here(spec)
+                    break
+                self.log.warning("handover answer lost; the registry names the target",
+                                 agent_id=agent_id, target=target, error=exc.message)
             self.specs.pop(agent_id, None)
             gap = time.monotonic() - began
             self.log.info("agent handed over", agent_id=agent_id, target=target,
@@ -259,6 +265,15 @@ class DrainService(BaseService):
         why = "; ".join(f"{t}: {r}" for t, r in refusals.items()) or \
             "no live, non-draining node to host it"
         return None, why, 0.0
+
+    async def _holder(self, agent_id: str) -> str | None:
+        """The node the agents bucket names for ``agent_id`` now (a fresh read)."""
+        registry = self.node.service_map.get("registry")
+        with contextlib.suppress(Exception):
+            found = await registry.registry.store.stored(agent_id)  # type: ignore[union-attr]
+            if found is not None and found[0] is not None:
+                return str(found[0].node_id)
+        return None
 
     async def _release_here(self, agent_id: str) -> None:
         """Stop the agent here: its subscriptions drain, in-flight work finishes. Its

@@ -29,7 +29,7 @@ from broker_agents.messages import envelope
 from broker_agents.raft.client import RaftClient
 from broker_agents.raft.driver import RaftMember
 from broker_agents.registry.client import Registry
-from broker_agents.samples import Calculate, Echo
+from broker_agents.samples import Calculate, Echo, EchoAgent
 from broker_agents.subjects import Subjects
 from node.auth.roles import Role
 from node.cluster import LocalCluster
@@ -204,3 +204,47 @@ async def test_cli_drain_prints_the_report_and_undrain_takes_the_node_back(
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "node.cli", "node", *args],
                           capture_output=True, text=True, timeout=60)
+
+
+class RunsOnlyOnNode1(EchoAgent):
+    """An agent another node accepts (``check``) but cannot start."""
+
+    async def on_start(self) -> None:
+        if self.ctx.node_id != "node-1":
+            raise RuntimeError(f"cannot run on {self.ctx.node_id}")
+        await super().on_start()
+
+
+async def test_an_agent_the_target_cannot_start_runs_on_here_and_is_reported(
+        tmp_path: Path) -> None:
+    this = f"{__name__}:RunsOnlyOnNode1"
+    cluster = LocalCluster(
+        tmp_path, nodes=2, services={"registry": SERVICES["registry"]},
+        agents=[[{"class": this, "id": "stubborn"},
+                 {"class": "broker_agents.samples:EchoAgent", "id": "echo-1"}], []],
+        extra_env={"BA_HOSTING": json.dumps({"classes": [this, "broker_agents.samples:*"]})})
+    await cluster.start()
+    admin = await cluster.client(Role.ADMIN)
+    client = await cluster.client()
+    try:
+        report = await request_drain(admin, S, "node-1", "drain", 30)
+        assert report["moved"] == {"echo-1": "node-2"}, report
+        why = report["not_moved"]["stubborn"]
+        assert "node-2: start_failed" in why and "cannot run on node-2" in why, why
+        assert report["ready_to_stop"] is False
+        answer = await ask(client, S.agent("stubborn"), Echo(text="still here"))
+        assert answer == {"text": "still here", "agent_id": "stubborn", "node_id": "node-1"}
+        moved = await ask(client, S.agent("echo-1"), Echo(text="moved"))
+        assert moved["node_id"] == "node-2"
+        observer = await cluster.client(Role.OBSERVER)
+        registry = await Registry.connect(observer)
+        try:
+            await registry.view.wait_for(lambda: (r := registry.lookup("stubborn")) is not None
+                                         and r.node_id == "node-1" and r.state == "running", 10)
+        finally:
+            await registry.close()
+            await observer.close()
+    finally:
+        await admin.close()
+        await client.close()
+        await asyncio.to_thread(cluster.stop)
