@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import importlib.metadata
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,8 +22,10 @@ from prometheus_client import Histogram
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
-from broker_agents import codec
+from broker_agents import codec, versions
 from broker_agents import metrics as agent_metric
+from broker_agents.core.features import supported_features
+from broker_agents.core.versioning import SCHEMA_VERSION
 from broker_agents.logging import get_logger
 from node import health
 
@@ -56,7 +56,8 @@ class NodeStatus(BaseModel):
     """What a reader checks of a status event before using it (the fields it computes
     with); other fields pass through. A document that fails is refused and counted."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
 
     node_id: str | None = None
     at: float | None = None
@@ -68,15 +69,12 @@ class NodeStatus(BaseModel):
     problems: dict[str, str] = Field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    version: str | None = None
+    schema_version: int = Field(1, alias="schema", ge=1)  # absent: a build before versions
+    features: list[str] = Field(default_factory=list)
 
 
-@functools.cache
-def version() -> str | None:
-    """The installed package's version (read once: a metadata scan costs ~1.5 ms)."""
-    try:
-        return importlib.metadata.version("broker-agents")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+version = versions.package_version  # one home: broker_agents.versions
 
 
 def agent_metrics(agents: Iterable[str],
@@ -134,7 +132,8 @@ def build_status(node: Node, interval: float, started_at: float) -> dict[str, An
     agents = sorted(node.agents)
     now = time.time()
     return {
-        "node_id": node.id, "at": now, "interval_s": interval, "version": version(),
+        "v": SCHEMA_VERSION, "node_id": node.id, "at": now, "interval_s": interval,
+        "version": version(), "schema": SCHEMA_VERSION, "features": supported_features(),
         "started_at": started_at, "uptime_s": round(now - started_at, 3),
         "healthy": bool(live.get("healthy")), "ready": bool(ready.get("ready")),
         "problems": {**live.get("problems", {}), **ready.get("problems", {})},

@@ -11,13 +11,19 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker_agents.core.auction import AuctionConfig, Award, Bid, Mechanism, Outcome, PaymentRule
 from broker_agents.core.auction.acts import REQUESTER
 from broker_agents.core.errors import ErrorCode, RemoteProtocolError
 from broker_agents.core.reputation import Violation
 from broker_agents.core.tokens import TOKEN
+from broker_agents.core.versioning import (
+    StrictVersionedModel,
+    VersionedModel,
+    refusal,
+    refuse_unknown,
+)
 
 Money = float
 
@@ -28,10 +34,10 @@ def _token(value: str, field: str) -> str:
     return value
 
 
-class AuctionRequest(BaseModel):
+class AuctionRequest(VersionedModel):
     """Run one whole auction. Participants: ``participants`` or else ``capability``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     op: Literal["run"] = "run"
     type: Mechanism
@@ -102,7 +108,11 @@ _FIELD_IN_MSG = re.compile(r"^(?:Value error, )?([A-Za-z_][A-Za-z0-9_.]*):")
 
 
 def validation_error(exc: ValidationError, what: str) -> RemoteProtocolError:
-    """A ``validation_error`` naming the first offending field."""
+    """A ``validation_error`` naming the first offending field (``unsupported_version``
+    when the message is of a newer schema)."""
+    newer = refusal(exc)
+    if newer is not None:
+        return RemoteProtocolError(newer.code, newer.message, newer.details)
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"] if not isinstance(p, int))
     if not field:
@@ -119,6 +129,7 @@ def parse_request(payload: Any) -> AuctionRequest:
         raise RemoteProtocolError(ErrorCode.MALFORMED, "an auction request must be an object",
                                   {"field": "<root>", "got": type(payload).__name__})
     try:
+        refuse_unknown(AuctionRequest, payload, "auction request")
         return AuctionRequest.model_validate(payload)
     except ValidationError as exc:
         raise validation_error(exc, "auction request") from exc
@@ -131,12 +142,12 @@ def build_config(request: AuctionRequest, auction_id: str) -> AuctionConfig:
         raise validation_error(exc, "auction request") from exc
 
 
-class ReportRequest(BaseModel):
+class ReportRequest(StrictVersionedModel):
     """Reputation report by one party of a settled auction about the other: an outcome
     (``quality`` and ``satisfaction``) or a ``violation``. The reporter is the signer
     (``reporter`` may be left out; when given it must be the signer)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     op: Literal["report"]
     reporter: str | None = Field(default=None, min_length=1, max_length=200)
@@ -154,7 +165,7 @@ class ReportRequest(BaseModel):
         return self
 
 
-class AuctionResult(BaseModel):
+class AuctionResult(VersionedModel):
     """The reply to a run request: the outcome plus how settlement went."""
 
     auction_id: str
@@ -198,7 +209,7 @@ def allocation_of(outcome: Outcome) -> tuple[dict[str, list[str]], dict[str, flo
 # ---- between agents ----------------------------------------------------------------------
 
 
-class Announce(BaseModel):
+class Announce(VersionedModel):
     """A call for bids: the auction, and for English/Dutch the current round and price."""
 
     message_type: ClassVar[str] = "auction.announce"
@@ -211,7 +222,7 @@ class Announce(BaseModel):
     deadline_ms: int
 
 
-class BidAnswer(BaseModel):
+class BidAnswer(VersionedModel):
     """A bidder's answer to an ``Announce``: zero or more bids (empty: stays out)."""
 
     message_type: ClassVar[str] = "auction.bid_answer"
@@ -219,7 +230,7 @@ class BidAnswer(BaseModel):
     bids: list[Bid] = Field(default_factory=list, max_length=1000)
 
 
-class BidNotice(BaseModel):
+class BidNotice(VersionedModel):
     """One-way to a bidder: a bid it sent did not count, and why."""
 
     message_type: ClassVar[str] = "auction.bid_notice"
@@ -230,7 +241,7 @@ class BidNotice(BaseModel):
     message: str
 
 
-class AwardNotice(BaseModel):
+class AwardNotice(VersionedModel):
     """To a winner: what it won and what it pays; answered with ``AwardAck``."""
 
     message_type: ClassVar[str] = "auction.award"
@@ -241,7 +252,7 @@ class AwardNotice(BaseModel):
     seller: str
 
 
-class AwardAck(BaseModel):
+class AwardAck(VersionedModel):
     """A winner's signed answer to its ``AwardNotice``: it agrees to pay ``total`` to
     ``seller`` for this auction (``accepted``), or declines and says why. Stored as
     settlement's evidence."""
@@ -257,12 +268,12 @@ class AwardAck(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class DiscoverCall(BaseModel):
+class DiscoverCall(VersionedModel):
     """Fallback discovery (no registry on the node): bidders with the capability answer."""
 
     capability: str
 
 
-class DiscoverAnswer(BaseModel):
+class DiscoverAnswer(VersionedModel):
     agent_id: str
     node_id: str

@@ -22,6 +22,7 @@ from broker_agents.auction.messages import AuctionRequest
 from broker_agents.core.auction import AuctionState, Outcome
 from broker_agents.core.auction.settlement import TERMINAL, Settlement, Stage, payments
 from broker_agents.core.identity import SignedAct
+from broker_agents.core.versioning import VersionedModel
 
 __all__ = ["TERMINAL", "AuctionRecord", "RecordEncoder", "Stage", "peek_lease",
            "settlement_of"]
@@ -30,7 +31,7 @@ MAX_EVIDENCE = 4096
 """At most this many acknowledgements in one record (one per winner)."""
 
 
-class AuctionRecord(BaseModel):
+class AuctionRecord(VersionedModel):
     model_config = ConfigDict(frozen=True)
 
     auction_id: str
@@ -118,11 +119,16 @@ class RecordEncoder:
 
     def encode(self, record: AuctionRecord) -> bytes:
         small = record.model_dump(mode="json", exclude=set(_BIG))
-        out = [self._header]
+        extra = record.__pydantic_extra__ or {}  # a newer node's fields, kept (versioning)
+        out = [self._header if not extra else msgpack.Packer().pack_map_header(
+            len(AuctionRecord.model_fields) + len(extra))]
         for name in AuctionRecord.model_fields:
             out.append(codec.encode(name))
             out.append(self._part(name, getattr(record, name)) if name in _BIG
                        else codec.encode(small[name]))
+        for name in extra:
+            out.append(codec.encode(name))
+            out.append(codec.encode(small[name]))
         return b"".join(out)
 
     def _part(self, name: str, part: BaseModel) -> bytes:

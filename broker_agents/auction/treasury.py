@@ -31,7 +31,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from broker_agents import codec, identity
 from broker_agents.agent import Agent, AgentSettings
@@ -41,6 +41,7 @@ from broker_agents.core.budget import Account
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import Unauthorized
 from broker_agents.core.tokens import TOKEN
+from broker_agents.core.versioning import StrictVersionedModel, refusal
 from broker_agents.kv import open_bucket
 from broker_agents.logging import get_logger
 from broker_agents.ratelog import RateLimitedLog
@@ -75,10 +76,10 @@ class TreasurySettings(AgentSettings):
                             "repeat in any case)")
 
 
-class TreasuryRequest(BaseModel):
+class TreasuryRequest(StrictVersionedModel):
     """One treasury operation on one account."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     op_id: str = Field(min_length=1, max_length=200)
     owner: str = Field(min_length=1, max_length=200)
@@ -183,6 +184,9 @@ class TreasuryAgent(Agent):
         try:
             req = TreasuryRequest.model_validate(payload)
         except ValidationError as exc:
+            newer = refusal(exc)
+            if newer is not None:
+                raise newer from exc
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "request"
             raise _invalid(where, str(first["msg"])) from exc

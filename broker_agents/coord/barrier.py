@@ -17,7 +17,6 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
-from pydantic import BaseModel
 
 from broker_agents import codec
 from broker_agents.clock import wall_ms
@@ -27,13 +26,14 @@ from broker_agents.core.coord.barrier import Arrive, Barrier
 from broker_agents.core.coord.models import BarrierResult
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.machine import Tick
+from broker_agents.core.versioning import VersionedModel
 from broker_agents.kv import open_bucket, write_record
 from broker_agents.subjects import Subjects
 
 BARRIER_TTL_S = 3600.0
 
 
-class BarrierRecord(BaseModel):
+class BarrierRecord(VersionedModel):
     participants: list[str]
     created_ms: int
     deadline_ms: int

@@ -22,17 +22,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nats.js.kv import KeyValue
-from pydantic import BaseModel
 
 from broker_agents.clock import wall_ms
 from broker_agents.coord.records import read_screened
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.versioning import VersionedModel
 from broker_agents.kv import write_record
 
 MAX_ATTEMPTS = 16
 
 
-class LeaseRecord(BaseModel):
+class LeaseRecord(VersionedModel):
     holder: str | None = None
     token: int = 0
     expires_at_ms: int | None = None
@@ -41,7 +41,7 @@ class LeaseRecord(BaseModel):
         return self.holder is not None and (self.expires_at_ms or 0) > now_ms
 
 
-class Grant(BaseModel):
+class Grant(VersionedModel):
     granted: bool
     record: LeaseRecord
     reason: str | None = None

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from broker_agents.core.versioning import VersionedModel
 from broker_agents.discovery import ParticipantInfo
 
 _ID = Field(min_length=1, max_length=256)
 
 
-class VoteAsk(BaseModel):
+class VoteAsk(VersionedModel):
     """Asks one participant to choose among ``options`` (or anything, if None)."""
 
     message_type: ClassVar[str] = "vote_request"
@@ -30,38 +31,34 @@ class VoteAsk(BaseModel):
     cluster: str | None = Field(default=None, description="hierarchical cluster id")
 
 
-class VoteAnswer(BaseModel):
+class VoteAnswer(VersionedModel):
     """A participant's vote: a ``choice``, or ``abstain`` with an optional reason."""
-
-    model_config = ConfigDict(extra="ignore")
 
     choice: str | None = Field(default=None, min_length=1, max_length=256)
     abstain: bool = False
     reason: str | None = Field(default=None, max_length=1024)
 
 
-class PredictAsk(BaseModel):
+class PredictAsk(VersionedModel):
     message_type: ClassVar[str] = "predict_request"
 
     ensemble_id: str = _ID
     question: str = Field(max_length=4096)
 
 
-class PredictAnswer(BaseModel):
+class PredictAnswer(VersionedModel):
     """A prediction: a ``label`` or a ``value``; neither means an abstention."""
-
-    model_config = ConfigDict(extra="ignore")
 
     label: str | None = Field(default=None, max_length=256)
     value: float | None = Field(default=None, allow_inf_nan=False)
     abstain: bool = False
 
 
-class InfoAsk(BaseModel):
+class InfoAsk(VersionedModel):
     message_type: ClassVar[str] = "coord_info"
 
 
-class PbftHello(BaseModel):
+class PbftHello(VersionedModel):
     message_type: ClassVar[str] = "pbft_hello"
 
 
@@ -75,7 +72,7 @@ class PbftKeyInfo(ParticipantInfo):
     node_jwt: str | None = Field(default=None, max_length=8192)
 
 
-class PbftSetup(BaseModel):
+class PbftSetup(VersionedModel):
     """Forms a PBFT group at a replica and hands it the client's signed request."""
 
     message_type: ClassVar[str] = "pbft_setup"
@@ -91,15 +88,15 @@ class PbftSetup(BaseModel):
     ttl_ms: int = Field(default=5000, ge=1)
 
 
-class PbftSetupAck(BaseModel):
+class PbftSetupAck(VersionedModel):
     group_id: str
     replica: str
     primary: str
 
 
-class PbftStatusAsk(BaseModel):
+class PbftStatusAsk(VersionedModel):
     message_type: ClassVar[str] = "pbft_status"
 
 
-class LeaderStatusAsk(BaseModel):
+class LeaderStatusAsk(VersionedModel):
     message_type: ClassVar[str] = "leader_status"

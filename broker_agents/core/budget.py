@@ -55,9 +55,10 @@ import math
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import ConfigDict, Field, computed_field, field_validator, model_validator
 
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.versioning import OpenModel, VersionedModel
 
 APPLIED_LIMIT = 1000
 """How many applied operation ids an account remembers (oldest forgotten first)."""
@@ -68,12 +69,12 @@ TOLERANCE = 1e-6
 Money = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
-class Hold(BaseModel):
+class Hold(OpenModel):
     """One auction's escrow on an account. ``taken_ms`` (the taker's clock), ``by`` (the
     auctioneer) and ``lease`` (the auction record's takeover count when it was taken) are
     None on holds stored before holds described themselves."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True)
 
     amount: Money
     taken_ms: int | None = None
@@ -81,10 +82,10 @@ class Hold(BaseModel):
     lease: int | None = None
 
 
-class Account(BaseModel):
+class Account(VersionedModel):
     """One agent's money. ``reserved`` (sum of holds) is derived and sent for readers."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True)
 
     owner: str = Field(min_length=1)
     balance: Money = 0.0
@@ -101,9 +102,13 @@ class Account(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _opening_balance(cls, data: Any) -> Any:
-        """A record without the cumulative fields (older) counts its balance as deposited."""
-        if isinstance(data, dict) and "deposited" not in data:
-            return {**data, "deposited": data.get("balance", 0.0)}
+        """A record without the cumulative fields (older) counts its balance as deposited.
+        ``reserved`` is derived (sent for readers): never kept as an unknown field."""
+        if isinstance(data, dict):
+            if "reserved" in data:
+                data = {k: v for k, v in data.items() if k != "reserved"}
+            if "deposited" not in data:
+                return {**data, "deposited": data.get("balance", 0.0)}
         return data
 
     @field_validator("holds", mode="before")

@@ -26,9 +26,10 @@ from __future__ import annotations
 import math
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.versioning import OpenModel, VersionedModel
 
 NEUTRAL = 0.5
 
@@ -41,8 +42,10 @@ class Violation(StrEnum):
 PENALTY_WEIGHTS: dict[Violation, float] = {Violation.ABANDONED: 3.0, Violation.FRAUD: 10.0}
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Frozen(OpenModel):
+    """Frozen, and a newer node's fields kept through read-modify-write (versioning)."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class ReputationPolicy(_Frozen):
@@ -63,7 +66,7 @@ class Entry(_Frozen):
     kind: str = "report"
 
 
-class Reputation(_Frozen):
+class Reputation(_Frozen, VersionedModel):
     """One agent's record in the reputation bucket."""
 
     agent: str = Field(min_length=1)

@@ -17,9 +17,12 @@ The rule (README "Versions and upgrades"):
   (``LEGACY_VERSION``). While ``SCHEMA_VERSION == LEGACY_VERSION`` the field's default
   serves both; the first bump must map an absent ``v`` to ``LEGACY_VERSION`` on reads
   (``read_version``) and migrate it.
-- Public client requests (``StrictVersionedModel``) still refuse unknown fields: a user's
-  typo is caught, and a newer client is told plainly that this node does not know an
-  option rather than having it silently ignored. They carry ``v`` like everything else.
+- Public client requests still refuse unknown top-level fields at their entry point
+  (``refuse_unknown``): a user's typo is caught, and a newer client is told plainly that
+  this node does not know an option rather than having it silently ignored. The model
+  itself is a ``VersionedModel``, because a request is also stored (inside an auction
+  record) where a newer node's option must survive an older node's takeover.
+  ``StrictVersionedModel`` is for a request that is never stored.
 
 Pure: no IO, no clock.
 """
@@ -30,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from broker_agents.core.errors import BrokerError, ErrorCode
@@ -101,7 +105,7 @@ class VersionedModel(OpenModel):
     in ``__pydantic_extra__``), so read -> update -> write preserves a newer writer's
     fields. Subclasses may add ``frozen=True`` to their config."""
 
-    v: int = SCHEMA_VERSION
+    v: SkipJsonSchema[int] = SCHEMA_VERSION  # optional for clients: not in published schemas
 
     @field_validator(VERSION_FIELD)
     @classmethod
@@ -114,12 +118,35 @@ class StrictVersionedModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    v: int = SCHEMA_VERSION
+    v: SkipJsonSchema[int] = SCHEMA_VERSION  # optional for clients: not in published schemas
 
     @field_validator(VERSION_FIELD)
     @classmethod
     def _readable(cls, value: int) -> int:
         return _check(value)
+
+
+def unknown_fields(model: type[BaseModel], data: Mapping[str, Any]) -> list[str]:
+    """The top-level keys of ``data`` that ``model`` does not know (names or aliases)."""
+    known = {VERSION_FIELD}
+    for name, info in model.model_fields.items():
+        known.add(name)
+        if info.alias:
+            known.add(info.alias)
+    return sorted(str(key) for key in data if key not in known)
+
+
+def refuse_unknown(model: type[BaseModel], data: Mapping[str, Any], what: str) -> None:
+    """``BrokerError(VALIDATION)`` naming the fields of a public request this build does
+    not know (a typo, or an option of a newer client); nothing when all are known."""
+    unknown = unknown_fields(model, data)
+    if unknown:
+        raise BrokerError(
+            ErrorCode.VALIDATION,
+            f"invalid {what}: unknown field{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)} (this node reads schema version {SCHEMA_VERSION})",
+            {"field": unknown[0], "unknown": unknown, "type": "extra_forbidden"},
+        )
 
 
 def extras(model: BaseModel) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from broker_agents.core.registry.record import NodeRecord
 from broker_agents.registry import metrics
 from broker_agents.registry.store import RegistryStore
 from broker_agents.registry.view import LocalView, NodeView
+from broker_agents.versions import announcement
 
 log = structlog.get_logger()
 
@@ -97,7 +98,7 @@ class Heartbeater(_Loop):
         count = len(self.view.index.by_node.get(self.node_id, ())) if self.view else 0
         record = NodeRecord(node_id=self.node_id, last_heartbeat=time.time(),
                             started_at=self.started_at, beat=self.beats, agent_count=count,
-                            metadata=self.metadata)
+                            metadata=self.metadata, **announcement())
         try:
             revision = await self.store.heartbeat(record)
         except Exception:

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from broker_agents.core.variables.functions import Scalar
+from broker_agents.core.versioning import StrictVersionedModel, VersionedModel
 
 ChangeOp = Literal["define_space", "set", "freeze", "unfreeze", "snapshot"]
 
 
-class SpaceValues(BaseModel):
+class SpaceValues(VersionedModel):
     """A space's committed values at one version."""
 
     space: str
@@ -44,7 +45,7 @@ class VariableChange(SpaceValues):
                            frozen=self.frozen)
 
 
-class FeedbackReport(BaseModel):
+class FeedbackReport(StrictVersionedModel):
     """What an agent observed while running with a space's values.
 
     ``version`` is the space version whose values the reporter ran with (from its read
@@ -52,7 +53,6 @@ class FeedbackReport(BaseModel):
     Without a version the feedback counts for the trial running now.
     """
 
-    model_config = ConfigDict(extra="forbid")
     message_type: ClassVar[str] = "variable_feedback"
 
     space: str
@@ -64,7 +64,7 @@ class FeedbackReport(BaseModel):
     source: str | None = None
 
 
-class FeedbackAck(BaseModel):
+class FeedbackAck(VersionedModel):
     """The engine's answer to a feedback request (only the active engine answers)."""
 
     space: str

@@ -11,9 +11,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from broker_agents.core.errors import ErrorCode
+from broker_agents.core.versioning import OpenModel
 
 Money = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 """A finite, non-negative amount of money."""
@@ -76,8 +77,10 @@ REASON_CODES: dict[RejectReason, ErrorCode] = {
 """The wire error code a rejection maps to (see ``BidRejected.to_error``)."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Frozen(OpenModel):
+    """Parts of auction records and messages: frozen, a newer node's fields kept."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class Bid(_Frozen):

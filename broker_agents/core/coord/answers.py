@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from broker_agents.core.versioning import OpenModel, VersionedModel
 
 
 class AnswerStatus(StrEnum):
@@ -19,10 +21,10 @@ class AnswerStatus(StrEnum):
     ERROR = "error"
 
 
-class Answer(BaseModel):
+class Answer(VersionedModel):
     """One participant's answer; ``choice`` is set exactly when ``status`` is ``choice``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     status: AnswerStatus = Field(description="choice, abstain, timeout or error")
     choice: str | None = Field(
@@ -55,7 +57,7 @@ class Answer(BaseModel):
         return cls(status=AnswerStatus.ERROR, error=error)
 
 
-class ParticipantAnswer(BaseModel):
+class ParticipantAnswer(OpenModel):
     """A participant's answer as reported in a result, with the weight it carried."""
 
     model_config = ConfigDict(frozen=True)

@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from broker_agents.core.coord.answers import Answer, AnswerStatus, ParticipantAnswer
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.core.versioning import (
+    OpenModel,
+    StrictVersionedModel,
+    VersionedModel,
+    refusal,
+)
 
 __all__ = [
     "Aggregation",
@@ -62,7 +68,7 @@ class WeightSource(StrEnum):
     REPUTATION = "reputation"
 
 
-class VoteSpec(BaseModel):
+class VoteSpec(StrictVersionedModel):
     """How answers become a decision.
 
     - majority: the winner holds more than half of the votes cast.
@@ -72,8 +78,6 @@ class VoteSpec(BaseModel):
     - weighted: the winner holds more than ``threshold`` of the weight cast; weights are
       explicit (``weights``) or reputation scores the driver looks up (``weight_source``).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     rule: VoteRule = Field(default=VoteRule.MAJORITY, description="decision rule")
     quorum: float = Field(
@@ -107,7 +111,7 @@ class VoteSpec(BaseModel):
         return self
 
 
-class ParticipantSelection(BaseModel):
+class ParticipantSelection(StrictVersionedModel):
     """Who takes part: an explicit list, or every agent with a capability."""
 
     participants: list[str] | None = Field(
@@ -143,7 +147,7 @@ class VoteRequest(VoteSpec, ParticipantSelection):
     )
 
 
-class VoteResult(BaseModel):
+class VoteResult(VersionedModel):
     """The decision, and the work shown: tally, per-participant answers, rule outcome."""
 
     rule: VoteRule = Field(description="the rule applied")
@@ -167,7 +171,7 @@ class Partition(StrEnum):
     CAPABILITY = "capability"
 
 
-class Member(BaseModel):
+class Member(OpenModel):
     """A participant with what partitioning may group by."""
 
     model_config = ConfigDict(frozen=True)
@@ -189,7 +193,7 @@ class HierarchicalRequest(VoteSpec, ParticipantSelection):
     partition: Partition = Field(default=Partition.RANDOM, description="how to form clusters")
 
 
-class ClusterReport(BaseModel):
+class ClusterReport(OpenModel):
     cluster_id: str = Field(description="'L<level>C<index>'")
     members: list[str] = Field(description="who was in the cluster")
     delegate: str | None = Field(description="member carrying the decision upward")
@@ -197,12 +201,12 @@ class ClusterReport(BaseModel):
     result: VoteResult = Field(description="the cluster's full vote result")
 
 
-class LevelReport(BaseModel):
+class LevelReport(OpenModel):
     level: int = Field(ge=0)
     clusters: list[ClusterReport]
 
 
-class HierarchicalResult(BaseModel):
+class HierarchicalResult(VersionedModel):
     decision: str | None = Field(description="the top cluster's decision")
     rule_met: bool = Field(description="whether the top cluster met the rule")
     reason: str | None = Field(description="why there is no decision, if there is none")
@@ -210,7 +214,7 @@ class HierarchicalResult(BaseModel):
     levels: list[LevelReport] = Field(description="the tree, bottom level first")
 
 
-class BarrierRequest(BaseModel):
+class BarrierRequest(StrictVersionedModel):
     """``ba.coord.barrier``: wait until every named participant has arrived."""
 
     barrier_id: str = Field(min_length=1, max_length=256, description="barrier name")
@@ -220,7 +224,7 @@ class BarrierRequest(BaseModel):
     timeout_ms: int = Field(default=10_000, ge=1, le=3_600_000, description="release deadline")
 
 
-class BarrierResult(BaseModel):
+class BarrierResult(VersionedModel):
     barrier_id: str
     released: bool = Field(description="true when everyone arrived before the deadline")
     arrived: list[str] = Field(description="participants that arrived, in arrival order")
@@ -257,7 +261,7 @@ class EnsembleRequest(ParticipantSelection):
     )
 
 
-class Prediction(BaseModel):
+class Prediction(OpenModel):
     """One participant's prediction: a label or a number, or why there is none."""
 
     participant: str
@@ -267,7 +271,7 @@ class Prediction(BaseModel):
     error: str | None = None
 
 
-class EnsembleResult(BaseModel):
+class EnsembleResult(VersionedModel):
     aggregation: Aggregation
     result: str | float | None = Field(description="the aggregate label or number")
     agreement: float = Field(
@@ -294,14 +298,14 @@ class PbftRequest(ParticipantSelection):
     )
 
 
-class PbftReplicaResult(BaseModel):
+class PbftReplicaResult(OpenModel):
     replica: str
     decided: bool
     seq: int | None = None
     operation: str | None = None
 
 
-class PbftResult(BaseModel):
+class PbftResult(VersionedModel):
     decided: bool = Field(description="f+1 matching replies were received")
     seq: int | None = Field(description="sequence the value was decided at")
     operation: str | None = Field(description="the decided value")
@@ -332,7 +336,7 @@ class AutoRequest(ParticipantSelection):
         return self
 
 
-class Selection(BaseModel):
+class Selection(VersionedModel):
     protocol: str = Field(description="vote, hierarchical or pbft")
     reason: str = Field(description="why this protocol was picked")
     params: dict[str, object] = Field(default_factory=dict, description="chosen settings")
@@ -346,6 +350,9 @@ def parse_request(model: type[M], payload: Any) -> M:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
+        newer = refusal(exc)
+        if newer is not None:
+            raise newer from None
         fields = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "<request>"

@@ -14,14 +14,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from broker_agents.core.versioning import OpenModel, VersionedModel
+
 NULL_DIGEST = "null"
 """Digest of the null request a new primary uses to fill a sequence gap."""
 
 _ID = Field(min_length=1, max_length=256)
 
 
-class _Msg(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Msg(VersionedModel):
+    """Versioned; a newer replica's fields are kept (and covered by its signature)."""
+
+    model_config = ConfigDict(frozen=True)
 
     signature: str = Field(default="", max_length=256, description="base64 Ed25519 signature")
 
@@ -62,19 +66,19 @@ class Commit(_Msg):
     sender: str = _ID
 
 
-class PreparedCert(BaseModel):
+class PreparedCert(OpenModel):
     """Proof that ``seq`` prepared: the pre-prepare and 2f matching prepares."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     pre_prepare: PrePrepare
     prepares: tuple[Prepare, ...]
 
 
-class CommitCert(BaseModel):
+class CommitCert(OpenModel):
     """Proof that ``seq`` committed: the pre-prepare and 2f+1 matching commits."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     pre_prepare: PrePrepare
     commits: tuple[Commit, ...]

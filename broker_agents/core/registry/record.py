@@ -11,9 +11,10 @@ import math
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from broker_agents.core.tokens import TOKEN
+from broker_agents.core.versioning import OpenModel, VersionedModel
 
 
 class Health(StrEnum):
@@ -36,20 +37,20 @@ def _token(value: str, what: str) -> str:
     return value
 
 
-class ReapMark(BaseModel):
+class ReapMark(OpenModel):
     """Set by a reaper that found the agent's node silent; the owner clears it on return."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     by: str
     at: float
     prior_health: Health
 
 
-class AgentRecord(BaseModel):
+class AgentRecord(VersionedModel):
     """One agent as advertised in the ``agents`` bucket under key ``agent_id``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     agent_id: str
     name: str
@@ -110,10 +111,16 @@ class AgentRecord(BaseModel):
         return value
 
 
-class NodeRecord(BaseModel):
-    """A node's heartbeat in the ``nodes`` bucket under key ``node_id``."""
+class NodeRecord(VersionedModel):
+    """A node's heartbeat in the ``nodes`` bucket under key ``node_id``.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    It announces the node's build: ``version`` (package version), ``schema`` (the schema
+    version it writes, ``core.versioning.SCHEMA_VERSION``) and ``features`` (sorted names
+    of the features it supports, ``core.features``). A record without them was written by
+    a build before announcements: schema 1, no features."""
+
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
 
     node_id: str
     last_heartbeat: float
@@ -122,6 +129,9 @@ class NodeRecord(BaseModel):
     agent_count: int = 0
     stopping: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
+    version: str | None = None
+    schema_version: int = Field(default=1, alias="schema", ge=1)
+    features: tuple[str, ...] = ()
 
     @field_validator("node_id")
     @classmethod

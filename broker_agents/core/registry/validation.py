@@ -20,6 +20,7 @@ from broker_agents.core.registry.record import (
     Lifecycle,
     NodeRecord,
 )
+from broker_agents.core.versioning import refusal
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,6 +69,8 @@ def _validate(model: type[M], data: Any, required: tuple[str, ...], what: str) -
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
+        if (newer := refusal(exc)) is not None:
+            raise newer from None
         problems = [
             _problem(e) for e in exc.errors()
             if e["type"] != "missing" and _loc(tuple(e["loc"])) not in missing

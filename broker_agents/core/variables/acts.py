@@ -25,19 +25,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from broker_agents.core.identity import Principal, SignedAct, Unauthorized, bind
 from broker_agents.core.variables.commands import Command, DefineSpace
+from broker_agents.core.versioning import StrictVersionedModel
 
 SIGNED_OP = "signed"
 ACT_SUBJECT_PREFIX = "ba-act:variables"
 
 
-class SignedCommand(BaseModel):
+class SignedCommand(StrictVersionedModel):
     """A proposal carrying a command as a signed act (its ``data`` is the command's JSON)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     op: Literal["signed"] = "signed"
     act: SignedAct

@@ -13,10 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from broker_agents.core.variables.functions import Scalar
 from broker_agents.core.variables.space import VariableSpace
+from broker_agents.core.versioning import StrictVersionedModel
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Command(StrictVersionedModel):
+    """A client's command, replicated through Raft: an unknown field is refused (every
+    replica refuses alike; a new field is used only behind a cluster-wide feature flag)."""
+
+    model_config = ConfigDict(frozen=True)
 
     command_id: str | None = None
     actor: str | None = None  # who asked (operator, engine, agent id), kept in history

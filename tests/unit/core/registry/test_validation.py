@@ -75,9 +75,16 @@ def test_capabilities_are_tokens_and_deduplicated() -> None:
     assert err.details["field"].startswith("capabilities")
 
 
-def test_unknown_fields_are_rejected() -> None:
-    err = _error({**GOOD, "colour": "blue"})
-    assert err.details["field"] == "colour"
+def test_unknown_fields_are_kept_and_newer_versions_refused() -> None:
+    """Records are versioned (core.versioning): a newer node's field survives, a schema
+    this build cannot read is refused with ``unsupported_version``."""
+    record = validate_agent({**GOOD, "colour": "blue"})
+    assert record.model_dump()["colour"] == "blue"
+    with pytest.raises(BrokerError) as info:
+        validate_agent({**GOOD, "v": 99})
+    err = info.value
+    assert err.code is ErrorCode.UNSUPPORTED_VERSION
+    assert err.details == {"found": 99, "readable": 1}
 
 
 def test_non_mapping_is_rejected() -> None:
