@@ -3,8 +3,9 @@
 The node that leads the consensus group is drained while clients keep asking its agents:
 every request succeeds (with the documented retry: a ``no responders`` answer is asked
 again for up to 1 s, the handover gap), the agents answer from other nodes and their
-registry records name them, the drained node is not ready (``draining``), then it stops
-on SIGTERM and nothing fails.
+registry records name them, the group's leadership moves (once ``RaftMember`` can
+transfer it), the drained node is not ready (``draining``), then it stops on SIGTERM and
+nothing fails. The report's per-agent handover gaps are printed (``-s``).
 """
 
 from __future__ import annotations
