@@ -189,10 +189,16 @@ async def test_cli_drain_prints_the_report_and_undrain_takes_the_node_back(
         table = await asyncio.to_thread(cli, "drain", "node-1", *where)  # nothing left
         assert table.returncode == 0 and "ready to stop: True" in table.stdout, table.stdout
         assert (await readyz(cluster.procs[0].http_port))[0] == 503
+        source = await scrape(cluster.procs[0].http_port)
+        assert 'ba_handover_total{outcome="moved"} 2.0' in source
+        assert "ba_node_draining 1.0" in source
+        assert 'ba_handover_total{outcome="accepted"} 2.0' in await scrape(
+            cluster.procs[1].http_port)
         back = await asyncio.to_thread(cli, "undrain", "node-1", "--json", *where)
         assert back.returncode == 0 and json.loads(back.stdout)["draining"] is False
         status, ready = await readyz(cluster.procs[0].http_port)
         assert status == 200, ready
+        assert "ba_node_draining 0.0" in await scrape(cluster.procs[0].http_port)
         # a client (not an admin) is refused by the server: forbidden, exit 1
         denied = await asyncio.to_thread(cli, "drain", "node-2", "--json", "--nats",
                                          cluster.urls[0], "--context",
@@ -200,6 +206,12 @@ async def test_cli_drain_prints_the_report_and_undrain_takes_the_node_back(
         assert denied.returncode == 1 and "forbidden" in denied.stdout + denied.stderr
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+async def scrape(port: int) -> str:
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        return await resp.text()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
