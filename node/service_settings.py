@@ -75,7 +75,13 @@ class ConsensusGroup(BaseModel):
     model_config = {"extra": "forbid"}
 
     name: str
-    members: list[str] = Field(min_length=1, description="node ids; each hosts one member")
+    members: list[str] = Field(
+        min_length=1, description="node ids; each hosts one member. The group's FIRST "
+        "configuration only: once its log holds a membership change, the log counts "
+        "(broker-agents raft add|remove)")
+    join: bool = Field(
+        False, description="host a member of this group here although this node is not "
+        "among `members`: it waits, not voting, until an admin adds it")
     state_machine: str = Field("kv", description="a registered name or module:factory")
     tick_ms: float = Field(20.0, gt=0)
     election_ticks: int = Field(10, ge=2)

@@ -19,6 +19,14 @@ from broker_agents.codec import decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.subjects import Subjects
 
+MIN_BACKOFF = 0.002
+"""First pause (s) when no member can take the request (an election is running): a
+transfer's election takes about a round trip and an fsync, so a short first pause finds
+the new leader without adding much to the gap; the pause doubles up to ``MAX_BACKOFF``."""
+
+MAX_AT_ONCE = 2
+"""Retries without a pause, each toward a newly named leader (a transfer names its target)."""
+
 MAX_BACKOFF = 0.05
 """Longest pause between retries (s). A retry is one small request; a longer pause only
 adds to a failover: with 0.2 s, a leader elected just after a retry waited up to 0.2 s
@@ -52,7 +60,8 @@ class RaftClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         payload = encode(body)
-        backoff = 0.01
+        backoff = MIN_BACKOFF
+        at_once = 0  # retries without a pause (stale hints could bounce between members)
         last: BrokerError | None = None
         while True:
             left = deadline - loop.time()
@@ -73,7 +82,13 @@ class RaftClient:
                 if err.code != ErrorCode.NOT_LEADER:
                     raise err
                 last = err
-                self.leader = err.details.get("leader")
+                hint = err.details.get("leader")
+                moved = isinstance(hint, str) and hint != self.leader
+                self.leader = hint
+                if moved and at_once < MAX_AT_ONCE:  # a new leader named: ask it at once
+                    at_once += 1
+                    self.retries += 1
+                    continue
             self.retries += 1
             pause = min(backoff, max(0.0, deadline - loop.time()))
             await asyncio.sleep(pause)  # sleep-ok: retry backoff

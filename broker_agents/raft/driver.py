@@ -50,6 +50,7 @@ from broker_agents.codec import is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.raft import (
     Answer,
+    ChangeMembers,
     Forget,
     Persisted,
     Propose,
@@ -64,6 +65,7 @@ from broker_agents.core.raft import (
     Role,
     StateMachine,
     Tick,
+    TransferLeadership,
 )
 from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP
 from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES, CommandCheck
@@ -105,13 +107,18 @@ class RaftMember:
         dedup_capacity: int = 100_000,
         dedup_window: int = 0,
         rng: random.Random | None = None,
+        join: bool = False,
     ) -> None:
+        """``peers``: the group's bootstrap members (this one among them unless ``join``:
+        a member that waits to be added, ``ChangeMembers``). Once the log holds a
+        configuration, that one counts (see core/raft/membership.py)."""
         check_token(group, "group")
         for m in (member_id, *peers):
             check_token(m, "member")
             if m in RESERVED:
                 raise ValueError(f"member id {m!r} is reserved")
-        members = tuple(dict.fromkeys([*peers, member_id]))
+        bootstrap = [p for p in peers if p != member_id] if join else [*peers, member_id]
+        members = tuple(dict.fromkeys(bootstrap))
         self.nc, self.group, self.id, self.subjects = nc, group, member_id, subjects
         self.storage = storage
         self.sm = state_machine
@@ -168,11 +175,15 @@ class RaftMember:
         self.log.info("raft.started", members=list(self.config.members),
                       term=self.core.term, commit=self.core.commit)
 
-    async def stop(self) -> None:
-        """Stop at once (like a crash, minus the lost fsyncs): no leadership hand-over.
-        Also releases what a fail-stopped member still holds (its writer, its file)."""
+    async def stop(self, *, handover: bool = False, handover_timeout: float = 2.0) -> None:
+        """Stop. ``handover`` (a planned stop): a leader first hands leadership to a
+        caught-up voter and answers the requests it holds (``_hand_over``); otherwise at
+        once, like a crash minus the lost fsyncs. Also releases what a fail-stopped member
+        still holds (its writer, its file)."""
         if self._stopped:
             return
+        if handover:
+            await self._hand_over(handover_timeout)
         self._stopped = True
         self._running = False
         tasks, self._tasks = self._tasks, []
@@ -187,6 +198,28 @@ class RaftMember:
         self.storage.close()
         self.metrics.is_leader.set(0)
         self.log.info("raft.stopped")
+
+    async def _hand_over(self, timeout: float) -> None:
+        """Leadership to the most caught-up voter (TimeoutNow), then wait, within
+        ``timeout``, until the requests this member holds are answered: the entries they
+        wait for are in the new leader's log, and its commit reaches us by heartbeat."""
+        core = self.core
+        if not self._running or core is None or core.role != Role.LEADER:
+            return
+        if not getattr(self.nc, "is_connected", True):
+            return  # off NATS: nobody would hear the TimeoutNow
+        if len(core.voters - {self.id}) == 0:
+            return  # nobody to hand over to
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            leader = await self.transfer_leadership(None, timeout)
+        except BrokerError as exc:
+            self.log.warning("raft.handover_failed", error=exc.message, code=exc.code.value)
+            return
+        self.metrics.handovers.inc()
+        self.log.info("raft.handed_over", to=leader)
+        await self._waiters.wait_empty(max(0.0, deadline - loop.time()))
 
     async def _unsubscribe(self) -> None:
         subs, self._subs = self._subs, []
@@ -276,7 +309,8 @@ class RaftMember:
         rid = uuid.uuid4().hex
         return result_or_raise(await self._call(rid, timeout, Read(query, rid)))
 
-    async def _call(self, rid: str, timeout: float, request: Propose | Read) -> Answer:
+    async def _call(self, rid: str, timeout: float,
+                    request: Propose | Read | ChangeMembers | TransferLeadership) -> Answer:
         self._core()
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiters.add(rid, fut)
@@ -290,6 +324,39 @@ class RaftMember:
             self._waiters.drop(rid, fut)
             raise BrokerError(ErrorCode.TIMEOUT, "no commit before the timeout",
                               {"request_id": rid, "leader": self.leader}) from None
+
+    # -- membership and leadership (the admin face: admin.py) ---------------------------
+
+    def membership(self) -> dict[str, Any]:
+        """This member's view of the group: its active configuration and leader."""
+        core = self._core()
+        return {"group": self.group, "member": self.id, "voters": sorted(core.voters),
+                "learners": sorted(core.learners), "leader": core.leader,
+                "term": core.term, "commit": core.commit, "applied": core.applied,
+                "transferring": core.transferring}
+
+    async def change_members(self, action: str, member: str,
+                             timeout: float = 10.0) -> dict[str, Any]:
+        """``add`` (as a learner, promoted to voter once caught up) or ``remove`` one
+        member, on the leader; the committed configuration comes back."""
+        check_token(member, "member")
+        if member in RESERVED:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"member id {member!r} is reserved")
+        rid = uuid.uuid4().hex
+        result = result_or_raise(await self._call(rid, timeout,
+                                                  ChangeMembers(rid, action, member)))
+        return dict(result)
+
+    async def transfer_leadership(self, target: str | None = None,
+                                  timeout: float = 2.0) -> str:
+        """Hand leadership to ``target`` (default: the most caught-up voter); the new
+        leader's id comes back."""
+        if target is not None:
+            check_token(target, "member")
+        rid = uuid.uuid4().hex
+        result = result_or_raise(await self._call(rid, timeout,
+                                                  TransferLeadership(rid, target)))
+        return str(result["leader"])
 
     # -- NATS callbacks ------------------------------------------------------------------
 

@@ -26,6 +26,16 @@ REFUSED_PROPOSALS = Counter("ba_raft_refused_proposals_total",
                             ["group", "code"])
 FAIL_STOPS = Counter("ba_raft_fail_stops_total",
                      "Members that stopped on an internal error instead of living on", _LABELS)
+HANDOVERS = Counter("ba_raft_handovers_total",
+                    "Planned stops of a leader that handed leadership over first", _LABELS)
+VOTERS = Gauge("ba_raft_voters", "Voters in this member's active configuration", _LABELS)
+LEARNERS = Gauge("ba_raft_learners",
+                 "Learners (catching up, not yet voting) in this member's active configuration",
+                 _LABELS)
+MEMBERSHIP_REQUESTS = Counter(
+    "ba_raft_membership_requests_total",
+    "Admin membership requests (members, add, remove, transfer) by outcome",
+    ["group", "op", "outcome"])
 
 
 @dataclass
@@ -41,6 +51,9 @@ class MemberMetrics:
     proposals: Any
     malformed: Any
     fail_stops: Any
+    handovers: Any
+    voters: Any
+    learners: Any
 
     @classmethod
     def bind(cls, group: str, member: str) -> MemberMetrics:
@@ -49,6 +62,7 @@ class MemberMetrics:
             TERM.labels(*lv), IS_LEADER.labels(*lv), COMMIT_INDEX.labels(*lv),
             APPLIED_INDEX.labels(*lv), LOG_ENTRIES.labels(*lv), ELECTIONS.labels(*lv),
             PROPOSALS.labels(*lv), MALFORMED.labels(*lv), FAIL_STOPS.labels(*lv),
+            HANDOVERS.labels(*lv), VOTERS.labels(*lv), LEARNERS.labels(*lv),
         )
 
 
@@ -85,4 +99,6 @@ class RoleObserver:
         m.commit.set(core.commit)
         m.applied.set(core.applied)
         m.log_entries.set(len(core.log.entries))
+        m.voters.set(len(core.voters))
+        m.learners.set(len(core.learners))
 

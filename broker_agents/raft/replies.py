@@ -56,13 +56,32 @@ class Waiters:
     request id any more.
     """
 
-    __slots__ = ("_by_rid", "_forget", "_respond")
+    __slots__ = ("_by_rid", "_empty", "_forget", "_respond")
 
     def __init__(self, respond: Callable[[str, Any, bool], Awaitable[object]],
                  forget: Callable[[str], object]) -> None:
         self._by_rid: dict[str, list[Waiter]] = {}
         self._respond = respond
         self._forget = forget
+        self._empty: asyncio.Event | None = None  # set while someone waits for "no waiters"
+
+    async def wait_empty(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until nobody waits for an answer; True if so."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._by_rid:  # re-checked: a relay pops and puts back in-process waiters
+            self._empty = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._empty.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return False
+            finally:
+                self._empty = None
+        return True
+
+    def _check_empty(self) -> None:
+        if self._empty is not None and not self._by_rid:
+            self._empty.set()
 
     def add(self, rid: str, waiter: Waiter) -> None:
         self._by_rid.setdefault(rid, []).append(waiter)
@@ -71,7 +90,10 @@ class Waiters:
         self._by_rid[rid] = waiters
 
     def pop(self, rid: str) -> list[Waiter] | None:
-        return self._by_rid.pop(rid, None)
+        waiters = self._by_rid.pop(rid, None)
+        if self._empty is not None:
+            self._check_empty()
+        return waiters
 
     def drop(self, rid: str, waiter: Waiter) -> None:
         """``waiter`` gave up; the core forgets ``rid`` once nobody waits for it."""
@@ -81,6 +103,7 @@ class Waiters:
             if not waiters:
                 del self._by_rid[rid]
                 self._forget(rid)
+                self._check_empty()
 
     def expire(self, ttl: float) -> None:
         """Drop NATS requesters older than ``ttl`` seconds (they have given up)."""
@@ -101,6 +124,7 @@ class Waiters:
     async def fail_all(self, error: BrokerError) -> None:
         """Answer everyone still waiting with ``error`` (NATS requesters too)."""
         by_rid, self._by_rid = self._by_rid, {}
+        self._check_empty()
         for waiters in by_rid.values():
             for w in waiters:
                 if isinstance(w, asyncio.Future):

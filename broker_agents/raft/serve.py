@@ -1,13 +1,17 @@
 """Run one Raft member (built-in KV state machine) as its own OS process.
 
     python -m broker_agents.raft.serve --nats URL --group G --member M --peers a,b,c \
-        --data-dir DIR [--creds node.creds --tls-ca ca.pem --inbox-prefix _INBOX.node]
+        --data-dir DIR [--join] \
+        [--creds node.creds --tls-ca ca.pem --inbox-prefix _INBOX.node]
 
 On a secured server (the default) a member needs a node's creds, the CA and the node
 user's inbox prefix (``$BA_CREDS``, ``$BA_TLS_CA``, ``$BA_INBOX_PREFIX`` work too).
 
-SIGTERM/SIGINT stop it cleanly. The node daemon hosts groups by calling ``serve_member``
-(or by building ``RaftMember`` itself); this module only adds the process shell.
+``--join``: a member outside ``--peers`` that waits, not voting, to be added
+(``broker-agents raft add``); the admin face (``admin.py``) is served as on a node.
+SIGTERM/SIGINT stop it cleanly, a leader handing its leadership over first. The node
+daemon hosts groups by calling ``serve_member`` (or by building ``RaftMember`` itself);
+this module only adds the process shell.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from broker_agents.core.raft.kvstore import KVStateMachine
+from broker_agents.raft.admin import MembershipService
 from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES
 from broker_agents.raft.driver import RaftMember
 from broker_agents.raft.storage import FileStorage
@@ -45,6 +50,7 @@ class MemberConfig:
     dedup_capacity: int = 100_000
     dedup_window: int = 0
     fsync: bool = True
+    join: bool = False
     servers: list[str] = field(default_factory=list)
     security: Security = field(default_factory=Security)
 
@@ -65,13 +71,17 @@ async def serve_member(config: MemberConfig, stop: asyncio.Event | None = None) 
         snapshot_threshold=config.snapshot_threshold,
         max_command_bytes=config.max_command_bytes,
         dedup_capacity=config.dedup_capacity, dedup_window=config.dedup_window,
+        join=config.join,
     )
+    admin = MembershipService(member)
     try:
         await member.start()
+        await admin.start()
         print(f"raft member {config.member} of {config.group} ready", flush=True)
         await stop.wait()
     finally:
-        await member.stop()
+        await admin.stop()
+        await member.stop(handover=True)
         with contextlib.suppress(Exception):
             await nc.drain()
 
@@ -89,7 +99,10 @@ def parse_args(argv: list[str]) -> MemberConfig:
     p.add_argument("--nats", required=True, help="NATS URL (comma-separated for several)")
     p.add_argument("--group", required=True)
     p.add_argument("--member", required=True)
-    p.add_argument("--peers", required=True, help="all members, comma-separated")
+    p.add_argument("--peers", required=True,
+                   help="the group's first members, comma-separated")
+    p.add_argument("--join", action="store_true",
+                   help="not among --peers: wait, not voting, to be added")
     p.add_argument("--data-dir", required=True, type=Path)
     p.add_argument("--prefix", default="ba")
     p.add_argument("--tick-ms", type=float, default=20.0)
@@ -117,7 +130,7 @@ def parse_args(argv: list[str]) -> MemberConfig:
         tick_ms=a.tick_ms, election_ticks=a.election_ticks,
         heartbeat_ticks=a.heartbeat_ticks, snapshot_threshold=a.snapshot_threshold,
         max_command_bytes=a.max_command_bytes, fsync=not a.no_fsync,
-        dedup_capacity=a.dedup_capacity, dedup_window=a.dedup_window,
+        dedup_capacity=a.dedup_capacity, dedup_window=a.dedup_window, join=a.join,
         security=Security(creds_file=a.creds, tls_ca_file=a.tls_ca,
                           inbox_prefix=a.inbox_prefix),
     )

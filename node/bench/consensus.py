@@ -39,17 +39,19 @@ async def run_consensus_bench(
     tmp_dir: str | Path | None = None, pipelined: int = 20_000, window: int = 512,
     fsync: bool = True, in_process: bool = False, concurrency: int = 64,
     seconds: float = 10.0, rounds: int = 3, failovers: int = 3,
-    profile_dir: str | Path | None = None,
+    profile_dir: str | Path | None = None, handovers: int = 3,
 ) -> dict[str, Any]:
     """The suite's figures. Default: node processes on a nats cluster of their own
     (``server`` is not used; ``proposals``, ``concurrency``, ``seconds``, ``rounds``,
-    ``failovers`` size it; ``profile_dir`` profiles the nodes). ``in_process=True``:
+    ``failovers`` and ``handovers``, planned restarts of the leader's node, size it;
+    ``profile_dir`` profiles the nodes). ``in_process=True``:
     members in this process on ``server``
     (a fresh one when None; ``proposals``, ``pipelined``, ``window`` size it)."""
     if not in_process:
         return await run_procs_bench(proposals=proposals, concurrency=concurrency,
                                      seconds=seconds, rounds=rounds, failovers=failovers,
-                                     fsync=fsync, tmp_dir=tmp_dir, profile_dir=profile_dir)
+                                     handovers=handovers, fsync=fsync, tmp_dir=tmp_dir,
+                                     profile_dir=profile_dir)
     if server is not None:
         return await _in_process(server, proposals, tmp_dir, pipelined, window, fsync)
     with tempfile.TemporaryDirectory(prefix="ba-bench-", dir=tmp_dir) as tmp:

@@ -28,6 +28,7 @@ from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.raft.client import RaftClient
 from broker_agents.transport import connect_client
 from node.auth.roles import Role
+from node.bench.handover import planned_restart
 from node.bench.jetstream import r3_bucket, start_fsync_cluster
 from node.bench.load import Loaded, closed_loop, sequential
 from node.bench.proposals import raw_rtt
@@ -166,6 +167,7 @@ async def run_procs_bench(
     *, proposals: int = 1500, concurrency: int = 64, seconds: float = 10.0, rounds: int = 3,
     failovers: int = 3, connections: int = 4, fsync: bool = True,
     tmp_dir: str | Path | None = None, profile_dir: str | Path | None = None,
+    handovers: int = 3,
 ) -> dict[str, Any]:
     """All figures of one run; ``proposals`` sequential and ``seconds`` of closed loop per
     system in total, split over ``rounds``. With ``profile_dir``, each node process runs
@@ -186,7 +188,7 @@ async def run_procs_bench(
             out = await _measure(cluster, ids, proposals=proposals, concurrency=concurrency,
                                   seconds=seconds, rounds=max(1, rounds),
                                   failovers=failovers, connections=max(1, connections),
-                                  fsync=fsync)
+                                  fsync=fsync, handovers=handovers)
             out["phase_s"] = {"start": round(up, 1), **out["phase_s"]}
             return out
         finally:
@@ -195,7 +197,7 @@ async def run_procs_bench(
 
 async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
                    concurrency: int, seconds: float, rounds: int, failovers: int,
-                   connections: int, fsync: bool) -> dict[str, Any]:
+                   connections: int, fsync: bool, handovers: int = 0) -> dict[str, Any]:
     assert cluster.nats is not None
     one = [cluster.nats.urls[0]]  # the raw baseline: both ends on the same server
     node_sec, client_sec = cluster.security(Role.NODE), cluster.security(Role.CLIENT)
@@ -243,13 +245,16 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
         failover = [await _failover(cluster, rafts[0].client, ids, restart=k < failovers - 1)
                     for k in range(failovers)]
         phases["failovers"] = time.perf_counter()
+        planned = [await planned_restart(cluster, rafts[0].client, ids, restart=True,
+                                         caught_up=_caught_up) for _ in range(handovers)]
+        phases["handovers"] = time.perf_counter()
     finally:
         for nc in [probe_a, probe_b, *clients, *js_ncs]:
             await nc.close()
     marks = [begun, *phases.values()]
     spent = {name: round(b - a, 1) for name, a, b in zip(phases, marks, marks[1:], strict=False)}
     return _report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, cpu,
-                   proposals=proposals,
+                   planned=planned, proposals=proposals,
                    concurrency=concurrency, seconds=seconds, rounds=rounds, fsync=fsync,
                    phase_s=spent, leader=leader_c64)
 
@@ -288,6 +293,25 @@ async def _caught_up(cluster: LocalCluster, node_id: str, timeout: float = 30.0)
     raise TimeoutError(f"{node_id} did not catch up in {timeout}s")
 
 
+def _handover_figures(planned: list[tuple[float, float, int]], raw: list[float],
+                      fsyncs: list[float]) -> dict[str, Any]:
+    """A planned restart of the leader's node (SIGTERM: it hands leadership over first):
+    the longest gap between one writer's commits, the commit latency of that series, what
+    the restart added (gap - commit), and the floor it is held to (a round trip + fsync)."""
+    if not planned:
+        return {}
+    gaps, commits, failed = zip(*planned, strict=True)
+    extra = [gap - commit for gap, commit, _ in planned]
+    return {
+        **figure("handover_gap_ms", list(gaps), 50, 1e3),
+        "handover_gap_ms_samples": [round(g * 1e3, 2) for g in gaps],
+        **figure("handover_commit_ms_p50", list(commits), 50, 1e3),
+        **figure("handover_extra_ms", extra, 50, 1e3),
+        "handover_floor_ms": round((statistics.median(raw) + statistics.median(fsyncs)) * 1e3, 3),
+        "handover_failed_commits": sum(failed),
+    }
+
+
 def _ratio(name: str, ours: list[float], theirs: list[float]) -> dict[str, Any]:
     """The median per-round ratio (each round measured both systems back to back)."""
     ratios = [a / b for a, b in zip(ours, theirs, strict=True) if b > 0]
@@ -299,6 +323,7 @@ def _ratio(name: str, ours: list[float], theirs: list[float]) -> dict[str, Any]:
 def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float]]],
             loaded: dict[str, list[Loaded]], changes: list[int], failover: list[float],
             retries_c64: int, cpu: dict[str, list[float]] | None = None,
+            planned: list[tuple[float, float, int]] | None = None,
             **params: Any) -> dict[str, Any]:
     def flat(rounds: list[list[float]]) -> list[float]:
         return [x for r in rounds for x in r]
@@ -319,6 +344,7 @@ def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[floa
         "retries_c64": retries_c64,
         **figure("failover_ms", failover, 50, 1e3),
         "failover_ms_samples": [round(x * 1e3, 1) for x in failover],
+        **_handover_figures(planned or [], raw, fsyncs),
         **figure("raw_rtt_us_p50", raw, 50, 1e6),
         **figure("fsync_us_p50", fsyncs, 50, 1e6),
         **figure("js_r3_put_us_p50", flat(seq["js"]), 50, 1e6),

@@ -42,7 +42,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("messaging", {"requests": 500, "messages": 20_000, "rounds": 5}),
     Suite("registry", {"agents": 2_000, "samples": 100}),
     Suite("consensus", {"proposals": 300, "pipelined": 2_000, "seconds": 3.0, "rounds": 3,
-                        "failovers": 3}),
+                        "failovers": 3, "handovers": 2}),
     Suite("auction", {"sealed_runs": 30, "english_runs": 3, "raw_runs": 150,
                       "large_runs": 20}),
     Suite("coordination", {"runs": 60, "raw_runs": 150}),
