@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from broker_agents import identity
+from broker_agents import identity, transport
 from broker_agents.codec import decode, encode, is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import Role, Unauthorized
@@ -104,11 +104,9 @@ def require_role(nc: Any, msg: Any, role: Role, what: str, component: str) -> No
 
 
 async def ask(nc: Any, subject: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """A signed request; the answer, or its structured error raised."""
-    payload = encode(body)
-    headers = identity.act_headers(nc, subject, payload)
+    """A signed request (``transport.request``); the answer, or its structured error raised."""
     try:
-        msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
+        msg = await transport.request(nc, subject, encode(body), timeout, signed=True)
     except Exception as exc:  # no responders, a timeout
         raise BrokerError(ErrorCode.UNAVAILABLE, f"{subject}: no answer "
                           f"({type(exc).__name__})", {"subject": subject}) from None
