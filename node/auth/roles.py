@@ -92,8 +92,9 @@ PRIVILEGED = ("$KV.>", "$JS.>", "$SYS.>")
 # Subjects under the prefix only nodes publish and subscribe to: the node fan-out
 # (``broker_agents.fanout``: an ask there reaches agents through their inbox path, so a
 # client must neither inject one nor read the asks) and agent handover between nodes
-# (``p.handover.<node>``: a drained node asks another to start one of its agents). Denied to the other roles explicitly,
-# so that no future allow-list wildcard lets it through.
+# (``p.handover.<node>``: a drained node asks another to start one of its agents).
+# Denied to the other roles explicitly, so that no future allow-list wildcard lets it
+# through.
 NODE_ONLY = ("fanout", "handover.>")
 
 
