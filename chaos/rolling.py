@@ -146,7 +146,7 @@ class Restart:
             if data[key] is not None:
                 data[key] = round(data[key], 4)
         for key in ("start", "stopped", "end"):
-            data.pop(key)
+            data[key] = round(data[key], 3)  # monotonic, as the history's times
         return data
 
 

@@ -14,14 +14,16 @@ every step: refused while any node runs N, accepted once all run N+1. The rollba
 disables the flag, waits until the node's snapshot covers the last ``incr`` (N cannot
 apply it), restarts it on N, and asks again: refused, not effective.
 
-Retry window (what a "failed request" is): a Raft write retries one request id for
-``OP_TIMEOUT`` (3 s), a read for 1 s, an auction waits ``AUCTION_TIMEOUT`` (10 s) for its
-result, a vote its timeout plus 0.5 s. A request still failed or undecided after that is
-a failed request (a CAS answered "mismatch" is an answer, not a failure); there must be 0.
+Retry window (what a "failed request" is): a Raft write retries one request id, and a
+read retries, for ``OP_TIMEOUT`` (3 s); a vote waits as long for its decision
+(``PatientNC``); an auction waits ``AUCTION_TIMEOUT`` (10 s) for its result. A request
+still failed or undecided after that is a failed request (a CAS answered "mismatch" is an
+answer, not a failure); there must be 0.
 Checks: ``no-failed-requests``, ``linearizable-register``, ``no-lost-writes``,
 ``acked-writes-readable``, ``incr-exactly-once``, the money checks of ``auction``,
-``vote-decisions-implied`` and ``feature-flag-gated``. Recovery: the commit gap of each
-restart (the longest interval between two acknowledged commits while it ran).
+``vote-decisions-implied``, ``unknown-fields-kept`` and ``feature-flag-gated``.
+Recovery: the commit gap of each restart (the longest interval between two acknowledged
+commits while it ran).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 from broker_agents.auction.ledger import Ledger
 from broker_agents.core.auction.audit import AuctionView
+from broker_agents.raft.client import RaftClient
 from chaos.checkers import check_awards, check_balances, check_no_lost_writes, check_register
 from chaos.checkers.coord import check_votes
 from chaos.checkers.escrow import check_no_dangling_holds
@@ -45,13 +48,14 @@ from chaos.nodes import service_env
 from chaos.report import ScenarioReport
 from chaos.rolling import CommitClock, Restart, caught_up, finish_gap, restart_onto
 from chaos.scenarios import ScenarioContext, auction, coord, scenario
-from chaos.scenarios.consensus import GROUP, KEYS, RAFT, RegisterClient
+from chaos.scenarios.consensus import GROUP, KEYS, OP_TIMEOUT, RegisterClient
 from chaos.scenarios.rolling_load import (
     FeatureAdmin,
     FeatureGate,
     IncrClient,
     LoadProgress,
     MarkedAccounts,
+    PatientNC,
     UniqueWriter,
     rollback_safe,
 )
@@ -71,17 +75,27 @@ def node_agents(node_id: str) -> list[dict[str, Any]]:
 
 
 def services() -> dict[str, Any]:
-    group = {"name": GROUP, "members": list(NODE_IDS), **RAFT,
-             "snapshot_threshold": SNAPSHOT_EVERY}
+    """The registry as in the other node scenarios, and the group with the deployment's
+    Raft timing (its defaults), snapshotting often."""
+    group = {"name": GROUP, "members": list(NODE_IDS), "snapshot_threshold": SNAPSHOT_EVERY}
     return {**service_env(), "consensus": {"groups": [group]}}
 
 
+class WindowedRaft(RaftClient):
+    """A RaftClient whose reads retry for the whole window, like the register's writes."""
+
+    async def read(self, query: Any, timeout: float = OP_TIMEOUT) -> Any:
+        return await super().read(query, timeout=max(timeout, OP_TIMEOUT))
+
+
 class TimedRegister(RegisterClient):
-    """The consensus scenario's register client; every acknowledged write ticks ``clock``."""
+    """The consensus scenario's register client; every acknowledged write ticks ``clock``
+    and reads retry for ``OP_TIMEOUT`` too (one retry window for every Raft request)."""
 
     def __init__(self, *args: Any, clock: CommitClock, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.clock = clock
+        self.raft = WindowedRaft(self.nc, GROUP)
 
     async def propose(self, command: dict[str, Any]) -> tuple[str, Any]:
         status, out = await super().propose(command)
@@ -138,8 +152,8 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
                                         seeded(ctx, "i0"), clock=clock), gate)
         bids = auction.AuctionClient("a0", await h.client("a0", Role.CLIENT), history,
                                      seeded(ctx, "a0"))
-        votes = coord.CoordClient("v0", await h.client("v0", Role.CLIENT), history,
-                                  seeded(ctx, "v0"))
+        votes = coord.CoordClient("v0", PatientNC(await h.client("v0", Role.CLIENT),
+                                                  OP_TIMEOUT), history, seeded(ctx, "v0"))
         stop = asyncio.Event()
         tasks = [asyncio.create_task(job) for job in (
             *(r.run(stop) for r in regs), unique.run(stop), incr.run(stop),

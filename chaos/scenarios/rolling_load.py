@@ -61,6 +61,22 @@ class LoadProgress:
         await until(moved, timeout, "commits, an auction and a vote", every=0.1)
 
 
+class PatientNC:
+    """A connection whose requests wait at least ``window`` s for their answer (sent once:
+    a signed act is never re-sent), so a vote has the Raft requests' retry window."""
+
+    def __init__(self, nc: Any, window: float) -> None:
+        self.nc, self.window = nc, window
+
+    async def request(self, subject: str, payload: bytes = b"", timeout: float = 0.5,
+                      **kwargs: Any) -> Any:
+        return await self.nc.request(subject, payload, timeout=max(timeout, self.window),
+                                     **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.nc, name)
+
+
 class UniqueWriter:
     """Puts a fresh key each time; ``acked``: the keys (and values) acknowledged."""
 
