@@ -185,10 +185,17 @@ class MembershipClient:
                                           f"membership {op}: no leader answered")
             try:
                 msg = await self.nc.request(subject, payload, timeout=left, headers=headers)
-            except Exception as exc:  # no responders, a timeout: name the group
-                raise BrokerError(ErrorCode.UNAVAILABLE,
-                                  f"membership {op}: no member of {self.group!r} answered "
-                                  f"({type(exc).__name__})", {"group": self.group}) from None
+            except Exception as exc:  # no responders, a timeout: the member may be gone
+                who = f"member {target}" if target else "no member"
+                last = BrokerError(ErrorCode.UNAVAILABLE,
+                                   f"membership {op}: {who} of {self.group!r} answered "
+                                   f"({type(exc).__name__})",
+                                   {"group": self.group, "member": target})
+                if at is not None:
+                    raise last from None
+                target = None  # ask the group again: someone else leads by now
+                await asyncio.sleep(RETRY_PAUSE_S)  # sleep-ok: retry backoff
+                continue
             reply = decode(msg.data, msg.headers)
             err = BrokerError.from_payload(reply)
             if err is None:
