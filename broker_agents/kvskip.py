@@ -70,7 +70,7 @@ def reason_of(exc: BaseException) -> str:
             return named
         if exc.code in (ErrorCode.MALFORMED, ErrorCode.TOO_LARGE):
             return UNDECODABLE
-        if exc.code == ErrorCode.VALIDATION:
+        if exc.code in (ErrorCode.VALIDATION, ErrorCode.UNSUPPORTED_VERSION):
             return INVALID
     return SINK_ERROR
 

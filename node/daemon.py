@@ -33,6 +33,7 @@ from node.dashboard.innode import attach as attach_dashboard
 from node.drain import DrainService
 from node.embedded import NatsServer
 from node.exitcodes import ExitCode
+from node.features import FeatureService
 from node.hosting import AgentChild, build_specs
 from node.http import HttpServer
 from node.nats_access import EmbeddedSupervisor, open_access
@@ -89,7 +90,8 @@ class Node:
         self.embedded_supervisor: EmbeddedSupervisor | None = None
         self._servers: list[str] = list(config.nats.servers)
         self.http: HttpServer | None = None
-        self.services: list[NodeService] = [*build_services(config.services), DrainService()]
+        self.services: list[NodeService] = [*build_services(config.services), DrainService(),
+                                            FeatureService()]
         self.service_map: dict[str, Any] = {}
         self.agents: dict[str, Agent] = {}
         self.supervisor: Supervisor | None = None

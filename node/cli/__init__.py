@@ -17,7 +17,18 @@ from typing import Annotated
 
 import typer
 
-from node.cli import auction, auth, bench, coord, dashboard, demo, registry, up, variables
+from node.cli import (
+    auction,
+    auth,
+    bench,
+    coord,
+    dashboard,
+    demo,
+    feature,
+    registry,
+    up,
+    variables,
+)
 from node.cli import node as node_commands
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -30,6 +41,7 @@ app.add_typer(registry.app, name="registry")
 app.add_typer(auction.app, name="auction")
 app.add_typer(variables.app, name="var")
 app.add_typer(auth.app, name="auth")
+app.add_typer(feature.app, name="feature")
 app.command("schema")(coord.schema_command)
 app.command("request")(coord.request_command)
 app.command("dashboard")(dashboard.dashboard)
