@@ -98,6 +98,13 @@ async def caught_up(nodes: Sequence[NodeDaemon], member: str, group: str,
     return target
 
 
+async def leader_of(nodes: Sequence[NodeDaemon], group: str) -> str | None:
+    """The member that says it leads ``group`` now (None: none does)."""
+    gauges = await member_gauges([n for n in nodes if n.alive], group)
+    return next((m for m, g in sorted(gauges.items())
+                 if g.get("ba_raft_is_leader", 0.0) >= 1.0), None)
+
+
 @dataclass
 class CommitClock:
     """When the load's Raft writes were acknowledged (monotonic), to measure gaps."""
@@ -114,6 +121,11 @@ class CommitClock:
         """The longest interval between two consecutive acknowledged commits that overlaps
         [start, end] (the last commit before ``start`` and the first after ``end`` count);
         None without a commit on both sides."""
+        found = self.widest(start, end)
+        return None if found is None else found[0]
+
+    def widest(self, start: float, end: float) -> tuple[float, float] | None:
+        """(gap, when it began) for ``gap``."""
         times = sorted(self.times)
         before = [t for t in times if t < start][-1:]
         inside = [t for t in times if start <= t <= end]
@@ -121,7 +133,7 @@ class CommitClock:
         points = before + inside + after
         if len(points) < 2 or not before or not after:
             return None
-        return max(b - a for a, b in itertools.pairwise(points))
+        return max((b - a, a) for a, b in itertools.pairwise(points))
 
 
 @dataclass
@@ -134,15 +146,19 @@ class Restart:
     stop_s: float = 0.0  # SIGTERM until the process exited
     start_s: float = 0.0  # exec of the new build until /readyz
     catch_up_s: float = 0.0  # ready until its member applied the leader's commit index
-    commit_gap_s: float | None = None
+    commit_gap_s: float | None = None  # the longest, from SIGTERM until caught up
+    commit_gap_at_s: float | None = None  # when it began, from SIGTERM (< 0: before it)
+    stop_commit_gap_s: float | None = None  # the longest while it stopped (the handover)
     commits: int = 0  # acknowledged by the load during the restart
+    was_leader: bool = False  # its member led the group when it was stopped
     start: float = 0.0
     stopped: float = 0.0
     end: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("stop_s", "start_s", "catch_up_s", "commit_gap_s"):
+        for key in ("stop_s", "start_s", "catch_up_s", "commit_gap_s", "commit_gap_at_s",
+                    "stop_commit_gap_s"):
             if data[key] is not None:
                 data[key] = round(data[key], 4)
         for key in ("start", "stopped", "end"):
@@ -155,6 +171,7 @@ async def restart_onto(daemon: NodeDaemon, build: str, nodes: Sequence[NodeDaemo
     """Stop ``daemon`` gracefully (SIGTERM), start ``build`` on its data dir, wait until it
     is ready and its member of ``group`` caught up; the load's commit gap meanwhile."""
     record = Restart(daemon.node_id, build_of(daemon), build)
+    record.was_leader = await leader_of(nodes, group) == daemon.node_id
     record.start = time.monotonic()
     await asyncio.to_thread(daemon.proc.stop, STOP_TIMEOUT)
     record.stopped = time.monotonic()
@@ -172,4 +189,8 @@ async def restart_onto(daemon: NodeDaemon, build: str, nodes: Sequence[NodeDaemo
 
 def finish_gap(record: Restart, clock: CommitClock) -> None:
     """Fill in the gap once the load has committed again after the restart ended."""
-    record.commit_gap_s = clock.gap(record.start, record.end)
+    widest = clock.widest(record.start, record.end)
+    if widest is not None:
+        record.commit_gap_s, began = widest
+        record.commit_gap_at_s = began - record.start
+    record.stop_commit_gap_s = clock.gap(record.start, record.stopped)

@@ -7,7 +7,9 @@ from the scenarios' own clients: register reads/writes/CAS plus a unique key per
 (every acknowledged one must be readable at the end), auctions with money, votes; once
 the feature flag ``demo-next`` is effective, ``incr`` commands (N+1's new Raft command).
 
-Each restart is planned: SIGTERM (the node stops its agents, and a Raft leader hands its
+The upgrade goes followers first, the leader's node last; the rollback takes the node
+that leads then, so both end with a planned restart of the leader. Each restart is
+planned: SIGTERM (the node stops its agents, and a Raft leader hands its
 leadership over), the new build on the same data dir, then wait for /readyz and for its
 member to apply the leader's commit index before the next. The flag is asked for after
 every step: refused while any node runs N, accepted once all run N+1. The rollback
@@ -44,9 +46,16 @@ from chaos.checkers.money import check_books
 from chaos.checkers.result import CheckResult
 from chaos.cluster import server_version
 from chaos.history import History, Operation
-from chaos.nodes import service_env
+from chaos.nodes import NodeDaemon, service_env
 from chaos.report import ScenarioReport
-from chaos.rolling import CommitClock, Restart, caught_up, finish_gap, restart_onto
+from chaos.rolling import (
+    CommitClock,
+    Restart,
+    caught_up,
+    finish_gap,
+    leader_of,
+    restart_onto,
+)
 from chaos.scenarios import ScenarioContext, auction, coord, scenario
 from chaos.scenarios.consensus import GROUP, KEYS, OP_TIMEOUT, RegisterClient
 from chaos.scenarios.rolling_load import (
@@ -63,7 +72,6 @@ from chaos.scenarios.support import harness, seeded, until_ok
 from node.auth.roles import Role
 
 NODE_IDS = ("node-1", "node-2", "node-3")
-ROLLBACK = "node-1"
 SNAPSHOT_EVERY = 64  # small, so the node rolled back soon holds a snapshot past N+1's ops
 STEP_TIMEOUT = 60.0
 
@@ -72,6 +80,13 @@ def node_agents(node_id: str) -> list[dict[str, Any]]:
     """Auctioneers and bidders (``auction``), coordinators and voters (``coord``)."""
     voting = [a for a in coord.node_agents(node_id) if a["class"] != coord.REPLICA]
     return auction.node_agents(node_id) + voting
+
+
+async def upgrade_order(nodes: list[NodeDaemon]) -> list[NodeDaemon]:
+    """Followers first, the leader's node last (as an operator upgrades: one leader
+    change, measured: its graceful stop hands leadership over)."""
+    leader = await leader_of(nodes, GROUP)
+    return sorted(nodes, key=lambda n: (n.node_id == leader, n.node_id))
 
 
 def services() -> dict[str, Any]:
@@ -163,7 +178,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             ctx.progress("load on build N: waiting for commits, an auction and a vote")
             await progress.advanced(STEP_TIMEOUT)
             await gate.ask("N on every node")
-            for node in h.nodes:
+            for node in await upgrade_order(h.nodes):
                 ctx.progress(f"restarting {node.node_id} onto N+1")
                 restarts.append(await restart_onto(node, "N+1", h.nodes, GROUP, clock))
                 await progress.advanced(STEP_TIMEOUT)
@@ -174,11 +189,13 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
                 await incr.used(5, STEP_TIMEOUT)
                 await gate.disable()
                 await gate.wait_effective(False, STEP_TIMEOUT)
-                await rollback_safe(h.node(ROLLBACK), h.nodes, GROUP, incr, STEP_TIMEOUT)
-            ctx.progress(f"rolling {ROLLBACK} back to N")
-            restarts.append(await restart_onto(h.node(ROLLBACK), "N", h.nodes, GROUP, clock))
+            back = h.node(await leader_of(h.nodes, GROUP) or NODE_IDS[0])
+            if gate.available:
+                await rollback_safe(back, h.nodes, GROUP, incr, STEP_TIMEOUT)
+            ctx.progress(f"rolling {back.node_id} back to N")
+            restarts.append(await restart_onto(back, "N", h.nodes, GROUP, clock))
             await progress.advanced(STEP_TIMEOUT)
-            await gate.ask(f"{ROLLBACK} rolled back to N")
+            await gate.ask(f"{back.node_id} rolled back to N")
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -58,6 +58,7 @@ def test_commit_gap_spans_the_commits_around_the_restart() -> None:
     assert clock.gap(1.05, 1.2) == pytest.approx(0.9)  # 1.1 -> 2.0
     assert clock.gap(0.0, 3.0) is None  # no commit before: not measured
     assert clock.gap(3.0, 9.0) is None  # none after yet
+    assert clock.widest(1.5, 3.0) == pytest.approx((1.45, 2.05))
 
 
 EXPOSITION = """\

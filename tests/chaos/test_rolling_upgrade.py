@@ -44,8 +44,10 @@ def test_rolling_upgrade_then_rollback_under_load_loses_nothing(tmp_path: Path,
                "feature_flag": checks["feature-flag-gated"].details
                if "feature-flag-gated" in checks else None}
     for r in restarts:
-        print(f"restart {r['node']} {r['from_build']}->{r['to_build']}: commit gap "
-              f"{r['commit_gap_s']} s, stop {r['stop_s']} s, start {r['start_s']} s, "
+        print(f"restart {r['node']}{' (leader)' if r['was_leader'] else ''} "
+              f"{r['from_build']}->{r['to_build']}: commit gap "
+              f"{r['commit_gap_s']} s (at {r['commit_gap_at_s']} s; while stopping "
+              f"{r['stop_commit_gap_s']} s), stop {r['stop_s']} s, start {r['start_s']} s, "
               f"catch-up {r['catch_up_s']} s, {r['commits']} commits meanwhile")
     print(f"failed requests: {summary['failed_requests']}, runtime {runtime:.1f} s")
     artifacts = os.environ.get("BA_TEST_ARTIFACTS")
@@ -55,8 +57,8 @@ def test_rolling_upgrade_then_rollback_under_load_loses_nothing(tmp_path: Path,
             json.dumps(summary, indent=2, default=str))
     why = f"replay: pytest {__file__} --seed {seed}: {report.error} {report.violations}"
     assert report.error is None, why
-    assert [(r["node"], r["to_build"]) for r in restarts] == [
-        ("node-1", "N+1"), ("node-2", "N+1"), ("node-3", "N+1"), ("node-1", "N")], why
+    assert sorted(r["node"] for r in restarts[:3]) == ["node-1", "node-2", "node-3"], why
+    assert [r["to_build"] for r in restarts] == ["N+1", "N+1", "N+1", "N"], why
     assert checks["no-failed-requests"].details["failed"] == 0, why
     assert checks["acked-writes-readable"].details["acked"] > 50, why
     assert checks["awards-exactly-once"].details["settled"] > 3, why
@@ -65,6 +67,6 @@ def test_rolling_upgrade_then_rollback_under_load_loses_nothing(tmp_path: Path,
     if FeatureAdmin.available():  # once the build has feature flags, they are checked
         flag = checks["feature-flag-gated"].details
         accepted = [s["step"] for s in flag["steps"] if s.get("accepted") and "builds" in s]
-        assert accepted == ["node-3 on N+1"], why
+        assert accepted == [f"{restarts[2]['node']} on N+1"], why
         assert checks["incr-exactly-once"].details["acked"] >= 5, why
     assert report.verdict == "ok", why
