@@ -106,7 +106,8 @@ class Account(VersionedModel):
         ``reserved`` is derived (sent for readers): never kept as an unknown field."""
         if isinstance(data, dict):
             if "reserved" in data:
-                data = {k: v for k, v in data.items() if k != "reserved"}
+                data = dict(data)  # the caller's dict is left alone
+                del data["reserved"]
             if "deposited" not in data:
                 return {**data, "deposited": data.get("balance", 0.0)}
         return data
