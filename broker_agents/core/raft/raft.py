@@ -142,7 +142,9 @@ class Raft:
             self.sync_config()
         if self.role != Role.LEADER:
             return
-        if self.reconf.busy and self.reconf.advance(self.term, self._ticks):
+        reconf = self.reconf
+        if (reconf.change is not None or reconf.transfer is not None) and reconf.advance(
+                self.term, self._ticks):
             self.sync_config()
         if not rep.self_voter and rep.commit >= rep.log.configs.last_index:
             # the configuration that removed us is committed: hand over and step down
@@ -303,8 +305,7 @@ class Raft:
         if m.dst != self.id:
             self._out.refuse(m, RefusalReason.WRONG_DESTINATION)
             return False
-        if (m.src not in self._members and not isinstance(m, VoteRequest) and not (
-                isinstance(m, _LEADER_ONLY) and self.id not in self._voters)) or m.src == self.id:
+        if (m.src not in self._members and not self._admit_outsider(m)) or m.src == self.id:
             self._out.refuse(m, RefusalReason.NOT_MEMBER)
             return False
         if m.term > self.term:
@@ -328,6 +329,19 @@ class Raft:
                 self._out.send(VoteResponse(self.term, self.id, m.src, False, True))
             return False
         return True
+
+    def _admit_outsider(self, m: Message) -> bool:
+        """A sender outside our configuration. Its vote requests are heard (thesis 4.2.3:
+        it may be a voter we have not heard of yet). A leader we do not know is followed
+        when we are not a voter (a joiner), or when our log is behind (it holds an older
+        configuration) and we have no leader in this term: we learn the current term from
+        members we know (their answers to our pre-votes), so an outsider can never push
+        our term, nor speak while we follow a leader."""
+        if isinstance(m, VoteRequest):
+            return True
+        return isinstance(m, _LEADER_ONLY) and (
+            self.id not in self._voters
+            or (m.term == self.term and self.leader in (None, m.src)))
 
     def _step_leader(self, e: RoleEvent) -> None:
         rep = self._rep

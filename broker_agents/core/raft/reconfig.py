@@ -70,10 +70,6 @@ class Reconfig:
         self.change: PendingChange | None = None
         self.transfer: PendingTransfer | None = None
 
-    @property
-    def busy(self) -> bool:
-        return self.change is not None or self.transfer is not None
-
     def _fail(self, rid: str, code: ErrorCode, why: str) -> None:
         self._out.reply(Failed(rid, code, why))
 

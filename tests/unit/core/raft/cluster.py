@@ -149,6 +149,9 @@ class Checker:
         committed = self.committed.setdefault(index, (term, rid))
         if committed != (term, rid):
             self.fail(f"{member} applied {(term, rid)} at {index}, {committed} was committed")
+        if (rid is None and result is not None  # a CONFIG entry: its result is the config
+                and self.committed_configs.setdefault(index, result) != result):
+            self.fail(f"{member} applied config {result} at {index}")
         ident = (term, rid, result, dup)
         seen = self.applied.setdefault(index, ident)
         if seen != ident:
