@@ -289,3 +289,21 @@ def test_timeout_now_from_a_member_that_is_not_our_leader_is_refused() -> None:
     ready = core.ready()
     assert [r.reason.value for r in ready.refused] == ["not_leader"]
     assert core.role == Role.FOLLOWER and c.leader() == lead
+
+
+def test_a_transfer_moves_leadership_faster_than_an_election_timeout() -> None:
+    """Logical time: from the request to the new leader's first commit takes fewer ticks
+    than the shortest election timeout a crash would cost (election_ticks)."""
+    c, lead = elected()
+    target = next(m for m in c.ids if m != lead)
+    start = c.net.now
+    c.request(lead, TransferLeadership("fast", target))
+    rid = None
+    for _ in range(30):
+        c.run(1)
+        if rid is None and c.leader() == target:
+            rid = c.write(target, put("x", 1))
+        if rid is not None and rid in c.check.acked:
+            break
+    assert rid is not None and rid in c.check.acked
+    assert c.net.now - start < c.cfg_kw["election_ticks"]
