@@ -2,7 +2,8 @@
 
 One module per command group: ``node`` (run a daemon), ``up`` (a local cluster),
 ``demo``, ``bench`` (``node.bench`` suites), ``registry``, ``auction``, ``variables``
-(mounted as ``var``), ``auth`` (identities, roles, server configs), ``coord``
+(mounted as ``var``), ``auth`` (identities, roles, server configs), ``feature`` (cluster
+feature flags), ``raft`` (a consensus group's members and leadership), ``coord``
 (``schema`` and ``request``, at the top level). What they share (options, connecting,
 output, errors, ``ExitCode``) is in ``common``. The chaos suite's CLI is mounted lazily:
 ``chaos`` is imported only when ``broker-agents chaos`` runs. ``--version`` prints the
@@ -25,6 +26,7 @@ from node.cli import (
     dashboard,
     demo,
     feature,
+    raft,
     registry,
     up,
     variables,
@@ -42,6 +44,7 @@ app.add_typer(auction.app, name="auction")
 app.add_typer(variables.app, name="var")
 app.add_typer(auth.app, name="auth")
 app.add_typer(feature.app, name="feature")
+app.add_typer(raft.app, name="raft")
 app.command("schema")(coord.schema_command)
 app.command("request")(coord.request_command)
 app.command("dashboard")(dashboard.dashboard)
