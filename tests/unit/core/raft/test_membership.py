@@ -307,3 +307,23 @@ def test_a_transfer_moves_leadership_faster_than_an_election_timeout() -> None:
             break
     assert rid is not None and rid in c.check.acked
     assert c.net.now - start < c.cfg_kw["election_ticks"]
+
+
+def test_a_member_whose_log_is_behind_follows_a_leader_added_after_it() -> None:
+    """m2 was down while m3 joined and took over: its log still holds the bootstrap
+    configuration, without m3, yet it must follow m3 (it learns the term from m0/m1)."""
+    c, lead = elected(seed=3)
+    behind = next(m for m in c.ids if m != lead)
+    c.crash(behind)
+    c.add_node("m3")
+    assert isinstance(change(c, lead, "add", "m3", "add"), ProposalResult)
+    c.request(lead, TransferLeadership("to-m3", "m3"))
+    assert answer(c, "to-m3") == ProposalResult("to-m3", 0, {"leader": "m3"})
+    c.run(5)
+    assert c.leader() == "m3"
+    c.restart(behind)
+    assert "m3" not in c.node(behind).membership.members
+    c.settle()
+    assert c.leader() == "m3"
+    assert c.node(behind).applied == c.node("m3").commit
+    assert "m3" in c.node(behind).voters
