@@ -4,12 +4,16 @@ MEMBERSHIP (``ChangeMembers``), one single-server change at a time (membership.p
 why). Refused with CONFLICT while the log holds an uncommitted CONFIG entry or a change
 is under way, and until the leader has committed an entry of its own term (the thesis's
 fix for a change racing a leader change). Refused with BAD_REQUEST for an add of a
-present member, a remove of an absent one, or removing the last voter.
+voter, a remove of an absent member, or removing the last voter. An add of a member that
+is a learner already (an add that did not finish: its leader died, or the learner was
+slow) resumes: catch-up and promotion as below, with no new learner entry.
 
-- add: append a CONFIG with the member as a LEARNER. It is CAUGHT UP once that entry is
-  committed and the learner's match index reaches the leader's commit index at that
-  moment (it then holds everything acknowledged to any client); the leader appends a
-  CONFIG making it a voter and answers once that entry commits. If it has not caught up
+- add: append a CONFIG with the member as a LEARNER. Once that entry is committed the
+  leader replicates to it in ROUNDS (thesis §4.2.1): a round ends when the learner's
+  match index reaches the leader's commit index as of the round's start; the learner is
+  CAUGHT UP when a round took at most one election timeout (it then trails by less than
+  that, even under steady load); otherwise the next round starts. The leader then appends
+  a CONFIG making it a voter and answers once that entry commits. If it has not caught up
   within ``catchup_rounds * election_ticks`` ticks, the leader appends a CONFIG without
   it (if the learner entry is committed; otherwise the learner stays and an operator
   removes it) and answers ``Failed(TIMEOUT)``.
@@ -50,6 +54,8 @@ class PendingChange:
     index: int  # the CONFIG entry awaited (while catching up: the learner entry)
     catching_up: bool
     deadline: int  # tick by which a learner must have caught up
+    round_target: int = 0  # catch-up round: the commit index the learner must reach
+    round_start: int = 0
 
 
 @dataclass(slots=True)
@@ -96,9 +102,16 @@ class Reconfig:
             self._fail(rid, ErrorCode.CONFLICT, "the leader has not committed in its term yet")
             return False
         m = configs.active
+        deadline = now + self._cfg.catchup_rounds * self._cfg.election_ticks
         if e.action == "add":
-            if member in m.members:
-                self._fail(rid, ErrorCode.BAD_REQUEST, f"{member} is already a member")
+            if member in m.voters:
+                self._fail(rid, ErrorCode.BAD_REQUEST, f"{member} is already a voter")
+                return False
+            if member in m.learners:
+                # A learner left by an add that did not finish (its leader died, or it did
+                # not catch up in time): the admin's retry resumes the catch-up and the
+                # promotion from the committed learner configuration.
+                self.change = PendingChange(rid, member, configs.last_index, True, deadline)
                 return False
             index = self._append(Membership(m.voters, m.learners | {member}))
         else:
@@ -109,7 +122,6 @@ class Reconfig:
                 self._fail(rid, ErrorCode.BAD_REQUEST, f"{member} is the last voter")
                 return False
             index = self._append(Membership(m.voters - {member}, m.learners - {member}))
-        deadline = now + self._cfg.catchup_rounds * self._cfg.election_ticks
         self.change = PendingChange(rid, member, index, e.action == "add", deadline)
         return True
 
@@ -124,10 +136,16 @@ class Reconfig:
             return False
         m = rep.log.configs.active
         pr = rep.progress.get(ch.member)
-        if committed and pr is not None and pr.match >= rep.commit:
-            ch.index = self._append(Membership(m.voters | {ch.member}, m.learners - {ch.member}))
-            ch.catching_up = False
-            return True
+        if committed and pr is not None:
+            if ch.round_target == 0:  # the first round starts once the learner entry commits
+                ch.round_target, ch.round_start = rep.commit, now
+            if pr.match >= ch.round_target:
+                if now - ch.round_start <= self._cfg.election_ticks:
+                    ch.index = self._append(
+                        Membership(m.voters | {ch.member}, m.learners - {ch.member}))
+                    ch.catching_up = False
+                    return True
+                ch.round_target, ch.round_start = rep.commit, now  # a slow round: again
         if now < ch.deadline:
             return False
         self.change = None
