@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 COMPONENT = "raft_admin"
 MAX_TIMEOUT_S = 120.0
 RETRY_PAUSE_S = 0.05
+MAX_IN_FLIGHT = 32  # requests served at once per member (privileged, and rare)
 # What a client retries until its deadline: another member leads (its hint is followed),
 # or the leader cannot take a change yet (one is in flight, or it has not committed in
 # its term: it just took over).
@@ -80,6 +81,7 @@ class MembershipService:
     def __init__(self, member: RaftMember) -> None:
         self.member = member
         self._subs: list[Any] = []
+        self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         m, nc = self.member, self.member.nc
@@ -95,8 +97,29 @@ class MembershipService:
         for sub in subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        running, self._running = self._running, set()
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def _on_request(self, msg: Any) -> None:
+        """Each request runs on its own task: an add waits for a catch-up, and nats-py
+        hands a subscription's messages over one at a time, so a waiting change would hold
+        up every request behind it (a ``members`` read included)."""
+        if len(self._running) >= MAX_IN_FLIGHT:
+            MEMBERSHIP_REQUESTS.labels(self.member.group, "unknown",
+                                       ErrorCode.RATE_LIMITED.value).inc()
+            if msg.reply:
+                await respond(self.member.nc, msg.reply, BrokerError(
+                    ErrorCode.RATE_LIMITED, "too many membership requests in flight",
+                    {"max": MAX_IN_FLIGHT}).to_payload(), is_json(msg.data, msg.headers),
+                    component=COMPONENT)
+            return
+        task = asyncio.create_task(self._handle(msg))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _handle(self, msg: Any) -> None:
         as_json = is_json(msg.data, msg.headers)
         group = self.member.group
         op = "unknown"
