@@ -327,3 +327,23 @@ def test_a_member_whose_log_is_behind_follows_a_leader_added_after_it() -> None:
     assert c.leader() == "m3"
     assert c.node(behind).applied == c.node("m3").commit
     assert "m3" in c.node(behind).voters
+
+
+def test_a_learner_is_promoted_under_steady_load() -> None:
+    """Catch-up runs in rounds: a learner that trails the commit index by a round's worth
+    of entries (writes keep coming, its messages are slower) is still promoted."""
+    c, lead = elected()
+    c.add_node("m3")
+    c.net.max_delay = 2
+    c.request(lead, ChangeMembers("busy-add", "add", "m3"))
+    k = 0
+    for _ in range(200):
+        for _w in range(3):
+            k += 1
+            c.write(lead, put("x", k))
+        c.run(1)
+        if c.admin["busy-add"] is not None:
+            break
+    got = c.admin["busy-add"]
+    assert isinstance(got, ProposalResult), got
+    assert "m3" in got.result["voters"]
