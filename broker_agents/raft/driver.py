@@ -32,7 +32,8 @@ This module passes 400 lines on purpose: the pump, the NATS callbacks that feed 
 client waiters it completes and the fail-stop that ends it are one loop, and splitting
 them would scatter its ordering rules across files. What it applies lives beside it:
 parsing (``inbound.py``), command checks (``commands.py``), payload cutting
-(``outgoing.py``), refusal counting (``refusals.py``), waiters (``replies.py``).
+(``outgoing.py``), refusal counting (``refusals.py``), waiters (``replies.py``), and
+what callers ask of a member, membership and leadership transfer included (``requests.py``).
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ import structlog
 from broker_agents.codec import is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.raft import (
-    Answer,
-    ChangeMembers,
     Forget,
     Persisted,
     Propose,
@@ -62,10 +61,8 @@ from broker_agents.core.raft import (
     Redirect,
     RefusalReason,
     Reply,
-    Role,
     StateMachine,
     Tick,
-    TransferLeadership,
 )
 from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP
 from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES, CommandCheck
@@ -74,17 +71,17 @@ from broker_agents.raft.memstore import Storage
 from broker_agents.raft.metrics import MemberMetrics, RoleObserver
 from broker_agents.raft.outgoing import peer_payloads
 from broker_agents.raft.refusals import LogThrottle, Refusals
-from broker_agents.raft.replies import Remote, Waiter, Waiters, result_or_raise
+from broker_agents.raft.replies import Remote, Waiter, Waiters
+from broker_agents.raft.requests import RESERVED, MemberRequests
 from broker_agents.raft.writer import LogWriter
 from broker_agents.reply import max_payload_of, respond
 from broker_agents.subjects import Subjects, check_token
 
-RESERVED = frozenset({"propose", "read"})
 _TICK = Tick()  # Raft counts ticks: one record serves them all
 _log = structlog.get_logger()
 
 
-class RaftMember:
+class RaftMember(MemberRequests):
     def __init__(
         self,
         nc: Any,
@@ -199,28 +196,6 @@ class RaftMember:
         self.metrics.is_leader.set(0)
         self.log.info("raft.stopped")
 
-    async def _hand_over(self, timeout: float) -> None:
-        """Leadership to the most caught-up voter (TimeoutNow), then wait, within
-        ``timeout``, until the requests this member holds are answered: the entries they
-        wait for are in the new leader's log, and its commit reaches us by heartbeat."""
-        core = self.core
-        if not self._running or core is None or core.role != Role.LEADER:
-            return
-        if not getattr(self.nc, "is_connected", True):
-            return  # off NATS: nobody would hear the TimeoutNow
-        if len(core.voters - {self.id}) == 0:
-            return  # nobody to hand over to
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        try:
-            leader = await self.transfer_leadership(None, timeout)
-        except BrokerError as exc:
-            self.log.warning("raft.handover_failed", error=exc.message, code=exc.code.value)
-            return
-        self.metrics.handovers.inc()
-        self.log.info("raft.handed_over", to=leader)
-        await self._waiters.wait_empty(max(0.0, deadline - loop.time()))
-
     async def _unsubscribe(self) -> None:
         subs, self._subs = self._subs, []
         for sub in subs:
@@ -254,11 +229,6 @@ class RaftMember:
 
     # -- properties ----------------------------------------------------------------------
 
-    def _core(self) -> RaftCore:
-        if self.core is None:
-            raise BrokerError(ErrorCode.UNAVAILABLE, "member not started")
-        return self.core
-
     def _step(self, event: RaftEvent) -> bool:
         """Step the core; an exception from it is internal: fail-stop. False once
         this member no longer takes events."""
@@ -271,92 +241,6 @@ class RaftMember:
             return False
         self._wake.set()
         return True
-
-    @property
-    def leader(self) -> str | None:
-        return self._core().leader
-
-    @property
-    def is_leader(self) -> bool:
-        return self._core().role == Role.LEADER
-
-    @property
-    def term(self) -> int:
-        return self._core().term
-
-    @property
-    def commit_index(self) -> int:
-        return self._core().commit
-
-    @property
-    def applied_index(self) -> int:
-        return self._core().applied
-
-    # -- local API -----------------------------------------------------------------------
-
-    async def propose(self, command: Any, request_id: str | None = None,
-                      timeout: float = 5.0) -> Any:
-        """Commit ``command`` and return what the state machine's apply returned.
-        Raises ``validation_error`` (``too_large``) for a command the log cannot store;
-        what is proposed is the command as the log will read it back."""
-        rid = request_id or uuid.uuid4().hex
-        self._check.request_id(rid)
-        stored = self._check.native(command)
-        return result_or_raise(await self._call(rid, timeout, Propose(stored, rid)))
-
-    async def read(self, query: Any, timeout: float = 5.0) -> Any:
-        """A linearizable read (read-index): reflects every write acknowledged before it."""
-        rid = uuid.uuid4().hex
-        return result_or_raise(await self._call(rid, timeout, Read(query, rid)))
-
-    async def _call(self, rid: str, timeout: float,
-                    request: Propose | Read | ChangeMembers | TransferLeadership) -> Answer:
-        self._core()
-        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._waiters.add(rid, fut)
-        if not self._step(request):
-            self._waiters.drop(rid, fut)
-            raise BrokerError(ErrorCode.UNAVAILABLE, "raft member is not running",
-                              {"member": self.id, "reason": self.failed})
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            self._waiters.drop(rid, fut)
-            raise BrokerError(ErrorCode.TIMEOUT, "no commit before the timeout",
-                              {"request_id": rid, "leader": self.leader}) from None
-
-    # -- membership and leadership (the admin face: admin.py) ---------------------------
-
-    def membership(self) -> dict[str, Any]:
-        """This member's view of the group: its active configuration and leader."""
-        core = self._core()
-        return {"group": self.group, "member": self.id, "voters": sorted(core.voters),
-                "learners": sorted(core.learners), "leader": core.leader,
-                "term": core.term, "commit": core.commit, "applied": core.applied,
-                "transferring": core.transferring}
-
-    async def change_members(self, action: str, member: str,
-                             timeout: float = 10.0) -> dict[str, Any]:
-        """``add`` (as a learner, promoted to voter once caught up) or ``remove`` one
-        member, on the leader; the committed configuration comes back."""
-        check_token(member, "member")
-        if member in RESERVED:
-            raise BrokerError(ErrorCode.BAD_REQUEST, f"member id {member!r} is reserved")
-        rid = uuid.uuid4().hex
-        result = result_or_raise(await self._call(rid, timeout,
-                                                  ChangeMembers(rid, action, member)))
-        return dict(result)
-
-    async def transfer_leadership(self, target: str | None = None,
-                                  timeout: float = 2.0) -> str:
-        """Hand leadership to ``target`` (default: the most caught-up voter); the new
-        leader's id comes back."""
-        if target is not None:
-            check_token(target, "member")
-        rid = uuid.uuid4().hex
-        result = result_or_raise(await self._call(rid, timeout,
-                                                  TransferLeadership(rid, target)))
-        return str(result["leader"])
 
     # -- NATS callbacks ------------------------------------------------------------------
 
