@@ -25,7 +25,8 @@ Checks: ``no-failed-requests``, ``linearizable-register``, ``no-lost-writes``,
 ``acked-writes-readable``, ``incr-exactly-once``, the money checks of ``auction``,
 ``vote-decisions-implied``, ``unknown-fields-kept`` and ``feature-flag-gated``.
 Recovery: the commit gap of each restart (the longest interval between two acknowledged
-commits while it ran).
+commits while it ran), beside the same run's baseline (the longest in a window of
+``BASELINE_COMMITS`` commits without a restart, before the first).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ from node.auth.roles import Role
 NODE_IDS = ("node-1", "node-2", "node-3")
 SNAPSHOT_EVERY = 64  # small, so the node rolled back soon holds a snapshot past N+1's ops
 STEP_TIMEOUT = 60.0
+BASELINE_COMMITS = 300  # the quiet window before the first restart: as long as one restart
 
 
 def node_agents(node_id: str) -> list[dict[str, Any]]:
@@ -177,6 +179,9 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
         try:
             ctx.progress("load on build N: waiting for commits, an auction and a vote")
             await progress.advanced(STEP_TIMEOUT)
+            quiet = time.monotonic()  # the same-run baseline: a window without a restart
+            await progress.advanced(STEP_TIMEOUT, commits=BASELINE_COMMITS)
+            quiet_end = time.monotonic()
             await gate.ask("N on every node")
             for node in await upgrade_order(h.nodes):
                 ctx.progress(f"restarting {node.node_id} onto N+1")
@@ -201,6 +206,7 @@ async def run(ctx: ScenarioContext) -> ScenarioReport:
             await asyncio.gather(*tasks, return_exceptions=True)
         for record in restarts:
             finish_gap(record, clock)
+        report.recovery["baseline_commit_gap_s"] = clock.gap(quiet, quiet_end)
 
         ctx.progress("final reads, auctions finished, checks")
         await h.settle()
