@@ -49,7 +49,8 @@ def test_rolling_upgrade_then_rollback_under_load_loses_nothing(tmp_path: Path,
               f"{r['commit_gap_s']} s (at {r['commit_gap_at_s']} s; while stopping "
               f"{r['stop_commit_gap_s']} s), stop {r['stop_s']} s, start {r['start_s']} s, "
               f"catch-up {r['catch_up_s']} s, {r['commits']} commits meanwhile")
-    summary["baseline_commit_gap_s"] = report.recovery.get("baseline_commit_gap_s")
+    baseline = report.recovery.get("baseline_commit_gap_s")
+    summary["baseline_commit_gap_s"] = None if baseline is None else round(baseline, 4)
     print(f"baseline commit gap (no restart, same run): {summary['baseline_commit_gap_s']} s")
     print(f"failed requests: {summary['failed_requests']}, runtime {runtime:.1f} s")
     artifacts = os.environ.get("BA_TEST_ARTIFACTS")
