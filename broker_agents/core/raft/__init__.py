@@ -21,6 +21,7 @@ from broker_agents.core.raft.effects import (
     SnapshotOp,
     TruncateOp,
 )
+from broker_agents.core.raft.election import Role
 from broker_agents.core.raft.events import (
     ChangeMembers,
     Forget,
@@ -39,7 +40,6 @@ from broker_agents.core.raft.messages import (
     TimeoutNow,
 )
 from broker_agents.core.raft.node import RaftCore, RaftEvent
-from broker_agents.core.raft.raft import Role
 from broker_agents.core.raft.statemachine import StateMachine
 
 __all__ = [

@@ -24,6 +24,7 @@ import random
 from broker_agents.core.machine import Tick
 from broker_agents.core.raft.config import InitialState, RaftConfig
 from broker_agents.core.raft.effects import Ready
+from broker_agents.core.raft.election import Role
 from broker_agents.core.raft.events import (
     ChangeMembers,
     Forget,
@@ -49,7 +50,7 @@ from broker_agents.core.raft.messages import (
     VoteResponse,
 )
 from broker_agents.core.raft.outbox import Outbox
-from broker_agents.core.raft.raft import Raft, Role
+from broker_agents.core.raft.raft import Raft
 from broker_agents.core.raft.readindex import ReadIndex
 from broker_agents.core.raft.replication import Replication
 from broker_agents.core.raft.statemachine import Applier, StateMachine

@@ -21,17 +21,18 @@ it may be a voter we have not heard of yet) and, while we are not a voter oursel
 as our leader (we may be a joiner whose log has not caught up). Membership changes and
 leadership transfer are the leader's business in reconfig.py; ``TimeoutNow`` from our
 leader makes a voter campaign at once, without pre-vote, with ``VoteRequest.transfer``.
+Campaigns and votes are in election.py (a mixin: the state it writes is its own).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from enum import IntEnum
 from typing import Any
 
 from broker_agents.core.raft.config import RaftConfig
 from broker_agents.core.raft.effects import NotLeader, ProposalResult, Redirect, RefusalReason
+from broker_agents.core.raft.election import Elections, Role
 from broker_agents.core.raft.events import (
     ChangeMembers,
     Persisted,
@@ -56,7 +57,6 @@ from broker_agents.core.raft.messages import (
     VoteResponse,
 )
 from broker_agents.core.raft.outbox import Outbox
-from broker_agents.core.raft.progress import vote_outcome
 from broker_agents.core.raft.readindex import ReadIndex, ReadRequest
 from broker_agents.core.raft.reconfig import Reconfig
 from broker_agents.core.raft.replication import Replication
@@ -68,24 +68,16 @@ _FROM_LEADER = (AppendRequest, Heartbeat, InstallSnapshot)
 _LEADER_ONLY = (AppendRequest, Heartbeat, InstallSnapshot, TimeoutNow)
 
 
-class Role(IntEnum):
-    FOLLOWER = 0
-    PRE_CANDIDATE = 1
-    CANDIDATE = 2
-    LEADER = 3
-
-
 RoleEvent = Message | Propose | Read | ChangeMembers | TransferLeadership
 
 
-class Raft:
+class Raft(Elections):
     """One member's protocol state. Package-internal: ``RaftCore`` is the public face."""
 
     __slots__ = (
-        "_cfg", "_election_elapsed", "_forward_buf", "_heartbeat_elapsed", "_members",
-        "_out", "_reads", "_rep", "_rng", "_step_role", "_tick_role", "_ticks",
-        "_timeout", "_voters", "_votes", "elections", "id", "leader", "reconf", "role", "term",
-        "vote",
+        "_cfg", "_forward_buf", "_heartbeat_elapsed", "_members", "_out", "_reads", "_rep",
+        "_rng", "_step_role", "_tick_role", "_ticks", "_timeout", "_voters", "id", "reconf",
+        "role",
     )
 
     def __init__(self, config: RaftConfig, rng: random.Random, hard_state: HardState,
@@ -219,61 +211,12 @@ class Raft:
             for rid in self._reads.drop_unconfirmed():
                 self._out.reply(NotLeader(rid, leader))
 
-    def _campaign(self) -> None:
-        if self.id not in self._voters:  # a learner, a joiner or a removed member
-            self._reset_timeout()
-            return
-        if not self._cfg.pre_vote:
-            self._become_candidate()
-            return
-        self._set_role(Role.PRE_CANDIDATE)
-        self.leader = None
-        self._reset_timeout()
-        self._request_votes(self.term + 1, pre_vote=True)
-
-    def _become_candidate(self, transfer: bool = False) -> None:
-        self.term += 1
-        self.vote = self.id
-        self._set_role(Role.CANDIDATE)
-        self.leader = None
-        self._reset_timeout()
-        self.elections += 1
-        self._request_votes(self.term, pre_vote=False, transfer=transfer)
-
-    def _request_votes(self, term: int, pre_vote: bool, transfer: bool = False) -> None:
-        self._votes = {self.id: True}
-        if self._tally():
-            return
-        log = self._rep.log
-        last_index, last_term = log.last_index, log.last_term
-        for peer in sorted(self._voters - {self.id}):
-            self._out.send(VoteRequest(term, self.id, peer, last_index, last_term, pre_vote,
-                                       transfer))
-
-    def _tally(self) -> bool:
-        """Act on the votes so far; True when the campaign is decided."""
-        won = vote_outcome(self._votes, self._rep.quorum)
-        if won is None:
-            return False
-        if not won:
-            self._become_follower(self.term, None)
-        elif self.role == Role.PRE_CANDIDATE:
-            self._become_candidate()
-        else:
-            self._become_leader()
-        return True
-
     def _become_leader(self) -> None:
         self._set_role(Role.LEADER)
         self.leader = self.id
         self._reset_timeout()
         self._rep.lead(self.term, self._ticks)
         self._rep.append(None, None, EntryKind.NOOP)
-
-    def _in_lease(self) -> bool:
-        cfg = self._cfg
-        return cfg.check_quorum and self.leader is not None and (
-            self._election_elapsed < cfg.election_ticks)
 
     # -- ticks -------------------------------------------------------------------------
 
@@ -424,17 +367,3 @@ class Raft:
             self._out.reply(Redirect(e.request_id, leader, e.hops + 1))
         else:
             self._out.reply(NotLeader(e.request_id, leader))
-
-    def _on_vote_request(self, m: VoteRequest) -> None:
-        can_vote = (
-            self.vote == m.src
-            or (self.vote is None and self.leader is None)
-            or (m.pre_vote and m.term > self.term)
-        )
-        if can_vote and self._rep.log.is_up_to_date(m.last_index, m.last_term):
-            self._out.send(VoteResponse(m.term, self.id, m.src, True, m.pre_vote))
-            if not m.pre_vote:
-                self.vote = m.src
-                self._election_elapsed = 0
-        else:
-            self._out.send(VoteResponse(self.term, self.id, m.src, False, m.pre_vote))
