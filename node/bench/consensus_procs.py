@@ -242,7 +242,8 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
         retries_c64 = sum(r.retries for r in rafts)
         leader_c64 = rafts[0].client.leader
         phases["rounds"] = time.perf_counter()
-        failover = [await _failover(cluster, rafts[0].client, ids, restart=k < failovers - 1)
+        failover = [await _failover(cluster, rafts[0].client, ids,
+                                    restart=k < failovers - 1 or handovers > 0)
                     for k in range(failovers)]
         phases["failovers"] = time.perf_counter()
         planned = [await planned_restart(cluster, rafts[0].client, ids, restart=True,

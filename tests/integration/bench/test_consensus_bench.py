@@ -26,7 +26,7 @@ CONTRACT = ("commit_us_p50", "commit_us_p99", "commit_us_p99_c64", "commits_per_
 
 async def test_default_run_is_node_processes_beside_jetstream_r3(tmp_path: Path) -> None:
     out = await run_consensus_bench(proposals=20, concurrency=8, seconds=1.0, rounds=1,
-                                    failovers=1, tmp_dir=tmp_path)
+                                    failovers=1, handovers=1, tmp_dir=tmp_path)
     for name in CONTRACT:
         assert f"{name}_ci95" in out, name
     for name in CONTRACT:
@@ -35,6 +35,10 @@ async def test_default_run_is_node_processes_beside_jetstream_r3(tmp_path: Path)
     assert out["in_process"] is False and out["processes"] == 3
     assert out["commit_us_p99"] >= out["commit_us_p50"]
     assert isinstance(out["leader_changes_c64"], int) and out["leader_changes_c64"] >= 0
+    # a planned restart of the leader's node (it hands over first) fails no commit
+    assert out["handover_gap_ms"] > 0 and "handover_gap_ms_ci95" in out
+    assert out["handover_failed_commits"] == 0
+    assert out["handover_floor_ms"] > 0
 
 
 def test_the_peer_cluster_fsyncs_every_write(tmp_path: Path) -> None:
