@@ -291,9 +291,8 @@ class Raft(Elections):
         if isinstance(e, AppendResponse):
             rep.on_append_response(e, self._ticks)
         elif isinstance(e, Propose):
-            transfer = self.reconf.transfer
-            if transfer is not None:  # handing over: the client retries at the target
-                self._out.reply(NotLeader(e.request_id, transfer.target))
+            if self.reconf.transfer is not None:  # handing over: answered when it ends
+                self.reconf.hold(e.request_id)
                 return
             rep.pending.add(e.request_id)
             rep.append(e.command, e.request_id)

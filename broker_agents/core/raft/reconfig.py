@@ -21,21 +21,22 @@ slow) resumes: catch-up and promotion as below, with no new learner entry.
   removes itself keeps leading without counting itself (thesis §4.2.2) and steps down
   once the entry commits, first sending ``TimeoutNow`` to a voter that holds its whole log.
 
-TRANSFER (``TransferLeadership``): the leader stops taking proposals (answering them
-``NotLeader(rid, target)``, so clients retry there; proposals forwarded by followers are
-dropped and time out), keeps replicating until the target's match index is its last
+TRANSFER (``TransferLeadership``): the leader stops taking proposals (it holds their
+answers until the transfer ends, then answers ``NotLeader`` naming whoever leads, so
+clients go straight to the new leader; proposals forwarded by followers are dropped and
+time out), keeps replicating until the target's match index is its last
 index, then sends ``TimeoutNow`` (again every heartbeat interval, in case it was lost).
 The target campaigns at once with ``VoteRequest.transfer``, which voters grant even
 inside a leader lease. The transfer is aborted (``Failed(TIMEOUT)``) after one election
 timeout, and proposals are taken again. Success is answered when the old leader learns
-the new term from the target.
+of a newer term after its ``TimeoutNow`` (from the target, or a voter that answers first).
 
 A leader that steps down for any other reason answers what it holds ``NotLeader``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from broker_agents.core.errors import ErrorCode
 from broker_agents.core.raft.config import RaftConfig
@@ -64,6 +65,7 @@ class PendingTransfer:
     target: str
     deadline: int
     sent_at: int = -1  # tick of the last TimeoutNow (-1: none yet)
+    held: list[str] = field(default_factory=list)  # proposals to answer once it ends
 
 
 class Reconfig:
@@ -185,6 +187,7 @@ class Reconfig:
             self.transfer = None
             self._fail(tr.request_id, ErrorCode.TIMEOUT,
                        f"leadership did not move to {tr.target} within an election timeout")
+            self._release(tr, self._id)  # we still lead: ask us again
             return
         due = tr.sent_at < 0 or now - tr.sent_at >= self._cfg.heartbeat_ticks
         if due and pr.match == rep.log.last_index:
@@ -202,15 +205,32 @@ class Reconfig:
             self._advance_transfer(self.transfer, term, now)
         return appended
 
+    def hold(self, request_id: str) -> None:
+        """A proposal during a transfer: answered when it ends, naming whoever leads then,
+        so its client goes straight to the new leader (answered at once, naming the
+        target, it would reach the target before it won and wait out a retry pause)."""
+        assert self.transfer is not None
+        self.transfer.held.append(request_id)
+
+    def _release(self, tr: PendingTransfer, leader: str | None) -> None:
+        for rid in tr.held:
+            self._out.reply(NotLeader(rid, leader))
+        tr.held.clear()
+
     def stepped_down(self, cause: str | None, leader: str | None) -> None:
         """No longer leader (``cause``: who told us of a newer term, if anyone)."""
         tr, ch = self.transfer, self.change
         self.transfer = self.change = None
         if tr is not None:
-            if cause == tr.target and tr.sent_at >= 0:
-                self._out.reply(ProposalResult(tr.request_id, 0, {"leader": tr.target}))
+            if tr.sent_at >= 0:
+                # Handed over: a newer term after our TimeoutNow is the target's campaign,
+                # though another member may tell us of it first (a voter's response).
+                new_leader = leader if leader is not None else tr.target
+                self._out.reply(ProposalResult(tr.request_id, 0, {"leader": new_leader}))
+                self._release(tr, new_leader)
             else:
                 self._out.reply(NotLeader(tr.request_id, leader))
+                self._release(tr, leader)
         if ch is not None:
             self._out.reply(NotLeader(ch.request_id, leader))
 

@@ -257,20 +257,32 @@ def test_transfer_times_out_and_proposals_resume() -> None:
     assert rid in c.check.acked
 
 
-def test_proposals_during_a_transfer_are_answered_not_leader_target() -> None:
+def test_proposals_during_a_transfer_are_held_then_sent_to_whoever_leads() -> None:
+    """Held until the transfer ends, then answered ``NotLeader`` naming who leads: the
+    target once it won (the client goes straight there), us again when it timed out."""
     c, lead = elected()
     target = next(m for m in c.ids if m != lead)
     c.crash(target)  # keep the transfer pending
     c.request(lead, TransferLeadership("t2", target))
     core = c.node(lead)
     core.step(Propose(put("x", 1), "during"))
-    ready = core.ready()
-    assert NotLeader("during", target) in ready.replies
+    assert not [r for r in core.ready().replies if r.request_id == "during"]  # held
     c.request(lead, TransferLeadership("t5", None))  # one transfer at a time
     got = c.admin["t5"]
     assert isinstance(got, Failed) and got.code == ErrorCode.CONFLICT
     c.request(lead, ChangeMembers("c1", "remove", target))  # nor a change meanwhile
     assert c.admin["c1"] == NotLeader("c1", target)
+    assert isinstance(answer(c, "t2"), Failed)  # the target is down: it timed out
+    assert (lead, NotLeader("during", lead)) in c.replies  # ask us again
+    # a transfer that succeeds sends what it held to the new leader
+    c.restart(target)
+    c.settle()
+    lead = c.leader() or ""
+    target = next(m for m in c.ids if m != lead)
+    c.request(lead, TransferLeadership("t6", target))
+    c.node(lead).step(Propose(put("x", 2), "during-2"))
+    assert isinstance(answer(c, "t6"), ProposalResult)
+    assert (lead, NotLeader("during-2", target)) in c.replies
 
 
 def test_bad_transfer_targets_are_refused() -> None:
