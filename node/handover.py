@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from broker_agents import identity, transport
 from broker_agents.codec import decode, encode, is_json
@@ -36,9 +36,12 @@ from broker_agents.logging import get_logger
 from broker_agents.ratelog import RateLimitedLog
 from broker_agents.registry.claims import claim, release
 from broker_agents.reply import respond
+from broker_agents.requests import parse_body
 from node.config import ConfigError
 from node.hosting import HandoverSpec, handover_child
 from node.supervisor import ChildStartError
+
+M = TypeVar("M", bound=BaseModel)
 
 if TYPE_CHECKING:
     from node.daemon import Node
@@ -63,25 +66,10 @@ class HandoverRequest(BaseModel):
     spec: HandoverSpec
 
 
-def parse(data: bytes, headers: Any, as_json: bool, model: type[Any]) -> Any:
-    """A request body as ``model``; a structured error naming the first fault otherwise."""
-    if len(data) > MAX_REQUEST_BYTES:
-        raise BrokerError(ErrorCode.TOO_LARGE, f"request of {len(data)} bytes (max "
-                          f"{MAX_REQUEST_BYTES})", {"size": len(data)})
-    try:
-        body = decode(data, headers, as_json=as_json)
-    except BrokerError:
-        raise
-    except Exception as exc:  # RecursionError, a decoder's surprise: still answered
-        raise BrokerError(ErrorCode.MALFORMED, f"undecodable payload: {type(exc).__name__}",
-                          {"size": len(data)}) from None
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        raise BrokerError(ErrorCode.VALIDATION, f"{where}: {first['msg']}"[:300],
-                          {"field": where}) from None
+def parse(data: bytes, headers: Any, as_json: bool, model: type[M]) -> M:
+    """A request body as ``model``, at most ``MAX_REQUEST_BYTES``; a structured error
+    naming the first fault otherwise (``broker_agents.requests``)."""
+    return parse_body(data, headers, as_json, model, MAX_REQUEST_BYTES)
 
 
 def require_role(nc: Any, msg: Any, role: Role, what: str, component: str) -> None:

@@ -22,7 +22,7 @@ import contextlib
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from broker_agents import identity
 from broker_agents.codec import decode, encode, is_json
@@ -33,6 +33,7 @@ from broker_agents.logging import get_logger
 from broker_agents.raft.metrics import MEMBERSHIP_REQUESTS
 from broker_agents.ratelog import RateLimitedLog
 from broker_agents.reply import respond
+from broker_agents.requests import parse_body
 from broker_agents.subjects import Subjects
 
 if TYPE_CHECKING:
@@ -164,20 +165,7 @@ class MembershipService:
 
 
 def _parse(data: bytes, headers: Any, as_json: bool) -> MembershipRequest:
-    try:
-        body = decode(data, headers, as_json=as_json)
-    except BrokerError:
-        raise
-    except Exception as exc:  # RecursionError, a decoder's surprise: still answered
-        raise BrokerError(ErrorCode.MALFORMED, f"undecodable payload: {type(exc).__name__}",
-                          {"size": len(data)}) from None
-    try:
-        return MembershipRequest.model_validate(body).checked()
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        raise BrokerError(ErrorCode.VALIDATION, f"{where}: {first['msg']}",
-                          {"field": where}) from None
+    return parse_body(data, headers, as_json, MembershipRequest).checked()
 
 
 class MembershipClient:
