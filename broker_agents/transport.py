@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError, NoServersError, SlowConsumerError
 
-from broker_agents import deadlinks, identity
+from broker_agents import codec, deadlinks, identity
 from broker_agents.core.errors import BrokerError, CodedError, ErrorCode
 from broker_agents.logging import get_logger
 from broker_agents.metrics import (
@@ -162,6 +162,21 @@ async def request(nc: NATS, subject: str, data: bytes, timeout: float,
         except NoRespondersError:
             await asyncio.sleep(pause)  # spurious-answer backoff (see above)
     return await nc.request(subject, data, timeout=timeout, headers=headers)
+
+
+async def call(nc: NATS, subject: str, data: bytes, timeout: float, *, what: str,
+               signed: bool = True) -> dict[str, Any]:
+    """A request whose answer is an object (``request``, signed by default): the object,
+    or the structured error it carries, raised. ``what`` names the answerer in the error
+    for an answer that is not an object."""
+    reply = await request(nc, subject, data, timeout, signed=signed)
+    answer = codec.decode(reply.data, reply.headers)
+    err = BrokerError.from_payload(answer)
+    if err is not None:
+        raise err
+    if not isinstance(answer, dict):
+        raise BrokerError(ErrorCode.MALFORMED, f"{what}'s answer is not an object")
+    return answer
 
 
 async def _connect_without_reconnects(kwargs: dict[str, Any]) -> NATS:

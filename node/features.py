@@ -48,7 +48,7 @@ from broker_agents.ratelog import RateLimitedLog
 from broker_agents.registry.view import NodeView
 from broker_agents.reply import respond
 from broker_agents.subjects import Subjects
-from broker_agents.transport import request
+from broker_agents.transport import call
 from broker_agents.versions import announcement
 from node.services import BaseService
 
@@ -168,15 +168,8 @@ async def request_feature(nc: Any, subjects: Subjects, verb: str, name: str | No
     """Ask ``<p>.admin.features.<verb>`` as ``nc``'s user (a signed act); the answer, or
     the ``BrokerError`` it carries."""
     payload = {} if name is None else {"name": name}
-    reply = await request(nc, subjects.admin("features", verb), codec.encode(payload), timeout,
-                          signed=True)
-    answer = codec.decode(reply.data, reply.headers)
-    err = BrokerError.from_payload(answer)
-    if err is not None:
-        raise err
-    if not isinstance(answer, dict):
-        raise BrokerError(ErrorCode.MALFORMED, "the node's answer is not an object")
-    return answer
+    return await call(nc, subjects.admin("features", verb), codec.encode(payload), timeout,
+                      what="the node")
 
 
 def _admin(nc: Any, msg: Any, verb: str) -> Principal | None:

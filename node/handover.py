@@ -28,7 +28,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker_agents import identity, transport
-from broker_agents.codec import decode, encode, is_json
+from broker_agents.codec import encode, is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import Role, Unauthorized
 from broker_agents.core.tokens import TOKEN
@@ -94,15 +94,12 @@ def require_role(nc: Any, msg: Any, role: Role, what: str, component: str) -> No
 async def ask(nc: Any, subject: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
     """A signed request (``transport.request``); the answer, or its structured error raised."""
     try:
-        msg = await transport.request(nc, subject, encode(body), timeout, signed=True)
+        return await transport.call(nc, subject, encode(body), timeout, what=subject)
+    except BrokerError:
+        raise
     except Exception as exc:  # no responders, a timeout
         raise BrokerError(ErrorCode.UNAVAILABLE, f"{subject}: no answer "
                           f"({type(exc).__name__})", {"subject": subject}) from None
-    reply = decode(msg.data, msg.headers)
-    err = BrokerError.from_payload(reply)
-    if err is not None:
-        raise err
-    return dict(reply)
 
 
 class HandoverTarget:

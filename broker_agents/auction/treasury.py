@@ -47,7 +47,7 @@ from broker_agents.logging import get_logger
 from broker_agents.ratelog import RateLimitedLog
 from broker_agents.reply import respond
 from broker_agents.subjects import Subjects
-from broker_agents.transport import request as nats_request
+from broker_agents.transport import call
 
 COMPONENT = "treasury"
 OPERATIONS = ("deposit", "withdraw", "freeze", "unfreeze")
@@ -224,12 +224,5 @@ async def treasury_request(nc: NATS, op: str, payload: dict[str, Any], *,
                            as_json: bool = False) -> dict[str, Any]:
     """Ask the treasury (a signed act of ``nc``'s user); the answer, or ``BrokerError``."""
     subj = subject(subjects or Subjects(), op)
-    reply = await nats_request(nc, subj, codec.encode(payload, as_json=as_json), timeout,
-                               signed=True)
-    answer = codec.decode(reply.data, reply.headers)
-    err = BrokerError.from_payload(answer)
-    if err is not None:
-        raise err
-    if not isinstance(answer, dict):
-        raise BrokerError(ErrorCode.MALFORMED, "the treasury's answer is not an object")
-    return answer
+    return await call(nc, subj, codec.encode(payload, as_json=as_json), timeout,
+                      what="the treasury")
