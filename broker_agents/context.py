@@ -18,6 +18,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
 
 from broker_agents import codec, identity, transport
+from broker_agents.batching import Outbox
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import Principal
 from broker_agents.kv import open_bucket
@@ -77,6 +78,7 @@ class AgentContext:
                      for k in ("send", "request", "publish", "reply")}
         self._sent = self._out["send"]
         self._inboxes: dict[str, str] = {}
+        self._outbox = Outbox(self.nc, self.agent_id)
 
     def _inbox(self, agent_id: str) -> str:
         """An agent's inbox subject, remembered for the agents this one talks to (a
@@ -101,18 +103,33 @@ class AgentContext:
     async def send(self, agent_id: str, msg: BaseModel, *, type_name: str | None = None,
                    signed: bool = False) -> None:
         """One-way message to an agent's inbox (at most once, like core NATS);
-        ``signed``: an act of this agent's (see ``broker_agents.identity``)."""
+        ``signed``: an act of this agent's (see ``broker_agents.identity``).
+
+        A burst of sends to one inbox within a loop turn travels as one batch frame
+        (``broker_agents.batching``): the first is published at once, the rest by the
+        end of the turn, before anything else this context sends; ``flush`` hands them
+        to the connection now (e.g. before using ``nc`` directly)."""
         subject = self._inbox(agent_id)
         data = envelope_bytes(msg, type_name)
-        await self.nc.publish(subject, data,
-                              headers=self._signed(subject, data, True) if signed else None)
+        if signed:  # a signature covers one message: signed sends travel singly
+            if self._outbox._run:
+                await self._outbox.flush()
+            await self.nc.publish(subject, data, headers=self._signed(subject, data, True))
+        else:
+            await self._outbox.send(subject, data)
         self._sent.inc()
+
+    async def flush(self) -> None:
+        """Publish the one-way sends still queued in this loop turn (see ``send``)."""
+        await self._outbox.flush()
 
     def _signed(self, subject: str, data: bytes, signed: bool) -> dict[str, str] | None:
         """The signature headers of an act by this agent (its node speaks for it)."""
         return identity.act_headers(self.nc, subject, data, self.agent_id) if signed else None
 
     async def send_capability(self, capability: str, msg: BaseModel) -> None:
+        if self._outbox._run:  # queued sends go first: the context's order is kept
+            await self._outbox.flush()
         await self.nc.publish(self.subjects.cap(capability), envelope_bytes(msg))
         self._sent.inc()
 
@@ -136,6 +153,8 @@ class AgentContext:
                        reply_model: type[R] | None, msg_id: str | None, target: str,
                        signed: bool) -> Any:
         data = envelope_bytes(msg, msg_id=msg_id)
+        if self._outbox._run:  # a request must not overtake queued one-way sends
+            await self._outbox.flush()
         self._out["request"].inc()
         try:
             reply = await transport.request(self.nc, subject, data, timeout,
@@ -150,6 +169,8 @@ class AgentContext:
 
     async def publish(self, subject: str, payload: Any) -> None:
         """Raw publish of any payload (msgpack-encoded) to any subject."""
+        if self._outbox._run:
+            await self._outbox.flush()
         await self.nc.publish(subject, codec.encode(payload))
         self._out["publish"].inc()
 

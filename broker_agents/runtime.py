@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ValidationError
 
-from broker_agents import codec, fanout, identity
+from broker_agents import batching, codec, fanout, identity
 from broker_agents.agent import Agent, HandlerSpec
 from broker_agents.context import AgentContext, Incoming
 from broker_agents.core.errors import BrokerError, ErrorCode
@@ -206,7 +206,12 @@ class AgentRunner:
         """Every delivered message: counted, through the quota, then opened and handled.
 
         One coroutine from delivery to the handler's call for a sequential handler (this
-        is the per-message floor beside a raw subscription): no wrapper per step."""
+        is the per-message floor beside a raw subscription): no wrapper per step. A batch
+        frame (``broker_agents.batching``) comes back here once per entry."""
+        if msg.headers and batching.HEADER in msg.headers:
+            await batching.deliver(msg, holder, partial(self._on_message, counter),
+                                   self._frame_refused)
+            return
         counter.inc()
         try:
             if self._quota_on and (refusal := self.admission.admit(
@@ -254,6 +259,10 @@ class AgentRunner:
                 # nats-py hands a backlog over without suspending: let the node's other
                 # agents (and its Raft members) run between slices of this one's
                 await asyncio.sleep(0)
+
+    async def _frame_refused(self, msg: Msg, exc: BrokerError) -> None:
+        self._malformed(batching.REASON)
+        await self._reply(msg.reply, exc.to_payload(), codec.is_json(msg.data, None))
 
     async def _run_concurrent(self, spec: HandlerSpec, body: Any, incoming: Incoming) -> None:
         try:
