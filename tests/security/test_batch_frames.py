@@ -81,7 +81,9 @@ BAD_FRAMES: list[tuple[str, bytes, dict[str, str]]] = [
      {HEADER: str(MAX_ENTRIES + 1)}),
     ("fewer entries than counted", GOOD, {HEADER: "3"}),
     ("more bytes than counted", GOOD + b"\x00", {HEADER: "2"}),
-    ("length past the end", b"\xff\xff\xff\xff" + note(1), {HEADER: "1"}),
+    ("entries not byte strings", codec.encode([1, 2]), {HEADER: "2"}),
+    ("an envelope, not a frame", note(1), {HEADER: "1"}),
+    ("nested arrays", codec.encode([[b"x"] * 2] * 2), {HEADER: "2"}),
     ("another header", GOOD, {HEADER: "2", "Content-Type": "application/json"}),
 ]
 
