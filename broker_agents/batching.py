@@ -9,8 +9,9 @@ unless a send to the same inbox was already published in this loop turn; then it
 *run* for that inbox, published as one frame when full (``MAX_ENTRIES``, or the server's
 max payload), when the context sends anything else (another inbox, a request, a publish:
 the context's output order is kept exactly), or at the end of the loop turn (a
-``loop.call_soon`` callback starts the flush; no timer). So a lone send is byte-identical to today, is published in its own turn, and
-its errors are raised to its caller; a run of one entry goes out as the plain message.
+``loop.call_soon`` callback starts the flush; no timer). So a lone send is byte-identical
+to today, is published in its own turn, and its errors are raised to its caller; a run
+of one entry goes out as the plain message.
 A deferred flush that fails (the connection closed within the turn) cannot raise to
 callers that have returned: it is counted in ``ba_agent_sends_failed_total`` and logged
 once per window (one-way sends are at most once, like core NATS). Signed sends travel
