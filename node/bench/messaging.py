@@ -4,7 +4,9 @@
 node's driver agent to the other node's target (``ctx.send`` into its inbox, through
 quota, decoding, validation, the handler and its metrics) against plain nats-py publish
 -> subscribe between the same two processes; ``rounds`` floods each, alternated; the
-median round's rate with its bootstrap ``_ci95``."""
+median round's rate with its bootstrap ``_ci95``. Ours travels as the runtime sends it: a
+burst of sends to one agent is coalesced into batch frames (``broker_agents.batching``),
+each entry still handled singly; raw publishes one NATS message per payload."""
 
 from __future__ import annotations
 
