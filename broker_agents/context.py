@@ -112,7 +112,7 @@ class AgentContext:
         subject = self._inbox(agent_id)
         data = envelope_bytes(msg, type_name)
         if signed:  # a signature covers one message: signed sends travel singly
-            if self._outbox._run:
+            if self._outbox.pending:
                 await self._outbox.flush()
             await self.nc.publish(subject, data, headers=self._signed(subject, data, True))
         else:
@@ -128,7 +128,7 @@ class AgentContext:
         return identity.act_headers(self.nc, subject, data, self.agent_id) if signed else None
 
     async def send_capability(self, capability: str, msg: BaseModel) -> None:
-        if self._outbox._run:  # queued sends go first: the context's order is kept
+        if self._outbox.pending:  # queued sends go first: the context's order is kept
             await self._outbox.flush()
         await self.nc.publish(self.subjects.cap(capability), envelope_bytes(msg))
         self._sent.inc()
@@ -153,7 +153,7 @@ class AgentContext:
                        reply_model: type[R] | None, msg_id: str | None, target: str,
                        signed: bool) -> Any:
         data = envelope_bytes(msg, msg_id=msg_id)
-        if self._outbox._run:  # a request must not overtake queued one-way sends
+        if self._outbox.pending:  # a request must not overtake queued one-way sends
             await self._outbox.flush()
         self._out["request"].inc()
         try:
@@ -169,7 +169,7 @@ class AgentContext:
 
     async def publish(self, subject: str, payload: Any) -> None:
         """Raw publish of any payload (msgpack-encoded) to any subject."""
-        if self._outbox._run:
+        if self._outbox.pending:
             await self._outbox.flush()
         await self.nc.publish(subject, codec.encode(payload))
         self._out["publish"].inc()
