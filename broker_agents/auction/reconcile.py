@@ -20,6 +20,7 @@ stage cannot even be read (which the takeover sweep passes over) is reported too
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any, Protocol
 
@@ -31,6 +32,9 @@ from broker_agents.auction.ledger import Ledger
 from broker_agents.clock import wall_ms
 from broker_agents.core.auction.audit import AuctionView, HoldReport, Reason, orphans
 from broker_agents.core.budget import Account
+
+SCREEN_SLICE = 32
+"""Auction records read between two yields to the event loop (``screen_auctions``)."""
 
 
 class MirrorView(Protocol):
@@ -92,15 +96,22 @@ class Reconciler:
                 views[aid] = None
         return views
 
-    def screen_auctions(self) -> int:
+    async def screen_auctions(self) -> int:
         """Report each auction record whose stage cannot be read, once per revision; how
-        many were found this time."""
+        many were found this time. Yields to the event loop every ``SCREEN_SLICE`` records
+        read, so that a sweep after many finished auctions does not stall those in flight."""
         found = 0
+        read = 0
         values = self.auctions_mirror.values
         for key in list(values):
+            if key not in values:  # gone while we yielded
+                continue
             data, rev = values[key]
             if self._screened.get(key) == rev:
                 continue
+            read += 1
+            if read % SCREEN_SLICE == 0:
+                await asyncio.sleep(0)  # sleep-ok: a yield, not a wait
             self._screened[key] = rev
             try:
                 stage_view(data)
@@ -116,7 +127,7 @@ class Reconciler:
         """Release every orphaned hold (of ``auction_id`` only, when given); how many this
         call released. ``trigger`` (sweep, takeover, abort) goes into the log line."""
         if auction_id is None:
-            self.screen_auctions()
+            await self.screen_auctions()
         accounts = self._accounts(auction_id)
         if not accounts:
             return 0

@@ -146,7 +146,9 @@ def _submit_many(
     module = _module(state)
     admissions = admissions or {}
     bids = list(bids)
-    if hasattr(module, "submit_many") and all(invited(state, b.bidder) for b in bids):
+    invitees = None if state.participants is None else frozenset(state.participants)
+    if hasattr(module, "submit_many") and (
+            invitees is None or all(b.bidder in invitees for b in bids)):
         result: Step = module.submit_many(state, bids, now, admissions)
         return result
     return fold(_submit, state, bids, now, admissions)

@@ -145,16 +145,23 @@ def accept(state: AuctionState, bid: Bid, now: int, **update: object) -> Step:
 def _accepted(
     state: AuctionState, bid: Bid, seq: int, now: int
 ) -> tuple[BidRecord, BidAccepted]:
-    """The stored record and the reply of an accepted bid."""
-    record = BidRecord(
-        msg_id=bid.msg_id, bidder=bid.bidder, amount=bid.amount, items=bid.items,
-        seq=seq, tick=now,
-    )
-    effect = BidAccepted(
-        auction_id=state.config.auction_id, msg_id=bid.msg_id, bidder=bid.bidder,
-        amount=bid.amount, seq=seq,
-    )
+    """The stored record and the reply of an accepted bid.
+
+    Built by the models' validators from a dict: the same validated models as calling the
+    classes with keywords, at about half the cost (this runs once per bid)."""
+    record: BidRecord = _validate_record({
+        "msg_id": bid.msg_id, "bidder": bid.bidder, "amount": bid.amount, "items": bid.items,
+        "seq": seq, "tick": now,
+    })
+    effect: BidAccepted = _validate_accepted({
+        "auction_id": state.config.auction_id, "msg_id": bid.msg_id, "bidder": bid.bidder,
+        "amount": bid.amount, "seq": seq,
+    })
     return record, effect
+
+
+_validate_record = BidRecord.__pydantic_validator__.validate_python
+_validate_accepted = BidAccepted.__pydantic_validator__.validate_python
 
 
 class Batch:
