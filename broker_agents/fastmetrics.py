@@ -63,6 +63,11 @@ class FastCounter(_Family):
             cell = self._cells[values] = CounterCell()
         return cell
 
+    def cells(self) -> list[tuple[tuple[str, ...], CounterCell]]:
+        """Every label set's cell (a snapshot of the list, the cells live): for readers in
+        the process that need the numbers, not exposition samples."""
+        return list(self._cells.items())
+
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(self.name.removesuffix("_total"), self.doc,
                                      labels=self.label_names)
@@ -84,6 +89,11 @@ class FastHistogram(_Family):
         if cell is None:
             cell = self._cells[values] = HistogramCell(self.bounds)
         return cell
+
+    def cells(self) -> list[tuple[tuple[str, ...], HistogramCell]]:
+        """Every label set's cell (see ``FastCounter.cells``); ``counts`` per bucket, not
+        cumulative, the last one above every bound."""
+        return list(self._cells.items())
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.label_names)
