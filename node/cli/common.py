@@ -196,8 +196,24 @@ def crash(exc: BaseException, as_json: bool = False) -> NoReturn:
     traceback only with ``$BA_DEBUG`` set (a user gets a message, a developer the stack)."""
     if os.environ.get("BA_DEBUG"):
         traceback.print_exception(exc)
-    fail(BrokerError(ErrorCode.INTERNAL, f"{describe(exc)} (set BA_DEBUG=1 for the "
-                     "traceback)", {"type": type(exc).__name__}), as_json)
+    where = _raised_at(exc)
+    fail(BrokerError(ErrorCode.INTERNAL, f"{describe(exc)} at {where} (set BA_DEBUG=1 for "
+                     "the traceback)", {"type": type(exc).__name__, "where": where}), as_json)
+
+
+def _raised_at(exc: BaseException) -> str:
+    """Where ``exc`` was raised, as ``file:line in function`` of the innermost frame of
+    ours (else the innermost): enough to tell one bare ``TimeoutError()`` from another in
+    a CI log."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if any(f"/{pkg}/" in f.filename for pkg in _OURS)]
+    if not (ours or frames):
+        return "?"
+    last = (ours or frames)[-1]
+    return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
+
+
+_OURS = ("broker_agents", "node", "chaos")
 
 
 def fail(err: BrokerError, as_json: bool = False, *, label: str | None = None,

@@ -80,6 +80,7 @@ def test_an_unforeseen_exception_is_one_internal_line(
     assert done.value.exit_code == ExitCode.FAILURE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("internal KeyError: 'a bug'"), err
+    assert "at test_cli_errors.py:" in err[0] and "in broken" in err[0], err  # where it was
 
 
 def test_version() -> None:
