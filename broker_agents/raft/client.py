@@ -4,6 +4,10 @@ Proposals keep ONE request id across every retry (timeouts, not_leader, no respo
 so the group's replicated dedup table makes a retried write apply at most once. The
 client remembers the leader from replies and talks to it directly; without a hint it
 uses the group subject, which any member serves (followers forward to the leader).
+
+Proposals go through the connection's ``Coalescer`` (``coalesce.py``): those issued on
+one connection in one loop turn, by this client or others, travel as one batch request;
+a lone one is the plain request it always was. ``coalesce=False`` sends each alone.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from broker_agents.codec import decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode
+from broker_agents.raft.coalesce import coalescer_for
 from broker_agents.subjects import Subjects
 
 MIN_BACKOFF = 0.002
@@ -36,9 +41,10 @@ after a retry)."""
 
 class RaftClient:
     def __init__(self, nc: Any, group: str, subjects: Subjects = Subjects(),  # noqa: B008
-                 *, attempt_timeout: float = 0.25) -> None:
+                 *, attempt_timeout: float = 0.25, coalesce: bool = True) -> None:
         self.nc, self.group, self.subjects = nc, group, subjects
         self.attempt_timeout = attempt_timeout
+        self._batcher = coalescer_for(nc) if coalesce else None
         self.leader: str | None = None
         self.retries = 0
 
@@ -68,9 +74,12 @@ class RaftClient:
             if left <= 0:
                 raise last or BrokerError(ErrorCode.TIMEOUT, f"raft {kind} timed out")
             try:
-                msg = await self.nc.request(self._subject(kind), payload,
-                                            timeout=min(self.attempt_timeout, left))
-                reply = decode(msg.data, msg.headers)
+                wait = min(self.attempt_timeout, left)
+                if kind == "propose" and self._batcher is not None:
+                    reply = await self._batcher.request(self._subject(kind), payload, wait)
+                else:
+                    msg = await self.nc.request(self._subject(kind), payload, timeout=wait)
+                    reply = decode(msg.data, msg.headers)
             except (NatsTimeout, NoRespondersError, TimeoutError) as exc:
                 last = BrokerError(ErrorCode.TIMEOUT, f"raft {kind}: {type(exc).__name__}")
                 self.leader = None  # the member we used may be gone

@@ -31,7 +31,8 @@ reports it) instead of leaving a zombie that takes requests it can never commit.
 This module passes 400 lines on purpose: the pump, the NATS callbacks that feed it, the
 client waiters it completes and the fail-stop that ends it are one loop, and splitting
 them would scatter its ordering rules across files. What it applies lives beside it:
-parsing (``inbound.py``), command checks (``commands.py``), payload cutting
+parsing (``inbound.py``), proposal intake and relaying, batches included
+(``proposing.py``, ``batch.py``), command checks (``commands.py``), payload cutting
 (``outgoing.py``), refusal counting (``refusals.py``), waiters (``replies.py``), and
 what callers ask of a member, membership and leadership transfer included (``requests.py``).
 """
@@ -52,7 +53,6 @@ from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.raft import (
     Forget,
     Persisted,
-    Propose,
     RaftConfig,
     RaftCore,
     RaftEvent,
@@ -66,12 +66,13 @@ from broker_agents.core.raft import (
 )
 from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP
 from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES, CommandCheck
-from broker_agents.raft.inbound import HOPS, decode_peer_payload, parse_proposal, parse_request
+from broker_agents.raft.inbound import decode_peer_payload, parse_request
 from broker_agents.raft.memstore import Storage
 from broker_agents.raft.metrics import MemberMetrics, RoleObserver
 from broker_agents.raft.outgoing import peer_payloads
+from broker_agents.raft.proposing import MemberProposing
 from broker_agents.raft.refusals import LogThrottle, Refusals
-from broker_agents.raft.replies import Remote, Waiter, Waiters
+from broker_agents.raft.replies import Remote, Waiters
 from broker_agents.raft.requests import RESERVED, MemberRequests
 from broker_agents.raft.writer import LogWriter
 from broker_agents.reply import max_payload_of, respond
@@ -81,7 +82,7 @@ _TICK = Tick()  # Raft counts ticks: one record serves them all
 _log = structlog.get_logger()
 
 
-class RaftMember(MemberRequests):
+class RaftMember(MemberRequests, MemberProposing):
     def __init__(
         self,
         nc: Any,
@@ -280,20 +281,6 @@ class RaftMember(MemberRequests):
         if msg.reply:
             await self._respond(msg.reply, exc.to_payload(), as_json)
 
-    async def _on_propose(self, msg: Any) -> None:
-        if not self._running:
-            return
-        as_json = is_json(msg.data, msg.headers)
-        try:
-            command, rid, hops = parse_proposal(msg.data, msg.headers, as_json, self._check)
-        except BrokerError as exc:
-            await self._refuse_request(msg, exc, as_json)
-            return
-        self.metrics.proposals.inc()
-        if msg.reply:
-            self._waiters.add(rid, Remote(msg.reply, as_json, msg))
-        self._step(Propose(command, rid, True, hops))
-
     async def _on_read(self, msg: Any) -> None:
         if not self._running:
             return
@@ -395,19 +382,6 @@ class RaftMember(MemberRequests):
             await self._relay(reply, waiters)
         else:
             await self._waiters.answer(waiters, reply, self.core.leader if self.core else None)
-
-    async def _relay(self, redirect: Redirect, waiters: list[Waiter]) -> None:
-        """Carry out a Redirect: each NATS requester's message goes to the leader as is,
-        with its reply subject and the relay count; in-process callers keep waiting."""
-        kept: list[Waiter] = [w for w in waiters if not isinstance(w, Remote)]
-        if kept:
-            self._waiters.put_back(redirect.request_id, kept)
-        subject = self.subjects.raft(self.group, redirect.leader, "propose")
-        for w in waiters:
-            if isinstance(w, Remote) and w.request is not None:
-                msg = w.request
-                headers = {**(msg.headers or {}), HOPS: str(redirect.hops)}
-                await self._publish(subject, msg.data, reply=msg.reply, headers=headers)
 
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()

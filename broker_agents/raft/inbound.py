@@ -4,7 +4,8 @@ Client requests (``<p>.raft.<group>[.<member>].propose|read``) are
 ``{"command": ..., "request_id": "..."}`` or ``{"query": ...}`` (JSON or msgpack). Whatever
 fails -- a payload that is not JSON or msgpack, one nested too deeply for the decoder
 (``RecursionError``), a missing field, a relay count header that is not a small number --
-becomes a ``BrokerError``, which the driver answers in the caller's encoding.
+becomes a ``BrokerError``, which the driver answers in the caller's encoding. A proposal
+request may also be a batch of proposals (``{"batch": [...]}``, see ``batch.py``).
 
 Peer payloads (``<p>.raft.<group>.<member>``) are a msgpack list of wire messages
 (``core/raft/wire.py``), taken whole or not at all; peers never speak JSON, which could
@@ -22,6 +23,7 @@ from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.raft.effects import RefusalReason
 from broker_agents.core.raft.messages import ForwardProposals, Message
 from broker_agents.core.raft.wire import decode_message
+from broker_agents.raft.batch import BATCH, parse_batch
 from broker_agents.raft.commands import CommandCheck
 
 HOPS = "ba-raft-hops"
@@ -30,12 +32,12 @@ HOPS = "ba-raft-hops"
 _MAX_HOPS_DIGITS = 4
 
 
-def parse_request(data: bytes, as_json: bool, field: str,
-                  headers: Mapping[str, str] | None = None) -> tuple[Any, str | None]:
-    """``(body[field], request_id)``; raises ``BrokerError`` (``malformed`` or
-    ``bad_request``) for anything else, an unsupported content type included."""
+def decode_request(data: bytes, as_json: bool,
+                   headers: Mapping[str, str] | None = None) -> Any:
+    """The decoded body of a client request; raises ``BrokerError`` (``malformed``) for
+    anything undecodable, an unsupported content type included."""
     try:
-        body = decode(data, headers, as_json=as_json)
+        return decode(data, headers, as_json=as_json)
     except BrokerError:
         raise
     except RecursionError:
@@ -44,6 +46,16 @@ def parse_request(data: bytes, as_json: bool, field: str,
     except Exception as exc:  # a decoder's surprise must still be answered
         raise BrokerError(ErrorCode.MALFORMED, f"undecodable payload: {type(exc).__name__}",
                           {"size": len(data)}) from None
+
+
+def parse_request(data: bytes, as_json: bool, field: str,
+                  headers: Mapping[str, str] | None = None) -> tuple[Any, str | None]:
+    """``(body[field], request_id)``; raises ``BrokerError`` (``malformed`` or
+    ``bad_request``) for anything else, an unsupported content type included."""
+    return _field(decode_request(data, as_json, headers), field)
+
+
+def _field(body: Any, field: str) -> tuple[Any, str | None]:
     if type(body) is not dict or field not in body:
         raise BrokerError(ErrorCode.BAD_REQUEST, f"request needs a {field!r} field")
     rid = body.get("request_id")
@@ -56,13 +68,25 @@ def parse_proposal(data: bytes, headers: Mapping[str, str] | None, as_json: bool
                    check: CommandCheck) -> tuple[Any, str, int]:
     """``(command, request_id, relay count)`` of a proposal the log can store (a request
     without an id gets a fresh one); raises ``BrokerError``."""
-    command, rid = parse_request(data, as_json, "command", headers)
+    items, hops, _batch = parse_proposals(data, headers, as_json, check)
+    command, rid = items[0]
+    return command, rid, hops
+
+
+def parse_proposals(data: bytes, headers: Mapping[str, str] | None, as_json: bool,
+                    check: CommandCheck) -> tuple[list[tuple[Any, str]], int, bool]:
+    """``([(command, request_id)], relay count, is a batch)`` of a proposal request: one
+    proposal, or a batch of them (``batch.py``); raises ``BrokerError``."""
+    body = decode_request(data, as_json, headers)
     hops = relay_count(headers)
+    if type(body) is dict and BATCH in body and "command" not in body:
+        return parse_batch(body[BATCH], len(data), as_json, check), hops, True
+    command, rid = _field(body, "command")
     check.decoded(command, len(data), from_json=as_json)
     if rid is None:
-        return command, uuid.uuid4().hex, hops
+        return [(command, uuid.uuid4().hex)], hops, False
     check.request_id(rid, valid_utf8=not as_json)
-    return command, rid, hops
+    return [(command, rid)], hops, False
 
 
 def relay_count(headers: Mapping[str, str] | None) -> int:

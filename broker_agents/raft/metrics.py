@@ -17,6 +17,9 @@ APPLIED_INDEX = Gauge("ba_raft_applied_index", "Highest index applied", _LABELS)
 LOG_ENTRIES = Gauge("ba_raft_log_entries", "Entries held after the last snapshot", _LABELS)
 ELECTIONS = Counter("ba_raft_elections_total", "Elections this member started", _LABELS)
 PROPOSALS = Counter("ba_raft_proposals_total", "Client proposals received", _LABELS)
+PROPOSAL_REQUESTS = Counter("ba_raft_proposal_requests_total",
+                            "Client proposal requests (a batch of proposals counts once)",
+                            _LABELS)
 MALFORMED = Counter("ba_raft_malformed_total", "Peer or client payloads rejected", _LABELS)
 REJECTED = Counter("ba_raft_rejected_messages_total",
                    "Peer messages refused (forged, confused or garbage), by reason",
@@ -54,6 +57,7 @@ class MemberMetrics:
     handovers: Any
     voters: Any
     learners: Any
+    proposal_requests: Any
 
     @classmethod
     def bind(cls, group: str, member: str) -> MemberMetrics:
@@ -63,6 +67,7 @@ class MemberMetrics:
             APPLIED_INDEX.labels(*lv), LOG_ENTRIES.labels(*lv), ELECTIONS.labels(*lv),
             PROPOSALS.labels(*lv), MALFORMED.labels(*lv), FAIL_STOPS.labels(*lv),
             HANDOVERS.labels(*lv), VOTERS.labels(*lv), LEARNERS.labels(*lv),
+            PROPOSAL_REQUESTS.labels(*lv),
         )
 
 

@@ -1,4 +1,6 @@
-"""How a member answers the clients waiting on it: in-process futures or NATS requesters."""
+"""How a member answers the clients waiting on it: in-process futures, NATS requesters,
+or one item of a batch request (``batch.Slot``: the batch is answered once, when its
+last item is decided)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.raft import Answer, NotLeader, ProposalResult, ReadResult
+from broker_agents.raft.batch import Slot
 
 
 class Remote:
@@ -24,15 +27,23 @@ class Remote:
         self.created = time.monotonic()
 
 
-Waiter = asyncio.Future[Answer] | Remote
+Waiter = asyncio.Future[Answer] | Remote | Slot
 
 
 def reply_payload(reply: Answer, leader: str | None) -> dict[str, Any]:
+    payload = item_payload(reply)
+    if "error" not in payload:
+        payload["leader"] = leader
+    return payload
+
+
+def item_payload(reply: Answer) -> dict[str, Any]:
+    """``reply_payload`` without the leader hint: one item of a batch reply."""
     if isinstance(reply, ProposalResult | ReadResult):
         err = BrokerError.from_payload(reply.result)
         if err is not None:
             return err.to_payload()
-        return {"result": reply.result, "index": reply.index, "leader": leader}
+        return {"result": reply.result, "index": reply.index}
     if isinstance(reply, NotLeader):
         return BrokerError(ErrorCode.NOT_LEADER, "not the leader",
                            {"leader": reply.leader}).to_payload()
@@ -110,7 +121,7 @@ class Waiters:
         cutoff = time.monotonic() - ttl
         for rid, waiters in list(self._by_rid.items()):
             for w in list(waiters):
-                if isinstance(w, Remote) and w.created < cutoff:
+                if isinstance(w, Remote | Slot) and w.created < cutoff:
                     self.drop(rid, w)
 
     async def answer(self, waiters: list[Waiter], reply: Answer, leader: str | None) -> None:
@@ -118,6 +129,10 @@ class Waiters:
             if isinstance(w, asyncio.Future):
                 if not w.done():
                     w.set_result(reply)
+            elif isinstance(w, Slot):
+                batch = w.batch
+                if batch.fill(w.k, item_payload(reply)):
+                    await self._respond(batch.subject, batch.reply(leader), batch.as_json)
             else:
                 await self._respond(w.subject, reply_payload(reply, leader), w.as_json)
 
@@ -130,5 +145,10 @@ class Waiters:
                 if isinstance(w, asyncio.Future):
                     if not w.done():
                         w.set_exception(error)
+                elif isinstance(w, Slot):
+                    if not w.batch.done:  # one answer for the whole batch
+                        w.batch.done = True
+                        await self._respond(w.batch.subject, error.to_payload(),
+                                            w.batch.as_json)
                 else:
                     await self._respond(w.subject, error.to_payload(), w.as_json)

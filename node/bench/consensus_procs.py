@@ -36,6 +36,7 @@ from node.bench.stats import ci95, figure, percentile, rate_figure
 from node.cluster import LocalCluster
 
 GROUP = "bench"
+_PROPOSALS, _REQUESTS = "ba_raft_proposals_total", "ba_raft_proposal_requests_total"
 _METRIC = re.compile(r'^(ba_raft_\w+)\{group="(\w+)",member="([\w-]+)"\} (\S+)$', re.M)
 
 
@@ -89,6 +90,10 @@ async def member_metrics(cluster: LocalCluster) -> dict[str, dict[str, float]]:
 
 def _term(metrics: dict[str, dict[str, float]]) -> int:
     return int(max(m.get("ba_raft_term", 0) for m in metrics.values()))
+
+
+def _total(metrics: dict[str, dict[str, float]], name: str) -> float:
+    return sum(m.get(name, 0.0) for m in metrics.values())
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -229,13 +234,18 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
         changes: list[int] = []
         nodes, servers = server_pids(cluster)
         cpu: dict[str, list[float]] = {"raft": [], "js": []}
+        per_request: list[float] = []  # proposals per request message (batches: > 1)
         for _ in range(rounds):
             seq["raft"].append(await sequential(commit, max(1, proposals // rounds)))
             seq["js"].append(await sequential(put, max(1, proposals // rounds)))
-            before, used = _term(await member_metrics(cluster)), _cpu_seconds(nodes + servers)
+            seen, used = await member_metrics(cluster), _cpu_seconds(nodes + servers)
             loaded["raft"].append(await closed_loop(commit, concurrency, seconds / rounds))
             cpu["raft"].append((_cpu_seconds(nodes + servers) - used) / loaded["raft"][-1].count)
-            changes.append(_term(await member_metrics(cluster)) - before)
+            now = await member_metrics(cluster)
+            changes.append(_term(now) - _term(seen))
+            asked = _total(now, _REQUESTS) - _total(seen, _REQUESTS)
+            if asked > 0:
+                per_request.append((_total(now, _PROPOSALS) - _total(seen, _PROPOSALS)) / asked)
             used = _cpu_seconds(servers)
             loaded["js"].append(await closed_loop(put, concurrency, seconds / rounds))
             cpu["js"].append((_cpu_seconds(servers) - used) / loaded["js"][-1].count)
@@ -255,7 +265,7 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
     marks = [begun, *phases.values()]
     spent = {name: round(b - a, 1) for name, a, b in zip(phases, marks, marks[1:], strict=False)}
     return _report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, cpu,
-                   planned=planned, proposals=proposals,
+                   planned=planned, per_request=per_request, proposals=proposals,
                    concurrency=concurrency, seconds=seconds, rounds=rounds, fsync=fsync,
                    phase_s=spent, leader=leader_c64)
 
@@ -325,7 +335,7 @@ def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[floa
             loaded: dict[str, list[Loaded]], changes: list[int], failover: list[float],
             retries_c64: int, cpu: dict[str, list[float]] | None = None,
             planned: list[tuple[float, float, int]] | None = None,
-            **params: Any) -> dict[str, Any]:
+            per_request: list[float] | None = None, **params: Any) -> dict[str, Any]:
     def flat(rounds: list[list[float]]) -> list[float]:
         return [x for r in rounds for x in r]
 
@@ -355,6 +365,8 @@ def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[floa
         # CPU of the nodes and nats-servers (ours) or the nats-servers (theirs) per write
         **figure("cpu_us_per_commit_c64", (cpu or {}).get("raft", []), 50, 1e6),
         **figure("js_r3_cpu_us_per_put_c64", (cpu or {}).get("js", []), 50, 1e6),
+        # how many proposals one client request carried, on average (batches: > 1)
+        **figure("proposals_per_request_c64", per_request or [], 50, 1),
         **_ratio("commit_to_js_r3_p50_ratio", p50[0], p50[1]),
         **_ratio("commit_p99_c64_to_js_r3_ratio", p99c[0], p99c[1]),
         **_ratio("commits_c64_to_js_r3_ratio", rate[0], rate[1]),
