@@ -12,15 +12,14 @@ Subjects (``s = Subjects(prefix)``):
     s.raft(group, member)             peer traffic (a msgpack list of wire messages)
     s.raft(group, "propose" | "read") client requests, any member (queue group)
     s.raft(group, member, "propose" | "read")   client requests to one member
-A client request is ``{"command": ..., "request_id": "..."}`` or ``{"query": ...}`` (JSON or
-msgpack); the reply is ``{"result", "index", "leader"}`` or the standard error payload, in
+A client request is ``{"command": ..., "request_id": "..."}`` (or a batch of them:
+``batch.py``) or ``{"query": ...}`` (JSON or msgpack); the reply is ``{"result", "index", "leader"}`` or the standard error payload, in
 the request's encoding (``inbound.py``; ``broker_agents/reply.py`` sends it). A command is
 checked before the core sees it (``commands.py``): one the log could not store is refused
 with ``validation_error``.
 The core decides what becomes of a proposal to a member that is not the leader; when it
-answers ``Redirect``, the driver relays the request to the leader's subject with the
-original reply subject (so the leader answers the client directly) and the relay count in
-the ``ba-raft-hops`` header, which it hands back to the core with the request.
+answers ``Redirect``, the driver relays the request (a batch once) to the leader's subject
+with the original reply subject and the relay count in the ``ba-raft-hops`` header.
 
 Peers speak msgpack only. A peer message that does not decode, or that the core refuses
 (``Ready.refused``: not from a member, an implausible term...), is counted and logged at
@@ -28,13 +27,11 @@ a bounded rate (``refusals.py``). An internal error -- the log cannot be written
 core raises -- fail-stops the member loudly (``failed`` says why; the node's readiness
 reports it) instead of leaving a zombie that takes requests it can never commit.
 
-This module passes 400 lines on purpose: the pump, the NATS callbacks that feed it, the
-client waiters it completes and the fail-stop that ends it are one loop, and splitting
-them would scatter its ordering rules across files. What it applies lives beside it:
-parsing (``inbound.py``), proposal intake and relaying, batches included
-(``proposing.py``, ``batch.py``), command checks (``commands.py``), payload cutting
-(``outgoing.py``), refusal counting (``refusals.py``), waiters (``replies.py``), and
-what callers ask of a member, membership and leadership transfer included (``requests.py``).
+The pump, the peer callbacks, the waiters it completes and the fail-stop are one loop and
+stay here; what it applies lives beside it: parsing (``inbound.py``), proposal intake
+and relaying, batches included (``proposing.py``, ``batch.py``), command checks
+(``commands.py``), payload cutting (``outgoing.py``), refusal counting (``refusals.py``),
+waiters (``replies.py``), and what callers ask of a member (``requests.py``).
 """
 
 from __future__ import annotations
