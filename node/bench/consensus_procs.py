@@ -6,7 +6,10 @@ replicated write (an R3 KV put) on that same cluster, in the same run.
 Each round alternates the two systems (1 client sequentially, then ``concurrency``
 clients in a closed loop), so drift on a shared machine hits both alike; ratios are the
 median of the per-round ratios. Leader changes come from the members' own metrics (the
-Raft term: every new leader needs a new term). Failover kills the leader's process with
+Raft term: every new leader needs a new term). The ``concurrency`` RaftClients share
+``connections`` connections, so proposals issued together travel as batch requests
+(``broker_agents/raft/coalesce.py``); ``proposals_per_request_c64`` says how many one
+request carried on average. Failover kills the leader's process with
 SIGKILL and times the next commit through a client, which retries under one request id.
 """
 
