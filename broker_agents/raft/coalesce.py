@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -64,10 +64,16 @@ class Coalescer:
     """The batching of one connection; ``request`` is ``nc.request`` + ``decode`` for
     one proposal's msgpack payload."""
 
-    __slots__ = ("__weakref__", "_queues", "_tasks", "max_items", "nc")
+    __slots__ = ("_nc", "_queues", "_tasks", "max_items")
 
     def __init__(self, nc: Any, max_items: int = MAX_ITEMS) -> None:
-        self.nc, self.max_items = nc, max_items
+        # weakly: ``coalescer_for`` keys its cache by the connection, which a strong
+        # reference from here would keep alive for ever
+        try:
+            self._nc: Callable[[], Any] = weakref.ref(nc)
+        except TypeError:
+            self._nc = lambda: nc
+        self.max_items = max_items
         self._queues: dict[str, list[_Item]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -84,7 +90,7 @@ class Coalescer:
 
     def _flush(self, subject: str) -> None:
         items = self._queues.pop(subject, [])
-        limit = max_payload_of(self.nc) - _ROOM
+        limit = max_payload_of(self._nc()) - _ROOM
         start = 0
         for end in cut([len(p) for p, _, _ in items], self.max_items, limit):
             task = asyncio.ensure_future(self._send(subject, items[start:end]))
@@ -96,11 +102,14 @@ class Coalescer:
         futs = [f for _, _, f in items]
         timeout = min(t for _, t, _ in items)
         try:
+            nc = self._nc()
+            if nc is None:  # the callers hold it: only at interpreter teardown
+                raise BrokerError(ErrorCode.UNAVAILABLE, "connection gone")
             if len(items) == 1:
-                msg = await self.nc.request(subject, items[0][0], timeout=timeout)
+                msg = await nc.request(subject, items[0][0], timeout=timeout)
                 replies = [decode(msg.data, msg.headers)]
             else:
-                msg = await self.nc.request(subject, batch_payload([p for p, _, _ in items]),
+                msg = await nc.request(subject, batch_payload([p for p, _, _ in items]),
                                             timeout=timeout)
                 reply = decode(msg.data, msg.headers)
                 err = BrokerError.from_payload(reply)

@@ -13,10 +13,10 @@ Subjects (``s = Subjects(prefix)``):
     s.raft(group, "propose" | "read") client requests, any member (queue group)
     s.raft(group, member, "propose" | "read")   client requests to one member
 A client request is ``{"command": ..., "request_id": "..."}`` (or a batch of them:
-``batch.py``) or ``{"query": ...}`` (JSON or msgpack); the reply is ``{"result", "index", "leader"}`` or the standard error payload, in
-the request's encoding (``inbound.py``; ``broker_agents/reply.py`` sends it). A command is
-checked before the core sees it (``commands.py``): one the log could not store is refused
-with ``validation_error``.
+``batch.py``) or ``{"query": ...}`` (JSON or msgpack); the reply is ``{"result", "index",
+"leader"}`` or the standard error payload, in the request's encoding (``inbound.py``;
+``broker_agents/reply.py`` sends it). A command is checked before the core sees it
+(``commands.py``): one the log could not store is refused with ``validation_error``.
 The core decides what becomes of a proposal to a member that is not the leader; when it
 answers ``Redirect``, the driver relays the request (a batch once) to the leader's subject
 with the original reply subject and the relay count in the ``ba-raft-hops`` header.

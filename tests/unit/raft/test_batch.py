@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 from typing import Any
 
@@ -17,7 +18,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from broker_agents.codec import decode, encode
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.raft.batch import MAX_BATCH_ITEMS, PendingBatch, split_reply
-from broker_agents.raft.coalesce import Coalescer, batch_payload, cut
+from broker_agents.raft.coalesce import _BY_CONNECTION, Coalescer, batch_payload, coalescer_for, cut
 from broker_agents.raft.commands import CommandCheck
 from broker_agents.raft.inbound import parse_proposals
 
@@ -175,8 +176,18 @@ async def test_one_loop_turn_is_one_request_and_a_lone_proposal_is_plain() -> No
 
 
 async def test_a_failed_batch_request_fails_each_proposal_in_it() -> None:
-    co = Coalescer(FakeNats(NatsTimeout()))
+    nc = FakeNats(NatsTimeout())
+    co = Coalescer(nc)
     results = await asyncio.gather(*(co.request("s", encode({"command": i, "request_id": str(i)}),
                                                 1.0) for i in range(3)),
                                    return_exceptions=True)
     assert all(isinstance(r, NatsTimeout) for r in results)
+
+
+def test_a_connection_s_coalescer_is_shared_and_does_not_keep_it_alive() -> None:
+    nc = FakeNats()
+    assert coalescer_for(nc) is coalescer_for(nc)
+    assert nc in _BY_CONNECTION
+    del nc
+    gc.collect()
+    assert not any(isinstance(k, FakeNats) for k in _BY_CONNECTION)
