@@ -24,58 +24,23 @@ from broker_agents.agent import Agent
 from broker_agents.core.supervision import Backoff
 from broker_agents.kv import configure_replicas
 from broker_agents.logging import get_logger
-from broker_agents.metrics import AGENTS_RUNNING, NODE_HEALTHY, RESTARTS
+from broker_agents.metrics import NODE_HEALTHY
 from broker_agents.subjects import Subjects
 from broker_agents.transport import ConnectOptions, NatsUnreachable, connect
 from node import health
+from node.agent_lifecycle import AgentLifecycle
 from node.config import NodeConfig
 from node.dashboard.innode import attach as attach_dashboard
 from node.drain import DrainService
 from node.embedded import NatsServer
 from node.exitcodes import ExitCode
 from node.features import FeatureService
-from node.hosting import AgentChild, build_specs
+from node.hosting import build_specs
 from node.http import HttpServer
 from node.nats_access import EmbeddedSupervisor, open_access
 from node.services import NodeService, build_services
 from node.status import StatusPublisher
-from node.supervisor import Child, Supervisor, SupervisorGaveUp, SupervisorHooks
-
-
-class _NodeHooks(SupervisorHooks):
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    async def started(self, child_id: str, child: Child, restarts: int) -> None:
-        AGENTS_RUNNING.inc()
-        if restarts:
-            RESTARTS.labels(child_id).inc()
-        agent = child.agent if isinstance(child, AgentChild) else None
-        if agent is not None:
-            self.node.agents[child_id] = agent
-            for service in self.node.services:
-                await service.agent_started(agent, restarts)
-        await self.node.publish_event("started", child_id, restarts=restarts, kind="agent")
-
-    async def exited(self, child_id: str, error: BaseException | None, restarting: bool) -> None:
-        AGENTS_RUNNING.dec()
-        self.node.agents.pop(child_id, None)
-        for service in self.node.services:
-            await service.agent_exited(child_id, error, restarting)
-        await self.node.publish_event("exited", child_id, kind="agent", restarting=restarting,
-                                      error=repr(error) if error else None)
-
-    async def stopping(self, child_id: str) -> None:
-        AGENTS_RUNNING.dec()
-        self.node.agents.pop(child_id, None)
-        for service in self.node.services:
-            await service.agent_stopping(child_id)
-
-    async def gave_up(self, child_id: str, error: BaseException | None) -> None:
-        for service in self.node.services:  # deregistered (idempotent), like a stop
-            await service.agent_exited(child_id, error, False)
-        await self.node.publish_event("gave_up", child_id, kind="agent",
-                                      error=repr(error) if error else None)
+from node.supervisor import Supervisor, SupervisorGaveUp
 
 
 class Node:
@@ -149,7 +114,7 @@ class Node:
         self.supervisor = Supervisor(
             f"node-{self.id}", build_specs(cfg, self.nc, self.service_map), sup.strategy,
             sup.max_restarts, sup.period, Backoff(sup.backoff_initial, sup.backoff_max),
-            _NodeHooks(self))
+            AgentLifecycle(self))
         self._supervisor_task = asyncio.create_task(
             self.supervisor.run(self._agents_ready.set), name=f"node-{self.id}-supervisor")
         ready_wait = asyncio.ensure_future(self._agents_ready.wait())
