@@ -98,6 +98,18 @@ class Elections:
             self._become_leader()
         return True
 
+    def _yields_to_us(self, m: VoteRequest) -> bool:
+        """Two members that time out together would grant each other's pre-vote, both
+        campaign in the same term and split the vote: a whole election timeout lost (a
+        failover of ~2x the usual in about one kill in four, with 10 timeout values). So
+        a pre-candidate refuses the pre-vote of a higher id with a log no newer than its
+        own, for the term it campaigns for itself; the lower id wins the tie, and a newer
+        log still wins over an id. Pre-votes change no term or vote: safety is untouched."""
+        if self.role != Role.PRE_CANDIDATE or m.term != self.term + 1 or m.src <= self.id:
+            return False
+        log = self._rep.log
+        return (m.last_term, m.last_index) <= (log.last_term, log.last_index)
+
     def _in_lease(self) -> bool:
         cfg = self._cfg
         return cfg.check_quorum and self.leader is not None and (
@@ -108,7 +120,7 @@ class Elections:
             self.vote == m.src
             or (self.vote is None and self.leader is None)
             or (m.pre_vote and m.term > self.term)
-        )
+        ) and not (m.pre_vote and self._yields_to_us(m))
         if can_vote and self._rep.log.is_up_to_date(m.last_index, m.last_term):
             self._out.send(VoteResponse(m.term, self.id, m.src, True, m.pre_vote))
             if not m.pre_vote:

@@ -169,6 +169,35 @@ def test_election_restriction_rejects_a_candidate_with_an_older_log() -> None:
     assert votes == {"s1": False, "s3": False, "s4": True}
 
 
+def _pre_candidate(me: str, log: list[Entry]) -> RaftCore:
+    core = RaftCore(cfg(me), random.Random(5), KVStateMachine(),
+                    InitialState(HardState(3, None, 0), None, log))
+    while core.role != Role.PRE_CANDIDATE:
+        core.step(Tick())
+    core.ready()
+    return core
+
+
+def test_two_members_timing_out_together_do_not_split_their_pre_votes() -> None:
+    """Equal logs: the lower id wins the tie (its peer grants, it refuses the peer), so one
+    real election follows instead of two candidates splitting the vote in one term."""
+    log = [Entry(1, 1, None, "r1"), Entry(3, 2, None, "r2")]
+    low, high = _pre_candidate("s1", log), _pre_candidate("s2", log)
+    low.step(VoteRequest(4, "s2", "s1", 2, 3, True))
+    high.step(VoteRequest(4, "s1", "s2", 2, 3, True))
+    granted = {c.id: [m.granted for m in c.ready().messages if isinstance(m, VoteResponse)]
+               for c in (low, high)}
+    assert granted == {"s1": [False], "s2": [True]}
+    # a newer log still wins over an id; a follower grants as before
+    low.step(VoteRequest(4, "s2", "s1", 3, 3, True))
+    follower = RaftCore(cfg("s1"), random.Random(6), KVStateMachine(),
+                        InitialState(HardState(3, None, 0), None, log))
+    follower.step(VoteRequest(4, "s2", "s1", 2, 3, True))
+    assert [m.granted for m in low.ready().messages if isinstance(m, VoteResponse)] == [True]
+    assert [m.granted for m in follower.ready().messages
+            if isinstance(m, VoteResponse)] == [True]
+
+
 def test_fast_backtracking_skips_a_whole_conflicting_term() -> None:
     # the follower holds 30 entries of a term-2 leader that never committed them
     stale = [Entry(1, 1, None, "r1")] + [Entry(2, i, None, f"x{i}") for i in range(2, 32)]
