@@ -6,13 +6,20 @@ the node fan-out subject; every agent host (a node's connection) subscribes to i
 hands the envelope to each participant it hosts through the very callback an inbox
 delivery takes (``AgentRunner._on_message``: quota, decode, authentication, dedup,
 metrics, handler, reply). So an answer is exactly what the agent answers a direct message,
-published on the same per-participant reply subject ``<inbox>.<batch>-<index>``.
+made for the same per-participant reply subject ``<inbox>.<batch>-<index>``.
 
 Wire: the message's data is the envelope, its headers the envelope's own (e.g. its
 content type) plus ``Ba-Fanout: <index>=<agent id>,...``; its reply is ``<inbox>.<batch>``.
-Answers are not batched per node: each answer stays a separate message on its own reply
-subject, so a signed answer still covers the subject it is read on and the gatherer's
-per-participant checks (``Call.refused``, evidence) are unchanged.
+
+Answers batched per node: an ask that carries ``Ba-Batch: 1`` (the asker reads batches)
+is delivered with a ``ReplySink``: every answer made while the delivery loop runs (a
+sequential handler's, a duplicate's resend, a refusal) is kept, and the kept ones leave
+as ONE message on ``<inbox>.<batch>`` (``broker_agents.batchframe``: each entry byte for
+byte the single answer, signed for its per-participant subject) when the loop ends or
+first yields to the event loop (a slow handler), so no answer waits for a slower
+participant's handler. An answer made later (a concurrent handler's) is published alone
+on its own subject, as is a lone one. The asker's connection pays one delivery per node
+instead of one per participant.
 
 Only nodes may publish or subscribe here (``node/auth/roles.py``). A malformed fan-out ask
 (no or bad ``Ba-Fanout`` header, a bad id or index, too many participants, no reply) is
@@ -22,6 +29,7 @@ refused before any agent sees it, counted in ``ba_agent_malformed_messages_total
 
 from __future__ import annotations
 
+import asyncio
 import re
 import weakref
 from collections.abc import Awaitable, Callable
@@ -30,13 +38,13 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from broker_agents import codec
+from broker_agents import batchframe, codec
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.tokens import TOKEN_PATTERN
 from broker_agents.logging import get_logger
-from broker_agents.metrics import MALFORMED
+from broker_agents.metrics import MALFORMED, REPLIES_REFUSED
 from broker_agents.ratelog import RateLimitedLog
-from broker_agents.reply import respond
+from broker_agents.reply import Publish, max_payload_of, respond
 from broker_agents.subjects import Subjects
 
 HEADER = "Ba-Fanout"
@@ -46,8 +54,10 @@ COMPONENT = "fanout"
 _ID = TOKEN_PATTERN.strip("^$")
 # The whole header in one match (one regex call, not one per participant).
 _TARGETS = re.compile(rf"[0-9]{{1,6}}={_ID}(?:,[0-9]{{1,6}}={_ID})*")
-Deliver = Callable[[list[Subscription], Msg], Awaitable[None]]
+Deliver = Callable[[list[Subscription], Msg, Publish | None], Awaitable[None]]
 _log = RateLimitedLog(get_logger(component=COMPONENT))
+_BATCH = {batchframe.HEADER: "1"}
+_FRAME_ROOM = 256  # what a batch's headers and framing take besides its entries
 
 
 def encode_targets(targets: list[tuple[int, str]]) -> str:
@@ -103,14 +113,92 @@ class FanoutHost:
                           codec.is_json(msg.data, None), component=COMPONENT)
             return
         assert headers is not None and self._sub is not None
-        rest = {k: v for k, v in headers.items() if k != HEADER} or None
+        rest = {k: v for k, v in headers.items()
+                if k != HEADER and k != batchframe.HEADER} or None
         holder = [self._sub]  # its backlog is the backlog behind this ask, for the quota
         agents, agent_subject, reply = self.agents, self.subjects.agent, msg.reply
-        for index, agent_id in targets:
-            deliver = agents.get(agent_id)
-            if deliver is not None:
-                await deliver(holder, Msg(self.nc, agent_subject(agent_id),
-                                          f"{reply}-{index}", msg.data, rest))
+        sink = ReplySink(self.nc, reply) if headers.get(batchframe.HEADER) == "1" else None
+        publish = sink.publish if sink is not None else None
+        try:
+            for index, agent_id in targets:
+                deliver = agents.get(agent_id)
+                if deliver is not None:
+                    await deliver(holder, Msg(self.nc, agent_subject(agent_id),
+                                              f"{reply}-{index}", msg.data, rest), publish)
+        finally:
+            if sink is not None:
+                await sink.close()
+
+
+class ReplySink:
+    """One fan-out ask's answers from this node, kept and sent as batch frames.
+
+    ``publish`` has ``nc.publish``'s shape (the reply path takes it instead): an answer on
+    ``<reply>-<index>`` while the sink is open is kept; what is kept leaves at ``close``
+    (the delivery loop's end) or at the loop's first yield to the event loop, whichever
+    comes first; a frame never exceeds the server's max payload. Anything else, and
+    everything after ``close``, is published at once.
+    """
+
+    __slots__ = ("_entries", "_max", "_nc", "_open", "_prefix", "_reply", "_scheduled",
+                 "_size", "_tasks")
+
+    def __init__(self, nc: NATS, reply: str) -> None:
+        self._nc = nc
+        self._reply = reply
+        self._prefix = f"{reply}-"
+        self._entries: list[batchframe.Entry] = []
+        self._size = 0
+        self._max = max_payload_of(nc) - _FRAME_ROOM
+        self._open = True
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def publish(self, subject: str, payload: bytes = b"", reply: str = "",
+                      headers: dict[str, str] | None = None) -> None:
+        prefix = self._prefix
+        if self._open and not reply and subject.startswith(prefix):
+            index = subject[len(prefix):]
+            size = batchframe.entry_size(payload, headers)
+            if index.isdigit() and size <= self._max:
+                if self._size + size > self._max:
+                    await self._send()
+                self._entries.append((int(index), payload, headers))
+                self._size += size
+                if not self._scheduled:
+                    self._scheduled = True
+                    asyncio.get_running_loop().call_soon(self._on_yield)
+                return
+        await self._nc.publish(subject, payload, reply=reply, headers=headers)
+
+    async def close(self) -> None:
+        """The delivery loop ended: send what is kept; later answers go out alone."""
+        self._open = False
+        await self._send()
+
+    def _on_yield(self) -> None:
+        """The event loop ran while answers were kept (a handler awaited): send them."""
+        self._scheduled = False
+        if self._entries:
+            task = asyncio.get_running_loop().create_task(self._send())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self) -> None:
+        entries, self._entries, self._size = self._entries, [], 0
+        if not entries:
+            return
+        try:
+            if len(entries) == 1:  # alone: exactly the single answer
+                index, data, headers = entries[0]
+                await self._nc.publish(f"{self._prefix}{index}", data, headers=headers)
+            else:
+                await self._nc.publish(self._reply, batchframe.encode(entries),
+                                       headers=_BATCH)
+        except Exception as exc:  # closed or draining connection: the asker times out
+            REPLIES_REFUSED.labels(COMPONENT, "publish_failed").inc()
+            _log.warning("publish_failed", "batch of answers not sent", error=repr(exc),
+                         answers=len(entries))
 
 
 _hosts: weakref.WeakKeyDictionary[NATS, FanoutHost] = weakref.WeakKeyDictionary()

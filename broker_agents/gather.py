@@ -19,6 +19,17 @@ server's no-responders); a known one that went away times out at the deadline, a
 asked through its inbox again next time. A connection that may not publish on the fan-out
 subject (a client's) always uses the per-inbox path.
 
+Batched answers: the fan-out ask says ``Ba-Batch: 1``, so a node may answer for several of
+the participants it hosts in one message on ``<inbox>.<batch>`` (``broker_agents.
+batchframe``). Each entry is handled exactly as the single answer on ``<inbox>.<batch>-
+<index>`` it stands for: authenticated against THAT subject when signed (a signature
+covers the subject it was made for, so ``SignedAct`` evidence stays verifiable), then
+``Call.arrive`` / ``Call.refuse``. A malformed frame (not a frame, an index out of range
+or named twice, more entries than participants) is refused whole, counted in
+``ba_agent_malformed_messages_total{agent="gather"}`` and logged once per window: its
+participants time out unless their answers come another way. A batch lets a node do no
+more than its single answers could: only nodes may publish here either way.
+
 Who answered: only nodes may publish into a node's inbox (``node/auth/roles.py``; a
 client may answer only a message delivered to it, and none is), and a node speaks for the
 agents it hosts, so an answer landing here is its agent's word by permissions alone. An
@@ -43,16 +54,22 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from broker_agents import codec, fanout, identity
+from broker_agents import batchframe, codec, fanout, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import HEADER_JWT, SignedAct, Unauthorized
+from broker_agents.logging import get_logger
 from broker_agents.messages import envelope
+from broker_agents.metrics import MALFORMED
+from broker_agents.ratelog import RateLimitedLog
+from broker_agents.reply import max_payload_of
 from broker_agents.subjects import Subjects
 from broker_agents.transport import request as nats_request
 
 Outcome = dict[str, Any] | BrokerError
 NO_RESPONDERS = "503"
 REACHED = 100_000  # participants remembered as reachable by fan-out (oldest forgotten)
+COMPONENT = "gather"
+_log = RateLimitedLog(get_logger(component=COMPONENT))
 
 
 async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float, *,
@@ -71,10 +88,14 @@ async def ask_one(nc: NATS, subject: str, data: bytes, timeout: float, *,
 
 def _outcome_of(msg: Msg) -> Outcome:
     """An answer as a participant's outcome: its payload, or the error it amounts to."""
-    if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+    return _outcome(msg.data, msg.headers)
+
+
+def _outcome(data: bytes, headers: dict[str, str] | None) -> Outcome:
+    if not data and headers and headers.get("Status") == NO_RESPONDERS:
         return BrokerError(ErrorCode.UNAVAILABLE, "no agent is listening")
     try:
-        payload = codec.decode(msg.data, msg.headers)
+        payload = codec.decode(data, headers)
     except BrokerError as exc:
         return exc
     err = BrokerError.from_payload(payload)
@@ -170,23 +191,46 @@ class Gatherer:
                                             pending_msgs_limit=1_000_000)
 
     async def _on_reply(self, msg: Msg) -> None:
-        token = msg.subject.rsplit(".", 1)[-1]
-        batch_id, _, index = token.partition("-")
+        subject = msg.subject
+        batch_id, _, index = subject.rpartition(".")[2].partition("-")
         call = self.batches.get(batch_id)
-        if call is None or not index.isdigit() or int(index) >= len(call.ids):
+        if call is None:
             return
-        signed = msg.headers is not None and HEADER_JWT in msg.headers
+        if index:
+            if index.isdigit() and int(index) < len(call.ids):
+                self._answer(call, int(index), subject, msg.data, msg.headers)
+        elif msg.headers and msg.headers.get(batchframe.HEADER) == "1":
+            self._on_batch(call, subject, msg.data)
+
+    def _on_batch(self, call: Call, subject: str, body: bytes) -> None:
+        """Several participants' answers from one node: each as its single answer."""
+        try:
+            if len(body) > max_payload_of(self.nc):
+                raise BrokerError(ErrorCode.MALFORMED, "batch frame over the max payload")
+            entries = batchframe.decode(body, len(call.ids))
+        except BrokerError as exc:
+            MALFORMED.labels(COMPONENT, exc.code).inc()
+            _log.warning(("refused", exc.code), "batch of answers refused",
+                         error=exc.message[:200])
+            return
+        for index, data, headers in entries:
+            self._answer(call, index, f"{subject}-{index}", data, headers)
+
+    def _answer(self, call: Call, index: int, subject: str, data: bytes,
+                headers: dict[str, str] | None) -> None:
+        """One participant's answer, read on its per-participant ``subject``."""
+        signed = headers is not None and HEADER_JWT in headers
         if signed or call.signed:
-            target = call.ids[int(index)]
-            refusal = self._refusal(target, msg)
+            target = call.ids[index]
+            refusal = self._refusal(target, subject, data, headers)
             if refusal is not None:
-                call.refuse(int(index), refusal)
+                call.refuse(index, refusal)
                 return
-            if signed and int(index) not in call.results:
-                call.evidence[target] = SignedAct.of(msg.subject, msg.data, msg.headers)
-        if msg.data or not msg.headers or msg.headers.get("Status") != NO_RESPONDERS:
-            self._reach(call.ids[int(index)])
-        call.arrive(int(index), _outcome_of(msg))
+            if signed and index not in call.results:
+                call.evidence[target] = SignedAct.of(subject, data, headers)
+        if data or not headers or headers.get("Status") != NO_RESPONDERS:
+            self._reach(call.ids[index])
+        call.arrive(index, _outcome(data, headers))
 
     def _reach(self, agent_id: str) -> None:
         reached = self.reached
@@ -195,14 +239,15 @@ class Gatherer:
             if len(reached) > REACHED:
                 del reached[next(iter(reached))]
 
-    def _refusal(self, target: str, msg: Msg) -> BrokerError | None:
+    def _refusal(self, target: str, subject: str, data: bytes,
+                 headers: dict[str, str] | None) -> BrokerError | None:
         """Why an answer is not an act of ``target`` (None: it is)."""
-        if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+        if not data and headers and headers.get("Status") == NO_RESPONDERS:
             return None  # the server's own "nobody listens": an honest non-answer
         try:  # unsigned here means required: refused unless the connection is --insecure
-            principal = identity.authenticate(self.nc, msg.subject, msg.data, msg.headers,
-                                              component="gather")
-            identity.bind_act(self.nc, principal, target, "answer", component="gather")
+            principal = identity.authenticate(self.nc, subject, data, headers,
+                                              component=COMPONENT)
+            identity.bind_act(self.nc, principal, target, "answer", component=COMPONENT)
         except Unauthorized as exc:
             return exc
         return None
@@ -228,7 +273,7 @@ class Gatherer:
         try:
             if fanned:
                 await self.nc.publish(subjects.fanout(), data, reply=reply, headers={
-                    fanout.HEADER: fanout.encode_targets(fanned)})
+                    fanout.HEADER: fanout.encode_targets(fanned), batchframe.HEADER: "1"})
             for i, agent_id in direct:
                 await self.nc.publish(subjects.agent(agent_id), data, reply=f"{reply}-{i}")
             yield call

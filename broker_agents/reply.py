@@ -6,10 +6,13 @@ error when the result cannot be encoded, or by ``too_large`` when it would excee
 server's max payload (the server would refuse it, and the caller would hear nothing);
 each replacement counted (``ba_replies_refused_total{component,reason}``) and logged; and
 a publish that still fails (connection gone) is logged, never raised into the handler.
+The answer goes out through ``nc.publish``, or through the ``publish`` it is handed (a
+fan-out ask's ``broker_agents.fanout.ReplySink``, which batches a node's answers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker_agents import codec, identity
@@ -22,6 +25,9 @@ from broker_agents.ratelog import RateLimitedLog
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 # How much of an error's message is kept when its details cannot be encoded.
 _ERROR_ROOM = 512
+
+# ``nc.publish``'s shape: (subject, payload, reply="", headers=None).
+Publish = Callable[..., Awaitable[None]]
 
 # A closed connection fails every reply in flight: one line per component and window.
 log = RateLimitedLog(get_logger(component="reply"))
@@ -58,10 +64,12 @@ def max_payload_of(nc: Any) -> int:
 
 
 async def respond(nc: Any, subject: str | None, payload: Any, as_json: bool, *,
-                  component: str, signed_as: str | None = None) -> bytes | None:
+                  component: str, signed_as: str | None = None,
+                  publish: Publish | None = None) -> bytes | None:
     """Answer ``subject`` with ``payload`` (a result or an error payload). Returns the
     bytes sent, or None when there was nobody to answer or the publish failed.
-    ``signed_as``: the answer is an act of that agent's (``broker_agents.identity``)."""
+    ``signed_as``: the answer is an act of that agent's (``broker_agents.identity``);
+    ``publish``: sends it instead of ``nc.publish``."""
     if not subject:
         return None
     data, refused = encode_reply(payload, as_json, max_payload_of(nc))
@@ -71,7 +79,7 @@ async def respond(nc: Any, subject: str | None, payload: Any, as_json: bool, *,
                     component=component, reason=refused.value)
     headers = identity.act_headers(nc, subject, data, signed_as) if signed_as else None
     try:
-        await nc.publish(subject, data, headers=headers)
+        await (publish or nc.publish)(subject, data, headers=headers)
     except Exception as exc:  # closed or draining connection: nobody to tell but the log
         REPLIES_REFUSED.labels(component, "publish_failed").inc()
         log.warning((component, "publish_failed"), "reply not sent", component=component,

@@ -48,7 +48,7 @@ from broker_agents.metrics import (
 )
 from broker_agents.quota import AgentAdmission, AgentQuota, Refusal
 from broker_agents.ratelog import RateLimitedLog
-from broker_agents.reply import respond
+from broker_agents.reply import Publish, respond
 from broker_agents.subjects import Subjects, check_token
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
@@ -191,7 +191,7 @@ class AgentRunner:
 
     # -- dispatch --------------------------------------------------------------------
 
-    async def _refuse(self, msg: Msg, refusal: Refusal) -> None:
+    async def _refuse(self, msg: Msg, refusal: Refusal, publish: Publish | None) -> None:
         """Over quota (already counted): answer ``rate_limited`` without decoding anything;
         a one-way message is dropped."""
         aid = self.agent.agent_id
@@ -199,11 +199,12 @@ class AgentRunner:
                                reason=refusal.reason, retry_after_ms=refusal.retry_after_ms)
         if msg.reply:
             await self._reply(msg.reply, refusal.error(aid).to_payload(),
-                              codec.is_json(msg.data, msg.headers))
+                              codec.is_json(msg.data, msg.headers), publish=publish)
 
     async def _on_message(self, counter: CounterCell, holder: list[Subscription],
-                          msg: Msg) -> None:
+                          msg: Msg, publish: Publish | None = None) -> None:
         """Every delivered message: counted, through the quota, then opened and handled.
+        ``publish``: how answers made before this returns go out (a fan-out ask's batch).
 
         One coroutine from delivery to the handler's call for a sequential handler (this
         is the per-message floor beside a raw subscription): no wrapper per step. A batch
@@ -216,7 +217,7 @@ class AgentRunner:
         try:
             if self._quota_on and (refusal := self.admission.admit(
                     holder[0] if holder else None)) is not None:
-                await self._refuse(msg, refusal)
+                await self._refuse(msg, refusal, publish)
             else:
                 data, headers, reply = msg.data, msg.headers, msg.reply
                 as_json = codec.is_json(data, headers)
@@ -225,7 +226,7 @@ class AgentRunner:
                         codec.decode(data, headers, as_json, max_size=self.max_payload))
                 except BrokerError as exc:  # too large, too deep, a bad header, not an envelope
                     self._malformed(exc.code)
-                    await self._reply(reply, exc.to_payload(), as_json)
+                    await self._reply(reply, exc.to_payload(), as_json, publish=publish)
                     return
                 principal = None
                 if headers and HEADER_JWT in headers:  # signed: verified before anything runs
@@ -234,7 +235,8 @@ class AgentRunner:
                                                           component=self.agent.agent_id)
                     except Unauthorized as exc:
                         self._malformed(exc.code)
-                        await self._reply(reply, exc.to_payload(), as_json)
+                        await self._reply(reply, exc.to_payload(), as_json,
+                                          publish=publish)
                         return
                 spec = self._specs.get(type_name)
                 # Only answers are remembered, by signer or reply subject: an unsigned one-way
@@ -244,7 +246,8 @@ class AgentRunner:
                     if key in self._recent:
                         DUPLICATES.labels(self.agent.agent_id).inc()
                         await self._resend(reply, self._recent[key],
-                                           signed=spec is not None and spec.signed)
+                                           signed=spec is not None and spec.signed,
+                                           publish=publish)
                         return
                 incoming = Incoming(msg.subject, reply, msg_id, type_name, as_json, headers,
                                     principal)
@@ -252,7 +255,7 @@ class AgentRunner:
                     await self._semaphore.acquire()
                     self.spawn(self._run_concurrent(spec, body, incoming))
                 else:
-                    await self._handle(spec, body, incoming)
+                    await self._handle(spec, body, incoming, publish)
         finally:  # refused, malformed and duplicate messages count too
             self._seen += 1
             if self._seen % YIELD_EVERY == 0:
@@ -270,7 +273,8 @@ class AgentRunner:
         finally:
             self._semaphore.release()
 
-    async def _handle(self, spec: HandlerSpec | None, body: Any, incoming: Incoming) -> None:
+    async def _handle(self, spec: HandlerSpec | None, body: Any, incoming: Incoming,
+                      publish: Publish | None = None) -> None:
         started = time.perf_counter()
         try:
             payload = await self._call(spec, body, incoming)
@@ -289,7 +293,7 @@ class AgentRunner:
         if not incoming.reply:  # one-way message: nothing to answer or remember
             return
         encoded = await self._reply(incoming.reply, payload, incoming.is_json,
-                                    signed=spec is not None and spec.signed)
+                                    signed=spec is not None and spec.signed, publish=publish)
         if incoming.msg_id is not None and encoded is not None:
             self._remember((_requester(incoming.principal, incoming.reply), incoming.msg_id),
                            encoded)
@@ -330,17 +334,18 @@ class AgentRunner:
         return method(arg)  # type: ignore[no-any-return]
 
     async def _reply(self, reply: str | None, payload: Any, as_json: bool,
-                     signed: bool = False) -> bytes | None:
+                     signed: bool = False, publish: Publish | None = None) -> bytes | None:
         """Answer through the one reply path (too_large / internal guards; never raises);
-        ``signed``: as an act of this agent's."""
+        ``signed``: as an act of this agent's; ``publish``: see ``_on_message``."""
         aid = self.agent.agent_id
         data = await respond(self.nc, reply, payload, as_json, component=aid,
-                             signed_as=aid if signed else None)
+                             signed_as=aid if signed else None, publish=publish)
         if data is not None:
             self._reply_count.inc()
         return data
 
-    async def _resend(self, reply: str | None, data: bytes, signed: bool) -> None:
+    async def _resend(self, reply: str | None, data: bytes, signed: bool,
+                      publish: Publish | None = None) -> None:
         """A redelivered request: the reply already sent, from the cache (signed anew: a
         signature covers the reply subject)."""
         if not reply:
@@ -348,7 +353,7 @@ class AgentRunner:
         headers = (identity.act_headers(self.nc, reply, data, self.agent.agent_id)
                    if signed else None)
         try:
-            await self.nc.publish(reply, data, headers=headers)
+            await (publish or self.nc.publish)(reply, data, headers=headers)
         except Exception as exc:  # connection gone: the caller will ask again
             self._log_once.warning("resend", "cached reply not sent", error=repr(exc))
             return
