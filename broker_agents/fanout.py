@@ -19,7 +19,10 @@ byte the single answer, signed for its per-participant subject) when the loop en
 first yields to the event loop (a slow handler), so no answer waits for a slower
 participant's handler. An answer made later (a concurrent handler's) is published alone
 on its own subject, as is a lone one. The asker's connection pays one delivery per node
-instead of one per participant.
+instead of one per participant. The asker's own node does not even ask itself through the
+server: its gatherer hands the ask to the participants hosted on its connection
+(``FanoutHost.local``) and takes their answers straight back, leaving them out of the
+published ask.
 
 Only nodes may publish or subscribe here (``node/auth/roles.py``). A malformed fan-out ask
 (no or bad ``Ba-Fanout`` header, a bad id or index, too many participants, no reply) is
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
@@ -89,6 +93,8 @@ class FanoutHost:
         self.subjects = subjects
         self.agents: dict[str, Deliver] = {}
         self._sub: Subscription | None = None
+        self._local: deque[tuple[list[tuple[int, str]], str, bytes, Publish]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
 
     async def add(self, agent_id: str, deliver: Deliver) -> None:
         """Deliver fan-out asks for ``agent_id`` through ``deliver`` (its inbox path)."""
@@ -112,22 +118,48 @@ class FanoutHost:
             await respond(self.nc, msg.reply, exc.to_payload(),
                           codec.is_json(msg.data, None), component=COMPONENT)
             return
-        assert headers is not None and self._sub is not None
+        assert headers is not None
         rest = {k: v for k, v in headers.items()
                 if k != HEADER and k != batchframe.HEADER} or None
-        holder = [self._sub]  # its backlog is the backlog behind this ask, for the quota
-        agents, agent_subject, reply = self.agents, self.subjects.agent, msg.reply
-        sink = ReplySink(self.nc, reply) if headers.get(batchframe.HEADER) == "1" else None
-        publish = sink.publish if sink is not None else None
+        sink = (ReplySink(self.nc, msg.reply) if headers.get(batchframe.HEADER) == "1"
+                else None)
         try:
-            for index, agent_id in targets:
-                deliver = agents.get(agent_id)
-                if deliver is not None:
-                    await deliver(holder, Msg(self.nc, agent_subject(agent_id),
-                                              f"{reply}-{index}", msg.data, rest), publish)
+            await self._deliver(targets, msg.reply, msg.data, rest,
+                                sink.publish if sink is not None else None)
         finally:
             if sink is not None:
                 await sink.close()
+
+    async def _deliver(self, targets: list[tuple[int, str]], reply: str, data: bytes,
+                       headers: dict[str, str] | None, publish: Publish | None) -> None:
+        assert self._sub is not None
+        holder = [self._sub]  # its backlog is the backlog behind this ask, for the quota
+        agents, agent_subject = self.agents, self.subjects.agent
+        for index, agent_id in targets:
+            deliver = agents.get(agent_id)
+            if deliver is not None:
+                await deliver(holder, Msg(self.nc, agent_subject(agent_id),
+                                          f"{reply}-{index}", data, headers), publish)
+
+    def local(self, targets: list[tuple[int, str]], reply: str, data: bytes,
+              publish: Publish) -> None:
+        """Hand an ask to participants hosted on this very connection (the asker's):
+        no trip through the server and back, and ``publish`` takes their answers. One
+        ask after the other, in order, like the subscription's own deliveries."""
+        self._local.append((targets, reply, data, publish))
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._local:
+                targets, reply, data, publish = self._local.popleft()
+                try:
+                    await self._deliver(targets, reply, data, None, publish)
+                except Exception as exc:  # the runner answers its own failures: a bug
+                    _log.error("local", "local fan-out delivery failed", error=repr(exc))
+        finally:
+            self._drainer = None
 
 
 class ReplySink:

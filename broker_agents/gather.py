@@ -13,11 +13,12 @@ auction's call for bids persists early answers while late ones are on the way).
 
 One publish for many (``broker_agents.fanout``): on a node's connection the envelope goes
 ONCE to ``<p>.fanout`` for the participants this gatherer has seen answer before, and every
-node hands it to the ones it hosts through their inbox path. A participant never heard from
-still gets its own inbox publish, so one nobody hosts is ``unavailable`` at once (the
-server's no-responders); a known one that went away times out at the deadline, and is
-asked through its inbox again next time. A connection that may not publish on the fan-out
-subject (a client's) always uses the per-inbox path.
+node hands it to the ones it hosts through their inbox path; those hosted on this very
+connection get it in-process (``FanoutHost.local``) and answer straight into the call. A
+participant never heard from still gets its own inbox publish, so one nobody hosts is
+``unavailable`` at once (the server's no-responders); a known one that went away times
+out at the deadline, and is asked through its inbox again next time. A connection that
+may not publish on the fan-out subject (a client's) always uses the per-inbox path.
 
 Batched answers: the fan-out ask says ``Ba-Batch: 1``, so a node may answer for several of
 the participants it hosts in one message on ``<inbox>.<batch>`` (``broker_agents.
@@ -179,6 +180,7 @@ class Gatherer:
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
         self.prefix = ""
+        self._own = "."
         self.batches: dict[str, Call] = {}
         self.seq = itertools.count(1)
         self._sub: Any = None
@@ -187,20 +189,32 @@ class Gatherer:
 
     async def start(self) -> None:
         self.prefix = self.nc.new_inbox()
+        self._own = f"{self.prefix}."
         self._sub = await self.nc.subscribe(f"{self.prefix}.*", cb=self._on_reply,
                                             pending_msgs_limit=1_000_000)
 
     async def _on_reply(self, msg: Msg) -> None:
-        subject = msg.subject
+        self._route(msg.subject, msg.data, msg.headers)
+
+    async def _local_answer(self, subject: str, payload: bytes = b"", reply: str = "",
+                            headers: dict[str, str] | None = None) -> None:
+        """``nc.publish``'s shape: how participants on this connection answer an ask
+        handed to them in-process (``fanout.FanoutHost.local``): straight to the call."""
+        if not reply and subject.startswith(self._own):
+            self._route(subject, payload, headers)
+        else:
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
+
+    def _route(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
         batch_id, _, index = subject.rpartition(".")[2].partition("-")
         call = self.batches.get(batch_id)
         if call is None:
             return
         if index:
             if index.isdigit() and int(index) < len(call.ids):
-                self._answer(call, int(index), subject, msg.data, msg.headers)
-        elif msg.headers and msg.headers.get(batchframe.HEADER) == "1":
-            self._on_batch(call, subject, msg.data)
+                self._answer(call, int(index), subject, data, headers)
+        elif headers and headers.get(batchframe.HEADER) == "1":
+            self._on_batch(call, subject, data)
 
     def _on_batch(self, call: Call, subject: str, body: bytes) -> None:
         """Several participants' answers from one node: each as its single answer."""
@@ -263,7 +277,13 @@ class Gatherer:
         reply = f"{self.prefix}.{batch_id}"
         direct: Sequence[tuple[int, str]] = list(enumerate(agent_ids))
         fanned: list[tuple[int, str]] = []
+        local: list[tuple[int, str]] = []
         if len(agent_ids) > 1 and fanout.hosts(self.nc):
+            host = fanout.host(self.nc, subjects)
+            here = host.agents
+            local = [t for t in direct if t[1] in here]
+            if local:
+                direct = [t for t in direct if t[1] not in here]
             reached = self.reached
             fanned = [t for t in direct if t[1] in reached]
             if len(fanned) > 1:
@@ -276,6 +296,8 @@ class Gatherer:
                     fanout.HEADER: fanout.encode_targets(fanned), batchframe.HEADER: "1"})
             for i, agent_id in direct:
                 await self.nc.publish(subjects.agent(agent_id), data, reply=f"{reply}-{i}")
+            if local:
+                host.local(local, reply, data, self._local_answer)
             yield call
         finally:
             self.batches.pop(batch_id, None)

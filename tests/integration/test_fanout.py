@@ -50,17 +50,18 @@ async def test_known_participants_are_asked_with_one_fanout_publish(
     ids = [f"fa-{i}" for i in range(3)] + [f"fb-{i}" for i in range(3)]
     out_before = a.nc.stats["out_msgs"]
     first = await ask_all(a.nc, S, ids, Echo(text="hi"), 5)  # first contact: inboxes
-    assert all(fanned(i) == 0 for i in ids)
-    # a's connection sent 6 asks and its 3 agents' answers
-    assert a.nc.stats["out_msgs"] - out_before == 6 + 3
+    # a's own agents got the ask in-process, b's three by their inboxes
+    assert [fanned(i) for i in ids] == [1, 1, 1, 0, 0, 0]
+    assert a.nc.stats["out_msgs"] - out_before == 3
     out_before, b_before = a.nc.stats["out_msgs"], b.nc.stats["out_msgs"]
     second = await ask_all(a.nc, S, ids, Echo(text="hi"), 5)
     assert second == first  # the same answers a direct message gets
     assert {k: v["agent_id"] for k, v in second.items()  # type: ignore[index]
             } == {i: i for i in ids}
-    assert all(fanned(i) == 1 for i in ids)
-    # one ask for six participants, and each node's three answers in one batch
-    assert a.nc.stats["out_msgs"] - out_before == 1 + 1
+    assert [fanned(i) for i in ids] == [2, 2, 2, 1, 1, 1]
+    # one ask for b's three participants (a's own get it in-process and answer straight
+    # into the call), and b's three answers in one batch
+    assert a.nc.stats["out_msgs"] - out_before == 1
     assert b.nc.stats["out_msgs"] - b_before == 1
 
 
@@ -69,7 +70,8 @@ async def test_unhosted_participant_is_unavailable_at_once_and_a_gone_one_times_
     a, b = nodes
     await a.add(EchoAgent("g-1"), fanout=True)
     await b.add(EchoAgent("g-2"), fanout=True)
-    ids = ["g-1", "g-2", "ghost"]
+    await b.add(EchoAgent("g-3"), fanout=True)
+    ids = ["g-1", "g-2", "g-3", "ghost"]
     await ask_all(a.nc, S, ids, Echo(text="x"), 5)
     started = time.perf_counter()
     out = await ask_all(a.nc, S, ids, Echo(text="x"), 5)

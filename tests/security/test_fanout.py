@@ -89,12 +89,16 @@ async def test_malformed_fanout_asks_are_refused_counted_and_answered(
         err = BrokerError.from_payload(codec.decode(got.data, got.headers))
         assert err is not None and err.code == "malformed"
     assert MESSAGES_IN.labels("e-1", "fanout").value == delivered  # no agent saw it
-    # the node keeps serving fan-out asks (handled in order: after the hostile one)
+    # the node keeps serving fan-out asks (handled in order: after the hostile one), asked
+    # by another node (the host would hand its own agents the ask in-process)
+    asker = Hosted(await connect(Role.NODE))
+    await asker.add(EchoAgent("asker"), fanout=True)
     for _ in range(2):
-        out = await ask_all(host.nc, S, ["e-1", "e-2"], Echo(text="ok"), 5)
+        out = await ask_all(asker.nc, S, ["e-1", "e-2"], Echo(text="ok"), 5)
         assert not any(isinstance(v, BrokerError) for v in out.values()), out
     assert MESSAGES_IN.labels("e-1", "fanout").value == delivered + 1
     assert refused("malformed") == before + 1
+    await asker.stop_all()
 
 
 async def test_a_fanout_ask_passes_the_agents_own_checks(host: Hosted,
