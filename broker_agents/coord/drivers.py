@@ -104,7 +104,18 @@ def _fast_vote(outcome: Outcome) -> Answer | None:
     return None
 
 
-def to_answer(outcome: Outcome) -> Answer:
+def to_answers(outcomes: dict[str, Outcome]) -> dict[str, Answer]:
+    """Each participant's ``Answer``, counted once per status, not once per answer."""
+    answers = {p: _answer_of(o) for p, o in outcomes.items()}
+    counts: dict[AnswerStatus, int] = {}
+    for answer in answers.values():
+        counts[answer.status] = counts.get(answer.status, 0) + 1
+    for status, n in counts.items():
+        _ANSWER_COUNTERS[status.value].inc(n)
+    return answers
+
+
+def _answer_of(outcome: Outcome) -> Answer:
     answer = _fast_vote(outcome)
     if answer is None:
         parsed = parse_answer(outcome, VoteAnswer)
@@ -115,7 +126,6 @@ def to_answer(outcome: Outcome) -> Answer:
             answer = Answer.vote(parsed.choice)
         else:
             answer = _ABSTAIN
-    _ANSWER_COUNTERS[answer.status.value].inc()
     return answer
 
 
@@ -147,8 +157,7 @@ async def members_of(env: CoordEnv, ids: Sequence[str], timeout: float) -> list[
 
 async def ask_votes(env: CoordEnv, ids: Sequence[str], ask: VoteAsk,
                     timeout_ms: int) -> dict[str, Answer]:
-    outcomes = await ask_all(env.nc, env.subjects, ids, ask, timeout_ms / 1000)
-    return {p: to_answer(o) for p, o in outcomes.items()}
+    return to_answers(await ask_all(env.nc, env.subjects, ids, ask, timeout_ms / 1000))
 
 
 async def run_vote(env: CoordEnv, req: VoteRequest) -> VoteResult:
@@ -191,7 +200,7 @@ async def _ask_clusters(env: CoordEnv, req: HierarchicalRequest, vote_id: str,
         for c in ask.clusters))
     effects: list[AskClusters | Finished] = []
     for c, outcomes in zip(ask.clusters, asked, strict=True):
-        answers = {m: to_answer(o) for m, o in outcomes.items()}
+        answers = to_answers(outcomes)
         effects += planner.step(ClusterAnswered(c.cluster_id, answers))
     return effects
 
