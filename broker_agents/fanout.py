@@ -11,10 +11,10 @@ made for the same per-participant reply subject ``<inbox>.<batch>-<index>``.
 Wire: the message's data is the envelope, its headers the envelope's own (e.g. its
 content type) plus ``Ba-Fanout: <index>=<agent id>,...``; its reply is ``<inbox>.<batch>``.
 
-Answers batched per node: an ask that carries ``Ba-Batch: 1`` (the asker reads batches)
+Answers batched per node: an ask that carries ``Ba-Answers: 1`` (the asker reads batches)
 is delivered with a ``ReplySink``: every answer made while the delivery loop runs (a
 sequential handler's, a duplicate's resend, a refusal) is kept, and the kept ones leave
-as ONE message on ``<inbox>.<batch>`` (``broker_agents.batchframe``: each entry byte for
+as ONE message on ``<inbox>.<batch>`` (``broker_agents.answerframe``: each entry byte for
 byte the single answer, signed for its per-participant subject) when the loop ends or
 first yields to the event loop (a slow handler), so no answer waits for a slower
 participant's handler. An answer made later (a concurrent handler's) is published alone
@@ -42,7 +42,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from broker_agents import batchframe, codec
+from broker_agents import answerframe, codec
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.tokens import TOKEN_PATTERN
 from broker_agents.logging import get_logger
@@ -60,7 +60,7 @@ _ID = TOKEN_PATTERN.strip("^$")
 _TARGETS = re.compile(rf"[0-9]{{1,6}}={_ID}(?:,[0-9]{{1,6}}={_ID})*")
 Deliver = Callable[[list[Subscription], Msg, Publish | None], Awaitable[None]]
 _log = RateLimitedLog(get_logger(component=COMPONENT))
-_BATCH = {batchframe.HEADER: "1"}
+_BATCH = {answerframe.HEADER: "1"}
 _FRAME_ROOM = 256  # what a batch's headers and framing take besides its entries
 
 
@@ -120,8 +120,8 @@ class FanoutHost:
             return
         assert headers is not None
         rest = {k: v for k, v in headers.items()
-                if k != HEADER and k != batchframe.HEADER} or None
-        sink = (ReplySink(self.nc, msg.reply) if headers.get(batchframe.HEADER) == "1"
+                if k != HEADER and k != answerframe.HEADER} or None
+        sink = (ReplySink(self.nc, msg.reply) if headers.get(answerframe.HEADER) == "1"
                 else None)
         try:
             await self._deliver(targets, msg.reply, msg.data, rest,
@@ -179,7 +179,7 @@ class ReplySink:
         self._nc = nc
         self._reply = reply
         self._prefix = f"{reply}-"
-        self._entries: list[batchframe.Entry] = []
+        self._entries: list[answerframe.Entry] = []
         self._size = 0
         self._max = max_payload_of(nc) - _FRAME_ROOM
         self._open = True
@@ -191,7 +191,7 @@ class ReplySink:
         prefix = self._prefix
         if self._open and not reply and subject.startswith(prefix):
             index = subject[len(prefix):]
-            size = batchframe.entry_size(payload, headers)
+            size = answerframe.entry_size(payload, headers)
             if index.isdigit() and size <= self._max:
                 if self._size + size > self._max:
                     await self._send()
@@ -225,7 +225,7 @@ class ReplySink:
                 index, data, headers = entries[0]
                 await self._nc.publish(f"{self._prefix}{index}", data, headers=headers)
             else:
-                await self._nc.publish(self._reply, batchframe.encode(entries),
+                await self._nc.publish(self._reply, answerframe.encode(entries),
                                        headers=_BATCH)
         except Exception as exc:  # closed or draining connection: the asker times out
             REPLIES_REFUSED.labels(COMPONENT, "publish_failed").inc()

@@ -20,9 +20,9 @@ participant never heard from still gets its own inbox publish, so one nobody hos
 out at the deadline, and is asked through its inbox again next time. A connection that
 may not publish on the fan-out subject (a client's) always uses the per-inbox path.
 
-Batched answers: the fan-out ask says ``Ba-Batch: 1``, so a node may answer for several of
+Batched answers: the fan-out ask says ``Ba-Answers: 1``, so a node may answer for several of
 the participants it hosts in one message on ``<inbox>.<batch>`` (``broker_agents.
-batchframe``). Each entry is handled exactly as the single answer on ``<inbox>.<batch>-
+answerframe``). Each entry is handled exactly as the single answer on ``<inbox>.<batch>-
 <index>`` it stands for: authenticated against THAT subject when signed (a signature
 covers the subject it was made for, so ``SignedAct`` evidence stays verifiable), then
 ``Call.arrive`` / ``Call.refuse``. A malformed frame (not a frame, an index out of range
@@ -55,7 +55,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
-from broker_agents import batchframe, codec, fanout, identity
+from broker_agents import answerframe, codec, fanout, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import HEADER_JWT, SignedAct, Unauthorized
 from broker_agents.logging import get_logger
@@ -213,7 +213,7 @@ class Gatherer:
         if index:
             if index.isdigit() and int(index) < len(call.ids):
                 self._answer(call, int(index), subject, data, headers)
-        elif headers and headers.get(batchframe.HEADER) == "1":
+        elif headers and headers.get(answerframe.HEADER) == "1":
             self._on_batch(call, subject, data)
 
     def _on_batch(self, call: Call, subject: str, body: bytes) -> None:
@@ -221,7 +221,7 @@ class Gatherer:
         try:
             if len(body) > max_payload_of(self.nc):
                 raise BrokerError(ErrorCode.MALFORMED, "batch frame over the max payload")
-            entries = batchframe.decode(body, len(call.ids))
+            entries = answerframe.decode(body, len(call.ids))
         except BrokerError as exc:
             MALFORMED.labels(COMPONENT, exc.code).inc()
             _log.warning(("refused", exc.code), "batch of answers refused",
@@ -293,7 +293,7 @@ class Gatherer:
         try:
             if fanned:
                 await self.nc.publish(subjects.fanout(), data, reply=reply, headers={
-                    fanout.HEADER: fanout.encode_targets(fanned), batchframe.HEADER: "1"})
+                    fanout.HEADER: fanout.encode_targets(fanned), answerframe.HEADER: "1"})
             for i, agent_id in direct:
                 await self.nc.publish(subjects.agent(agent_id), data, reply=f"{reply}-{i}")
             if local:

@@ -1,4 +1,4 @@
-"""Attacks on batched fan-out answers (``broker_agents.batchframe``, ``gather``).
+"""Attacks on batched fan-out answers (``broker_agents.answerframe``, ``gather``).
 
 A batch on a gatherer's ``<inbox>.<batch>`` lets a node do no more than its single answers
 on ``<inbox>.<batch>-<index>`` could: only nodes may publish there, a malformed frame is
@@ -16,7 +16,7 @@ import msgpack
 import pytest
 from nats.aio.client import Client as NATS
 
-from broker_agents import batchframe, codec, identity
+from broker_agents import answerframe, codec, identity
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.gather import Call, Gatherer, gatherer
 from broker_agents.messages import envelope
@@ -55,7 +55,7 @@ def reply_of(g: Gatherer, call: Call) -> str:
 
 
 async def send(nc: NATS, subject: str, body: bytes) -> None:
-    await nc.publish(subject, body, headers={batchframe.HEADER: "1"})
+    await nc.publish(subject, body, headers={answerframe.HEADER: "1"})
     await nc.flush()
 
 
@@ -87,7 +87,7 @@ async def test_a_malformed_batch_is_refused_whole_and_counted(
         reply = reply_of(g, call)
         await send(mallory, reply, body)
         # the gatherer keeps serving: a good batch after the bad one counts
-        await send(mallory, reply, batchframe.encode([(1, answer("ok"), None),
+        await send(mallory, reply, answerframe.encode([(1, answer("ok"), None),
                                                       (2, answer("ok2"), None)]))
         await handled(g, mallory)
     assert refused() == before + 1
@@ -101,8 +101,8 @@ async def test_a_client_may_not_publish_a_batch_into_a_nodes_inbox(
     mallory = await connect(Role.CLIENT, user="mallory", error_cb=violations.on_error)
     async with g.call(S, IDS, ASK) as call:
         reply = reply_of(g, call)
-        await mallory.publish(reply, batchframe.encode([(0, answer("x"), None)]),
-                              headers={batchframe.HEADER: "1"})
+        await mallory.publish(reply, answerframe.encode([(0, answer("x"), None)]),
+                              headers={answerframe.HEADER: "1"})
         await violations.expect(reply)  # the server never delivered it
     assert call.results == {}
 
@@ -119,7 +119,7 @@ async def test_a_signed_entry_counts_only_for_the_subject_it_was_signed_for(
         data = answer("signed")
         wrong = identity.act_headers(node, f"{reply}-1", data, "p-0")
         right = identity.act_headers(node, f"{reply}-1", data, "p-1")
-        await send(node, reply, batchframe.encode([(0, data, wrong), (1, data, right)]))
+        await send(node, reply, answerframe.encode([(0, data, wrong), (1, data, right)]))
         await handled(g, node)
     assert call.results == {1: {"echo": "signed"}}
     outcome = call.outcome(0, LATE)
@@ -135,7 +135,7 @@ async def test_an_unsigned_entry_in_a_signed_call_is_refused(
     g, _ = asker
     node = await connect(Role.NODE)
     async with g.call(S, IDS, ASK, signed=True) as call:
-        await send(node, reply_of(g, call), batchframe.encode([(2, answer("u"), None)]))
+        await send(node, reply_of(g, call), answerframe.encode([(2, answer("u"), None)]))
         await handled(g, node)
     assert call.results == {}
     outcome = call.outcome(2, LATE)

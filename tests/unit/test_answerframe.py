@@ -1,4 +1,4 @@
-"""The batch-answer frame codec (``broker_agents.batchframe``): what goes in comes out,
+"""The batch-answer frame codec (``broker_agents.answerframe``): what goes in comes out,
 and every malformed frame is refused whole with a structured ``malformed`` error."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker_agents import batchframe
+from broker_agents import answerframe
 from broker_agents.core.errors import BrokerError, ErrorCode
 
 _headers = st.none() | st.dictionaries(st.text(min_size=1, max_size=20),
@@ -18,7 +18,7 @@ _headers = st.none() | st.dictionaries(st.text(min_size=1, max_size=20),
 
 
 @st.composite
-def frames(draw: st.DrawFn) -> tuple[int, list[batchframe.Entry]]:
+def frames(draw: st.DrawFn) -> tuple[int, list[answerframe.Entry]]:
     participants = draw(st.integers(1, 200))
     indexes = draw(st.lists(st.integers(0, participants - 1), min_size=1,
                             max_size=min(participants, 30), unique=True))
@@ -27,17 +27,17 @@ def frames(draw: st.DrawFn) -> tuple[int, list[batchframe.Entry]]:
 
 
 @given(frames())
-def test_a_frame_roundtrips(frame: tuple[int, list[batchframe.Entry]]) -> None:
+def test_a_frame_roundtrips(frame: tuple[int, list[answerframe.Entry]]) -> None:
     participants, entries = frame
-    body = batchframe.encode(entries)
-    assert batchframe.decode(body, participants) == entries
-    assert len(body) <= sum(batchframe.entry_size(d, h) for _, d, h in entries) + 8
+    body = answerframe.encode(entries)
+    assert answerframe.decode(body, participants) == entries
+    assert len(body) <= sum(answerframe.entry_size(d, h) for _, d, h in entries) + 8
 
 
 @given(st.binary(max_size=300), st.integers(1, 50))
 def test_any_bytes_decode_to_entries_or_a_malformed_error(body: bytes, n: int) -> None:
     try:
-        entries = batchframe.decode(body, n)
+        entries = answerframe.decode(body, n)
     except BrokerError as exc:
         assert exc.code is ErrorCode.MALFORMED
         return
@@ -67,17 +67,17 @@ def _pack(obj: Any) -> bytes:
     _pack([[0, b"x", {"a": 1}]]),                         # header value not a string
     _pack([[0, b"x", {1: "a"}]]),                         # header key not a string
     _pack([[0, b"x", ["a"]]]),
-    _pack([[0, b"x", {f"h{i}": "v" for i in range(batchframe.MAX_HEADERS + 1)}]]),
+    _pack([[0, b"x", {f"h{i}": "v" for i in range(answerframe.MAX_HEADERS + 1)}]]),
     _pack([[0, msgpack.ExtType(1, b"x"), None]]),
 ])
 def test_malformed_frames_are_refused(body: bytes) -> None:
     with pytest.raises(BrokerError) as caught:
-        batchframe.decode(body, 3)
+        answerframe.decode(body, 3)
     assert caught.value.code is ErrorCode.MALFORMED
 
 
 def test_more_entries_than_participants_are_refused() -> None:
-    body = batchframe.encode([(i, b"x", None) for i in range(3)])
-    assert len(batchframe.decode(body, 3)) == 3
+    body = answerframe.encode([(i, b"x", None) for i in range(3)])
+    assert len(answerframe.decode(body, 3)) == 3
     with pytest.raises(BrokerError):
-        batchframe.decode(body, 2)
+        answerframe.decode(body, 2)

@@ -3,8 +3,9 @@
 Why: a node that hosts 50 of a vote's participants used to publish 50 answers, and the
 asker's connection paid for 50 deliveries. Now a node's answers that are ready together
 travel in one message (``broker_agents.fanout``), published on the ask's reply subject
-``<inbox>.<batch>`` with the header ``Ba-Batch: 1``. This module is the one home of its
-body's codec.
+``<inbox>.<batch>`` with the header ``Ba-Answers: 1``. This module is the one home of its
+body's codec. (Not to be confused with ``broker_agents.batching``'s ``Ba-Batch`` frames:
+one-way envelopes to one agent inbox, without indexes or headers.)
 
 Body: a msgpack array of entries ``[index, data, headers or nil]``; ``data`` and
 ``headers`` are byte-for-byte what the single answer on ``<inbox>.<batch>-<index>`` would
@@ -25,7 +26,7 @@ import msgpack
 
 from broker_agents.core.errors import BrokerError, ErrorCode
 
-HEADER = "Ba-Batch"
+HEADER = "Ba-Answers"
 MAX_ENTRIES = 10_000  # a fan-out ask names at most this many (fanout.MAX_PARTICIPANTS)
 MAX_HEADERS = 64  # headers per entry: an answer carries a few (content type, signature)
 ENTRY_OVERHEAD = 16  # bytes an entry's framing adds at most besides data and headers
