@@ -13,7 +13,11 @@ processes beside a plain nats-py scatter-gather to 100 responders, in one run.
   two processes like the bidders) until all 100 replies arrived;
 - ``sealed_300_ms_p99`` (and ``_p50``): the whole sealed auction among 300 bidders, its
   tail, beside ``raw_fanout300_ms_p99``;
-- ``english_10_ms_p50``: a whole English auction among 10 bidders (``english_10_rounds``).
+- ``english_10_ms_p50``: a whole English auction among 10 bidders (``english_10_rounds``);
+- ``sealed_floor_ms_p50``: the floor of any exactly-once sealed auction here, from parts
+  measured in the same run: ``raw_relay_fanout_ms_p50`` (the fan-out to 100 behind a raw
+  relay: client -> coordinator -> bidders -> coordinator -> client) plus ``SERIAL_WRITES``
+  times ``raw_kv_put_ms_p50``; ``sealed_floor_to_raw_ratio`` sets it beside the raw fan-out.
 
 Every figure carries its bootstrap ``<name>_ci95``. The sealed auctions and the raw
 fan-outs alternate in ``blocks``, so both see the same machine state.
@@ -35,7 +39,7 @@ from broker_agents.auction.ledger import Ledger
 from broker_agents.kv import open_bucket
 from broker_agents.subjects import Subjects
 from node.auth.roles import Role
-from node.bench.fanout import raw_fanout
+from node.bench.fanout import raw_fanouts
 from node.bench.harness import running_cluster
 from node.bench.stats import figure
 from node.cluster import LocalCluster
@@ -45,6 +49,9 @@ BIDDER = "broker_agents.auction.bidder:BidderAgent"
 BIDDERS = 100
 LARGE = 300
 ENGLISH = 10
+SERIAL_WRITES = 7
+"""Durable writes one after another in a sold, budgeted auction (``auction/settle.py``):
+create, close, holds (concurrent: one step), acked, debit, credit, settled."""
 
 
 def _agents() -> list[list[dict[str, Any]]]:
@@ -58,13 +65,31 @@ def _agents() -> list[list[dict[str, Any]]]:
     return nodes
 
 
-async def _raw_fanout(cluster: LocalCluster, runs: int, responders: int) -> list[float]:
+async def _raw_fanout(cluster: LocalCluster, runs: int, responders: int,
+                      relayed: int = 0) -> tuple[list[float], list[float]]:
+    """The raw fan-out's samples, and ``relayed`` through a raw relay (two hops)."""
     assert cluster.auth is not None
     nc = await cluster.client(Role.NODE)  # a subject of our own, beside the protocol's
     try:
-        return await raw_fanout(nc, cluster.auth.contexts[Role.NODE],
-                                f"ba.bench.raw.fanout{responders}", responders, runs,
-                                b"\x81\xa4call\x01")
+        return await raw_fanouts(nc, cluster.auth.contexts[Role.NODE],
+                                 f"ba.bench.raw.fanout{responders}", responders, runs,
+                                 b"\x81\xa4call\x01", relayed=relayed)
+    finally:
+        await nc.close()
+
+
+async def _raw_puts(cluster: LocalCluster, runs: int) -> list[float]:
+    """Sequential raw KV puts (200 bytes) into the baselines' bucket, replicated like the
+    auction's buckets: one durable step of the settlement chain at its floor."""
+    nc = await cluster.client(Role.NODE)
+    try:
+        kv = await open_bucket(nc.jetstream(), Subjects().bucket("raw"))
+        samples = []
+        for i in range(runs):
+            started = time.perf_counter()
+            await kv.put(f"floor.{i % 16}", b"x" * 200)
+            samples.append(time.perf_counter() - started)
+        return samples
     finally:
         await nc.close()
 
@@ -95,6 +120,8 @@ async def run_auction_bench(sealed_runs: int = 40, english_runs: int = 10,
     rounds: list[float] = []
     raw: list[float] = []
     raw300: list[float] = []
+    relay: list[float] = []
+    puts: list[float] = []
     async with running_cluster("auction", _agents()) as (cluster, nc):
         treasury = await cluster.client(Role.NODE)  # deposits still write the bucket
         ledger = Ledger(await open_bucket(treasury.jetstream(),
@@ -112,7 +139,11 @@ async def run_auction_bench(sealed_runs: int = 40, english_runs: int = 10,
         await _timed(nc, sealed300, 2)
         last: dict[str, Any] = {}
         for _ in range(blocks):
-            raw += await _raw_fanout(cluster, max(1, raw_runs // blocks), BIDDERS)
+            direct, relayed = await _raw_fanout(cluster, max(1, raw_runs // blocks), BIDDERS,
+                                                max(1, raw_runs // blocks))
+            raw += direct
+            relay += relayed
+            puts += await _raw_puts(cluster, max(1, raw_runs // blocks))
             block, last, block_rounds = await _timed(nc, sealed, max(1, sealed_runs // blocks))
             full += block
             rounds += block_rounds
@@ -120,7 +151,7 @@ async def run_auction_bench(sealed_runs: int = 40, english_runs: int = 10,
                                                   max(1, sealed_runs // blocks))
             bare += block
             rounds += block_rounds
-            raw300 += await _raw_fanout(cluster, max(1, raw_runs // blocks), LARGE)
+            raw300 += (await _raw_fanout(cluster, max(1, raw_runs // blocks), LARGE))[0]
             large += (await _timed(nc, sealed300, max(1, large_runs // blocks)))[0]
         eng, eng_last, _ = await _timed(nc, english, english_runs)
     result: dict[str, Any] = {
@@ -147,4 +178,21 @@ async def run_auction_bench(sealed_runs: int = 40, english_runs: int = 10,
         result["sealed_bids_to_raw_ratio"] = round(result["sealed_100_bids_ms_p50"]
                                                    / raw_p50, 2)
     result["target_sealed_le_4x_raw"] = result["sealed_to_raw_ratio"] <= 4.0
-    return result
+    return result | _floor(relay, puts, raw_p50)
+
+
+def _floor(relay: list[float], puts: list[float], raw_p50: float) -> dict[str, Any]:
+    """What no implementation of exactly-once settlement can go under on this cluster: the
+    bid round behind a coordinator (a raw relay's two hops) plus the settlement chain's
+    ``SERIAL_WRITES`` durable steps one after another, each at a raw KV put (the award's
+    round trip left out, so it is a lower bound)."""
+    relay_fig = figure("raw_relay_fanout_ms_p50", relay, 50, 1000, 2)
+    put_fig = figure("raw_kv_put_ms_p50", puts, 50, 1000, 3)
+    (relay_p50, relay_ci), (put_p50, put_ci) = (
+        (float(f[n]), list(f[f"{n}_ci95"]))  # type: ignore[arg-type]
+        for f, n in ((relay_fig, "raw_relay_fanout_ms_p50"), (put_fig, "raw_kv_put_ms_p50")))
+    floor = relay_p50 + SERIAL_WRITES * put_p50
+    bounds = [round(relay_ci[k] + SERIAL_WRITES * put_ci[k], 2) for k in (0, 1)]
+    return {**relay_fig, **put_fig, "sealed_floor_ms_p50": round(floor, 2),
+            "sealed_floor_ms_p50_ci95": bounds,
+            "sealed_floor_to_raw_ratio": round(floor / raw_p50, 2)}

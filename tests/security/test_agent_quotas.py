@@ -101,6 +101,15 @@ async def test_a_flood_on_one_agent_is_refused_while_its_neighbour_answers(
         node: LocalCluster) -> None:
     flooder = await node.client(Role.CLIENT)
     asker = await node.client(Role.CLIENT)
+    try:  # closed here, before the fixture stops the server: left open, they went on
+        # reconnecting, and the test loop's teardown once hung waiting for their tasks
+        await _flood(node, flooder, asker)
+    finally:
+        await flooder.close()
+        await asker.close()
+
+
+async def _flood(node: LocalCluster, flooder: NATS, asker: NATS) -> None:
     replies = await Replies(flooder).start()
     flood = codec.encode(envelope(Echo(text="x" * 64)))
     probe = codec.encode(envelope(Echo(text="still here")))
