@@ -49,7 +49,7 @@ from broker_agents.auction.messages import (
     parse_request,
     validation_error,
 )
-from broker_agents.auction.reconcile import Reconciler
+from broker_agents.auction.reconcile import RECORDS_PER_YIELD, Reconciler
 from broker_agents.auction.records import TERMINAL, AuctionRecord, Stage, peek_lease
 from broker_agents.clock import wall_ms
 from broker_agents.core import auction as core
@@ -64,10 +64,6 @@ from broker_agents.reply import respond
 from broker_agents.reputation import ReputationBook, counted_report
 
 _ids = itertools.count(1)
-SWEEP_SLICE = 32
-"""The sweeper reads this many auction records (a 100-bid record is ~17 KB to decode) between
-two yields to the event loop: the records finished since the last sweep are many, and
-reading them all at once stalled the auctions in flight (their tail latency)."""
 _prefix = os.urandom(3).hex()
 
 
@@ -363,13 +359,11 @@ class AuctioneerAgent(Agent):
 
     async def _take_over_lapsed(self) -> None:
         now = wall_ms()
-        peeked = 0
-        for key, (data, rev) in list(self.mirrors[2].values.items()):
+        for read, (key, (data, rev)) in enumerate(list(self.mirrors[2].values.items()), 1):
+            if read % RECORDS_PER_YIELD == 0:  # let auctions in flight run between slices
+                await asyncio.sleep(0)  # sleep-ok: a yield, not a wait
             if key in self.live or self._seen_terminal.get(key) == rev:
                 continue
-            peeked += 1
-            if peeked % SWEEP_SLICE == 0:  # let auctions in flight run between slices
-                await asyncio.sleep(0)  # sleep-ok: a yield, not a wait
             lease = peek_lease(data)  # take_over validates the record it acts on
             if lease is None:
                 continue

@@ -33,8 +33,11 @@ from broker_agents.clock import wall_ms
 from broker_agents.core.auction.audit import AuctionView, HoldReport, Reason, orphans
 from broker_agents.core.budget import Account
 
-SCREEN_SLICE = 32
-"""Auction records read between two yields to the event loop (``screen_auctions``)."""
+RECORDS_PER_YIELD = 32
+"""Auction records read between two yields to the event loop (the escrow screen here, the
+takeover sweep in ``auctioneer.py``): a 100-bid record is ~17 KB to decode, the records
+finished since the last sweep are many, and reading them all at once stalled the auctions
+in flight."""
 
 
 class MirrorView(Protocol):
@@ -98,7 +101,7 @@ class Reconciler:
 
     async def screen_auctions(self) -> int:
         """Report each auction record whose stage cannot be read, once per revision; how
-        many were found this time. Yields to the event loop every ``SCREEN_SLICE`` records
+        many were found this time. Yields to the event loop every ``RECORDS_PER_YIELD`` records
         read, so that a sweep after many finished auctions does not stall those in flight."""
         found = 0
         read = 0
@@ -110,7 +113,7 @@ class Reconciler:
             if self._screened.get(key) == rev:
                 continue
             read += 1
-            if read % SCREEN_SLICE == 0:
+            if read % RECORDS_PER_YIELD == 0:
                 await asyncio.sleep(0)  # sleep-ok: a yield, not a wait
             self._screened[key] = rev
             try:
