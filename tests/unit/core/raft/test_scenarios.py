@@ -198,6 +198,32 @@ def test_two_members_timing_out_together_do_not_split_their_pre_votes() -> None:
             if isinstance(m, VoteResponse)] == [True]
 
 
+def test_the_lease_ends_a_heartbeat_interval_before_the_shortest_election_timeout() -> None:
+    """A peer whose election timeout is the shortest (election_ticks) may tick out of phase
+    with us: a follower that last heard the leader election_ticks - heartbeat_ticks ticks
+    ago grants its pre-vote (it used to ignore it, and the peer waited a whole new
+    timeout); one that heard it a tick later still ignores a stray candidate."""
+    log = [Entry(1, 1, None, "r1"), Entry(3, 2, None, "r2")]
+
+    def heard_leader_ticks_ago(ticks: int) -> RaftCore:
+        follower = RaftCore(cfg("s2", election_ticks=10, heartbeat_ticks=2),
+                            random.Random(7), KVStateMachine(),
+                            InitialState(HardState(3, None, 0), None, log))
+        follower.step(AppendRequest(3, "s1", "s2", 2, 3, (), 2))
+        for _ in range(ticks):
+            follower.step(Tick())
+        assert follower.role == Role.FOLLOWER and follower.leader == "s1"
+        follower.ready()
+        follower.step(VoteRequest(4, "s3", "s2", 2, 3, True))
+        return follower
+
+    def granted(core: RaftCore) -> list[bool]:
+        return [m.granted for m in core.ready().messages if isinstance(m, VoteResponse)]
+
+    assert granted(heard_leader_ticks_ago(8)) == [True]
+    assert granted(heard_leader_ticks_ago(7)) == []
+
+
 def test_fast_backtracking_skips_a_whole_conflicting_term() -> None:
     # the follower holds 30 entries of a term-2 leader that never committed them
     stale = [Entry(1, 1, None, "r1")] + [Entry(2, i, None, f"x{i}") for i in range(2, 32)]
