@@ -217,7 +217,13 @@ async def run(ctx: ScenarioContext, name: str, weights: tuple[int, int, int]) ->
                               cluster.security(Role.NODE))
         conns.append(admin)
         js = admin.jetstream(timeout=5)
-        kv = await js.create_key_value(bucket=BUCKET, replicas=3, history=1, direct=False)
+        from chaos.scenarios.support import until_ok  # support imports this module
+
+        # right after start a server may still answer "JetStream not enabled for account"
+        # (the account's JetStream is enabled asynchronously): retried until it is
+        kv = await until_ok(lambda: js.create_key_value(bucket=BUCKET, replicas=3, history=1,
+                                                        direct=False),
+                            time.monotonic() + 20, each=5)
         workers = []
         for i in range(WORKERS):
             # the workload is JetStream KV itself: a node's to write
