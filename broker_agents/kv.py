@@ -13,7 +13,7 @@ A bucket that exists with another replica count is left as it is, with a warning
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import nats.js.errors as jse
@@ -28,9 +28,12 @@ from broker_agents.logging import get_logger
 from broker_agents.ratelog import RateLimitedLog
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 # JetStream's "wrong last sequence" API error codes (a create or update lost a race).
 WRONG_LAST_SEQUENCE = (10071, 10164)
 CLUSTER_REPLICAS = 3  # the default once the cluster has this many servers
+ACCOUNT_NOT_ENABLED = 10039  # JetStream's "JetStream not enabled for account"
+ACCOUNT_ENABLE_TIMEOUT = 20.0
 
 REPLICAS_MISMATCH = Counter(
     "ba_kv_bucket_replicas_mismatch_total",
@@ -66,6 +69,32 @@ def is_cas_conflict(exc: BaseException) -> bool:
         isinstance(exc, jse.APIError) and exc.err_code in WRONG_LAST_SEQUENCE)
 
 
+def is_account_enabling(exc: BaseException) -> bool:
+    """A server refused the request because it has not enabled the account's JetStream."""
+    return isinstance(exc, jse.APIError) and exc.err_code == ACCOUNT_NOT_ENABLED
+
+
+async def once_account_enabled(call: Callable[[], Awaitable[T]],
+                               timeout: float = ACCOUNT_ENABLE_TIMEOUT) -> T:
+    """``call()``, retried while a server answers "JetStream not enabled for account".
+
+    With operator auth a server loads an account, and enables its JetStream, when it first
+    meets it (a client's connect, a routed request), and does so asynchronously: right
+    after a cluster starts, the first JetStream request of an account can be refused
+    although every server reports healthy (its /healthz knows no account yet). Any other
+    error, or the same one past ``timeout``, is raised."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    delay = 0.02
+    while True:
+        try:
+            return await call()
+        except jse.APIError as exc:
+            if not is_account_enabling(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(delay)  # sleep-ok: backoff while the server enables the account
+        delay = min(delay * 2, 0.5)
+
+
 async def open_bucket(js: Any, name: str, *, replicas: int | None = None,
                       ttl: float | None = None, direct: bool = False) -> KeyValue:
     """Bind to a bucket, creating it (history 1, ``replicas`` or ``default_replicas``,
@@ -73,12 +102,14 @@ async def open_bucket(js: Any, name: str, *, replicas: int | None = None,
     same moment is fine. An existing bucket keeps its replicas (a warning if they differ)."""
     wanted = replicas if replicas is not None else default_replicas(js)
     try:
-        info = await js.stream_info(f"KV_{name}")
+        info = await once_account_enabled(lambda: js.stream_info(f"KV_{name}"))
     except jse.NotFoundError:
         config = KeyValueConfig(bucket=name, history=1, replicas=wanted, ttl=ttl,
                                 direct=direct)
         try:
-            return await js.create_key_value(config)  # type: ignore[no-any-return]
+            created: KeyValue = await once_account_enabled(
+                lambda: js.create_key_value(config))
+            return created
         except jse.APIError as exc:
             try:
                 return await js.key_value(name)  # type: ignore[no-any-return]  # raced

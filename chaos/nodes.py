@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import sys
 import threading
@@ -28,6 +29,7 @@ from typing import Any
 import nats.js.errors
 from nats.js.api import KeyValueConfig
 
+from broker_agents.kv import once_account_enabled
 from broker_agents.transport import Security
 from chaos.cluster import HOST, NatsCluster, http_json
 from chaos.faults import PauseProcess
@@ -208,7 +210,7 @@ async def create_buckets(js: Any, prefix: str = "ba", replicas: int = 3,
         config = KeyValueConfig(bucket=f"{prefix}_{concern}", history=1, replicas=replicas,
                                 direct=False)
         try:
-            await js.create_key_value(config)
+            await once_account_enabled(functools.partial(js.create_key_value, config))
         except nats.js.errors.BadRequestError:
             await js.key_value(config.bucket)  # exists already: bind
 

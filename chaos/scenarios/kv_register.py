@@ -30,6 +30,7 @@ from nats.js.errors import (
     NoStreamResponseError,
 )
 
+from broker_agents.kv import once_account_enabled
 from broker_agents.transport import Security, connect_client
 from chaos.checkers import check_no_lost_writes, check_register
 from chaos.cluster import NatsCluster, ProxiedNatsCluster, server_version
@@ -217,13 +218,8 @@ async def run(ctx: ScenarioContext, name: str, weights: tuple[int, int, int]) ->
                               cluster.security(Role.NODE))
         conns.append(admin)
         js = admin.jetstream(timeout=5)
-        from chaos.scenarios.support import until_ok  # support imports this module
-
-        # right after start a server may still answer "JetStream not enabled for account"
-        # (the account's JetStream is enabled asynchronously): retried until it is
-        kv = await until_ok(lambda: js.create_key_value(bucket=BUCKET, replicas=3, history=1,
-                                                        direct=False),
-                            time.monotonic() + 20, each=5)
+        kv = await once_account_enabled(lambda: js.create_key_value(
+            bucket=BUCKET, replicas=3, history=1, direct=False))
         workers = []
         for i in range(WORKERS):
             # the workload is JetStream KV itself: a node's to write

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from broker_agents.kv import once_account_enabled
 from broker_agents.subjects import Subjects
 from node.auth.local import ensure_cluster, ensure_identities
 from node.auth.server_config import ServerSpec, write_configs
@@ -48,4 +49,5 @@ async def r3_bucket(nc: Any, bucket: str = BUCKET) -> Any:
     js = nc.jetstream()
     from nats.js.api import KeyValueConfig
 
-    return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1, replicas=3))
+    config = KeyValueConfig(bucket=bucket, history=1, replicas=3)
+    return await once_account_enabled(lambda: js.create_key_value(config))

@@ -1,10 +1,9 @@
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
+from broker_agents.kv import once_account_enabled
 from broker_agents.logging import get_logger
-from chaos.scenarios.support import until_ok
 from node.auth.roles import Role
 from node.config import EmbeddedSection
 from node.embedded import NatsCluster, NatsServer, start_server
@@ -29,10 +28,7 @@ async def test_embedded_server_serves_jetstream_kv_and_stops(tmp_path: Path) -> 
 async def test_three_server_cluster_replicates_kv(nats_cluster: NatsCluster) -> None:
     nc = await connect_as(nats_cluster, Role.NODE, servers=nats_cluster.urls[:1])
     js = nc.jetstream()
-    # the account's JetStream is enabled asynchronously after start: a first create may be
-    # told "JetStream not enabled for account" (seen in CI), so it is retried until it is
-    kv = await until_ok(lambda: js.create_key_value(bucket="ba_raw", replicas=3),
-                        time.monotonic() + 20, each=5)
+    kv = await once_account_enabled(lambda: js.create_key_value(bucket="ba_raw", replicas=3))
     await kv.put("k", b"v")
     other = await connect_as(nats_cluster, Role.NODE, servers=nats_cluster.urls[2:])
     kv2 = await other.jetstream().key_value("ba_raw")
