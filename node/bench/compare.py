@@ -10,8 +10,9 @@ is ``no interval``): a single run on a shared machine moves too much for that.
 Which direction is bad comes from the name: times (``_us``, ``_ms``, ``_ns``) are better
 lower; rates (``per_s``, ``throughput``, and ratios of counts: ``commits_..._ratio``) better
 higher; other ratios of ours to raw (times), ``leader_changes`` and ``relists`` lower.
-Raw baselines (``raw_*``), the peer and the floor we measure against (``js_*``,
-``fsync_*``) are context: shown, never a regression.
+Raw baselines (``raw_*``), the peer and the floors we measure against (``js_*``,
+``fsync_*``, any name with a ``floor`` word: ``commit_floor_us_p50``) are context: shown,
+never a regression.
 """
 
 from __future__ import annotations
@@ -56,9 +57,9 @@ def direction(name: str) -> Direction:
     """Which way is better for figure ``name`` (see the module docstring): a time unit
     decides first (``sealed_100_bids_ms_p50``), then a rate (``per_s``, or a ratio of
     counts such as ``commits_c64_to_js_r3_ratio``), then a ratio of times."""
-    if name.startswith(CONTEXT_PREFIXES):
-        return Direction.CONTEXT
     tokens = name.split("_")
+    if name.startswith(CONTEXT_PREFIXES) or "floor" in tokens:
+        return Direction.CONTEXT
     if UNIT_WORDS & set(tokens):
         return Direction.LOWER
     if RATE_WORDS & set(tokens) or _is_rate(tokens):

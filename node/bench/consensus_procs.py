@@ -211,13 +211,16 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
     node_sec, client_sec = cluster.security(Role.NODE), cluster.security(Role.CLIENT)
     probe_a = await connect_client(one, security=node_sec)
     probe_b = await connect_client(one, security=node_sec)
+    # the members sit on different servers: a leader-follower leg crosses a route
+    probe_c = await connect_client([cluster.nats.urls[1]], security=node_sec)
     clients = [await connect_client(cluster.urls, security=client_sec)
                for _ in range(connections)]
     js_ncs = [await connect_client(cluster.urls, security=node_sec) for _ in range(connections)]
     begun = time.perf_counter()
     try:
-        raw = await raw_rtt(probe_a, probe_b, max(50, proposals // 2), encode(
-            {"command": _command(0), "request_id": "x" * 32}))
+        request = encode({"command": _command(0), "request_id": "x" * 32})
+        raw = await raw_rtt(probe_a, probe_b, max(50, proposals // 2), request)
+        routed = await raw_rtt(probe_a, probe_c, max(50, proposals // 2), request)
         fsyncs = await asyncio.to_thread(fsync_floor, cluster.base_dir / ids[0],
                                          max(50, proposals // 4))
         rafts = [Proposer(RaftClient(clients[c % connections], GROUP)) for c in range(concurrency)]
@@ -263,12 +266,13 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
                                          caught_up=_caught_up) for _ in range(handovers)]
         phases["handovers"] = time.perf_counter()
     finally:
-        for nc in [probe_a, probe_b, *clients, *js_ncs]:
+        for nc in [probe_a, probe_b, probe_c, *clients, *js_ncs]:
             await nc.close()
     marks = [begun, *phases.values()]
     spent = {name: round(b - a, 1) for name, a, b in zip(phases, marks, marks[1:], strict=False)}
     return _report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, cpu,
-                   planned=planned, per_request=per_request, proposals=proposals,
+                   planned=planned, per_request=per_request, routed=routed,
+                   proposals=proposals,
                    concurrency=concurrency, seconds=seconds, rounds=rounds, fsync=fsync,
                    phase_s=spent, leader=leader_c64)
 
@@ -334,11 +338,29 @@ def _ratio(name: str, ours: list[float], theirs: list[float]) -> dict[str, Any]:
             f"{name}_ci95": [round(low, 3), round(high, 3)]}
 
 
+def _commit_floor(raw: list[float], routed: list[float], fsyncs: list[float],
+                  js_p50: float) -> dict[str, Any]:
+    """What no leader-based commit can go under here: the client's round trip to the
+    leader (on the clients' server, the cheapest case), the leader's round trip to a
+    follower (the members sit on different servers, so across a route) and the follower's
+    fsync, with no work of ours at all. JetStream replicates inside the servers."""
+    if not routed:
+        return {}
+    parts = [[x * 1e6 for x in samples] for samples in (raw, routed, fsyncs)]
+    floor = sum(statistics.median(p) for p in parts)
+    bounds = [ci95(p) for p in parts]
+    return {**figure("raw_route_rtt_us_p50", routed, 50, 1e6),
+            "commit_floor_us_p50": round(floor, 1),
+            "commit_floor_us_p50_ci95": [round(sum(b[k] for b in bounds), 1) for k in (0, 1)],
+            "commit_floor_to_js_r3_ratio": round(floor / (js_p50 * 1e6), 3)}
+
+
 def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float]]],
             loaded: dict[str, list[Loaded]], changes: list[int], failover: list[float],
             retries_c64: int, cpu: dict[str, list[float]] | None = None,
             planned: list[tuple[float, float, int]] | None = None,
-            per_request: list[float] | None = None, **params: Any) -> dict[str, Any]:
+            per_request: list[float] | None = None, routed: list[float] | None = None,
+            **params: Any) -> dict[str, Any]:
     def flat(rounds: list[list[float]]) -> list[float]:
         return [x for r in rounds for x in r]
 
@@ -375,6 +397,7 @@ def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[floa
         **_ratio("commits_c64_to_js_r3_ratio", rate[0], rate[1]),
         **_ratio("commit_to_rtt_ratio", p50[0], [statistics.median(raw)] * len(p50[0])),
         **_ratio("commit_to_fsync_ratio", p50[0], [statistics.median(fsyncs)] * len(p50[0])),
+        **_commit_floor(raw, routed or [], fsyncs, statistics.median(flat(seq["js"]))),
         "members": 3, "processes": 3, "nats_servers": 3, "in_process": False,
         "js_sync_interval": "always", **params,
     }

@@ -45,7 +45,8 @@ def verdicts(base: dict[str, Any], new: dict[str, Any], tolerance: float = 0.1,
     ("updates_per_s", Direction.HIGHER), ("query_result_size_p50", Direction.UNKNOWN),
     ("raw_rtt_us_p50", Direction.CONTEXT), ("raw_msgs_per_s", Direction.CONTEXT),
     ("js_r3_put_us_p50", Direction.CONTEXT), ("js_r3_puts_per_s_c64", Direction.CONTEXT),
-    ("fsync_us_p50", Direction.CONTEXT),
+    ("fsync_us_p50", Direction.CONTEXT), ("commit_floor_us_p50", Direction.CONTEXT),
+    ("sealed_floor_ms_p50", Direction.CONTEXT), ("sealed_floor_to_raw_ratio", Direction.CONTEXT),
     ("bidders", Direction.UNKNOWN), ("english_10_rounds", Direction.UNKNOWN),
 ])
 def test_the_bad_direction_comes_from_the_name(name: str, better: Direction) -> None:

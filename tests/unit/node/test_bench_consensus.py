@@ -81,6 +81,19 @@ def test_report_has_every_contract_figure_with_its_interval() -> None:
     assert out["failover_ms"] == 250.0
 
 
+def test_commit_floor_adds_the_client_and_route_round_trips_and_an_fsync() -> None:
+    seq = {"raft": [[0.002, 0.002]], "js": [[0.001, 0.001]]}
+    loaded = {"raft": [Loaded([0.01], 1.0)], "js": [Loaded([0.01], 1.0)]}
+    out = _report([0.0003], [0.0001], seq, loaded, [0], [0.25], 0,
+                  routed=[0.0005, 0.0005, 0.0005])
+    assert out["raw_route_rtt_us_p50"] == 500.0
+    assert out["commit_floor_us_p50"] == 900.0  # 300 + 500 + 100 us
+    assert out["commit_floor_us_p50_ci95"] == [900.0, 900.0]
+    assert out["commit_floor_to_js_r3_ratio"] == 0.9
+    assert "commit_floor_us_p50" not in _report([0.0003], [0.0001], seq, loaded, [0],
+                                                [0.25], 0)  # no routed probe: no floor
+
+
 def test_cpu_seconds_of_this_process_grow_with_work() -> None:
     import os
 
