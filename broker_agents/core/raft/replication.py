@@ -340,7 +340,8 @@ class Replication:
             out.applied.append(Applied(entry.index, entry.term, rid, result, dup))
             if rid is not None and rid in pending:
                 pending.discard(rid)
-                seen = applier.lookup(rid)
+                # a repeat answers with the index of the entry that applied it
+                seen = applier.lookup(rid) if dup else None
                 index = seen[0] if seen is not None else entry.index
                 out.reply(ProposalResult(rid, index, result))
         self.serve_reads()
