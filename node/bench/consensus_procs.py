@@ -5,8 +5,14 @@ replicated write (an R3 KV put) on that same cluster, in the same run.
 
 Each round alternates the two systems (1 client sequentially, then ``concurrency``
 clients in a closed loop), so drift on a shared machine hits both alike; ratios are the
-median of the per-round ratios. Leader changes come from the members' own metrics (the
-Raft term: every new leader needs a new term). The ``concurrency`` RaftClients share
+median of the per-round ratios. Each system's clients connect to the server its leader is
+on (the Raft leader's node, the R3 stream's leader): JetStream's best case, since a put to
+a stream led elsewhere crosses a route first, which cost it up to a third of its 64-client
+rate when placement was left to chance. The 64-client phase is repeated with the clients
+on another server (``*_remote``); ``placement`` says where the leaders were.
+
+Leader changes come from the members' own metrics (the Raft term: every new leader needs
+a new term). The ``concurrency`` RaftClients share
 ``connections`` connections, so proposals issued together travel as batch requests
 (``broker_agents/raft/coalesce.py``); ``proposals_per_request_c64`` says how many one
 request carried on average. Failover kills the leader's process with
@@ -16,9 +22,9 @@ SIGKILL and times the next commit through a client, which retries under one requ
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
-import statistics
 import tempfile
 import time
 import urllib.request
@@ -29,14 +35,16 @@ from typing import Any
 from broker_agents.codec import encode
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.raft.client import RaftClient
+from broker_agents.subjects import Subjects
 from broker_agents.transport import connect_client
 from node.auth.roles import Role
+from node.bench.consensus_report import report
 from node.bench.handover import planned_restart
-from node.bench.jetstream import r3_bucket, start_fsync_cluster
-from node.bench.load import Loaded, closed_loop, sequential
+from node.bench.jetstream import BUCKET, r3_bucket, start_fsync_cluster
+from node.bench.load import Loaded, Op, closed_loop, sequential
 from node.bench.proposals import raw_rtt
-from node.bench.stats import ci95, figure, percentile, rate_figure
 from node.cluster import LocalCluster
+from node.embedded import NatsCluster
 
 GROUP = "bench"
 _PROPOSALS, _REQUESTS = "ba_raft_proposals_total", "ba_raft_proposal_requests_total"
@@ -207,54 +215,58 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
                    concurrency: int, seconds: float, rounds: int, failovers: int,
                    connections: int, fsync: bool, handovers: int = 0) -> dict[str, Any]:
     assert cluster.nats is not None
-    one = [cluster.nats.urls[0]]  # the raw baseline: both ends on the same server
+    urls = cluster.nats.urls
     node_sec, client_sec = cluster.security(Role.NODE), cluster.security(Role.CLIENT)
-    probe_a = await connect_client(one, security=node_sec)
-    probe_b = await connect_client(one, security=node_sec)
-    # the members sit on different servers: a leader-follower leg crosses a route
-    probe_c = await connect_client([cluster.nats.urls[1]], security=node_sec)
-    clients = [await connect_client(cluster.urls, security=client_sec)
-               for _ in range(connections)]
-    js_ncs = [await connect_client(cluster.urls, security=node_sec) for _ in range(connections)]
+    opened: list[Any] = []
+
+    async def connect(server: int, security: Any) -> Any:
+        opened.append(await connect_client([urls[server]], security=security))
+        return opened[-1]
+
     begun = time.perf_counter()
     try:
+        probe_a, probe_b = await connect(0, node_sec), await connect(0, node_sec)
+        probe_c = await connect(1, node_sec)  # members sit on different servers: a route
         request = encode({"command": _command(0), "request_id": "x" * 32})
         raw = await raw_rtt(probe_a, probe_b, max(50, proposals // 2), request)
         routed = await raw_rtt(probe_a, probe_c, max(50, proposals // 2), request)
         fsyncs = await asyncio.to_thread(fsync_floor, cluster.base_dir / ids[0],
                                          max(50, proposals // 4))
-        rafts = [Proposer(RaftClient(clients[c % connections], GROUP)) for c in range(concurrency)]
-        kvs = [await r3_bucket(nc) for nc in js_ncs]
-        await rafts[0](_command(0))  # a leader is elected
-
-        async def commit(c: int, i: int) -> object:
-            return await rafts[c](_command(i))
-
-        async def put(c: int, i: int) -> object:
-            return await kvs[c % connections].put(f"k{i % 64}", encode(_command(i)))
-
-        await put(0, 0)
+        homes = await _leader_servers(cluster, await connect(0, client_sec),
+                                      await connect(0, node_sec))
+        ops: dict[str, Op] = {}
+        rafts: list[Proposer] = []
+        for system, home in homes.items():
+            security = client_sec if system == "raft" else node_sec
+            for where, server in (("", home), ("_remote", (home + 1) % len(urls))):
+                conns = [await connect(server, security) for _ in range(connections)]
+                if system == "raft":
+                    ops[system + where], proposers = _raft_writers(conns, concurrency)
+                    rafts = rafts or proposers  # the leader's server's: failovers use them
+                else:
+                    ops[system + where] = await _js_writers(conns)
         phases = {"baselines": time.perf_counter()}
         seq: dict[str, list[list[float]]] = {"raft": [], "js": []}
-        loaded: dict[str, list[Loaded]] = {"raft": [], "js": []}
+        loaded: dict[str, list[Loaded]] = {name: [] for name in ops}
         changes: list[int] = []
         nodes, servers = server_pids(cluster)
         cpu: dict[str, list[float]] = {"raft": [], "js": []}
         per_request: list[float] = []  # proposals per request message (batches: > 1)
         for _ in range(rounds):
-            seq["raft"].append(await sequential(commit, max(1, proposals // rounds)))
-            seq["js"].append(await sequential(put, max(1, proposals // rounds)))
-            seen, used = await member_metrics(cluster), _cpu_seconds(nodes + servers)
-            loaded["raft"].append(await closed_loop(commit, concurrency, seconds / rounds))
-            cpu["raft"].append((_cpu_seconds(nodes + servers) - used) / loaded["raft"][-1].count)
+            for system in ("raft", "js"):
+                seq[system].append(await sequential(ops[system], max(1, proposals // rounds)))
+            seen = await member_metrics(cluster)
+            for name, op in ops.items():
+                pids = nodes + servers if name == "raft" else servers
+                used = _cpu_seconds(pids)
+                loaded[name].append(await closed_loop(op, concurrency, seconds / rounds))
+                if name in cpu:
+                    cpu[name].append((_cpu_seconds(pids) - used) / loaded[name][-1].count)
             now = await member_metrics(cluster)
             changes.append(_term(now) - _term(seen))
             asked = _total(now, _REQUESTS) - _total(seen, _REQUESTS)
             if asked > 0:
                 per_request.append((_total(now, _PROPOSALS) - _total(seen, _PROPOSALS)) / asked)
-            used = _cpu_seconds(servers)
-            loaded["js"].append(await closed_loop(put, concurrency, seconds / rounds))
-            cpu["js"].append((_cpu_seconds(servers) - used) / loaded["js"][-1].count)
         retries_c64 = sum(r.retries for r in rafts)
         leader_c64 = rafts[0].client.leader
         phases["rounds"] = time.perf_counter()
@@ -266,15 +278,63 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
                                          caught_up=_caught_up) for _ in range(handovers)]
         phases["handovers"] = time.perf_counter()
     finally:
-        for nc in [probe_a, probe_b, probe_c, *clients, *js_ncs]:
+        for nc in opened:
             await nc.close()
     marks = [begun, *phases.values()]
     spent = {name: round(b - a, 1) for name, a, b in zip(phases, marks, marks[1:], strict=False)}
-    return _report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, cpu,
-                   planned=planned, per_request=per_request, routed=routed,
-                   proposals=proposals,
-                   concurrency=concurrency, seconds=seconds, rounds=rounds, fsync=fsync,
-                   phase_s=spent, leader=leader_c64)
+    return report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, cpu,
+                  planned=planned, per_request=per_request, routed=routed,
+                  proposals=proposals, concurrency=concurrency, seconds=seconds,
+                  rounds=rounds, fsync=fsync, phase_s=spent, leader=leader_c64,
+                  placement={f"{system}_leader_server": home for system, home in homes.items()})
+
+
+async def _leader_servers(cluster: LocalCluster, client: Any, node: Any) -> dict[str, int]:
+    """Which server each system's leader is on: the Raft leader's node connection (found
+    by its peer subscription in the servers' ``/connz``) and the R3 bucket's stream leader.
+
+    Each system is measured with its clients on its leader's server (JetStream's best
+    case: a put to a stream led elsewhere crosses a route first) and on another one
+    (``_remote``): where a client sits decides the peer's figure by up to a third."""
+    raft = RaftClient(client, GROUP)
+    await raft.propose(_command(0))  # a leader is elected
+    await r3_bucket(node)
+    info = await node.jetstream().stream_info(f"KV_{BUCKET}")
+    assert isinstance(cluster.nats, NatsCluster) and info.cluster is not None
+    names = [server.server_name for server in cluster.nats.servers]
+    peer_subject = Subjects().raft(GROUP, str(raft.leader))
+    return {"raft": await asyncio.to_thread(_subscriber_server, cluster, peer_subject),
+            "js": names.index(info.cluster.leader)}
+
+
+def _subscriber_server(cluster: LocalCluster, subject: str) -> int:
+    """The index of the server where some connection subscribes to ``subject``."""
+    assert isinstance(cluster.nats, NatsCluster)
+    for index, server in enumerate(cluster.nats.servers):
+        url = f"http://127.0.0.1:{server.monitor_port}/connz?subs=1&limit=1024"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            conns = json.loads(resp.read()).get("connections") or []
+        if any(subject in (conn.get("subscriptions_list") or []) for conn in conns):
+            return index
+    raise RuntimeError(f"no server has a subscriber to {subject}")
+
+
+def _raft_writers(conns: list[Any], concurrency: int) -> tuple[Op, list[Proposer]]:
+    proposers = [Proposer(RaftClient(conns[c % len(conns)], GROUP)) for c in range(concurrency)]
+
+    async def commit(c: int, i: int) -> object:
+        return await proposers[c](_command(i))
+
+    return commit, proposers
+
+
+async def _js_writers(conns: list[Any]) -> Op:
+    kvs = [await nc.jetstream().key_value(BUCKET) for nc in conns]
+
+    async def put(c: int, i: int) -> object:
+        return await kvs[c % len(kvs)].put(f"k{i % 64}", encode(_command(i)))
+
+    return put
 
 
 async def _failover(cluster: LocalCluster, client: RaftClient, ids: list[str], *,
@@ -309,95 +369,3 @@ async def _caught_up(cluster: LocalCluster, node_id: str, timeout: float = 30.0)
             return
         await asyncio.sleep(0.05)  # sleep-ok: polling another process's metrics
     raise TimeoutError(f"{node_id} did not catch up in {timeout}s")
-
-
-def _handover_figures(planned: list[tuple[float, float, int]], raw: list[float],
-                      fsyncs: list[float]) -> dict[str, Any]:
-    """A planned restart of the leader's node (SIGTERM: it hands leadership over first):
-    the longest gap between one writer's commits, the commit latency of that series, what
-    the restart added (gap - commit), and the floor it is held to (a round trip + fsync)."""
-    if not planned:
-        return {}
-    gaps, commits, failed = zip(*planned, strict=True)
-    extra = [gap - commit for gap, commit, _ in planned]
-    return {
-        **figure("handover_gap_ms", list(gaps), 50, 1e3),
-        "handover_gap_ms_samples": [round(g * 1e3, 2) for g in gaps],
-        **figure("handover_commit_ms_p50", list(commits), 50, 1e3),
-        **figure("handover_extra_ms", extra, 50, 1e3),
-        "handover_floor_ms": round((statistics.median(raw) + statistics.median(fsyncs)) * 1e3, 3),
-        "handover_failed_commits": sum(failed),
-    }
-
-
-def _ratio(name: str, ours: list[float], theirs: list[float]) -> dict[str, Any]:
-    """The median per-round ratio (each round measured both systems back to back)."""
-    ratios = [a / b for a, b in zip(ours, theirs, strict=True) if b > 0]
-    low, high = ci95(ratios)
-    return {name: round(statistics.median(ratios), 3) if ratios else float("nan"),
-            f"{name}_ci95": [round(low, 3), round(high, 3)]}
-
-
-def _commit_floor(raw: list[float], routed: list[float], fsyncs: list[float],
-                  js_p50: float) -> dict[str, Any]:
-    """What no leader-based commit can go under here: the client's round trip to the
-    leader (on the clients' server, the cheapest case), the leader's round trip to a
-    follower (the members sit on different servers, so across a route) and the follower's
-    fsync, with no work of ours at all. JetStream replicates inside the servers."""
-    if not routed:
-        return {}
-    parts = [[x * 1e6 for x in samples] for samples in (raw, routed, fsyncs)]
-    floor = sum(statistics.median(p) for p in parts)
-    bounds = [ci95(p) for p in parts]
-    return {**figure("raw_route_rtt_us_p50", routed, 50, 1e6),
-            "commit_floor_us_p50": round(floor, 1),
-            "commit_floor_us_p50_ci95": [round(sum(b[k] for b in bounds), 1) for k in (0, 1)],
-            "commit_floor_to_js_r3_ratio": round(floor / (js_p50 * 1e6), 3)}
-
-
-def _report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float]]],
-            loaded: dict[str, list[Loaded]], changes: list[int], failover: list[float],
-            retries_c64: int, cpu: dict[str, list[float]] | None = None,
-            planned: list[tuple[float, float, int]] | None = None,
-            per_request: list[float] | None = None, routed: list[float] | None = None,
-            **params: Any) -> dict[str, Any]:
-    def flat(rounds: list[list[float]]) -> list[float]:
-        return [x for r in rounds for x in r]
-
-    raft_c, js_c = loaded["raft"], loaded["js"]
-    p50 = [[percentile(r, 50) for r in seq[k]] for k in ("raft", "js")]
-    p99c = [[percentile(r.samples, 99) for r in loaded[k]] for k in ("raft", "js")]
-    rate = [[r.count / r.seconds for r in loaded[k]] for k in ("raft", "js")]
-    total_changes = sum(changes)
-    return {
-        **figure("commit_us_p50", flat(seq["raft"]), 50, 1e6),
-        **figure("commit_us_p99", flat(seq["raft"]), 99, 1e6),
-        **figure("commit_us_p99_c64", flat([r.samples for r in raft_c]), 99, 1e6),
-        **rate_figure("commits_per_s_c64", [r.count for r in raft_c], [r.seconds for r in raft_c]),
-        "leader_changes_c64": total_changes,
-        "leader_changes_c64_ci95": [total_changes, total_changes],  # a count, not a sample
-        "leader_changes_c64_per_round": changes,
-        "retries_c64": retries_c64,
-        **figure("failover_ms", failover, 50, 1e3),
-        "failover_ms_samples": [round(x * 1e3, 1) for x in failover],
-        **_handover_figures(planned or [], raw, fsyncs),
-        **figure("raw_rtt_us_p50", raw, 50, 1e6),
-        **figure("fsync_us_p50", fsyncs, 50, 1e6),
-        **figure("js_r3_put_us_p50", flat(seq["js"]), 50, 1e6),
-        **figure("js_r3_put_us_p99", flat(seq["js"]), 99, 1e6),
-        **figure("js_r3_put_us_p99_c64", flat([r.samples for r in js_c]), 99, 1e6),
-        **rate_figure("js_r3_puts_per_s_c64", [r.count for r in js_c], [r.seconds for r in js_c]),
-        # CPU of the nodes and nats-servers (ours) or the nats-servers (theirs) per write
-        **figure("cpu_us_per_commit_c64", (cpu or {}).get("raft", []), 50, 1e6),
-        **figure("js_r3_cpu_us_per_put_c64", (cpu or {}).get("js", []), 50, 1e6),
-        # how many proposals one client request carried, on average (batches: > 1)
-        **figure("proposals_per_request_c64", per_request or [], 50, 1),
-        **_ratio("commit_to_js_r3_p50_ratio", p50[0], p50[1]),
-        **_ratio("commit_p99_c64_to_js_r3_ratio", p99c[0], p99c[1]),
-        **_ratio("commits_c64_to_js_r3_ratio", rate[0], rate[1]),
-        **_ratio("commit_to_rtt_ratio", p50[0], [statistics.median(raw)] * len(p50[0])),
-        **_ratio("commit_to_fsync_ratio", p50[0], [statistics.median(fsyncs)] * len(p50[0])),
-        **_commit_floor(raw, routed or [], fsyncs, statistics.median(flat(seq["js"]))),
-        "members": 3, "processes": 3, "nats_servers": 3, "in_process": False,
-        "js_sync_interval": "always", **params,
-    }

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from node.bench.consensus_procs import _METRIC, _ratio, _report, _term, fsync_floor
+from node.bench.consensus_procs import _METRIC, _term, fsync_floor
+from node.bench.consensus_report import ratio, report
 from node.bench.load import Loaded, closed_loop, sequential, spread
 
 
@@ -58,7 +59,7 @@ def test_fsync_floor_measures_and_cleans_up(tmp_path: Path) -> None:
 
 
 def test_ratio_is_the_median_of_paired_rounds() -> None:
-    out = _ratio("r", [2.0, 4.0, 6.0], [1.0, 2.0, 2.0])
+    out = ratio("r", [2.0, 4.0, 6.0], [1.0, 2.0, 2.0])
     assert out["r"] == 2.0
     low, high = out["r_ci95"]
     assert low <= 2.0 <= high
@@ -67,7 +68,7 @@ def test_ratio_is_the_median_of_paired_rounds() -> None:
 def test_report_has_every_contract_figure_with_its_interval() -> None:
     seq = {"raft": [[0.002, 0.003]], "js": [[0.001, 0.002]]}
     loaded = {"raft": [Loaded([0.01, 0.02, 0.03], 1.0)], "js": [Loaded([0.01, 0.01], 1.0)]}
-    out = _report([0.0004], [0.0001], seq, loaded, [0], [0.25], 0,
+    out = report([0.0004], [0.0001], seq, loaded, [0], [0.25], 0,
                   {"raft": [0.0002], "js": [0.0001]})
     for name in ("commit_us_p50", "commit_us_p99", "commit_us_p99_c64", "commits_per_s_c64",
                  "leader_changes_c64", "failover_ms", "raw_rtt_us_p50", "fsync_us_p50",
@@ -84,14 +85,27 @@ def test_report_has_every_contract_figure_with_its_interval() -> None:
 def test_commit_floor_adds_the_client_and_route_round_trips_and_an_fsync() -> None:
     seq = {"raft": [[0.002, 0.002]], "js": [[0.001, 0.001]]}
     loaded = {"raft": [Loaded([0.01], 1.0)], "js": [Loaded([0.01], 1.0)]}
-    out = _report([0.0003], [0.0001], seq, loaded, [0], [0.25], 0,
+    out = report([0.0003], [0.0001], seq, loaded, [0], [0.25], 0,
                   routed=[0.0005, 0.0005, 0.0005])
     assert out["raw_route_rtt_us_p50"] == 500.0
     assert out["commit_floor_us_p50"] == 900.0  # 300 + 500 + 100 us
     assert out["commit_floor_us_p50_ci95"] == [900.0, 900.0]
     assert out["commit_floor_to_js_r3_ratio"] == 0.9
-    assert "commit_floor_us_p50" not in _report([0.0003], [0.0001], seq, loaded, [0],
+    assert "commit_floor_us_p50" not in report([0.0003], [0.0001], seq, loaded, [0],
                                                 [0.25], 0)  # no routed probe: no floor
+
+
+def test_remote_placement_is_reported_beside_the_leaders_server() -> None:
+    seq = {"raft": [[0.002]], "js": [[0.001]]}
+    loaded = {"raft": [Loaded([0.01] * 4, 1.0)], "js": [Loaded([0.01] * 4, 1.0)],
+              "raft_remote": [Loaded([0.01] * 3, 1.0)], "js_remote": [Loaded([0.01] * 2, 1.0)]}
+    out = report([0.0003], [0.0001], seq, loaded, [0], [0.25], 0,
+                 placement={"raft_leader_server": 2, "js_leader_server": 0})
+    assert out["commits_c64_to_js_r3_ratio"] == 1.0
+    assert out["commits_per_s_c64_remote"] == 3.0 and out["js_r3_puts_per_s_c64_remote"] == 2.0
+    assert out["commits_c64_to_js_r3_ratio_remote"] == 1.5
+    assert "commits_per_s_c64_remote_ci95" in out
+    assert out["placement"] == {"raft_leader_server": 2, "js_leader_server": 0}
 
 
 def test_cpu_seconds_of_this_process_grow_with_work() -> None:
