@@ -245,6 +245,8 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
                     rafts = rafts or proposers  # the leader's server's: failovers use them
                 else:
                     ops[system + where] = await _js_writers(conns)
+        for op in ops.values():  # each new connection's first request sets up its inbox
+            await asyncio.gather(*(op(c, 0) for c in range(connections)))
         phases = {"baselines": time.perf_counter()}
         seq: dict[str, list[list[float]]] = {"raft": [], "js": []}
         loaded: dict[str, list[Loaded]] = {name: [] for name in ops}
