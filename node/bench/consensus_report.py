@@ -54,17 +54,19 @@ def commit_floor(raw: list[float], routed: list[float], fsyncs: list[float],
             "commit_floor_to_js_r3_ratio": round(floor / (js_p50 * 1e6), 3)}
 
 
-def _remote(loaded: dict[str, list[Loaded]]) -> dict[str, Any]:
-    """The 64-client rates with each system's clients on a server its leader is not on."""
-    if not loaded.get("raft_remote") or not loaded.get("js_remote"):
+def _rates(loaded: dict[str, list[Loaded]], where: str = "") -> dict[str, Any]:
+    """Both systems' 64-client rates and ours over theirs; ``where`` ``"_remote"``: with each
+    system's clients on a server its leader is not on."""
+    ours, theirs = loaded.get(f"raft{where}"), loaded.get(f"js{where}")
+    if not ours or not theirs:
         return {}
-    rate = [[r.count / r.seconds for r in loaded[k]] for k in ("raft_remote", "js_remote")]
     return {
-        **rate_figure("commits_per_s_c64_remote", [r.count for r in loaded["raft_remote"]],
-                      [r.seconds for r in loaded["raft_remote"]]),
-        **rate_figure("js_r3_puts_per_s_c64_remote", [r.count for r in loaded["js_remote"]],
-                      [r.seconds for r in loaded["js_remote"]]),
-        **ratio("commits_c64_to_js_r3_ratio_remote", rate[0], rate[1]),
+        **rate_figure(f"commits_per_s_c64{where}", [r.count for r in ours],
+                      [r.seconds for r in ours]),
+        **rate_figure(f"js_r3_puts_per_s_c64{where}", [r.count for r in theirs],
+                      [r.seconds for r in theirs]),
+        **ratio(f"commits_c64_to_js_r3_ratio{where}", [r.count / r.seconds for r in ours],
+                [r.count / r.seconds for r in theirs]),
     }
 
 
@@ -80,13 +82,12 @@ def report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float
     raft_c, js_c = loaded["raft"], loaded["js"]
     p50 = [[percentile(r, 50) for r in seq[k]] for k in ("raft", "js")]
     p99c = [[percentile(r.samples, 99) for r in loaded[k]] for k in ("raft", "js")]
-    rate = [[r.count / r.seconds for r in loaded[k]] for k in ("raft", "js")]
     total_changes = sum(changes)
     return {
         **figure("commit_us_p50", flat(seq["raft"]), 50, 1e6),
         **figure("commit_us_p99", flat(seq["raft"]), 99, 1e6),
         **figure("commit_us_p99_c64", flat([r.samples for r in raft_c]), 99, 1e6),
-        **rate_figure("commits_per_s_c64", [r.count for r in raft_c], [r.seconds for r in raft_c]),
+        **_rates(loaded),
         "leader_changes_c64": total_changes,
         "leader_changes_c64_ci95": [total_changes, total_changes],  # a count, not a sample
         "leader_changes_c64_per_round": changes,
@@ -99,7 +100,6 @@ def report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float
         **figure("js_r3_put_us_p50", flat(seq["js"]), 50, 1e6),
         **figure("js_r3_put_us_p99", flat(seq["js"]), 99, 1e6),
         **figure("js_r3_put_us_p99_c64", flat([r.samples for r in js_c]), 99, 1e6),
-        **rate_figure("js_r3_puts_per_s_c64", [r.count for r in js_c], [r.seconds for r in js_c]),
         # CPU of the nodes and nats-servers (ours) or the nats-servers (theirs) per write
         **figure("cpu_us_per_commit_c64", (cpu or {}).get("raft", []), 50, 1e6),
         **figure("js_r3_cpu_us_per_put_c64", (cpu or {}).get("js", []), 50, 1e6),
@@ -107,8 +107,7 @@ def report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float
         **figure("proposals_per_request_c64", per_request or [], 50, 1),
         **ratio("commit_to_js_r3_p50_ratio", p50[0], p50[1]),
         **ratio("commit_p99_c64_to_js_r3_ratio", p99c[0], p99c[1]),
-        **ratio("commits_c64_to_js_r3_ratio", rate[0], rate[1]),
-        **_remote(loaded),
+        **_rates(loaded, "_remote"),
         **ratio("commit_to_rtt_ratio", p50[0], [statistics.median(raw)] * len(p50[0])),
         **ratio("commit_to_fsync_ratio", p50[0], [statistics.median(fsyncs)] * len(p50[0])),
         **commit_floor(raw, routed or [], fsyncs, statistics.median(flat(seq["js"]))),
