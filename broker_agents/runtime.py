@@ -3,6 +3,8 @@
 Life of an agent: subscribe (inbox + one queue-grouped subject per capability) -> on_start
 -> *ready* (only now may the node advertise it) -> handle messages -> on stop: drain the
 subscriptions (no new work, in-flight handlers finish), wait for owned tasks, on_stop.
+Stopped for a handover, it parks instead: the subscriptions stay and hold what arrives for
+the new host (``broker_agents.handoff``).
 A fatal handler error or a failed owned task crashes the agent to its supervisor.
 
 Every request gets one reply, in the caller's encoding, through ``broker_agents.reply``:
@@ -36,6 +38,7 @@ from broker_agents.context import AgentContext, Incoming
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import HEADER_JWT, Principal, Unauthorized
 from broker_agents.fastmetrics import CounterCell
+from broker_agents.handoff import DROPPED, ArrivalDedup, Parking
 from broker_agents.logging import get_logger
 from broker_agents.messages import open_envelope
 from broker_agents.metrics import (
@@ -62,9 +65,11 @@ class AgentRunner:
     def __init__(self, agent: Agent, nc: NATS, *, node_id: str, subjects: Subjects,
                  services: dict[str, Any] | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
                  pending_msgs_limit: int = 65536, quota: AgentQuota | None = None,
-                 fanout: bool = False) -> None:
+                 fanout: bool = False, handed_over: bool = False) -> None:
         """``fanout``: also take asks for this agent from the node fan-out subject
-        (``broker_agents.fanout``; a node's connection only: nobody else may subscribe)."""
+        (``broker_agents.fanout``; a node's connection only: nobody else may subscribe).
+        ``handed_over``: started by a handover, so a message may come twice for a while
+        (``broker_agents.handoff``)."""
         check_token(agent.agent_id, "agent id")
         self.fanout = fanout
         self.agent = agent
@@ -83,6 +88,8 @@ class AgentRunner:
         self._stop = asyncio.Event()
         self._crash: BaseException | None = None
         self._semaphore = asyncio.Semaphore(max(1, agent.max_concurrency))
+        self._parking: Parking | None = None
+        self._dedup = ArrivalDedup() if handed_over else None
         # Replies by (requester, message id): nobody can prime another requester's answer.
         self._recent: OrderedDict[tuple[str | None, str], bytes] = OrderedDict()
         aid = agent.agent_id
@@ -116,6 +123,19 @@ class AgentRunner:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def park(self) -> Parking:
+        """Stop for a handover: like ``stop``, but the subscriptions stay and hold what
+        arrives, for the caller to release once the new host is live."""
+        if self._parking is None:
+            if self.fanout:
+                fanout.host(self.nc, self.subjects).remove(self.agent.agent_id)
+                self.fanout = False
+            self._parking = Parking(self.nc, self.agent.agent_id, self.ctx.node_id,
+                                    self._subs, self.pending_msgs_limit)
+            self._subs = []
+        self.stop()
+        return self._parking
 
     def crash(self, exc: BaseException) -> None:
         if self._crash is None:
@@ -209,6 +229,15 @@ class AgentRunner:
         One coroutine from delivery to the handler's call for a sequential handler (this
         is the per-message floor beside a raw subscription): no wrapper per step. A batch
         frame (``broker_agents.batching``) comes back here once per entry."""
+        if self._parking is not None:
+            await self._parking.take(msg)
+            return
+        if self._dedup is not None:
+            if self._dedup.expired():
+                self._dedup = None
+            elif self._dedup.second_copy(msg):
+                DROPPED.labels(self.agent.agent_id).inc()
+                return
         if msg.headers and batching.HEADER in msg.headers:
             await batching.deliver(msg, holder, partial(self._on_message, counter),
                                    self._frame_refused)

@@ -11,15 +11,18 @@ A drain, in this order:
 2. **Hands its agents over**, one at a time, each to a live, non-draining node that can
    host it (its ``[hosting]`` section; ``node/handover.py``), fewest agents first. The
    runtime subscribes an agent's inbox without a queue group, so two instances would
-   both answer: the order is break-before-make. The target is asked first whether it
-   would host the spec (``check``); then the agent stops here (its subscriptions drain:
-   in-flight requests finish and are answered), and the target claims its id from this
-   node and starts it (``start``). Between the two the agent has no subscriber: a request
-   then gets *no responders* at once, and the documented retry (a client retries a
-   no-responders answer for up to 1 s) covers it; the gap is measured per agent in the
-   report (``gaps_ms``). A target that fails the start: the agent starts here again and
-   is reported not moved, with why. The new host issues the agent's keys and
-   certificates itself (agents get them from the node that runs them).
+   both answer: the agent never runs in two places. The target is asked first whether it
+   would host the spec (``check``); then the agent stops here, *parked*: in-flight
+   requests finish and are answered, and its subscriptions stay, holding what arrives
+   (so no server ever routes a request to a subscription that is gone, which would lose
+   it). The target claims its id from this node and starts it (``start``); then this
+   node forwards what it held, and for half a second what still arrives, and
+   unsubscribes; the new host drops the second copy of a message that reached it both
+   ways (``broker_agents.handoff``). A client sees a longer answer, never a lost or a
+   doubled one; the time held is measured per agent in the report (``gaps_ms``). A
+   target that fails the start: the agent starts here again, gets what was held, and is
+   reported not moved, with why. The new host issues the agent's keys and certificates
+   itself (agents get them from the node that runs them).
 3. **Moves Raft leadership away**: each consensus group this node leads transfers it
    (``RaftMember.transfer_leadership``, TimeoutNow).
 
@@ -44,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from broker_agents.codec import is_json
 from broker_agents.core.errors import BrokerError, ErrorCode
 from broker_agents.core.identity import Role, Unauthorized
+from broker_agents.handoff import Parking
 from broker_agents.logging import get_logger
 from broker_agents.metrics import AGENTS_RUNNING
 from broker_agents.ratelog import RateLimitedLog
@@ -56,7 +60,7 @@ from node.handover import (
     parse,
     require_role,
 )
-from node.hosting import HandoverSpec, handover_child, own_specs
+from node.hosting import AgentChild, HandoverSpec, handover_child, own_specs
 from node.services import BaseService
 
 if TYPE_CHECKING:
@@ -174,12 +178,13 @@ class DrainService(BaseService):
         not_moved: dict[str, str] = {}
         gaps: dict[str, float] = {}
         given: dict[str, int] = {}
+        releases: list[asyncio.Task[int]] = []  # parked agents forwarding to their new host
         sup = self.node.supervisor
         for agent_id in list(sup.order if sup else []):
             if loop.time() >= deadline:
                 not_moved[agent_id] = f"the drain's timeout ({timeout}s) passed"
                 continue
-            target, why, gap = await self._move(agent_id, deadline, given)
+            target, why, gap = await self._move(agent_id, deadline, given, releases)
             if target is None:
                 not_moved[agent_id] = why
                 HANDOVERS.labels("not_moved").inc()
@@ -187,6 +192,7 @@ class DrainService(BaseService):
                 moved[agent_id], gaps[agent_id] = target, round(gap * 1000, 2)
                 given[target] = given.get(target, 0) + 1
                 HANDOVERS.labels("moved").inc()
+        await asyncio.gather(*releases)  # each ends with its unsubscription
         leaders, not_led = await self._move_leadership(deadline)
         report = {"node": self.node.id, "draining": True, "moved": moved,
                   "not_moved": not_moved, "gaps_ms": gaps, "leadership": leaders,
@@ -226,9 +232,10 @@ class DrainService(BaseService):
                 and now - rec.last_heartbeat <= window and not rec.metadata.get(DRAINING_KEY)]
         return [node_id for _, node_id in sorted(live)]
 
-    async def _move(self, agent_id: str, deadline: float, given: dict[str, int]
-                    ) -> tuple[str | None, str, float]:
-        """Hand one agent over: (target, "", gap) or (None, why, 0)."""
+    async def _move(self, agent_id: str, deadline: float, given: dict[str, int],
+                    releases: list[asyncio.Task[int]]) -> tuple[str | None, str, float]:
+        """Hand one agent over: (target, "", gap) or (None, why, 0). Its parked
+        subscriptions' release (forwarding for a grace) is left running in ``releases``."""
         spec = self.specs.get(agent_id)
         if spec is None:
             return None, "no spec to hand over (not from the config nor a handover)", 0.0
@@ -247,20 +254,25 @@ class DrainService(BaseService):
                 refusals[target] = f"{exc.code.value}: {exc.message}"
                 continue
             began = time.monotonic()
-            await self._release_here(agent_id)
+            parking = await self._release_here(agent_id)
             try:
-                await ask(self.node.nc, subject, {"phase": "start", **body}, START_TIMEOUT_S)
-            except BrokerError as exc:
-                if await self._holder(agent_id) != target:  # it did not start there
-                    refusals[target] = f"{exc.code.value}: {exc.message}"
-                    await self._restart_here(spec)
-                    break
-                self.log.warning("handover answer lost; the registry names the target",
-                                 agent_id=agent_id, target=target, error=exc.message)
+                try:
+                    await ask(self.node.nc, subject, {"phase": "start", **body},
+                              START_TIMEOUT_S)
+                except BrokerError as exc:
+                    if await self._holder(agent_id) != target:  # it did not start there
+                        refusals[target] = f"{exc.code.value}: {exc.message}"
+                        await self._restart_here(spec)
+                        break
+                    self.log.warning("handover answer lost; the registry names the target",
+                                     agent_id=agent_id, target=target, error=exc.message)
+                gap = time.monotonic() - began
+            finally:  # the new host (or this one again) is live: what arrived goes to it
+                if parking is not None:
+                    releases.append(asyncio.create_task(parking.release()))
             self.specs.pop(agent_id, None)
-            gap = time.monotonic() - began
             self.log.info("agent handed over", agent_id=agent_id, target=target,
-                          gap_ms=round(gap * 1000, 2))
+                          gap_ms=round(gap * 1000, 2), held=parking.held if parking else 0)
             return target, "", gap
         why = "; ".join(f"{t}: {r}" for t, r in refusals.items()) or \
             "no live, non-draining node to host it"
@@ -275,14 +287,18 @@ class DrainService(BaseService):
                 return str(found[0].node_id)
         return None
 
-    async def _release_here(self, agent_id: str) -> None:
-        """Stop the agent here: its subscriptions drain, in-flight work finishes. Its
+    async def _release_here(self, agent_id: str) -> Parking | None:
+        """Stop the agent here, parked: in-flight work finishes, its subscriptions stay and
+        hold what arrives until the new host is live (``broker_agents.handoff``). Its
         registry record stays (the new host takes it over by compare-and-set)."""
         node, sup = self.node, self.node.supervisor
         assert sup is not None
+        child = sup.child(agent_id)
+        parking = child.park() if isinstance(child, AgentChild) else None
         if node.agents.pop(agent_id, None) is not None:
             AGENTS_RUNNING.dec()  # what hooks.stopping does; the record is not deleted
         await sup.remove_child(agent_id, notify=False)
+        return parking
 
     async def _restart_here(self, spec: HandoverSpec) -> None:
         """The target failed the start: run the agent here again."""

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from broker_agents.agent import Agent
 from broker_agents.core.supervision import RestartType
+from broker_agents.handoff import Parking
 from broker_agents.importer import ImportFromStringError, import_from_string
 from broker_agents.quota import AgentQuota
 from broker_agents.runtime import AgentRunner
@@ -77,18 +78,24 @@ class AgentChild:
     max_payload: int
     pending_msgs_limit: int
     quota: AgentQuota = field(default_factory=AgentQuota)
+    handed_over: bool = False
     runner: AgentRunner | None = field(default=None, init=False)
 
     async def run(self, ready: Callable[[], None]) -> None:
         self.runner = AgentRunner(
             self.agent, self.nc, node_id=self.node_id, subjects=self.subjects,
             services=self.services, max_payload=self.max_payload,
-            pending_msgs_limit=self.pending_msgs_limit, quota=self.quota, fanout=True)
+            pending_msgs_limit=self.pending_msgs_limit, quota=self.quota, fanout=True,
+            handed_over=self.handed_over)
         await self.runner.run(ready)
 
     def stop(self) -> None:
         if self.runner is not None:
             self.runner.stop()
+
+    def park(self) -> Parking | None:
+        """Stop for a handover (``AgentRunner.park``); None if it never ran."""
+        return self.runner.park() if self.runner is not None else None
 
 
 def agent_ids(section: AgentSection, cls: type[Agent]) -> list[str]:
@@ -147,7 +154,7 @@ def build_specs(config: NodeConfig, nc: NATS, services: dict[str, Any]) -> list[
 def _child_spec(config: NodeConfig, nc: NATS, services: dict[str, Any], cls: type[Agent],
                 agent_id: str, kwargs: dict[str, Any], restart: RestartType,
                 limits: AgentLimitsOverride, quota: AgentQuota,
-                refused: str | None = None) -> ChildSpec:
+                refused: str | None = None, handed_over: bool = False) -> ChildSpec:
     """One agent's supervised child (a fresh instance on every start)."""
     subjects = Subjects(config.node.subject_prefix)
     sup = config.supervisor
@@ -155,7 +162,7 @@ def _child_spec(config: NodeConfig, nc: NATS, services: dict[str, Any], cls: typ
     def factory() -> AgentChild:
         return AgentChild(cls(agent_id, **kwargs), nc, config.node.id, subjects,
                           services, config.node.max_payload,
-                          config.nats.pending_msgs_limit, quota)
+                          config.nats.pending_msgs_limit, quota, handed_over)
 
     return ChildSpec(agent_id, factory, restart,
                      shutdown_timeout=config.node.shutdown_timeout,
@@ -219,7 +226,7 @@ def handover_child(config: NodeConfig, nc: NATS, services: dict[str, Any],
                           f"{type(exc).__name__}: {exc}"[:300]) from None
     quota = spec.limits.quota(config.agent_limits)
     return _child_spec(config, nc, services, cls, spec.agent_id, kwargs, spec.restart,
-                       spec.limits, quota)
+                       spec.limits, quota, handed_over=True)
 
 
 def _or(own: _T | None, default: _T) -> _T:
