@@ -45,6 +45,7 @@ LEGACY_VERSION = 1
 """What a record or message without ``v`` (written before versioning) is."""
 
 VERSION_FIELD = "v"
+
 _ERROR_TYPE = "unsupported_version"
 
 
@@ -54,7 +55,7 @@ def unsupported(found: object, readable: int = SCHEMA_VERSION) -> BrokerError:
         ErrorCode.UNSUPPORTED_VERSION,
         f"schema version {found!r} is not readable here: the highest this build reads "
         f"is {readable}",
-        {"found": found, "readable": readable},
+        {"field": VERSION_FIELD, "found": found, "readable": readable},
     )
 
 

@@ -71,7 +71,7 @@ def test_a_too_new_version_is_refused_whole(v: int, extra: dict[str, Any]) -> No
         Rec.model_validate({"v": v, "name": "x", **extra})
     err = refusal(info.value)
     assert err is not None and err.code is ErrorCode.UNSUPPORTED_VERSION
-    assert err.details == {"found": v, "readable": SCHEMA_VERSION}
+    assert err.details == {"field": "v", "found": v, "readable": SCHEMA_VERSION}
     assert str(v) in err.message and str(SCHEMA_VERSION) in err.message
     with pytest.raises(BrokerError) as raw:
         read_version({"v": v})

@@ -84,7 +84,7 @@ def test_unknown_fields_are_kept_and_newer_versions_refused() -> None:
         validate_agent({**GOOD, "v": 99})
     err = info.value
     assert err.code is ErrorCode.UNSUPPORTED_VERSION
-    assert err.details == {"found": 99, "readable": 1}
+    assert err.details == {"field": "v", "found": 99, "readable": 1}
 
 
 def test_non_mapping_is_rejected() -> None:
