@@ -10,9 +10,9 @@ is ``no interval``): a single run on a shared machine moves too much for that.
 Which direction is bad comes from the name: times (``_us``, ``_ms``, ``_ns``) are better
 lower; rates (``per_s``, ``throughput``, and ratios of counts: ``commits_..._ratio``) better
 higher; other ratios of ours to raw (times), ``leader_changes`` and ``relists`` lower.
-Raw baselines (``raw_*``), the peer and the floors we measure against (``js_*``,
-``fsync_*``, any name with a ``floor`` word: ``commit_floor_us_p50``) are context: shown,
-never a regression.
+Raw baselines (``raw_*``, and ``comprehension_*``: the registry's plain list
+comprehension), the peer and the floors we measure against (``js_*``, ``fsync_*``, any name
+with a ``floor`` word: ``commit_floor_us_p50``) are context: shown, never a regression.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from itertools import pairwise
 from typing import Any
 
 CI_SUFFIX = "_ci95"
-CONTEXT_PREFIXES = ("raw_", "js_", "fsync_")
+CONTEXT_PREFIXES = ("raw_", "js_", "fsync_", "comprehension_")
 MACHINE_KEYS = ("cpu_model", "cores", "memory_gb", "arch")
 
 

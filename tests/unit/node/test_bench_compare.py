@@ -47,6 +47,7 @@ def verdicts(base: dict[str, Any], new: dict[str, Any], tolerance: float = 0.1,
     ("js_r3_put_us_p50", Direction.CONTEXT), ("js_r3_puts_per_s_c64", Direction.CONTEXT),
     ("fsync_us_p50", Direction.CONTEXT), ("commit_floor_us_p50", Direction.CONTEXT),
     ("sealed_floor_ms_p50", Direction.CONTEXT), ("sealed_floor_to_raw_ratio", Direction.CONTEXT),
+    ("comprehension_ms_p50", Direction.CONTEXT), ("scan_vs_comprehension", Direction.LOWER),
     ("bidders", Direction.UNKNOWN), ("english_10_rounds", Direction.UNKNOWN),
 ])
 def test_the_bad_direction_comes_from_the_name(name: str, better: Direction) -> None:
