@@ -192,7 +192,9 @@ class DrainService(BaseService):
                 moved[agent_id], gaps[agent_id] = target, round(gap * 1000, 2)
                 given[target] = given.get(target, 0) + 1
                 HANDOVERS.labels("moved").inc()
-        await asyncio.gather(*releases)  # each ends with its unsubscription
+        for outcome in await asyncio.gather(*releases, return_exceptions=True):
+            if isinstance(outcome, BaseException):  # each ends with its unsubscription
+                self.log.error("forwarding held messages failed", error=repr(outcome))
         leaders, not_led = await self._move_leadership(deadline)
         report = {"node": self.node.id, "draining": True, "moved": moved,
                   "not_moved": not_moved, "gaps_ms": gaps, "leadership": leaders,
