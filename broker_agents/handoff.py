@@ -17,6 +17,11 @@ A publisher whose server already knew the new host reached both: the new host dr
 second copy of a message, direct or forwarded, whichever comes second. One copy of each
 is handled, by the new host. Held messages wait for the start (tens of ms), nothing else.
 
+Only a new host that drops second copies may be forwarded to (its ``start`` answer says
+``accepts_forwarded``): one of an older version would handle both. Then the old host
+answers what it held ``unavailable`` with ``retry_after_ms`` (never handled: a retry is
+safe), drops what was one-way (counted), and unsubscribes at once, as before parking.
+
 Residual gap: a queue-grouped message routed to the old host while its queue
 unsubscription crosses the route is dropped by its server, as for any queue member that
 leaves; a client's retry covers it.
@@ -45,8 +50,10 @@ COMPONENT = "handoff"
 
 FORWARDED = Counter("ba_handoff_forwarded_total", "Messages a parked agent's old host "
                     "forwarded to its new host", ["agent"])
-OVERFLOW = Counter("ba_handoff_refused_total", "Messages a parked agent's old host refused "
-                   "(``unavailable``): more arrived than it may hold", ["agent"])
+REFUSED = Counter("ba_handoff_refused_total", "Messages a parked agent's old host did not "
+                  "pass on (a request answered ``unavailable``, a one-way message dropped), "
+                  "by reason: full (more than it may hold), no_forwarding (a new host of "
+                  "an older version)", ["agent", "reason"])
 DROPPED = Counter("ba_handoff_duplicates_dropped_total", "Second copies a new host dropped: "
                   "a message both delivered and forwarded during a handover", ["agent"])
 
@@ -61,7 +68,7 @@ class Parking:
         self.forwarded = 0
         self._subs = subs
         self._held: list[Msg] = []
-        self._forwarding = False
+        self._mode = "hold"  # then "forward", or "refuse" (no forwarding: ``release``)
         self._released = False
 
     @property
@@ -72,29 +79,32 @@ class Parking:
         """Every message the parked subscriptions receive."""
         if msg.headers and HEADER in msg.headers:
             return  # our own forwarded copy, back on our plain subscription
-        if self._forwarding:
+        if self._mode == "forward":
             await self._forward(msg)
-        elif len(self._held) < self.limit:
+        elif self._mode == "hold" and len(self._held) < self.limit:
             self._held.append(msg)
         else:
-            OVERFLOW.labels(self.agent_id).inc()
-            err = BrokerError(ErrorCode.UNAVAILABLE, f"agent {self.agent_id!r} is moving to "
-                              "another node and holds no more messages: ask again",
-                              {"agent": self.agent_id, "retry_after_ms": 50})
-            await respond(self.nc, msg.reply, err.to_payload(),
-                          is_json(msg.data, msg.headers), component=COMPONENT)
+            await self._refuse(msg, "full" if self._mode == "hold" else "no_forwarding")
 
-    async def release(self, grace: float = FORWARD_GRACE_S) -> int:
+    async def release(self, grace: float = FORWARD_GRACE_S, forward: bool = True) -> int:
         """Forward what is held and, for ``grace`` seconds, what still arrives; then
         unsubscribe. Call once the new host is live (or the agent restarted here). The
-        number forwarded."""
+        number forwarded. ``forward=False`` (a new host that does not drop second
+        copies): refuse what is held or still arrives, and unsubscribe at once."""
         if self._released:
             return self.forwarded
         self._released = True
+        if not forward:
+            self._mode = "refuse"
+            held, self._held = self._held, []
+            for msg in held:
+                await self._refuse(msg, "no_forwarding")
+            await _drain(self._subs)
+            return 0
         queued = [sub for sub in self._subs if sub.queue]
         plain = [sub for sub in self._subs if not sub.queue]
         await _drain(queued)  # their pending messages are held first
-        self._forwarding = True
+        self._mode = "forward"
         held, self._held = self._held, []
         for msg in held:
             await self._forward(msg)
@@ -102,6 +112,16 @@ class Parking:
             await asyncio.sleep(grace)  # sleep-ok: a protocol timer, the forwarding window
         await _drain(plain)
         return self.forwarded
+
+    async def _refuse(self, msg: Msg, reason: str) -> None:
+        """A request is answered ``unavailable`` (it was not handled: asking again is
+        safe); a one-way message is dropped. Counted either way."""
+        REFUSED.labels(self.agent_id, reason).inc()
+        err = BrokerError(ErrorCode.UNAVAILABLE, f"agent {self.agent_id!r} is moving to "
+                          "another node: ask again", {"agent": self.agent_id,
+                                                     "retry_after_ms": 50, "reason": reason})
+        await respond(self.nc, msg.reply, err.to_payload(), is_json(msg.data, msg.headers),
+                      component=COMPONENT)
 
     async def _forward(self, msg: Msg) -> None:
         headers = {**(msg.headers or {}), HEADER: self.node_id}

@@ -27,6 +27,8 @@ A drain, in this order:
    (``RaftMember.transfer_leadership``, TimeoutNow).
 
 It answers a report: ``moved`` (id -> node), ``not_moved`` (id -> why), ``gaps_ms``,
+``handoff`` (id -> ``forwarded``, or ``refused``: the new host, of an older version, does
+not drop second copies, so what was held was answered ``unavailable``),
 ``leadership`` (group -> new leader), ``leadership_not_moved`` (group -> why) and
 ``ready_to_stop`` (nothing left here). ``undrain`` takes the node back into service: it
 is ready again and takes handovers; agents already moved stay where they are.
@@ -177,6 +179,7 @@ class DrainService(BaseService):
         moved: dict[str, str] = {}
         not_moved: dict[str, str] = {}
         gaps: dict[str, float] = {}
+        handoff: dict[str, str] = {}  # what became of the messages each agent held
         given: dict[str, int] = {}
         releases: list[asyncio.Task[int]] = []  # parked agents forwarding to their new host
         sup = self.node.supervisor
@@ -184,12 +187,14 @@ class DrainService(BaseService):
             if loop.time() >= deadline:
                 not_moved[agent_id] = f"the drain's timeout ({timeout}s) passed"
                 continue
-            target, why, gap = await self._move(agent_id, deadline, given, releases)
+            target, why, gap, forward = await self._move(agent_id, deadline, given,
+                                                          releases)
             if target is None:
                 not_moved[agent_id] = why
                 HANDOVERS.labels("not_moved").inc()
             else:
                 moved[agent_id], gaps[agent_id] = target, round(gap * 1000, 2)
+                handoff[agent_id] = "forwarded" if forward else "refused"
                 given[target] = given.get(target, 0) + 1
                 HANDOVERS.labels("moved").inc()
         for outcome in await asyncio.gather(*releases, return_exceptions=True):
@@ -197,7 +202,8 @@ class DrainService(BaseService):
                 self.log.error("forwarding held messages failed", error=repr(outcome))
         leaders, not_led = await self._move_leadership(deadline)
         report = {"node": self.node.id, "draining": True, "moved": moved,
-                  "not_moved": not_moved, "gaps_ms": gaps, "leadership": leaders,
+                  "not_moved": not_moved, "gaps_ms": gaps, "handoff": handoff,
+                  "leadership": leaders,
                   "leadership_not_moved": not_led,
                   "ready_to_stop": not not_moved and not not_led,
                   "elapsed_s": round(time.monotonic() - started, 3)}
@@ -235,12 +241,14 @@ class DrainService(BaseService):
         return [node_id for _, node_id in sorted(live)]
 
     async def _move(self, agent_id: str, deadline: float, given: dict[str, int],
-                    releases: list[asyncio.Task[int]]) -> tuple[str | None, str, float]:
-        """Hand one agent over: (target, "", gap) or (None, why, 0). Its parked
-        subscriptions' release (forwarding for a grace) is left running in ``releases``."""
+                    releases: list[asyncio.Task[int]]
+                    ) -> tuple[str | None, str, float, bool]:
+        """Hand one agent over: (target, "", gap, forwarded) or (None, why, 0, _). Its
+        parked subscriptions' release (forwarding for a grace, or refusing what it held
+        when the target does not drop second copies) is left running in ``releases``."""
         spec = self.specs.get(agent_id)
         if spec is None:
-            return None, "no spec to hand over (not from the config nor a handover)", 0.0
+            return None, "no spec to hand over (not from the config nor a handover)", 0.0, False
         loop = asyncio.get_running_loop()
         refusals: dict[str, str] = {}
         body = {"from_node": self.node.id, "spec": spec.model_dump(by_alias=True,
@@ -257,28 +265,31 @@ class DrainService(BaseService):
                 continue
             began = time.monotonic()
             parking = await self._release_here(agent_id)
+            forward = False  # a new host of an older version would handle both copies
             try:
                 try:
-                    await ask(self.node.nc, subject, {"phase": "start", **body},
-                              START_TIMEOUT_S)
+                    started = await ask(self.node.nc, subject, {"phase": "start", **body},
+                                        START_TIMEOUT_S)
+                    forward = started.get("accepts_forwarded") is True
                 except BrokerError as exc:
                     if await self._holder(agent_id) != target:  # it did not start there
                         refusals[target] = f"{exc.code.value}: {exc.message}"
-                        await self._restart_here(spec)
+                        forward = await self._restart_here(spec)
                         break
                     self.log.warning("handover answer lost; the registry names the target",
                                      agent_id=agent_id, target=target, error=exc.message)
                 gap = time.monotonic() - began
             finally:  # the new host (or this one again) is live: what arrived goes to it
                 if parking is not None:
-                    releases.append(asyncio.create_task(parking.release()))
+                    releases.append(asyncio.create_task(parking.release(forward=forward)))
             self.specs.pop(agent_id, None)
             self.log.info("agent handed over", agent_id=agent_id, target=target,
-                          gap_ms=round(gap * 1000, 2), held=parking.held if parking else 0)
-            return target, "", gap
+                          gap_ms=round(gap * 1000, 2), held=parking.held if parking else 0,
+                          forwarded=forward)
+            return target, "", gap, forward
         why = "; ".join(f"{t}: {r}" for t, r in refusals.items()) or \
             "no live, non-draining node to host it"
-        return None, why, 0.0
+        return None, why, 0.0, False
 
     async def _holder(self, agent_id: str) -> str | None:
         """The node the agents bucket names for ``agent_id`` now (a fresh read)."""
@@ -302,8 +313,8 @@ class DrainService(BaseService):
         await sup.remove_child(agent_id, notify=False)
         return parking
 
-    async def _restart_here(self, spec: HandoverSpec) -> None:
-        """The target failed the start: run the agent here again."""
+    async def _restart_here(self, spec: HandoverSpec) -> bool:
+        """The target failed the start: run the agent here again (True if it runs)."""
         node, sup = self.node, self.node.supervisor
         assert sup is not None and node.nc is not None
         try:
@@ -313,6 +324,8 @@ class DrainService(BaseService):
             self.specs.pop(spec.agent_id, None)
             self.log.error("agent could not start here again", agent_id=spec.agent_id,
                            error=exc.message)
+            return False
+        return True
 
     def _members(self) -> dict[str, Any]:
         consensus = self.node.service_map.get("consensus")

@@ -191,7 +191,8 @@ class HandoverTarget:
         self.specs[spec.agent_id] = spec
         await node.publish_event("handed_over", spec.agent_id, kind="agent",
                                  from_node=req.from_node, to_node=node.id)
-        return {"node": node.id, "agent_id": spec.agent_id, "claim": won.outcome.value}
+        return {"node": node.id, "agent_id": spec.agent_id, "claim": won.outcome.value,
+                "accepts_forwarded": True}  # drops second copies (broker_agents.handoff)
 
 
 async def _check_draining(store: Any, from_node: str) -> None:

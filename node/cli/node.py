@@ -150,13 +150,14 @@ def _drain_call(at: Target, prefix: str, node_id: str, op: str, timeout: float,
 def render_drain(report: dict[str, Any]) -> Group:
     """The drain report as tables: agents (moved or not, and why), leaderships."""
     agents = Table(title=f"node {report.get('node')}: agents")
-    for column in ("agent", "moved to", "gap (ms)", "not moved because"):
+    for column in ("agent", "moved to", "gap (ms)", "held messages", "not moved because"):
         agents.add_column(column)
-    gaps = report.get("gaps_ms", {})
+    gaps, handoff = report.get("gaps_ms", {}), report.get("handoff", {})
     for agent_id, target in sorted(report.get("moved", {}).items()):
-        agents.add_row(agent_id, target, str(gaps.get(agent_id, "")), "")
+        agents.add_row(agent_id, target, str(gaps.get(agent_id, "")),
+                       handoff.get(agent_id, ""), "")
     for agent_id, why in sorted(report.get("not_moved", {}).items()):
-        agents.add_row(agent_id, "", "", why)
+        agents.add_row(agent_id, "", "", "", why)
     groups = Table(title="raft leadership")
     for column in ("group", "new leader", "not moved because"):
         groups.add_column(column)

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.agent import Agent, handler
-from broker_agents.handoff import DROPPED
+from broker_agents.handoff import DROPPED, REFUSED
 from broker_agents.messages import envelope
 from broker_agents.runtime import AgentRunner
 from broker_agents.samples import Echo, EchoReply
@@ -168,10 +168,47 @@ async def test_a_parked_agent_that_holds_its_limit_refuses_more_in_the_callers_e
         assert refused.data.startswith(b"{")
         error = codec.decode(refused.data)["error"]
         assert error["code"] == "unavailable" and error["details"]["retry_after_ms"] > 0
+        assert error["details"]["reason"] == "full"
         new, new_task = await start(nc, "new", handed_over=True)
         await parking.release(grace=0)
         answers = [codec.decode((await a).data) for a in asked]
         assert {a["node_id"] for a in answers} == {"new"}
+        new.stop()
+        await new_task
+    finally:
+        for conn in (nc, client):
+            await conn.close()
+
+
+async def test_to_a_new_host_that_keeps_no_dedup_window_nothing_is_forwarded(
+        nats_server: NatsServer) -> None:
+    """A new host of an older version would handle both copies of a message: the old host
+    answers what it held ``unavailable`` (not handled: asking again is safe), drops and
+    counts what was one-way, and unsubscribes at once; the new host serves what comes
+    next, each message once."""
+    nc = await connect_as(nats_server, Role.NODE)
+    client = await connect_as(nats_server, Role.CLIENT)
+    Tally.handled.clear()
+    refused = REFUSED.labels(AGENT, "no_forwarding")
+    before = refused._value.get()
+    old, task = await start(nc, "old")
+    try:
+        parking = old.park()
+        await asyncio.wait_for(task, 5)
+        asked = asyncio.create_task(client.request(
+            S.agent(AGENT), codec.encode(envelope(Echo(text="held"))), timeout=5))
+        await client.publish(S.agent(AGENT), codec.encode(envelope(Echo(text="told"))))
+        await wait_for(lambda: parking.held == 2, 5, "two held")
+        new, new_task = await start(nc, "new")  # no dedup window, like an older node
+        assert await parking.release(forward=False) == 0
+        error = codec.decode((await asked).data)["error"]
+        assert error["code"] == "unavailable"
+        assert error["details"]["reason"] == "no_forwarding"
+        assert refused._value.get() - before == 2
+        answer = codec.decode((await client.request(
+            S.agent(AGENT), codec.encode(envelope(Echo(text="after"))), timeout=5)).data)
+        assert answer["node_id"] == "new"
+        assert dict(Tally.handled) == {"after": 1}
         new.stop()
         await new_task
     finally:

@@ -136,6 +136,7 @@ async def test_draining_the_leaders_node_moves_its_agents_and_leadership_nothing
         mine = {f"echo-{index}", f"calc-{index}"}
         assert set(report["moved"]) == mine, report
         assert report["not_moved"] == {}, report
+        assert report["handoff"] == {a: "forwarded" for a in mine}, report  # drops copies
         assert all(t != leader and t in GROUP["members"] for t in report["moved"].values())
         print("drain report:", json.dumps(report))
         if hasattr(RaftMember, "transfer_leadership"):
