@@ -135,7 +135,7 @@ class ArrivalDedup:
     straight from its publisher's server, once forwarded by the old host) is handled once.
 
     Pairs are matched across the two paths only: two direct copies are a client's own
-    resend, which the runtime's reply cache answers (``runtime.AgentRunner``)."""
+    resend, which the runtime's reply cache answers (``broker_agents.replycache``)."""
 
     def __init__(self, window: float = DEDUP_WINDOW_S, max_entries: int = DEDUP_MAX) -> None:
         self.until = time.monotonic() + window

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -36,7 +35,7 @@ from broker_agents import batching, codec, fanout, identity
 from broker_agents.agent import Agent, HandlerSpec
 from broker_agents.context import AgentContext, Incoming
 from broker_agents.core.errors import BrokerError, ErrorCode
-from broker_agents.core.identity import HEADER_JWT, Principal, Unauthorized
+from broker_agents.core.identity import HEADER_JWT, Unauthorized
 from broker_agents.fastmetrics import CounterCell
 from broker_agents.handoff import DROPPED, ArrivalDedup, Parking
 from broker_agents.logging import get_logger
@@ -52,10 +51,10 @@ from broker_agents.metrics import (
 from broker_agents.quota import AgentAdmission, AgentQuota, Refusal
 from broker_agents.ratelog import RateLimitedLog
 from broker_agents.reply import Publish, respond
+from broker_agents.replycache import ReplyCache, key_of
 from broker_agents.subjects import Subjects, check_token
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
-RECENT_IDS = 1024
 YIELD_EVERY = 32
 
 
@@ -90,8 +89,7 @@ class AgentRunner:
         self._semaphore = asyncio.Semaphore(max(1, agent.max_concurrency))
         self._parking: Parking | None = None
         self._dedup = ArrivalDedup() if handed_over else None
-        # Replies by (requester, message id): nobody can prime another requester's answer.
-        self._recent: OrderedDict[tuple[str | None, str], bytes] = OrderedDict()
+        self._replies = ReplyCache()  # what a redelivered request is answered from
         aid = agent.agent_id
         self._reply_count = MESSAGES_OUT.labels(aid, "reply")
         self._hist = {name: HANDLER_SECONDS.labels(aid, name) for name in agent._handler_specs}
@@ -268,16 +266,13 @@ class AgentRunner:
                                           publish=publish)
                         return
                 spec = self._specs.get(type_name)
-                # Only answers are remembered, by signer or reply subject: an unsigned one-way
-                # message (no reply) can never find itself in the cache.
-                if msg_id is not None and (reply or principal is not None):
-                    key = (_requester(principal, reply), msg_id)
-                    if key in self._recent:
-                        DUPLICATES.labels(self.agent.agent_id).inc()
-                        await self._resend(reply, self._recent[key],
-                                           signed=spec is not None and spec.signed,
-                                           publish=publish)
-                        return
+                if msg_id is not None and (reply or principal is not None) and (
+                        sent := self._replies.get(key_of(principal, reply, msg_id))
+                ) is not None:
+                    DUPLICATES.labels(self.agent.agent_id).inc()
+                    await self._resend(reply, sent, signed=spec is not None and spec.signed,
+                                       publish=publish)
+                    return
                 incoming = Incoming(msg.subject, reply, msg_id, type_name, as_json, headers,
                                     principal)
                 if spec is not None and (spec.concurrent or self._concurrent):
@@ -324,8 +319,8 @@ class AgentRunner:
         encoded = await self._reply(incoming.reply, payload, incoming.is_json,
                                     signed=spec is not None and spec.signed, publish=publish)
         if incoming.msg_id is not None and encoded is not None:
-            self._remember((_requester(incoming.principal, incoming.reply), incoming.msg_id),
-                           encoded)
+            self._replies.remember(key_of(incoming.principal, incoming.reply, incoming.msg_id),
+                                   encoded)
 
     def _handler_failed(self, exc: Exception, incoming: Incoming) -> dict[str, Any]:
         """Count and log a handler's unexpected exception; the error reply it gets."""
@@ -388,25 +383,12 @@ class AgentRunner:
             return
         self._reply_count.inc()
 
-    def _remember(self, key: tuple[str | None, str], reply: bytes) -> None:
-        self._recent[key] = reply
-        if len(self._recent) > RECENT_IDS:
-            self._recent.popitem(last=False)
-
     def _malformed(self, reason: str) -> None:
         MALFORMED.labels(self.agent.agent_id, reason).inc()
         self._log_once.info(("malformed", reason), "message refused", reason=reason)
 
     def _count_error(self, type_name: str, code: str) -> None:
         HANDLER_ERRORS.labels(self.agent.agent_id, type_name, code).inc()
-
-
-def _requester(principal: Principal | None, reply: str | None) -> str | None:
-    """Whose cache entry a request's answer is: its verified signer's, else its reply
-    subject's (unguessable, so an unsigned request's cached answer is reachable only by a
-    redelivery of that same request). The reply subject's inbox prefix would not do: NATS
-    does not check a reply subject against the publisher's permissions."""
-    return principal.identity if principal is not None else reply
 
 
 def _describe(exc: ValidationError, type_name: str) -> str:
