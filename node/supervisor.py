@@ -309,6 +309,9 @@ class Supervisor:
         try:
             await asyncio.wait([task, waiter], timeout=spec.start_timeout,
                                return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled mid-start (a node's deadline): the child goes too
+            task.cancel()
+            raise
         finally:
             waiter.cancel()
         if not ready.is_set():
@@ -324,22 +327,33 @@ class Supervisor:
         await self.hooks.started(cid, child, self._restarts.get(cid, 0))
 
     async def _stop_children(self, ids: list[str], notify: bool = True) -> None:
-        """Stop children in reverse start order, each within its shutdown timeout."""
+        """Stop children in reverse start order, each within its shutdown timeout. Cancelled
+        meanwhile (a node's deadline), it cancels the child it was stopping and those
+        still to stop: no child outlives its supervisor."""
         for cid in reversed([c for c in self.order if c in ids]):
             entry = self._running.pop(cid, None)
             if entry is None:
                 continue
-            if notify:
-                await self.hooks.stopping(cid)
-            entry.child.stop()
-            timeout = self._spec(cid).shutdown_timeout
-            done, _ = await asyncio.wait([entry.task], timeout=timeout)
-            if not done:
-                self.log.warning("child did not stop in time; cancelling", child=cid)
+            try:
+                await self._stop_child(cid, entry, notify)
+            except BaseException:
                 entry.task.cancel()
-            results = await asyncio.gather(entry.task, return_exceptions=True)
-            if isinstance(results[0], Exception):
-                self.log.warning("child failed while stopping", child=cid, error=repr(results[0]))
+                for rest in [c for c in ids if c in self._running]:
+                    self._running.pop(rest).task.cancel()
+                raise
+
+    async def _stop_child(self, cid: str, entry: _Running, notify: bool) -> None:
+        if notify:
+            await self.hooks.stopping(cid)
+        entry.child.stop()
+        timeout = self._spec(cid).shutdown_timeout
+        done, _ = await asyncio.wait([entry.task], timeout=timeout)
+        if not done:
+            self.log.warning("child did not stop in time; cancelling", child=cid)
+            entry.task.cancel()
+        results = await asyncio.gather(entry.task, return_exceptions=True)
+        if isinstance(results[0], Exception):
+            self.log.warning("child failed while stopping", child=cid, error=repr(results[0]))
 
     def _spec(self, cid: str) -> ChildSpec:
         for spec in self.specs:

@@ -308,3 +308,47 @@ async def test_one_for_all_gives_up_the_crashing_child_without_restarting_the_re
     assert journal.count("start", "a") == 2 and journal.count("start", "c") == 2
     sup.stop()
     await task
+
+
+class StubbornChild:
+    """Never ready (``ready_at_start=False``) or deaf to ``stop``: only a cancel ends it."""
+
+    def __init__(self, ready_at_start: bool) -> None:
+        self.ready_at_start = ready_at_start
+        self.running = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        if self.ready_at_start:
+            ready()
+        self.running.set()
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("ready_at_start", [False, True], ids=["starting", "stopping"])
+async def test_a_supervisor_cancelled_mid_start_or_mid_stop_leaves_no_child_running(
+        ready_at_start: bool) -> None:
+    """A node's deadline cancels its supervisor while a child starts, or while it waits
+    for one that ignores ``stop``: the child is cancelled too, never left behind."""
+    child = StubbornChild(ready_at_start)
+    spec = ChildSpec("x", lambda: child, RestartType.PERMANENT, start_timeout=60,
+                     shutdown_timeout=60)
+    sup = Supervisor("test", [spec], backoff=Backoff(initial=0.0))
+    task = asyncio.create_task(sup.run(lambda: None))
+    async with asyncio.timeout(5):
+        await child.running.wait()
+    if ready_at_start:
+        sup.stop()
+        await asyncio.sleep(0)  # sleep-ok: one turn, so the supervisor is stopping it
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5):
+        await child.cancelled.wait()
