@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import uuid
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ from nats.aio.client import Client as NATS
 
 from broker_agents import codec
 from broker_agents.agent import Agent, handler
-from broker_agents.handoff import DROPPED, REFUSED
+from broker_agents.handoff import DROPPED, HEADER, REFUSED
 from broker_agents.messages import envelope
 from broker_agents.runtime import AgentRunner
 from broker_agents.samples import Echo, EchoReply
@@ -117,8 +118,20 @@ async def test_handover_across_routes_loses_and_doubles_nothing(
         await asyncio.wait_for(old_task, 5)  # stopped: in-flight work done, nothing more
         await wait_for(lambda: parking.held >= 6, 5, "messages held while parked")
         runners.append(await start(new_nc, "new", handed_over=True))
-        # What "started" tells the old host in a drain: an answer from the new host on
-        # the old host's connection (its parked copy is held too, and dropped later).
+        # What the "start" answer tells the old host in a drain: a message from the new
+        # host's connection, which crosses the route after its subscriptions did (so
+        # the old host's server knows them once it arrives).
+        ping = f"ba.test.started.{uuid.uuid4().hex}"
+
+        async def pong(msg: Any) -> None:
+            await msg.respond(b"")
+
+        pinged = await old_nc.subscribe(ping, cb=pong)
+        await old_nc.flush()
+        await nats_request(new_nc, ping, b"", 5)  # retried until server 2 knows the ping
+        await pinged.unsubscribe()
+        # Then an answer from the new host on the old host's connection (its parked
+        # copy is held too, and dropped later).
         answer = codec.decode((await nats_request(
             old_nc, S.agent(AGENT), codec.encode(envelope(Echo(text="sync"))), 5)).data)
         assert answer["node_id"] == "new"
@@ -159,12 +172,12 @@ async def test_a_parked_agent_that_holds_its_limit_refuses_more_in_the_callers_e
     try:
         parking = old.park()
         await asyncio.wait_for(task, 5)
-        asked = [asyncio.create_task(client.request(
-            S.agent(AGENT), b'{"type": "echo", "data": {"text": "%d"}}' % i, timeout=5))
+        asked = [asyncio.create_task(nats_request(
+            client, S.agent(AGENT), b'{"type": "echo", "data": {"text": "%d"}}' % i, 5))
             for i in range(2)]
         await wait_for(lambda: parking.held == 2, 5, "two held")
-        refused = await client.request(S.agent(AGENT), b'{"type": "echo", "data": '
-                                       b'{"text": "x"}}', timeout=5)
+        refused = await nats_request(client, S.agent(AGENT), b'{"type": "echo", "data": '
+                                     b'{"text": "x"}}', 5)
         assert refused.data.startswith(b"{")
         error = codec.decode(refused.data)["error"]
         assert error["code"] == "unavailable" and error["details"]["retry_after_ms"] > 0
@@ -195,8 +208,8 @@ async def test_to_a_new_host_that_keeps_no_dedup_window_nothing_is_forwarded(
     try:
         parking = old.park()
         await asyncio.wait_for(task, 5)
-        asked = asyncio.create_task(client.request(
-            S.agent(AGENT), codec.encode(envelope(Echo(text="held"))), timeout=5))
+        asked = asyncio.create_task(nats_request(
+            client, S.agent(AGENT), codec.encode(envelope(Echo(text="held"))), 5))
         await client.publish(S.agent(AGENT), codec.encode(envelope(Echo(text="told"))))
         await wait_for(lambda: parking.held == 2, 5, "two held")
         new, new_task = await start(nc, "new")  # no dedup window, like an older node
@@ -205,12 +218,49 @@ async def test_to_a_new_host_that_keeps_no_dedup_window_nothing_is_forwarded(
         assert error["code"] == "unavailable"
         assert error["details"]["reason"] == "no_forwarding"
         assert refused._value.get() - before == 2
-        answer = codec.decode((await client.request(
-            S.agent(AGENT), codec.encode(envelope(Echo(text="after"))), timeout=5)).data)
+        answer = codec.decode((await nats_request(
+            client, S.agent(AGENT), codec.encode(envelope(Echo(text="after"))), 5)).data)
         assert answer["node_id"] == "new"
         assert dict(Tally.handled) == {"after": 1}
         new.stop()
         await new_task
     finally:
         for conn in (nc, client):
+            await conn.close()
+
+
+async def test_a_client_forging_the_handover_header_gains_nothing(
+        nats_server: NatsServer) -> None:
+    """Anyone may set ``Ba-Handover-From``. On a new host it only pairs a message with an
+    identical earlier copy (same bytes, same reply subject: a replay, handled once);
+    a forged message of its own is handled like any other, and nobody else's is
+    suppressed."""
+    nc = await connect_as(nats_server, Role.NODE)
+    mallory = await connect_as(nats_server, Role.CLIENT, user="mallory")
+    Tally.handled.clear()
+    new, task = await start(nc, "new", handed_over=True)
+    try:
+        forged = {HEADER: "node-x"}
+        answer = codec.decode((await nats_request(
+            mallory, S.agent(AGENT), codec.encode(envelope(Echo(text="own"))), 5,
+            headers=forged)).data)
+        assert answer["text"] == "own"
+
+        inbox = mallory.new_inbox()
+        replies: asyncio.Queue[Any] = asyncio.Queue()
+        sub = await mallory.subscribe(inbox, cb=replies.put)
+        data = codec.encode(envelope(Echo(text="replayed")))
+        await mallory.publish(S.agent(AGENT), data, reply=inbox)
+        await mallory.publish(S.agent(AGENT), data, reply=inbox, headers=forged)
+        await mallory.publish(S.agent(AGENT), codec.encode(envelope(Echo(text="next"))),
+                              reply=inbox)
+        got = [codec.decode((await asyncio.wait_for(replies.get(), 5)).data)["text"]
+               for _ in range(2)]
+        assert got == ["replayed", "next"]  # the forged replay got no second answer
+        await sub.unsubscribe()
+        assert dict(Tally.handled) == {"own": 1, "replayed": 1, "next": 1}
+    finally:
+        new.stop()
+        await asyncio.wait_for(task, 5)
+        for conn in (nc, mallory):
             await conn.close()
