@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from nats.aio.client import Client as NATS
@@ -55,6 +56,21 @@ async def start(nc: NATS, node_id: str, **kwargs: Any
     async with asyncio.timeout(5):
         await ready.wait()
     return runner, task
+
+
+@contextlib.asynccontextmanager
+async def node_and_client(server: NatsServer, **client: Any
+                          ) -> AsyncIterator[tuple[NATS, NATS]]:
+    """A node's connection (the hosts') and a client's on ``server``, closed on the way out."""
+    nc = await connect_as(server, Role.NODE)
+    try:
+        other = await connect_as(server, Role.CLIENT, **client)
+        try:
+            yield nc, other
+        finally:
+            await other.close()
+    finally:
+        await nc.close()
 
 
 class Load:
@@ -166,10 +182,8 @@ async def test_handover_across_routes_loses_and_doubles_nothing(
 
 async def test_a_parked_agent_that_holds_its_limit_refuses_more_in_the_callers_encoding(
         nats_server: NatsServer) -> None:
-    nc = await connect_as(nats_server, Role.NODE)
-    client = await connect_as(nats_server, Role.CLIENT)
-    old, task = await start(nc, "old", pending_msgs_limit=2)
-    try:
+    async with node_and_client(nats_server) as (nc, client):
+        old, task = await start(nc, "old", pending_msgs_limit=2)
         parking = old.park()
         await asyncio.wait_for(task, 5)
         asked = [asyncio.create_task(nats_request(
@@ -188,9 +202,6 @@ async def test_a_parked_agent_that_holds_its_limit_refuses_more_in_the_callers_e
         assert {a["node_id"] for a in answers} == {"new"}
         new.stop()
         await new_task
-    finally:
-        for conn in (nc, client):
-            await conn.close()
 
 
 async def test_to_a_new_host_that_keeps_no_dedup_window_nothing_is_forwarded(
@@ -199,13 +210,11 @@ async def test_to_a_new_host_that_keeps_no_dedup_window_nothing_is_forwarded(
     answers what it held ``unavailable`` (not handled: asking again is safe), drops and
     counts what was one-way, and unsubscribes at once; the new host serves what comes
     next, each message once."""
-    nc = await connect_as(nats_server, Role.NODE)
-    client = await connect_as(nats_server, Role.CLIENT)
     Tally.handled.clear()
     refused = REFUSED.labels(AGENT, "no_forwarding")
     before = refused._value.get()
-    old, task = await start(nc, "old")
-    try:
+    async with node_and_client(nats_server) as (nc, client):
+        old, task = await start(nc, "old")
         parking = old.park()
         await asyncio.wait_for(task, 5)
         asked = asyncio.create_task(nats_request(
@@ -224,9 +233,6 @@ async def test_to_a_new_host_that_keeps_no_dedup_window_nothing_is_forwarded(
         assert dict(Tally.handled) == {"after": 1}
         new.stop()
         await new_task
-    finally:
-        for conn in (nc, client):
-            await conn.close()
 
 
 async def test_a_client_forging_the_handover_header_gains_nothing(
@@ -235,32 +241,29 @@ async def test_a_client_forging_the_handover_header_gains_nothing(
     identical earlier copy (same bytes, same reply subject: a replay, handled once);
     a forged message of its own is handled like any other, and nobody else's is
     suppressed."""
-    nc = await connect_as(nats_server, Role.NODE)
-    mallory = await connect_as(nats_server, Role.CLIENT, user="mallory")
     Tally.handled.clear()
-    new, task = await start(nc, "new", handed_over=True)
-    try:
-        forged = {HEADER: "node-x"}
-        answer = codec.decode((await nats_request(
-            mallory, S.agent(AGENT), codec.encode(envelope(Echo(text="own"))), 5,
-            headers=forged)).data)
-        assert answer["text"] == "own"
+    async with node_and_client(nats_server, user="mallory") as (nc, mallory):
+        new, task = await start(nc, "new", handed_over=True)
+        try:
+            forged = {HEADER: "node-x"}
+            answer = codec.decode((await nats_request(
+                mallory, S.agent(AGENT), codec.encode(envelope(Echo(text="own"))), 5,
+                headers=forged)).data)
+            assert answer["text"] == "own"
 
-        inbox = mallory.new_inbox()
-        replies: asyncio.Queue[Any] = asyncio.Queue()
-        sub = await mallory.subscribe(inbox, cb=replies.put)
-        data = codec.encode(envelope(Echo(text="replayed")))
-        await mallory.publish(S.agent(AGENT), data, reply=inbox)
-        await mallory.publish(S.agent(AGENT), data, reply=inbox, headers=forged)
-        await mallory.publish(S.agent(AGENT), codec.encode(envelope(Echo(text="next"))),
-                              reply=inbox)
-        got = [codec.decode((await asyncio.wait_for(replies.get(), 5)).data)["text"]
-               for _ in range(2)]
-        assert got == ["replayed", "next"]  # the forged replay got no second answer
-        await sub.unsubscribe()
-        assert dict(Tally.handled) == {"own": 1, "replayed": 1, "next": 1}
-    finally:
-        new.stop()
-        await asyncio.wait_for(task, 5)
-        for conn in (nc, mallory):
-            await conn.close()
+            inbox = mallory.new_inbox()
+            replies: asyncio.Queue[Any] = asyncio.Queue()
+            sub = await mallory.subscribe(inbox, cb=replies.put)
+            data = codec.encode(envelope(Echo(text="replayed")))
+            await mallory.publish(S.agent(AGENT), data, reply=inbox)
+            await mallory.publish(S.agent(AGENT), data, reply=inbox, headers=forged)
+            await mallory.publish(S.agent(AGENT), codec.encode(envelope(Echo(text="next"))),
+                                  reply=inbox)
+            got = [codec.decode((await asyncio.wait_for(replies.get(), 5)).data)["text"]
+                   for _ in range(2)]
+            assert got == ["replayed", "next"]  # the forged replay got no second answer
+            await sub.unsubscribe()
+            assert dict(Tally.handled) == {"own": 1, "replayed": 1, "next": 1}
+        finally:
+            new.stop()
+            await asyncio.wait_for(task, 5)
