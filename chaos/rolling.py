@@ -51,7 +51,10 @@ def raft_gauges(text: str, group: str) -> dict[str, dict[str, float]]:
 
 
 def snapshot_index(gauges: dict[str, float]) -> float:
-    """The last index a member's snapshot covers: applied minus the entries held after it."""
+    """The last index a member's latest snapshot covers (a log may hold entries below it:
+    the catch-up window), or else applied minus the entries held: a lower bound."""
+    if "ba_raft_snapshot_index" in gauges:
+        return gauges["ba_raft_snapshot_index"]
     return gauges.get("ba_raft_applied_index", 0.0) - gauges.get("ba_raft_log_entries", 0.0)
 
 

@@ -70,6 +70,7 @@ class ConsensusNodeService(BaseService):
                 machine, node.subjects, tick_ms=group.tick_ms,
                 election_ticks=group.election_ticks, heartbeat_ticks=group.heartbeat_ticks,
                 snapshot_threshold=group.snapshot_threshold,
+                snapshot_trail=group.snapshot_trail,
                 max_command_bytes=group.max_command_bytes, max_term_jump=group.max_term_jump,
                 join=joining)
             await member.start()

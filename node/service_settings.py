@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP
+from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP, DEFAULT_SNAPSHOT_TRAIL
 from broker_agents.importer import ImportFromStringError, parse_import_path
 from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES
 from broker_agents.subjects import check_token
@@ -87,6 +87,10 @@ class ConsensusGroup(BaseModel):
     election_ticks: int = Field(10, ge=2)
     heartbeat_ticks: int = Field(2, ge=1)
     snapshot_threshold: int = Field(10_000, ge=1)
+    snapshot_trail: int = Field(
+        DEFAULT_SNAPSHOT_TRAIL, ge=0,
+        description="entries a member keeps after a snapshot, so that a follower "
+                    "trailing by fewer catches up with appends, not a whole snapshot")
     fsync: bool = True
     max_command_bytes: int = Field(
         DEFAULT_MAX_COMMAND_BYTES, ge=64, le=512 * 1024,

@@ -61,7 +61,7 @@ from broker_agents.core.raft import (
     StateMachine,
     Tick,
 )
-from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP
+from broker_agents.core.raft.config import DEFAULT_MAX_TERM_JUMP, DEFAULT_SNAPSHOT_TRAIL
 from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES, CommandCheck
 from broker_agents.raft.inbound import decode_peer_payload, parse_request
 from broker_agents.raft.memstore import Storage
@@ -94,6 +94,7 @@ class RaftMember(MemberRequests, MemberProposing):
         election_ticks: int = 10,
         heartbeat_ticks: int = 2,
         snapshot_threshold: int = 10_000,
+        snapshot_trail: int = DEFAULT_SNAPSHOT_TRAIL,
         max_append_entries: int = 512,
         max_inflight: int = 4,  # under load: fewer, larger appends, less CPU per commit
         request_ttl: float = 30.0,
@@ -122,6 +123,7 @@ class RaftMember(MemberRequests, MemberProposing):
         self.config = RaftConfig(
             member_id=member_id, members=members, election_ticks=election_ticks,
             heartbeat_ticks=heartbeat_ticks, snapshot_threshold=snapshot_threshold,
+            snapshot_trail=snapshot_trail,
             max_append_entries=max_append_entries, max_inflight=max_inflight,
             max_term_jump=max_term_jump, dedup_capacity=dedup_capacity,
             dedup_window=dedup_window,

@@ -14,7 +14,15 @@ TERM = Gauge("ba_raft_term", "Current Raft term", _LABELS)
 IS_LEADER = Gauge("ba_raft_is_leader", "1 while this member is the leader", _LABELS)
 COMMIT_INDEX = Gauge("ba_raft_commit_index", "Highest index known committed", _LABELS)
 APPLIED_INDEX = Gauge("ba_raft_applied_index", "Highest index applied", _LABELS)
-LOG_ENTRIES = Gauge("ba_raft_log_entries", "Entries held after the last snapshot", _LABELS)
+LOG_ENTRIES = Gauge("ba_raft_log_entries",
+                    "Entries held in the log (after the last compaction)", _LABELS)
+SNAPSHOT_INDEX = Gauge("ba_raft_snapshot_index",
+                       "Last index this member's latest snapshot covers", _LABELS)
+SNAPSHOTS_SENT = Counter("ba_raft_snapshots_sent_total",
+                         "Snapshots sent to followers the log no longer reached", _LABELS)
+SNAPSHOTS_INSTALLED = Counter("ba_raft_snapshots_installed_total",
+                              "Snapshots from a leader that replaced this member's log",
+                              _LABELS)
 ELECTIONS = Counter("ba_raft_elections_total", "Elections this member started", _LABELS)
 PROPOSALS = Counter("ba_raft_proposals_total", "Client proposals received", _LABELS)
 PROPOSAL_REQUESTS = Counter("ba_raft_proposal_requests_total",
@@ -58,6 +66,9 @@ class MemberMetrics:
     voters: Any
     learners: Any
     proposal_requests: Any
+    snapshot_index: Any
+    snapshots_sent: Any
+    snapshots_installed: Any
 
     @classmethod
     def bind(cls, group: str, member: str) -> MemberMetrics:
@@ -67,7 +78,9 @@ class MemberMetrics:
             APPLIED_INDEX.labels(*lv), LOG_ENTRIES.labels(*lv), ELECTIONS.labels(*lv),
             PROPOSALS.labels(*lv), MALFORMED.labels(*lv), FAIL_STOPS.labels(*lv),
             HANDOVERS.labels(*lv), VOTERS.labels(*lv), LEARNERS.labels(*lv),
-            PROPOSAL_REQUESTS.labels(*lv),
+            PROPOSAL_REQUESTS.labels(*lv), SNAPSHOT_INDEX.labels(*lv),
+            SNAPSHOTS_SENT.labels(*lv),
+            SNAPSHOTS_INSTALLED.labels(*lv),
         )
 
 
@@ -79,6 +92,7 @@ class RoleObserver:
         self.log = log
         self._seen: tuple[Role, int, str | None] = (Role.FOLLOWER, 0, None)
         self._elections = 0
+        self._snapshots = (0, 0)  # (sent, installed) already counted
 
     def observe(self, core: RaftCore) -> None:
         seen = (core.role, core.term, core.leader)
@@ -104,6 +118,12 @@ class RoleObserver:
         m.commit.set(core.commit)
         m.applied.set(core.applied)
         m.log_entries.set(len(core.log.entries))
+        m.snapshot_index.set(core.snapshot_index)
+        sent, installed = self._snapshots
+        if core.snapshots_sent > sent or core.snapshots_installed > installed:
+            m.snapshots_sent.inc(core.snapshots_sent - sent)
+            m.snapshots_installed.inc(core.snapshots_installed - installed)
+            self._snapshots = (core.snapshots_sent, core.snapshots_installed)
         m.voters.set(len(core.voters))
         m.learners.set(len(core.learners))
 

@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker_agents.core.raft.config import DEFAULT_SNAPSHOT_TRAIL
 from broker_agents.core.raft.kvstore import KVStateMachine
 from broker_agents.raft.admin import MembershipService
 from broker_agents.raft.commands import DEFAULT_MAX_COMMAND_BYTES
@@ -46,6 +47,7 @@ class MemberConfig:
     election_ticks: int = 10
     heartbeat_ticks: int = 2
     snapshot_threshold: int = 10_000
+    snapshot_trail: int = DEFAULT_SNAPSHOT_TRAIL
     max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES
     dedup_capacity: int = 100_000
     dedup_window: int = 0
@@ -68,7 +70,7 @@ async def serve_member(config: MemberConfig, stop: asyncio.Event | None = None) 
         FileStorage(config.data_dir, fsync=config.fsync), KVStateMachine(),
         Subjects(config.prefix), tick_ms=config.tick_ms,
         election_ticks=config.election_ticks, heartbeat_ticks=config.heartbeat_ticks,
-        snapshot_threshold=config.snapshot_threshold,
+        snapshot_threshold=config.snapshot_threshold, snapshot_trail=config.snapshot_trail,
         max_command_bytes=config.max_command_bytes,
         dedup_capacity=config.dedup_capacity, dedup_window=config.dedup_window,
         join=config.join,
@@ -109,6 +111,9 @@ def parse_args(argv: list[str]) -> MemberConfig:
     p.add_argument("--election-ticks", type=int, default=10)
     p.add_argument("--heartbeat-ticks", type=int, default=2)
     p.add_argument("--snapshot-threshold", type=int, default=10_000)
+    p.add_argument("--snapshot-trail", type=int, default=DEFAULT_SNAPSHOT_TRAIL,
+                   help="entries kept after a snapshot, so a follower that trails by "
+                        "less catches up without one")
     p.add_argument("--max-command-bytes", type=int, default=DEFAULT_MAX_COMMAND_BYTES,
                    help="refuse commands whose stored form is larger (too_large)")
     p.add_argument("--dedup-capacity", type=int, default=100_000,
@@ -129,6 +134,7 @@ def parse_args(argv: list[str]) -> MemberConfig:
         peers=[x for x in a.peers.split(",") if x], data_dir=a.data_dir, prefix=a.prefix,
         tick_ms=a.tick_ms, election_ticks=a.election_ticks,
         heartbeat_ticks=a.heartbeat_ticks, snapshot_threshold=a.snapshot_threshold,
+        snapshot_trail=a.snapshot_trail,
         max_command_bytes=a.max_command_bytes, fsync=not a.no_fsync,
         dedup_capacity=a.dedup_capacity, dedup_window=a.dedup_window, join=a.join,
         security=Security(creds_file=a.creds, tls_ca_file=a.tls_ca,

@@ -48,6 +48,7 @@ from node.embedded import NatsCluster
 
 GROUP = "bench"
 _PROPOSALS, _REQUESTS = "ba_raft_proposals_total", "ba_raft_proposal_requests_total"
+_SNAPSHOTS_SENT = "ba_raft_snapshots_sent_total"
 _METRIC = re.compile(r'^(ba_raft_\w+)\{group="(\w+)",member="([\w-]+)"\} (\S+)$', re.M)
 
 
@@ -251,6 +252,7 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
         seq: dict[str, list[list[float]]] = {"raft": [], "js": []}
         loaded: dict[str, list[Loaded]] = {name: [] for name in ops}
         changes: list[int] = []
+        snapshots: list[int] = []  # sent to followers during the loaded rounds
         nodes, servers = server_pids(cluster)
         cpu: dict[str, list[float]] = {"raft": [], "js": []}
         per_request: list[float] = []  # proposals per request message (batches: > 1)
@@ -266,6 +268,7 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
                     cpu[name].append((_cpu_seconds(pids) - used) / loaded[name][-1].count)
             now = await member_metrics(cluster)
             changes.append(_term(now) - _term(seen))
+            snapshots.append(int(_total(now, _SNAPSHOTS_SENT) - _total(seen, _SNAPSHOTS_SENT)))
             asked = _total(now, _REQUESTS) - _total(seen, _REQUESTS)
             if asked > 0:
                 per_request.append((_total(now, _PROPOSALS) - _total(seen, _PROPOSALS)) / asked)
@@ -286,6 +289,7 @@ async def _measure(cluster: LocalCluster, ids: list[str], *, proposals: int,
     spent = {name: round(b - a, 1) for name, a, b in zip(phases, marks, marks[1:], strict=False)}
     return report(raw, fsyncs, seq, loaded, changes, failover, retries_c64, cpu,
                   planned=planned, per_request=per_request, routed=routed,
+                  snapshots=snapshots,
                   proposals=proposals, concurrency=concurrency, seconds=seconds,
                   rounds=rounds, fsync=fsync, phase_s=spent, leader=leader_c64,
                   placement={f"{system}_leader_server": home for system, home in homes.items()})

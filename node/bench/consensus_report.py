@@ -75,7 +75,7 @@ def report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float
             retries_c64: int, cpu: dict[str, list[float]] | None = None,
             planned: list[tuple[float, float, int]] | None = None,
             per_request: list[float] | None = None, routed: list[float] | None = None,
-            **params: Any) -> dict[str, Any]:
+            snapshots: list[int] | None = None, **params: Any) -> dict[str, Any]:
     def flat(rounds: list[list[float]]) -> list[float]:
         return [x for r in rounds for x in r]
 
@@ -91,6 +91,11 @@ def report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float
         "leader_changes_c64": total_changes,
         "leader_changes_c64_ci95": [total_changes, total_changes],  # a count, not a sample
         "leader_changes_c64_per_round": changes,
+        # InstallSnapshots to followers while loaded, no fault injected (the catch-up
+        # window, RaftConfig.snapshot_trail, keeps a follower that trails a little on
+        # appends): a count per round, not a sample
+        "snapshots_sent_c64": sum(snapshots or []),
+        "snapshots_sent_c64_per_round": snapshots or [],
         "retries_c64": retries_c64,
         **figure("failover_ms", failover, 50, 1e3),
         "failover_ms_samples": [round(x * 1e3, 1) for x in failover],

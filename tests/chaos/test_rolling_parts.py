@@ -78,7 +78,10 @@ def test_gauges_of_one_group_give_the_leader_commit_and_snapshot_index() -> None
     gauges = raft_gauges(EXPOSITION, "reg")
     assert set(gauges) == {"node-1"}
     assert leader_commit(gauges) == 120.0
-    assert snapshot_index(gauges["node-1"]) == 100.0
+    assert snapshot_index(gauges["node-1"]) == 100.0  # without the gauge: a lower bound
+    windowed = raft_gauges(EXPOSITION + 'ba_raft_snapshot_index{group="reg",member="node-1"}'
+                           ' 110.0\n', "reg")
+    assert snapshot_index(windowed["node-1"]) == 110.0  # the catch-up window holds 10
     assert leader_commit(raft_gauges(EXPOSITION, "other")) is None
 
 

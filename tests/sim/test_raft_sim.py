@@ -31,6 +31,8 @@ def run_seed(n: int, seed: int, rounds: int) -> Cluster:
         max_inflight=rng.choice((1, 4)),
         dedup_capacity=dedup.choice((100_000, 100_000, 6)),
         dedup_window=dedup.choice((0, 0, 25)),
+        # its own stream too: how long a snapshot's entries stay (0: compact at once)
+        snapshot_trail=random.Random(seed * 13 + 5).choice((0, 5, 30, 4096)),
     )
     net = cluster.net
     net.drop_rate = rng.choice((0.0, 0.02, 0.1))

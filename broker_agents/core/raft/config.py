@@ -9,6 +9,8 @@ from broker_agents.core.raft.membership import Membership
 from broker_agents.core.raft.messages import Entry, HardState, Snapshot
 
 DEFAULT_MAX_TERM_JUMP = 1 << 16
+DEFAULT_SNAPSHOT_TRAIL = 4096
+"""Twice what a pipelined follower may have in flight by default (4 appends of 512)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,11 @@ class RaftConfig:
     makes it a voter. ``catchup_rounds``: a member being added has this many election
     timeouts (``catchup_rounds * election_ticks`` ticks) to catch up as a learner before
     the leader abandons the change.
+
+    ``snapshot_trail``: after a snapshot, the entries it covers stay in the log until
+    ``applied`` is this many entries past it (never longer than the next snapshot), so a
+    follower that trails by less still catches up with appends instead of a whole
+    snapshot. 0: the log is compacted at once (the textbook behaviour).
     """
 
     member_id: str
@@ -45,6 +52,7 @@ class RaftConfig:
     dedup_window: int = 0
     max_term_jump: int = DEFAULT_MAX_TERM_JUMP
     catchup_rounds: int = 10
+    snapshot_trail: int = DEFAULT_SNAPSHOT_TRAIL
 
     def __post_init__(self) -> None:
         if not self.members or not self.member_id:
@@ -57,7 +65,7 @@ class RaftConfig:
             )
         if min(self.max_append_entries, self.max_inflight, self.snapshot_threshold,
                self.max_term_jump, self.dedup_capacity, self.catchup_rounds) < 1 \
-                or self.dedup_window < 0:
+                or self.dedup_window < 0 or self.snapshot_trail < 0:
             raise LocalProtocolError(ErrorCode.BAD_REQUEST, "limits must be positive")
 
     @property

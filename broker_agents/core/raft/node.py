@@ -149,6 +149,22 @@ class RaftCore:
         return self._raft.elections
 
     @property
+    def snapshot_index(self) -> int:
+        """The last index this member's latest snapshot covers (0: none yet). Its log may
+        still hold entries below it: the catch-up window (``RaftConfig.snapshot_trail``)."""
+        return self._rep.snapshot_index
+
+    @property
+    def snapshots_sent(self) -> int:
+        """Snapshots this member sent to followers its log no longer reached."""
+        return self._rep.snapshots_sent
+
+    @property
+    def snapshots_installed(self) -> int:
+        """Snapshots from a leader that replaced this member's log."""
+        return self._rep.snapshots_installed
+
+    @property
     def quorum(self) -> int:
         """The active configuration's quorum (of its voters)."""
         return self._rep.quorum

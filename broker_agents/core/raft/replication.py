@@ -53,10 +53,11 @@ from broker_agents.core.raft.statemachine import Applier, StateMachine
 
 class Replication:
     __slots__ = (
-        "_broadcast_due", "_cfg", "_heartbeat_due", "_id", "_out", "_peers", "_reads",
-        "_snapshot_phase", "_term", "_voter_progress",
+        "_broadcast_due", "_cfg", "_heartbeat_due", "_held", "_id", "_out", "_peers",
+        "_reads", "_snapshot_phase", "_term", "_voter_progress",
         "applied", "applier", "commit", "config_version", "leading", "log", "membership",
-        "pending", "progress", "quorum", "self_match", "self_voter",
+        "pending", "progress", "quorum", "self_match", "self_voter", "snapshots_installed",
+        "snapshots_sent",
     )
 
     def __init__(self, cfg: RaftConfig, initial: InitialState, sm: StateMachine, out: Outbox,
@@ -71,6 +72,11 @@ class Replication:
         self._snapshot_phase = position * cfg.snapshot_threshold // len(everyone)
         snap = initial.snapshot
         self.log = RaftLog(snap, initial.entries, cfg.bootstrap)
+        # The latest snapshot while the log still holds the entries it covers (the
+        # catch-up window, ``RaftConfig.snapshot_trail``); None once folded into the log.
+        self._held: Snapshot | None = None
+        self.snapshots_sent = 0  # InstallSnapshot messages sent to lagging followers
+        self.snapshots_installed = 0  # snapshots from a leader that replaced our log
         self.applier = Applier(sm, cfg.dedup_capacity, cfg.dedup_window)
         if snap is not None:
             self.applier.restore(snap.data)
@@ -146,10 +152,11 @@ class Replication:
         prev = pr.next - 1
         prev_term = log.term_at(prev)
         if prev_term is None or pr.next <= log.base_index:
-            snap = log.snapshot
+            snap = self._held or log.snapshot  # the newest: fewer entries to follow it
             if snap is None:  # cannot happen: a compacted log always has a snapshot
                 return False
             pr.become_snapshot(snap.index, now)
+            self.snapshots_sent += 1
             self._out.send(InstallSnapshot(self._term, self._id, peer, snap))
             return True
         entries = log.slice(pr.next, log.last_index, self._cfg.max_append_entries)
@@ -309,6 +316,8 @@ class Replication:
         out.unstable = []  # superseded: the snapshot replaces the whole log
         out.write(SnapshotOp(snap, reset_log=True))
         self.log.reset(snap)
+        self._held = None  # older than the one installed, and its entries are gone
+        self.snapshots_installed += 1
         self.applier.restore(snap.data)
         self.applied = self.commit = snap.index
         for rid in list(self.pending):  # answer proposals the snapshot already covers
@@ -354,13 +363,36 @@ class Replication:
     def _maybe_compact(self) -> None:
         """Snapshot each time ``applied`` crosses a multiple of the threshold, shifted by
         this member's phase: members of a group compact at different entries, so at most
-        one of them pays for a snapshot at a time while the others keep the quorum."""
-        every, phase = self._cfg.snapshot_threshold, self._snapshot_phase
-        if (self.applied + phase) // every == (self.log.base_index + phase) // every:
+        one of them pays for a snapshot at a time while the others keep the quorum.
+
+        The log gives up the entries a snapshot covers only ``snapshot_trail`` entries
+        later (or at the next snapshot): a leader compacting right up to ``applied`` left
+        every follower a few hundred entries behind to a whole multi-MB snapshot."""
+        held, cfg = self._held, self._cfg
+        if held is not None and self.applied - held.index >= cfg.snapshot_trail:
+            self._fold_held()
+            held = None
+        every, phase = cfg.snapshot_threshold, self._snapshot_phase
+        last = held.index if held is not None else self.log.base_index
+        if (self.applied + phase) // every == (last + phase) // every:
             return
         term = self.log.term_at(self.applied)
         assert term is not None
         snap = Snapshot(self.applied, term, self.applier.snapshot(),
                         self.log.configs.at(self.applied))
         self._out.write(SnapshotOp(snap, reset_log=False))
-        self.log.compact(snap)
+        self._fold_held()
+        if cfg.snapshot_trail > 0:
+            self._held = snap
+        else:
+            self.log.compact(snap)
+
+    @property
+    def snapshot_index(self) -> int:
+        return self._held.index if self._held is not None else self.log.base_index
+
+    def _fold_held(self) -> None:
+        """Compact the log to the held snapshot (if any)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self.log.compact(held)

@@ -279,6 +279,61 @@ def test_lagging_member_catches_up_through_install_snapshot() -> None:
     assert c.node(lagger).applier.sm.data == c.node(lead).applier.sm.data
 
 
+def _sent_to(c: Cluster, dst: str) -> list[object]:
+    """Every message sent to ``dst`` from now on (a spy on the network)."""
+    sent: list[object] = []
+    original = c.net.send
+
+    def spy(src: str, to: str, msg: object) -> None:
+        if to == dst:
+            sent.append(msg)
+        original(src, to, msg)
+
+    c.net.send = spy  # type: ignore[method-assign]
+    return sent
+
+
+def test_a_follower_trailing_within_the_window_catches_up_with_appends() -> None:
+    """Every member has taken a snapshot, but the entries it covers are still held (the
+    catch-up window): the follower that missed them all gets appends, not a snapshot."""
+    c, lead = elected(3, snapshot_threshold=10, snapshot_trail=100)
+    lagger = next(m for m in c.ids if m != lead)
+    c.crash(lagger)
+    behind = c.storage[lagger].last_index  # what it restarts with
+    for i in range(12):  # one threshold crossing per member, whatever its phase
+        c.write(lead, put(f"k{i % 4}", i))
+        c.run(1)
+    leader = c.node(lead)
+    assert c.storage[lead].snapshot is not None  # snapshotted (and durable)...
+    assert leader.log.base_index <= behind  # ...but the log still reaches the lagger
+    sent = _sent_to(c, lagger)
+    c.restart(lagger)
+    c.settle()
+    assert not any(isinstance(m, InstallSnapshot) for m in sent)
+    assert any(isinstance(m, AppendRequest) and m.entries for m in sent)
+    assert leader.snapshots_sent == 0
+    assert c.node(lagger).applier.sm.data == leader.applier.sm.data
+
+
+def test_a_follower_trailing_beyond_the_window_gets_the_newest_snapshot() -> None:
+    c, lead = elected(3, snapshot_threshold=10, snapshot_trail=3)
+    lagger = next(m for m in c.ids if m != lead)
+    c.crash(lagger)
+    for i in range(40):
+        c.write(lead, put(f"k{i % 4}", i))
+        c.run(1)
+    leader = c.node(lead)
+    newest = c.storage[lead].snapshot
+    assert newest is not None and leader.log.base_index > c.storage[lagger].last_index
+    sent = _sent_to(c, lagger)
+    c.restart(lagger)
+    c.settle()
+    installs = [m for m in sent if isinstance(m, InstallSnapshot)]
+    assert installs and installs[0].snapshot.index == newest.index
+    assert leader.snapshots_sent >= 1 and c.node(lagger).snapshots_installed == 1
+    assert c.node(lagger).applier.sm.data == leader.applier.sm.data
+
+
 def test_snapshots_taken_with_proposals_in_flight_keep_their_answers() -> None:
     """Every member snapshots while the next proposals are still in flight; a member that
     restores the snapshot (installed from the leader) still answers a retry of a request
