@@ -152,7 +152,8 @@ class Replication:
         prev = pr.next - 1
         prev_term = log.term_at(prev)
         if prev_term is None or pr.next <= log.base_index:
-            snap = self._held or log.snapshot  # the newest: fewer entries to follow it
+            # the newest: the fewest entries to follow it
+            snap = self._held if self._held is not None else log.snapshot
             if snap is None:  # cannot happen: a compacted log always has a snapshot
                 return False
             pr.become_snapshot(snap.index, now)
