@@ -195,7 +195,7 @@ class Raft(Elections):
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         e = self._cfg.election_ticks
-        self._timeout = e + self._rng.randrange(e)
+        self._timeout = e + self._rng.randrange(max(1, e // 2))  # see RaftConfig
 
     def _become_follower(self, term: int, leader: str | None, cause: str | None = None) -> None:
         was_leader = self.role == Role.LEADER
