@@ -95,6 +95,7 @@ def report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float
         # window, RaftConfig.snapshot_trail, keeps a follower that trails a little on
         # appends): a count per round, not a sample
         "snapshots_sent_c64": sum(snapshots or []),
+        "snapshots_sent_c64_ci95": [sum(snapshots or []), sum(snapshots or [])],
         "snapshots_sent_c64_per_round": snapshots or [],
         "retries_c64": retries_c64,
         **figure("failover_ms", failover, 50, 1e3),

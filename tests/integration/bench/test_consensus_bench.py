@@ -35,6 +35,8 @@ async def test_default_run_is_node_processes_beside_jetstream_r3(tmp_path: Path)
     assert out["in_process"] is False and out["processes"] == 3
     assert out["commit_us_p99"] >= out["commit_us_p50"]
     assert isinstance(out["leader_changes_c64"], int) and out["leader_changes_c64"] >= 0
+    # read from the members' ba_raft_snapshots_sent_total: present whatever its value
+    assert isinstance(out["snapshots_sent_c64"], int) and "snapshots_sent_c64_ci95" in out
     # a planned restart of the leader's node (it hands over first) fails no commit
     assert out["handover_gap_ms"] > 0 and "handover_gap_ms_ci95" in out
     assert out["handover_failed_commits"] == 0
