@@ -195,7 +195,9 @@ class Raft(Elections):
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         e = self._cfg.election_ticks
-        self._timeout = e + self._rng.randrange(max(1, e // 2))  # see RaftConfig
+        # [e, 1.5e) where two followers' tie cannot split the vote, else [e, 2e): RaftConfig
+        narrow = self._cfg.pre_vote and len(self._voters) <= 3
+        self._timeout = e + self._rng.randrange(max(2, e // 2) if narrow else e)
 
     def _become_follower(self, term: int, leader: str | None, cause: str | None = None) -> None:
         was_leader = self.role == Role.LEADER

@@ -367,8 +367,8 @@ class Replication:
         one of them pays for a snapshot at a time while the others keep the quorum.
 
         The log gives up the entries a snapshot covers only ``snapshot_trail`` entries
-        later (or at the next snapshot): a leader compacting right up to ``applied`` left
-        every follower a few hundred entries behind to a whole multi-MB snapshot."""
+        later (or at the next snapshot): a leader that compacted right up to ``applied``
+        sent a whole multi-MB snapshot to a follower only a few hundred entries behind."""
         held, cfg = self._held, self._cfg
         if held is not None and self.applied - held.index >= cfg.snapshot_trail:
             self._fold_held()
