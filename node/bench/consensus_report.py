@@ -83,6 +83,7 @@ def report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float
     p50 = [[percentile(r, 50) for r in seq[k]] for k in ("raft", "js")]
     p99c = [[percentile(r.samples, 99) for r in loaded[k]] for k in ("raft", "js")]
     total_changes = sum(changes)
+    sent = sum(snapshots or [])
     return {
         **figure("commit_us_p50", flat(seq["raft"]), 50, 1e6),
         **figure("commit_us_p99", flat(seq["raft"]), 99, 1e6),
@@ -94,8 +95,8 @@ def report(raw: list[float], fsyncs: list[float], seq: dict[str, list[list[float
         # InstallSnapshots to followers while loaded, no fault injected (the catch-up
         # window, RaftConfig.snapshot_trail, keeps a follower that trails a little on
         # appends): a count per round, not a sample
-        "snapshots_sent_c64": sum(snapshots or []),
-        "snapshots_sent_c64_ci95": [sum(snapshots or []), sum(snapshots or [])],
+        "snapshots_sent_c64": sent,
+        "snapshots_sent_c64_ci95": [sent, sent],
         "snapshots_sent_c64_per_round": snapshots or [],
         "retries_c64": retries_c64,
         **figure("failover_ms", failover, 50, 1e3),

@@ -361,6 +361,11 @@ class Replication:
         if self._reads.confirmed:
             self._out.replies.extend(self._reads.serve(self.applied, self.applier.sm))
 
+    @property
+    def snapshot_index(self) -> int:
+        """The latest snapshot's index (held, or the log's base)."""
+        return self._held.index if self._held is not None else self.log.base_index
+
     def _maybe_compact(self) -> None:
         """Snapshot each time ``applied`` crosses a multiple of the threshold, shifted by
         this member's phase: members of a group compact at different entries, so at most
@@ -372,10 +377,8 @@ class Replication:
         held, cfg = self._held, self._cfg
         if held is not None and self.applied - held.index >= cfg.snapshot_trail:
             self._fold_held()
-            held = None
         every, phase = cfg.snapshot_threshold, self._snapshot_phase
-        last = held.index if held is not None else self.log.base_index
-        if (self.applied + phase) // every == (last + phase) // every:
+        if (self.applied + phase) // every == (self.snapshot_index + phase) // every:
             return
         term = self.log.term_at(self.applied)
         assert term is not None
@@ -387,10 +390,6 @@ class Replication:
             self._held = snap
         else:
             self.log.compact(snap)
-
-    @property
-    def snapshot_index(self) -> int:
-        return self._held.index if self._held is not None else self.log.base_index
 
     def _fold_held(self) -> None:
         """Compact the log to the held snapshot (if any)."""

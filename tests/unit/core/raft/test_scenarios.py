@@ -256,29 +256,6 @@ def test_fast_backtracking_skips_a_whole_conflicting_term() -> None:
     assert rounds <= 3  # one probe per conflicting term, not one per entry
 
 
-def test_lagging_member_catches_up_through_install_snapshot() -> None:
-    c, lead = elected(3, snapshot_threshold=10)
-    lagger = next(m for m in c.ids if m != lead)
-    c.crash(lagger)
-    for i in range(40):
-        c.write(lead, put(f"k{i % 4}", i))
-        c.run(1)
-    assert c.node(lead).log.base_index > 10
-    sent: list[object] = []
-    original = c.net.send
-
-    def spy(src: str, dst: str, msg: object) -> None:
-        sent.append(msg)
-        original(src, dst, msg)
-
-    c.net.send = spy  # type: ignore[method-assign]
-    c.restart(lagger)
-    c.settle()
-    assert any(isinstance(m, InstallSnapshot) and m.dst == lagger for m in sent)
-    assert c.storage[lagger].snapshot is not None
-    assert c.node(lagger).applier.sm.data == c.node(lead).applier.sm.data
-
-
 def _sent_to(c: Cluster, dst: str) -> list[object]:
     """Every message sent to ``dst`` from now on (a spy on the network)."""
     sent: list[object] = []
@@ -291,6 +268,22 @@ def _sent_to(c: Cluster, dst: str) -> list[object]:
 
     c.net.send = spy  # type: ignore[method-assign]
     return sent
+
+
+def test_lagging_member_catches_up_through_install_snapshot() -> None:
+    c, lead = elected(3, snapshot_threshold=10)
+    lagger = next(m for m in c.ids if m != lead)
+    c.crash(lagger)
+    for i in range(40):
+        c.write(lead, put(f"k{i % 4}", i))
+        c.run(1)
+    assert c.node(lead).log.base_index > 10
+    sent = _sent_to(c, lagger)
+    c.restart(lagger)
+    c.settle()
+    assert any(isinstance(m, InstallSnapshot) and m.dst == lagger for m in sent)
+    assert c.storage[lagger].snapshot is not None
+    assert c.node(lagger).applier.sm.data == c.node(lead).applier.sm.data
 
 
 def test_a_follower_trailing_within_the_window_catches_up_with_appends() -> None:
